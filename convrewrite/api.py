@@ -1,0 +1,92 @@
+"""The Python API: the same steps as the command line, usable from a notebook or a test."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Iterable
+
+import numpy as np
+import onnx
+
+from .graph import load_model
+from .pipeline import check_model_legality, rewrite_model
+from .report import Report
+from .target import Target, load_target
+from .verify import Tolerance, make_inputs, verify_end_to_end, verify_records
+
+ModelLike = "onnx.ModelProto | str | os.PathLike"
+
+
+def _as_model(model) -> tuple[onnx.ModelProto, str]:
+    if isinstance(model, onnx.ModelProto):
+        return model, model.graph.name or "<model>"
+    return load_model(model), os.fspath(model)
+
+
+def _feeds(model: onnx.ModelProto, inputs, seed: int, input_shapes) -> dict[str, np.ndarray]:
+    if isinstance(inputs, dict):
+        return inputs
+    return make_inputs(model, seed=seed, shapes=input_shapes, npz=inputs)
+
+
+def _describe_feeds(feeds: dict[str, np.ndarray]) -> dict:
+    return {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()}
+
+
+def rewrite(model, target, *, verify: bool = True, inputs=None, seed: int = 0,
+            input_shapes: dict | None = None, tolerance: Tolerance | None = None,
+            progress: Callable[[Iterable], Iterable] = iter) -> tuple[onnx.ModelProto, Report]:
+    """Make every conv fit ``target``; verify each rewrite and the whole model on onnxruntime.
+
+    ``inputs``: a dict of arrays, a path to an .npz, or None for seeded random inputs. Returns the
+    rewritten model (the original object itself when nothing needed rewriting) and the report;
+    ``report.status`` is "ok", "mismatch" or "illegal".
+    """
+    original, name = _as_model(model)
+    target = load_target(target)
+    started = time.perf_counter()
+    rewritten, result = rewrite_model(original, target)
+    report = Report(model=name, target=target.name, records=result.records,
+                    remaining=result.remaining, convs_checked=result.convs_checked)
+    report.timings["rewrite"] = time.perf_counter() - started
+    if verify and result.records:
+        started = time.perf_counter()
+        feeds = _feeds(original, inputs, seed, input_shapes)
+        report.inputs = _describe_feeds(feeds)
+        tol = tolerance_for(target, tolerance)
+        verify_records(result.records, rewritten, feeds, tol, progress)
+        kind = "reassociating" if any(r.tolerance == "reassociating" for r in result.records) \
+            else "exact"
+        report.end_to_end = verify_end_to_end(original, rewritten, feeds, tol, kind)
+        report.timings["verify"] = time.perf_counter() - started
+    return rewritten, report
+
+
+def tolerance_for(target: Target, override: Tolerance | None) -> Tolerance:
+    base = Tolerance(atol=target.verify.atol, rtol=target.verify.rtol)
+    return base.merged(override) if override is not None else base
+
+
+def check(model, target) -> Report:
+    """What ``target`` rejects in ``model``, rewriting nothing."""
+    original, name = _as_model(model)
+    target = load_target(target)
+    result = check_model_legality(original, target)
+    return Report(model=name, target=target.name, remaining=result.remaining,
+                  convs_checked=result.convs_checked, mode="check")
+
+
+def verify(original, rewritten, *, inputs=None, seed: int = 0, input_shapes: dict | None = None,
+           tolerance: Tolerance | None = None, kind: str = "reassociating") -> Report:
+    """Compare two models end to end on onnxruntime (e.g. a model and its rewritten form).
+
+    ``kind="reassociating"`` scales atol by the outputs' magnitude (sums may have been regrouped);
+    ``kind="exact"`` applies the tolerances as given.
+    """
+    a, a_name = _as_model(original)
+    b, b_name = _as_model(rewritten)
+    feeds = _feeds(a, inputs, seed, input_shapes)
+    report = Report(model=a_name, target=b_name, mode="verify", inputs=_describe_feeds(feeds))
+    report.end_to_end = verify_end_to_end(a, b, feeds, tolerance or Tolerance(), kind)
+    return report

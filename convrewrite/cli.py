@@ -1,0 +1,211 @@
+"""Command line: ``convrewrite MODEL --target CFG [-o OUT]``, ``convrewrite verify A B``,
+``convrewrite --list-targets``.
+
+Exit codes: 0 done and verified; 1 verification mismatch; 2 bad input (file, model, YAML, flags);
+3 convs remain that the target cannot run. Errors are one line on stderr; nothing is written then,
+and the input is never written over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import api
+from .errors import BadInputError, ConvRewriteError
+from .graph import copy_model_file, has_external_data, load_model, save_model
+from .report import Report
+from .target import describe_rules, load_target, preset_names
+from .verify import Tolerance, parse_input_shapes
+
+DEMO_DEFAULT = "demo_wide"
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
+    return value
+
+
+def _add_verify_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inputs", metavar="FILE.npz", help="real inputs, one array per model input")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
+                   help="shape for an input with dynamic dims (default: batch 1, other dims 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--rtol", type=_non_negative, help="relative tolerance (default: per dtype)")
+    p.add_argument("--atol", type=_non_negative, help="absolute tolerance (default: per dtype)")
+    p.add_argument("--report", metavar="FILE.json", help="also write the report as JSON")
+
+
+def rewrite_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="convrewrite",
+        description="Rewrite the convolutions of an ONNX model so that each fits a target "
+                    "accelerator, and verify the result on onnxruntime. "
+                    "Also: 'convrewrite verify A.onnx B.onnx' compares two models.",
+        epilog="exit codes: 0 ok, 1 verification mismatch, 2 bad input, 3 convs remain that the "
+               "target cannot run")
+    p.add_argument("model", nargs="?", help="the ONNX model to rewrite")
+    p.add_argument("--target", "-t", help="a preset name (see --list-targets) or a YAML file")
+    p.add_argument("-o", "--output", help="where to write the result "
+                                          "(default: MODEL.<target>.onnx beside the model)")
+    p.add_argument("--demo", nargs="?", const=DEMO_DEFAULT, metavar="NAME",
+                   help=f"use a built-in model instead of MODEL (default {DEMO_DEFAULT})")
+    p.add_argument("--check-only", action="store_true",
+                   help="only report what the target rejects; write nothing")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime checks")
+    p.add_argument("--list-targets", action="store_true", help="list the shipped presets")
+    p.add_argument("--list-rules", action="store_true", help="list the target YAML keys")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only errors and the status")
+    _add_verify_flags(p)
+    return p
+
+
+def verify_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="convrewrite verify",
+                                description="Check that two models agree on onnxruntime.")
+    p.add_argument("original")
+    p.add_argument("rewritten")
+    p.add_argument("--exact", action="store_true",
+                   help="apply atol as given (default scales it by the outputs' magnitude, as "
+                        "for rewrites that regroup sums)")
+    _add_verify_flags(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["verify"]:
+            return _verify(verify_parser().parse_args(argv[1:]))
+        return _rewrite(rewrite_parser(), rewrite_parser().parse_args(argv))
+    except ConvRewriteError as exc:
+        print(f"convrewrite: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("convrewrite: interrupted; nothing written", file=sys.stderr)
+        return 130
+
+
+def _tolerance(args: argparse.Namespace) -> Tolerance:
+    return Tolerance(atol=args.atol, rtol=args.rtol)
+
+
+def _progress(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return iter
+    from tqdm import tqdm
+    return lambda items: tqdm(items, desc="verifying rewrites", unit="rewrite", leave=False,
+                              file=sys.stderr, mininterval=0.5)
+
+
+def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.list_targets:
+        for name in preset_names():
+            target = load_target(name)
+            print(f"{name:12s} {target.description}")
+        return 0
+    if args.list_rules:
+        for key, doc, default in describe_rules():
+            print(f"{key:42s} {doc} (default: {default})")
+        return 0
+    if (args.model is None) == (args.demo is None):
+        raise BadInputError("give exactly one of MODEL or --demo (see --help)")
+    if not args.target:
+        raise BadInputError("--target is required: a preset name (see --list-targets) or a YAML "
+                            "file")
+    target = load_target(args.target)
+    shapes = parse_input_shapes(args.input_shape)
+    model_path, model = _source(args)
+    if args.check_only:
+        report = api.check(model, target)
+        report.model = str(model_path)
+        return _finish(report, args)
+    output = _output_path(args, model_path, target.name)
+    report_path = Path(args.report) if args.report else None
+    for p in filter(None, [report_path]):
+        if model_path.exists() and p.exists() and os.path.samefile(p, model_path):
+            raise BadInputError(f"--report {p} is the input model; refusing to overwrite it")
+    started = time.perf_counter()
+    rewritten, report = api.rewrite(model, target, verify=not args.no_verify, inputs=args.inputs,
+                                    seed=args.seed, input_shapes=shapes,
+                                    tolerance=_tolerance(args), progress=_progress(args.quiet))
+    report.model = str(model_path)
+    if report.status != "mismatch":
+        if rewritten is model and model_path.exists() and not has_external_data(model):
+            copy_model_file(model_path, output)          # nothing changed: byte-identical
+        else:
+            save_model(rewritten, output,
+                       external_data=has_external_data(model) or None)
+        report.output = str(output)
+    report.timings["total"] = time.perf_counter() - started
+    return _finish(report, args)
+
+
+def _source(args: argparse.Namespace):
+    if args.demo is not None:
+        from .models import BUILDERS
+        if args.demo not in BUILDERS:
+            raise BadInputError(f"unknown demo model {args.demo!r} "
+                                f"(built-in: {', '.join(sorted(BUILDERS))})")
+        return Path(f"{args.demo}.onnx"), BUILDERS[args.demo]()
+    path = Path(args.model)
+    return path, load_model(path)
+
+
+def _output_path(args: argparse.Namespace, model_path: Path, target_name: str) -> Path:
+    if args.output:
+        output = Path(args.output)
+    else:
+        stem = model_path.name[:-5] if model_path.name.endswith(".onnx") else model_path.name
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in target_name)
+        output = model_path.with_name(f"{stem}.{safe}.onnx")
+    if output.exists() and model_path.exists() and os.path.samefile(output, model_path):
+        raise BadInputError(f"-o {output} is the input model; refusing to overwrite it")
+    if output.resolve() == model_path.resolve() and model_path.exists():
+        raise BadInputError(f"-o {output} is the input model; refusing to overwrite it")
+    if output.is_dir():
+        raise BadInputError(f"-o {output} is a directory; give a file name")
+    if not output.parent.exists() and str(output.parent) not in ("", "."):
+        raise BadInputError(f"-o {output}: folder {output.parent} does not exist")
+    return output
+
+
+def _finish(report: Report, args: argparse.Namespace) -> int:
+    if args.report:
+        _write_text(Path(args.report), report.to_json())
+    if args.quiet:
+        print(f"status: {report.status}")
+    else:
+        print(report.render())
+    return report.exit_code
+
+
+def _write_text(path: Path, text: str) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.exists():
+        raise BadInputError(f"--report {path}: folder {folder} does not exist")
+    with tempfile.NamedTemporaryFile("w", dir=folder, prefix=f".{path.name}.", delete=False) as f:
+        f.write(text + "\n")
+    os.replace(f.name, path)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    report = api.verify(args.original, args.rewritten, inputs=args.inputs, seed=args.seed,
+                        input_shapes=parse_input_shapes(args.input_shape),
+                        tolerance=_tolerance(args),
+                        kind="exact" if args.exact else "reassociating")
+    report.model, report.target = args.original, args.rewritten
+    return _finish(report, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

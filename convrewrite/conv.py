@@ -1,0 +1,92 @@
+"""ConvSpec: one convolution described without reference to any IR.
+
+Legality checks and planners only look at a ConvSpec, so the same decisions serve the ONNX and the
+Relax emitters. Unknown (dynamic) extents are ``None``; checks that need them say "unknown" rather
+than guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    name: str
+    op_type: str                                   # one of CONV_OPS
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel_shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]                          # begins then ends, ONNX order
+    auto_pad: str = "NOTSET"
+    output_padding: tuple[int, ...] = ()
+    input_shape: tuple[int | None, ...] | None = None    # N, C, spatial...
+    output_shape: tuple[int | None, ...] | None = None
+    dtype: str = "float32"
+    has_bias: bool = False
+
+    @property
+    def rank(self) -> int:
+        return len(self.kernel_shape)
+
+    @property
+    def transposed(self) -> bool:
+        return self.op_type == "ConvTranspose"
+
+    @property
+    def in_per_group(self) -> int:
+        return self.in_channels // self.groups
+
+    @property
+    def out_per_group(self) -> int:
+        return self.out_channels // self.groups
+
+    @property
+    def group_form(self) -> str:
+        """``regular`` (groups = 1), ``depthwise`` (one input channel per group) or ``grouped``."""
+        if self.groups == 1:
+            return "regular"
+        if self.in_per_group == 1:
+            return "depthwise"
+        return "grouped"
+
+    @property
+    def depth_multiplier(self) -> int:
+        return self.out_per_group if self.group_form == "depthwise" else 1
+
+    @property
+    def dilated_kernel(self) -> tuple[int, ...]:
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_shape, self.dilations))
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        if self.transposed:
+            return (self.in_channels, self.out_per_group, *self.kernel_shape)
+        return (self.out_channels, self.in_per_group, *self.kernel_shape)
+
+    @property
+    def params(self) -> int:
+        return prod(self.weight_shape) + (self.out_channels if self.has_bias else 0)
+
+    @property
+    def macs(self) -> int | None:
+        """Multiply-accumulates for one run; None when a spatial extent is dynamic."""
+        shape = self.input_shape if self.transposed else self.output_shape
+        if shape is None or any(d is None for d in shape[1:]):
+            return None
+        shape = (shape[0] or 1, *shape[1:])       # a dynamic batch counts as one sample
+        taps = prod(self.kernel_shape)
+        if self.transposed:        # every input pixel scatters into out_per_group * taps outputs
+            return shape[0] * prod(shape[2:]) * self.in_channels * self.out_per_group * taps
+        return shape[0] * prod(shape[2:]) * self.out_channels * self.in_per_group * taps
+
+    def describe(self) -> str:
+        k = "x".join(map(str, self.kernel_shape))
+        g = f" g{self.groups}" if self.groups > 1 else ""
+        return f"{self.op_type} {self.in_channels}->{self.out_channels} k{k}{g}"

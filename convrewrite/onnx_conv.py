@@ -1,0 +1,162 @@
+"""Reading convs out of an ONNX graph (onnx-graphsurgeon) and writing their weights back.
+
+Weights arrive in three forms: an initializer, a Constant node (possibly behind Identity), or a
+DequantizeLinear of constant integers (QDQ models). ``ConstWeight`` hides the difference: a pass asks
+for a slice and gets a tensor it can wire into a new node, with the quantisation parameters sliced
+along when they are per-channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .conv import ConvSpec
+
+# Input positions of the data, weight and bias tensors per op.
+IO_POSITIONS = {
+    "Conv": (0, 1, 2),
+    "ConvTranspose": (0, 1, 2),
+    "QLinearConv": (0, 3, 8),
+    "ConvInteger": (0, 1, None),
+}
+
+
+def _shape(tensor: gs.Tensor) -> tuple[int | None, ...] | None:
+    shape = getattr(tensor, "shape", None)
+    if shape is None:
+        return None
+    return tuple(d if isinstance(d, int) and d >= 0 else None for d in shape)
+
+
+def dtype_name(tensor: gs.Tensor) -> str:
+    dtype = getattr(tensor, "dtype", None)
+    if dtype is None:
+        return "unknown"
+    if isinstance(dtype, int):
+        return onnx.helper.tensor_dtype_to_np_dtype(dtype).name
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype)
+
+
+def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
+    """The value of a tensor that is constant in the graph, following Constant and Identity."""
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    if len(tensor.inputs) != 1:
+        return None
+    producer = tensor.inputs[0]
+    if producer.op == "Constant":
+        value = producer.attrs.get("value")
+        if isinstance(value, gs.Constant):
+            return np.asarray(value.values)
+        return None
+    if producer.op == "Identity":
+        return constant_value(producer.inputs[0])
+    return None
+
+
+def spec_of(node: gs.Node) -> ConvSpec | str:
+    """Describe a conv node, or say why it cannot be described (weights of unknown shape...)."""
+    x_pos, w_pos, b_pos = IO_POSITIONS[node.op]
+    x, w = node.inputs[x_pos], node.inputs[w_pos]
+    w_shape = _shape(w)
+    if w_shape is None or None in w_shape or len(w_shape) < 3:
+        return "weight shape is unknown"
+    rank = len(w_shape) - 2
+    attrs = node.attrs
+    group = int(attrs.get("group", 1))
+    if node.op == "ConvTranspose":
+        cin, cout = w_shape[0], w_shape[1] * group
+    else:
+        cout, cin = w_shape[0], w_shape[1] * group
+    x_shape = _shape(x)
+    if x_shape is not None and len(x_shape) != rank + 2:
+        x_shape = None
+    y_shape = _shape(node.outputs[0]) if node.outputs else None
+    if y_shape is not None and len(y_shape) != rank + 2:
+        y_shape = None
+    has_bias = b_pos is not None and len(node.inputs) > b_pos and bool(node.inputs[b_pos].name)
+    return ConvSpec(
+        name=node.name,
+        op_type=node.op,
+        in_channels=cin,
+        out_channels=cout,
+        groups=group,
+        kernel_shape=tuple(attrs.get("kernel_shape", w_shape[2:])),
+        strides=tuple(attrs.get("strides", (1,) * rank)),
+        dilations=tuple(attrs.get("dilations", (1,) * rank)),
+        pads=tuple(attrs.get("pads", (0,) * (2 * rank))),
+        auto_pad=_text(attrs.get("auto_pad", "NOTSET")),
+        output_padding=tuple(attrs.get("output_padding", ())),
+        input_shape=x_shape,
+        output_shape=y_shape,
+        dtype=dtype_name(x),
+        has_bias=has_bias,
+    )
+
+
+def _text(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclass
+class ConstWeight:
+    """A constant conv weight, plain or DequantizeLinear(q, scale, zero_point)."""
+
+    values: np.ndarray                  # float weights, or the quantized integers
+    scale: gs.Tensor | None = None      # set for QDQ weights
+    zero_point: gs.Tensor | None = None
+    axis: int = 1
+    out_dtype: object = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None
+
+    def slice(self, graph_name: str, index: tuple[slice, ...]) -> tuple[gs.Tensor, list[gs.Node]]:
+        """A tensor holding ``W[index]`` (dequantized the same way as the original when QDQ) and
+        the nodes that compute it."""
+        part = gs.Constant(f"{graph_name}.w", np.ascontiguousarray(self.values[index]))
+        if not self.quantized:
+            return part, []
+        axis = self.axis % self.values.ndim
+        inputs = [part, self._param(self.scale, index[axis] if axis < len(index) else None,
+                                    f"{graph_name}.w_scale")]
+        if self.zero_point is not None:
+            inputs.append(self._param(self.zero_point, index[axis] if axis < len(index) else None,
+                                      f"{graph_name}.w_zero_point"))
+        out = gs.Variable(f"{graph_name}.w_dq", dtype=self.out_dtype)
+        attrs = {"axis": self.axis} if np.asarray(constant_value(self.scale)).size > 1 else {}
+        return out, [gs.Node("DequantizeLinear", f"{graph_name}/w_dq", attrs, inputs, [out])]
+
+    @staticmethod
+    def _param(tensor: gs.Tensor, index: slice | None, name: str) -> gs.Tensor:
+        value = constant_value(tensor)
+        if value is None or value.size <= 1 or index is None:
+            return tensor                           # per-tensor: share the original
+        return gs.Constant(name, np.ascontiguousarray(value[index]))
+
+
+def const_weight(tensor: gs.Tensor) -> ConstWeight | str:
+    """The constant weight behind ``tensor``, or why it is not one we can slice."""
+    value = constant_value(tensor)
+    if value is not None:
+        return ConstWeight(value)
+    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "DequantizeLinear":
+        dq = tensor.inputs[0]
+        if dq.attrs.get("block_size", 0):
+            return "blocked quantisation of the weight is not supported"
+        q = constant_value(dq.inputs[0])
+        scale = dq.inputs[1]
+        zero_point = dq.inputs[2] if len(dq.inputs) > 2 and dq.inputs[2].name else None
+        if q is None or constant_value(scale) is None or (
+                zero_point is not None and constant_value(zero_point) is None):
+            return "the weight's DequantizeLinear has non-constant inputs"
+        return ConstWeight(q, scale, zero_point, int(dq.attrs.get("axis", 1)), tensor.dtype)
+    return "the weight is not a constant (initializer, Constant or DequantizeLinear of constants)"

@@ -1,0 +1,41 @@
+"""The contract between the pipeline and a pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import onnx_graphsurgeon as gs
+
+from ..conv import ConvSpec
+from ..legality import Violation
+from ..record import Record
+from ..target import Target
+
+
+@dataclass
+class RewriteContext:
+    graph: gs.Graph
+    target: Target
+    opset: int
+    used_names: set[str] = field(default_factory=set)
+
+    def fresh(self, wanted: str) -> str:
+        """A node/tensor name that is unique in the graph, readable and deterministic."""
+        name, k = wanted, 1
+        while name in self.used_names:
+            name = f"{wanted}_{k}"
+            k += 1
+        self.used_names.add(name)
+        return name
+
+
+class Pass:
+    """Subclasses set ``name`` and ``fixes`` and implement ``run``."""
+
+    name: ClassVar[str] = ""
+    fixes: ClassVar[frozenset[str]] = frozenset()
+
+    def run(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+            ctx: RewriteContext) -> Record | str:
+        raise NotImplementedError

@@ -1,0 +1,176 @@
+"""Channel split: a conv too wide for the engine becomes sub-convs, summed and concatenated.
+
+Too many input channels → the input is cut into channel chunks (one Split, or one Slice per chunk),
+one sub-conv per chunk with the matching weight slice, partial outputs summed with Add (bias on the
+first term only). Too many output channels → sub-convs over output chunks, joined by Concat. Grouped
+and depthwise convs are cut on group boundaries. The decision is ``plan.plan_channel_split``; this
+module only emits it as ONNX.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..conv import ConvSpec
+from ..legality import Violation
+from ..onnx_conv import IO_POSITIONS, const_weight, constant_value
+from ..plan import ChannelSplitPlan, OutputBlock, SubConv, plan_channel_split, sum_order
+from ..record import Record
+from .base import Pass, RewriteContext
+
+
+class ChannelSplit(Pass):
+    name = "channel_split"
+    fixes = frozenset({"max_in_channels", "max_out_channels"})
+
+    def run(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+            ctx: RewriteContext) -> Record | str:
+        if node.op not in ("Conv", "ConvTranspose"):
+            return f"{node.op} cannot be split yet (only Conv and ConvTranspose)"
+        plan = plan_channel_split(spec, ctx.target)
+        if isinstance(plan, str):
+            return plan
+        needed = {"Add"} if plan.reassociates else set()
+        if len(plan.blocks) > 1:
+            needed.add("Concat")
+        if len(plan.input_ranges) > 1:
+            needed.add("Split" if _use_split(ctx) else "Slice")
+        refused = sorted(op for op in needed if not ctx.target.allows_op(op))
+        if refused:
+            return f"the target's ops list lacks {', '.join(refused)}"
+        weight = const_weight(node.inputs[IO_POSITIONS[node.op][1]])
+        if isinstance(weight, str):
+            return weight
+        input_name, output_name = node.inputs[0].name, node.outputs[0].name
+        new_nodes = _emit(node, spec, plan, weight, ctx)
+        fixed = [v for v in violations if v.rule in self.fixes]
+        return Record(
+            node=node.name, op=node.op, pass_name=self.name, rules=fixed,
+            rewrite=plan.strategy, input_name=input_name,
+            output_name=output_name,
+            tolerance="reassociating" if plan.reassociates else "exact",
+            macs_before=spec.macs, macs_after=spec.macs,
+            params_before=spec.params, params_after=spec.params,
+            nodes_before=1, nodes_after=len(new_nodes),
+        )
+
+
+def _use_split(ctx: RewriteContext) -> bool:
+    return ctx.target.rewrite.input_split == "split" and ctx.target.allows_op("Split") \
+        or not ctx.target.allows_op("Slice")
+
+
+def _emit(node: gs.Node, spec: ConvSpec, plan: ChannelSplitPlan, weight,
+          ctx: RewriteContext) -> list[gs.Node]:
+    """Replace ``node`` in the graph by the plan's sub-convs; returns the nodes added."""
+    graph, base = ctx.graph, node.name
+    x, y = node.inputs[0], node.outputs[0]
+    bias = node.inputs[2] if spec.has_bias else None
+    bias_values = _bias_values(bias)
+    added: list[gs.Node] = []
+
+    chunk_of = _split_input(x, plan, base, ctx, added)
+
+    def out_var(name: str, channels: int) -> gs.Variable:
+        shape = None
+        if y.shape is not None:
+            shape = list(y.shape)
+            shape[1] = channels
+        return gs.Variable(ctx.fresh(name), dtype=y.dtype, shape=shape)
+
+    block_outputs = []
+    single_block = len(plan.blocks) == 1
+    for b, block in enumerate(plan.blocks):
+        terms = []
+        for t, sub in enumerate(block.terms):
+            tag = f"o{b}" if len(block.terms) == 1 else f"o{b}.i{t}"
+            stem = ctx.fresh(f"{base}/conv.{tag}")
+            w, w_nodes = weight.slice(stem, _weight_index(spec, sub))
+            added.extend(w_nodes)
+            inputs = [chunk_of[(sub.in_start, sub.in_stop)], w]
+            if bias is not None and t == 0:
+                inputs.append(_bias_slice(bias, bias_values, block, spec.out_channels, stem, ctx,
+                                          added))
+            last = single_block and len(block.terms) == 1
+            out = y if last else out_var(f"{stem}.out", block.out_stop - block.out_start)
+            attrs = dict(node.attrs, group=sub.groups)
+            added.append(gs.Node(node.op, stem, attrs, inputs, [out]))
+            terms.append(out)
+        if len(terms) > 1:
+            operands = list(terms)
+            pairs = sum_order(len(terms), plan.accumulate)
+            for k, (i, j) in enumerate(pairs):
+                last = single_block and k == len(pairs) - 1
+                stem = ctx.fresh(f"{base}/sum.o{b}.{k}")
+                out = y if last else out_var(f"{stem}.out", block.out_stop - block.out_start)
+                added.append(gs.Node("Add", stem, {}, [operands[i], operands[j]], [out]))
+                operands.append(out)
+            block_outputs.append(operands[-1])
+        else:
+            block_outputs.append(terms[0])
+    if not single_block:
+        added.append(gs.Node("Concat", ctx.fresh(f"{base}/concat"), {"axis": 1},
+                             block_outputs, [y]))
+    node.inputs.clear()
+    node.outputs.clear()
+    graph.nodes.extend(added)
+    return added
+
+
+def _split_input(x: gs.Tensor, plan: ChannelSplitPlan, base: str, ctx: RewriteContext,
+                 added: list[gs.Node]) -> dict[tuple[int, int], gs.Tensor]:
+    ranges = plan.input_ranges
+    if len(ranges) == 1:
+        return {ranges[0]: x}
+    chunks = {}
+    for i, (a, b) in enumerate(ranges):
+        shape = None
+        if x.shape is not None:
+            shape = list(x.shape)
+            shape[1] = b - a
+        chunks[(a, b)] = gs.Variable(ctx.fresh(f"{base}/in_split.{i}"), dtype=x.dtype, shape=shape)
+    if _use_split(ctx):
+        sizes = np.array([b - a for a, b in ranges], dtype=np.int64)
+        attrs, inputs = {"axis": 1}, [x]
+        if ctx.opset >= 13:
+            inputs.append(gs.Constant(ctx.fresh(f"{base}/in_split.sizes"), sizes))
+        else:
+            attrs["split"] = [int(s) for s in sizes]
+        added.append(gs.Node("Split", ctx.fresh(f"{base}/in_split"), attrs, inputs,
+                             list(chunks.values())))
+        return chunks
+    for i, (a, b) in enumerate(ranges):
+        consts = [gs.Constant(ctx.fresh(f"{base}/in_slice.{i}.{k}"), np.array([v], dtype=np.int64))
+                  for k, v in (("starts", a), ("ends", b), ("axes", 1))]
+        added.append(gs.Node("Slice", ctx.fresh(f"{base}/in_slice.{i}"), {},
+                             [x, *consts], [chunks[(a, b)]]))
+    return chunks
+
+
+def _weight_index(spec: ConvSpec, sub: SubConv) -> tuple[slice, slice]:
+    """The weight slice a sub-conv uses, in the op's own weight layout."""
+    if not spec.transposed:         # [Cout, Cin/G, k...]
+        return slice(sub.out_start, sub.out_stop), slice(sub.w_in_start, sub.w_in_stop)
+    cout_g = spec.out_per_group    # ConvTranspose: [Cin, Cout/G, k...]
+    first = sub.out_start - (sub.out_start // cout_g) * cout_g
+    width = sub.out_channels if sub.groups == 1 else cout_g
+    return slice(sub.in_start, sub.in_stop), slice(first, first + width)
+
+
+def _bias_values(bias: gs.Tensor | None) -> np.ndarray | None:
+    return None if bias is None else constant_value(bias)
+
+
+def _bias_slice(bias: gs.Tensor, values: np.ndarray | None, block: OutputBlock, total: int,
+                stem: str, ctx: RewriteContext, added: list[gs.Node]) -> gs.Tensor:
+    """The bias for one output block: the original when the block is everything, else a slice."""
+    if block.out_start == 0 and block.out_stop == total:
+        return bias
+    if values is None:      # a computed bias: slice it in the graph
+        out = gs.Variable(f"{stem}.b", dtype=bias.dtype, shape=[block.out_stop - block.out_start])
+        consts = [gs.Constant(f"{stem}.b_{k}", np.array([v], dtype=np.int64))
+                  for k, v in (("starts", block.out_start), ("ends", block.out_stop), ("axes", 0))]
+        added.append(gs.Node("Slice", f"{stem}/bias_slice", {}, [bias, *consts], [out]))
+        return out
+    return gs.Constant(f"{stem}.b", np.ascontiguousarray(values[block.out_start:block.out_stop]))

@@ -1,0 +1,125 @@
+"""The pass manager: find illegal convs, let the pass that owns the broken rule rewrite them, repeat
+to a fixpoint, then say what is still illegal and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from .conv import CONV_OPS
+from .graph import from_graph, isolate_node, opset_version, to_graph
+from .legality import Violation, check
+from .onnx_conv import spec_of
+from .passes import DEFAULT_PASSES, Pass, RewriteContext
+from .record import Record
+from .target import Target
+
+MAX_ITERATIONS = 16
+
+
+@dataclass
+class Remaining:
+    """A conv the target still rejects after the pipeline, with every pass's reason."""
+
+    node: str
+    op: str
+    describe: str
+    violations: list[Violation]
+    reasons: list[str]
+
+    def to_dict(self) -> dict:
+        return {"node": self.node, "op": self.op, "conv": self.describe,
+                "violations": [v.to_dict() for v in self.violations], "reasons": self.reasons}
+
+
+@dataclass
+class RewriteResult:
+    records: list[Record] = field(default_factory=list)
+    remaining: list[Remaining] = field(default_factory=list)
+    convs_checked: int = 0
+
+
+def conv_nodes(graph: gs.Graph) -> list[gs.Node]:
+    return [n for n in graph.nodes if n.op in CONV_OPS and n.domain in ("", "ai.onnx", None)]
+
+
+def name_unnamed_nodes(graph: gs.Graph) -> None:
+    """Records and derived names need a name per conv; exporters sometimes leave them empty."""
+    taken = {n.name for n in graph.nodes if n.name}
+    for i, node in enumerate(graph.nodes):
+        if not node.name and node.op in CONV_OPS:
+            name, k = f"{node.op}_{i}", 1
+            while name in taken:
+                name, k = f"{node.op}_{i}_{k}", k + 1
+            node.name = name
+            taken.add(name)
+
+
+def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
+               passes: tuple[Pass, ...] = DEFAULT_PASSES, dry_run: bool = False) -> RewriteResult:
+    """Rewrite ``graph`` in place; ``like`` is the model it came from (opsets, ir_version)."""
+    name_unnamed_nodes(graph)
+    used = {n.name for n in graph.nodes} | set(graph.tensors().keys())
+    ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like), used_names=used)
+    result = RewriteResult()
+    declined: dict[str, list[str]] = {}
+    for _ in range(0 if dry_run else MAX_ITERATIONS):
+        changed = False
+        for node in conv_nodes(graph):
+            spec = spec_of(node)
+            if isinstance(spec, str):
+                declined.setdefault(node.name, []).append(spec)
+                continue
+            violations = check(spec, target)
+            rules = {v.rule for v in violations}
+            for p in passes:
+                if not rules & p.fixes:
+                    continue
+                before = isolate_node(node, graph, like)
+                outcome = p.run(node, spec, violations, ctx)
+                if isinstance(outcome, Record):
+                    outcome.before = before
+                    result.records.append(outcome)
+                    changed = True
+                    break
+                reason = f"{p.name}: {outcome}"
+                if reason not in declined.setdefault(node.name, []):
+                    declined[node.name].append(reason)
+        if not changed:
+            break
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    for node in conv_nodes(graph):
+        result.convs_checked += 1
+        spec = spec_of(node)
+        if isinstance(spec, str):
+            result.remaining.append(Remaining(node.name, node.op, node.op, [], [spec]))
+            continue
+        violations = check(spec, target)
+        if violations:
+            reasons = list(declined.get(node.name, []))
+            owners = {r: p.name for p in passes for r in p.fixes}
+            for v in violations:
+                if v.rule not in owners:
+                    reasons.append(f"no lowering for rule {v.rule} on this target yet")
+                elif dry_run:
+                    reasons.append(f"{v.rule}: {owners[v.rule]} would rewrite it")
+            result.remaining.append(Remaining(node.name, node.op, spec.describe(), violations,
+                                              reasons))
+    return result
+
+
+def rewrite_model(model: onnx.ModelProto, target: Target,
+                  passes: tuple[Pass, ...] = DEFAULT_PASSES) -> tuple[onnx.ModelProto, RewriteResult]:
+    """Rewrite a model; when nothing changes the original proto is returned untouched."""
+    graph = to_graph(model)
+    result = run_passes(graph, target, model, passes)
+    if not result.records:
+        return model, result
+    return from_graph(graph, model), result
+
+
+def check_model_legality(model: onnx.ModelProto, target: Target) -> RewriteResult:
+    """What the target rejects, without rewriting anything (``--check-only``)."""
+    return run_passes(to_graph(model), target, model, dry_run=True)

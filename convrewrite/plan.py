@@ -1,0 +1,164 @@
+"""Planners: pure decisions over a ConvSpec and a Target, shared by every emitter.
+
+A channel-split plan is a list of output blocks, concatenated in order along the channel axis; each
+block is the sum of one or more sub-convs. A sub-conv reads a contiguous range of input channels and
+computes a contiguous range of output channels with a contiguous range of the weight's per-group
+input channels. This one shape covers every case: dense grids (in-chunks × out-chunks), chunks of
+whole groups (grouped and depthwise convs), and splits within one over-wide group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil
+
+from .conv import ConvSpec
+from .target import Target
+
+
+@dataclass(frozen=True)
+class SubConv:
+    in_start: int          # absolute input channel range read
+    in_stop: int
+    out_start: int         # absolute output channel range produced
+    out_stop: int
+    groups: int            # groups of the sub-conv itself
+    w_in_start: int        # range of the weight's per-group input axis
+    w_in_stop: int
+
+    @property
+    def in_channels(self) -> int:
+        return self.in_stop - self.in_start
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_stop - self.out_start
+
+
+@dataclass(frozen=True)
+class OutputBlock:
+    out_start: int
+    out_stop: int
+    terms: tuple[SubConv, ...]     # summed; the bias goes on the first term only
+
+
+@dataclass(frozen=True)
+class ChannelSplitPlan:
+    blocks: tuple[OutputBlock, ...]
+    accumulate: str                # "chain" or "tree"
+    strategy: str                  # a short human description for the report
+
+    @property
+    def sub_convs(self) -> list[SubConv]:
+        return [t for b in self.blocks for t in b.terms]
+
+    @property
+    def input_ranges(self) -> list[tuple[int, int]]:
+        """Distinct input channel ranges in channel order (they partition the input)."""
+        return sorted({(t.in_start, t.in_stop) for t in self.sub_convs})
+
+    @property
+    def reassociates(self) -> bool:
+        """True when some output is a sum of partial convs (floating-point order changes)."""
+        return any(len(b.terms) > 1 for b in self.blocks)
+
+
+def balanced_chunks(total: int, limit: int, align: int = 1) -> list[tuple[int, int]]:
+    """Split ``range(total)`` into the fewest chunks of at most ``limit``, as equal as possible,
+    with every boundary on a multiple of ``align`` where that does not cost an extra chunk."""
+    if total <= limit:
+        return [(0, total)]
+    if align > 1 and align <= limit:
+        units = ceil(total / align)
+        n = ceil(total / limit)
+        while ceil(units / n) * align > limit:
+            n += 1
+        if n == ceil(total / limit):
+            sizes = [(units // n + (1 if i < units % n else 0)) * align for i in range(n)]
+            sizes[-1] -= units * align - total      # the last chunk takes the ragged remainder
+            if sizes[-1] > 0:
+                return _ranges(sizes)
+    n = ceil(total / limit)
+    return _ranges([total // n + (1 if i < total % n else 0) for i in range(n)])
+
+
+def _ranges(sizes: list[int]) -> list[tuple[int, int]]:
+    out, start = [], 0
+    for s in sizes:
+        out.append((start, start + s))
+        start += s
+    return out
+
+
+def plan_channel_split(spec: ConvSpec, target: Target) -> ChannelSplitPlan | str:
+    """Plan sub-convs that respect the channel limits, or return why it cannot be done."""
+    rules = target.conv
+    max_in = rules.max_in_channels or spec.in_channels
+    max_out = rules.max_out_channels or spec.out_channels
+    align = rules.channel_align
+    if spec.in_channels <= max_in and spec.out_channels <= max_out:
+        return "channels already within the limits"
+    if spec.in_channels % spec.groups or spec.out_channels % spec.groups:
+        return f"channels are not divisible by groups={spec.groups}"
+    G, cin_g, cout_g = spec.groups, spec.in_per_group, spec.out_per_group
+    accumulate = target.rewrite.accumulate
+    groups_per_chunk = min(max_in // cin_g, max_out // cout_g, G)
+    if groups_per_chunk >= 1:
+        if G == 1:       # cannot happen: a single group fits, so the conv already fitted
+            return "channels already within the limits"
+        # Whole groups per sub-conv: groups are independent, so blocks concatenate, no sums.
+        # Align in channel units where possible (chunks of groups whose channel count is aligned).
+        group_align = max(1, align // cin_g) if align % cin_g == 0 else 1
+        chunks = balanced_chunks(G, groups_per_chunk, group_align)
+        blocks = tuple(
+            OutputBlock(g0 * cout_g, g1 * cout_g,
+                        (SubConv(g0 * cin_g, g1 * cin_g, g0 * cout_g, g1 * cout_g, g1 - g0,
+                                 0, cin_g),))
+            for g0, g1 in chunks)
+        form = "depthwise" if cin_g == 1 else "group"
+        strategy = f"{len(blocks)} {form} chunks of {_sizes([g1 - g0 for g0, g1 in chunks])} groups"
+        return ChannelSplitPlan(blocks, accumulate, strategy)
+    # A single group is too wide: split each group into an in-chunks x out-chunks grid.
+    in_chunks = balanced_chunks(cin_g, max_in, align)
+    out_chunks = balanced_chunks(cout_g, max_out, align)
+    blocks = []
+    for g in range(G):
+        for o0, o1 in out_chunks:
+            terms = tuple(SubConv(g * cin_g + i0, g * cin_g + i1, g * cout_g + o0, g * cout_g + o1,
+                                  1, i0, i1) for i0, i1 in in_chunks)
+            blocks.append(OutputBlock(g * cout_g + o0, g * cout_g + o1, terms))
+    per_group = f"{len(in_chunks)} in x {len(out_chunks)} out chunks"
+    strategy = per_group if G == 1 else f"{G} groups, each {per_group}"
+    if len(in_chunks) > 1:
+        strategy += f", {accumulate} sum"
+    return ChannelSplitPlan(tuple(blocks), accumulate, strategy)
+
+
+def _sizes(values: list[int]) -> str:
+    distinct = sorted(set(values), reverse=True)
+    return "/".join(map(str, distinct))
+
+
+def sum_order(n: int, accumulate: str) -> list[tuple[int, int]]:
+    """Pairs of operand indices in evaluation order; index ``n + k`` names the k-th partial sum.
+
+    ``chain`` is ((t0 + t1) + t2) + ... — each Add has one conv operand, which runtimes fuse into
+    the conv's accumulation. ``tree`` adds neighbours pairwise, bounding rounding growth at log2(n).
+    """
+    if accumulate == "chain":
+        pairs, acc = [], 0
+        for k in range(1, n):
+            pairs.append((acc, k))
+            acc = n + len(pairs) - 1
+        return pairs
+    pairs, level, nxt = [], list(range(n)), n
+    while len(level) > 1:
+        new = []
+        for i in range(0, len(level) - 1, 2):
+            pairs.append((level[i], level[i + 1]))
+            new.append(nxt)
+            nxt += 1
+        if len(level) % 2:
+            new.append(level[-1])
+        level = new
+    return pairs

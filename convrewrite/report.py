@@ -1,0 +1,146 @@
+"""The report: what was rewritten and why, what still does not fit, and how well it verified.
+
+One object feeds both the terminal table and the JSON file, so they never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .pipeline import Remaining
+from .record import Record
+
+STATUS_EXIT = {"ok": 0, "mismatch": 1, "illegal": 3}
+
+
+@dataclass
+class Report:
+    model: str = ""
+    target: str = ""
+    records: list[Record] = field(default_factory=list)
+    remaining: list[Remaining] = field(default_factory=list)
+    convs_checked: int = 0
+    end_to_end: dict | None = None
+    inputs: dict = field(default_factory=dict)          # name -> shape/dtype actually used
+    output: str | None = None
+    timings: dict = field(default_factory=dict)
+    mode: str = "rewrite"                               # rewrite | check | verify
+
+    @property
+    def verified(self) -> bool:
+        return self.end_to_end is not None or any(r.verify for r in self.records)
+
+    @property
+    def mismatches(self) -> list[str]:
+        bad = [r.node for r in self.records if r.verify is not None and not r.verify["passed"]]
+        if self.end_to_end is not None and not self.end_to_end["passed"]:
+            bad.append("<end to end>")
+        return bad
+
+    @property
+    def status(self) -> str:
+        if self.mismatches:
+            return "mismatch"
+        if self.remaining:
+            return "illegal"
+        return "ok"
+
+    @property
+    def exit_code(self) -> int:
+        return STATUS_EXIT[self.status]
+
+    def to_dict(self) -> dict:
+        return {
+            "status": self.status, "mode": self.mode, "model": self.model, "target": self.target,
+            "output": self.output, "convs_checked": self.convs_checked,
+            "rewrites": [r.to_dict() for r in self.records],
+            "remaining": [r.to_dict() for r in self.remaining],
+            "end_to_end": self.end_to_end, "inputs": self.inputs, "timings_s": self.timings,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False, default=_jsonable)
+
+    def render(self) -> str:
+        return render(self)
+
+
+def _jsonable(v: object) -> object:
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return str(v)
+
+
+def _num(v: int | None) -> str:
+    if v is None:
+        return "?"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= size:
+            return f"{v / size:.3g}{unit}"
+    return str(v)
+
+
+def _err(stats: dict | None) -> str:
+    if not stats:
+        return "-"
+    if "error" in stats:
+        return "FAIL: " + stats["error"]
+    verdict = "ok" if stats["passed"] else "FAIL"
+    exact = " (bit-exact)" if stats.get("bit_exact") else ""
+    return f"{verdict} {stats['max_abs']:.2g}{exact}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return out
+
+
+def render(report: Report) -> str:
+    if report.mode == "verify":
+        lines = [f"convrewrite verify: {report.model} vs {report.target}"]
+    else:
+        lines = [f"convrewrite: {report.model} for target {report.target}"
+                 + (f" -> {report.output}" if report.output else "")]
+    if report.records:
+        rows = []
+        for r in report.records:
+            rule = ", ".join(f"{v.rule} {_plain(v.value)}>{_plain(v.limit)}" for v in r.rules)
+            rows.append([r.node, rule, r.rewrite,
+                         f"{_num(r.macs_before)}/{_num(r.macs_after)}",
+                         f"{r.nodes_before}->{r.nodes_after}", _err(r.verify)])
+        lines += _table(["node", "rule (value>limit)", "rewrite", "MACs before/after", "nodes",
+                         "max abs err"], rows)
+    elif report.mode == "rewrite":
+        lines.append(f"all {report.convs_checked} convs already fit the target; nothing rewritten")
+    for rem in report.remaining:
+        lines.append(f"NOT LEGAL {rem.node} ({rem.describe}): "
+                     + "; ".join(v.message for v in rem.violations))
+        lines += [f"    why: {reason}" for reason in rem.reasons]
+    if report.end_to_end is not None:
+        e = report.end_to_end
+        if "error" in e:
+            lines.append(f"end to end: FAIL: {e['error']}")
+        else:
+            where = f" at {e['worst_output']}{e['worst_index']}" if e.get("worst_output") else ""
+            lines.append(f"end to end ({e['tolerance']} tolerance atol {e['atol']:.2g} rtol "
+                         f"{e['rtol']:.2g}): {'ok' if e['passed'] else 'FAIL'}, max abs "
+                         f"{e['max_abs']:.3g}, max rel {e['max_rel']:.3g}{where}, smallest atol "
+                         f"that passes {e['min_atol_to_pass']:.3g}")
+    elif report.mode != "check" and report.records:
+        lines.append("not verified (--no-verify)")
+    counts = {"ok": "ok", "mismatch": "FAILED: outputs differ", "illegal": "convs remain that "
+              "the target cannot run"}
+    lines.append(f"status: {counts[report.status]} ({len(report.records)} rewritten, "
+                 f"{len(report.remaining)} not legal, {report.convs_checked} convs in the result)")
+    return "\n".join(lines)
+
+
+def _plain(v: object) -> str:
+    if isinstance(v, (tuple, list)):
+        return "x".join(map(str, v))
+    return str(v)

@@ -1,0 +1,316 @@
+"""Numerical equivalence on onnxruntime: per rewrite (original node vs its replacement) and end to end.
+
+Inputs are seeded and symmetric ([-1, 1] for floats) or the user's own (.npz). Tolerances follow
+onnxruntime's own tests per dtype, can be overridden by the target and the command line, and are
+widened for rewrites that regroup sums ("reassociating": the error bound scales with the output's
+magnitude, not with each element's). Every comparison reports the numbers Polygraphy would — max
+abs / rel error, where, the smallest atol that would have passed — plus the worst channel.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import BadInputError
+from .graph import PROTOBUF_LIMIT, save_model
+
+DEFAULT_TOLERANCES = {          # onnxruntime's own test tolerances: (atol, rtol)
+    "float32": (1e-5, 1e-4),
+    "float64": (1e-7, 1e-6),
+    "float16": (2.5e-3, 1e-3),
+    "bfloat16": (2e-2, 1e-2),
+}
+DEFAULT_DYNAMIC_DIM = 64        # a symbolic non-batch dimension without --input-shape
+DEFAULT_BATCH = 1
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float | None = None   # None: the dtype's default
+    rtol: float | None = None
+
+    def resolve(self, dtype: np.dtype, kind: str) -> tuple[float, float]:
+        """(atol, rtol) for outputs of this dtype and a rewrite of this tolerance kind."""
+        if not np.issubdtype(dtype, np.floating):
+            return 0.0, 0.0
+        atol, rtol = DEFAULT_TOLERANCES.get(np.dtype(dtype).name, DEFAULT_TOLERANCES["float32"])
+        return (atol if self.atol is None else self.atol,
+                rtol if self.rtol is None else self.rtol)
+
+    def merged(self, other: "Tolerance") -> "Tolerance":
+        """``other`` wins where it says something."""
+        return Tolerance(self.atol if other.atol is None else other.atol,
+                         self.rtol if other.rtol is None else other.rtol)
+
+
+# ---------------------------------------------------------------- sessions and inputs
+
+def session(model: onnx.ModelProto) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if model.ByteSize() < PROTOBUF_LIMIT:
+        return ort.InferenceSession(model.SerializeToString(), so,
+                                    providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        save_model(model, path, external_data=True)
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    initializers = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
+def parse_input_shapes(items: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """``name:1x3x224x224`` (or ``name:1,3,224,224``) → {name: shape}."""
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shape = tuple(int(d) for d in dims.replace(",", "x").split("x"))
+            if any(d < 0 for d in shape):
+                raise ValueError
+        except ValueError:
+            raise BadInputError(f"--input-shape {item!r}: expected NAME:DxDxD, e.g. "
+                                "input:1x3x224x224") from None
+        shapes[name] = shape
+    return shapes
+
+
+def make_inputs(model: onnx.ModelProto, *, seed: int = 0,
+                shapes: dict[str, tuple[int, ...]] | None = None,
+                npz: "str | os.PathLike | None" = None) -> dict[str, np.ndarray]:
+    """Feeds for every graph input: from ``npz`` when given, else seeded random values."""
+    inputs = graph_inputs(model)
+    names = [i.name for i in inputs]
+    if npz is not None:
+        return _load_npz(npz, inputs)
+    shapes = shapes or {}
+    unknown = sorted(set(shapes) - set(names))
+    if unknown:
+        raise BadInputError(f"--input-shape names {unknown[0]!r}, which is not a model input "
+                            f"(inputs: {', '.join(names)})")
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for info in inputs:
+        tensor_type = info.type.tensor_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        shape = shapes.get(info.name) or _default_shape(tensor_type.shape)
+        feeds[info.name] = _random(rng, dtype, shape)
+    return feeds
+
+
+def _default_shape(shape: onnx.TensorShapeProto) -> tuple[int, ...]:
+    dims = []
+    for axis, d in enumerate(shape.dim):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(d.dim_value)
+        else:
+            dims.append(DEFAULT_BATCH if axis == 0 else DEFAULT_DYNAMIC_DIM)
+    return tuple(dims)
+
+
+def _random(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    if np.issubdtype(dtype, np.floating):
+        return rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        lo, hi = (int(info.min), int(info.max)) if info.bits <= 8 else (0, 10)
+        return rng.integers(lo, hi, size=shape, endpoint=True).astype(dtype)
+    raise BadInputError(f"cannot make random inputs of type {dtype}; give --inputs file.npz")
+
+
+def _load_npz(path: "str | os.PathLike", inputs: list[onnx.ValueInfoProto]) -> dict[str, np.ndarray]:
+    if not Path(path).is_file():
+        raise BadInputError(f"{path}: no such file")
+    try:
+        data = dict(np.load(path, allow_pickle=False))
+    except Exception as exc:        # noqa: BLE001 - any failure means "not a usable npz"
+        raise BadInputError(f"{path}: not a readable .npz file ({exc})") from None
+    names = [i.name for i in inputs]
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise BadInputError(f"{path}: no array for model input {missing[0]!r} "
+                            f"(arrays: {', '.join(sorted(data)) or 'none'})")
+    extra = sorted(set(data) - set(names))
+    if extra:
+        raise BadInputError(f"{path}: array {extra[0]!r} is not a model input "
+                            f"(inputs: {', '.join(names)})")
+    for info in inputs:
+        want = onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
+        if data[info.name].dtype != want:
+            raise BadInputError(f"{path}: array {info.name!r} is {data[info.name].dtype}, "
+                                f"the model wants {want}")
+    return {n: data[n] for n in names}
+
+
+def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
+        extra_outputs: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Run on onnxruntime CPU; ``extra_outputs`` exposes intermediate tensors by name."""
+    extra = [n for n in dict.fromkeys(extra_outputs)
+             if n not in {o.name for o in model.graph.output} and n not in feeds]
+    if extra:
+        model = _with_outputs(model, extra)
+    sess = session(model)
+    wanted = [o.name for o in sess.get_outputs()]
+    try:
+        values = sess.run(wanted, feeds)
+    except Exception as exc:        # noqa: BLE001 - onnxruntime raises its own exception types
+        raise BadInputError(f"onnxruntime failed to run the model: {str(exc).splitlines()[0]}") \
+            from None
+    out = dict(zip(wanted, values))
+    out.update({k: v for k, v in feeds.items() if k in extra_outputs})
+    return out
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    typed = {v.name: v for v in copy.graph.value_info}
+    for name in names:
+        info = onnx.ValueInfoProto()
+        info.CopyFrom(typed.get(name, onnx.ValueInfoProto(name=name)))
+        copy.graph.output.append(info)
+    return copy
+
+
+# ---------------------------------------------------------------- comparison
+
+def compare(reference: np.ndarray, actual: np.ndarray, atol: float, rtol: float,
+            scale_atol: bool = False) -> dict:
+    """Polygraphy-style statistics; ``scale_atol`` multiplies atol by max(1, max|reference|)."""
+    ref = np.asarray(reference)
+    got = np.asarray(actual)
+    if ref.shape != got.shape:
+        return {"passed": False, "error": f"shape {list(got.shape)} != reference "
+                                          f"{list(ref.shape)}"}
+    if ref.size == 0:
+        return {"passed": True, "bit_exact": True, "max_abs": 0.0, "max_rel": 0.0}
+    r, g = ref.astype(np.float64), got.astype(np.float64)
+    both_nan = np.isnan(r) & np.isnan(g)
+    diff = np.where(both_nan, 0.0, np.abs(g - r))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    mag = np.abs(np.where(np.isfinite(r), r, 0.0))
+    eff_atol = atol * max(1.0, float(mag.max())) if scale_atol else atol
+    bound = eff_atol + rtol * mag
+    bad = diff > bound
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    rel = diff / np.maximum(mag, np.finfo(np.float64).tiny)
+    stats = {
+        "passed": not bool(bad.any()),
+        "bit_exact": bool(np.array_equal(ref, got, equal_nan=True)),
+        "max_abs": float(diff.max()),
+        "max_rel": float(np.where(diff == 0, 0.0, rel).max()),
+        "p99_abs": float(np.percentile(diff, 99)),
+        "worst_index": [int(i) for i in worst],
+        "reference_at_worst": float(r[worst]),
+        "actual_at_worst": float(g[worst]),
+        "mismatches": int(bad.sum()),
+        "elements": int(ref.size),
+        "atol": eff_atol,
+        "rtol": rtol,
+        "min_atol_to_pass": float(np.maximum(diff - rtol * mag, 0.0).max()),
+    }
+    if ref.ndim >= 3:               # conv-shaped: which output channel is worst
+        per_channel = diff.reshape(ref.shape[0], ref.shape[1], -1).max(axis=(0, 2))
+        stats["worst_channel"] = int(np.argmax(per_channel))
+        stats["worst_channel_max_abs"] = float(per_channel.max())
+    return stats
+
+
+def compare_outputs(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray],
+                    names: list[str], tolerance: Tolerance, kind: str) -> dict:
+    """Compare named outputs; the overall verdict is the worst of them."""
+    per_output = {}
+    for name in names:
+        ref = reference[name]
+        atol, rtol = tolerance.resolve(ref.dtype, kind)
+        per_output[name] = compare(ref, actual[name], atol, rtol,
+                                   scale_atol=kind == "reassociating")
+    passed = all(s["passed"] for s in per_output.values())
+    worst = max(per_output, key=lambda n: per_output[n].get("max_abs", float("inf")),
+                default=None)
+    summary = dict(per_output[worst]) if worst is not None else {"passed": True}
+    summary.update(passed=passed, tolerance=kind, worst_output=worst, outputs=per_output)
+    return summary
+
+
+# ---------------------------------------------------------------- local (per rewrite) checks
+
+def extract(model: onnx.ModelProto, input_name: str, output_name: str,
+            example: np.ndarray) -> onnx.ModelProto:
+    """The part of ``model`` that computes ``output_name`` from ``input_name`` (and constants)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    initializers = {t.name: t for t in model.graph.initializer}
+    keep, stack, seen = [], [output_name], set()
+    while stack:
+        name = stack.pop()
+        if name in seen or name == input_name or name in initializers or not name:
+            continue
+        seen.add(name)
+        node = producers.get(name)
+        if node is None:
+            raise BadInputError(f"cannot isolate {output_name!r}: it depends on {name!r}, which is "
+                                f"neither {input_name!r} nor a constant")
+        if id(node) not in {id(k) for k in keep}:
+            keep.append(node)
+            stack.extend(node.input)
+    order = {id(n): i for i, n in enumerate(model.graph.node)}
+    keep.sort(key=lambda n: order[id(n)])
+    used = {i for n in keep for i in n.input}
+    graph = onnx.helper.make_graph(
+        keep, "local",
+        [onnx.helper.make_tensor_value_info(
+            input_name, onnx.helper.np_dtype_to_tensor_dtype(example.dtype), example.shape)],
+        [onnx.ValueInfoProto(name=output_name)],
+        [initializers[n] for n in sorted(used) if n in initializers])
+    local = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
+    local.ir_version = model.ir_version
+    return local
+
+
+def verify_records(records, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                   tolerance: Tolerance, progress: Callable[[Iterable], Iterable] = iter) -> None:
+    """Fill ``record.verify`` for each record: its original node vs its replacement, fed with the
+    activation that reaches it in the rewritten model."""
+    activations = run(rewritten, feeds, extra_outputs=[r.input_name for r in records])
+    for record in progress(records):
+        x = activations[record.input_name]
+        before = _retype_input(record.before, record.input_name, x)
+        after = extract(rewritten, record.input_name, record.output_name, x)
+        ref = run(before, {record.input_name: x})[record.output_name]
+        got = run(after, {record.input_name: x})[record.output_name]
+        atol, rtol = tolerance.resolve(ref.dtype, record.tolerance)
+        record.verify = compare(ref, got, atol, rtol, scale_atol=record.tolerance == "reassociating")
+
+
+def _retype_input(model: onnx.ModelProto, name: str, example: np.ndarray) -> onnx.ModelProto:
+    for info in model.graph.input:
+        if info.name == name:
+            info.CopyFrom(onnx.helper.make_tensor_value_info(
+                name, onnx.helper.np_dtype_to_tensor_dtype(example.dtype), example.shape))
+    return model
+
+
+def verify_end_to_end(original: onnx.ModelProto, rewritten: onnx.ModelProto,
+                      feeds: dict[str, np.ndarray], tolerance: Tolerance, kind: str) -> dict:
+    ref = run(original, feeds)
+    got = run(rewritten, feeds)
+    names = [o.name for o in original.graph.output]
+    missing = [n for n in names if n not in got]
+    if missing:
+        return {"passed": False, "error": f"rewritten model lacks output {missing[0]!r}"}
+    return compare_outputs(ref, got, names, tolerance, kind)
