@@ -131,7 +131,7 @@ class ConstWeight:
         if self.zero_point is not None:
             inputs.append(self._param(self.zero_point, index[axis] if axis < len(index) else None,
                                       f"{graph_name}.w_zero_point"))
-        out = gs.Variable(f"{graph_name}.w_dq", dtype=self.out_dtype)
+        out = gs.Variable(f"{graph_name}.w_dq", dtype=self.out_dtype, shape=list(part.shape))
         attrs = {"axis": self.axis} if np.asarray(constant_value(self.scale)).size > 1 else {}
         return out, [gs.Node("DequantizeLinear", f"{graph_name}/w_dq", attrs, inputs, [out])]
 

@@ -1,0 +1,94 @@
+"""Single-conv ONNX models for unit and property tests, in every form the passes must accept."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+WEIGHT_FORMS = ("initializer", "constant", "qdq_tensor", "qdq_channel")
+
+
+def conv_model(*, op: str = "Conv", cin: int = 8, cout: int = 8, kernel=(3, 3), groups: int = 1,
+               strides=None, pads=None, dilations=None, auto_pad: str | None = None,
+               output_padding=None, bias: bool = True, dtype=np.float32,
+               weight_form: str = "initializer", spatial=None, batch=1, opset: int = 17,
+               seed: int = 0) -> onnx.ModelProto:
+    """One conv between a Relu (so the conv input is an intermediate) and the graph output."""
+    rank = len(kernel)
+    spatial = spatial or (8,) * rank
+    rng = np.random.default_rng(seed)
+    fan_in = (cin // groups) * int(np.prod(kernel))
+    if op == "ConvTranspose":
+        w_shape = (cin, cout // groups, *kernel)
+    else:
+        w_shape = (cout, cin // groups, *kernel)
+    w = (rng.standard_normal(w_shape) / np.sqrt(fan_in)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32) * 0.1
+    inits, nodes = [], [helper.make_node("Relu", ["x"], ["x_relu"], name="pre")]
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    if weight_form == "initializer":
+        inits.append(numpy_helper.from_array(w.astype(dtype), "W"))
+    elif weight_form == "constant":
+        nodes.append(helper.make_node("Constant", [], ["W"], name="W_const",
+                                      value=numpy_helper.from_array(w.astype(dtype), "W_value")))
+    elif weight_form in ("qdq_tensor", "qdq_channel"):
+        per_channel = weight_form == "qdq_channel"
+        axis = 1 if op == "ConvTranspose" else 0
+        reduce_axes = tuple(i for i in range(w.ndim) if i != axis) if per_channel else None
+        scale = (np.abs(w).max(axis=reduce_axes) / 127.0).astype(np.float32) + 1e-6
+        shape = [1] * w.ndim
+        if per_channel:
+            shape[axis] = -1
+        q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        zp = np.zeros(scale.shape, dtype=np.int8)
+        inits += [numpy_helper.from_array(q, "W_q"), numpy_helper.from_array(scale, "W_scale"),
+                  numpy_helper.from_array(zp, "W_zp")]
+        attrs = {"axis": axis} if per_channel else {}
+        nodes.append(helper.make_node("DequantizeLinear", ["W_q", "W_scale", "W_zp"], ["W"],
+                                      name="W_dq", **attrs))
+    else:
+        raise ValueError(weight_form)
+    inputs = ["x_relu", "W"]
+    if bias:
+        inits.append(numpy_helper.from_array(b.astype(dtype), "B"))
+        inputs.append("B")
+    attrs = {"kernel_shape": list(kernel)}
+    if groups != 1:
+        attrs["group"] = groups
+    for key, value in (("strides", strides), ("pads", pads), ("dilations", dilations),
+                       ("output_padding", output_padding)):
+        if value is not None:
+            attrs[key] = list(value)
+    if auto_pad is not None:
+        attrs["auto_pad"] = auto_pad
+    nodes.append(helper.make_node(op, inputs, ["y"], name="conv", **attrs))
+    graph = helper.make_graph(nodes, "single_conv",
+                              [helper.make_tensor_value_info("x", elem, [batch, cin, *spatial])],
+                              [onnx.ValueInfoProto(name="y")], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    inferred = onnx.shape_inference.infer_shapes(model)
+    model.graph.output[0].CopyFrom(next(v for v in inferred.graph.value_info if v.name == "y"))
+    onnx.checker.check_model(model)
+    return model
+
+
+def run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def random_input(model: onnx.ModelProto, batch: int = 1, seed: int = 1) -> dict:
+    info = model.graph.input[0].type.tensor_type
+    dtype = helper.tensor_dtype_to_np_dtype(info.elem_type)
+    shape = [d.dim_value if d.HasField("dim_value") else batch for d in info.shape.dim]
+    x = np.random.default_rng(seed).uniform(-1, 1, shape).astype(dtype)
+    return {model.graph.input[0].name: x}
+
+
+def op_count(model: onnx.ModelProto, op: str) -> int:
+    return sum(n.op_type == op for n in model.graph.node)
