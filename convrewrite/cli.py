@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import api
 from .errors import BadInputError, ConvRewriteError
-from .graph import copy_model_file, has_external_data, load_model, save_model
+from .graph import copy_model_file, file_uses_external_data, load_model, save_model
 from .report import Report
 from .target import describe_rules, load_target, preset_names
 from .verify import Tolerance, parse_input_shapes
@@ -43,6 +43,7 @@ def _add_verify_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rtol", type=_non_negative, help="relative tolerance (default: per dtype)")
     p.add_argument("--atol", type=_non_negative, help="absolute tolerance (default: per dtype)")
     p.add_argument("--report", metavar="FILE.json", help="also write the report as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only errors and the status")
 
 
 def rewrite_parser() -> argparse.ArgumentParser:
@@ -52,7 +53,7 @@ def rewrite_parser() -> argparse.ArgumentParser:
                     "accelerator, and verify the result on onnxruntime. "
                     "Also: 'convrewrite verify A.onnx B.onnx' compares two models.",
         epilog="exit codes: 0 ok, 1 verification mismatch, 2 bad input, 3 convs remain that the "
-               "target cannot run")
+               "target cannot run, 4 internal error")
     p.add_argument("model", nargs="?", help="the ONNX model to rewrite")
     p.add_argument("--target", "-t", help="a preset name (see --list-targets) or a YAML file")
     p.add_argument("-o", "--output", help="where to write the result "
@@ -64,7 +65,6 @@ def rewrite_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime checks")
     p.add_argument("--list-targets", action="store_true", help="list the shipped presets")
     p.add_argument("--list-rules", action="store_true", help="list the target YAML keys")
-    p.add_argument("--quiet", "-q", action="store_true", help="print only errors and the status")
     _add_verify_flags(p)
     return p
 
@@ -93,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("convrewrite: interrupted; nothing written", file=sys.stderr)
         return 130
+    except Exception as exc:        # noqa: BLE001 - a bug of ours: still one line, still no output
+        if os.environ.get("CONVREWRITE_DEBUG"):
+            raise
+        print(f"convrewrite: internal error: {type(exc).__name__}: {exc} (set CONVREWRITE_DEBUG=1 "
+              "for the traceback; please report it)", file=sys.stderr)
+        return 4
 
 
 def _tolerance(args: argparse.Namespace) -> Tolerance:
@@ -140,11 +146,11 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                                     tolerance=_tolerance(args), progress=_progress(args.quiet))
     report.model = str(model_path)
     if report.status != "mismatch":
-        if rewritten is model and model_path.exists() and not has_external_data(model):
+        external = model_path.exists() and file_uses_external_data(model_path)
+        if rewritten is model and model_path.exists() and not external:
             copy_model_file(model_path, output)          # nothing changed: byte-identical
         else:
-            save_model(rewritten, output,
-                       external_data=has_external_data(model) or None)
+            save_model(rewritten, output, external_data=external or None)
         report.output = str(output)
     report.timings["total"] = time.perf_counter() - started
     return _finish(report, args)

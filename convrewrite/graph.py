@@ -106,6 +106,14 @@ def has_external_data(model: onnx.ModelProto) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
+def file_uses_external_data(path: "str | os.PathLike") -> bool:
+    """Whether the file on disk keeps tensors outside (loading inlines them, so ask the file)."""
+    try:
+        return has_external_data(onnx.load(str(path), load_external_data=False))
+    except Exception:       # noqa: BLE001 - load_model has already said what is wrong
+        return False
+
+
 def save_model(model: onnx.ModelProto, path: "str | os.PathLike", *,
                external_data: bool | None = None) -> None:
     """Write atomically; external data goes to ``<name>.data`` beside the model when the model is
