@@ -1,0 +1,50 @@
+"""Side-by-side onnxruntime timing that survives a noisy 2-core machine (see shared/FACTS.md).
+
+Thread-pool spinning is off (two sessions in one process otherwise steal each other's cores),
+the order alternates every round, and callers time a model against a copy of itself as a
+control: a ratio is only meaningful next to its control's distance from 1.00.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+
+def session(model: onnx.ModelProto, threads: int = 2,
+            optimized_path: str | None = None) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    if optimized_path:
+        so.optimized_model_filepath = optimized_path
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def time_side_by_side(models: list[onnx.ModelProto], feeds: dict[str, np.ndarray],
+                      rounds: int = 30, warmup: int = 3) -> list[float]:
+    """Median seconds per run of each model, runs interleaved and the order rotated per round."""
+    sessions = [session(m) for m in models]
+    for s in sessions:
+        for _ in range(warmup):
+            s.run(None, feeds)
+    samples: list[list[float]] = [[] for _ in sessions]
+    for r in range(rounds):
+        order = list(range(len(sessions)))
+        order = order[r % len(order):] + order[:r % len(order)]
+        for i in order:
+            start = time.perf_counter()
+            sessions[i].run(None, feeds)
+            samples[i].append(time.perf_counter() - start)
+    return [statistics.median(s) for s in samples]
+
+
+def copy_of(model: onnx.ModelProto) -> onnx.ModelProto:
+    twin = onnx.ModelProto()
+    twin.CopyFrom(model)
+    return twin
