@@ -13,6 +13,8 @@ from .graph import from_graph, isolate_node, opset_version, to_graph
 from .legality import Violation, check
 from .onnx_conv import spec_of
 from .passes import DEFAULT_PASSES, Pass, RewriteContext
+from .passes.chunk_fusion import fuse_chunks
+from .passes.sum_fusion import fuse_sums
 from .record import Record
 from .target import Target
 
@@ -39,6 +41,7 @@ class RewriteResult:
     records: list[Record] = field(default_factory=list)
     remaining: list[Remaining] = field(default_factory=list)
     convs_checked: int = 0
+    regroupable_sums: set[str] = field(default_factory=set)
 
 
 def conv_nodes(graph: gs.Graph) -> list[gs.Node]:
@@ -90,6 +93,7 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
         if not changed:
             break
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    result.regroupable_sums = ctx.regroupable_sums
     for node in conv_nodes(graph):
         result.convs_checked += 1
         spec = spec_of(node)
@@ -118,6 +122,24 @@ def rewrite_model(model: onnx.ModelProto, target: Target,
     if not result.records:
         return model, result
     return from_graph(graph, model), result
+
+
+def tidy_split_graph(model: onnx.ModelProto,
+                     regroupable_sums: set[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """Undo what channel splits cost at run time: Concat→Split round trips (exact, see
+    passes.chunk_fusion) and sums a runtime cannot fuse into convs (see passes.sum_fusion)."""
+    graph = to_graph(model)
+    notes = []
+    removed = fuse_chunks(graph)
+    if removed:
+        notes.append(f"chunk fusion: {removed} Concat->Split round trips removed (the ops "
+                     "between them run per channel chunk)")
+    moved = fuse_sums(graph, regroupable_sums)
+    if moved:
+        notes.append(f"sum fusion: {moved} Adds regrouped so that each has a conv operand")
+    if not notes:
+        return model, notes
+    return from_graph(graph, model), notes
 
 
 def check_model_legality(model: onnx.ModelProto, target: Target) -> RewriteResult:

@@ -26,6 +26,7 @@ class Report:
     output: str | None = None
     timings: dict = field(default_factory=dict)
     mode: str = "rewrite"                               # rewrite | check | verify
+    notes: list[str] = field(default_factory=list)
 
     @property
     def verified(self) -> bool:
@@ -57,6 +58,7 @@ class Report:
             "rewrites": [r.to_dict() for r in self.records],
             "remaining": [r.to_dict() for r in self.remaining],
             "end_to_end": self.end_to_end, "inputs": self.inputs, "timings_s": self.timings,
+            "notes": self.notes,
         }
 
     def to_json(self) -> str:
@@ -117,6 +119,7 @@ def render(report: Report) -> str:
                          "max abs err"], rows)
     elif report.mode == "rewrite":
         lines.append(f"all {report.convs_checked} convs already fit the target; nothing rewritten")
+    lines += report.notes
     for rem in report.remaining:
         lines.append(f"NOT LEGAL {rem.node} ({rem.describe}): "
                      + "; ".join(v.message for v in rem.violations))

@@ -171,6 +171,9 @@ class RewriteRules:
                             "partial sums of an input-channel split: chain or balanced tree")
     input_split: str = _rule(_one_of(INPUT_SPLIT_MODES), "split",
                              "cut a conv input into channel chunks with one Split or a Slice each")
+    fuse_chunks: bool = _rule(_boolean, True,
+                              "keep split tensors chunked through Relu/Add/... instead of "
+                              "Concat then Split again")
 
 
 @dataclass(frozen=True)

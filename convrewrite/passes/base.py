@@ -19,6 +19,7 @@ class RewriteContext:
     target: Target
     opset: int
     used_names: set[str] = field(default_factory=set)
+    regroupable_sums: set[str] = field(default_factory=set)   # Adds a later pass may regroup
 
     def fresh(self, wanted: str) -> str:
         """A node/tensor name that is unique in the graph, readable and deterministic."""

@@ -105,6 +105,8 @@ def _emit(node: gs.Node, spec: ConvSpec, plan: ChannelSplitPlan, weight,
                 stem = ctx.fresh(f"{base}/sum.o{b}.{k}")
                 out = y if last else out_var(f"{stem}.out", block.out_stop - block.out_start)
                 added.append(gs.Node("Add", stem, {}, [operands[i], operands[j]], [out]))
+                if plan.accumulate == "chain":
+                    ctx.regroupable_sums.add(stem)
                 operands.append(out)
             block_outputs.append(operands[-1])
         else:

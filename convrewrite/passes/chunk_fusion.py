@@ -1,0 +1,189 @@
+"""Chunk fusion: a Concat of channel chunks that reaches a Split with the same boundaries, through
+any channel-local ops (Relu, Clip, Add, Mul, Q/DQ, ...), is removed; the ops run per chunk.
+
+Channel splitting turns a residual stream of 1024 channels into Concat → Add → Relu → Split at
+every block. The Concat/Split pairs cost more than the convs' extra launches: onnxruntime cannot
+keep Split in its blocked (NCHWc) layout and reorders around it, and the Add/Relu can no longer be
+fused into the conv. Keeping the stream chunked removes both costs and changes no arithmetic
+(elementwise ops on slices are the same ops), so the result is bit-exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..onnx_conv import constant_value
+
+# Ops whose output channel c depends only on input channel c (given broadcastable side inputs).
+CHANNEL_LOCAL_OPS = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Elu",
+    "Selu", "Celu", "Softplus", "Softsign", "Mish", "Gelu", "Erf", "Identity", "Neg", "Abs", "Exp",
+    "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "ThresholdedRelu",
+    "Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "Sum", "Mean",
+    "QuantizeLinear", "DequantizeLinear",
+})
+PER_AXIS_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})   # params follow an axis attr
+
+
+def fuse_chunks(graph: gs.Graph) -> int:
+    """Remove Concat→(channel-local ops)→Split round trips in place; returns how many Splits."""
+    fusion = _ChunkFusion(graph)
+    removed = 0
+    for split in [n for n in graph.nodes if n.op == "Split"]:
+        sizes = _split_sizes(split)
+        if sizes is None:
+            continue
+        if any(out is graph_out for out in split.outputs for graph_out in graph.outputs):
+            continue
+        chunks = fusion.chunks(split.inputs[0], tuple(sizes))
+        if chunks is None:
+            continue
+        for out, chunk in zip(list(split.outputs), chunks):
+            for consumer in list(out.outputs):
+                for j, t in enumerate(list(consumer.inputs)):
+                    if t is out:
+                        consumer.inputs[j] = chunk
+        split.outputs.clear()
+        split.inputs.clear()
+        removed += 1
+    fusion.concat_full_tensors()
+    graph.nodes.extend(fusion.new_nodes)
+    if removed:
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    return removed
+
+
+def _split_sizes(split: gs.Node) -> list[int] | None:
+    x = split.inputs[0]
+    if split.attrs.get("axis", 0) % max(len(x.shape or ()), 1) != 1 or not x.shape:
+        return None
+    if "split" in split.attrs:
+        return list(split.attrs["split"])
+    if len(split.inputs) > 1 and split.inputs[1].name:
+        value = constant_value(split.inputs[1])
+        return None if value is None else [int(v) for v in value]
+    channels = x.shape[1]
+    if isinstance(channels, int) and channels % len(split.outputs) == 0:
+        return [channels // len(split.outputs)] * len(split.outputs)
+    return None
+
+
+class _ChunkFusion:
+    def __init__(self, graph: gs.Graph):
+        self.graph = graph
+        self.memo: dict[tuple[int, tuple[int, ...]], list[gs.Tensor] | None] = {}
+        self.new_nodes: list[gs.Node] = []
+        self.computed: list[tuple[gs.Tensor, list[gs.Tensor]]] = []    # made per chunk
+        self.names = {n.name for n in graph.nodes} | set(graph.tensors())
+
+    def fresh(self, wanted: str) -> str:
+        name, k = wanted, 1
+        while name in self.names:
+            name, k = f"{wanted}_{k}", k + 1
+        self.names.add(name)
+        return name
+
+    def chunks(self, tensor: gs.Tensor, sizes: tuple[int, ...]) -> list[gs.Tensor] | None:
+        """``tensor`` as channel chunks of ``sizes``, without a Split, or None."""
+        key = (id(tensor), sizes)
+        if key not in self.memo:
+            self.memo[key] = None          # guards against cycles while exploring
+            self.memo[key] = self._chunks(tensor, sizes)
+        return self.memo[key]
+
+    def _chunks(self, tensor: gs.Tensor, sizes: tuple[int, ...]) -> list[gs.Tensor] | None:
+        if len(tensor.inputs) != 1:
+            return None
+        node = tensor.inputs[0]
+        if node.op == "Concat" and len(node.outputs) == 1:
+            return self._from_concat(node, sizes)
+        if node.op in CHANNEL_LOCAL_OPS and len(node.outputs) == 1:
+            return self._per_chunk(node, sizes)
+        return None
+
+    def _from_concat(self, concat: gs.Node, sizes: tuple[int, ...]) -> list[gs.Tensor] | None:
+        rank = len(concat.outputs[0].shape or ())
+        if rank < 2 or concat.attrs.get("axis") % rank != 1:
+            return None
+        widths = [t.shape[1] if t.shape and isinstance(t.shape[1], int) else None
+                  for t in concat.inputs]
+        if list(sizes) == widths:
+            return list(concat.inputs)
+        return None
+
+    def _per_chunk(self, node: gs.Node, sizes: tuple[int, ...]) -> list[gs.Tensor] | None:
+        out = node.outputs[0]
+        if not out.shape or len(out.shape) < 2 or out.shape[1] != sum(sizes):
+            return None
+        rank, bounds = len(out.shape), np.cumsum((0, *sizes))
+        per_input: list[list[gs.Tensor]] = []
+        pulled = False
+        for position, tensor in enumerate(node.inputs):
+            parts = self._input_parts(node, position, tensor, rank, sizes, bounds)
+            if parts is None:
+                return None
+            pulled |= parts is not None and parts[0] is not tensor
+            per_input.append(parts)
+        if not pulled:
+            return None
+        results = []
+        for i, size in enumerate(sizes):
+            shape = list(out.shape)
+            shape[1] = size
+            name = self.fresh(f"{node.name or out.name}/chunk.{i}")
+            chunk_out = gs.Variable(f"{name}.out", dtype=out.dtype, shape=shape)
+            self.new_nodes.append(gs.Node(node.op, name, dict(node.attrs),
+                                          [parts[i] for parts in per_input], [chunk_out],
+                                          domain=node.domain))
+            results.append(chunk_out)
+        self.computed.append((out, results))
+        return results
+
+    def concat_full_tensors(self) -> None:
+        """A tensor now computed per chunk is, for its other consumers, the Concat of its chunks:
+        the full-width ops that produced it become dead instead of running twice."""
+        for tensor, chunks in self.computed:
+            producer = tensor.inputs[0]
+            producer.outputs.clear()
+            name = self.fresh(f"{producer.name or tensor.name}/concat_chunks")
+            self.new_nodes.append(gs.Node("Concat", name, {"axis": 1}, list(chunks), [tensor]))
+
+    def _input_parts(self, node: gs.Node, position: int, tensor: gs.Tensor, rank: int,
+                     sizes: tuple[int, ...], bounds: np.ndarray) -> list[gs.Tensor] | None:
+        """One input of a channel-local op, cut to match the chunks (or shared when it
+        broadcasts over channels)."""
+        if not tensor.name:                         # an omitted optional input
+            return [tensor] * len(sizes)
+        channels = int(bounds[-1])
+        if node.op in PER_AXIS_OPS and position > 0:
+            value = constant_value(tensor)
+            if value is None:
+                return None
+            if value.size == 1:
+                return [tensor] * len(sizes)
+            if node.attrs.get("axis", 1) % rank != 1 or value.shape != (channels,):
+                return None
+            return [gs.Constant(self.fresh(f"{tensor.name}.chunk{i}"),
+                                np.ascontiguousarray(value[bounds[i]:bounds[i + 1]]))
+                    for i in range(len(sizes))]
+        shape = tensor.shape
+        if shape is None:
+            return None
+        axis = 1 - (rank - len(shape))              # the channel axis after broadcasting
+        if axis < 0 or shape[axis] == 1:
+            return [tensor] * len(sizes)
+        if shape[axis] != channels:
+            return None
+        value = constant_value(tensor)
+        if value is not None:
+            index = [slice(None)] * len(shape)
+            parts = []
+            for i in range(len(sizes)):
+                index[axis] = slice(int(bounds[i]), int(bounds[i + 1]))
+                parts.append(gs.Constant(self.fresh(f"{tensor.name}.chunk{i}"),
+                                         np.ascontiguousarray(value[tuple(index)])))
+            return parts
+        if len(shape) != rank:
+            return None
+        return self.chunks(tensor, sizes)
