@@ -130,6 +130,9 @@ def render(report: Report) -> str:
             lines.append(f"end to end: FAIL: {e['error']}")
         else:
             where = f" at {e['worst_output']}{e['worst_index']}" if e.get("worst_output") else ""
+            if e.get("onnxruntime_optimization") == "basic":
+                lines.append("quantized model: compared under ONNX semantics (onnxruntime basic "
+                             "optimisations; its fused int8 kernels are not bit-faithful)")
             lines.append(f"end to end ({e['tolerance']} tolerance atol {e['atol']:.2g} rtol "
                          f"{e['rtol']:.2g}): {'ok' if e['passed'] else 'FAIL'}, max abs "
                          f"{e['max_abs']:.3g}, max rel {e['max_rel']:.3g}{where}, smallest atol "
