@@ -25,7 +25,9 @@ def conv_and_target(draw):
     strides = tuple(draw(st.integers(1, 2)) for _ in range(rank))
     dilations = tuple(draw(st.integers(1, 2)) for _ in range(rank))
     pads = tuple(draw(st.integers(0, 2)) for _ in range(2 * rank))
-    spatial = tuple(draw(st.integers(4, 7 if rank == 3 else 10)) for _ in range(rank))
+    # every spatial extent at least the dilated kernel, so the conv has an output at all
+    spatial = tuple(draw(st.integers((k - 1) * d + 1, (k - 1) * d + (4 if rank == 3 else 8)))
+                    for k, d in zip(kernel, dilations))
     weight_form = draw(st.sampled_from(["initializer", "initializer", "constant", "qdq_channel"]))
     op = draw(st.sampled_from(["Conv", "Conv", "Conv", "ConvTranspose"]))
     model = conv_model(op=op, cin=cin, cout=cout, kernel=kernel, groups=groups, strides=strides,
