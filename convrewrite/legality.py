@@ -97,22 +97,25 @@ def transposed_strides(spec: ConvSpec, r: ConvRules) -> Violation | None:
     return None
 
 
-@rule
-def max_in_channels(spec: ConvSpec, r: ConvRules) -> Violation | None:
-    if r.max_in_channels is not None and spec.in_channels > r.max_in_channels:
-        return Violation("max_in_channels", spec.in_channels, r.max_in_channels,
-                         f"input channels must be at most {r.max_in_channels}; "
-                         f"node has {spec.in_channels}")
-    return None
+def _upper_bound(name: str, what: str,
+                 measure: Callable[[ConvSpec], tuple[object, "int | None"]]) -> RuleCheck:
+    """Register the rule "<what> must be at most <target.conv.name>"; ``measure`` gives what to
+    show and the number to compare (None: unknown, so no violation)."""
+    def check(spec: ConvSpec, r: ConvRules) -> Violation | None:
+        limit = getattr(r, name)
+        shown, number = measure(spec)
+        if limit is not None and number is not None and number > limit:
+            text = _x(shown) if isinstance(shown, tuple) else shown
+            return Violation(name, shown, limit,
+                             f"{what} must be at most {limit}; node has {text}")
+        return None
+    check.__name__ = name
+    RULES[name] = check
+    return check
 
 
-@rule
-def max_out_channels(spec: ConvSpec, r: ConvRules) -> Violation | None:
-    if r.max_out_channels is not None and spec.out_channels > r.max_out_channels:
-        return Violation("max_out_channels", spec.out_channels, r.max_out_channels,
-                         f"output channels must be at most {r.max_out_channels}; "
-                         f"node has {spec.out_channels}")
-    return None
+_upper_bound("max_in_channels", "input channels", lambda s: (s.in_channels, s.in_channels))
+_upper_bound("max_out_channels", "output channels", lambda s: (s.out_channels, s.out_channels))
 
 
 @rule
@@ -124,59 +127,22 @@ def kernel_shapes(spec: ConvSpec, r: ConvRules) -> Violation | None:
     return None
 
 
-@rule
-def max_kernel(spec: ConvSpec, r: ConvRules) -> Violation | None:
-    if r.max_kernel is not None and max(spec.kernel_shape) > r.max_kernel:
-        return Violation("max_kernel", spec.kernel_shape, r.max_kernel,
-                         f"kernel extents must be at most {r.max_kernel}; "
-                         f"node has {_x(spec.kernel_shape)}")
-    return None
+_upper_bound("max_kernel", "kernel extents",
+             lambda s: (s.kernel_shape, max(s.kernel_shape)))
+_upper_bound("max_dilated_kernel_height", "dilated kernel height",
+             lambda s: (s.dilated_kernel[-2], s.dilated_kernel[-2]) if s.rank >= 2 else (0, None))
+_upper_bound("max_dilated_kernel_area", "dilated kernel area",
+             lambda s: (s.dilated_kernel, prod(s.dilated_kernel)))
+_upper_bound("max_stride", "stride", lambda s: (s.strides, max(s.strides)))
+_upper_bound("max_dilation", "dilation", lambda s: (s.dilations, max(s.dilations)))
 
 
-@rule
-def max_dilated_kernel_height(spec: ConvSpec, r: ConvRules) -> Violation | None:
-    limit = r.max_dilated_kernel_height
-    if limit is not None and spec.rank >= 2 and spec.dilated_kernel[-2] > limit:
-        return Violation("max_dilated_kernel_height", spec.dilated_kernel[-2], limit,
-                         f"dilated kernel height must be at most {limit}; "
-                         f"node has {spec.dilated_kernel[-2]}")
-    return None
-
-
-@rule
-def max_dilated_kernel_area(spec: ConvSpec, r: ConvRules) -> Violation | None:
-    limit, area = r.max_dilated_kernel_area, prod(spec.dilated_kernel)
-    if limit is not None and area > limit:
-        return Violation("max_dilated_kernel_area", area, limit,
-                         f"dilated kernel area must be at most {limit}; node has "
-                         f"{_x(spec.dilated_kernel)} = {area}")
-    return None
-
-
-@rule
-def max_stride(spec: ConvSpec, r: ConvRules) -> Violation | None:
-    if r.max_stride is not None and max(spec.strides) > r.max_stride:
-        return Violation("max_stride", spec.strides, r.max_stride,
-                         f"stride must be at most {r.max_stride}; node has stride {_x(spec.strides)}")
-    return None
-
-
-@rule
-def max_dilation(spec: ConvSpec, r: ConvRules) -> Violation | None:
-    if r.max_dilation is not None and max(spec.dilations) > r.max_dilation:
-        return Violation("max_dilation", spec.dilations, r.max_dilation,
-                         f"dilation must be at most {r.max_dilation}; "
-                         f"node has dilation {_x(spec.dilations)}")
-    return None
-
-
-@rule
-def max_pad(spec: ConvSpec, r: ConvRules) -> Violation | None:
+def _pads(spec: ConvSpec) -> tuple[object, "int | None"]:
     pads = effective_pads(spec)
-    if r.max_pad is not None and pads is not None and max(pads) > r.max_pad:
-        return Violation("max_pad", pads, r.max_pad,
-                         f"padding must be at most {r.max_pad}; node pads {list(pads)}")
-    return None
+    return (pads, None) if pads is None else (pads, max(pads, default=0))
+
+
+_upper_bound("max_pad", "padding", _pads)
 
 
 @rule
@@ -209,14 +175,8 @@ def groups(spec: ConvSpec, r: ConvRules) -> Violation | None:
     return None
 
 
-@rule
-def max_depth_multiplier(spec: ConvSpec, r: ConvRules) -> Violation | None:
-    limit = r.max_depth_multiplier
-    if limit is not None and spec.depth_multiplier > limit:
-        return Violation("max_depth_multiplier", spec.depth_multiplier, limit,
-                         f"depthwise multiplier must be at most {limit}; "
-                         f"node has {spec.depth_multiplier}")
-    return None
+_upper_bound("max_depth_multiplier", "depthwise multiplier",
+             lambda s: (s.depth_multiplier, s.depth_multiplier))
 
 
 @rule
@@ -250,25 +210,15 @@ RULES["input_height"] = _size_rule("input_height", "height", 2)
 RULES["input_width"] = _size_rule("input_width", "width", 1)
 
 
-@rule
-def max_dim(spec: ConvSpec, r: ConvRules) -> Violation | None:
-    if r.max_dim is None:
-        return None
+def _largest_dim(spec: ConvSpec) -> tuple[object, "int | None"]:
     dims = [d for shape in (spec.input_shape or (), spec.output_shape or (), spec.weight_shape)
             for d in shape if d is not None]
-    if dims and max(dims) > r.max_dim:
-        return Violation("max_dim", max(dims), r.max_dim,
-                         f"every tensor dimension must be at most {r.max_dim}; node has {max(dims)}")
-    return None
+    return (max(dims), max(dims)) if dims else (None, None)
 
 
-@rule
-def max_batch(spec: ConvSpec, r: ConvRules) -> Violation | None:
-    batch = spec.input_shape[0] if spec.input_shape else None
-    if r.max_batch is not None and batch is not None and batch > r.max_batch:
-        return Violation("max_batch", batch, r.max_batch,
-                         f"batch must be at most {r.max_batch}; node has {batch}")
-    return None
+_upper_bound("max_dim", "every tensor dimension", _largest_dim)
+_upper_bound("max_batch", "batch", lambda s: (s.input_shape[0], s.input_shape[0])
+             if s.input_shape else (None, None))
 
 
 @rule

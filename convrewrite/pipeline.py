@@ -11,6 +11,7 @@ import onnx_graphsurgeon as gs
 from .conv import CONV_OPS
 from .graph import from_graph, isolate_node, opset_version, to_graph
 from .legality import Violation, check
+from .naming import Names
 from .onnx_conv import spec_of
 from .passes import DEFAULT_PASSES, Pass, RewriteContext
 from .passes.chunk_fusion import fuse_chunks
@@ -50,22 +51,18 @@ def conv_nodes(graph: gs.Graph) -> list[gs.Node]:
 
 def name_unnamed_nodes(graph: gs.Graph) -> None:
     """Records and derived names need a name per conv; exporters sometimes leave them empty."""
-    taken = {n.name for n in graph.nodes if n.name}
+    names = Names(n.name for n in graph.nodes if n.name)
     for i, node in enumerate(graph.nodes):
         if not node.name and node.op in CONV_OPS:
-            name, k = f"{node.op}_{i}", 1
-            while name in taken:
-                name, k = f"{node.op}_{i}_{k}", k + 1
-            node.name = name
-            taken.add(name)
+            node.name = names.fresh(f"{node.op}_{i}")
 
 
 def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
                passes: tuple[Pass, ...] = DEFAULT_PASSES, dry_run: bool = False) -> RewriteResult:
     """Rewrite ``graph`` in place; ``like`` is the model it came from (opsets, ir_version)."""
     name_unnamed_nodes(graph)
-    used = {n.name for n in graph.nodes} | set(graph.tensors().keys())
-    ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like), used_names=used)
+    names = Names.in_graph(graph)
+    ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like), names=names)
     result = RewriteResult()
     declined: dict[str, list[str]] = {}
     for _ in range(0 if dry_run else MAX_ITERATIONS):

@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..naming import Names
+
 
 @dataclass(frozen=True)
 class T:
@@ -36,15 +38,9 @@ class GraphBuilder:
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
-        self._taken: set[str] = set()
+        self._unique = Names().fresh
 
     # -------------------------------------------------------------- plumbing
-    def _unique(self, name: str) -> str:
-        out, k = name, 1
-        while out in self._taken:
-            out, k = f"{name}_{k}", k + 1
-        self._taken.add(out)
-        return out
 
     def const(self, name: str, value: np.ndarray) -> str:
         name = self._unique(name)

@@ -9,6 +9,7 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
+from ..naming import Names
 from ..record import Record
 from ..target import Target
 
@@ -18,17 +19,11 @@ class RewriteContext:
     graph: gs.Graph
     target: Target
     opset: int
-    used_names: set[str] = field(default_factory=set)
+    names: Names = field(default_factory=Names)               # node and tensor names in use
     regroupable_sums: set[str] = field(default_factory=set)   # Adds a later pass may regroup
 
     def fresh(self, wanted: str) -> str:
-        """A node/tensor name that is unique in the graph, readable and deterministic."""
-        name, k = wanted, 1
-        while name in self.used_names:
-            name = f"{wanted}_{k}"
-            k += 1
-        self.used_names.add(name)
-        return name
+        return self.names.fresh(wanted)
 
 
 class Pass:

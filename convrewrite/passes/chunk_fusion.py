@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..naming import Names
 from ..onnx_conv import constant_value
 
 # Ops whose output channel c depends only on input channel c (given broadcastable side inputs).
@@ -75,14 +76,7 @@ class _ChunkFusion:
         self.memo: dict[tuple[int, tuple[int, ...]], list[gs.Tensor] | None] = {}
         self.new_nodes: list[gs.Node] = []
         self.computed: list[tuple[gs.Tensor, list[gs.Tensor]]] = []    # made per chunk
-        self.names = {n.name for n in graph.nodes} | set(graph.tensors())
-
-    def fresh(self, wanted: str) -> str:
-        name, k = wanted, 1
-        while name in self.names:
-            name, k = f"{wanted}_{k}", k + 1
-        self.names.add(name)
-        return name
+        self.fresh = Names.in_graph(graph).fresh
 
     def chunks(self, tensor: gs.Tensor, sizes: tuple[int, ...]) -> list[gs.Tensor] | None:
         """``tensor`` as channel chunks of ``sizes``, without a Split, or None."""
