@@ -67,7 +67,7 @@ def _emit(node: gs.Node, spec: ConvSpec, plan: ChannelSplitPlan, weight,
     graph, base = ctx.graph, node.name
     x, y = node.inputs[0], node.outputs[0]
     bias = node.inputs[2] if spec.has_bias else None
-    bias_values = _bias_values(bias)
+    bias_values = None if bias is None else constant_value(bias)
     added: list[gs.Node] = []
 
     chunk_of = _split_input(x, plan, base, ctx, added)
@@ -90,7 +90,7 @@ def _emit(node: gs.Node, spec: ConvSpec, plan: ChannelSplitPlan, weight,
             added.extend(w_nodes)
             inputs = [chunk_of[(sub.in_start, sub.in_stop)], w]
             if bias is not None and t == 0:
-                inputs.append(_bias_slice(bias, bias_values, block, spec.out_channels, stem, ctx,
+                inputs.append(_bias_slice(bias, bias_values, block, spec.out_channels, stem,
                                           added))
             last = single_block and len(block.terms) == 1
             out = y if last else out_var(f"{stem}.out", block.out_stop - block.out_start)
@@ -160,12 +160,8 @@ def _weight_index(spec: ConvSpec, sub: SubConv) -> tuple[slice, slice]:
     return slice(sub.in_start, sub.in_stop), slice(first, first + width)
 
 
-def _bias_values(bias: gs.Tensor | None) -> np.ndarray | None:
-    return None if bias is None else constant_value(bias)
-
-
 def _bias_slice(bias: gs.Tensor, values: np.ndarray | None, block: OutputBlock, total: int,
-                stem: str, ctx: RewriteContext, added: list[gs.Node]) -> gs.Tensor:
+                stem: str, added: list[gs.Node]) -> gs.Tensor:
     """The bias for one output block: the original when the block is everything, else a slice."""
     if block.out_start == 0 and block.out_stop == total:
         return bias
