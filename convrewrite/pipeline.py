@@ -133,7 +133,7 @@ def tidy_split_graph(model: onnx.ModelProto,
                      "between them run per channel chunk)")
     moved = fuse_sums(graph, regroupable_sums)
     if moved:
-        notes.append(f"sum fusion: {moved} Adds regrouped so that each has a conv operand")
+        notes.append(f"sum fusion: {moved} regroupings so that each Add has a conv operand")
     if not notes:
         return model, notes
     return from_graph(graph, model), notes

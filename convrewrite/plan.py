@@ -115,8 +115,11 @@ def plan_channel_split(spec: ConvSpec, target: Target) -> ChannelSplitPlan | str
                         (SubConv(g0 * cin_g, g1 * cin_g, g0 * cout_g, g1 * cout_g, g1 - g0,
                                  0, cin_g),))
             for g0, g1 in chunks)
-        form = "depthwise" if cin_g == 1 else "group"
-        strategy = f"{len(blocks)} {form} chunks of {_sizes([g1 - g0 for g0, g1 in chunks])} groups"
+        counts = _sizes([g1 - g0 for g0, g1 in chunks])
+        if cin_g == 1:
+            strategy = f"{len(blocks)} depthwise chunks of {counts} channels"
+        else:
+            strategy = f"{len(blocks)} chunks of {counts} group{'' if counts == '1' else 's'}"
         return ChannelSplitPlan(blocks, accumulate, strategy)
     # A single group is too wide: split each group into an in-chunks x out-chunks grid.
     in_chunks = balanced_chunks(cin_g, max_in, align)
