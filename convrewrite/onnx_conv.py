@@ -135,6 +135,21 @@ class ConstWeight:
         attrs = {"axis": self.axis} if np.asarray(constant_value(self.scale)).size > 1 else {}
         return out, [gs.Node("DequantizeLinear", f"{graph_name}/w_dq", attrs, inputs, [out])]
 
+    def zero_extended(self, kernel: tuple[int, ...]) -> "ConstWeight":
+        """The same weight with its kernel grown to ``kernel`` by zeros at the end of each
+        spatial axis (for QDQ weights: by the zero point, which dequantizes to zero)."""
+        shape = (*self.values.shape[:2], *kernel)
+        fill = np.zeros(shape, dtype=self.values.dtype)
+        if self.quantized and self.zero_point is not None:
+            zp = np.asarray(constant_value(self.zero_point))
+            if zp.size > 1:
+                axis_shape = [1] * len(shape)
+                axis_shape[self.axis % len(shape)] = -1
+                zp = zp.reshape(axis_shape)
+            fill[...] = zp
+        fill[tuple(slice(0, n) for n in self.values.shape)] = self.values
+        return ConstWeight(fill, self.scale, self.zero_point, self.axis, self.out_dtype)
+
     @staticmethod
     def _param(tensor: gs.Tensor, index: slice | None, name: str) -> gs.Tensor:
         value = constant_value(tensor)

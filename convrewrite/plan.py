@@ -165,3 +165,124 @@ def sum_order(n: int, accumulate: str) -> list[tuple[int, int]]:
             new.append(level[-1])
         level = new
     return pairs
+
+
+# ---------------------------------------------------------------- geometry planners
+
+@dataclass(frozen=True)
+class StridePlan:
+    conv_strides: tuple[int, ...]      # what the conv keeps
+    input_steps: tuple[int, ...]       # subsample the input first (1x1 kernels without padding)
+    output_steps: tuple[int, ...]      # subsample the output after
+
+    @property
+    def mac_factor(self) -> int:
+        """How many more outputs the conv computes than the original (dropped by the slice)."""
+        out = 1
+        for step in self.output_steps:
+            out *= step
+        return out
+
+
+def plan_stride(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> StridePlan | str:
+    """Strides over the limit become a legal conv stride plus subsampling. A 1x1 kernel without
+    padding subsamples its input (no wasted MACs); other kernels subsample their output."""
+    limit = target.conv.max_stride or max(spec.strides)
+    conv_strides, input_steps, output_steps = [], [], []
+    for d, s in enumerate(spec.strides):
+        keep = max(k for k in range(1, min(s, limit) + 1) if s % k == 0)
+        step = s // keep
+        conv_strides.append(keep)
+        pointwise = spec.kernel_shape[d] == 1 and pads[d] == 0 and pads[d + spec.rank] == 0
+        input_steps.append(step if pointwise else 1)
+        output_steps.append(1 if pointwise else step)
+    if tuple(conv_strides) == spec.strides:
+        return "strides already within the limit"
+    return StridePlan(tuple(conv_strides), tuple(input_steps), tuple(output_steps))
+
+
+@dataclass(frozen=True)
+class PadPlan:
+    conv_pads: tuple[int, ...]         # begins then ends, what the conv keeps
+    input_pads: tuple[int, ...]        # zeros added by an explicit Pad first
+    output_crop: tuple[int, ...]       # outputs cut afterwards (when the engine pads more)
+
+
+def plan_padding(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> PadPlan | str:
+    """Move padding the engine cannot do into an explicit Pad; where the engine insists on more
+    padding than the conv has ("same" padding only), pad as it wants and crop the extra outputs."""
+    rules, rank = target.conv, spec.rank
+    conv_pads, extra_in, crop = [0] * (2 * rank), [0] * (2 * rank), [0] * (2 * rank)
+    for d in range(rank):
+        begin, end = pads[d], pads[d + rank]
+        if rules.same_pad_only:
+            span = spec.dilated_kernel[d]
+            if span % 2 == 0:
+                return f"the engine pads (k-1)/2 on each side; kernel extent {span} is even"
+            want = (span - 1) // 2
+            if rules.max_pad is not None and want > rules.max_pad:
+                return f"same padding {want} for this kernel exceeds max_pad {rules.max_pad}"
+            keep = (want, want)
+        else:
+            cap = rules.max_pad if rules.max_pad is not None else max(begin, end)
+            keep = (min(begin, cap), min(end, cap))
+            if rules.symmetric_pad:
+                keep = (min(keep),) * 2
+        for side, (have, kept) in enumerate(zip((begin, end), keep)):
+            index = d + side * rank
+            conv_pads[index] = kept
+            extra_in[index] = max(0, have - kept)
+            crop[index] = max(0, kept - have)
+        if (crop[d] or crop[d + rank]) and spec.strides[d] != 1:
+            return "cropping the outputs of a strided conv would misalign them (stride first)"
+    return PadPlan(tuple(conv_pads), tuple(extra_in), tuple(crop))
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    tile: tuple[int, ...]              # the legal sub-kernel
+    pieces: tuple[int, ...]            # sub-kernels per spatial dim
+    cost: int                          # taps computed + node overhead, the chooser's score
+    alternatives: tuple[tuple[tuple[int, ...], int], ...]   # (tile, cost) of the others
+
+    @property
+    def padded_kernel(self) -> tuple[int, ...]:
+        return tuple(t * p for t, p in zip(self.tile, self.pieces))
+
+
+NODE_COST_IN_TAPS = 4    # a sub-conv's fixed cost (launch, input pass) in kernel taps per output
+
+
+def _legal_tiles(spec: ConvSpec, target: Target) -> list[tuple[int, ...]]:
+    rules = target.conv
+    if rules.kernel_shapes is not None:
+        tiles = [k for k in rules.kernel_shapes if len(k) == spec.rank]
+    else:
+        tiles = [tuple(min(k, rules.max_kernel or k) for k in spec.kernel_shape)]
+    if rules.max_kernel is not None:
+        tiles = [t for t in tiles if max(t) <= rules.max_kernel]
+    return tiles
+
+
+def plan_kernel_split(spec: ConvSpec, target: Target) -> KernelPlan | str:
+    """Cover the kernel with legal sub-kernels (zero-padding it to a multiple of the tile), each
+    applied to a shifted view of the input and summed. The tile is chosen by cost: kernel taps
+    computed (zeros included) plus a fixed cost per sub-conv."""
+    tiles = _legal_tiles(spec, target)
+    if not tiles:
+        return f"the target allows no {spec.rank}-D kernel shape to build from"
+    scored = []
+    for tile in tiles:
+        pieces = tuple(-(-k // t) for k, t in zip(spec.kernel_shape, tile))
+        count = 1
+        taps = 1
+        for t, p in zip(tile, pieces):
+            count *= p
+            taps *= t * p
+        scored.append((taps + NODE_COST_IN_TAPS * count, count, tile, pieces))
+    scored.sort()
+    cost, _, tile, pieces = scored[0]
+    if pieces == (1,) * spec.rank and tile == spec.kernel_shape:
+        return "kernel already legal"
+    others = tuple((t, c) for c, _, t, _ in scored[1:])
+    return KernelPlan(tile, pieces, cost, others)

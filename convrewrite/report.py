@@ -111,7 +111,7 @@ def render(report: Report) -> str:
     if report.records:
         rows = []
         for r in report.records:
-            rule = ", ".join(f"{v.rule} {_plain(v.value)}>{_plain(v.limit)}" for v in r.rules)
+            rule = ", ".join(_rule_text(v) for v in r.rules)
             rows.append([r.node, rule, r.rewrite,
                          f"{_num(r.macs_before)}/{_num(r.macs_after)}",
                          f"{r.nodes_before}->{r.nodes_after}", _err(r.verify)])
@@ -148,5 +148,14 @@ def render(report: Report) -> str:
 
 def _plain(v: object) -> str:
     if isinstance(v, (tuple, list)):
+        if v and all(isinstance(x, (tuple, list)) for x in v):
+            return "|".join(_plain(x) for x in v)       # a set of shapes: 1x1|3x3
         return "x".join(map(str, v))
     return str(v)
+
+
+def _rule_text(v) -> str:
+    """``max_in_channels 2048>1024`` for bounds, ``kernel_shapes 7x7 (allowed 1x1|3x3)`` else."""
+    if isinstance(v.limit, int) and not isinstance(v.limit, bool):
+        return f"{v.rule} {_plain(v.value)}>{v.limit}"
+    return f"{v.rule} {_plain(v.value)} (allowed {_plain(v.limit)})"

@@ -15,9 +15,10 @@ import onnx_graphsurgeon as gs
 from ..conv import ConvSpec
 from ..legality import Violation
 from ..onnx_conv import IO_POSITIONS, const_weight, constant_value
-from ..plan import ChannelSplitPlan, OutputBlock, SubConv, plan_channel_split, sum_order
+from ..plan import ChannelSplitPlan, OutputBlock, SubConv, plan_channel_split
 from ..record import Record
 from .base import Pass, RewriteContext
+from .emit import replace, sum_terms
 
 
 class ChannelSplit(Pass):
@@ -42,18 +43,11 @@ class ChannelSplit(Pass):
         weight = const_weight(node.inputs[IO_POSITIONS[node.op][1]])
         if isinstance(weight, str):
             return weight
-        input_name, output_name = node.inputs[0].name, node.outputs[0].name
-        new_nodes = _emit(node, spec, plan, weight, ctx)
-        fixed = [v for v in violations if v.rule in self.fixes]
-        return Record(
-            node=node.name, op=node.op, pass_name=self.name, rules=fixed,
-            rewrite=plan.strategy, input_name=input_name,
-            output_name=output_name,
-            tolerance="reassociating" if plan.reassociates else "exact",
-            macs_before=spec.macs, macs_after=spec.macs,
-            params_before=spec.params, params_after=spec.params,
-            nodes_before=1, nodes_after=len(new_nodes),
-        )
+        added = _emit(node, spec, plan, weight, ctx)
+        tolerance = "reassociating" if plan.reassociates else "exact"
+        record = self.record(node, spec, violations, plan.strategy, added, tolerance)
+        replace(node, ctx, added)
+        return record
 
 
 def _use_split(ctx: RewriteContext) -> bool:
@@ -63,8 +57,8 @@ def _use_split(ctx: RewriteContext) -> bool:
 
 def _emit(node: gs.Node, spec: ConvSpec, plan: ChannelSplitPlan, weight,
           ctx: RewriteContext) -> list[gs.Node]:
-    """Replace ``node`` in the graph by the plan's sub-convs; returns the nodes added."""
-    graph, base = ctx.graph, node.name
+    """The plan's sub-convs, writing the node's output; returns the nodes to add."""
+    base = node.name
     x, y = node.inputs[0], node.outputs[0]
     bias = node.inputs[2] if spec.has_bias else None
     bias_values = None if bias is None else constant_value(bias)
@@ -97,26 +91,11 @@ def _emit(node: gs.Node, spec: ConvSpec, plan: ChannelSplitPlan, weight,
             attrs = dict(node.attrs, group=sub.groups)
             added.append(gs.Node(node.op, stem, attrs, inputs, [out]))
             terms.append(out)
-        if len(terms) > 1:
-            operands = list(terms)
-            pairs = sum_order(len(terms), plan.accumulate)
-            for k, (i, j) in enumerate(pairs):
-                last = single_block and k == len(pairs) - 1
-                stem = ctx.fresh(f"{base}/sum.o{b}.{k}")
-                out = y if last else out_var(f"{stem}.out", block.out_stop - block.out_start)
-                added.append(gs.Node("Add", stem, {}, [operands[i], operands[j]], [out]))
-                if plan.accumulate == "chain":
-                    ctx.regroupable_sums.add(stem)
-                operands.append(out)
-            block_outputs.append(operands[-1])
-        else:
-            block_outputs.append(terms[0])
+        block_outputs.append(sum_terms(ctx, terms, plan.accumulate, f"{base}/sum.o{b}", added,
+                                       out=y if single_block else None))
     if not single_block:
         added.append(gs.Node("Concat", ctx.fresh(f"{base}/concat"), {"axis": 1},
                              block_outputs, [y]))
-    node.inputs.clear()
-    node.outputs.clear()
-    graph.nodes.extend(added)
     return added
 
 

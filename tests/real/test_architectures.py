@@ -43,11 +43,15 @@ def test_rewrite_for_preset(model, preset):
                 if {v.rule for v in r.violations} & CHANNEL_RULES]
 
 
-def test_resnet50_wide_convs_split_for_k210():
+def test_resnet50_becomes_fully_legal_for_k210():
     out, report = cr.rewrite(resnet50(image_size=224), "k210")
-    split = {r.node for r in report.records}
+    assert report.status == "ok", report.render()          # nothing left the K210 rejects
+    split = [r for r in report.records if r.pass_name == "channel_split"]
     assert len(split) >= 4          # the 2048-channel convs of the last stage
-    assert all(r.rules[0].limit == 1024 for r in report.records)
+    assert all(v.limit == 1024 for r in split for v in r.rules)
+    passes = {r.pass_name for r in report.records}
+    assert passes == {"channel_split", "stride", "kernel_split", "padding"}
+    assert not cr.check(out, "k210").remaining
 
 
 def test_dynamic_batch_resnet(tmp_path):

@@ -1,0 +1,128 @@
+"""Small ONNX emitters every lowering shares: sums of partial convs, Slice, Pad, conv copies.
+
+Each returns the tensor it produces and appends its nodes to ``added``; where the input's shape is
+known the output's shape is set too, so the next legality check sees real extents.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..plan import sum_order
+from .base import RewriteContext
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def variable(ctx: RewriteContext, name: str, like: gs.Tensor, shape=None) -> gs.Variable:
+    return gs.Variable(ctx.fresh(name), dtype=like.dtype, shape=shape)
+
+
+def int64s(ctx: RewriteContext, name: str, values) -> gs.Constant:
+    return gs.Constant(ctx.fresh(name), np.asarray(values, dtype=np.int64))
+
+
+def sum_terms(ctx: RewriteContext, terms: list[gs.Tensor], accumulate: str, stem: str,
+              added: list[gs.Node], out: gs.Tensor | None = None) -> gs.Tensor:
+    """Add partial results in ``accumulate`` order (chain or tree); the last Add writes ``out``
+    when given. Chains are marked regroupable for sum fusion."""
+    if len(terms) == 1:
+        return terms[0]
+    operands = list(terms)
+    pairs = sum_order(len(terms), accumulate)
+    for k, (i, j) in enumerate(pairs):
+        name = ctx.fresh(f"{stem}.{k}")
+        last = k == len(pairs) - 1
+        result = out if last and out is not None else variable(ctx, f"{name}.out", terms[0],
+                                                               terms[0].shape)
+        added.append(gs.Node("Add", name, {}, [operands[i], operands[j]], [result]))
+        if accumulate == "chain":
+            ctx.regroupable_sums.add(name)
+        operands.append(result)
+    return operands[-1]
+
+
+def _sliced(extent, start: int, end: int, step: int):
+    if not isinstance(extent, int):
+        return None
+    return len(range(extent)[slice(start, None if end >= INT64_MAX else end, step)])
+
+
+def slice_spatial(ctx: RewriteContext, x: gs.Tensor, starts: list[int], ends: list[int],
+                  steps: list[int], stem: str, added: list[gs.Node],
+                  out: gs.Tensor | None = None) -> gs.Tensor:
+    """Slice every spatial axis (2..) of ``x``; ends may be negative or INT64_MAX."""
+    rank = len(starts)
+    axes = list(range(2, 2 + rank))
+    shape = None
+    if x.shape is not None and len(x.shape) == rank + 2:
+        shape = list(x.shape[:2]) + [_sliced(e, a, b, s) for e, a, b, s in
+                                      zip(x.shape[2:], starts, ends, steps)]
+    result = out if out is not None else variable(ctx, f"{stem}.out", x, shape)
+    inputs = [x, int64s(ctx, f"{stem}.starts", starts), int64s(ctx, f"{stem}.ends", ends),
+              int64s(ctx, f"{stem}.axes", axes), int64s(ctx, f"{stem}.steps", steps)]
+    added.append(gs.Node("Slice", ctx.fresh(stem), {}, inputs, [result]))
+    return result
+
+
+def pad_spatial(ctx: RewriteContext, x: gs.Tensor, begins: list[int], ends: list[int],
+                stem: str, added: list[gs.Node]) -> gs.Tensor:
+    """Zero-pad the spatial axes; returns ``x`` itself when there is nothing to pad."""
+    if not any(begins) and not any(ends):
+        return x
+    pads = [0, 0, *begins, 0, 0, *ends]
+    shape = None
+    if x.shape is not None and len(x.shape) == len(begins) + 2:
+        shape = list(x.shape[:2]) + [e + b + a if isinstance(e, int) else None
+                                     for e, b, a in zip(x.shape[2:], begins, ends)]
+    result = variable(ctx, f"{stem}.out", x, shape)
+    if ctx.opset >= 11:
+        added.append(gs.Node("Pad", ctx.fresh(stem), {"mode": "constant"},
+                             [x, int64s(ctx, f"{stem}.pads", pads)], [result]))
+    else:
+        added.append(gs.Node("Pad", ctx.fresh(stem), {"mode": "constant", "pads": pads},
+                             [x], [result]))
+    return result
+
+
+def conv_output_shape(x: gs.Tensor, out_channels: int, kernel, strides, dilations, pads):
+    """The static output shape of a conv, or None where the input's is unknown."""
+    if x.shape is None or len(x.shape) != len(kernel) + 2:
+        return None
+    rank = len(kernel)
+    spatial = []
+    for i, extent in enumerate(x.shape[2:]):
+        if not isinstance(extent, int):
+            spatial.append(None)
+            continue
+        span = extent + pads[i] + pads[i + rank] - (kernel[i] - 1) * dilations[i] - 1
+        spatial.append(span // strides[i] + 1)
+    return [x.shape[0], out_channels, *spatial]
+
+
+def conv_copy(ctx: RewriteContext, node: gs.Node, name: str, inputs: list[gs.Tensor],
+              added: list[gs.Node], out: gs.Tensor | None = None, **attrs) -> gs.Tensor:
+    """The node's op with its attributes, some replaced (explicit pads drop auto_pad); ``name``
+    must already be unique (``ctx.fresh``)."""
+    merged = dict(node.attrs)
+    merged.update(attrs)
+    if "pads" in attrs:
+        merged.pop("auto_pad", None)
+    rank = len(merged.get("kernel_shape", inputs[1].shape[2:]))
+    merged.setdefault("kernel_shape", list(inputs[1].shape[2:]))
+    out_channels = inputs[1].shape[0]
+    shape = conv_output_shape(inputs[0], out_channels, merged["kernel_shape"],
+                              merged.get("strides", [1] * rank),
+                              merged.get("dilations", [1] * rank),
+                              merged.get("pads", [0] * (2 * rank)))
+    result = out if out is not None else variable(ctx, f"{name}.out", node.outputs[0], shape)
+    added.append(gs.Node(node.op, name, merged, inputs, [result]))
+    return result
+
+
+def replace(node: gs.Node, ctx: RewriteContext, added: list[gs.Node]) -> None:
+    """Detach ``node`` and put ``added`` in the graph (it writes the node's old output)."""
+    node.inputs.clear()
+    node.outputs.clear()
+    ctx.graph.nodes.extend(added)

@@ -1,0 +1,90 @@
+"""Kernels larger than the engine allows: sum of legal sub-kernels over shifted input views.
+
+The kernel is zero-extended to a multiple of the legal tile (the input gets the matching extra
+padding, so every piece sees the same number of outputs), cut into tiles, and each tile becomes a
+conv over the padded input starting at the tile's offset. Sums are regrouped: reassociating.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import onnx_graphsurgeon as gs
+
+from ..conv import ConvSpec
+from ..legality import Violation
+from ..onnx_conv import IO_POSITIONS, const_weight
+from ..plan import plan_kernel_split
+from ..record import Record
+from .base import Pass, RewriteContext
+from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, sum_terms
+from .geometry_common import explicit_pads
+
+
+def _x(values) -> str:
+    return "x".join(map(str, values))
+
+
+class KernelSplit(Pass):
+    name = "kernel_split"
+    fixes = frozenset({"kernel_shapes", "max_kernel"})
+
+    def run(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+            ctx: RewriteContext) -> Record | str:
+        pads = explicit_pads(node, spec)
+        if isinstance(pads, str):
+            return pads
+        plan = plan_kernel_split(spec, ctx.target)
+        if isinstance(plan, str):
+            return plan
+        count = 1
+        for p in plan.pieces:
+            count *= p
+        needed = {"Slice"} | ({"Add"} if count > 1 else set()) | {"Pad"}
+        missing = sorted(op for op in needed if not ctx.target.allows_op(op))
+        if missing:
+            return f"the target's ops list lacks {', '.join(missing)}"
+        weight = const_weight(node.inputs[IO_POSITIONS[node.op][1]])
+        if isinstance(weight, str):
+            return weight
+        rank, base, y = spec.rank, node.name, node.outputs[0]
+        weight = weight.zero_extended(plan.padded_kernel)
+        overflow = [(kp - k) * d for kp, k, d in
+                    zip(plan.padded_kernel, spec.kernel_shape, spec.dilations)]
+        added: list[gs.Node] = []
+        x = pad_spatial(ctx, node.inputs[0], list(pads[:rank]),
+                        [e + o for e, o in zip(pads[rank:], overflow)], f"{base}/pad", added)
+        terms = []
+        for index in itertools.product(*(range(p) for p in plan.pieces)):
+            tag = ".".join(map(str, index))
+            stem = ctx.fresh(f"{base}/tap{tag}")
+            starts = [i * t * d for i, t, d in zip(index, plan.tile, spec.dilations)]
+            ends = [-((p - 1 - i) * t * d) or INT64_MAX
+                    for i, p, t, d in zip(index, plan.pieces, plan.tile, spec.dilations)]
+            view = x if not any(starts) and all(e == INT64_MAX for e in ends) else \
+                slice_spatial(ctx, x, starts, ends, [1] * rank, f"{stem}/view", added)
+            w_index = (slice(None), slice(None),
+                       *(slice(i * t, (i + 1) * t) for i, t in zip(index, plan.tile)))
+            w, w_nodes = weight.slice(stem, w_index)
+            added.extend(w_nodes)
+            inputs = [view, w] + ([node.inputs[2]] if spec.has_bias and not terms else [])
+            single = count == 1
+            terms.append(conv_copy(ctx, node, stem, inputs, added, out=y if single else None,
+                                   kernel_shape=list(plan.tile), pads=[0] * (2 * rank)))
+        if count > 1:
+            sum_terms(ctx, terms, ctx.target.rewrite.accumulate, f"{base}/tap_sum", added, out=y)
+        taps = 1
+        for t, p in zip(plan.tile, plan.pieces):
+            taps *= t * p
+        original_taps = 1
+        for k in spec.kernel_shape:
+            original_taps *= k
+        alternatives = "; ".join(f"{_x(t)} cost {c}" for t, c in plan.alternatives)
+        how = (f"{count} {_x(plan.tile)} sub-kernels ({_x(plan.padded_kernel)} zero-extended, "
+               f"cost {plan.cost}" + (f"; rejected {alternatives}" if alternatives else "") + ")")
+        record = self.record(node, spec, violations, how, added,
+                             tolerance="reassociating" if count > 1 else "exact",
+                             macs_factor=taps / original_taps,
+                             params_after=spec.params * taps // original_taps)
+        replace(node, ctx, added)
+        return record
