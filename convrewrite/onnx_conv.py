@@ -135,9 +135,12 @@ class ConstWeight:
         attrs = {"axis": self.axis} if np.asarray(constant_value(self.scale)).size > 1 else {}
         return out, [gs.Node("DequantizeLinear", f"{graph_name}/w_dq", attrs, inputs, [out])]
 
-    def zero_extended(self, kernel: tuple[int, ...]) -> "ConstWeight":
-        """The same weight with its kernel grown to ``kernel`` by zeros at the end of each
-        spatial axis (for QDQ weights: by the zero point, which dequantizes to zero)."""
+    def respaced(self, kernel: tuple[int, ...],
+                 steps: tuple[int, ...] | None = None) -> "ConstWeight":
+        """The same taps in a larger kernel: tap i lands at ``i * step`` and every other
+        position is zero (for QDQ weights: the zero point, which dequantizes to zero). Steps of 1
+        zero-extend the kernel at its end; larger steps write a dilation into it."""
+        steps = steps or (1,) * len(kernel)
         shape = (*self.values.shape[:2], *kernel)
         fill = np.zeros(shape, dtype=self.values.dtype)
         if self.quantized and self.zero_point is not None:
@@ -147,7 +150,9 @@ class ConstWeight:
                 axis_shape[self.axis % len(shape)] = -1
                 zp = zp.reshape(axis_shape)
             fill[...] = zp
-        fill[tuple(slice(0, n) for n in self.values.shape)] = self.values
+        taps = tuple(slice(0, (n - 1) * step + 1, step)
+                     for n, step in zip(self.values.shape[2:], steps))
+        fill[(slice(None), slice(None), *taps)] = self.values
         return ConstWeight(fill, self.scale, self.zero_point, self.axis, self.out_dtype)
 
     @staticmethod

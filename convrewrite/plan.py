@@ -205,16 +205,26 @@ def plan_stride(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> Stride
 class PadPlan:
     conv_pads: tuple[int, ...]         # begins then ends, what the conv keeps
     input_pads: tuple[int, ...]        # zeros added by an explicit Pad first
-    output_crop: tuple[int, ...]       # outputs cut afterwards (when the engine pads more)
+    crop_starts: tuple[int, ...]       # outputs to drop at the start of each spatial axis
+    crop_ends: tuple[int, ...]         # Slice ends: NO_END, -k (drop k), or an absolute index
+
+    @property
+    def crops(self) -> bool:
+        return any(self.crop_starts) or any(e != NO_END for e in self.crop_ends)
+
+
+NO_END = 2**63 - 1
 
 
 def plan_padding(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> PadPlan | str:
     """Move padding the engine cannot do into an explicit Pad; where the engine insists on more
-    padding than the conv has ("same" padding only), pad as it wants and crop the extra outputs."""
+    padding than the conv has ("same" padding only), pad as it wants and crop the extra outputs.
+    With a stride, a few more zeros in front keep the kept outputs on the original grid."""
     rules, rank = target.conv, spec.rank
-    conv_pads, extra_in, crop = [0] * (2 * rank), [0] * (2 * rank), [0] * (2 * rank)
+    conv_pads, extra_in = [0] * (2 * rank), [0] * (2 * rank)
+    crop_starts, crop_ends = [0] * rank, [NO_END] * rank
     for d in range(rank):
-        begin, end = pads[d], pads[d + rank]
+        begin, end, stride = pads[d], pads[d + rank], spec.strides[d]
         if rules.same_pad_only:
             span = spec.dilated_kernel[d]
             if span % 2 == 0:
@@ -222,20 +232,28 @@ def plan_padding(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> PadPl
             want = (span - 1) // 2
             if rules.max_pad is not None and want > rules.max_pad:
                 return f"same padding {want} for this kernel exceeds max_pad {rules.max_pad}"
-            keep = (want, want)
+            keep_begin = keep_end = want
         else:
             cap = rules.max_pad if rules.max_pad is not None else max(begin, end)
-            keep = (min(begin, cap), min(end, cap))
+            keep_begin, keep_end = min(begin, cap), min(end, cap)
             if rules.symmetric_pad:
-                keep = (min(keep),) * 2
-        for side, (have, kept) in enumerate(zip((begin, end), keep)):
-            index = d + side * rank
-            conv_pads[index] = kept
-            extra_in[index] = max(0, have - kept)
-            crop[index] = max(0, kept - have)
-        if (crop[d] or crop[d + rank]) and spec.strides[d] != 1:
-            return "cropping the outputs of a strided conv would misalign them (stride first)"
-    return PadPlan(tuple(conv_pads), tuple(extra_in), tuple(crop))
+                keep_begin = keep_end = min(keep_begin, keep_end)
+        conv_pads[d], conv_pads[d + rank] = keep_begin, keep_end
+        if keep_begin <= begin:
+            extra_in[d] = begin - keep_begin
+        else:                                  # the engine pads more: align, then drop outputs
+            extra_in[d] = (begin - keep_begin) % stride
+            crop_starts[d] = (keep_begin + extra_in[d] - begin) // stride
+        if keep_end <= end:
+            extra_in[d + rank] = end - keep_end
+        elif stride == 1:
+            crop_ends[d] = -(keep_end - end)
+        else:
+            length = spec.output_shape[2 + d] if spec.output_shape else None
+            if length is None:
+                return "cropping a strided conv's extra outputs needs a static output size"
+            crop_ends[d] = crop_starts[d] + length
+    return PadPlan(tuple(conv_pads), tuple(extra_in), tuple(crop_starts), tuple(crop_ends))
 
 
 @dataclass(frozen=True)
@@ -286,3 +304,31 @@ def plan_kernel_split(spec: ConvSpec, target: Target) -> KernelPlan | str:
         return "kernel already legal"
     others = tuple((t, c) for c, _, t, _ in scored[1:])
     return KernelPlan(tile, pieces, cost, others)
+
+
+@dataclass(frozen=True)
+class DilationPlan:
+    kernel: tuple[int, ...]            # the dense kernel with the holes filled by zeros
+    dilations: tuple[int, ...]         # what the conv keeps
+
+    def mac_factor(self, spec: ConvSpec) -> float:
+        dense, original = 1, 1
+        for k, o in zip(self.kernel, spec.kernel_shape):
+            dense, original = dense * k, original * o
+        return dense / original
+
+
+def plan_dilation(spec: ConvSpec, target: Target) -> DilationPlan | str:
+    """Dilation over the limit: write the holes into the kernel as zeros (Vela's answer for
+    dilation > 2). Each dimension keeps the largest legal dilation dividing its own, so a 4 on an
+    engine that dilates by 2 only doubles the kernel's extent, not quadruples it."""
+    limit = target.conv.max_dilation or max(spec.dilations)
+    kernel, dilations = [], []
+    for k, d in zip(spec.kernel_shape, spec.dilations):
+        keep = max(x for x in range(1, min(d, limit) + 1) if d % x == 0)
+        factor = d // keep
+        kernel.append((k - 1) * factor + 1)
+        dilations.append(keep)
+    if tuple(dilations) == spec.dilations:
+        return "dilations already within the limit"
+    return DilationPlan(tuple(kernel), tuple(dilations))

@@ -3,14 +3,16 @@ rewrite one violating node and gets back a Record, or a reason string when the p
 
 from .base import Pass, RewriteContext
 from .channel_split import ChannelSplit
+from .dilation import DilationToDense
 from .kernel_split import KernelSplit
 from .padding import ExplicitPadding
 from .stride import StrideSubsample
 
 # Order matters where one conv breaks several rules: channels first (the pieces stay smaller),
-# then stride (so later pieces run at stride 1), kernel, and padding last (it may need stride 1).
-DEFAULT_PASSES: tuple[Pass, ...] = (ChannelSplit(), StrideSubsample(), KernelSplit(),
-                                    ExplicitPadding())
+# then stride (so later pieces run at stride 1), dilation (a dense kernel may then need splitting),
+# kernel, and padding last (it may need stride 1 to crop).
+DEFAULT_PASSES: tuple[Pass, ...] = (ChannelSplit(), StrideSubsample(), DilationToDense(),
+                                    KernelSplit(), ExplicitPadding())
 
-__all__ = ["DEFAULT_PASSES", "ChannelSplit", "ExplicitPadding", "KernelSplit", "Pass",
+__all__ = ["DEFAULT_PASSES", "ChannelSplit", "DilationToDense", "ExplicitPadding", "KernelSplit", "Pass",
            "RewriteContext", "StrideSubsample"]

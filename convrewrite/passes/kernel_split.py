@@ -48,7 +48,7 @@ class KernelSplit(Pass):
         if isinstance(weight, str):
             return weight
         rank, base, y = spec.rank, node.name, node.outputs[0]
-        weight = weight.zero_extended(plan.padded_kernel)
+        weight = weight.respaced(plan.padded_kernel)
         overflow = [(kp - k) * d for kp, k, d in
                     zip(plan.padded_kernel, spec.kernel_shape, spec.dilations)]
         added: list[gs.Node] = []

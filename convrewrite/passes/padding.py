@@ -14,7 +14,7 @@ from ..legality import Violation
 from ..plan import plan_padding
 from ..record import Record
 from .base import Pass, RewriteContext
-from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial
+from .emit import conv_copy, pad_spatial, replace, slice_spatial
 from .geometry_common import explicit_pads
 
 
@@ -31,7 +31,7 @@ class ExplicitPadding(Pass):
         if isinstance(plan, str):
             return plan
         rank = spec.rank
-        pad_in, crop = any(plan.input_pads), any(plan.output_crop)
+        pad_in, crop = any(plan.input_pads), plan.crops
         missing = [op for op, used in (("Pad", pad_in), ("Slice", crop))
                    if used and not ctx.target.allows_op(op)]
         if missing:
@@ -43,26 +43,27 @@ class ExplicitPadding(Pass):
         conv_out = conv_copy(ctx, node, ctx.fresh(f"{base}/conv"), [x, *node.inputs[1:]], added,
                              out=None if crop else y, pads=list(plan.conv_pads))
         if crop:
-            ends = [-c if c else INT64_MAX for c in plan.output_crop[rank:]]
-            slice_spatial(ctx, conv_out, list(plan.output_crop[:rank]), ends, [1] * rank,
-                          f"{base}/crop", added, out=y)
+            slice_spatial(ctx, conv_out, list(plan.crop_starts), list(plan.crop_ends),
+                          [1] * rank, f"{base}/crop", added, out=y)
         how = [f"conv pads {list(plan.conv_pads)}"]
         if pad_in:
             how.append(f"explicit Pad {list(plan.input_pads)}")
         if crop:
-            how.append(f"crop {list(plan.output_crop)}")
-        factor = _crop_factor(spec, plan.output_crop)
+            how.append(f"crop from {list(plan.crop_starts)}")
+        factor = _crop_factor(spec, conv_out)
         record = self.record(node, spec, violations, ", ".join(how), added, tolerance="exact",
                              macs_factor=factor)
         replace(node, ctx, added)
         return record
 
 
-def _crop_factor(spec: ConvSpec, crop: tuple[int, ...]) -> float:
+def _crop_factor(spec: ConvSpec, conv_out: gs.Tensor) -> float:
     """MACs spent on outputs the crop throws away, as a factor over the original's."""
-    if spec.output_shape is None or any(d is None for d in spec.output_shape[2:]):
+    before, after = spec.output_shape, conv_out.shape
+    if before is None or after is None or not all(isinstance(d, int) for d in
+                                                  [*before[2:], *after[2:]]):
         return 1.0
     factor = 1.0
-    for d, n in enumerate(spec.output_shape[2:]):
-        factor *= (n + crop[d] + crop[d + spec.rank]) / n
+    for n, m in zip(before[2:], after[2:]):
+        factor *= m / n
     return factor

@@ -1,0 +1,162 @@
+"""Stride, kernel-split and padding lowerings on tiny graphs, and a property over random
+geometry x random engine rules; every result is legal and matches on onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import convrewrite as cr
+from convrewrite.conv import ConvSpec
+from convrewrite.plan import NO_END, plan_kernel_split, plan_padding, plan_stride
+from convrewrite.target import load_target
+from tests.conv_cases import conv_model, op_count, random_input, run
+
+K210ISH = {"name": "k210ish", "conv": {"kernel_shapes": [[1, 1], [3, 3]], "max_stride": 1,
+                                       "max_pad": 1, "same_pad_only": True,
+                                       "symmetric_pad": True}}
+
+
+def rewrite_and_compare(model, target, batch=1):
+    out, report = cr.rewrite(model, target)
+    assert report.status == "ok", report.render()
+    assert not cr.check(out, target).remaining
+    feeds = random_input(model, batch=batch)
+    ref, got = run(model, feeds)[0], run(out, feeds)[0]
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, atol=2e-5 * max(1.0, float(np.abs(ref).max())),
+                               rtol=1e-4)
+    return out, report
+
+
+def spec(**kw):
+    base = dict(name="c", op_type="Conv", in_channels=4, out_channels=4, groups=1,
+                kernel_shape=(3, 3), strides=(1, 1), dilations=(1, 1), pads=(1, 1, 1, 1))
+    base.update(kw)
+    return ConvSpec(**base)
+
+
+def test_stride_plans():
+    t = load_target({"conv": {"max_stride": 2}})
+    plan = plan_stride(spec(strides=(4, 3)), t, (1, 1, 1, 1))
+    assert plan.conv_strides == (2, 1) and plan.output_steps == (2, 3)
+    plan = plan_stride(spec(kernel_shape=(1, 1), strides=(4, 4), pads=(0,) * 4), t, (0,) * 4)
+    assert plan.input_steps == (2, 2) and plan.output_steps == (1, 1) and plan.mac_factor == 1
+
+
+def test_padding_plans():
+    t = load_target(K210ISH)
+    plan = plan_padding(spec(pads=(0, 2, 1, 0)), t, (0, 2, 1, 0))
+    assert plan.conv_pads == (1, 1, 1, 1)
+    assert plan.input_pads == (0, 1, 0, 0)
+    assert plan.crop_starts == (1, 0) and plan.crop_ends == (NO_END, -1)
+    strided = spec(pads=(0, 0, 0, 0), strides=(2, 2), output_shape=(1, 4, 4, 4))
+    plan = plan_padding(strided, t, (0, 0, 0, 0))
+    assert plan.input_pads == (1, 1, 0, 0)          # one more zero keeps the stride grid
+    assert plan.crop_starts == (1, 1) and plan.crop_ends == (5, 5)
+    assert "even" in plan_padding(spec(kernel_shape=(2, 2)), t, (0, 0, 1, 1))
+    capped = load_target({"conv": {"max_pad": 2, "symmetric_pad": True}})
+    plan = plan_padding(spec(pads=(3, 1, 2, 2)), capped, (3, 1, 2, 2))
+    assert plan.conv_pads == (2, 1, 2, 1) and plan.input_pads == (1, 0, 0, 1)
+
+
+def test_kernel_plan_chooses_by_cost():
+    t = load_target(K210ISH)
+    plan = plan_kernel_split(spec(kernel_shape=(7, 7)), t)
+    assert plan.tile == (3, 3) and plan.pieces == (3, 3)
+    assert [tile for tile, _ in plan.alternatives] == [(1, 1)]
+    plan = plan_kernel_split(spec(kernel_shape=(1, 7)), t)
+    assert plan.tile == (1, 1) and plan.pieces == (1, 7)       # 7 taps beat 3 zero-padded 3x3s
+    plan = plan_kernel_split(spec(kernel_shape=(5, 5)), load_target({"conv": {"max_kernel": 3}}))
+    assert plan.tile == (3, 3) and plan.padded_kernel == (6, 6)
+
+
+def test_stride_two_on_stride_one_engine():
+    out, report = rewrite_and_compare(conv_model(cin=4, cout=6, strides=(2, 2),
+                                                 pads=(1, 1, 1, 1), spatial=(9, 8)), K210ISH)
+    assert report.records[0].pass_name == "stride"
+    assert report.records[0].verify["bit_exact"]
+
+
+def test_pointwise_stride_subsamples_input():
+    out, report = rewrite_and_compare(conv_model(cin=4, cout=6, kernel=(1, 1), strides=(2, 2),
+                                                 spatial=(9, 8)), K210ISH)
+    assert "input subsampled" in report.records[0].rewrite
+    assert report.records[0].macs_after == report.records[0].macs_before
+
+
+def test_seven_by_seven_stem_on_k210_like_engine():
+    model = conv_model(cin=3, cout=8, kernel=(7, 7), strides=(2, 2), pads=(3, 3, 3, 3),
+                       spatial=(20, 18))
+    out, report = rewrite_and_compare(model, K210ISH)
+    assert {r.pass_name for r in report.records} == {"stride", "kernel_split", "padding"}
+    assert op_count(out, "Conv") == 9
+
+
+def test_auto_pad_same_is_resolved():
+    rewrite_and_compare(conv_model(cin=4, cout=4, kernel=(3, 3), auto_pad="SAME_UPPER",
+                                   strides=(2, 2), spatial=(8, 7)), K210ISH)
+
+
+def test_one_dimensional_and_three_dimensional_kernels():
+    target = {"name": "k3", "conv": {"max_kernel": 3, "max_stride": 1, "max_pad": 1}}
+    rewrite_and_compare(conv_model(cin=3, cout=5, kernel=(7,), strides=(2,), pads=(3, 2),
+                                   spatial=(30,)), target)
+    rewrite_and_compare(conv_model(cin=2, cout=3, kernel=(5, 3, 4), pads=(2, 1, 0, 2, 1, 3),
+                                   spatial=(7, 6, 8)), target)
+
+
+@pytest.mark.parametrize("form", ["qdq_channel", "constant"])
+def test_weight_forms_in_kernel_split(form):
+    rewrite_and_compare(conv_model(cin=4, cout=6, kernel=(5, 5), pads=(2, 2, 2, 2),
+                                   weight_form=form, spatial=(9, 9)), K210ISH)
+
+
+def test_dilation_becomes_dense_kernel():
+    out, report = rewrite_and_compare(conv_model(cin=4, cout=4, kernel=(3, 3), dilations=(2, 3),
+                                                 pads=(2, 3, 2, 3), spatial=(10, 11)),
+                                      {"name": "nodil", "conv": {"max_dilation": 1}})
+    assert "dense 5x7" in report.records[0].rewrite and report.records[0].verify["bit_exact"]
+
+
+def test_grouped_dilated_kernel_split():
+    target = {"name": "k3", "conv": {"max_kernel": 3}}
+    rewrite_and_compare(conv_model(cin=8, cout=8, groups=4, kernel=(5, 5), dilations=(2, 1),
+                                   pads=(1, 2, 3, 0), spatial=(12, 9)), target)
+
+
+@st.composite
+def geometry_case(draw):
+    rank = draw(st.sampled_from([1, 2, 2, 2, 3]))
+    groups = draw(st.sampled_from([1, 1, 2]))
+    kernel = tuple(draw(st.integers(1, 7 if rank < 3 else 4)) for _ in range(rank))
+    strides = tuple(draw(st.integers(1, 4)) for _ in range(rank))
+    dilations = tuple(draw(st.integers(1, 2)) for _ in range(rank))
+    pads = tuple(draw(st.integers(0, 3)) for _ in range(2 * rank))
+    spatial = tuple(max(1, (k - 1) * d + 1 - pads[i] - pads[i + rank]) + draw(st.integers(0, 6))
+                    for i, (k, d) in enumerate(zip(kernel, dilations)))
+    model = conv_model(cin=2 * groups, cout=3 * groups, groups=groups, kernel=kernel,
+                       strides=strides, dilations=dilations, pads=pads, spatial=spatial,
+                       weight_form=draw(st.sampled_from(["initializer", "qdq_channel"])),
+                       seed=draw(st.integers(0, 99)))
+    conv = {"max_stride": draw(st.sampled_from([None, 1, 2, 3]))}
+    if draw(st.booleans()):
+        conv.update(max_pad=1, same_pad_only=True, symmetric_pad=True, max_dilation=1,
+                    kernel_shapes=[[1] * rank, [3] * rank])
+    else:
+        conv.update(max_kernel=draw(st.sampled_from([None, 1, 2, 3])),
+                    max_dilation=draw(st.sampled_from([None, 1])),
+                    max_pad=draw(st.sampled_from([None, 0, 1, 2])),
+                    symmetric_pad=draw(st.booleans()))
+    return model, {"name": "random", "conv": conv,
+                   "rewrite": {"accumulate": draw(st.sampled_from(["chain", "tree"]))}}
+
+
+@settings(max_examples=120, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(geometry_case())
+def test_geometry_property(case):
+    model, target = case
+    rewrite_and_compare(model, target)
