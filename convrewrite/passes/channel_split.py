@@ -14,10 +14,10 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
-from ..onnx_conv import IO_POSITIONS, const_weight, constant_value
+from ..onnx_conv import constant_value
 from ..plan import ChannelSplitPlan, OutputBlock, SubConv, plan_channel_split
 from ..record import Record
-from .base import Pass, RewriteContext
+from .base import Decline, Pass, RewriteContext, need
 from .emit import replace, sum_terms
 
 
@@ -25,25 +25,18 @@ class ChannelSplit(Pass):
     name = "channel_split"
     fixes = frozenset({"max_in_channels", "max_out_channels"})
 
-    def run(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
-            ctx: RewriteContext) -> Record | str:
+    def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+                ctx: RewriteContext) -> Record:
         if node.op not in ("Conv", "ConvTranspose"):
-            return f"{node.op} cannot be split yet (only Conv and ConvTranspose)"
-        plan = plan_channel_split(spec, ctx.target)
-        if isinstance(plan, str):
-            return plan
+            raise Decline(f"{node.op} cannot be split yet (only Conv and ConvTranspose)")
+        plan = need(plan_channel_split(spec, ctx.target))
         needed = {"Add"} if plan.reassociates else set()
         if len(plan.blocks) > 1:
             needed.add("Concat")
         if len(plan.input_ranges) > 1:
             needed.add("Split" if _use_split(ctx) else "Slice")
-        refused = sorted(op for op in needed if not ctx.target.allows_op(op))
-        if refused:
-            return f"the target's ops list lacks {', '.join(refused)}"
-        weight = const_weight(node.inputs[IO_POSITIONS[node.op][1]])
-        if isinstance(weight, str):
-            return weight
-        added = _emit(node, spec, plan, weight, ctx)
+        self.require_ops(ctx, needed)
+        added = _emit(node, spec, plan, self.weight(node), ctx)
         tolerance = "reassociating" if plan.reassociates else "exact"
         record = self.record(node, spec, violations, plan.strategy, added, tolerance)
         replace(node, ctx, added)

@@ -10,10 +10,9 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
-from ..onnx_conv import IO_POSITIONS, const_weight
 from ..plan import plan_dilation
 from ..record import Record
-from .base import Pass, RewriteContext
+from .base import Pass, RewriteContext, need
 from .emit import conv_copy, replace
 from .geometry_common import explicit_pads
 
@@ -22,17 +21,11 @@ class DilationToDense(Pass):
     name = "dilation"
     fixes = frozenset({"max_dilation"})
 
-    def run(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
-            ctx: RewriteContext) -> Record | str:
-        pads = explicit_pads(node, spec)
-        if isinstance(pads, str):
-            return pads
-        plan = plan_dilation(spec, ctx.target)
-        if isinstance(plan, str):
-            return plan
-        weight = const_weight(node.inputs[IO_POSITIONS[node.op][1]])
-        if isinstance(weight, str):
-            return weight
+    def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+                ctx: RewriteContext) -> Record:
+        pads = need(explicit_pads(node, spec))
+        plan = need(plan_dilation(spec, ctx.target))
+        weight = self.weight(node)
         factors = tuple(d // keep for d, keep in zip(spec.dilations, plan.dilations))
         dense = weight.respaced(plan.kernel, factors)
         name = ctx.fresh(f"{node.name}/dense")

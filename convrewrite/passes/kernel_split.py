@@ -13,10 +13,9 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
-from ..onnx_conv import IO_POSITIONS, const_weight
 from ..plan import plan_kernel_split
 from ..record import Record
-from .base import Pass, RewriteContext
+from .base import Pass, RewriteContext, need
 from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, sum_terms
 from .geometry_common import explicit_pads
 
@@ -29,26 +28,16 @@ class KernelSplit(Pass):
     name = "kernel_split"
     fixes = frozenset({"kernel_shapes", "max_kernel"})
 
-    def run(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
-            ctx: RewriteContext) -> Record | str:
-        pads = explicit_pads(node, spec)
-        if isinstance(pads, str):
-            return pads
-        plan = plan_kernel_split(spec, ctx.target)
-        if isinstance(plan, str):
-            return plan
+    def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+                ctx: RewriteContext) -> Record:
+        pads = need(explicit_pads(node, spec))
+        plan = need(plan_kernel_split(spec, ctx.target))
         count = 1
         for p in plan.pieces:
             count *= p
-        needed = {"Slice"} | ({"Add"} if count > 1 else set()) | {"Pad"}
-        missing = sorted(op for op in needed if not ctx.target.allows_op(op))
-        if missing:
-            return f"the target's ops list lacks {', '.join(missing)}"
-        weight = const_weight(node.inputs[IO_POSITIONS[node.op][1]])
-        if isinstance(weight, str):
-            return weight
+        self.require_ops(ctx, ["Slice", "Pad"] + (["Add"] if count > 1 else []))
         rank, base, y = spec.rank, node.name, node.outputs[0]
-        weight = weight.respaced(plan.padded_kernel)
+        weight = self.weight(node).respaced(plan.padded_kernel)
         overflow = [(kp - k) * d for kp, k, d in
                     zip(plan.padded_kernel, spec.kernel_shape, spec.dilations)]
         added: list[gs.Node] = []

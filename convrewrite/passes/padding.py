@@ -13,7 +13,7 @@ from ..conv import ConvSpec
 from ..legality import Violation
 from ..plan import plan_padding
 from ..record import Record
-from .base import Pass, RewriteContext
+from .base import Pass, RewriteContext, need
 from .emit import conv_copy, pad_spatial, replace, slice_spatial
 from .geometry_common import explicit_pads
 
@@ -22,20 +22,13 @@ class ExplicitPadding(Pass):
     name = "padding"
     fixes = frozenset({"max_pad", "symmetric_pad", "same_pad_only"})
 
-    def run(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
-            ctx: RewriteContext) -> Record | str:
-        pads = explicit_pads(node, spec)
-        if isinstance(pads, str):
-            return pads
-        plan = plan_padding(spec, ctx.target, pads)
-        if isinstance(plan, str):
-            return plan
+    def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+                ctx: RewriteContext) -> Record:
+        pads = need(explicit_pads(node, spec))
+        plan = need(plan_padding(spec, ctx.target, pads))
         rank = spec.rank
         pad_in, crop = any(plan.input_pads), plan.crops
-        missing = [op for op, used in (("Pad", pad_in), ("Slice", crop))
-                   if used and not ctx.target.allows_op(op)]
-        if missing:
-            return f"the target's ops list lacks {', '.join(missing)}"
+        self.require_ops(ctx, [op for op, used in (("Pad", pad_in), ("Slice", crop)) if used])
         x, y, base = node.inputs[0], node.outputs[0], node.name
         added: list[gs.Node] = []
         x = pad_spatial(ctx, x, list(plan.input_pads[:rank]), list(plan.input_pads[rank:]),

@@ -12,7 +12,7 @@ from ..conv import ConvSpec
 from ..legality import Violation
 from ..plan import plan_stride
 from ..record import Record
-from .base import Pass, RewriteContext
+from .base import Pass, RewriteContext, need
 from .emit import INT64_MAX, conv_copy, replace, slice_spatial
 from .geometry_common import explicit_pads
 
@@ -25,16 +25,11 @@ class StrideSubsample(Pass):
     name = "stride"
     fixes = frozenset({"max_stride"})
 
-    def run(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
-            ctx: RewriteContext) -> Record | str:
-        pads = explicit_pads(node, spec)
-        if isinstance(pads, str):
-            return pads
-        plan = plan_stride(spec, ctx.target, pads)
-        if isinstance(plan, str):
-            return plan
-        if not ctx.target.allows_op("Slice"):
-            return "the target's ops list lacks Slice"
+    def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+                ctx: RewriteContext) -> Record:
+        pads = need(explicit_pads(node, spec))
+        plan = need(plan_stride(spec, ctx.target, pads))
+        self.require_ops(ctx, ["Slice"])
         x, y, base, rank = node.inputs[0], node.outputs[0], node.name, spec.rank
         subsample_in = any(s > 1 for s in plan.input_steps)
         subsample_out = any(s > 1 for s in plan.output_steps)
