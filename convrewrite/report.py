@@ -117,8 +117,10 @@ def render(report: Report) -> str:
                          f"{r.nodes_before}->{r.nodes_after}", _err(r.verify)])
         lines += _table(["node", "rule (value>limit)", "rewrite", "MACs before/after", "nodes",
                          "max abs err"], rows)
-    elif report.mode == "rewrite":
+    elif report.mode == "rewrite" and not report.remaining:
         lines.append(f"all {report.convs_checked} convs already fit the target; nothing rewritten")
+    elif report.mode == "rewrite":
+        lines.append("nothing rewritten")
     lines += report.notes
     for rem in report.remaining:
         lines.append(f"NOT LEGAL {rem.node} ({rem.describe}): "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import convrewrite as cr
@@ -160,3 +160,62 @@ def geometry_case(draw):
 def test_geometry_property(case):
     model, target = case
     rewrite_and_compare(model, target)
+
+
+NO_TRANSPOSE = {"name": "no-deconv", "conv": {"transposed": False}}
+
+
+@pytest.mark.parametrize("kernel,strides,pads,output_padding", [
+    ((4, 4), (2, 2), (1, 1, 1, 1), None),          # DCGAN generator layer
+    ((2, 2), (2, 2), (0, 0, 0, 0), None),          # U-Net up-conv
+    ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),        # "same" upsampling with output_padding
+    ((3, 3), (1, 1), (0, 1, 2, 1), None),          # stride 1: one phase, no interleave
+    ((5,), (3,), (2, 1), (1,)),                    # 1-D
+])
+def test_conv_transpose_sub_pixel(kernel, strides, pads, output_padding):
+    model = conv_model(op="ConvTranspose", cin=4, cout=6, kernel=kernel, strides=strides,
+                       pads=pads, output_padding=output_padding, spatial=(5,) * len(kernel))
+    out, report = rewrite_and_compare(model, NO_TRANSPOSE)
+    assert op_count(out, "ConvTranspose") == 0
+    assert "sub-pixel" in report.records[0].rewrite
+    assert report.records[0].macs_after <= report.records[0].macs_before
+
+
+def test_transposed_stride_limit():
+    model = conv_model(op="ConvTranspose", cin=4, cout=4, kernel=(3, 3), strides=(3, 3),
+                       spatial=(4, 4))
+    out, report = rewrite_and_compare(model, {"name": "u55ish",
+                                              "conv": {"transposed_strides": [1, 2]}})
+    assert op_count(out, "ConvTranspose") == 0
+    # the real Ethos-U55 preset does not list DepthToSpace among the ops a lowering may emit
+    out, report = cr.rewrite(model, "ethos-u55")
+    assert report.status == "illegal"
+    assert "lacks DepthToSpace" in report.remaining[0].reasons[0]
+
+
+@st.composite
+def transposed_case(draw):
+    rank = draw(st.sampled_from([1, 2]))
+    groups = draw(st.sampled_from([1, 1, 2]))
+    stride = draw(st.integers(1, 3))
+    kernel = tuple(draw(st.integers(stride, stride + 3)) for _ in range(rank))
+    strides = (stride,) * rank
+    pads = tuple(draw(st.integers(0, k - 1)) for k in kernel * 2)
+    output_padding = tuple(draw(st.integers(0, stride - 1)) for _ in range(rank))
+    size = draw(st.integers(2, 6))
+    for d in range(rank):       # the original must have an output at all
+        assume((size - 1) * stride + kernel[d] - pads[d] - pads[d + rank] + output_padding[d] > 0)
+    model = conv_model(op="ConvTranspose", cin=2 * groups, cout=3 * groups, groups=groups,
+                       kernel=kernel, strides=strides, pads=pads,
+                       output_padding=output_padding, spatial=(size,) * rank,
+                       weight_form=draw(st.sampled_from(["initializer", "constant",
+                                                         "qdq_tensor"])),
+                       bias=draw(st.booleans()), seed=draw(st.integers(0, 99)))
+    return model
+
+
+@settings(max_examples=80, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(transposed_case())
+def test_transposed_property(model):
+    rewrite_and_compare(model, NO_TRANSPOSE)

@@ -1,0 +1,143 @@
+"""ConvTranspose on an engine without it: the sub-pixel decomposition.
+
+Output phase r (outputs q*s + r) of a stride-s transposed conv is an ordinary stride-1 conv of
+the *un-upsampled* input with every s-th tap of the flipped kernel. The s**rank phase convs are
+interleaved back (DepthToSpace in 2-D, Concat + Reshape in 1-D). Unlike zero insertion, no MAC
+multiplies an inserted zero. Sums run in another order: reassociating.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..conv import ConvSpec
+from ..legality import Violation
+from ..onnx_conv import ConstWeight
+from ..plan import plan_subpixel
+from ..record import Record
+from .base import Decline, Pass, RewriteContext, need
+from .emit import INT64_MAX, int64s, replace, slice_spatial, variable
+
+
+def conv_layout(weight: ConstWeight, groups: int) -> ConstWeight:
+    """[Cin, Cout/g, k...] (ConvTranspose) -> [Cout, Cin/g, k...] (Conv), taps unflipped."""
+    cin, cout_g, *kernel = weight.values.shape
+    values = weight.values.reshape(groups, cin // groups, cout_g, *kernel)
+    values = np.ascontiguousarray(values.swapaxes(1, 2).reshape(groups * cout_g, cin // groups,
+                                                                *kernel))
+    axis = weight.axis
+    if weight.quantized and np.asarray(weight.scale.values if isinstance(
+            weight.scale, gs.Constant) else 0).size > 1:
+        if groups != 1:
+            raise Decline("per-channel quantized grouped ConvTranspose weights are not lowered")
+        axis = {0: 1, 1: 0}.get(axis % weight.values.ndim, axis)
+    return ConstWeight(values, weight.scale, weight.zero_point, axis, weight.out_dtype)
+
+
+def _taps(indices: tuple[int, ...], stride: int) -> slice:
+    """Kernel indices in descending order, every ``stride``-th, as one slice."""
+    stop = indices[-1] - 1
+    return slice(indices[0], stop if stop >= 0 else None, -stride)
+
+
+class TransposedToSubPixel(Pass):
+    name = "transposed"
+    fixes = frozenset({"transposed", "transposed_strides"})
+
+    def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+                ctx: RewriteContext) -> Record:
+        if node.op != "ConvTranspose":
+            raise Decline(f"{node.op} is not a transposed conv")
+        if "output_shape" in node.attrs:
+            raise Decline("ConvTranspose with output_shape is not lowered yet (give pads)")
+        if spec.auto_pad not in ("NOTSET", "", "VALID"):
+            raise Decline(f"ConvTranspose with auto_pad {spec.auto_pad} is not lowered yet")
+        pads = spec.pads if spec.auto_pad in ("NOTSET", "") and spec.pads else (0,) * (2 * spec.rank)
+        plan = need(plan_subpixel(spec, pads))
+        if any(not taps for phase in plan.phases for taps in phase.taps):
+            raise Decline("a kernel smaller than its stride leaves output phases without taps")
+        rank, base, y = spec.rank, node.name, node.outputs[0]
+        interleave = ["DepthToSpace"] if rank == 2 else ["Unsqueeze", "Reshape"]
+        self.require_ops(ctx, ["Conv", "Concat", "Slice", *interleave])
+        weight = conv_layout(self.weight(node), spec.groups)
+        added: list[gs.Node] = []
+        outputs, macs = [], 0
+        for phase in plan.phases:
+            tag = ".".join(map(str, phase.offset))
+            stem = ctx.fresh(f"{base}/phase{tag}")
+            x = node.inputs[0]
+            starts = [max(0, -p) for p in phase.pads[:rank]]
+            ends = [p if p < 0 else INT64_MAX for p in phase.pads[rank:]]
+            if any(starts) or any(e != INT64_MAX for e in ends):
+                x = slice_spatial(ctx, x, starts, ends, [1] * rank, f"{stem}/view", added)
+            index = (slice(None), slice(None),
+                     *(_taps(t, s) for t, s in zip(phase.taps, plan.stride)))
+            w, w_nodes = weight.slice(stem, index)
+            added.extend(w_nodes)
+            kernel = [len(t) for t in phase.taps]
+            conv_pads = [max(0, p) for p in phase.pads]
+            shape = None
+            if y.shape is not None:
+                shape = [y.shape[0], spec.out_channels, *plan.phase_length]
+            out = variable(ctx, f"{stem}.out", y, shape)
+            inputs = [x, w] + ([node.inputs[2]] if spec.has_bias else [])
+            added.append(gs.Node("Conv", stem, {"kernel_shape": kernel, "pads": conv_pads,
+                                                "strides": [1] * rank, "group": spec.groups},
+                                 inputs, [out]))
+            outputs.append(out)
+            macs += spec.out_channels * spec.in_per_group * math.prod(kernel) \
+                * math.prod(plan.phase_length) * (spec.input_shape[0] or 1)
+        whole = [q * s for q, s in zip(plan.phase_length, plan.stride)]
+        crop = whole != list(plan.output_length)
+        joined = _interleave(ctx, outputs, plan.stride[0], rank, base, y, added,
+                             out=None if crop else y)
+        if crop:
+            slice_spatial(ctx, joined, [0] * rank, list(plan.output_length), [1] * rank,
+                          f"{base}/crop", added, out=y)
+        how = f"{len(plan.phases)} phase convs on the input, interleaved (sub-pixel)"
+        factor = macs / spec.macs if spec.macs else 1.0
+        record = self.record(node, spec, violations, how, added, tolerance="reassociating",
+                             macs_factor=factor)
+        replace(node, ctx, added)
+        return record
+
+
+def _interleave(ctx: RewriteContext, phases: list[gs.Tensor], stride: int, rank: int,
+                base: str, like: gs.Tensor, added: list[gs.Node],
+                out: gs.Tensor | None) -> gs.Tensor:
+    """Phase outputs (last axis fastest) -> one tensor with the phases interleaved, written to
+    ``out`` when given."""
+    if len(phases) == 1:                    # stride 1: the single phase is the result
+        if out is not None:
+            producer = phases[0].inputs[0]
+            producer.outputs[0] = out
+            return out
+        return phases[0]
+    if rank == 2:
+        stacked = variable(ctx, f"{base}/phases.out", like)
+        added.append(gs.Node("Concat", ctx.fresh(f"{base}/phases"), {"axis": 1}, phases,
+                             [stacked]))
+        out = out if out is not None else variable(ctx, f"{base}/depth_to_space.out", like)
+        added.append(gs.Node("DepthToSpace", ctx.fresh(f"{base}/depth_to_space"),
+                             {"blocksize": stride, "mode": "DCR"}, [stacked], [out]))
+        return out
+    expanded = []
+    for i, phase in enumerate(phases):
+        e = variable(ctx, f"{base}/unsqueeze{i}.out", like)
+        if ctx.opset >= 13:
+            node = gs.Node("Unsqueeze", ctx.fresh(f"{base}/unsqueeze{i}"), {},
+                           [phase, int64s(ctx, f"{base}/unsqueeze{i}.axes", [3])], [e])
+        else:
+            node = gs.Node("Unsqueeze", ctx.fresh(f"{base}/unsqueeze{i}"), {"axes": [3]},
+                           [phase], [e])
+        added.append(node)
+        expanded.append(e)
+    stacked = variable(ctx, f"{base}/phases.out", like)
+    added.append(gs.Node("Concat", ctx.fresh(f"{base}/phases"), {"axis": 3}, expanded, [stacked]))
+    out = out if out is not None else variable(ctx, f"{base}/interleave.out", like)
+    added.append(gs.Node("Reshape", ctx.fresh(f"{base}/interleave"), {},
+                         [stacked, int64s(ctx, f"{base}/interleave.shape", [0, 0, -1])], [out]))
+    return out
