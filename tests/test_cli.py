@@ -92,13 +92,14 @@ def test_check_only_exit_3_and_writes_nothing(wide, tmp_path):
 
 
 def test_remaining_illegal_conv_exit_3(tmp_path):
-    path = tmp_path / "deconv.onnx"
-    onnx.save(conv_model(op="ConvTranspose", cin=2048, cout=8, spatial=(6, 6)), path)
-    out = tmp_path / "deconv.k210.onnx"
+    path = tmp_path / "volume.onnx"
+    onnx.save(conv_model(cin=2048, cout=8, kernel=(3, 3, 3), pads=(1,) * 6,
+                         spatial=(4, 6, 6)), path)
+    out = tmp_path / "volume.k210.onnx"
     r = cli(path, "--target", "k210", "-o", out)
     assert r.returncode == 3, r.stdout + r.stderr
-    assert "no lowering for rule transposed" in r.stdout
-    assert out.exists()     # the channel split happened and verified; ConvTranspose is named
+    assert "no lowering for rule spatial_ranks" in r.stdout
+    assert out.exists()     # the channel split happened and verified; the 3-D conv is named
 
 
 def test_list_targets_and_rules():
