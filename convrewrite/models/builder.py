@@ -101,6 +101,28 @@ class GraphBuilder:
                         for n, pi, di, ki, si in zip(x.spatial, p, d, k, s))
         return T(out, out_channels, spatial)
 
+    def conv_transpose(self, x: T, out_channels: int, kernel=4, stride=2, pad=1,
+                       output_padding=0, bias: bool = True, name: str = "deconv") -> T:
+        rank = len(x.spatial)
+        k, s = _tuple(kernel, rank), _tuple(stride, rank)
+        p, op = _tuple(pad, rank), _tuple(output_padding, rank)
+        fan_in = x.channels * int(np.prod(k)) // int(np.prod(s))
+        w = self.rng.standard_normal((x.channels, out_channels, *k)) * np.sqrt(2.0 / fan_in)
+        inputs = [x.name, self.const(f"{name}.weight", w.astype(self.dtype))]
+        if bias:
+            b = self.rng.standard_normal(out_channels) * 0.01
+            inputs.append(self.const(f"{name}.bias", b.astype(self.dtype)))
+        attrs = dict(kernel_shape=list(k), strides=list(s), pads=[*p, *p])
+        if any(op):
+            attrs["output_padding"] = list(op)
+        out = self.node("ConvTranspose", inputs, name, **attrs)
+        spatial = tuple(None if n is None else (n - 1) * si + ki - 2 * pi + oi
+                        for n, si, ki, pi, oi in zip(x.spatial, s, k, p, op))
+        return T(out, out_channels, spatial)
+
+    def tanh(self, x: T, name: str) -> T:
+        return T(self.node("Tanh", [x.name], name), x.channels, x.spatial)
+
     def relu(self, x: T, name: str) -> T:
         return T(self.node("Relu", [x.name], name), x.channels, x.spatial)
 
