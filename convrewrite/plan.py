@@ -389,3 +389,26 @@ def plan_subpixel(spec: ConvSpec, pads: tuple[int, ...]) -> SubPixelPlan | str:
                             pads=tuple(c[2] for c in combo) + tuple(c[3] for c in combo)))
     return SubPixelPlan(tuple(spec.strides), tuple(q for q, _ in per_axis), tuple(lengths),
                         tuple(phases))
+
+
+@dataclass(frozen=True)
+class ZeroInsertionPlan:
+    stride: tuple[int, ...]
+    pads: tuple[int, ...]              # conv pads over the upsampled input; negative: crop it
+
+
+def plan_zero_insertion(spec: ConvSpec, pads: tuple[int, ...]) -> ZeroInsertionPlan | str:
+    """ConvTranspose as a stride-1 conv of the input with stride-1 zeros inserted after every
+    element (the upsampled input has L*s entries: s-1 trailing zeros count as end padding),
+    with the flipped kernel. Works for any rank, stride and dilation; costs s**rank more MACs
+    than the sub-pixel form."""
+    if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
+        return "zero insertion needs a static input size"
+    rank = spec.rank
+    begins, ends = [], []
+    for d in range(rank):
+        span = spec.dilations[d] * (spec.kernel_shape[d] - 1)
+        extra = spec.output_padding[d] if spec.output_padding else 0
+        begins.append(span - pads[d])
+        ends.append(span - pads[d + rank] + extra - (spec.strides[d] - 1))
+    return ZeroInsertionPlan(tuple(spec.strides), tuple(begins + ends))

@@ -171,6 +171,10 @@ class RewriteRules:
                             "partial sums of an input-channel split: chain or balanced tree")
     input_split: str = _rule(_one_of(INPUT_SPLIT_MODES), "split",
                              "cut a conv input into channel chunks with one Split or a Slice each")
+    transposed_form: str = _rule(_one_of(("auto", "subpixel", "zero_insertion")), "auto",
+                                 "ConvTranspose lowering: sub-pixel phases (no MACs on inserted "
+                                 "zeros) or zero insertion (any rank/dilation); auto tries "
+                                 "sub-pixel first")
     fuse_chunks: bool = _rule(_boolean, True,
                               "keep split tensors chunked through Relu/Add/... instead of "
                               "Concat then Split again")

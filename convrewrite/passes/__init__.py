@@ -7,14 +7,14 @@ from .dilation import DilationToDense
 from .kernel_split import KernelSplit
 from .padding import ExplicitPadding
 from .stride import StrideSubsample
-from .transposed import TransposedToSubPixel
+from .transposed import TransposedToConv
 
 # Order matters where one conv breaks several rules: channels first (the pieces stay smaller),
 # a ConvTranspose becomes plain convs next,
 # then stride (so later pieces run at stride 1), dilation (a dense kernel may then need splitting),
 # kernel, and padding last (it may need stride 1 to crop).
-DEFAULT_PASSES: tuple[Pass, ...] = (ChannelSplit(), TransposedToSubPixel(), StrideSubsample(),
+DEFAULT_PASSES: tuple[Pass, ...] = (ChannelSplit(), TransposedToConv(), StrideSubsample(),
                                     DilationToDense(), KernelSplit(), ExplicitPadding())
 
 __all__ = ["DEFAULT_PASSES", "ChannelSplit", "DilationToDense", "ExplicitPadding", "KernelSplit", "Pass",
-           "RewriteContext", "StrideSubsample", "TransposedToSubPixel"]
+           "RewriteContext", "StrideSubsample", "TransposedToConv"]

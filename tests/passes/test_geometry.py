@@ -187,10 +187,10 @@ def test_transposed_stride_limit():
     out, report = rewrite_and_compare(model, {"name": "u55ish",
                                               "conv": {"transposed_strides": [1, 2]}})
     assert op_count(out, "ConvTranspose") == 0
-    # the real Ethos-U55 preset does not list DepthToSpace among the ops a lowering may emit
-    out, report = cr.rewrite(model, "ethos-u55")
-    assert report.status == "illegal"
-    assert "lacks DepthToSpace" in report.remaining[0].reasons[0]
+    # the Ethos-U55 preset lists no DepthToSpace: zero insertion instead, and it says why
+    out, report = rewrite_and_compare(model, "ethos-u55")
+    assert report.records[0].rewrite.startswith("zero insertion")
+    assert "lacks DepthToSpace" in report.records[0].rewrite
 
 
 @st.composite
@@ -216,6 +216,18 @@ def transposed_case(draw):
 
 @settings(max_examples=80, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
-@given(transposed_case())
-def test_transposed_property(model):
-    rewrite_and_compare(model, NO_TRANSPOSE)
+@given(transposed_case(), st.sampled_from(["auto", "zero_insertion"]))
+def test_transposed_property(model, form):
+    rewrite_and_compare(model, {**NO_TRANSPOSE, "rewrite": {"transposed_form": form}})
+
+
+@pytest.mark.parametrize("kernel,strides,dilations,pads", [
+    ((3, 3), (2, 2), (2, 2), (1, 1, 1, 1)),            # dilated: no sub-pixel form
+    ((3, 3), (2, 3), (1, 1), (1, 0, 1, 2)),            # unequal strides
+    ((3, 3, 3), (2, 2, 2), (1, 1, 1), (1,) * 6),       # 3-D
+])
+def test_zero_insertion_where_sub_pixel_cannot(kernel, strides, dilations, pads):
+    model = conv_model(op="ConvTranspose", cin=3, cout=4, kernel=kernel, strides=strides,
+                       dilations=dilations, pads=pads, spatial=(4,) * len(kernel))
+    out, report = rewrite_and_compare(model, NO_TRANSPOSE)
+    assert report.records[0].rewrite.startswith("zero insertion")

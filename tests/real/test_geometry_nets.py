@@ -32,8 +32,12 @@ def test_geometry_net_for_preset(net, preset):
         assert report.end_to_end["passed"]
 
 
-def test_nvdla_names_why_transposed_convs_stay():
+def test_nvdla_upsamples_by_zero_insertion():
+    """NVDLA's op list has no DepthToSpace or Slice: the sub-pixel form is refused, zero
+    insertion (Unsqueeze, Pad, Reshape) is used, and the record says why."""
     out, report = cr.rewrite(unet(size=32), "nvdla")
-    assert report.status == "illegal"
-    assert all(r.op == "ConvTranspose" for r in report.remaining)
-    assert any("DepthToSpace" in reason for r in report.remaining for reason in r.reasons)
+    assert report.status == "ok", report.render()
+    transposed = [r for r in report.records if r.pass_name == "transposed"]
+    assert len(transposed) == 3
+    assert all(r.rewrite.startswith("zero insertion") and "lacks" in r.rewrite
+               for r in transposed)
