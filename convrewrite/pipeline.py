@@ -58,8 +58,11 @@ def name_unnamed_nodes(graph: gs.Graph) -> None:
 
 
 def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
-               passes: tuple[Pass, ...] = DEFAULT_PASSES, dry_run: bool = False) -> RewriteResult:
-    """Rewrite ``graph`` in place; ``like`` is the model it came from (opsets, ir_version)."""
+               passes: tuple[Pass, ...] = DEFAULT_PASSES,
+               dry_run: bool = False) -> tuple[gs.Graph, RewriteResult]:
+    """Rewrite ``graph`` to a fixpoint; ``like`` is the model it came from (opsets, ir_version).
+    After each round that changed something, shapes are inferred afresh, so the next round's
+    legality checks (input sizes, batch) see the real extents of what the passes emitted."""
     name_unnamed_nodes(graph)
     names = Names.in_graph(graph)
     ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like), names=names)
@@ -89,7 +92,8 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
                     declined[node.name].append(reason)
         if not changed:
             break
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        graph = to_graph(from_graph(graph, like))
+        ctx.graph = graph
     result.regroupable_sums = ctx.regroupable_sums
     for node in conv_nodes(graph):
         result.convs_checked += 1
@@ -108,14 +112,13 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
                     reasons.append(f"{v.rule}: {owners[v.rule]} would rewrite it")
             result.remaining.append(Remaining(node.name, node.op, spec.describe(), violations,
                                               reasons))
-    return result
+    return graph, result
 
 
 def rewrite_model(model: onnx.ModelProto, target: Target,
                   passes: tuple[Pass, ...] = DEFAULT_PASSES) -> tuple[onnx.ModelProto, RewriteResult]:
     """Rewrite a model; when nothing changes the original proto is returned untouched."""
-    graph = to_graph(model)
-    result = run_passes(graph, target, model, passes)
+    graph, result = run_passes(to_graph(model), target, model, passes)
     if not result.records:
         return model, result
     return from_graph(graph, model), result
@@ -141,4 +144,4 @@ def tidy_split_graph(model: onnx.ModelProto,
 
 def check_model_legality(model: onnx.ModelProto, target: Target) -> RewriteResult:
     """What the target rejects, without rewriting anything (``--check-only``)."""
-    return run_passes(to_graph(model), target, model, dry_run=True)
+    return run_passes(to_graph(model), target, model, dry_run=True)[1]

@@ -3,7 +3,7 @@ rewrite one violating node and gets back a Record, or a reason string when the p
 
 from .base import Pass, RewriteContext
 from .channel_split import ChannelSplit
-from .dilation import DilationToDense
+from .dilation import DilationLowering
 from .kernel_split import KernelSplit
 from .padding import ExplicitPadding
 from .stride import StrideSubsample
@@ -14,7 +14,7 @@ from .transposed import TransposedToConv
 # then stride (so later pieces run at stride 1), dilation (a dense kernel may then need splitting),
 # kernel, and padding last (it may need stride 1 to crop).
 DEFAULT_PASSES: tuple[Pass, ...] = (ChannelSplit(), TransposedToConv(), StrideSubsample(),
-                                    DilationToDense(), KernelSplit(), ExplicitPadding())
+                                    DilationLowering(), KernelSplit(), ExplicitPadding())
 
-__all__ = ["DEFAULT_PASSES", "ChannelSplit", "DilationToDense", "ExplicitPadding", "KernelSplit", "Pass",
-           "RewriteContext", "StrideSubsample", "TransposedToConv"]
+__all__ = ["DEFAULT_PASSES", "ChannelSplit", "DilationLowering", "ExplicitPadding", "KernelSplit",
+           "Pass", "RewriteContext", "StrideSubsample", "TransposedToConv"]

@@ -1,7 +1,11 @@
-"""Dilation over the engine's limit: a dense kernel with zeros in the holes.
+"""Dilation over the engine's limit, two ways, chosen by MACs:
 
-The zeros cost MACs (the plan records how many); a space-to-batch form that costs none is the
-better choice for large dilations and is not built yet. Same products, same order: exact.
+- space-to-batch: the input's d**rank interleaved sub-images go to the batch axis, each is
+  convolved densely, and the results are interleaved back (Pad, Reshape, Transpose, Slice); no MAC
+  touches a zero, but the batch grows d**rank times;
+- dense: the holes are written into a larger kernel as zeros (Vela's answer for dilation > 2);
+  one conv, but (k-1)*d+1 taps per axis instead of k.
+Both compute the same products; space-to-batch may sum them in another order.
 """
 
 from __future__ import annotations
@@ -10,35 +14,91 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
-from ..plan import plan_dilation
+from ..plan import plan_dilation, plan_space_to_batch
 from ..record import Record
-from .base import Pass, RewriteContext, need
-from .emit import conv_copy, replace
+from .base import Decline, Pass, RewriteContext, need
+from .emit import conv_copy, int64s, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
 
+SPACE_TO_BATCH_OPS = ("Pad", "Reshape", "Transpose", "Slice")
 
-class DilationToDense(Pass):
+
+class DilationLowering(Pass):
     name = "dilation"
     fixes = frozenset({"max_dilation"})
 
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
         pads = need(explicit_pads(node, spec))
-        plan = need(plan_dilation(spec, ctx.target))
+        dense = need(plan_dilation(spec, ctx.target))
+        batched = plan_space_to_batch(spec, ctx.target, pads)
+        missing = [op for op in SPACE_TO_BATCH_OPS if not ctx.target.allows_op(op)]
+        if isinstance(batched, str) or missing:
+            why = batched if isinstance(batched, str) else f"ops list lacks {', '.join(missing)}"
+            choice = None
+        else:
+            choice = batched if batched.mac_factor(spec) < dense.mac_factor(spec) else None
+            why = (f"MACs x{batched.mac_factor(spec):.2f} vs dense x{dense.mac_factor(spec):.2f}")
         weight = self.weight(node)
-        factors = tuple(d // keep for d, keep in zip(spec.dilations, plan.dilations))
-        dense = weight.respaced(plan.kernel, factors)
-        name = ctx.fresh(f"{node.name}/dense")
-        w, w_nodes = dense.slice(name, (slice(None),))
-        added = list(w_nodes)
-        conv_copy(ctx, node, name, [node.inputs[0], w, *node.inputs[2:]], added,
-                  out=node.outputs[0], kernel_shape=list(plan.kernel),
-                  dilations=list(plan.dilations), pads=list(pads))
-        how = (f"{'x'.join(map(str, spec.kernel_shape))} dilated "
-               f"{'x'.join(map(str, spec.dilations))} -> dense "
-               f"{'x'.join(map(str, plan.kernel))} with zeros")
-        record = self.record(node, spec, violations, how, added, tolerance="exact",
-                             macs_factor=plan.mac_factor(spec),
-                             params_after=int(spec.params * plan.mac_factor(spec)))
+        added: list[gs.Node] = []
+        if choice is not None:
+            _space_to_batch(node, spec, choice, ctx, added)
+            how = (f"space-to-batch: {choice.phases} sub-images of dilation "
+                   f"{'x'.join(map(str, spec.dilations))} on the batch axis ({why})")
+            factor, tolerance = choice.mac_factor(spec), "reassociating"
+        else:
+            factors = tuple(d // keep for d, keep in zip(spec.dilations, dense.dilations))
+            name = ctx.fresh(f"{node.name}/dense")
+            w, w_nodes = weight.respaced(dense.kernel, factors).slice(name, (slice(None),))
+            added.extend(w_nodes)
+            conv_copy(ctx, node, name, [node.inputs[0], w, *node.inputs[2:]], added,
+                      out=node.outputs[0], kernel_shape=list(dense.kernel),
+                      dilations=list(dense.dilations), pads=list(pads))
+            how = (f"{'x'.join(map(str, spec.kernel_shape))} dilated "
+                   f"{'x'.join(map(str, spec.dilations))} -> dense "
+                   f"{'x'.join(map(str, dense.kernel))} with zeros (space-to-batch: {why})")
+            factor, tolerance = dense.mac_factor(spec), "exact"
+        record = self.record(node, spec, violations, how, added, tolerance=tolerance,
+                             macs_factor=factor,
+                             params_after=None if choice is not None
+                             else int(spec.params * dense.mac_factor(spec)))
         replace(node, ctx, added)
         return record
+
+
+def _space_to_batch(node: gs.Node, spec: ConvSpec, plan, ctx: RewriteContext,
+                    added: list[gs.Node]) -> None:
+    if spec.transposed:
+        raise Decline("space-to-batch is for Conv")
+    rank, base, y = spec.rank, node.name, node.outputs[0]
+    x = pad_spatial(ctx, node.inputs[0], list(plan.pads[:rank]), list(plan.pads[rank:]),
+                    f"{base}/s2b_pad", added)
+
+    def op(kind: str, inputs, tag: str, out: gs.Tensor | None = None, **attrs) -> gs.Tensor:
+        out = out if out is not None else variable(ctx, f"{base}/{tag}.out", y)
+        added.append(gs.Node(kind, ctx.fresh(f"{base}/{tag}"), attrs, inputs, [out]))
+        return out
+
+    split = [0, 0] + [v for m, r in zip(plan.blocks, plan.rate) for v in (m, r)]
+    x = op("Reshape", [x, int64s(ctx, f"{base}/s2b_split.shape", split)], "s2b_split")
+    perm = [0, *(3 + 2 * i for i in range(rank)), 1, *(2 + 2 * i for i in range(rank))]
+    x = op("Transpose", [x], "s2b_phases_first", perm=perm)
+    x = op("Reshape", [x, int64s(ctx, f"{base}/s2b_batch.shape",
+                                 [-1, spec.in_channels, *plan.blocks])], "s2b_batch")
+    conv_out = conv_copy(ctx, node, ctx.fresh(f"{base}/conv"), [x, *node.inputs[1:]], added,
+                         dilations=list(plan.dilations), pads=[0] * (2 * rank))
+    per_phase = [b - (k - 1) * d for b, k, d in zip(plan.blocks, spec.kernel_shape,
+                                                    plan.dilations)]
+    z = op("Reshape", [conv_out, int64s(ctx, f"{base}/b2s_unbatch.shape",
+                                        [-1, *plan.rate, spec.out_channels, *per_phase])],
+           "b2s_unbatch")
+    perm = [0, rank + 1, *(v for i in range(rank) for v in (rank + 2 + i, 1 + i))]
+    z = op("Transpose", [z], "b2s_interleave", perm=perm)
+    merged = [p * r for p, r in zip(per_phase, plan.rate)]
+    crop = merged != list(plan.out_length)
+    z = op("Reshape", [z, int64s(ctx, f"{base}/b2s_merge.shape",
+                                 [0, spec.out_channels, *merged])], "b2s_merge",
+           out=None if crop else y)
+    if crop:
+        slice_spatial(ctx, z, [0] * rank, list(plan.out_length), [1] * rank,
+                      f"{base}/b2s_crop", added, out=y)

@@ -114,11 +114,29 @@ def test_weight_forms_in_kernel_split(form):
                                    weight_form=form, spatial=(9, 9)), K210ISH)
 
 
-def test_dilation_becomes_dense_kernel():
-    out, report = rewrite_and_compare(conv_model(cin=4, cout=4, kernel=(3, 3), dilations=(2, 3),
-                                                 pads=(2, 3, 2, 3), spatial=(10, 11)),
-                                      {"name": "nodil", "conv": {"max_dilation": 1}})
-    assert "dense 5x7" in report.records[0].rewrite and report.records[0].verify["bit_exact"]
+def test_dilation_space_to_batch_by_cost():
+    model = conv_model(cin=4, cout=4, kernel=(3, 3), dilations=(2, 3), pads=(2, 3, 2, 3),
+                       spatial=(10, 11))
+    out, report = rewrite_and_compare(model, {"name": "nodil", "conv": {"max_dilation": 1}})
+    assert report.records[0].rewrite.startswith("space-to-batch: 6 sub-images")
+    assert op_count(out, "Transpose") == 2
+
+
+def test_dilation_dense_when_batch_is_limited():
+    model = conv_model(cin=4, cout=4, kernel=(3, 3), dilations=(2, 3), pads=(2, 3, 2, 3),
+                       spatial=(10, 11))
+    out, report = rewrite_and_compare(model, {"name": "nodil", "conv": {"max_dilation": 1,
+                                                                         "max_batch": 1}})
+    record = report.records[0]
+    assert "dense 5x7" in record.rewrite and "batch of 6" in record.rewrite
+    assert record.verify["bit_exact"]
+
+
+def test_dilation_keeps_what_the_engine_dilates():
+    model = conv_model(cin=4, cout=4, kernel=(3, 3), dilations=(6, 6), pads=(6,) * 4,
+                       spatial=(20, 20))
+    out, report = rewrite_and_compare(model, {"name": "dil2", "conv": {"max_dilation": 2}})
+    assert report.records[0].rewrite.startswith("space-to-batch: 9 sub-images")
 
 
 def test_grouped_dilated_kernel_split():
