@@ -438,6 +438,23 @@ class SpaceToBatchPlan:
             computed, wanted = computed * p, wanted * n
         return computed / wanted
 
+    def cost_factor(self, spec: ConvSpec) -> float:
+        """MACs plus the two layout transposes (input and output moved once each), over the
+        original's MACs."""
+        if not spec.macs:
+            return self.mac_factor(spec)
+        batch = spec.input_shape[0] or 1
+        moved = batch * self.phases * (spec.in_channels * math.prod(self.blocks)
+                                       + spec.out_channels * math.prod(self.out_length)
+                                       / self.phases)
+        return self.mac_factor(spec) + LAYOUT_ELEMENT_COST_IN_MACS * moved / spec.macs
+
+
+# What moving one element through a Reshape/Transpose costs, in MACs of a conv. Measured by
+# benchmarks/geometry.py on onnxruntime CPU (2-core AVX-512): a 64->64 3x3 conv on 64x64 runs
+# 151 M MACs in 0.67 ms; its space-to-batch layout ops moved 0.54 M elements in about 1.6 ms.
+LAYOUT_ELEMENT_COST_IN_MACS = 680
+
 
 def _size_floor(target: Target, rank: int, axis: int) -> int | None:
     """The engine's minimum input extent on a spatial axis (height and width rules)."""

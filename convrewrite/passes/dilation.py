@@ -1,4 +1,5 @@
-"""Dilation over the engine's limit, two ways, chosen by MACs:
+"""Dilation over the engine's limit, two ways, chosen by cost (MACs, plus data moved for the
+layout changes; see plan.LAYOUT_ELEMENT_COST_IN_MACS):
 
 - space-to-batch: the input's d**rank interleaved sub-images go to the batch axis, each is
   convolved densely, and the results are interleaved back (Pad, Reshape, Transpose, Slice); no MAC
@@ -37,8 +38,10 @@ class DilationLowering(Pass):
             why = batched if isinstance(batched, str) else f"ops list lacks {', '.join(missing)}"
             choice = None
         else:
-            choice = batched if batched.mac_factor(spec) < dense.mac_factor(spec) else None
-            why = (f"MACs x{batched.mac_factor(spec):.2f} vs dense x{dense.mac_factor(spec):.2f}")
+            cost = batched.cost_factor(spec)
+            choice = batched if cost < dense.mac_factor(spec) else None
+            why = (f"cost x{cost:.2f} (MACs x{batched.mac_factor(spec):.2f} + layout moves) "
+                   f"vs dense x{dense.mac_factor(spec):.2f}")
         weight = self.weight(node)
         added: list[gs.Node] = []
         if choice is not None:

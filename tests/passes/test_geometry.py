@@ -115,11 +115,16 @@ def test_weight_forms_in_kernel_split(form):
 
 
 def test_dilation_space_to_batch_by_cost():
-    model = conv_model(cin=4, cout=4, kernel=(3, 3), dilations=(2, 3), pads=(2, 3, 2, 3),
-                       spatial=(10, 11))
+    model = conv_model(cin=64, cout=64, kernel=(3, 3), dilations=(6, 6), pads=(6,) * 4,
+                       spatial=(24, 24))
     out, report = rewrite_and_compare(model, {"name": "nodil", "conv": {"max_dilation": 1}})
-    assert report.records[0].rewrite.startswith("space-to-batch: 6 sub-images")
+    assert report.records[0].rewrite.startswith("space-to-batch: 36 sub-images")
     assert op_count(out, "Transpose") == 2
+    # at dilation 2 moving the layout costs more than the zeros: dense is chosen
+    small = conv_model(cin=64, cout=64, kernel=(3, 3), dilations=(2, 2), pads=(2,) * 4,
+                       spatial=(24, 24))
+    out, report = rewrite_and_compare(small, {"name": "nodil", "conv": {"max_dilation": 1}})
+    assert "dense 5x5" in report.records[0].rewrite
 
 
 def test_dilation_dense_when_batch_is_limited():
@@ -133,10 +138,11 @@ def test_dilation_dense_when_batch_is_limited():
 
 
 def test_dilation_keeps_what_the_engine_dilates():
-    model = conv_model(cin=4, cout=4, kernel=(3, 3), dilations=(6, 6), pads=(6,) * 4,
-                       spatial=(20, 20))
+    model = conv_model(cin=64, cout=64, kernel=(3, 3), dilations=(12, 12), pads=(12,) * 4,
+                       spatial=(40, 40))
     out, report = rewrite_and_compare(model, {"name": "dil2", "conv": {"max_dilation": 2}})
-    assert report.records[0].rewrite.startswith("space-to-batch: 9 sub-images")
+    assert report.records[0].rewrite.startswith("space-to-batch: 36 sub-images")
+    assert report.records[0].verify["passed"]
 
 
 def test_grouped_dilated_kernel_split():
