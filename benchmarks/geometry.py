@@ -71,7 +71,7 @@ def main() -> None:
     for rate in (2, 6, 12):
         model = single(lambda g, x: g.conv(x, 64, 3, dilation=rate), 64, 64)
         row(f"  dilation {rate}", model,
-            [("space-to-batch", {"name": "nodil", "conv": {"max_dilation": 1}}),
+            [("chosen by cost", {"name": "nodil", "conv": {"max_dilation": 1}}),
              ("dense", {"name": "nodil-b1", "conv": {"max_dilation": 1, "max_batch": 1}})],
             args.rounds)
     print("7x7 conv split into 3x3 pieces")
