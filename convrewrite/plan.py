@@ -495,3 +495,45 @@ def plan_space_to_batch(spec: ConvSpec, target: Target,
         lengths.append(out)
     return SpaceToBatchPlan(rate, dense.dilations, tuple(blocks), tuple(begins + ends),
                             tuple(lengths))
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    axes: tuple[int, ...]                               # spatial axes that are tiled
+    tiles: tuple[tuple[tuple[int, int], ...], ...]      # per tiled axis: output ranges
+    pads: tuple[int, ...]                               # explicit Pad for the tiled axes
+
+
+def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePlan | str:
+    """Feature maps larger than the engine takes: cut the output into tiles whose input windows
+    (with the kernel's halo) fit, as equal as possible. Exact: every output is computed once,
+    from the same inputs."""
+    if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
+        return "tiling needs a static input size"
+    rank = spec.rank
+    limits = {rank - 2: target.conv.input_height, rank - 1: target.conv.input_width}
+    axes, tiles = [], []
+    for axis in range(rank):
+        bounds = limits.get(axis)
+        size = spec.input_shape[2 + axis]
+        if bounds is None or size <= bounds[1]:
+            continue
+        span, stride = spec.dilated_kernel[axis], spec.strides[axis]
+        padded = size + pads[axis] + pads[axis + rank]
+        out = (padded - span) // stride + 1
+        per_tile = (bounds[1] - span) // stride + 1
+        if per_tile < 1:
+            return f"a {span}-wide kernel window does not fit the engine's {bounds[1]} input"
+        count = -(-out // per_tile)
+        ranges = _ranges([out // count + (1 if i < out % count else 0) for i in range(count)])
+        smallest = min(b - a for a, b in ranges)
+        if (smallest - 1) * stride + span < bounds[0]:
+            return f"tiles would fall below the engine's minimum input {bounds[0]}"
+        axes.append(axis)
+        tiles.append(tuple(ranges))
+    if not axes:
+        return "feature map already within the limits"
+    explicit = [0] * (2 * rank)
+    for axis in axes:
+        explicit[axis], explicit[axis + rank] = pads[axis], pads[axis + rank]
+    return TilePlan(tuple(axes), tuple(tiles), tuple(explicit))

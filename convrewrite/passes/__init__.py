@@ -7,14 +7,16 @@ from .dilation import DilationLowering
 from .kernel_split import KernelSplit
 from .padding import ExplicitPadding
 from .stride import StrideSubsample
+from .tiling import SpatialTiling
 from .transposed import TransposedToConv
 
 # Order matters where one conv breaks several rules: channels first (the pieces stay smaller),
 # a ConvTranspose becomes plain convs next,
 # then stride (so later pieces run at stride 1), dilation (a dense kernel may then need splitting),
-# kernel, and padding last (it may need stride 1 to crop).
+# kernel, padding (it may need stride 1 to crop), and tiling last (on the convs that remain).
 DEFAULT_PASSES: tuple[Pass, ...] = (ChannelSplit(), TransposedToConv(), StrideSubsample(),
-                                    DilationLowering(), KernelSplit(), ExplicitPadding())
+                                    DilationLowering(), KernelSplit(), ExplicitPadding(),
+                                    SpatialTiling())
 
 __all__ = ["DEFAULT_PASSES", "ChannelSplit", "DilationLowering", "ExplicitPadding", "KernelSplit",
-           "Pass", "RewriteContext", "StrideSubsample", "TransposedToConv"]
+           "Pass", "RewriteContext", "SpatialTiling", "StrideSubsample", "TransposedToConv"]

@@ -255,3 +255,28 @@ def test_zero_insertion_where_sub_pixel_cannot(kernel, strides, dilations, pads)
                        dilations=dilations, pads=pads, spatial=(4,) * len(kernel))
     out, report = rewrite_and_compare(model, NO_TRANSPOSE)
     assert report.records[0].rewrite.startswith("zero insertion")
+
+
+def test_tiling_large_feature_map_on_k210():
+    model = conv_model(cin=4, cout=4, kernel=(3, 3), pads=(1, 1, 1, 1), spatial=(600, 520))
+    out, report = rewrite_and_compare(model, "k210")
+    tiling = [r for r in report.records if r.pass_name == "tiling"]
+    assert tiling and tiling[0].rewrite.startswith("3 tiles on axis 2 x 2 tiles on axis 3")
+    assert tiling[0].verify["bit_exact"]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 5), st.integers(1, 3), st.integers(1, 2), st.integers(0, 2),
+       st.integers(20, 70), st.integers(8, 24), st.sampled_from([1, 2]))
+def test_tiling_property(k, stride, dilation, pad, size, limit, rank):
+    span = (k - 1) * dilation + 1
+    assume(limit >= span + stride and size + 2 * pad >= span and size > limit)
+    model = conv_model(cin=3, cout=2, kernel=(k,) * rank, strides=(stride,) * rank,
+                       dilations=(dilation,) * rank, pads=(pad,) * (2 * rank),
+                       spatial=(size,) * rank)
+    bounds = {"input_width": [1, limit]}
+    if rank == 2:
+        bounds["input_height"] = [1, limit]
+    out, report = rewrite_and_compare(model, {"name": "tiles", "conv": bounds})
+    assert report.records and report.records[0].pass_name == "tiling"

@@ -1,0 +1,68 @@
+"""Feature maps larger than the engine takes (the K210 reads at most 256 rows and 512 columns):
+the output is cut into tiles, each computed by the same conv from its input window (the tile's
+rows plus the kernel's halo), and the tiles are concatenated back. Seamless and exact."""
+
+from __future__ import annotations
+
+import itertools
+
+import onnx_graphsurgeon as gs
+
+from ..conv import ConvSpec
+from ..legality import Violation
+from ..plan import plan_tiles
+from ..record import Record
+from .base import Pass, RewriteContext, need
+from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, variable
+from .geometry_common import explicit_pads
+
+
+class SpatialTiling(Pass):
+    name = "tiling"
+    fixes = frozenset({"input_height", "input_width"})
+
+    def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+                ctx: RewriteContext) -> Record:
+        pads = need(explicit_pads(node, spec))
+        plan = need(plan_tiles(spec, ctx.target, pads))
+        self.require_ops(ctx, ["Slice", "Concat"] + (["Pad"] if any(plan.pads) else []))
+        rank, base, y = spec.rank, node.name, node.outputs[0]
+        added: list[gs.Node] = []
+        x = pad_spatial(ctx, node.inputs[0], list(plan.pads[:rank]), list(plan.pads[rank:]),
+                        f"{base}/tile_pad", added)
+        conv_pads = [0 if (i % rank) in plan.axes else p for i, p in enumerate(pads)]
+        outputs = {}
+        for combo in itertools.product(*plan.tiles):
+            starts, ends = [0] * rank, [INT64_MAX] * rank
+            for axis, (a, b) in zip(plan.axes, combo):
+                starts[axis] = a * spec.strides[axis]
+                ends[axis] = (b - 1) * spec.strides[axis] + spec.dilated_kernel[axis]
+            tag = ".".join(str(a) for a, _ in combo)
+            window = slice_spatial(ctx, x, starts, ends, [1] * rank, f"{base}/tile{tag}/window",
+                                   added)
+            outputs[combo] = conv_copy(ctx, node, ctx.fresh(f"{base}/tile{tag}"),
+                                       [window, *node.inputs[1:]], added, pads=conv_pads)
+        _concat_tiles(ctx, plan, outputs, base, y, added)
+        sizes = " x ".join(f"{len(t)} tiles on axis {2 + a}" for a, t in zip(plan.axes, plan.tiles))
+        record = self.record(node, spec, violations, f"{sizes} (halo {spec.dilated_kernel})",
+                             added, tolerance="exact")
+        replace(node, ctx, added)
+        return record
+
+
+def _concat_tiles(ctx: RewriteContext, plan, outputs: dict, base: str, y: gs.Tensor,
+                  added: list[gs.Node]) -> None:
+    """Concatenate along the last tiled axis first, then outwards; the outermost writes y."""
+    level = outputs
+    for depth in range(len(plan.axes) - 1, -1, -1):
+        axis = 2 + plan.axes[depth]
+        grouped: dict = {}
+        for combo, tensor in level.items():
+            grouped.setdefault(combo[:depth], []).append((combo[depth], tensor))
+        level = {}
+        for prefix, parts in grouped.items():
+            parts.sort(key=lambda p: p[0])
+            out = y if depth == 0 else variable(ctx, f"{base}/tiles_concat.out", y)
+            added.append(gs.Node("Concat", ctx.fresh(f"{base}/tiles_concat"), {"axis": axis},
+                                 [t for _, t in parts], [out]))
+            level[prefix] = out
