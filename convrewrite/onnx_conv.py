@@ -155,6 +155,14 @@ class ConstWeight:
         fill[(slice(None), slice(None), *taps)] = self.values
         return ConstWeight(fill, self.scale, self.zero_point, self.axis, self.out_dtype)
 
+    def with_values(self, values: np.ndarray) -> "ConstWeight":
+        """Rearranged taps (same output channels on axis 0, so per-channel parameters hold)."""
+        if self.quantized and np.asarray(constant_value(self.scale)).size > 1 \
+                and self.axis % self.values.ndim != 0:
+            raise ValueError("per-channel parameters on an axis other than 0")
+        return ConstWeight(np.ascontiguousarray(values), self.scale, self.zero_point, self.axis,
+                           self.out_dtype)
+
     @staticmethod
     def _param(tensor: gs.Tensor, index: slice | None, name: str) -> gs.Tensor:
         value = constant_value(tensor)

@@ -10,8 +10,8 @@ whole groups (grouped and depthwise convs), and splits within one over-wide grou
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass, replace
 from math import ceil
 
 from .conv import ConvSpec
@@ -537,3 +537,53 @@ def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePla
     for axis in axes:
         explicit[axis], explicit[axis + rank] = pads[axis], pads[axis + rank]
     return TilePlan(tuple(axes), tuple(tiles), tuple(explicit))
+
+
+@dataclass(frozen=True)
+class SpaceToDepthPlan:
+    block: int                         # the stride, folded into channels
+    kernel: tuple[int, ...]            # ceil(k / s) per axis
+    pads: tuple[int, ...]              # explicit Pad (begins, ends); ends may be negative: crop
+    cost: float                        # over the original's MACs, kernel legalisation included
+    subsample_cost: float              # what the stride-1-then-subsample form would cost
+
+
+def plan_space_to_depth(spec: ConvSpec, target: Target,
+                        pads: tuple[int, ...]) -> SpaceToDepthPlan | str:
+    """A stride-s conv as SpaceToDepth(s) then a stride-1 conv with ceil(k/s) taps over s*s
+    times the channels (Vela's fixup_strided_conv folds strides the same way). Against running
+    at stride 1 and subsampling (s*s times the MACs), it pays s*s*ceil(k/s)**2/k**2 MACs plus
+    one pass over the input; when the engine cannot run the smaller kernel, the cost of the
+    kernel split that follows is included."""
+    if spec.rank != 2 or len(set(spec.strides)) != 1 or spec.strides[0] == 1:
+        return "space-to-depth folds equal 2-D strides"
+    if spec.groups != 1 or any(d != 1 for d in spec.dilations):
+        return "space-to-depth takes ungrouped, undilated convs"
+    if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]) or not spec.macs:
+        return "space-to-depth needs a static input size"
+    s = spec.strides[0]
+    kernel = tuple(-(-k // s) for k in spec.kernel_shape)
+    ends = []
+    for axis in range(2):
+        size, k = spec.input_shape[2 + axis], spec.kernel_shape[axis]
+        out = (size + pads[axis] + pads[axis + 2] - k) // s + 1
+        ends.append((out + kernel[axis] - 1) * s - size - pads[axis])
+    folded = replace(spec, in_channels=spec.in_channels * s * s, kernel_shape=kernel,
+                     strides=(1, 1), pads=(0,) * 4, auto_pad="NOTSET")
+    legal = plan_kernel_split(folded, target)
+    taps = math.prod(kernel)
+    if not isinstance(legal, str):
+        taps = math.prod(legal.padded_kernel)
+    moved = (spec.input_shape[0] or 1) * spec.in_channels * math.prod(spec.input_shape[2:])
+    cost = s * s * taps / math.prod(spec.kernel_shape) + \
+        LAYOUT_ELEMENT_COST_IN_MACS * moved / spec.macs
+    subsample = s * s * _kernel_factor(spec, target)
+    return SpaceToDepthPlan(s, kernel, (pads[0], pads[1], *ends), cost, subsample)
+
+
+def _kernel_factor(spec: ConvSpec, target: Target) -> float:
+    """How many more taps the kernel split will compute for this conv on this target."""
+    legal = plan_kernel_split(replace(spec, strides=(1,) * spec.rank), target)
+    if isinstance(legal, str):
+        return 1.0
+    return math.prod(legal.padded_kernel) / math.prod(spec.kernel_shape)

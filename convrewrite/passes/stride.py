@@ -1,7 +1,10 @@
-"""Stride over the engine's limit: run the conv at a legal stride and subsample.
+"""Stride over the engine's limit, two ways, chosen by cost:
 
-nncase runs K210 convs this way (stride 1, then a strided slice). A 1x1 kernel without padding
-subsamples its input instead, so it computes nothing it throws away. Same arithmetic: exact.
+- subsample: run the conv at a legal stride and keep every s-th output (nncase's K210 path); a
+  1x1 kernel without padding subsamples its input instead and wastes nothing. Exact.
+- space-to-depth: fold the stride into channels (SpaceToDepth, then a stride-1 conv with
+  ceil(k/s) taps over s*s times the channels, weights rearranged to match). Fewer MACs for
+  k > 1, one pass over the input. Products are summed in another order: reassociating.
 """
 
 from __future__ import annotations
@@ -10,10 +13,10 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
-from ..plan import plan_stride
+from ..plan import plan_space_to_depth, plan_stride
 from ..record import Record
-from .base import Pass, RewriteContext, need
-from .emit import INT64_MAX, conv_copy, replace, slice_spatial
+from .base import Decline, Pass, RewriteContext, need
+from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
 
 
@@ -29,6 +32,11 @@ class StrideSubsample(Pass):
                 ctx: RewriteContext) -> Record:
         pads = need(explicit_pads(node, spec))
         plan = need(plan_stride(spec, ctx.target, pads))
+        folded = plan_space_to_depth(spec, ctx.target, pads)
+        usable = not isinstance(folded, str) and ctx.target.allows_op("SpaceToDepth") \
+            and ctx.target.allows_op("Pad") and (ctx.target.conv.max_stride or 1) == 1
+        if usable and all(s == 1 for s in plan.input_steps) and folded.cost < folded.subsample_cost:
+            return self._space_to_depth(node, spec, violations, folded, ctx)
         self.require_ops(ctx, ["Slice"])
         x, y, base, rank = node.inputs[0], node.outputs[0], node.name, spec.rank
         subsample_in = any(s > 1 for s in plan.input_steps)
@@ -48,7 +56,43 @@ class StrideSubsample(Pass):
             how.append(f"input subsampled by {_x(plan.input_steps)}")
         if subsample_out:
             how.append(f"output subsampled by {_x(plan.output_steps)}")
+        if not isinstance(folded, str):
+            how.append(f"not space-to-depth: cost x{folded.cost:.2f} vs x{folded.subsample_cost:.2f}")
         record = self.record(node, spec, violations, ", ".join(how), added, tolerance="exact",
                              macs_factor=plan.mac_factor)
+        replace(node, ctx, added)
+        return record
+
+    def _space_to_depth(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+                        plan, ctx: RewriteContext) -> Record:
+        s, (kh, kw) = plan.block, plan.kernel
+        base, y = node.name, node.outputs[0]
+        added: list[gs.Node] = []
+        x = node.inputs[0]
+        if any(e < 0 for e in plan.pads[2:]):
+            x = slice_spatial(ctx, x, [0, 0], [e if e < 0 else INT64_MAX for e in plan.pads[2:]],
+                              [1, 1], f"{base}/s2d_crop", added)
+        x = pad_spatial(ctx, x, list(plan.pads[:2]), [max(0, e) for e in plan.pads[2:]],
+                        f"{base}/s2d_pad", added)
+        folded = variable(ctx, f"{base}/space_to_depth.out", x)
+        added.append(gs.Node("SpaceToDepth", ctx.fresh(f"{base}/space_to_depth"),
+                             {"blocksize": s}, [x], [folded]))
+        weight = self.weight(node).respaced((kh * s, kw * s))
+        cout, cin = weight.values.shape[:2]
+        taps = weight.values.reshape(cout, cin, kh, s, kw, s).transpose(0, 3, 5, 1, 2, 4)
+        try:
+            weight = weight.with_values(taps.reshape(cout, s * s * cin, kh, kw))
+        except ValueError as exc:
+            raise Decline(str(exc)) from None
+        stem = ctx.fresh(f"{base}/conv")
+        w, w_nodes = weight.slice(stem, (slice(None),))
+        added.extend(w_nodes)
+        conv_copy(ctx, node, stem, [folded, w, *node.inputs[2:]], added, out=y,
+                  kernel_shape=[kh, kw], strides=[1, 1], pads=[0, 0, 0, 0])
+        how = (f"space-to-depth {s}: {kh}x{kw} conv over {s * s}x the channels (cost "
+               f"x{plan.cost:.2f} vs subsampling x{plan.subsample_cost:.2f})")
+        factor = s * s * kh * kw / (spec.kernel_shape[0] * spec.kernel_shape[1])
+        record = self.record(node, spec, violations, how, added, tolerance="reassociating",
+                             macs_factor=factor)
         replace(node, ctx, added)
         return record

@@ -280,3 +280,22 @@ def test_tiling_property(k, stride, dilation, pad, size, limit, rank):
         bounds["input_height"] = [1, limit]
     out, report = rewrite_and_compare(model, {"name": "tiles", "conv": bounds})
     assert report.records and report.records[0].pass_name == "tiling"
+
+
+@pytest.mark.parametrize("form", ["initializer", "qdq_channel"])
+def test_stride_by_space_to_depth_when_cheaper(form):
+    """A 7x7 stride-2 stem on a stride-1, 3x3-only engine: folding the stride into channels
+    (4x4 taps over 12 channels) beats running at stride 1 and splitting a 7x7 kernel."""
+    model = conv_model(cin=3, cout=64, kernel=(7, 7), strides=(2, 2), pads=(3, 3, 3, 3),
+                       spatial=(64, 60), weight_form=form)
+    out, report = rewrite_and_compare(model, K210ISH)
+    stride = next(r for r in report.records if r.pass_name == "stride")
+    assert stride.rewrite.startswith("space-to-depth 2: 4x4 conv")
+    assert op_count(out, "SpaceToDepth") == 1
+
+
+def test_stride_by_subsampling_when_cheaper():
+    model = conv_model(cin=64, cout=64, kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1),
+                       spatial=(33, 32))
+    out, report = rewrite_and_compare(model, K210ISH)
+    assert "not space-to-depth" in report.records[0].rewrite
