@@ -10,6 +10,7 @@ Sums run in another order: reassociating.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -39,6 +40,35 @@ def conv_layout(weight: ConstWeight, groups: int) -> ConstWeight:
     return ConstWeight(values, weight.scale, weight.zero_point, axis, weight.out_dtype)
 
 
+def transposed_pads(spec: ConvSpec, output_shape) -> tuple[tuple[int, ...], ConvSpec] | str:
+    """Explicit begin/end pads of a ConvTranspose, resolving output_shape and auto_pad as the
+    ONNX spec does: the total padding is halved, the odd pixel at the end for SAME_UPPER and at
+    the start otherwise."""
+    rank = spec.rank
+    if output_shape is None and spec.auto_pad in ("NOTSET", ""):
+        return spec.pads or (0,) * (2 * rank), spec
+    if output_shape is None and spec.auto_pad == "VALID":
+        return (0,) * (2 * rank), spec
+    if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
+        return "output_shape / auto_pad of a ConvTranspose need a static input size"
+    sizes = spec.input_shape[2:]
+    wanted = list(output_shape)[-rank:] if output_shape is not None else \
+        [n * s for n, s in zip(sizes, spec.strides)]
+    extra = spec.output_padding or (0,) * rank
+    begins, ends = [], []
+    for n, s, span, e, want in zip(sizes, spec.strides, spec.dilated_kernel, extra, wanted):
+        total = s * (n - 1) + e + span - want
+        half = total // 2
+        if spec.auto_pad == "SAME_UPPER":
+            begins.append(half)
+            ends.append(total - half)
+        else:
+            begins.append(total - half)
+            ends.append(half)
+    return tuple(begins + ends), dataclasses.replace(spec, pads=tuple(begins + ends),
+                                                     auto_pad="NOTSET")
+
+
 def _taps(indices: tuple[int, ...], stride: int) -> slice:
     """Kernel indices in descending order, every ``stride``-th, as one slice."""
     stop = indices[-1] - 1
@@ -53,11 +83,7 @@ class TransposedToConv(Pass):
                 ctx: RewriteContext) -> Record:
         if node.op != "ConvTranspose":
             raise Decline(f"{node.op} is not a transposed conv")
-        if "output_shape" in node.attrs:
-            raise Decline("ConvTranspose with output_shape is not lowered yet (give pads)")
-        if spec.auto_pad not in ("NOTSET", "", "VALID"):
-            raise Decline(f"ConvTranspose with auto_pad {spec.auto_pad} is not lowered yet")
-        pads = spec.pads if spec.auto_pad in ("NOTSET", "") and spec.pads else (0,) * (2 * spec.rank)
+        pads, spec = need(transposed_pads(spec, node.attrs.get("output_shape")))
         weight = conv_layout(self.weight(node), spec.groups)
         form = ctx.target.rewrite.transposed_form
         reasons = []

@@ -4,6 +4,7 @@ geometry x random engine rules; every result is legal and matches on onnxruntime
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -299,3 +300,16 @@ def test_stride_by_subsampling_when_cheaper():
                        spatial=(33, 32))
     out, report = rewrite_and_compare(model, K210ISH)
     assert "not space-to-depth" in report.records[0].rewrite
+
+
+@pytest.mark.parametrize("attrs", [{"auto_pad": "SAME_UPPER"}, {"auto_pad": "SAME_LOWER"},
+                                   {"output_shape": [11, 12]},
+                                   {"output_shape": [10, 10], "auto_pad": "SAME_UPPER"}])
+def test_conv_transpose_output_shape_and_auto_pad(attrs):
+    model = conv_model(op="ConvTranspose", cin=4, cout=6, kernel=(3, 3), strides=(2, 2),
+                       spatial=(5, 6))
+    for key, value in attrs.items():
+        model.graph.node[-1].attribute.append(onnx.helper.make_attribute(key, value))
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    out, report = rewrite_and_compare(model, NO_TRANSPOSE)
+    assert op_count(out, "ConvTranspose") == 0
