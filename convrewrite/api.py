@@ -58,9 +58,10 @@ def rewrite(model, target, *, verify: bool = True, inputs=None, seed: int = 0,
         report.inputs = _describe_feeds(feeds)
         verify_records(result.records, rewritten, feeds, tol, progress)
         report.timings["verify_local"] = time.perf_counter() - started
-    if target.rewrite.fuse_chunks and result.records:
+    if result.records:
         started = time.perf_counter()
-        rewritten, notes = tidy_split_graph(rewritten, result.regroupable_sums)
+        rewritten, notes = tidy_split_graph(rewritten, result.regroupable_sums,
+                                            chunks=target.rewrite.fuse_chunks)
         report.notes += notes
         report.timings["tidy"] = time.perf_counter() - started
     if feeds is not None:

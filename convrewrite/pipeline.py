@@ -15,6 +15,7 @@ from .naming import Names
 from .onnx_conv import spec_of
 from .passes import DEFAULT_PASSES, Pass, RewriteContext
 from .passes.chunk_fusion import fuse_chunks
+from .passes.pad_fusion import fuse_pads
 from .passes.sum_fusion import fuse_sums
 from .record import Record
 from .target import Target
@@ -124,19 +125,23 @@ def rewrite_model(model: onnx.ModelProto, target: Target,
     return from_graph(graph, model), result
 
 
-def tidy_split_graph(model: onnx.ModelProto,
-                     regroupable_sums: set[str]) -> tuple[onnx.ModelProto, list[str]]:
-    """Undo what channel splits cost at run time: Concat→Split round trips (exact, see
-    passes.chunk_fusion) and sums a runtime cannot fuse into convs (see passes.sum_fusion)."""
+def tidy_split_graph(model: onnx.ModelProto, regroupable_sums: set[str],
+                     chunks: bool = True) -> tuple[onnx.ModelProto, list[str]]:
+    """Undo what the lowerings cost at run time: Concat→Split round trips (exact, see
+    passes.chunk_fusion), sums a runtime cannot fuse into convs (passes.sum_fusion) and Pads
+    of Pads (passes.pad_fusion)."""
     graph = to_graph(model)
     notes = []
-    removed = fuse_chunks(graph)
+    removed = fuse_chunks(graph) if chunks else 0
     if removed:
         notes.append(f"chunk fusion: {removed} Concat->Split round trips removed (the ops "
                      "between them run per channel chunk)")
     moved = fuse_sums(graph, regroupable_sums)
     if moved:
         notes.append(f"sum fusion: {moved} regroupings so that each Add has a conv operand")
+    pads = fuse_pads(graph, opset_version(model))
+    if pads:
+        notes.append(f"pad fusion: {pads} Pad pairs merged into one")
     if not notes:
         return model, notes
     return from_graph(graph, model), notes

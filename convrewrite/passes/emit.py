@@ -72,10 +72,10 @@ def pad_spatial(ctx: RewriteContext, x: gs.Tensor, begins: list[int], ends: list
     if not any(begins) and not any(ends):
         return x
     pads = [0, 0, *begins, 0, 0, *ends]
-    shape = None
-    if x.shape is not None and len(x.shape) == len(begins) + 2:
-        shape = list(x.shape[:2]) + [e + b + a if isinstance(e, int) else None
-                                     for e, b, a in zip(x.shape[2:], begins, ends)]
+    shape, full = None, len(pads) // 2
+    if x.shape is not None and len(x.shape) == full:
+        shape = [e + pads[i] + pads[i + full] if isinstance(e, int) else None
+                 for i, e in enumerate(x.shape)]
     result = variable(ctx, f"{stem}.out", x, shape)
     if ctx.opset >= 11:
         added.append(gs.Node("Pad", ctx.fresh(stem), {"mode": "constant"},

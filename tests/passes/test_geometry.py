@@ -313,3 +313,18 @@ def test_conv_transpose_output_shape_and_auto_pad(attrs):
     model.graph.output[0].type.tensor_type.ClearField("shape")
     out, report = rewrite_and_compare(model, NO_TRANSPOSE)
     assert op_count(out, "ConvTranspose") == 0
+
+
+def test_explicit_pad_folds_into_a_preceding_pad():
+    """A TF-style export: Pad then a conv with no padding; the K210 needs more padding moved out
+    of a 5x5 conv... here a 3x3 with pads (2, 2) on a 1-pad engine: one Pad in the result."""
+    model = conv_model(cin=4, cout=4, kernel=(3, 3), pads=(2, 2, 2, 2), spatial=(9, 9))
+    relu = model.graph.node[0]
+    pad_values = onnx.numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
+                                              "pre_pads")
+    model.graph.initializer.append(pad_values)
+    model.graph.node.insert(1, onnx.helper.make_node("Pad", [relu.output[0], "pre_pads"],
+                                                     ["x_padded"], name="pre_pad"))
+    model.graph.node[-1].input[0] = "x_padded"
+    out, report = rewrite_and_compare(model, {"name": "pad1", "conv": {"max_pad": 1}})
+    assert op_count(out, "Pad") == 1
