@@ -155,6 +155,30 @@ class ConstWeight:
         fill[(slice(None), slice(None), *taps)] = self.values
         return ConstWeight(fill, self.scale, self.zero_point, self.axis, self.out_dtype)
 
+    def take_rows(self, rows: slice, name: str) -> "ConstWeight":
+        """Output channels ``rows`` (axis 0), with per-channel parameters cut to match."""
+        axis0 = self.axis % self.values.ndim == 0
+        scale = self.scale if self.scale is None or not axis0 else \
+            self._param(self.scale, rows, f"{name}.w_scale")
+        zero_point = self.zero_point if self.zero_point is None or not axis0 else \
+            self._param(self.zero_point, rows, f"{name}.w_zero_point")
+        return ConstWeight(np.ascontiguousarray(self.values[rows]), scale, zero_point, self.axis,
+                           self.out_dtype)
+
+    def block_diagonal(self, groups: int) -> "ConstWeight":
+        """[groups * o, i, k...] grouped weights as one dense [groups * o, groups * i, k...]
+        weight, zero (or the zero point) off the diagonal blocks."""
+        out_channels, per_group, *kernel = self.values.shape
+        o = out_channels // groups
+        dense = np.zeros((out_channels, groups * per_group, *kernel), dtype=self.values.dtype)
+        if self.quantized and self.zero_point is not None:
+            zp = np.asarray(constant_value(self.zero_point))
+            dense[...] = zp.reshape(-1, *[1] * (dense.ndim - 1)) if zp.size > 1 else zp
+        for g in range(groups):
+            dense[g * o:(g + 1) * o, g * per_group:(g + 1) * per_group] = \
+                self.values[g * o:(g + 1) * o]
+        return self.with_values(dense)
+
     def with_values(self, values: np.ndarray) -> "ConstWeight":
         """Rearranged taps (same output channels on axis 0, so per-channel parameters hold)."""
         if self.quantized and np.asarray(constant_value(self.scale)).size > 1 \

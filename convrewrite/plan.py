@@ -27,6 +27,7 @@ class SubConv:
     groups: int            # groups of the sub-conv itself
     w_in_start: int        # range of the weight's per-group input axis
     w_in_stop: int
+    block_diagonal: bool = False   # emit as one dense conv (groups=1) with zero blocks
 
     @property
     def in_channels(self) -> int:
@@ -587,3 +588,49 @@ def _kernel_factor(spec: ConvSpec, target: Target) -> float:
     if isinstance(legal, str):
         return 1.0
     return math.prod(legal.padded_kernel) / math.prod(spec.kernel_shape)
+
+
+# What one more conv node costs, in MACs: the per-node dispatch measured in the ResNet-50 split
+# profile (benchmarks/split_overhead.py): ~10 us per sub-conv at ~100 GMAC/s on this CPU.
+NODE_COST_IN_MACS = 1_000_000
+
+
+def plan_group_lowering(spec: ConvSpec, target: Target) -> ChannelSplitPlan | str:
+    """A grouped or depthwise conv on an engine without that form: chunks of c groups, each one
+    dense conv whose weight is block-diagonal (c = 1: a plain conv per group). c is chosen by
+    cost: MACs grow c times, while every extra node costs NODE_COST_IN_MACS and cutting the
+    input and joining the outputs moves both once."""
+    if spec.group_form in target.conv.groups:
+        return f"{spec.group_form} convs run natively"
+    if "regular" not in target.conv.groups:
+        return "the engine runs no regular convs to lower to"
+    if spec.in_channels % spec.groups or spec.out_channels % spec.groups or not spec.macs:
+        return "needs channels divisible by groups and a known size"
+    G, cin_g, cout_g = spec.groups, spec.in_per_group, spec.out_per_group
+    rules = target.conv
+    largest = min(G, max(1, min((rules.max_in_channels or spec.in_channels) // cin_g,
+                                (rules.max_out_channels or spec.out_channels) // cout_g)))
+    batch = spec.output_shape[0] or 1 if spec.output_shape else 1
+    pixels_in = math.prod(d for d in (spec.input_shape or (0, 0))[2:] if d) or 1
+    pixels_out = spec.macs // (batch * spec.out_channels * cin_g * math.prod(spec.kernel_shape))
+    moves = LAYOUT_ELEMENT_COST_IN_MACS * batch * (spec.in_channels * pixels_in
+                                                   + spec.out_channels * pixels_out)
+    scored = []
+    for c in sorted({1, largest, *(d for d in range(1, largest + 1) if G % d == 0)}):
+        chunks = balanced_chunks(G, c)
+        cost = spec.macs * max(b - a for a, b in chunks) + len(chunks) * NODE_COST_IN_MACS \
+            + (moves if len(chunks) > 1 else 0)
+        scored.append((cost, c, chunks))
+    scored.sort()
+    cost, c, chunks = scored[0]
+    blocks = tuple(
+        OutputBlock(g0 * cout_g, g1 * cout_g,
+                    (SubConv(g0 * cin_g, g1 * cin_g, g0 * cout_g, g1 * cout_g, g1 - g0, 0, cin_g,
+                             block_diagonal=g1 - g0 > 1),))
+        for g0, g1 in chunks)
+    rejected = ", ".join(f"{k} per conv x{v / spec.macs:.1f}" for v, k, _ in scored[1:3])
+    form = f"{len(blocks)} per-group convs" if c == 1 else \
+        f"{len(blocks)} dense conv{'s' if len(blocks) > 1 else ''} of {c} block-diagonal groups"
+    strategy = f"{form} (cost x{cost / spec.macs:.1f}" + \
+        (f"; rejected {rejected}" if rejected else "") + ")"
+    return ChannelSplitPlan(blocks, target.rewrite.accumulate, strategy)

@@ -4,19 +4,22 @@ rewrite one violating node and gets back a Record, or a reason string when the p
 from .base import Pass, RewriteContext
 from .channel_split import ChannelSplit
 from .dilation import DilationLowering
+from .groups import GroupLowering
 from .kernel_split import KernelSplit
 from .padding import ExplicitPadding
 from .stride import StrideSubsample
 from .tiling import SpatialTiling
 from .transposed import TransposedToConv
 
-# Order matters where one conv breaks several rules: channels first (the pieces stay smaller),
+# Order matters where one conv breaks several rules: group forms first (the dense convs they
+# become may need a channel split), channels next (the pieces stay smaller),
 # a ConvTranspose becomes plain convs next,
 # then stride (so later pieces run at stride 1), dilation (a dense kernel may then need splitting),
 # kernel, padding (it may need stride 1 to crop), and tiling last (on the convs that remain).
-DEFAULT_PASSES: tuple[Pass, ...] = (ChannelSplit(), TransposedToConv(), StrideSubsample(),
-                                    DilationLowering(), KernelSplit(), ExplicitPadding(),
-                                    SpatialTiling())
+DEFAULT_PASSES: tuple[Pass, ...] = (GroupLowering(), ChannelSplit(), TransposedToConv(),
+                                    StrideSubsample(), DilationLowering(), KernelSplit(),
+                                    ExplicitPadding(), SpatialTiling())
 
-__all__ = ["DEFAULT_PASSES", "ChannelSplit", "DilationLowering", "ExplicitPadding", "KernelSplit",
-           "Pass", "RewriteContext", "SpatialTiling", "StrideSubsample", "TransposedToConv"]
+__all__ = ["DEFAULT_PASSES", "ChannelSplit", "DilationLowering", "ExplicitPadding", "GroupLowering",
+           "KernelSplit", "Pass", "RewriteContext", "SpatialTiling", "StrideSubsample",
+           "TransposedToConv"]

@@ -30,17 +30,22 @@ class ChannelSplit(Pass):
         if node.op not in ("Conv", "ConvTranspose"):
             raise Decline(f"{node.op} cannot be split yet (only Conv and ConvTranspose)")
         plan = need(plan_channel_split(spec, ctx.target))
-        needed = {"Add"} if plan.reassociates else set()
-        if len(plan.blocks) > 1:
-            needed.add("Concat")
-        if len(plan.input_ranges) > 1:
-            needed.add("Split" if _use_split(ctx) else "Slice")
-        self.require_ops(ctx, needed)
-        added = _emit(node, spec, plan, self.weight(node), ctx)
+        self.require_ops(ctx, split_ops(plan, ctx))
+        added = emit_channel_plan(node, spec, plan, self.weight(node), ctx)
         tolerance = "reassociating" if plan.reassociates else "exact"
         record = self.record(node, spec, violations, plan.strategy, added, tolerance)
         replace(node, ctx, added)
         return record
+
+
+def split_ops(plan: ChannelSplitPlan, ctx: RewriteContext) -> set[str]:
+    """The ops emitting ``plan`` needs besides Conv."""
+    needed = {"Add"} if plan.reassociates else set()
+    if len(plan.blocks) > 1:
+        needed.add("Concat")
+    if len(plan.input_ranges) > 1:
+        needed.add("Split" if _use_split(ctx) else "Slice")
+    return needed
 
 
 def _use_split(ctx: RewriteContext) -> bool:
@@ -48,7 +53,7 @@ def _use_split(ctx: RewriteContext) -> bool:
         or not ctx.target.allows_op("Slice")
 
 
-def _emit(node: gs.Node, spec: ConvSpec, plan: ChannelSplitPlan, weight,
+def emit_channel_plan(node: gs.Node, spec: ConvSpec, plan: ChannelSplitPlan, weight,
           ctx: RewriteContext) -> list[gs.Node]:
     """The plan's sub-convs, writing the node's output; returns the nodes to add."""
     base = node.name
@@ -73,7 +78,11 @@ def _emit(node: gs.Node, spec: ConvSpec, plan: ChannelSplitPlan, weight,
         for t, sub in enumerate(block.terms):
             tag = f"o{b}" if len(block.terms) == 1 else f"o{b}.i{t}"
             stem = ctx.fresh(f"{base}/conv.{tag}")
-            w, w_nodes = weight.slice(stem, _weight_index(spec, sub))
+            if sub.block_diagonal:
+                rows = weight.take_rows(slice(sub.out_start, sub.out_stop), f"{stem}.rows")
+                w, w_nodes = rows.block_diagonal(sub.groups).slice(stem, (slice(None),))
+            else:
+                w, w_nodes = weight.slice(stem, _weight_index(spec, sub))
             added.extend(w_nodes)
             inputs = [chunk_of[(sub.in_start, sub.in_stop)], w]
             if bias is not None and t == 0:
@@ -81,7 +90,7 @@ def _emit(node: gs.Node, spec: ConvSpec, plan: ChannelSplitPlan, weight,
                                           added))
             last = single_block and len(block.terms) == 1
             out = y if last else out_var(f"{stem}.out", block.out_stop - block.out_start)
-            attrs = dict(node.attrs, group=sub.groups)
+            attrs = dict(node.attrs, group=1 if sub.block_diagonal else sub.groups)
             added.append(gs.Node(node.op, stem, attrs, inputs, [out]))
             terms.append(out)
         block_outputs.append(sum_terms(ctx, terms, plan.accumulate, f"{base}/sum.o{b}", added,
