@@ -302,9 +302,11 @@ def plan_kernel_split(spec: ConvSpec, target: Target) -> KernelPlan | str:
             taps *= t * p
         scored.append((taps + NODE_COST_IN_TAPS * count, count, tile, pieces))
     scored.sort()
-    cost, _, tile, pieces = scored[0]
+    cost, count, tile, pieces = scored[0]
     if pieces == (1,) * spec.rank and tile == spec.kernel_shape:
         return "kernel already legal"
+    if count > MAX_LOWERED_NODES:
+        return f"{count} sub-kernels would be needed (limit {MAX_LOWERED_NODES})"
     others = tuple((t, c) for c, _, t, _ in scored[1:])
     return KernelPlan(tile, pieces, cost, others)
 
@@ -334,7 +336,17 @@ def plan_dilation(spec: ConvSpec, target: Target) -> DilationPlan | str:
         dilations.append(keep)
     if tuple(dilations) == spec.dilations:
         return "dilations already within the limit"
+    weights = spec.out_channels * spec.in_per_group * math.prod(kernel)
+    if weights > MAX_LOWERED_WEIGHTS:
+        return (f"a dense kernel {'x'.join(map(str, kernel))} would hold {weights:,} weights "
+                f"(limit {MAX_LOWERED_WEIGHTS:,})")
     return DilationPlan(tuple(kernel), tuple(dilations))
+
+
+# Lowerings that multiply weights or nodes stop here and say so, instead of writing a model
+# that does not fit in memory (a 73x73 dense kernel for a 960->256 conv is 5 GB).
+MAX_LOWERED_WEIGHTS = 64_000_000
+MAX_LOWERED_NODES = 1024
 
 
 @dataclass(frozen=True)
@@ -503,20 +515,26 @@ class TilePlan:
     axes: tuple[int, ...]                               # spatial axes that are tiled
     tiles: tuple[tuple[tuple[int, int], ...], ...]      # per tiled axis: output ranges
     pads: tuple[int, ...]                               # explicit Pad for the tiled axes
+    grow: tuple[int, ...] = ()                          # zeros appended to undersized axes
+    out_length: tuple[int, ...] = ()                    # the original output extents
 
 
 def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePlan | str:
     """Feature maps larger than the engine takes: cut the output into tiles whose input windows
-    (with the kernel's halo) fit, as equal as possible. Exact: every output is computed once,
-    from the same inputs."""
+    (with the kernel's halo) fit, as equal as possible. Maps smaller than it takes (a 1x1
+    squeeze-excite map on the K210's 4-pixel minimum) get zeros appended and the extra outputs
+    cropped. Exact either way: every kept output reads the same inputs."""
     if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
         return "tiling needs a static input size"
     rank = spec.rank
     limits = {rank - 2: target.conv.input_height, rank - 1: target.conv.input_width}
-    axes, tiles = [], []
+    axes, tiles, grow = [], [], [0] * rank
     for axis in range(rank):
         bounds = limits.get(axis)
         size = spec.input_shape[2 + axis]
+        if bounds is not None and size < bounds[0]:
+            grow[axis] = bounds[0] - size       # zeros after the end change no kept output
+            continue
         if bounds is None or size <= bounds[1]:
             continue
         span, stride = spec.dilated_kernel[axis], spec.strides[axis]
@@ -532,12 +550,15 @@ def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePla
             return f"tiles would fall below the engine's minimum input {bounds[0]}"
         axes.append(axis)
         tiles.append(tuple(ranges))
-    if not axes:
+    if not axes and not any(grow):
         return "feature map already within the limits"
     explicit = [0] * (2 * rank)
     for axis in axes:
         explicit[axis], explicit[axis + rank] = pads[axis], pads[axis + rank]
-    return TilePlan(tuple(axes), tuple(tiles), tuple(explicit))
+    out_length = tuple(d for d in (spec.output_shape or ())[2:])
+    if any(grow) and (len(out_length) != rank or None in out_length):
+        return "growing an undersized map needs a static output size"
+    return TilePlan(tuple(axes), tuple(tiles), tuple(explicit), tuple(grow), out_length)
 
 
 @dataclass(frozen=True)
@@ -593,6 +614,7 @@ def _kernel_factor(spec: ConvSpec, target: Target) -> float:
 # What one more conv node costs, in MACs: the per-node dispatch measured in the ResNet-50 split
 # profile (benchmarks/split_overhead.py): ~10 us per sub-conv at ~100 GMAC/s on this CPU.
 NODE_COST_IN_MACS = 1_000_000
+COSTING_PIXELS = 32 * 32     # a map of unknown size is costed as 32x32 (and the record says so)
 
 
 def plan_group_lowering(spec: ConvSpec, target: Target) -> ChannelSplitPlan | str:
@@ -604,21 +626,24 @@ def plan_group_lowering(spec: ConvSpec, target: Target) -> ChannelSplitPlan | st
         return f"{spec.group_form} convs run natively"
     if "regular" not in target.conv.groups:
         return "the engine runs no regular convs to lower to"
-    if spec.in_channels % spec.groups or spec.out_channels % spec.groups or not spec.macs:
-        return "needs channels divisible by groups and a known size"
+    if spec.in_channels % spec.groups or spec.out_channels % spec.groups:
+        return f"channels are not divisible by groups={spec.groups}"
     G, cin_g, cout_g = spec.groups, spec.in_per_group, spec.out_per_group
     rules = target.conv
     largest = min(G, max(1, min((rules.max_in_channels or spec.in_channels) // cin_g,
                                 (rules.max_out_channels or spec.out_channels) // cout_g)))
-    batch = spec.output_shape[0] or 1 if spec.output_shape else 1
-    pixels_in = math.prod(d for d in (spec.input_shape or (0, 0))[2:] if d) or 1
-    pixels_out = spec.macs // (batch * spec.out_channels * cin_g * math.prod(spec.kernel_shape))
-    moves = LAYOUT_ELEMENT_COST_IN_MACS * batch * (spec.in_channels * pixels_in
-                                                   + spec.out_channels * pixels_out)
+    known = spec.macs is not None and spec.input_shape is not None \
+        and None not in spec.input_shape[2:]
+    pixels_in = math.prod(spec.input_shape[2:]) if known else COSTING_PIXELS
+    pixels_out = math.prod(spec.output_shape[2:]) if known and spec.output_shape and \
+        None not in spec.output_shape[2:] else pixels_in
+    macs = spec.out_channels * cin_g * math.prod(spec.kernel_shape) * pixels_out
+    moves = LAYOUT_ELEMENT_COST_IN_MACS * (spec.in_channels * pixels_in
+                                           + spec.out_channels * pixels_out)
     scored = []
     for c in sorted({1, largest, *(d for d in range(1, largest + 1) if G % d == 0)}):
         chunks = balanced_chunks(G, c)
-        cost = spec.macs * max(b - a for a, b in chunks) + len(chunks) * NODE_COST_IN_MACS \
+        cost = macs * max(b - a for a, b in chunks) + len(chunks) * NODE_COST_IN_MACS \
             + (moves if len(chunks) > 1 else 0)
         scored.append((cost, c, chunks))
     scored.sort()
@@ -628,9 +653,48 @@ def plan_group_lowering(spec: ConvSpec, target: Target) -> ChannelSplitPlan | st
                     (SubConv(g0 * cin_g, g1 * cin_g, g0 * cout_g, g1 * cout_g, g1 - g0, 0, cin_g,
                              block_diagonal=g1 - g0 > 1),))
         for g0, g1 in chunks)
-    rejected = ", ".join(f"{k} per conv x{v / spec.macs:.1f}" for v, k, _ in scored[1:3])
+    rejected = ", ".join(f"{k} per conv x{v / macs:.1f}" for v, k, _ in scored[1:3])
     form = f"{len(blocks)} per-group convs" if c == 1 else \
         f"{len(blocks)} dense conv{'s' if len(blocks) > 1 else ''} of {c} block-diagonal groups"
-    strategy = f"{form} (cost x{cost / spec.macs:.1f}" + \
+    if not known:
+        form += f" (size unknown: costed as {COSTING_PIXELS} pixels)"
+    strategy = f"{form} (cost x{cost / macs:.1f}" + \
         (f"; rejected {rejected}" if rejected else "") + ")"
     return ChannelSplitPlan(blocks, target.rewrite.accumulate, strategy)
+
+
+@dataclass(frozen=True)
+class TrimPlan:
+    taps: tuple[tuple[int, int], ...]  # per axis: first and last kernel tap that sees data
+    pads: tuple[int, ...]              # the trimmed conv's pads
+
+    @property
+    def kernel(self) -> tuple[int, ...]:
+        return tuple(b - a + 1 for a, b in self.taps)
+
+
+def plan_dead_taps(spec: ConvSpec, pads: tuple[int, ...]) -> TrimPlan | str:
+    """Kernel taps that only ever read padding add nothing: drop them. A DeepLab ASPP conv with
+    dilation 36 on an 8x8 map is, exactly, a 1x1 conv - no dilation, kernel or padding left to
+    lower."""
+    if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
+        return "finding taps that only see padding needs a static input size"
+    rank, taps, new_pads = spec.rank, [], list(pads)
+    for axis in range(rank):
+        size, k = spec.input_shape[2 + axis], spec.kernel_shape[axis]
+        d, s = spec.dilations[axis], spec.strides[axis]
+        begin, end = pads[axis], pads[axis + rank]
+        count = (size + begin + end - (k - 1) * d - 1) // s + 1
+        live = [t for t in range(k)
+                if any(0 <= o * s + t * d - begin < size for o in range(count))]
+        if not live:
+            return "every tap reads padding only"
+        first, last = live[0], live[-1]
+        trimmed_begin, trimmed_end = begin - first * d, end - (k - 1 - last) * d
+        if trimmed_begin < 0 or trimmed_end < 0:
+            first, last, trimmed_begin, trimmed_end = 0, k - 1, begin, end
+        taps.append((first, last))
+        new_pads[axis], new_pads[axis + rank] = trimmed_begin, trimmed_end
+    if all(a == 0 and b == k - 1 for (a, b), k in zip(taps, spec.kernel_shape)):
+        return "no kernel tap reads only padding"
+    return TrimPlan(tuple(taps), tuple(new_pads))

@@ -15,6 +15,15 @@ from onnx import helper, numpy_helper
 
 from ..naming import Names
 
+# He-style gains (weight variance gain / fan_in): what a conv's output feeds decides its gain.
+RELU_GAIN = 2.0        # followed by ReLU, which halves the second moment: 2 keeps it
+LINEAR_GAIN = 1.0      # a linear output (a shortcut projection, a bottleneck's projection)
+# The last conv of a residual branch, summed onto the shortcut. Trained nets end such branches
+# with a small BatchNorm gamma; without that the sum grows ~1.3x per block (ResNet-50's logits
+# reached std 25). 0.5 keeps every stage of ResNet-50 within 1-5 and the branch still half the sum.
+RESIDUAL_GAIN = 0.5
+BIAS_STD = 0.01        # folded BatchNorm leaves a bias; small, so it never dominates
+
 
 @dataclass(frozen=True)
 class T:
@@ -30,10 +39,18 @@ def _tuple(v, rank: int) -> tuple[int, ...]:
 
 
 class GraphBuilder:
+    """Nodes, initializers and graph inputs/outputs of one model, built layer by layer.
+
+    ``dtype`` (float32 or float16) applies to the whole model: inputs and every weight. Weights
+    are drawn in float64 and cast, so a float16 model holds the float32 model's weights rounded.
+    """
+
     def __init__(self, name: str, seed: int = 0, dtype=np.float32):
         self.name = name
         self.rng = np.random.default_rng(seed)
         self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise ValueError(f"model dtype must be a float type, got {self.dtype}")
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -52,11 +69,21 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op, inputs, [f"{name}.out"], name=name, **attrs))
         return f"{name}.out"
 
+    def weight(self, name: str, shape: tuple[int, ...], fan_in: int, gain: float) -> str:
+        """A He-initialised weight: variance ``gain / fan_in`` keeps activations O(1)."""
+        w = self.rng.standard_normal(shape) * np.sqrt(gain / fan_in)
+        return self.const(name, w.astype(self.dtype))
+
+    def bias(self, name: str, size: int) -> str:
+        return self.const(name, (self.rng.standard_normal(size) * BIAS_STD).astype(self.dtype))
+
     @property
     def elem_type(self) -> int:
         return helper.np_dtype_to_tensor_dtype(self.dtype)
 
     def input(self, name: str, channels: int, spatial: tuple[int, ...], batch="N") -> T:
+        """A graph input [batch, channels, *spatial] of the model's dtype; ``batch`` is a size or
+        a symbolic name, and the rank of ``spatial`` sets the rank of every conv after it."""
         self.inputs.append(helper.make_tensor_value_info(name, self.elem_type,
                                                          [batch, channels, *spatial]))
         return T(name, channels, tuple(spatial))
@@ -68,6 +95,8 @@ class GraphBuilder:
         self.outputs.append(onnx.ValueInfoProto(name=name))
 
     def build(self, opset: int = 17) -> onnx.ModelProto:
+        """The model, checked (full_check); outputs carry their inferred type and shape. IR 8 is
+        what torch exports at opset 17, and every onnxruntime the package supports reads it."""
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs,
                                   self.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
@@ -82,19 +111,25 @@ class GraphBuilder:
         return model
 
     # -------------------------------------------------------------- layers
+
     def conv(self, x: T, out_channels: int, kernel=3, stride=1, pad=None, dilation=1,
-             groups: int = 1, bias: bool = True, name: str = "conv", gain: float = 2.0) -> T:
+             groups: int = 1, bias: bool = True, name: str = "conv",
+             gain: float = RELU_GAIN) -> T:
+        """A Conv of the input's rank (1-D, 2-D, 3-D); kernel, stride, pad and dilation are ints
+        or per-axis tuples. ``pad=None`` pads ``(k - 1) // 2 * dilation`` on both sides ("same" at
+        stride 1 for odd kernels)."""
         rank = len(x.spatial)
         k, s, d = _tuple(kernel, rank), _tuple(stride, rank), _tuple(dilation, rank)
         p = _tuple(pad, rank) if pad is not None else tuple((ki - 1) // 2 * di
                                                             for ki, di in zip(k, d))
-        fan_in = x.channels // groups * int(np.prod(k))
-        w = self.rng.standard_normal((out_channels, x.channels // groups, *k)) \
-            * np.sqrt(gain / fan_in)
-        inputs = [x.name, self.const(f"{name}.weight", w.astype(self.dtype))]
+        if x.channels % groups or out_channels % groups:
+            raise ValueError(f"{name}: {x.channels} -> {out_channels} channels not divisible "
+                             f"by groups={groups}")
+        per_group = x.channels // groups
+        inputs = [x.name, self.weight(f"{name}.weight", (out_channels, per_group, *k),
+                                      per_group * int(np.prod(k)), gain)]
         if bias:
-            b = self.rng.standard_normal(out_channels) * 0.01
-            inputs.append(self.const(f"{name}.bias", b.astype(self.dtype)))
+            inputs.append(self.bias(f"{name}.bias", out_channels))
         out = self.node("Conv", inputs, name, kernel_shape=list(k), strides=list(s),
                         pads=[*p, *p], dilations=list(d), group=groups)
         spatial = tuple(None if n is None else (n + 2 * pi - di * (ki - 1) - 1) // si + 1
@@ -106,12 +141,11 @@ class GraphBuilder:
         rank = len(x.spatial)
         k, s = _tuple(kernel, rank), _tuple(stride, rank)
         p, op = _tuple(pad, rank), _tuple(output_padding, rank)
-        fan_in = x.channels * int(np.prod(k)) // int(np.prod(s))
-        w = self.rng.standard_normal((x.channels, out_channels, *k)) * np.sqrt(2.0 / fan_in)
-        inputs = [x.name, self.const(f"{name}.weight", w.astype(self.dtype))]
+        fan_in = x.channels * int(np.prod(k)) // int(np.prod(s))   # taps that reach one output
+        inputs = [x.name, self.weight(f"{name}.weight", (x.channels, out_channels, *k), fan_in,
+                                      RELU_GAIN)]
         if bias:
-            b = self.rng.standard_normal(out_channels) * 0.01
-            inputs.append(self.const(f"{name}.bias", b.astype(self.dtype)))
+            inputs.append(self.bias(f"{name}.bias", out_channels))
         attrs = dict(kernel_shape=list(k), strides=list(s), pads=[*p, *p])
         if any(op):
             attrs["output_padding"] = list(op)
@@ -127,6 +161,7 @@ class GraphBuilder:
         return T(self.node("Relu", [x.name], name), x.channels, x.spatial)
 
     def relu6(self, x: T, name: str) -> T:
+        """ReLU6 as exporters write it: Clip with min/max inputs (opset 11+)."""
         lo = self.const(f"{name}.min", np.array(0.0, self.dtype))
         hi = self.const(f"{name}.max", np.array(6.0, self.dtype))
         return T(self.node("Clip", [x.name, lo, hi], name), x.channels, x.spatial)
@@ -145,12 +180,20 @@ class GraphBuilder:
     def global_avg_pool(self, x: T, name: str) -> T:
         return T(self.node("GlobalAveragePool", [x.name], name), x.channels, (1,) * len(x.spatial))
 
+    def flatten(self, x: T, name: str) -> T:
+        """[N, C, *spatial] -> [N, C * prod(spatial)]: features for a Gemm."""
+        if None in x.spatial:
+            raise ValueError(f"{name}: cannot flatten dynamic spatial dims {x.spatial}")
+        features = x.channels * int(np.prod(x.spatial, dtype=np.int64))
+        return T(self.node("Flatten", [x.name], name), features, ())
+
     def linear(self, x: T, out_features: int, name: str) -> T:
-        flat = self.node("Flatten", [x.name], f"{name}/flatten")
-        w = self.rng.standard_normal((out_features, x.channels)) * np.sqrt(1.0 / x.channels)
-        b = self.rng.standard_normal(out_features) * 0.01
-        out = self.node("Gemm", [flat, self.const(f"{name}.weight", w.astype(self.dtype)),
-                                 self.const(f"{name}.bias", b.astype(self.dtype))],
+        """Flatten, then Gemm with a [out, in] weight (transB=1), as torch.nn.Linear exports."""
+        flat = self.flatten(x, f"{name}/flatten")
+        out = self.node("Gemm", [flat.name,
+                                 self.weight(f"{name}.weight", (out_features, flat.channels),
+                                             flat.channels, LINEAR_GAIN),
+                                 self.bias(f"{name}.bias", out_features)],
                         name, transB=1)
         return T(out, out_features, ())
 

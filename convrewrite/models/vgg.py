@@ -11,8 +11,9 @@ VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512
 
 
 def vgg16(batch: int = 1, image_size: int = 224, num_classes: int = 1000,
-          seed: int = 0) -> onnx.ModelProto:
-    g = GraphBuilder("vgg16", seed)
+          seed: int = 0, dtype="float32") -> onnx.ModelProto:
+    """13 3x3 convs, 64 to 512 channels; image_size at least 32 (five 2x2 max pools)."""
+    g = GraphBuilder("vgg16", seed, dtype)
     x = g.input("input", 3, (image_size, image_size), batch)
     conv_index = 0
     for item in VGG16:

@@ -3,6 +3,7 @@ rewrite one violating node and gets back a Record, or a reason string when the p
 
 from .base import Pass, RewriteContext
 from .channel_split import ChannelSplit
+from .dead_taps import DeadTaps
 from .dilation import DilationLowering
 from .groups import GroupLowering
 from .kernel_split import KernelSplit
@@ -13,13 +14,14 @@ from .transposed import TransposedToConv
 
 # Order matters where one conv breaks several rules: group forms first (the dense convs they
 # become may need a channel split), channels next (the pieces stay smaller),
-# a ConvTranspose becomes plain convs next,
+# taps that only read padding are dropped (exact, and it shrinks what follows), a
+# ConvTranspose becomes plain convs next,
 # then stride (so later pieces run at stride 1), dilation (a dense kernel may then need splitting),
 # kernel, padding (it may need stride 1 to crop), and tiling last (on the convs that remain).
-DEFAULT_PASSES: tuple[Pass, ...] = (GroupLowering(), ChannelSplit(), TransposedToConv(),
-                                    StrideSubsample(), DilationLowering(), KernelSplit(),
-                                    ExplicitPadding(), SpatialTiling())
+DEFAULT_PASSES: tuple[Pass, ...] = (GroupLowering(), ChannelSplit(), DeadTaps(),
+                                    TransposedToConv(), StrideSubsample(), DilationLowering(),
+                                    KernelSplit(), ExplicitPadding(), SpatialTiling())
 
-__all__ = ["DEFAULT_PASSES", "ChannelSplit", "DilationLowering", "ExplicitPadding", "GroupLowering",
-           "KernelSplit", "Pass", "RewriteContext", "SpatialTiling", "StrideSubsample",
+__all__ = ["DEFAULT_PASSES", "ChannelSplit", "DeadTaps", "DilationLowering", "ExplicitPadding",
+           "GroupLowering", "KernelSplit", "Pass", "RewriteContext", "SpatialTiling", "StrideSubsample",
            "TransposedToConv"]

@@ -25,9 +25,12 @@ class SpatialTiling(Pass):
                 ctx: RewriteContext) -> Record:
         pads = need(explicit_pads(node, spec))
         plan = need(plan_tiles(spec, ctx.target, pads))
-        self.require_ops(ctx, ["Slice", "Concat"] + (["Pad"] if any(plan.pads) else []))
+        self.require_ops(ctx, ["Slice", "Concat"] + (["Pad"] if any(plan.pads) or any(plan.grow)
+                                                     else []))
         rank, base, y = spec.rank, node.name, node.outputs[0]
         added: list[gs.Node] = []
+        if any(plan.grow):
+            return self._grow(node, spec, violations, plan, ctx)
         x = pad_spatial(ctx, node.inputs[0], list(plan.pads[:rank]), list(plan.pads[rank:]),
                         f"{base}/tile_pad", added)
         conv_pads = [0 if (i % rank) in plan.axes else p for i, p in enumerate(pads)]
@@ -46,6 +49,20 @@ class SpatialTiling(Pass):
         sizes = " x ".join(f"{len(t)} tiles on axis {2 + a}" for a, t in zip(plan.axes, plan.tiles))
         record = self.record(node, spec, violations, f"{sizes} (halo {spec.dilated_kernel})",
                              added, tolerance="exact")
+        replace(node, ctx, added)
+        return record
+
+
+    def _grow(self, node: gs.Node, spec: ConvSpec, violations: list[Violation], plan,
+              ctx: RewriteContext) -> Record:
+        rank, base, y = spec.rank, node.name, node.outputs[0]
+        added: list[gs.Node] = []
+        x = pad_spatial(ctx, node.inputs[0], [0] * rank, list(plan.grow), f"{base}/grow", added)
+        out = conv_copy(ctx, node, ctx.fresh(f"{base}/conv"), [x, *node.inputs[1:]], added)
+        slice_spatial(ctx, out, [0] * rank, list(plan.out_length), [1] * rank, f"{base}/crop",
+                      added, out=y)
+        how = f"input grown by {list(plan.grow)} zeros to the engine's minimum, output cropped"
+        record = self.record(node, spec, violations, how, added, tolerance="exact")
         replace(node, ctx, added)
         return record
 
