@@ -328,3 +328,31 @@ def test_explicit_pad_folds_into_a_preceding_pad():
     model.graph.node[-1].input[0] = "x_padded"
     out, report = rewrite_and_compare(model, {"name": "pad1", "conv": {"max_pad": 1}})
     assert op_count(out, "Pad") == 1
+
+
+def test_taps_that_only_read_padding_are_dropped():
+    """DeepLab's ASPP at low resolution: dilation 36 on a 6x6 map only ever reads data through
+    the centre tap."""
+    model = conv_model(cin=8, cout=4, kernel=(3, 3), dilations=(36, 36), pads=(36,) * 4,
+                       spatial=(6, 6))
+    out, report = rewrite_and_compare(model, "k210")
+    assert report.records[0].pass_name == "dead_taps"
+    assert "3x3 -> 1x1" in report.records[0].rewrite
+    assert report.records[0].verify["bit_exact"]
+
+
+def test_undersized_maps_grow_to_the_engine_minimum():
+    """A squeeze-excite 1x1 conv on a 1x1 map, on the K210 (inputs of at least 4x4)."""
+    model = conv_model(cin=16, cout=8, kernel=(1, 1), spatial=(1, 1))
+    out, report = rewrite_and_compare(model, "k210")
+    assert "grown" in report.records[0].rewrite
+
+
+def test_blow_ups_decline_with_a_reason():
+    model = conv_model(cin=512, cout=512, kernel=(3, 3), dilations=(40, 40), pads=(40,) * 4,
+                       spatial=(100, 100))
+    out, report = cr.rewrite(model, {"name": "nodil", "conv": {"max_dilation": 1,
+                                                                 "max_batch": 1}},
+                             verify=False)
+    assert report.status == "illegal"
+    assert any("would hold" in reason for reason in report.remaining[0].reasons)
