@@ -1,0 +1,64 @@
+"""The ``Shift`` op (ShiftNet, Wu et al. 2018): each channel is translated by one offset of a k×k
+window, zero filled; zero FLOPs, zero parameters.
+
+Schema (domain ``ai.convrewrite``, version 1):
+  input  X: [N, C, H, W] (float)
+  output Y: same shape and dtype
+  attributes:
+    kernel_size  int, odd, default 3   -- the window whose k² offsets the channels are spread over
+    dilation     int, >= 1, default 1  -- the offsets are multiplied by it
+
+Channel assignment, as in the paper: the C channels are split evenly, in plain order, into k² groups
+of ``C // k²`` channels; group d gets offset (dy, dx) = ((d // k - k // 2) * dilation,
+(d % k - k // 2) * dilation); the ``C mod k²`` channels left over are not shifted.
+    Y[n, c, y, x] = X[n, c, y + dy(c), x + dx(c)]   (0 outside the map)
+which is a depthwise conv with a one-hot k×k kernel (the 1 at tap (d // k, d % k)), pads
+``dilation * (k // 2)`` and that dilation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+OP_TYPE = "Shift"
+
+
+def shift_offsets(channels: int, kernel_size: int = 3, dilation: int = 1) -> np.ndarray:
+    """[C, 2] int64 (dy, dx) per channel, by the paper's even split with an unshifted remainder."""
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"Shift kernel_size must be odd and positive, got {kernel_size}")
+    if dilation < 1:
+        raise ValueError(f"Shift dilation must be >= 1, got {dilation}")
+    k2 = kernel_size * kernel_size
+    per_group = channels // k2
+    offsets = np.zeros((channels, 2), dtype=np.int64)
+    if per_group == 0:
+        return offsets
+    direction = np.arange(per_group * k2) // per_group
+    half = kernel_size // 2
+    offsets[: per_group * k2, 0] = (direction // kernel_size - half) * dilation
+    offsets[: per_group * k2, 1] = (direction % kernel_size - half) * dilation
+    return offsets
+
+
+def shift_reference(x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """numpy reference of Y[n, c, y, x] = X[n, c, y + dy, x + dx], zero outside."""
+    out = np.zeros_like(x)
+    height, width = x.shape[2], x.shape[3]
+    for c, (dy, dx) in enumerate(offsets.tolist()):
+        ys, yd = max(0, dy), max(0, -dy)
+        xs, xd = max(0, dx), max(0, -dx)
+        h, w = height - abs(dy), width - abs(dx)
+        if h > 0 and w > 0:
+            out[:, c, yd:yd + h, xd:xd + w] = x[:, c, ys:ys + h, xs:xs + w]
+    return out
+
+
+def one_hot_depthwise_weight(offsets: np.ndarray, kernel_size: int, dilation: int,
+                             dtype=np.float32) -> np.ndarray:
+    """[C, 1, k, k] weights of the depthwise conv equal to the shift (pads dilation * (k // 2))."""
+    half = kernel_size // 2
+    weight = np.zeros((len(offsets), 1, kernel_size, kernel_size), dtype=dtype)
+    taps = offsets // dilation + half
+    weight[np.arange(len(offsets)), 0, taps[:, 0], taps[:, 1]] = 1
+    return weight
