@@ -48,7 +48,8 @@ def rewrite(model, target, *, verify: bool = True, inputs=None, seed: int = 0,
     started = time.perf_counter()
     rewritten, result = rewrite_model(original, target)
     report = Report(model=name, target=target.name, records=result.records,
-                    remaining=result.remaining, convs_checked=result.convs_checked)
+                    remaining=result.remaining, convs_checked=result.convs_checked,
+                    recognised=result.recognised)
     report.timings["rewrite"] = time.perf_counter() - started
     feeds, tol = None, tolerance_for(target, tolerance)
     if verify and result.records:
@@ -84,7 +85,7 @@ def check(model, target) -> Report:
     target = load_target(target)
     result = check_model_legality(original, target)
     return Report(model=name, target=target.name, remaining=result.remaining,
-                  convs_checked=result.convs_checked, mode="check")
+                  convs_checked=result.convs_checked, mode="check", recognised=result.recognised)
 
 
 def verify(original, rewritten, *, inputs=None, seed: int = 0, input_shapes: dict | None = None,

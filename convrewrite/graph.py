@@ -149,16 +149,26 @@ def copy_model_file(src: "str | os.PathLike", dst: "str | os.PathLike") -> None:
 def isolate_node(node: gs.Node, graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     """One node with the constant-producing nodes behind its non-data inputs, as a model whose
     only input is the node's data input: the "before" side of a local check."""
-    keep, stack = [node], list(node.inputs[1:])
+    return isolate_region([node], node.inputs[0], [node.outputs[0]], graph, like)
+
+
+def isolate_region(nodes: list[gs.Node], data: gs.Tensor, outputs: list[gs.Tensor],
+                   graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    """Nodes that compute ``outputs`` from the one tensor ``data``, with whatever else they read
+    (constants, shape arithmetic on ``data``), as a model of one input."""
+    keep = list(nodes)
+    stack = [t for n in nodes for t in n.inputs if t is not data]
     while stack:
         tensor = stack.pop()
+        if tensor is data:
+            continue
         for producer in tensor.inputs:
             if producer not in keep:
                 keep.append(producer)
-                stack.extend(producer.inputs)
+                stack.extend(t for t in producer.inputs if t is not data)
     order = {id(n): i for i, n in enumerate(graph.nodes)}      # the graph is kept toposorted
     keep.sort(key=lambda n: order.get(id(n), -1))
-    sub = gs.Graph(nodes=keep, inputs=[node.inputs[0]], outputs=[node.outputs[0]])
+    sub = gs.Graph(nodes=keep, inputs=[data], outputs=list(outputs))
     model = gs.export_onnx(sub, do_type_check=False, opset_imports=list(like.opset_import))
     model.ir_version = like.ir_version
     return model

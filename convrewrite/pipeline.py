@@ -13,7 +13,10 @@ from .graph import from_graph, isolate_node, opset_version, to_graph
 from .legality import Violation, check
 from .naming import Names
 from .onnx_conv import spec_of
-from .passes import DEFAULT_PASSES, Pass, RewriteContext
+from .ops import DOMAIN
+from .passes import DEFAULT_PASSES, GRAPH_PASSES, Pass, RewriteContext
+from .passes.graph_base import GraphPass
+from .patterns import depthwise_separable_pairs
 from .passes.chunk_fusion import fuse_chunks
 from .passes.pad_fusion import fuse_pads
 from .passes.sum_fusion import fuse_sums
@@ -44,6 +47,7 @@ class RewriteResult:
     remaining: list[Remaining] = field(default_factory=list)
     convs_checked: int = 0
     regroupable_sums: set[str] = field(default_factory=set)
+    recognised: list[str] = field(default_factory=list)    # patterns noted, left as they were
 
 
 def conv_nodes(graph: gs.Graph) -> list[gs.Node]:
@@ -60,15 +64,31 @@ def name_unnamed_nodes(graph: gs.Graph) -> None:
 
 def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
                passes: tuple[Pass, ...] = DEFAULT_PASSES,
-               dry_run: bool = False) -> tuple[gs.Graph, RewriteResult]:
+               dry_run: bool = False,
+               graph_passes: tuple[GraphPass, ...] = GRAPH_PASSES) -> tuple[gs.Graph, RewriteResult]:
     """Rewrite ``graph`` to a fixpoint; ``like`` is the model it came from (opsets, ir_version).
-    After each round that changed something, shapes are inferred afresh, so the next round's
+    Pattern rewrites (shifts, shuffles, our ops) run first, once; then the conv passes. After
+    each round that changed something, shapes are inferred afresh, so the next round's
     legality checks (input sizes, batch) see the real extents of what the passes emitted."""
     name_unnamed_nodes(graph)
     names = Names.in_graph(graph)
     ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like), names=names)
     result = RewriteResult()
     declined: dict[str, list[str]] = {}
+    result.recognised += depthwise_separable_pairs(graph)
+    unlowered: dict[str, tuple[str, str]] = {}
+    for gp in () if dry_run else graph_passes:
+        for _ in range(MAX_ITERATIONS):     # again while it rewrites: shapes behind a rewrite
+            outcome = gp.apply(ctx, like)   # (a run-time Reshape's) may become known
+            result.records += outcome.records
+            if outcome.records:
+                graph = to_graph(from_graph(graph, like))
+                ctx.graph = graph
+            else:
+                break
+        result.recognised += outcome.recognised
+        for node, op, reason in outcome.unlowered:
+            unlowered.setdefault(node, (op, reason))
     for _ in range(0 if dry_run else MAX_ITERATIONS):
         changed = False
         for node in conv_nodes(graph):
@@ -96,6 +116,16 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
         graph = to_graph(from_graph(graph, like))
         ctx.graph = graph
     result.regroupable_sums = ctx.regroupable_sums
+    live = {n.name: n for n in graph.nodes if n.outputs}
+    for name, (op, reason) in unlowered.items():
+        if name in live:
+            result.remaining.append(Remaining(name, op, op, [], [reason]))
+    for node in live.values():
+        if node.domain == DOMAIN and node.name not in unlowered:
+            reason = "a pattern pass lowers it (not run by --check-only)" if dry_run else \
+                "no lowering for this op"
+            result.remaining.append(Remaining(node.name, node.op, f"{DOMAIN}.{node.op}", [],
+                                              [reason]))
     for node in conv_nodes(graph):
         result.convs_checked += 1
         spec = spec_of(node)

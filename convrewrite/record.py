@@ -26,6 +26,7 @@ class Record:
     nodes_after: int = 1
     verify: dict | None = None      # filled by verification
     notes: list[str] = field(default_factory=list)
+    more_outputs: list[str] = field(default_factory=list)   # a rewritten region's other outputs
     before: Any = field(default=None, repr=False)   # the original node alone, as a ModelProto
 
     def to_dict(self) -> dict:

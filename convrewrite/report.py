@@ -27,6 +27,7 @@ class Report:
     timings: dict = field(default_factory=dict)
     mode: str = "rewrite"                               # rewrite | check | verify
     notes: list[str] = field(default_factory=list)
+    recognised: list[str] = field(default_factory=list)  # patterns named, not rewritten
 
     @property
     def verified(self) -> bool:
@@ -58,7 +59,7 @@ class Report:
             "rewrites": [r.to_dict() for r in self.records],
             "remaining": [r.to_dict() for r in self.remaining],
             "end_to_end": self.end_to_end, "inputs": self.inputs, "timings_s": self.timings,
-            "notes": self.notes,
+            "notes": self.notes, "recognised": self.recognised,
         }
 
     def to_json(self) -> str:
@@ -122,6 +123,7 @@ def render(report: Report) -> str:
     elif report.mode == "rewrite":
         lines.append("nothing rewritten")
     lines += report.notes
+    lines += _recognised_lines(report.recognised)
     for rem in report.remaining:
         lines.append(f"NOT LEGAL {rem.node} ({rem.describe}): "
                      + "; ".join(v.message for v in rem.violations))
@@ -146,6 +148,19 @@ def render(report: Report) -> str:
     lines.append(f"status: {counts[report.status]} ({len(report.records)} rewritten, "
                  f"{len(report.remaining)} not legal, {report.convs_checked} convs in the result)")
     return "\n".join(lines)
+
+
+def _recognised_lines(found: list[str], shown: int = 3) -> list[str]:
+    """Each kind of pattern (the text before the first colon) once, with a few examples."""
+    kinds: dict[str, list[str]] = {}
+    for text in found:
+        kind, _, detail = text.partition(":")
+        kinds.setdefault(kind, []).append(detail.strip())
+    lines = []
+    for kind, details in kinds.items():
+        more = f" (+{len(details) - shown} more in the JSON report)" if len(details) > shown else ""
+        lines.append(f"recognised {len(details)} {kind}: " + "; ".join(details[:shown]) + more)
+    return lines
 
 
 def _plain(v: object) -> str:

@@ -19,6 +19,7 @@ import yaml
 from .errors import TargetError
 
 GROUP_FORMS = ("regular", "depthwise", "grouped")
+SHIFT_FORMS = ("auto", "slice_pad", "depthwise", "fold")
 ACCUMULATE_MODES = ("chain", "tree")
 INPUT_SPLIT_MODES = ("split", "slice")
 DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8", "int32")
@@ -178,6 +179,10 @@ class RewriteRules:
     fuse_chunks: bool = _rule(_boolean, True,
                               "keep split tensors chunked through Relu/Add/... instead of "
                               "Concat then Split again")
+    shift_form: str = _rule(_one_of(SHIFT_FORMS), "auto",
+                            "a shift (Shift op, one-hot depthwise conv): auto picks the cheapest "
+                            "legal of slice_pad (zero FLOPs), depthwise (one-hot) and fold (into "
+                            "the next 1x1 conv)")
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,7 @@ class Target:
     sources: tuple[str, ...] = ()
     conv: ConvRules = field(default_factory=ConvRules)
     ops: tuple[str, ...] | None = None
+    max_tensor_rank: int | None = None
     verify: VerifyRules = field(default_factory=VerifyRules)
     rewrite: RewriteRules = field(default_factory=RewriteRules)
 
@@ -201,6 +207,7 @@ TOP_LEVEL = {
     "extends": _text,
     "sources": _list_of(_text, non_empty=False),
     "ops": _optional(_list_of(_op_name)),
+    "max_tensor_rank": _optional(_positive_int),
 }
 
 
@@ -315,4 +322,6 @@ def describe_rules() -> list[tuple[str, str, Any]]:
     """(key path, meaning, default) for every rule: the reference the README and --help print."""
     rows = [(f"{section}.{f.name}", f.metadata["doc"], f.default)
             for section, cls in SECTIONS.items() for f in fields(cls)]
-    return [("ops", "ONNX ops a lowering may emit (null: any)", None), *rows]
+    return [("ops", "ONNX ops a lowering may emit (null: any)", None),
+            ("max_tensor_rank", "highest tensor rank the runtime handles, e.g. 4 (null: any); "
+             "channel shuffles through 5-D tensors are removed when it is lower", None), *rows]

@@ -5,6 +5,8 @@ from .geometry_nets import big_kernel_net, dcgan_generator, deeplab_head, unet
 from .mobilenet import mobilenet_v2
 from .resnet import resnet18, resnet50
 from .small import conv1d_net, conv3d_net, demo_wide
+from .variants import (channelnet_block, depth_multiplier_net, resnext_block, shift_resnet,
+                       shufflenet_v2)
 from .vgg import vgg16
 
 BUILDERS = {
@@ -19,6 +21,11 @@ BUILDERS = {
     "unet": unet,
     "dcgan_generator": dcgan_generator,
     "big_kernel_net": big_kernel_net,
+    "shufflenet_v2": shufflenet_v2,
+    "resnext_block": resnext_block,
+    "shift_resnet": shift_resnet,
+    "channelnet_block": channelnet_block,
+    "depth_multiplier_net": depth_multiplier_net,
 }
 
 __all__ = ["BUILDERS", *BUILDERS]

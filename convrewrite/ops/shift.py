@@ -54,11 +54,27 @@ def shift_reference(x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out
 
 
-def one_hot_depthwise_weight(offsets: np.ndarray, kernel_size: int, dilation: int,
-                             dtype=np.float32) -> np.ndarray:
-    """[C, 1, k, k] weights of the depthwise conv equal to the shift (pads dilation * (k // 2))."""
-    half = kernel_size // 2
-    weight = np.zeros((len(offsets), 1, kernel_size, kernel_size), dtype=dtype)
-    taps = offsets // dilation + half
-    weight[np.arange(len(offsets)), 0, taps[:, 0], taps[:, 1]] = 1
+def one_hot_depthwise_weight(offsets: np.ndarray, kernel, dilation, dtype=np.float32) -> np.ndarray:
+    """[C, 1, *kernel] weights of the depthwise conv equal to the shift, with pads
+    ``dilation * (kernel // 2)`` on each side; ``kernel`` and ``dilation`` are ints or one per
+    spatial axis (offsets are [C, axes])."""
+    offsets = np.asarray(offsets)
+    rank = offsets.shape[1]
+    kernel = (kernel,) * rank if isinstance(kernel, int) else tuple(kernel)
+    dilation = (dilation,) * rank if isinstance(dilation, int) else tuple(dilation)
+    weight = np.zeros((len(offsets), 1, *kernel), dtype=dtype)
+    taps = offsets // np.asarray(dilation) + np.asarray(kernel) // 2
+    weight[(np.arange(len(offsets)), 0, *taps.T)] = 1
     return weight
+
+
+def one_hot_offsets(weight: np.ndarray, pads_begin, dilation) -> np.ndarray | None:
+    """The per-channel offsets of a depthwise weight [C, 1, *k] whose kernels are each a single
+    1 (a shift), or None when it is not one."""
+    if weight.ndim < 3 or weight.shape[1] != 1:
+        return None
+    flat = weight.reshape(weight.shape[0], -1)
+    if not (np.count_nonzero(flat, axis=1) == 1).all() or not (flat.max(axis=1) == 1).all():
+        return None
+    taps = np.stack(np.unravel_index(flat.argmax(axis=1), weight.shape[2:]), axis=1)
+    return taps * np.asarray(dilation) - np.asarray(pads_begin)

@@ -3,11 +3,16 @@ rewrite one violating node and gets back a Record, or a reason string when the p
 
 from .base import Pass, RewriteContext
 from .channel_split import ChannelSplit
+from .channelwise import ChannelwiseLowering
 from .dead_taps import DeadTaps
+from .depth_multiplier import DepthMultiplierLowering
 from .dilation import DilationLowering
 from .groups import GroupLowering
+from .graph_base import GraphPass
 from .kernel_split import KernelSplit
 from .padding import ExplicitPadding
+from .shift import ShiftLowering
+from .shuffle import ShuffleRemoval
 from .stride import StrideSubsample
 from .tiling import SpatialTiling
 from .transposed import TransposedToConv
@@ -18,10 +23,16 @@ from .transposed import TransposedToConv
 # ConvTranspose becomes plain convs next,
 # then stride (so later pieces run at stride 1), dilation (a dense kernel may then need splitting),
 # kernel, padding (it may need stride 1 to crop), and tiling last (on the convs that remain).
-DEFAULT_PASSES: tuple[Pass, ...] = (GroupLowering(), ChannelSplit(), DeadTaps(),
+DEFAULT_PASSES: tuple[Pass, ...] = (GroupLowering(), DepthMultiplierLowering(), ChannelSplit(),
+                                    DeadTaps(),
                                     TransposedToConv(), StrideSubsample(), DilationLowering(),
                                     KernelSplit(), ExplicitPadding(), SpatialTiling())
 
-__all__ = ["DEFAULT_PASSES", "ChannelSplit", "DeadTaps", "DilationLowering", "ExplicitPadding",
-           "GroupLowering", "KernelSplit", "Pass", "RewriteContext", "SpatialTiling", "StrideSubsample",
-           "TransposedToConv"]
+# Pattern rewrites run once before the conv passes: our ops become standard ONNX, shuffles lose
+# their 5-D tensors, and shifts take their cheapest form (the convs these emit then get legalised).
+GRAPH_PASSES: tuple[GraphPass, ...] = (ChannelwiseLowering(), ShuffleRemoval(), ShiftLowering())
+
+__all__ = ["DEFAULT_PASSES", "GRAPH_PASSES", "ChannelSplit", "ChannelwiseLowering", "DeadTaps",
+           "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding", "GraphPass",
+           "GroupLowering", "KernelSplit", "Pass", "RewriteContext", "ShiftLowering",
+           "ShuffleRemoval", "SpatialTiling", "StrideSubsample", "TransposedToConv"]

@@ -22,6 +22,7 @@ class RewriteContext:
     opset: int
     names: Names = field(default_factory=Names)               # node and tensor names in use
     regroupable_sums: set[str] = field(default_factory=set)   # Adds a later pass may regroup
+    emitted: set[str] = field(default_factory=set)            # nodes pattern passes made
 
     def fresh(self, wanted: str) -> str:
         return self.names.fresh(wanted)

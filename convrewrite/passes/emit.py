@@ -53,12 +53,19 @@ def slice_spatial(ctx: RewriteContext, x: gs.Tensor, starts: list[int], ends: li
                   steps: list[int], stem: str, added: list[gs.Node],
                   out: gs.Tensor | None = None) -> gs.Tensor:
     """Slice every spatial axis (2..) of ``x``; ends may be negative or INT64_MAX."""
-    rank = len(starts)
-    axes = list(range(2, 2 + rank))
+    return slice_axes(ctx, x, list(range(2, 2 + len(starts))), starts, ends, steps, stem, added,
+                      out)
+
+
+def slice_axes(ctx: RewriteContext, x: gs.Tensor, axes: list[int], starts: list[int],
+               ends: list[int], steps: list[int], stem: str, added: list[gs.Node],
+               out: gs.Tensor | None = None) -> gs.Tensor:
+    """Slice ``axes`` of ``x``; ends may be negative or INT64_MAX."""
     shape = None
-    if x.shape is not None and len(x.shape) == rank + 2:
-        shape = list(x.shape[:2]) + [_sliced(e, a, b, s) for e, a, b, s in
-                                      zip(x.shape[2:], starts, ends, steps)]
+    if x.shape is not None and all(a < len(x.shape) for a in axes):
+        shape = list(x.shape)
+        for a, start, end, step in zip(axes, starts, ends, steps):
+            shape[a] = _sliced(shape[a], start, end, step)
     result = out if out is not None else variable(ctx, f"{stem}.out", x, shape)
     inputs = [x, int64s(ctx, f"{stem}.starts", starts), int64s(ctx, f"{stem}.ends", ends),
               int64s(ctx, f"{stem}.axes", axes), int64s(ctx, f"{stem}.steps", steps)]
@@ -67,7 +74,7 @@ def slice_spatial(ctx: RewriteContext, x: gs.Tensor, starts: list[int], ends: li
 
 
 def pad_spatial(ctx: RewriteContext, x: gs.Tensor, begins: list[int], ends: list[int],
-                stem: str, added: list[gs.Node]) -> gs.Tensor:
+                stem: str, added: list[gs.Node], out: gs.Tensor | None = None) -> gs.Tensor:
     """Zero-pad the spatial axes; returns ``x`` itself when there is nothing to pad."""
     if not any(begins) and not any(ends):
         return x
@@ -76,7 +83,7 @@ def pad_spatial(ctx: RewriteContext, x: gs.Tensor, begins: list[int], ends: list
     if x.shape is not None and len(x.shape) == full:
         shape = [e + pads[i] + pads[i + full] if isinstance(e, int) else None
                  for i, e in enumerate(x.shape)]
-    result = variable(ctx, f"{stem}.out", x, shape)
+    result = out if out is not None else variable(ctx, f"{stem}.out", x, shape)
     if ctx.opset >= 11:
         added.append(gs.Node("Pad", ctx.fresh(stem), {"mode": "constant"},
                              [x, int64s(ctx, f"{stem}.pads", pads)], [result]))

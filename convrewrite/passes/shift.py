@@ -1,0 +1,205 @@
+"""Shifts (ShiftNet): our ``Shift`` op, and depthwise convs whose kernels are one-hot, become the
+cheapest form the target runs (``plan_variants.plan_shift``): Slice+Pad per channel run and a
+Concat (zero FLOPs), a one-hot depthwise conv, or folded into the 1x1 conv that reads the shift
+as a k x k conv (the shift becomes which tap each input channel's weight sits on). All exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..legality import Violation
+from ..onnx_conv import const_weight, constant_value, spec_of
+from ..ops import DOMAIN
+from ..ops.shift import OP_TYPE, one_hot_depthwise_weight, one_hot_offsets, shift_offsets
+from ..plan_variants import FoldSite, ShiftPlan, plan_shift
+from .base import RewriteContext
+from .emit import INT64_MAX, pad_spatial, slice_axes
+from .graph_base import GraphOutcome, GraphPass, detach, region_record, single_consumer
+
+
+def shift_op_offsets(node: gs.Node) -> np.ndarray | str:
+    channels = node.inputs[0].shape[1] if node.inputs[0].shape is not None else None
+    if not isinstance(channels, int):
+        return "a Shift needs a static channel count"
+    try:
+        return shift_offsets(channels, int(node.attrs.get("kernel_size", 3)),
+                             int(node.attrs.get("dilation", 1)))
+    except ValueError as exc:
+        return str(exc)
+
+
+def depthwise_shift_offsets(node: gs.Node) -> np.ndarray | None:
+    """Offsets of a depthwise Conv that is a shift: one-hot kernels of value 1, no bias (or 0),
+    stride 1, explicit pads that keep the map's size."""
+    spec = spec_of(node)
+    if isinstance(spec, str) or spec.transposed or spec.group_form != "depthwise" \
+            or spec.depth_multiplier != 1 or spec.auto_pad not in ("NOTSET", "") \
+            or any(s != 1 for s in spec.strides):
+        return None
+    rank = spec.rank
+    if any(spec.pads[i] + spec.pads[i + rank] != (k - 1) * d
+           for i, (k, d) in enumerate(zip(spec.kernel_shape, spec.dilations))):
+        return None
+    if len(node.inputs) > 2 and node.inputs[2].name:
+        bias = constant_value(node.inputs[2])
+        if bias is None or np.any(bias):
+            return None
+    weight = const_weight(node.inputs[1])
+    if isinstance(weight, str) or weight.quantized:
+        return None
+    return one_hot_offsets(weight.values, spec.pads[:rank], spec.dilations)
+
+
+def fold_target(node: gs.Node, graph: gs.Graph) -> gs.Node | None:
+    """The dense 1x1 conv (no padding or dilation, constant float weight) reading the shift
+    alone."""
+    consumer = single_consumer(node.outputs[0], graph)
+    if consumer is None or consumer.op != "Conv" or consumer.inputs[0] is not node.outputs[0]:
+        return None
+    spec = spec_of(consumer)
+    if isinstance(spec, str) or spec.groups != 1 or any(k != 1 for k in spec.kernel_shape) \
+            or any(spec.pads) or spec.auto_pad not in ("NOTSET", "", "VALID"):
+        return None
+    weight = const_weight(consumer.inputs[1])
+    return None if isinstance(weight, str) or weight.quantized else consumer
+
+
+class ShiftLowering(GraphPass):
+    name = "shift"
+
+    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
+        outcome = GraphOutcome()
+        for node in list(ctx.graph.nodes):
+            if not node.outputs:
+                continue
+            if node.op == OP_TYPE and node.domain == DOMAIN:
+                offsets, current = shift_op_offsets(node), None
+                if isinstance(offsets, str):
+                    outcome.unlowered.append((node.name, node.op, offsets))
+                    continue
+            elif node.op == "Conv" and node.name not in ctx.emitted:
+                offsets, current = depthwise_shift_offsets(node), "depthwise"
+                if offsets is None:
+                    continue
+            else:
+                continue
+            x = node.inputs[0]
+            spatial = x.shape[2:] if x.shape is not None else None
+            consumer = fold_target(node, ctx.graph)
+            site = None if consumer is None else FoldSite(
+                spec_of(consumer).out_channels, _pixels_of(consumer.outputs[0]))
+            plan = plan_shift(offsets, spatial, ctx.target, site, current)
+            if isinstance(plan, str):
+                if current is None:
+                    outcome.unlowered.append((node.name, node.op, f"shift: {plan}"))
+                else:
+                    outcome.recognised.append(
+                        f"shift: {node.name!r}, a one-hot depthwise conv over {len(offsets)} "
+                        f"channels ({plan})")
+                continue
+            outcome.records.append(self._lower(node, offsets, plan, consumer, ctx, like))
+        return outcome
+
+    def _lower(self, node: gs.Node, offsets: np.ndarray, plan: ShiftPlan, consumer: gs.Node | None,
+               ctx: RewriteContext, like: onnx.ModelProto):
+        region = [node] + ([consumer] if plan.form == "fold" else [])
+        out = region[-1].outputs[0]
+        if node.outputs[0].shape is None:       # shape inference does not know our op
+            node.outputs[0].shape, node.outputs[0].dtype = node.inputs[0].shape, node.inputs[0].dtype
+        rules = []
+        if node.domain == DOMAIN:
+            rules.append(Violation("ops", f"{DOMAIN}.{OP_TYPE}", "standard ONNX",
+                                   "our domain's Shift op runs on no engine"))
+        macs_before = spec_of(node).macs if node.op == "Conv" else 0
+        added: list[gs.Node] = []
+        if plan.form == "slice_pad":
+            emit_slice_pad(ctx, node.inputs[0], plan, node.name, added, out)
+            macs_after = 0
+        elif plan.form == "depthwise":
+            macs_after = emit_one_hot_depthwise(ctx, node.inputs[0], offsets, plan, node.name,
+                                                added, out)
+        else:
+            macs_before = (macs_before or 0) + (spec_of(consumer).macs or 0)
+            macs_after = emit_fold(ctx, node.inputs[0], offsets, plan, consumer, added, out)
+        record = region_record(self.name, region, node.inputs[0], [out], ctx, like,
+                               plan.strategy, added, rules=rules, macs_before=macs_before,
+                               macs_after=macs_after)
+        detach(region)
+        ctx.graph.nodes.extend(added)
+        ctx.emitted.update(n.name for n in added)
+        return record
+
+
+def _pixels_of(tensor: gs.Tensor) -> int | None:
+    shape = tensor.shape
+    if shape is None or any(not isinstance(d, int) for d in shape[2:]):
+        return None
+    return int(np.prod(shape[2:]))
+
+
+def emit_slice_pad(ctx: RewriteContext, x: gs.Tensor, plan: ShiftPlan, stem: str,
+                   added: list[gs.Node], out: gs.Tensor) -> None:
+    """Per run of channels: Slice away what leaves the map, Pad zeros where it enters."""
+    single = len(plan.runs) == 1
+    parts = []
+    for i, run in enumerate(plan.runs):
+        name = f"{stem}/shift{i}"
+        axes, starts, ends = ([], [], []) if single else ([1], [run.first], [run.stop])
+        for axis, o in enumerate(run.offset):
+            if o:
+                axes.append(2 + axis)
+                starts.append(max(0, o))
+                ends.append(INT64_MAX if o >= 0 else o)
+        if not axes:
+            parts.append(x)
+            continue
+        moved = any(run.offset)
+        part = slice_axes(ctx, x, axes, starts, ends, [1] * len(axes), name, added,
+                          out=out if single and not moved else None)
+        if moved:
+            part = pad_spatial(ctx, part, [max(0, -o) for o in run.offset],
+                               [max(0, o) for o in run.offset], f"{name}/pad", added,
+                               out=out if single else None)
+        parts.append(part)
+    if single:
+        if parts[0] is x:       # nothing moves: an identity
+            added.append(gs.Node("Identity", ctx.fresh(f"{stem}/identity"), {}, [x], [out]))
+        return
+    added.append(gs.Node("Concat", ctx.fresh(f"{stem}/concat"), {"axis": 1}, parts, [out]))
+
+
+def _conv_attrs(plan: ShiftPlan, **extra) -> dict:
+    pads = [d * (k // 2) for k, d in zip(plan.kernel, plan.dilation)]
+    return {"kernel_shape": list(plan.kernel), "dilations": list(plan.dilation),
+            "pads": pads + pads, **extra}
+
+
+def emit_one_hot_depthwise(ctx: RewriteContext, x: gs.Tensor, offsets: np.ndarray,
+                           plan: ShiftPlan, stem: str, added: list[gs.Node],
+                           out: gs.Tensor) -> int:
+    dtype = np.dtype(x.dtype) if x.dtype is not None else np.float32
+    weight = gs.Constant(ctx.fresh(f"{stem}/one_hot.w"),
+                         one_hot_depthwise_weight(offsets, plan.kernel, plan.dilation, dtype))
+    attrs = _conv_attrs(plan, group=len(offsets), strides=[1] * len(plan.kernel))
+    added.append(gs.Node("Conv", ctx.fresh(f"{stem}/one_hot"), attrs, [x, weight], [out]))
+    return int(len(offsets) * np.prod(plan.kernel) * (_pixels_of(out) or 0))
+
+
+def emit_fold(ctx: RewriteContext, x: gs.Tensor, offsets: np.ndarray, plan: ShiftPlan,
+              consumer: gs.Node, added: list[gs.Node], out: gs.Tensor) -> int:
+    """conv1x1(shift(x)) = a k x k conv of x whose weight puts input channel c's column on the
+    tap of c's offset: the zeros the shift lets in are the conv's padding."""
+    values = const_weight(consumer.inputs[1]).values
+    folded = np.zeros((*values.shape[:2], *plan.kernel), dtype=values.dtype)
+    taps = offsets // np.asarray(plan.dilation) + np.asarray(plan.kernel) // 2
+    channels = np.arange(values.shape[1])
+    folded[(slice(None), channels, *taps.T)] = values.reshape(values.shape[:2])
+    spec = spec_of(consumer)
+    weight = gs.Constant(ctx.fresh(f"{consumer.name}/shift_folded.w"), folded)
+    inputs = [x, weight] + [t for t in consumer.inputs[2:3] if t.name]
+    attrs = _conv_attrs(plan, strides=list(spec.strides))
+    name = ctx.fresh(f"{consumer.name}/shift_folded")
+    added.append(gs.Node("Conv", name, attrs, inputs, [out]))
+    return int(values.shape[0] * values.shape[1] * np.prod(plan.kernel) * (_pixels_of(out) or 0))

@@ -1,0 +1,216 @@
+"""Channel shuffles without the 5-D tensors: ShuffleNet's Reshape -> Transpose -> Reshape (and
+the variants that Split or Gather afterwards, or compute the Reshape shapes at run time from
+Shape/Gather/Div as TorchScript exports do) only ever pick channels of their input. Which
+channels is found by running the region on onnxruntime with probe inputs (so no exporter's
+spelling needs a pattern), then each output becomes, by ``plan_variants.plan_selection``'s cost:
+folded into the weights of the convs that read it (zero cost for a permutation), a Gather on the
+channel axis, or a 1x1 one-hot conv. All exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..graph import isolate_region
+from ..legality import Violation
+from ..onnx_conv import const_weight, spec_of
+from ..plan_variants import plan_selection
+from .base import RewriteContext
+from .graph_base import GraphOutcome, GraphPass, detach, region_record
+
+MOVEMENT_OPS = {"Reshape", "Transpose", "Split", "Slice", "Gather", "Squeeze", "Unsqueeze",
+                "Flatten", "Identity"}
+PROBE_EXTENT = (3, 5, 7)     # sizes for dynamic axes: distinct, so a mix-up shows
+
+
+def _rank(tensor: gs.Tensor, node: gs.Node) -> int | None:
+    if tensor.shape is not None:
+        return len(tensor.shape)
+    if node.op == "Transpose" and "perm" in node.attrs:
+        return len(node.attrs["perm"])
+    return None
+
+
+def offence(node: gs.Node, target) -> Violation | None:
+    """Why the target cannot run this data-movement node, if it cannot."""
+    if node.op not in MOVEMENT_OPS or not node.outputs:
+        return None
+    if node.op == "Transpose" and not target.allows_op("Transpose"):
+        return Violation("ops", "Transpose", list(target.ops or []), "Transpose is not in the "
+                         "target's ops")
+    rank = _rank(node.outputs[0], node)
+    if target.max_tensor_rank is not None and rank is not None and rank > target.max_tensor_rank:
+        return Violation("max_tensor_rank", rank, target.max_tensor_rank,
+                         f"{node.op} makes a {rank}-D tensor; the target handles at most "
+                         f"{target.max_tensor_rank}-D")
+    return None
+
+
+def _data_producer(tensor: gs.Tensor) -> gs.Node | None:
+    return tensor.inputs[0] if tensor.inputs else None
+
+
+def find_region(trigger: gs.Node, graph: gs.Graph):
+    """(x, movement nodes, outputs): the activation the movement chain starts from, every
+    movement node reachable from it through data inputs, and the tensors leaving them."""
+    node = trigger
+    while True:
+        producer = _data_producer(node.inputs[0])
+        if producer is None or producer.op not in MOVEMENT_OPS:
+            break
+        node = producer
+    x = node.inputs[0]
+    nodes, outputs, stack = [], [], [node]
+    while stack:
+        current = stack.pop()
+        if current in nodes:
+            continue
+        nodes.append(current)
+        for out in current.outputs:
+            readers = [r for r in out.outputs if r.op in MOVEMENT_OPS and r.inputs[0] is out]
+            stack += readers
+            if len(readers) < len(out.outputs) or out in graph.outputs:
+                outputs.append(out)
+    return x, nodes, outputs
+
+
+def probe_selection(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor],
+                    graph: gs.Graph, like: onnx.ModelProto) -> list[np.ndarray] | str:
+    """Per output, the input channels it consists of (``out = x[:, src]``), by running the
+    region on a channel-index ramp and on random data; or why it is not a channel selection."""
+    import onnxruntime as ort
+    if x.shape is None or not isinstance(x.shape[1], int) or len(x.shape) < 3:
+        return "the shuffle's input has no static channel count"
+    dims = [d if isinstance(d, int) else PROBE_EXTENT[min(i, 2)] for i, d in enumerate(x.shape)]
+    dims[0] = x.shape[0] if isinstance(x.shape[0], int) else 2
+    model = isolate_region(nodes, x, outputs, graph, like)
+    del model.graph.input[:]
+    model.graph.input.extend([onnx.helper.make_tensor_value_info(
+        x.name, onnx.helper.np_dtype_to_tensor_dtype(np.dtype(np.float32)), dims)])
+    try:
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        ramp = np.broadcast_to(np.arange(1, dims[1] + 1, dtype=np.float32).reshape(
+            1, -1, *[1] * (len(dims) - 2)), dims).copy()
+        noise = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+        by_ramp = session.run(None, {x.name: ramp})
+        by_noise = session.run(None, {x.name: noise})
+    except Exception as exc:       # onnxruntime refuses: not a region we understand
+        return f"the region does not run alone on onnxruntime ({type(exc).__name__})"
+    selections = []
+    for a, b in zip(by_ramp, by_noise):
+        if a.ndim != len(dims) or a.shape[0] != dims[0] or list(a.shape[2:]) != dims[2:]:
+            return f"an output of shape {list(a.shape)} is not channels of {dims}"
+        src = a[(0, slice(None), *[0] * (a.ndim - 2))].astype(np.int64) - 1
+        if src.min(initial=0) < 0 or not np.array_equal(b, noise[:, src]):
+            return "an output is not a channel selection of the input"
+        selections.append(src)
+    return selections
+
+
+def _reads_only_shape(tensor: gs.Tensor, region: list[gs.Node], graph: gs.Graph) -> bool:
+    """Outside the region only Shape nodes read it (TorchScript's run-time chunk sizes)."""
+    outside = [r for r in tensor.outputs if r not in region]
+    return tensor not in graph.outputs and all(r.op == "Shape" for r in outside)
+
+
+def _absorbers(tensor: gs.Tensor, graph: gs.Graph) -> list[gs.Node] | None:
+    """The consumers, when every one is a dense conv with a constant float weight that can take
+    the selection into its input channels."""
+    if tensor in graph.outputs or not tensor.outputs:
+        return None
+    convs = []
+    for consumer in tensor.outputs:
+        if consumer.op != "Conv" or consumer.inputs[0] is not tensor:
+            return None
+        spec = spec_of(consumer)
+        weight = const_weight(consumer.inputs[1])
+        if isinstance(spec, str) or spec.groups != 1 or isinstance(weight, str) or weight.quantized:
+            return None
+        convs.append(consumer)
+    return convs
+
+
+def _fold_macs(convs: list[gs.Node], selected: int, channels: int) -> int:
+    total = 0
+    for conv in convs:
+        spec = spec_of(conv)
+        per_input = spec.macs // max(spec.in_channels, 1) if spec.macs is not None else 0
+        total += per_input * (channels - selected)
+    return total
+
+
+class ShuffleRemoval(GraphPass):
+    name = "shuffle"
+
+    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
+        outcome = GraphOutcome()
+        for node in list(ctx.graph.nodes):
+            violation = offence(node, ctx.target)
+            if violation is None:
+                continue
+            x, nodes, outputs = find_region(node, ctx.graph)
+            src = probe_selection(x, nodes, outputs, ctx.graph, like)
+            if isinstance(src, str):
+                outcome.unlowered.append((node.name, node.op, f"shuffle: {src}"))
+                continue
+            outcome.records.append(self._rewrite(x, nodes, outputs, src, violation, ctx, like))
+        return outcome
+
+    def _rewrite(self, x, nodes, outputs, selections, violation, ctx, like):
+        channels = x.shape[1]
+        added, choices, checked, folded, extra_macs = [], [], [], [], 0
+        for out, src in zip(outputs, selections):
+            if len(src) == channels and _reads_only_shape(out, nodes, ctx.graph):
+                for reader in [r for r in out.outputs if r.op == "Shape"]:
+                    reader.inputs[0] = x        # same shape as x: run-time shape arithmetic
+                continue
+            convs = _absorbers(out, ctx.graph)
+            folded_macs = None if convs is None else _fold_macs(convs, len(src), channels)
+            plan = plan_selection(len(src), channels, x.shape[2:], folded_macs, ctx.target)
+            choices.append(f"{len(src)} of {channels} channels: {plan.strategy}")
+            if plan.form == "fold":
+                extra_macs += folded_macs
+                folded += [(conv, src) for conv in convs]
+                checked += [conv.outputs[0] for conv in convs]
+            else:
+                emit_selection(ctx, x, src, plan.form, out, added)
+                checked.append(out)
+        region = nodes + [conv for conv, _ in folded]
+        record = region_record(self.name, region, x, checked, ctx, like,
+                               "shuffle removed; " + "; ".join(choices), added,
+                               rules=[violation], macs_before=0, macs_after=extra_macs)
+        fresh = []
+        for conv, src in folded:
+            fresh.append(fold_into_conv(ctx, conv, x, src))
+        detach(region)
+        ctx.graph.nodes.extend(added + fresh)
+        return record
+
+
+def emit_selection(ctx: RewriteContext, x: gs.Tensor, src: np.ndarray, form: str,
+                   out: gs.Tensor, added: list[gs.Node]) -> None:
+    stem = ctx.fresh(f"{out.name}/select")
+    if form == "gather":
+        indices = gs.Constant(f"{stem}.indices", np.asarray(src, dtype=np.int64))
+        added.append(gs.Node("Gather", stem, {"axis": 1}, [x, indices], [out]))
+        return
+    dtype = np.dtype(x.dtype) if x.dtype is not None else np.float32
+    rank = len(x.shape) - 2
+    weight = np.zeros((len(src), x.shape[1], *[1] * rank), dtype=dtype)
+    weight[(np.arange(len(src)), src, *[0] * rank)] = 1
+    added.append(gs.Node("Conv", stem, {"kernel_shape": [1] * rank},
+                         [x, gs.Constant(f"{stem}.w", weight)], [out]))
+
+
+def fold_into_conv(ctx: RewriteContext, conv: gs.Node, x: gs.Tensor, src: np.ndarray) -> gs.Node:
+    """conv(x[:, src]) as a conv of x: input channel src[k] gets weight column k (summed where a
+    channel is picked twice; zero where it is not picked)."""
+    values = const_weight(conv.inputs[1]).values
+    wide = np.zeros((values.shape[0], x.shape[1], *values.shape[2:]), dtype=values.dtype)
+    np.add.at(wide, (slice(None), src), values)
+    name = ctx.fresh(f"{conv.name}/unshuffled")
+    weight = gs.Constant(f"{name}.w", wide)
+    return gs.Node("Conv", name, dict(conv.attrs), [x, weight, *conv.inputs[2:]],
+                   list(conv.outputs))
