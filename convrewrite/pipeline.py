@@ -14,6 +14,7 @@ from .legality import Violation, check
 from .naming import Names
 from .onnx_conv import spec_of
 from .ops import DOMAIN
+from .ops.reference import drop_own_opset
 from .passes import DEFAULT_PASSES, GRAPH_PASSES, Pass, RewriteContext
 from .passes.graph_base import GraphPass
 from .patterns import depthwise_separable_pairs
@@ -152,7 +153,7 @@ def rewrite_model(model: onnx.ModelProto, target: Target,
     graph, result = run_passes(to_graph(model), target, model, passes)
     if not result.records:
         return model, result
-    return from_graph(graph, model), result
+    return drop_own_opset(from_graph(graph, model)), result
 
 
 def tidy_split_graph(model: onnx.ModelProto, regroupable_sums: set[str],

@@ -1,10 +1,12 @@
 """Planners for the conv variants (shift, channel shuffle, channel-wise conv, depth multiplier):
 pure functions over channel counts, offsets and the target, shared by every emitter.
 
-Costs are in MAC-equivalents like ``plan``'s: MACs, plus ``NODE_COST_IN_MACS`` per node, plus
-``COPY_ELEMENT_COST_IN_MACS`` per element a pure data-movement node (Slice, Pad, Concat, Gather)
-writes. The copy figure comes from benchmarks/variants.py on this machine kind: a 4-D copy of
-one element costs onnxruntime about what 3 MACs of a depthwise conv do.
+Costs are in MAC-equivalents like ``plan``'s (one MAC of a dense conv), measured on onnxruntime
+CPU on this machine kind (benchmarks/variants.py prints the figures they come from): a dense 1x1
+conv runs ~0.01 ns/MAC; a depthwise conv is memory-bound at ~0.08 ns/MAC
+(``DEPTHWISE_MAC_COST``); a Slice/Pad/Concat/Gather writes ~0.12 ns per element
+(``COPY_ELEMENT_COST_IN_MACS``) after ~2 us per node (``COPY_NODE_COST_IN_MACS``). A conv
+node's own overhead stays ``plan.NODE_COST_IN_MACS``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from .legality import check
 from .plan import COSTING_PIXELS, NODE_COST_IN_MACS
 from .target import Target
 
-COPY_ELEMENT_COST_IN_MACS = 3
+COPY_ELEMENT_COST_IN_MACS = 12
+COPY_NODE_COST_IN_MACS = 200_000
+DEPTHWISE_MAC_COST = 8
 
 
 def _pixels(spatial) -> tuple[int, bool]:
@@ -98,11 +102,11 @@ def plan_shift(offsets: np.ndarray, spatial, target: Target, fold: FoldSite | No
         nodes = 2 * sum(1 for r in runs if any(r.offset)) + (len(runs) > 1) + \
             sum(1 for r in runs if not any(r.offset) and len(runs) > 1)
         written = 2 * moving * pixels + (channels * pixels if len(runs) > 1 else 0)
-        costs["slice_pad"] = nodes * NODE_COST_IN_MACS + written * COPY_ELEMENT_COST_IN_MACS
+        costs["slice_pad"] = nodes * COPY_NODE_COST_IN_MACS + written * COPY_ELEMENT_COST_IN_MACS
     if "depthwise" not in target.conv.groups or not target.allows_op("Conv"):
         why_not["depthwise"] = "the engine runs no depthwise convs"
     else:
-        costs["depthwise"] = NODE_COST_IN_MACS + channels * taps * pixels
+        costs["depthwise"] = NODE_COST_IN_MACS + DEPTHWISE_MAC_COST * channels * taps * pixels
     if fold is None:
         why_not["fold"] = "no 1x1 conv reads the shift alone"
     elif "regular" not in target.conv.groups or not target.allows_op("Conv"):
@@ -121,14 +125,13 @@ def plan_shift(offsets: np.ndarray, spatial, target: Target, fold: FoldSite | No
         chosen = min(costs, key=lambda k: (costs[k], k != current))
     if chosen == current:
         return f"already in its cheapest legal form ({current})"
-    scale = max(costs[chosen], 1.0)
-    others = ", ".join(f"{k} x{costs[k] / scale:.1f}" for k in sorted(costs) if k != chosen)
+    others = ", ".join(f"{k} {costs[k]:.3g}" for k in sorted(costs) if k != chosen)
     size = "" if known else f", size unknown: costed as {COSTING_PIXELS} pixels"
     detail = {"slice_pad": f"{len(runs)} channel runs, zero FLOPs",
               "depthwise": f"one-hot depthwise {'x'.join(map(str, kernel))}",
               "fold": f"folded into the next 1x1 conv as {'x'.join(map(str, kernel))}"}[chosen]
-    strategy = f"shift as {chosen} ({detail}" + (f"; rejected {others}" if others else "") + \
-        f"{size})"
+    strategy = f"shift as {chosen} ({detail}; cost {costs[chosen]:.3g} MAC-eq" + \
+        (f", rejected {others}" if others else "") + f"{size})"
     return ShiftPlan(chosen, runs, kernel, dilation, strategy)
 
 
@@ -150,7 +153,7 @@ def plan_selection(selected: int, base_channels: int, spatial, folded_macs: int 
     if folded_macs is not None:
         costs["fold"] = folded_macs
     if target.allows_op("Gather"):
-        costs["gather"] = NODE_COST_IN_MACS + selected * pixels * COPY_ELEMENT_COST_IN_MACS
+        costs["gather"] = COPY_NODE_COST_IN_MACS + selected * pixels * COPY_ELEMENT_COST_IN_MACS
     if "regular" in target.conv.groups and target.allows_op("Conv"):
         costs["conv"] = NODE_COST_IN_MACS + selected * base_channels * pixels
     if not costs:

@@ -80,7 +80,13 @@ def standard_reference(model: onnx.ModelProto) -> onnx.ModelProto:
         node.outputs.clear()
         graph.nodes.extend(added)
         result = from_graph(graph, model)
-    opsets = [o for o in result.opset_import if o.domain != DOMAIN]
-    del result.opset_import[:]
-    result.opset_import.extend(opsets)
-    return result
+    return drop_own_opset(result)
+
+
+def drop_own_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Forget our domain's opset import once no node uses it (runtimes need not know it)."""
+    if not any(n.domain == DOMAIN for n in model.graph.node):
+        kept = [o for o in model.opset_import if o.domain != DOMAIN]
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+    return model

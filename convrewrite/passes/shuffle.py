@@ -3,8 +3,9 @@ the variants that Split or Gather afterwards, or compute the Reshape shapes at r
 Shape/Gather/Div as TorchScript exports do) only ever pick channels of their input. Which
 channels is found by running the region on onnxruntime with probe inputs (so no exporter's
 spelling needs a pattern), then each output becomes, by ``plan_variants.plan_selection``'s cost:
-folded into the weights of the convs that read it (zero cost for a permutation), a Gather on the
-channel axis, or a 1x1 one-hot conv. All exact."""
+folded into the weights of the convs that read it (zero cost for a permutation; the conv then
+sums its input channels in another order), a Gather on the channel axis, or a 1x1 one-hot conv
+(both exact)."""
 
 from __future__ import annotations
 
@@ -180,7 +181,8 @@ class ShuffleRemoval(GraphPass):
         region = nodes + [conv for conv, _ in folded]
         record = region_record(self.name, region, x, checked, ctx, like,
                                "shuffle removed; " + "; ".join(choices), added,
-                               rules=[violation], macs_before=0, macs_after=extra_macs)
+                               rules=[violation], macs_before=0, macs_after=extra_macs,
+                               tolerance="reassociating" if folded else "exact")
         fresh = []
         for conv, src in folded:
             fresh.append(fold_into_conv(ctx, conv, x, src))
