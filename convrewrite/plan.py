@@ -615,13 +615,32 @@ def _kernel_factor(spec: ConvSpec, target: Target) -> float:
 # profile (benchmarks/split_overhead.py): ~10 us per sub-conv at ~100 GMAC/s on this CPU.
 NODE_COST_IN_MACS = 1_000_000
 COSTING_PIXELS = 32 * 32     # a map of unknown size is costed as 32x32 (and the record says so)
+# A plain 4-D copy (Split, Slice, Concat, Pad, Gather) on onnxruntime CPU: ~0.12 ns per element
+# written after ~2 us per node, against ~0.01 ns per dense-conv MAC (benchmarks/variants.py
+# prints what these come from). 6-D layout transposes cost far more: LAYOUT_ELEMENT_COST_IN_MACS.
+COPY_ELEMENT_COST_IN_MACS = 12
+COPY_NODE_COST_IN_MACS = 200_000
 
 
-def plan_group_lowering(spec: ConvSpec, target: Target) -> ChannelSplitPlan | str:
+# onnxruntime's conv is im2col + GEMM: with a GEMM depth K (input channels x taps) below ~256
+# (k x k) or ~32 (1x1, no im2col) each MAC costs about that depth / K times more (measured on
+# grouped-conv lowerings of 4..64 channels per group, benchmarks/variants.py).
+FULL_GEMM_DEPTH_KXK = 256
+FULL_GEMM_DEPTH_1X1 = 32
+
+
+def shallow_gemm_penalty(depth: int, kernel: tuple[int, ...]) -> float:
+    full = FULL_GEMM_DEPTH_1X1 if math.prod(kernel) == 1 else FULL_GEMM_DEPTH_KXK
+    return max(1.0, full / max(depth, 1))
+
+
+def plan_group_lowering(spec: ConvSpec, target: Target,
+                        groups_per_conv: int | None = None) -> ChannelSplitPlan | str:
     """A grouped or depthwise conv on an engine without that form: chunks of c groups, each one
     dense conv whose weight is block-diagonal (c = 1: a plain conv per group). c is chosen by
-    cost: MACs grow c times, while every extra node costs NODE_COST_IN_MACS and cutting the
-    input and joining the outputs moves both once."""
+    cost: MACs grow c times, while every extra node costs NODE_COST_IN_MACS, cutting the input
+    and joining the outputs copies both once, and a conv whose GEMM depth (input channels x
+    taps) is shallow runs its MACs slower (``shallow_gemm_penalty``)."""
     if spec.group_form in target.conv.groups:
         return f"{spec.group_form} convs run natively"
     if "regular" not in target.conv.groups:
@@ -638,12 +657,18 @@ def plan_group_lowering(spec: ConvSpec, target: Target) -> ChannelSplitPlan | st
     pixels_out = math.prod(spec.output_shape[2:]) if known and spec.output_shape and \
         None not in spec.output_shape[2:] else pixels_in
     macs = spec.out_channels * cin_g * math.prod(spec.kernel_shape) * pixels_out
-    moves = LAYOUT_ELEMENT_COST_IN_MACS * (spec.in_channels * pixels_in
-                                           + spec.out_channels * pixels_out)
+    moves = 2 * COPY_NODE_COST_IN_MACS + COPY_ELEMENT_COST_IN_MACS * (
+        spec.in_channels * pixels_in + spec.out_channels * pixels_out)
     scored = []
-    for c in sorted({1, largest, *(d for d in range(1, largest + 1) if G % d == 0)}):
+    candidates = {1, largest, *(d for d in range(1, largest + 1) if G % d == 0)}
+    if groups_per_conv is not None:     # forced (benchmarks compare the forms side by side)
+        candidates = {min(groups_per_conv, largest)}
+    for c in sorted(candidates):
         chunks = balanced_chunks(G, c)
-        cost = macs * max(b - a for a, b in chunks) + len(chunks) * NODE_COST_IN_MACS \
+        widest = max(b - a for a, b in chunks)
+        depth = widest * cin_g * math.prod(spec.kernel_shape)
+        cost = macs * widest * shallow_gemm_penalty(depth, spec.kernel_shape) \
+            + len(chunks) * NODE_COST_IN_MACS \
             + (moves if len(chunks) > 1 else 0)
         scored.append((cost, c, chunks))
     scored.sort()

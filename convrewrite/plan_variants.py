@@ -3,10 +3,8 @@ pure functions over channel counts, offsets and the target, shared by every emit
 
 Costs are in MAC-equivalents like ``plan``'s (one MAC of a dense conv), measured on onnxruntime
 CPU on this machine kind (benchmarks/variants.py prints the figures they come from): a dense 1x1
-conv runs ~0.01 ns/MAC; a depthwise conv is memory-bound at ~0.08 ns/MAC
-(``DEPTHWISE_MAC_COST``); a Slice/Pad/Concat/Gather writes ~0.12 ns per element
-(``COPY_ELEMENT_COST_IN_MACS``) after ~2 us per node (``COPY_NODE_COST_IN_MACS``). A conv
-node's own overhead stays ``plan.NODE_COST_IN_MACS``.
+conv runs ~0.01 ns/MAC; a one-hot depthwise 3x3 conv ~0.04-0.08 ns/MAC
+(``DEPTHWISE_MAC_COST``); copies and node overheads are ``plan``'s.
 """
 
 from __future__ import annotations
@@ -18,12 +16,11 @@ import numpy as np
 
 from .conv import ConvSpec
 from .legality import check
-from .plan import COSTING_PIXELS, NODE_COST_IN_MACS
+from .plan import (COPY_ELEMENT_COST_IN_MACS, COPY_NODE_COST_IN_MACS, COSTING_PIXELS,
+                   NODE_COST_IN_MACS)
 from .target import Target
 
-COPY_ELEMENT_COST_IN_MACS = 12
-COPY_NODE_COST_IN_MACS = 200_000
-DEPTHWISE_MAC_COST = 8
+DEPTHWISE_MAC_COST = 4
 
 
 def _pixels(spatial) -> tuple[int, bool]:
@@ -91,7 +88,6 @@ def plan_shift(offsets: np.ndarray, spatial, target: Target, fold: FoldSite | No
     kernel, dilation = one_hot_geometry(offsets)
     taps = math.prod(kernel)
     pixels, known = _pixels(spatial)
-    moving = sum(r.stop - r.first for r in runs if any(r.offset))
     costs: dict[str, float] = {}
     why_not: dict[str, str] = {}
     copy_ops = {"Slice", "Pad"} | ({"Concat"} if len(runs) > 1 else set())
@@ -99,9 +95,8 @@ def plan_shift(offsets: np.ndarray, spatial, target: Target, fold: FoldSite | No
     if missing:
         why_not["slice_pad"] = f"the target's ops lack {', '.join(missing)}"
     else:
-        nodes = 2 * sum(1 for r in runs if any(r.offset)) + (len(runs) > 1) + \
-            sum(1 for r in runs if not any(r.offset) and len(runs) > 1)
-        written = 2 * moving * pixels + (channels * pixels if len(runs) > 1 else 0)
+        nodes = 2 if len(runs) == 1 else len(runs) + 2      # see passes.shift.emit_slice_pad
+        written = (2 if len(runs) == 1 else 3) * channels * pixels
         costs["slice_pad"] = nodes * COPY_NODE_COST_IN_MACS + written * COPY_ELEMENT_COST_IN_MACS
     if "depthwise" not in target.conv.groups or not target.allows_op("Conv"):
         why_not["depthwise"] = "the engine runs no depthwise convs"

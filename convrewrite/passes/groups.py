@@ -20,11 +20,14 @@ class GroupLowering(Pass):
     name = "groups"
     fixes = frozenset({"groups"})
 
+    def __init__(self, groups_per_conv: int | None = None):
+        self.groups_per_conv = groups_per_conv      # None: by cost
+
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
         if node.op != "Conv":
             raise Decline(f"{node.op} groups are not lowered (only Conv)")
-        plan = need(plan_group_lowering(spec, ctx.target))
+        plan = need(plan_group_lowering(spec, ctx.target, self.groups_per_conv))
         self.require_ops(ctx, split_ops(plan, ctx))
         added = emit_channel_plan(node, spec, plan, self.weight(node), ctx)
         widest = max(t.groups for t in plan.sub_convs if t.block_diagonal) \

@@ -141,32 +141,31 @@ def _pixels_of(tensor: gs.Tensor) -> int | None:
 
 def emit_slice_pad(ctx: RewriteContext, x: gs.Tensor, plan: ShiftPlan, stem: str,
                    added: list[gs.Node], out: gs.Tensor) -> None:
-    """Per run of channels: Slice away what leaves the map, Pad zeros where it enters."""
-    single = len(plan.runs) == 1
+    """One run: Slice away what leaves the map, Pad zeros where it enters. Several runs: Pad the
+    map once by the largest offset, then one Slice per run (its channels, its window) and a
+    Concat: runs + 2 nodes, since at small maps onnxruntime's per-node cost dominates."""
+    if len(plan.runs) == 1:
+        (run,) = plan.runs
+        if not any(run.offset):
+            added.append(gs.Node("Identity", ctx.fresh(f"{stem}/identity"), {}, [x], [out]))
+            return
+        axes = [2 + a for a, o in enumerate(run.offset) if o]
+        moved = [o for o in run.offset if o]
+        part = slice_axes(ctx, x, axes, [max(0, o) for o in moved],
+                          [INT64_MAX if o > 0 else o for o in moved], [1] * len(axes),
+                          f"{stem}/shift", added)
+        pad_spatial(ctx, part, [max(0, -o) for o in run.offset], [max(0, o) for o in run.offset],
+                    f"{stem}/shift/pad", added, out=out)
+        return
+    reach = [max(abs(r.offset[a]) for r in plan.runs) for a in range(len(plan.runs[0].offset))]
+    padded = pad_spatial(ctx, x, reach, reach, f"{stem}/shift/pad", added)
     parts = []
     for i, run in enumerate(plan.runs):
-        name = f"{stem}/shift{i}"
-        axes, starts, ends = ([], [], []) if single else ([1], [run.first], [run.stop])
-        for axis, o in enumerate(run.offset):
-            if o:
-                axes.append(2 + axis)
-                starts.append(max(0, o))
-                ends.append(INT64_MAX if o >= 0 else o)
-        if not axes:
-            parts.append(x)
-            continue
-        moved = any(run.offset)
-        part = slice_axes(ctx, x, axes, starts, ends, [1] * len(axes), name, added,
-                          out=out if single and not moved else None)
-        if moved:
-            part = pad_spatial(ctx, part, [max(0, -o) for o in run.offset],
-                               [max(0, o) for o in run.offset], f"{name}/pad", added,
-                               out=out if single else None)
-        parts.append(part)
-    if single:
-        if parts[0] is x:       # nothing moves: an identity
-            added.append(gs.Node("Identity", ctx.fresh(f"{stem}/identity"), {}, [x], [out]))
-        return
+        ends = [r - o if r - o > 0 else INT64_MAX for r, o in zip(reach, run.offset)]
+        parts.append(slice_axes(ctx, padded, list(range(1, 2 + len(reach))),
+                                [run.first] + [r + o for r, o in zip(reach, run.offset)],
+                                [run.stop] + [-e if e != INT64_MAX else e for e in ends],
+                                [1] * (1 + len(reach)), f"{stem}/shift{i}", added))
     added.append(gs.Node("Concat", ctx.fresh(f"{stem}/concat"), {"axis": 1}, parts, [out]))
 
 

@@ -145,6 +145,9 @@ def _fold_macs(convs: list[gs.Node], selected: int, channels: int) -> int:
 class ShuffleRemoval(GraphPass):
     name = "shuffle"
 
+    def __init__(self, never_fold: bool = False):
+        self.never_fold = never_fold                # benchmarks: Gather even where folding is free
+
     def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
         outcome = GraphOutcome()
         for node in list(ctx.graph.nodes):
@@ -168,7 +171,8 @@ class ShuffleRemoval(GraphPass):
                     reader.inputs[0] = x        # same shape as x: run-time shape arithmetic
                 continue
             convs = _absorbers(out, ctx.graph)
-            folded_macs = None if convs is None else _fold_macs(convs, len(src), channels)
+            folded_macs = None if convs is None or self.never_fold else \
+                _fold_macs(convs, len(src), channels)
             plan = plan_selection(len(src), channels, x.shape[2:], folded_macs, ctx.target)
             choices.append(f"{len(src)} of {channels} channels: {plan.strategy}")
             if plan.form == "fold":

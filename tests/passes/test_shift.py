@@ -45,8 +45,9 @@ def test_one_hot_round_trip():
 def test_cost_model_choices():
     offsets = shift_offsets(64, 3)
     auto = load_target(ANY)
-    assert plan_shift(offsets, (56, 56), auto, None, None).form == "slice_pad"
-    assert plan_shift(shift_offsets(576, 3), (7, 7), auto, None, None).form == "depthwise"
+    # onnxruntime's depthwise 3x3 kernel keeps up with the copies (benchmarks/variants.py)
+    assert plan_shift(offsets, (56, 56), auto, None, None).form == "depthwise"
+    assert plan_shift(offsets, (56, 56), load_target(NO_DEPTHWISE), None, None).form == "slice_pad"
     fold = FoldSite(out_channels=16, pixels_out=16)
     assert plan_shift(offsets, (4, 4), load_target(CONVS_ONLY), fold, None).form == "fold"
     assert isinstance(plan_shift(offsets, (4, 4), load_target(CONVS_ONLY), None, None), str)
@@ -58,7 +59,7 @@ def test_cost_model_choices():
 @pytest.mark.parametrize("form", ["op", "depthwise"])
 def test_shift_becomes_slice_pad(form):
     model = shift_then_pointwise(192, 64, (32, 32), form=form)    # a wide 1x1: folding costs
-    out, report = rewrite_and_compare(model, ANY, atol=0)
+    out, report = rewrite_and_compare(model, NO_DEPTHWISE, atol=0)
     assert "Shift" not in ops_of(out) and ops_of(out).count("Conv") == 1
     assert report.records[0].rewrite.startswith("shift as slice_pad")
     assert report.records[0].verify["bit_exact"]
