@@ -52,11 +52,73 @@ def depthwise_shift_offsets(node: gs.Node) -> np.ndarray | None:
     return one_hot_offsets(weight.values, spec.pads[:rank], spec.dilations)
 
 
-def fold_target(node: gs.Node, graph: gs.Graph) -> gs.Node | None:
+def _ints(tensor: gs.Tensor) -> list[int] | None:
+    value = constant_value(tensor)
+    return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
+
+
+def pad_slice_shift(concat: gs.Node):
+    """(x, [Pad, Slices..., Concat], offsets) when ``concat`` joins, along channels and in order,
+    same-size windows of one zero-Pad of x: a shift as PyTorch ShiftNet code writes it."""
+    if int(concat.attrs.get("axis", 0)) != 1 or not concat.inputs:
+        return None
+    slices = [t.inputs[0] if len(t.inputs) == 1 else None for t in concat.inputs]
+    if any(s is None or s.op != "Slice" or len(s.inputs[0].outputs) < 1 for s in slices):
+        return None
+    padded = slices[0].inputs[0]
+    pad = padded.inputs[0] if len(padded.inputs) == 1 else None
+    if pad is None or pad.op != "Pad" or any(s.inputs[0] is not padded for s in slices):
+        return None
+    x = pad.inputs[0]
+    if x.shape is None or any(not isinstance(d, int) for d in x.shape) or len(x.shape) < 3:
+        return None
+    if pad.attrs.get("mode", "constant") not in ("constant", b"constant"):
+        return None
+    pads = _ints(pad.inputs[1]) if len(pad.inputs) > 1 else list(pad.attrs.get("pads", []))
+    if len(pad.inputs) > 2 and pad.inputs[2].name:
+        fill = constant_value(pad.inputs[2])
+        if fill is None or np.any(fill):
+            return None
+    rank = len(x.shape)
+    if pads is None or len(pads) != 2 * rank or len(pad.inputs) > 3 or any(pads[:2]) \
+            or any(pads[rank:rank + 2]) or min(pads) < 0:
+        return None
+    offsets, channel = [], 0
+    for s in slices:
+        window = _slice_window(s, [d + pads[i] + pads[i + rank] for i, d in enumerate(x.shape)])
+        if window is None or window[1][0] != channel:
+            return None
+        (_, _), (c0, c1), *spatial = window
+        if any(b - a != x.shape[2 + i] for i, (a, b) in enumerate(spatial)):
+            return None
+        offsets += [[a - pads[2 + i] for i, (a, _) in enumerate(spatial)]] * (c1 - c0)
+        channel = c1
+    if channel != x.shape[1] or len({id(s) for s in slices}) != len(slices):
+        return None
+    return x, [pad, *slices, concat], np.asarray(offsets, dtype=np.int64)
+
+
+def _slice_window(node: gs.Node, shape: list[int]):
+    """Per axis (start, stop) of a unit-step Slice of a tensor of ``shape``, or None."""
+    starts, ends = _ints(node.inputs[1]), _ints(node.inputs[2])
+    axes = _ints(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3].name else \
+        list(range(len(starts or [])))
+    steps = _ints(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4].name else \
+        [1] * len(axes or [])
+    if starts is None or ends is None or axes is None or steps is None or any(s != 1 for s in steps):
+        return None
+    window = [(0, d) for d in shape]
+    for a, start, end in zip(axes, starts, ends):
+        a %= len(shape)
+        window[a] = range(shape[a])[slice(start, end)].start, range(shape[a])[slice(start, end)].stop
+    return window
+
+
+def fold_target(shifted: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
     """The dense 1x1 conv (no padding or dilation, constant float weight) reading the shift
     alone."""
-    consumer = single_consumer(node.outputs[0], graph)
-    if consumer is None or consumer.op != "Conv" or consumer.inputs[0] is not node.outputs[0]:
+    consumer = single_consumer(shifted, graph)
+    if consumer is None or consumer.op != "Conv" or consumer.inputs[0] is not shifted:
         return None
     spec = spec_of(consumer)
     if isinstance(spec, str) or spec.groups != 1 or any(k != 1 for k in spec.kernel_shape) \
@@ -72,22 +134,28 @@ class ShiftLowering(GraphPass):
     def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
         outcome = GraphOutcome()
         for node in list(ctx.graph.nodes):
-            if not node.outputs:
+            if not node.outputs or node.name in ctx.emitted:
                 continue
+            nodes, x = [node], node.inputs[0] if node.inputs else None
             if node.op == OP_TYPE and node.domain == DOMAIN:
                 offsets, current = shift_op_offsets(node), None
                 if isinstance(offsets, str):
                     outcome.unlowered.append((node.name, node.op, offsets))
                     continue
-            elif node.op == "Conv" and node.name not in ctx.emitted:
+            elif node.op == "Conv":
                 offsets, current = depthwise_shift_offsets(node), "depthwise"
                 if offsets is None:
                     continue
+            elif node.op == "Concat":
+                found = pad_slice_shift(node)
+                if found is None:
+                    continue
+                x, nodes, offsets = found
+                current = "slice_pad"
             else:
                 continue
-            x = node.inputs[0]
             spatial = x.shape[2:] if x.shape is not None else None
-            consumer = fold_target(node, ctx.graph)
+            consumer = fold_target(node.outputs[0], ctx.graph)
             site = None if consumer is None else FoldSite(
                 spec_of(consumer).out_channels, _pixels_of(consumer.outputs[0]))
             plan = plan_shift(offsets, spatial, ctx.target, site, current)
@@ -95,19 +163,21 @@ class ShiftLowering(GraphPass):
                 if current is None:
                     outcome.unlowered.append((node.name, node.op, f"shift: {plan}"))
                 else:
+                    form = {"depthwise": "a one-hot depthwise conv",
+                            "slice_pad": "Pad and Slices"}[current]
                     outcome.recognised.append(
-                        f"shift: {node.name!r}, a one-hot depthwise conv over {len(offsets)} "
-                        f"channels ({plan})")
+                        f"shift: {node.name!r}, {form} over {len(offsets)} channels ({plan})")
                 continue
-            outcome.records.append(self._lower(node, offsets, plan, consumer, ctx, like))
+            outcome.records.append(self._lower(nodes, x, offsets, plan, consumer, ctx, like))
         return outcome
 
-    def _lower(self, node: gs.Node, offsets: np.ndarray, plan: ShiftPlan, consumer: gs.Node | None,
-               ctx: RewriteContext, like: onnx.ModelProto):
-        region = [node] + ([consumer] if plan.form == "fold" else [])
+    def _lower(self, nodes: list[gs.Node], x: gs.Tensor, offsets: np.ndarray, plan: ShiftPlan,
+               consumer: gs.Node | None, ctx: RewriteContext, like: onnx.ModelProto):
+        node = nodes[-1]                        # writes the shifted tensor
+        region = nodes + ([consumer] if plan.form == "fold" else [])
         out = region[-1].outputs[0]
         if node.outputs[0].shape is None:       # shape inference does not know our op
-            node.outputs[0].shape, node.outputs[0].dtype = node.inputs[0].shape, node.inputs[0].dtype
+            node.outputs[0].shape, node.outputs[0].dtype = x.shape, x.dtype
         rules = []
         if node.domain == DOMAIN:
             rules.append(Violation("ops", f"{DOMAIN}.{OP_TYPE}", "standard ONNX",
@@ -115,15 +185,14 @@ class ShiftLowering(GraphPass):
         macs_before = spec_of(node).macs if node.op == "Conv" else 0
         added: list[gs.Node] = []
         if plan.form == "slice_pad":
-            emit_slice_pad(ctx, node.inputs[0], plan, node.name, added, out)
+            emit_slice_pad(ctx, x, plan, node.name, added, out)
             macs_after = 0
         elif plan.form == "depthwise":
-            macs_after = emit_one_hot_depthwise(ctx, node.inputs[0], offsets, plan, node.name,
-                                                added, out)
+            macs_after = emit_one_hot_depthwise(ctx, x, offsets, plan, node.name, added, out)
         else:
             macs_before = (macs_before or 0) + (spec_of(consumer).macs or 0)
-            macs_after = emit_fold(ctx, node.inputs[0], offsets, plan, consumer, added, out)
-        record = region_record(self.name, region, node.inputs[0], [out], ctx, like,
+            macs_after = emit_fold(ctx, x, offsets, plan, consumer, added, out)
+        record = region_record(self.name, region, x, [out], ctx, like,
                                plan.strategy, added, rules=rules, macs_before=macs_before,
                                macs_after=macs_after)
         detach(region)

@@ -109,3 +109,46 @@ def test_reference_matches_onnxruntime_one_hot_depthwise():
             [numpy_helper.from_array(one_hot_depthwise_weight(offsets, 3, d), "w")])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         assert np.array_equal(run(model, {"x": x})[0], shift_reference(x, offsets))
+
+
+def pad_slice_model(channels=18, size=(6, 7), out=8):
+    """ShiftNet as PyTorch code writes it: pad once, slice a window per channel group, concat."""
+    from onnx import helper
+    from convrewrite.ops.shift import shift_offsets
+    from tests.passes.variant_cases import model_of
+    rng = np.random.default_rng(5)
+    offsets = shift_offsets(channels, 3)
+    inits = {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
+             "W": rng.standard_normal((out, channels, 1, 1)).astype(np.float32)}
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="pre"),
+             helper.make_node("Pad", ["r", "pads"], ["p"], name="pad")]
+    parts, c = [], 0
+    while c < channels:
+        stop = c
+        while stop < channels and (offsets[stop] == offsets[c]).all():
+            stop += 1
+        dy, dx = offsets[c]
+        name = f"win{c}"
+        inits[f"{name}.s"] = np.array([c, 1 + dy, 1 + dx], np.int64)
+        inits[f"{name}.e"] = np.array([stop, 1 + dy + size[0], 1 + dx + size[1]], np.int64)
+        inits[f"{name}.a"] = np.array([1, 2, 3], np.int64)
+        nodes.append(helper.make_node("Slice", ["p", f"{name}.s", f"{name}.e", f"{name}.a"],
+                                      [name], name=name))
+        parts.append(name)
+        c = stop
+    nodes += [helper.make_node("Concat", parts, ["s"], name="cat", axis=1),
+              helper.make_node("Conv", ["s", "W"], ["y"], name="pointwise", kernel_shape=[1, 1])]
+    return model_of(nodes, inits, [1, channels, *size])
+
+
+def test_pad_slice_shift_is_recognised_and_refolded_where_copies_are_missing():
+    import convrewrite as cr
+    _, report = cr.rewrite(pad_slice_model(192, (32, 32), 64), NO_DEPTHWISE)   # folding costs
+    assert not report.records and any("Pad and Slices" in r for r in report.recognised)
+    model = pad_slice_model()
+    out, report = rewrite_and_compare(model, CONVS_ONLY)
+    assert ops_of(out) == ["Relu", "Conv"]
+    assert report.records[0].nodes_before == 12         # Pad, 9 Slices, Concat, the 1x1
+    out, _ = rewrite_and_compare(pad_slice_model(192, (32, 32), 64),
+                                 {"name": "dw", "ops": ["Conv", "Relu"]}, atol=0)
+    assert ops_of(out) == ["Relu", "Conv", "Conv"]          # one-hot depthwise, then the 1x1
