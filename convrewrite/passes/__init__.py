@@ -11,19 +11,22 @@ from .groups import GroupLowering
 from .graph_base import GraphPass
 from .kernel_split import KernelSplit
 from .padding import ExplicitPadding
+from .rank import RankLowering
 from .shift import ShiftLowering
 from .shuffle import ShuffleRemoval
 from .stride import StrideSubsample
 from .tiling import SpatialTiling
 from .transposed import TransposedToConv
 
-# Order matters where one conv breaks several rules: group forms first (the dense convs they
+# Order matters where one conv breaks several rules: ranks the engine lacks become 2-D first,
+# then group forms (the dense convs they
 # become may need a channel split), channels next (the pieces stay smaller),
 # taps that only read padding are dropped (exact, and it shrinks what follows), a
 # ConvTranspose becomes plain convs next,
 # then stride (so later pieces run at stride 1), dilation (a dense kernel may then need splitting),
 # kernel, padding (it may need stride 1 to crop), and tiling last (on the convs that remain).
-DEFAULT_PASSES: tuple[Pass, ...] = (GroupLowering(), DepthMultiplierLowering(), ChannelSplit(),
+DEFAULT_PASSES: tuple[Pass, ...] = (RankLowering(), GroupLowering(), DepthMultiplierLowering(),
+                                    ChannelSplit(),
                                     DeadTaps(),
                                     TransposedToConv(), StrideSubsample(), DilationLowering(),
                                     KernelSplit(), ExplicitPadding(), SpatialTiling())
@@ -34,5 +37,5 @@ GRAPH_PASSES: tuple[GraphPass, ...] = (ChannelwiseLowering(), ShuffleRemoval(), 
 
 __all__ = ["DEFAULT_PASSES", "GRAPH_PASSES", "ChannelSplit", "ChannelwiseLowering", "DeadTaps",
            "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding", "GraphPass",
-           "GroupLowering", "KernelSplit", "Pass", "RewriteContext", "ShiftLowering",
+           "GroupLowering", "KernelSplit", "Pass", "RankLowering", "RewriteContext", "ShiftLowering",
            "ShuffleRemoval", "SpatialTiling", "StrideSubsample", "TransposedToConv"]

@@ -10,6 +10,8 @@ Random weights (no downloads); small 64x64 inputs keep the files small.
 - mobilenet_v3_small.dynamo.onnx (+ .data)  dynamo exporter: opset 18, external data,
                                squeeze-excite 1x1 convs on 1x1 maps
 - dcgan.ts.onnx                TorchScript exporter: a DCGAN generator's ConvTranspose stack
+- net1d.ts.onnx                TorchScript: 1-D convs (1280 channels, stride and dilation 2)
+- net3d.dynamo.onnx (+ .data)  dynamo: 3-D convs (600 channels, stride 2)
 """
 
 import torch
@@ -28,6 +30,26 @@ class DCGAN(torch.nn.Module):
         return self.net(x)
 
 
+class Net1d(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv1d(16, 1280, 5, padding=2)
+        self.b = torch.nn.Conv1d(1280, 64, 3, stride=2, dilation=2, padding=2)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+class Net3d(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv3d(4, 600, 3, padding=1)
+        self.b = torch.nn.Conv3d(600, 8, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
 def export(model, shape, path, dynamo):
     torch.manual_seed(0)
     kwargs = {"dynamo": dynamo, "input_names": ["x"]}
@@ -43,3 +65,7 @@ if __name__ == "__main__":
     export(models.mobilenet_v3_small(), (1, 3, 64, 64), "mobilenet_v3_small.dynamo.onnx", True)
     torch.manual_seed(0)
     export(DCGAN(), (1, 64, 1, 1), "dcgan.ts.onnx", False)
+    torch.manual_seed(0)
+    export(Net1d(), (1, 16, 50), "net1d.ts.onnx", False)
+    torch.manual_seed(0)
+    export(Net3d(), (1, 4, 6, 8, 8), "net3d.dynamo.onnx", True)

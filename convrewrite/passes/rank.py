@@ -1,0 +1,160 @@
+"""Convs of a rank the engine lacks, as 2-D convs (``plan.plan_rank_lowering``):
+
+- 1-D: Reshape [N, C, L] -> [N, C, 1, L], a 2-D conv with kernel 1 x k, Reshape back. Exact.
+- 3-D, depth on the batch axis: pad the depth, move it next to the batch, and per depth tap kt
+  slice the frames that tap reads, fold them into the batch and run the tap's 2-D kernel; sum
+  the taps, unfold. Reassociating (taps summed in another order).
+- 3-D, per frame (engines that take batch 1): the same sum per output frame, frames joined
+  with Concat on the depth axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..conv import ConvSpec
+from ..legality import Violation
+from ..plan import RankPlan, plan_rank_lowering
+from ..record import Record
+from .base import Decline, Pass, RewriteContext, need
+from .emit import conv_copy, int64s, pad_spatial, replace, slice_axes, sum_terms, variable
+from .geometry_common import explicit_pads
+
+
+class RankLowering(Pass):
+    name = "rank"
+    fixes = frozenset({"spatial_ranks"})
+
+    def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+                ctx: RewriteContext) -> Record:
+        if node.op == "ConvTranspose" and spec.rank == 1:
+            if spec.auto_pad not in ("NOTSET", "") or "output_shape" in node.attrs:
+                raise Decline("a 1-D ConvTranspose with auto_pad or output_shape: resolve first")
+            pads = spec.pads
+        else:
+            pads = need(explicit_pads(node, spec))
+        plan = need(plan_rank_lowering(spec, ctx.target, pads))
+        weight = self.weight(node)
+        added: list[gs.Node] = []
+        if plan.form == "lift":
+            self.require_ops(ctx, ["Reshape"])
+            self._lift(node, spec, pads, weight, ctx, added)
+            tolerance = "exact"
+        else:
+            cut = "Slice" if plan.form == "depth_batch" or not ctx.target.allows_op("Split") \
+                else "Split"
+            self.require_ops(ctx, [cut, "Reshape", "Add"] + (
+                ["Transpose"] if plan.form == "depth_batch" else ["Concat"])
+                + (["Pad"] if pads[0] or pads[3] else []))
+            self._depth(node, spec, pads, plan, weight, ctx, added)
+            tolerance = "reassociating"
+        record = self.record(node, spec, violations, plan.strategy, added, tolerance=tolerance)
+        replace(node, ctx, added)
+        return record
+
+    def _lift(self, node, spec, pads, weight, ctx, added) -> None:
+        x, y, base = node.inputs[0], node.outputs[0], node.name
+        rows = variable(ctx, f"{base}/as_2d", x, None if x.shape is None else
+                        [*x.shape[:2], 1, x.shape[2]])
+        added.append(gs.Node("Reshape", ctx.fresh(f"{base}/to_2d"), {},
+                             [x, int64s(ctx, f"{base}/shape_2d", [0, 0, 1, -1])], [rows]))
+        w2, dq = weight.with_values(weight.values.reshape(*weight.values.shape[:2], 1, -1)).slice(
+            ctx.fresh(f"{base}/w2d"), (slice(None),))
+        added += dq
+        attrs = {"kernel_shape": [1, spec.kernel_shape[0]], "strides": [1, spec.strides[0]],
+                 "dilations": [1, spec.dilations[0]], "pads": [0, pads[0], 0, pads[1]]}
+        if spec.output_padding:
+            attrs["output_padding"] = [0, spec.output_padding[0]]
+        node.attrs.pop("auto_pad", None)
+        out2 = conv_copy(ctx, node, ctx.fresh(f"{base}/conv2d"), [rows, w2, *node.inputs[2:]],
+                         added, **attrs)
+        added.append(gs.Node("Reshape", ctx.fresh(f"{base}/to_1d"), {},
+                             [out2, int64s(ctx, f"{base}/shape_1d", [0, 0, -1])], [y]))
+
+    def _depth(self, node, spec, pads, plan: RankPlan, weight, ctx, added) -> None:
+        x, y, base = node.inputs[0], node.outputs[0], node.name
+        kd, sd, dd = spec.kernel_shape[0], spec.strides[0], spec.dilations[0]
+        channels, (_, height, width) = spec.in_channels, spec.input_shape[2:]
+        out_hw = [(n + pads[1 + i] + pads[4 + i] - (k - 1) * d - 1) // s + 1
+                  for i, (n, k, s, d) in enumerate(zip((height, width), spec.kernel_shape[1:],
+                                                       spec.strides[1:], spec.dilations[1:]))]
+        attrs = {"kernel_shape": list(spec.kernel_shape[1:]), "strides": list(spec.strides[1:]),
+                 "dilations": list(spec.dilations[1:]),
+                 "pads": [pads[1], pads[2], pads[4], pads[5]]}
+        node.attrs.pop("auto_pad", None)
+        if pads[0] or pads[3]:     # depth padding; height and width pads stay in the 2-D convs
+            x = pad_spatial(ctx, x, [pads[0], 0, 0], [pads[3], 0, 0], f"{base}/pad_depth", added)
+        taps = [weight.with_values(np.ascontiguousarray(weight.values[:, :, t])).slice(
+            ctx.fresh(f"{base}/w_tap{t}"), (slice(None),)) for t in range(kd)]
+        for _, dq in taps:
+            added += dq
+        bias = [t for t in node.inputs[2:3] if t.name]
+        if plan.form == "depth_batch":
+            frames = variable(ctx, f"{base}/frames", x)
+            added.append(gs.Node("Transpose", ctx.fresh(f"{base}/depth_first"),
+                                 {"perm": [0, 2, 1, 3, 4]}, [x], [frames]))
+            partial = []
+            for t, (w, _) in enumerate(taps):
+                start = t * dd
+                stop = start + (plan.out_depth - 1) * sd + 1
+                window = slice_axes(ctx, frames, [1], [start], [stop], [sd], f"{base}/tap{t}",
+                                    added)
+                flat = variable(ctx, f"{base}/tap{t}/batch", x)
+                added.append(gs.Node("Reshape", ctx.fresh(f"{base}/tap{t}/fold"), {},
+                                     [window, int64s(ctx, f"{base}/tap{t}/fold_shape",
+                                                     [-1, channels, height, width])], [flat]))
+                partial.append(conv_copy(ctx, node, ctx.fresh(f"{base}/tap{t}/conv"),
+                                         [flat, w, *(bias if t == 0 else [])], added, **attrs))
+            total = sum_terms(ctx, partial, ctx.target.rewrite.accumulate, f"{base}/sum", added)
+            unfolded = variable(ctx, f"{base}/unfolded", x)
+            added.append(gs.Node("Reshape", ctx.fresh(f"{base}/unfold"), {},
+                                 [total, int64s(ctx, f"{base}/unfold_shape",
+                                                [-1, plan.out_depth, spec.out_channels,
+                                                 *out_hw])], [unfolded]))
+            added.append(gs.Node("Transpose", ctx.fresh(f"{base}/depth_back"),
+                                 {"perm": [0, 2, 1, 3, 4]}, [unfolded], [y]))
+            return
+        flat_frames: dict[int, gs.Tensor] = {}
+        split = self._split_frames(x, ctx, base, added) if ctx.target.allows_op("Split") \
+            else None
+
+        def frame_2d(f: int) -> gs.Tensor:
+            if f not in flat_frames:
+                picked = split[f] if split is not None else slice_axes(
+                    ctx, x, [2], [f], [f + 1], [1], f"{base}/frame{f}", added)
+                flat = variable(ctx, f"{base}/frame{f}/2d", x)
+                added.append(gs.Node("Reshape", ctx.fresh(f"{base}/frame{f}/squeeze"), {},
+                                     [picked, int64s(ctx, f"{base}/frame{f}/shape",
+                                                     [0, channels, height, width])], [flat]))
+                flat_frames[f] = flat
+            return flat_frames[f]
+
+        outputs = []
+        for o in range(plan.out_depth):
+            partial = [conv_copy(ctx, node, ctx.fresh(f"{base}/f{o}t{t}/conv"),
+                                 [frame_2d(o * sd + t * dd), w, *(bias if t == 0 else [])],
+                                 added, **attrs)
+                       for t, (w, _) in enumerate(taps)]
+            total = sum_terms(ctx, partial, ctx.target.rewrite.accumulate, f"{base}/f{o}/sum",
+                              added)
+            frame_out = variable(ctx, f"{base}/f{o}/5d", x)
+            added.append(gs.Node("Reshape", ctx.fresh(f"{base}/f{o}/unsqueeze"), {},
+                                 [total, int64s(ctx, f"{base}/f{o}/shape5",
+                                                [0, spec.out_channels, 1, *out_hw])], [frame_out]))
+            outputs.append(frame_out)
+        added.append(gs.Node("Concat", ctx.fresh(f"{base}/frames"), {"axis": 2}, outputs, [y]))
+
+    @staticmethod
+    def _split_frames(x: gs.Tensor, ctx: RewriteContext, base: str,
+                      added: list[gs.Node]) -> list[gs.Tensor]:
+        """Every depth frame of ``x`` (depth padding included), by one Split."""
+        depth = x.shape[2]
+        frames = [variable(ctx, f"{base}/frame{f}/5d", x) for f in range(depth)]
+        name = ctx.fresh(f"{base}/split_frames")
+        if ctx.opset >= 13:
+            added.append(gs.Node("Split", name, {"axis": 2},
+                                 [x, int64s(ctx, f"{base}/frame_sizes", [1] * depth)], frames))
+        else:
+            added.append(gs.Node("Split", name, {"axis": 2, "split": [1] * depth}, [x], frames))
+        return frames

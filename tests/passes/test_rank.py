@@ -1,0 +1,73 @@
+"""1-D and 3-D convs on engines that run only 2-D convs."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import convrewrite as cr
+from convrewrite.conv import ConvSpec
+from convrewrite.plan import plan_rank_lowering
+from convrewrite.target import load_target
+from tests.conv_cases import WEIGHT_FORMS, conv_model
+from tests.passes.variant_cases import ops_of, rewrite_and_compare
+
+ONLY_2D = {"name": "2d", "conv": {"spatial_ranks": [2]}}
+ONLY_2D_BATCH_1 = {"name": "2d-b1", "conv": {"spatial_ranks": [2], "max_batch": 1}}
+ONLY_2D_NO_SLICE = {"name": "2d-split", "conv": {"spatial_ranks": [2]},
+                    "ops": ["Conv", "Relu", "Split", "Reshape", "Add", "Concat", "Pad"]}
+
+
+def spec3d(depth=6, batch=1, kernel=(3, 3, 3), stride=(1, 1, 1)):
+    return ConvSpec("c", "Conv", 4, 4, 1, kernel, stride, (1, 1, 1), (1,) * 6,
+                    input_shape=(batch, 4, depth, 8, 8))
+
+
+def test_plans():
+    assert plan_rank_lowering(spec3d(), load_target(ONLY_2D), (1,) * 6).form == "depth_batch"
+    per_frame = plan_rank_lowering(spec3d(), load_target(ONLY_2D_BATCH_1), (1,) * 6)
+    assert per_frame.form == "per_frame" and per_frame.out_depth == 6
+    assert "batch limit" in per_frame.strategy
+    assert isinstance(plan_rank_lowering(spec3d(), load_target(
+        {"name": "3d", "conv": {"spatial_ranks": [3]}}), (1,) * 6), str)
+
+
+@pytest.mark.parametrize("weight_form", WEIGHT_FORMS)
+def test_1d_conv_as_2d(weight_form):
+    model = conv_model(cin=6, cout=10, kernel=(5,), strides=(2,), pads=(2, 1),
+                       weight_form=weight_form, spatial=(17,))
+    out, report = rewrite_and_compare(model, ONLY_2D, atol=1e-6)
+    assert report.records[0].pass_name == "rank"
+    assert not cr.check(out, ONLY_2D).remaining
+
+
+def test_1d_conv_transpose_as_2d():
+    model = conv_model(op="ConvTranspose", cin=6, cout=4, kernel=(4,), strides=(2,),
+                       pads=(1, 1), spatial=(9,))
+    out, _ = rewrite_and_compare(model, {"name": "2d", "conv": {"spatial_ranks": [2]}}, atol=1e-6)
+    assert "ConvTranspose" in ops_of(out)
+
+
+@pytest.mark.parametrize("target", [ONLY_2D, ONLY_2D_BATCH_1, ONLY_2D_NO_SLICE])
+def test_3d_conv_as_2d(target):
+    model = conv_model(cin=4, cout=6, kernel=(3, 3, 3), strides=(2, 1, 1), pads=(1, 1, 0) * 2,
+                       spatial=(7, 6, 5))
+    out, report = rewrite_and_compare(model, target)
+    assert not cr.check(out, target).remaining
+    assert report.records[0].pass_name == "rank"
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kd=st.integers(1, 3), sd=st.integers(1, 2), dd=st.integers(1, 2), pd=st.integers(0, 2),
+       depth=st.integers(3, 7), groups=st.sampled_from([1, 2]), batch=st.integers(1, 2),
+       target=st.sampled_from([ONLY_2D, ONLY_2D_BATCH_1, ONLY_2D_NO_SLICE]))
+def test_property_3d(kd, sd, dd, pd, depth, groups, batch, target):
+    if depth + 2 * pd < (kd - 1) * dd + 1:
+        return
+    if target is ONLY_2D_BATCH_1:
+        batch = 1
+    model = conv_model(cin=4, cout=4, groups=groups, kernel=(kd, 3, 3), strides=(sd, 1, 2),
+                       dilations=(dd, 1, 1), pads=(pd, 1, 1) * 2, spatial=(depth, 5, 6),
+                       batch=batch)
+    rewrite_and_compare(model, target)
