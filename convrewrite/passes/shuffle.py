@@ -15,14 +15,34 @@ import onnx_graphsurgeon as gs
 
 from ..graph import isolate_region
 from ..legality import Violation
-from ..onnx_conv import const_weight, spec_of
+from ..onnx_conv import const_weight, constant_value, spec_of
 from ..plan_variants import plan_selection
 from .base import RewriteContext
+from .emit import variable
 from .graph_base import GraphOutcome, GraphPass, detach, region_record
 
 MOVEMENT_OPS = {"Reshape", "Transpose", "Split", "Slice", "Gather", "Squeeze", "Unsqueeze",
                 "Flatten", "Identity"}
 PROBE_EXTENT = (3, 5, 7)     # sizes for dynamic axes: distinct, so a mix-up shows
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+
+
+def quant_grid(node: gs.Node) -> tuple | None:
+    """(scale, zero point, its dtype) of a per-tensor Q/DQ node with constant parameters."""
+    scale = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
+    zp = constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name \
+        else np.zeros((), np.uint8)
+    if scale is None or zp is None or scale.size != 1 or zp.size != 1:
+        return None
+    return float(scale.reshape(-1)[0]), int(zp.reshape(-1)[0]), zp.dtype.name
+
+
+def _carries(reader: gs.Node, tensor: gs.Tensor) -> bool:
+    """Does ``reader`` pass ``tensor``'s channels on unchanged in kind (data movement, or a
+    per-tensor quantize/dequantize as QDQ models wrap every Reshape and Transpose in)?"""
+    if not reader.inputs or reader.inputs[0] is not tensor:
+        return False
+    return reader.op in MOVEMENT_OPS or (reader.op in QDQ_OPS and quant_grid(reader) is not None)
 
 
 def _rank(tensor: gs.Tensor, node: gs.Node) -> int | None:
@@ -69,7 +89,7 @@ def find_region(trigger: gs.Node, graph: gs.Graph):
             continue
         nodes.append(current)
         for out in current.outputs:
-            readers = [r for r in out.outputs if r.op in MOVEMENT_OPS and r.inputs[0] is out]
+            readers = [r for r in out.outputs if _carries(r, out)]
             stack += readers
             if len(readers) < len(out.outputs) or out in graph.outputs:
                 outputs.append(out)
@@ -86,11 +106,22 @@ def probe_selection(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor]
     dims = [d if isinstance(d, int) else PROBE_EXTENT[min(i, 2)] for i, d in enumerate(x.shape)]
     dims[0] = x.shape[0] if isinstance(x.shape[0], int) else 2
     model = isolate_region(nodes, x, outputs, graph, like)
+    for node in model.graph.node:           # channel bookkeeping only: Q/DQ pass values through
+        if node.op_type in QDQ_OPS:
+            node.op_type, node.domain = "Identity", ""
+            del node.input[1:]
+            del node.attribute[:]
+    del model.graph.value_info[:]           # the types there are the quantized ones
+    names = [o.name for o in model.graph.output]
+    del model.graph.output[:]
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
     del model.graph.input[:]
     model.graph.input.extend([onnx.helper.make_tensor_value_info(
         x.name, onnx.helper.np_dtype_to_tensor_dtype(np.dtype(np.float32)), dims)])
     try:
-        session = ort.InferenceSession(model.SerializeToString(),
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
         ramp = np.broadcast_to(np.arange(1, dims[1] + 1, dtype=np.float32).reshape(
             1, -1, *[1] * (len(dims) - 2)), dims).copy()
@@ -155,14 +186,18 @@ class ShuffleRemoval(GraphPass):
             if violation is None:
                 continue
             x, nodes, outputs = find_region(node, ctx.graph)
-            src = probe_selection(x, nodes, outputs, ctx.graph, like)
+            grid = region_grid(x, nodes)
+            src = probe_selection(x, nodes, outputs, ctx.graph, like) \
+                if not isinstance(grid, str) else \
+                "the shuffle requantizes to another scale on the way (not a pure selection)"
             if isinstance(src, str):
                 outcome.unlowered.append((node.name, node.op, f"shuffle: {src}"))
                 continue
-            outcome.records.append(self._rewrite(x, nodes, outputs, src, violation, ctx, like))
+            outcome.records.append(self._rewrite(x, nodes, outputs, src, violation, ctx, like,
+                                                 grid))
         return outcome
 
-    def _rewrite(self, x, nodes, outputs, selections, violation, ctx, like):
+    def _rewrite(self, x, nodes, outputs, selections, violation, ctx, like, grid):
         channels = x.shape[1]
         added, choices, checked, folded, extra_macs = [], [], [], [], 0
         for out, src in zip(outputs, selections):
@@ -180,7 +215,7 @@ class ShuffleRemoval(GraphPass):
                 folded += [(conv, src) for conv in convs]
                 checked += [conv.outputs[0] for conv in convs]
             else:
-                emit_selection(ctx, x, src, plan.form, out, added)
+                emit_selection(ctx, x, src, plan.form, out, added, grid)
                 checked.append(out)
         region = nodes + [conv for conv, _ in folded]
         record = region_record(self.name, region, x, checked, ctx, like,
@@ -195,13 +230,44 @@ class ShuffleRemoval(GraphPass):
         return record
 
 
+def region_grid(x: gs.Tensor, nodes: list[gs.Node]):
+    """The quantization grid of a QDQ region: None when it has no Q/DQ, "mixed" when its Q/DQ
+    do not all keep x's own grid (then it is not a pure selection), else the grid's DQ node."""
+    qdq = [n for n in nodes if n.op in QDQ_OPS]
+    if not qdq:
+        return None
+    source = x.inputs[0] if len(x.inputs) == 1 else None
+    if source is None or source.op != "DequantizeLinear" or quant_grid(source) is None:
+        return "mixed"
+    if any(quant_grid(n) != quant_grid(source) for n in qdq):
+        return "mixed"
+    return source
+
+
 def emit_selection(ctx: RewriteContext, x: gs.Tensor, src: np.ndarray, form: str,
-                   out: gs.Tensor, added: list[gs.Node]) -> None:
+                   out: gs.Tensor, added: list[gs.Node], grid: gs.Node | None = None) -> None:
+    """``out = x[:, src]``; in a QDQ model the selection is quantized again on x's own grid (an
+    exact round trip) so that the op reading it still sees a DequantizeLinear, as QDQ wants."""
     stem = ctx.fresh(f"{out.name}/select")
+    final = out
+    if grid is not None:
+        out = variable(ctx, f"{stem}.float", x)
     if form == "gather":
         indices = gs.Constant(f"{stem}.indices", np.asarray(src, dtype=np.int64))
         added.append(gs.Node("Gather", stem, {"axis": 1}, [x, indices], [out]))
-        return
+    else:
+        _one_hot_conv(ctx, x, src, stem, out, added)
+    if grid is not None:
+        q = gs.Variable(ctx.fresh(f"{stem}.q"), dtype=grid.inputs[0].dtype)
+        params = list(grid.inputs[1:])
+        added.append(gs.Node("QuantizeLinear", ctx.fresh(f"{stem}/quantize"), {}, [out, *params],
+                             [q]))
+        added.append(gs.Node("DequantizeLinear", ctx.fresh(f"{stem}/dequantize"), {},
+                             [q, *params], [final]))
+
+
+def _one_hot_conv(ctx: RewriteContext, x: gs.Tensor, src: np.ndarray, stem: str, out: gs.Tensor,
+                  added: list[gs.Node]) -> None:
     dtype = np.dtype(x.dtype) if x.dtype is not None else np.float32
     rank = len(x.shape) - 2
     weight = np.zeros((len(src), x.shape[1], *[1] * rank), dtype=dtype)

@@ -93,3 +93,40 @@ def test_property_shuffles_removed_exactly(groups, per_group, dynamic, consumer,
     model = shuffle_model(groups * per_group, groups, dynamic, consumer, (3, 4))
     out, _ = rewrite_and_compare(model, target, atol=1e-6)
     assert "Transpose" not in ops_of(out)
+
+
+def test_qdq_shufflenet_keeps_its_quantization_exactly(tmp_path):
+    """onnxruntime's QDQ quantizer wraps every Reshape/Transpose in Q/DQ on one grid: the
+    shuffle is still a pure selection, and the Gathers that replace it are requantized."""
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    import convrewrite as cr
+
+    model = shufflenet_v2(image_size=32, widths=(8, 16, 32, 64, 64), repeats=(2, 2, 2),
+                          num_classes=10, shuffle="dynamic")
+    onnx.save(model, tmp_path / "f.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"input": np.random.default_rng(i).uniform(
+                -1, 1, (1, 3, 32, 32)).astype(np.float32)} for i in range(2)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, per_channel=True)
+    quantized = onnx.load(tmp_path / "q.onnx")
+    out, report = cr.rewrite(quantized, FOUR_D)
+    assert report.status == "ok", report.render()
+    assert report.end_to_end["bit_exact"]
+    assert "Transpose" not in ops_of(out)
+    readers = {i: n.op_type for n in out.graph.node for i in n.input}
+    gathers = [n for n in out.graph.node if n.op_type == "Gather" and
+               any(g.op_type == "DequantizeLinear" and g.output[0] == n.input[0]
+                   for g in out.graph.node)]
+    assert gathers and all(readers[g.output[0]] == "QuantizeLinear" for g in gathers)
