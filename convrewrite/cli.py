@@ -65,6 +65,12 @@ def rewrite_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime checks")
     p.add_argument("--list-targets", action="store_true", help="list the shipped presets")
     p.add_argument("--list-rules", action="store_true", help="list the target YAML keys")
+    p.add_argument("--tvm", metavar="llvm|cuda",
+                   help="also import the result into TVM Relax, build it for the CPU (llvm) or "
+                        "CUDA with our schedules, run it and check it against onnxruntime (CUDA "
+                        "runs only where a GPU is present)")
+    p.add_argument("--tvm-out", metavar="DIR",
+                   help="with --tvm: write the compiled library (and the CUDA source) here")
     _add_verify_flags(p)
     return p
 
@@ -130,6 +136,7 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                             "file")
     target = load_target(args.target)
     shapes = parse_input_shapes(args.input_shape)
+    _check_tvm_flags(args)
     model_path, model = _source(args)
     if args.check_only:
         report = api.check(model, target)
@@ -152,8 +159,33 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         else:
             save_model(rewritten, output, external_data=external or None)
         report.output = str(output)
+        if args.tvm:
+            report.tvm = _tvm_check(rewritten, args, shapes)
     report.timings["total"] = time.perf_counter() - started
     return _finish(report, args)
+
+
+def _check_tvm_flags(args: argparse.Namespace) -> None:
+    """Bad --tvm flags fail before any work (the TVM path is imported only when asked)."""
+    if args.tvm_out and not args.tvm:
+        raise BadInputError("--tvm-out needs --tvm llvm|cuda")
+    if not args.tvm:
+        return
+    if args.check_only:
+        raise BadInputError("--tvm builds the rewritten model; it cannot go with --check-only")
+    from .tvm import require_tvm
+    from .tvm.targets import parse_kind
+    parse_kind(args.tvm)
+    require_tvm()
+    if args.tvm_out and Path(args.tvm_out).exists() and not Path(args.tvm_out).is_dir():
+        raise BadInputError(f"--tvm-out {args.tvm_out} is a file; give a folder")
+
+
+def _tvm_check(model, args: argparse.Namespace, shapes) -> dict:
+    from .tvm.build import check_model
+    from .verify import make_inputs
+    feeds = make_inputs(model, seed=args.seed, shapes=shapes, npz=args.inputs)
+    return check_model(model, args.tvm, feeds, _tolerance(args), out_dir=args.tvm_out).to_dict()
 
 
 def _source(args: argparse.Namespace):

@@ -28,6 +28,7 @@ class Report:
     mode: str = "rewrite"                               # rewrite | check | verify
     notes: list[str] = field(default_factory=list)
     recognised: list[str] = field(default_factory=list)  # patterns named, not rewritten
+    tvm: dict | None = None                             # --tvm: build, run, compare (TvmCheck)
 
     @property
     def verified(self) -> bool:
@@ -38,6 +39,8 @@ class Report:
         bad = [r.node for r in self.records if r.verify is not None and not r.verify["passed"]]
         if self.end_to_end is not None and not self.end_to_end["passed"]:
             bad.append("<end to end>")
+        if self.tvm is not None and not self.tvm["passed"]:
+            bad.append("<tvm>")
         return bad
 
     @property
@@ -59,7 +62,7 @@ class Report:
             "rewrites": [r.to_dict() for r in self.records],
             "remaining": [r.to_dict() for r in self.remaining],
             "end_to_end": self.end_to_end, "inputs": self.inputs, "timings_s": self.timings,
-            "notes": self.notes, "recognised": self.recognised,
+            "notes": self.notes, "recognised": self.recognised, "tvm": self.tvm,
         }
 
     def to_json(self) -> str:
@@ -143,6 +146,8 @@ def render(report: Report) -> str:
                          f"that passes {e['min_atol_to_pass']:.3g}")
     elif report.mode != "check" and report.records:
         lines.append("not verified (--no-verify)")
+    if report.tvm is not None:
+        lines.append(report.tvm["summary"])
     counts = {"ok": "ok", "mismatch": "FAILED: outputs differ", "illegal": "convs remain that "
               "the target cannot run"}
     lines.append(f"status: {counts[report.status]} ({len(report.records)} rewritten, "

@@ -1,0 +1,192 @@
+"""Import an ONNX model into Relax, build it for LLVM or CUDA, run it, check it on onnxruntime.
+
+The build is TVM's own per-target Relax pipeline (library dispatch, legalization, fusion,
+lowering, memory planning) with our stages put in: before legalization the convs are lowered to
+GEMM form (``lowering.py``: our TIR kernel with packed weights on the CPU, im2col + matmul for
+dlight on CUDA), and on the CPU our schedules are applied after fusion (``cpu_schedule.py``).
+``schedules=False`` builds with TVM's defaults alone (the slow reference path).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..errors import BadInputError
+from ..verify import Tolerance, compare_outputs, graph_inputs, run
+from . import require_tvm
+from .targets import gpu_present, nvcc_compiler, parse_kind, tvm_target
+
+
+def import_onnx(model: onnx.ModelProto, feeds: dict[str, np.ndarray]):
+    """The model as a Relax IRModule, shapes made static from ``feeds``; weights are constants."""
+    require_tvm()
+    from tvm.relax.frontend.onnx import from_onnx
+    shapes = {i.name: list(feeds[i.name].shape) for i in graph_inputs(model)}
+    dtypes = {i.name: str(feeds[i.name].dtype) for i in graph_inputs(model)}
+    try:
+        return from_onnx(model, shape_dict=shapes, dtype_dict=dtypes, keep_params_in_input=False)
+    except Exception as exc:        # noqa: BLE001 - the frontend raises many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"TVM's ONNX frontend cannot import the model: {first}") from None
+
+
+def relax_pipeline(target, kind: str, schedules: bool = True):
+    """TVM's default pipeline for ``kind``, with our lowering and schedules when asked."""
+    tvm = require_tvm()
+    if kind == "llvm":
+        from tvm.relax.backend.cpu_generic import pipeline as base
+    else:
+        from tvm.relax.backend.cuda import pipeline as base
+    from .cpu_schedule import ScheduleCPU
+    from .lowering import LowerConvsToGemm
+
+    stages = list(base.library_dispatch_passes(target))
+    if schedules:
+        stages.append(LowerConvsToGemm(kind))
+    stages += base.legalize_passes(target)
+    if schedules and kind == "llvm":
+        stages.append(ScheduleCPU(target))
+    stages += base.dataflow_lower_passes(target) + base.finalize_passes(target)
+
+    @tvm.transform.module_pass(opt_level=0, name="convrewrite_pipeline")
+    def _pipeline(mod, _ctx):
+        with target:
+            return tvm.transform.Sequential(stages)(mod)
+
+    return _pipeline
+
+
+def build(mod, kind: str, schedules: bool = True, target=None):
+    """Compile a Relax module for ``kind`` (llvm or cuda); CUDA is compiled by nvcc."""
+    require_tvm()
+    from tvm import relax
+    target = target or tvm_target(kind)
+    pipeline = relax_pipeline(target, kind, schedules)
+    if kind == "cuda":
+        with nvcc_compiler():
+            return relax.build(mod, target=target, relax_pipeline=pipeline)
+    return relax.build(mod, target=target, relax_pipeline=pipeline)
+
+
+def device_for(kind: str):
+    tvm = require_tvm()
+    return tvm.cpu(0) if kind == "llvm" else tvm.cuda(0)
+
+
+def run_executable(executable, kind: str, args: list[np.ndarray]) -> list[np.ndarray]:
+    """Run ``main`` on the local device; the outputs flattened in order."""
+    tvm = require_tvm()
+    from tvm import relax
+    dev = device_for(kind)
+    vm = relax.VirtualMachine(executable, dev)
+    result = vm["main"](*[tvm.runtime.tensor(a, dev) for a in args])
+    return [t.numpy() for t in _flatten(result)]
+
+
+def _flatten(value) -> list:
+    if hasattr(value, "numpy"):
+        return [value]
+    return [t for v in value for t in _flatten(v)]
+
+
+def cuda_source(executable) -> str | None:
+    """The CUDA C source TVM generated for the executable's kernels, if any."""
+    module = _find_module(executable.mod, "cuda")
+    return None if module is None else str(module.inspect_source("cuda"))
+
+
+def _find_module(module, kind: str):
+    if module.kind == kind:
+        return module
+    for child in module.imports:
+        found = _find_module(child, kind)
+        if found is not None:
+            return found
+    return None
+
+
+def export(executable, kind: str, out_dir: "str | Path", stem: str = "model") -> list[str]:
+    """Write the compiled library (and, for CUDA, the generated .cu source) into ``out_dir``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--tvm-out {out} is a file; give a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    library = out / f"{stem}.{kind}.so"
+    executable.export_library(str(library))
+    written.append(str(library))
+    if kind == "cuda":
+        source = cuda_source(executable)
+        if source:
+            path = out / f"{stem}.cu"
+            path.write_text(source)
+            written.append(str(path))
+    return written
+
+
+@dataclass
+class TvmCheck:
+    """What ``--tvm`` did: built, run (or why not), compared, exported."""
+    kind: str
+    target: str
+    schedules: bool
+    ran: bool = False
+    skipped: str | None = None
+    comparison: dict | None = None
+    exported: list[str] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison is None or bool(self.comparison["passed"])
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "target": self.target, "schedules": self.schedules,
+                "ran": self.ran, "skipped": self.skipped, "passed": self.passed,
+                "comparison": self.comparison, "exported": self.exported,
+                "timings_s": self.timings, "summary": self.summary()}
+
+    def summary(self) -> str:
+        head = f"tvm {self.kind}: built for {self.target}"
+        if not self.ran:
+            return f"{head}; not run ({self.skipped})"
+        c = self.comparison
+        verdict = "matches onnxruntime" if c["passed"] else "MISMATCH against onnxruntime"
+        return f"{head}; {verdict} (max abs {c['max_abs']:.3g}, max rel {c['max_rel']:.3g})"
+
+
+def check_model(model: onnx.ModelProto, kind: str, feeds: dict[str, np.ndarray],
+                tolerance: Tolerance | None = None, out_dir: "str | Path | None" = None,
+                schedules: bool = True) -> TvmCheck:
+    """Import, build, run and compare ``model`` against onnxruntime on ``feeds``; export the build
+    to ``out_dir`` when given. On CUDA without a GPU the build is made (and exported) but not run."""
+    kind = parse_kind(kind)
+    started = time.perf_counter()
+    mod = import_onnx(model, feeds)
+    target = tvm_target(kind)
+    result = TvmCheck(kind, str(target.attrs.get("mcpu") or target.attrs.get("arch") or kind),
+                      schedules)
+    result.timings["import"] = time.perf_counter() - started
+    started = time.perf_counter()
+    executable = build(mod, kind, schedules, target)
+    result.timings["build"] = time.perf_counter() - started
+    if out_dir is not None:
+        result.exported = export(executable, kind, out_dir)
+    if kind == "cuda" and not gpu_present():
+        result.skipped = "no CUDA GPU on this machine"
+        return result
+    started = time.perf_counter()
+    names = [i.name for i in graph_inputs(model)]
+    actual = run_executable(executable, kind, [feeds[n] for n in names])
+    result.timings["run"] = time.perf_counter() - started
+    reference = run(model, feeds)
+    outputs = [o.name for o in model.graph.output]
+    result.ran = True
+    result.comparison = compare_outputs(reference, dict(zip(outputs, actual)), outputs,
+                                        tolerance or Tolerance(), "reassociating")
+    return result

@@ -1,0 +1,90 @@
+"""Relax convs seen as ConvSpecs, and a mutator that visits them: the Relax side of what
+``onnx_conv.py`` and ``passes/base.py`` are for ONNX."""
+
+from __future__ import annotations
+
+from ..conv import ConvSpec
+from . import require_tvm
+
+CONV_OPS = {"relax.nn.conv1d": 1, "relax.nn.conv2d": 2, "relax.nn.conv3d": 3}
+DEFAULT_LAYOUTS = {1: ("NCW", "OIW"), 2: ("NCHW", "OIHW"), 3: ("NCDHW", "OIDHW")}
+
+
+def conv_rank(call) -> int | None:
+    """1, 2 or 3 for a relax.nn.conv{1,2,3}d call, else None."""
+    op = getattr(call, "op", None)
+    return CONV_OPS.get(getattr(op, "name", None))
+
+
+def static_shape(expr) -> tuple[int, ...] | None:
+    sinfo = expr.ty
+    shape = getattr(sinfo, "shape", None)
+    if shape is None or not hasattr(shape, "values"):
+        return None
+    try:
+        return tuple(int(d) for d in shape.values)
+    except TypeError:
+        return None
+
+
+def conv_spec(call, name: str = "") -> ConvSpec | str:
+    """The ConvSpec of a Relax conv call in the default (channels-first) layouts, or the reason
+    it cannot be described as one."""
+    rank = conv_rank(call)
+    if rank is None:
+        return "not a conv"
+    attrs = call.attrs
+    if (attrs.data_layout, attrs.kernel_layout) != DEFAULT_LAYOUTS[rank] \
+            or attrs.out_layout != attrs.data_layout:
+        return f"layouts {attrs.data_layout}/{attrs.kernel_layout} are not channels-first"
+    x_shape, w_shape = static_shape(call.args[0]), static_shape(call.args[1])
+    out_shape = static_shape(call)
+    if x_shape is None or w_shape is None:
+        return "shapes are not static"
+    dtype = str(call.args[0].ty.dtype)
+    groups = int(attrs.groups)
+    return ConvSpec(
+        name=name, op_type="Conv", in_channels=x_shape[1], out_channels=w_shape[0],
+        groups=groups, kernel_shape=tuple(w_shape[2:]),
+        strides=tuple(int(s) for s in attrs.strides),
+        dilations=tuple(int(d) for d in attrs.dilation),
+        pads=tuple(int(p) for p in attrs.padding),
+        input_shape=x_shape, output_shape=out_shape, dtype=dtype)
+
+
+def constant_weight(call):
+    """The conv's weight as a numpy array when it is a Relax constant, else None."""
+    tvm = require_tvm()
+    weight = call.args[1]
+    if isinstance(weight, tvm.ir.expr.Constant):
+        value = weight.value
+        return value.numpy() if hasattr(value, "numpy") else None
+    return None
+
+
+def conv_mutator_pass(name: str, rewrite):
+    """A module pass that replaces each conv call of every Relax function by
+    ``rewrite(builder, call)`` (an Expr), or keeps it where that returns None. ``builder`` is the
+    mutator's BlockBuilder: ``builder.add_func`` adds PrimFuncs, ``builder.emit`` adds bindings."""
+    tvm = require_tvm()
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    @mutator
+    class _ConvMutator(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if conv_rank(call) is None:
+                return call
+            replacement = rewrite(self.builder_, call)
+            return call if replacement is None else replacement
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod, _ctx):
+        mut = _ConvMutator(mod)
+        for gv, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                mut.builder_.update_func(gv, mut.visit_expr(func))
+        return relax.transform.DeadCodeElimination()(mut.builder_.get())
+
+    return _pass

@@ -1,0 +1,108 @@
+"""The rewrite passes as Relax module passes, emitted from the same planners as the ONNX passes.
+
+``ChannelSplit(target)`` turns each ``relax.nn.conv1d/2d/3d`` the target rejects for its channel
+counts into the sub-convs ``plan.plan_channel_split`` decides — the very plan the ONNX pass
+(``passes/channel_split.py``) emits — joined the same way: the input cut into the plan's channel
+ranges (one ``split``), one conv per sub-conv with its weight slice, partial sums added in the
+plan's order (``plan.sum_order``: chain or tree), output blocks concatenated. The Relax conv has
+no bias (the ONNX frontend emits it as a separate add after the conv), so nothing else changes.
+"""
+
+from __future__ import annotations
+
+from ..legality import check
+from ..passes.channel_split import _weight_index
+from ..plan import ChannelSplitPlan, plan_channel_split, sum_order
+from ..target import Target, load_target
+from . import require_tvm
+from .relax_conv import conv_mutator_pass, conv_spec, constant_weight
+
+CHANNEL_RULES = frozenset({"max_in_channels", "max_out_channels"})
+
+
+def ChannelSplit(target):  # noqa: N802 - a tvm.transform pass, named like TVM's own
+    """Module pass: split every conv whose channels ``target`` (a Target, preset name, YAML path
+    or dict) rejects; convs the planner declines are kept as they are."""
+    target = load_target(target)
+
+    def rewrite(builder, call):
+        spec = conv_spec(call)
+        if isinstance(spec, str) or not any(v.rule in CHANNEL_RULES for v in check(spec, target)):
+            return None
+        plan = plan_channel_split(spec, target)
+        if isinstance(plan, str) or any(sub.block_diagonal for sub in plan.sub_convs):
+            return None
+        return emit_channel_plan(builder, call, spec, plan)
+
+    return conv_mutator_pass("convrewrite.ChannelSplit", rewrite)
+
+
+def emit_channel_plan(builder, call, spec, plan: ChannelSplitPlan):
+    """The plan as Relax bindings; returns the expression replacing ``call``."""
+    require_tvm()
+    from tvm import relax
+    x, weight = call.args
+    values = constant_weight(call)
+    ranges = plan.input_ranges
+    if len(ranges) == 1:
+        chunks = {ranges[0]: x}
+    else:
+        parts = builder.emit(relax.op.split(x, [b for _, b in ranges[:-1]], axis=1))
+        chunks = {r: builder.emit(relax.TupleGetItem(parts, i)) for i, r in enumerate(ranges)}
+    blocks = []
+    for block in plan.blocks:
+        terms = []
+        for sub in block.terms:
+            out_index, in_index = _weight_index(spec, sub)
+            if values is not None:
+                w = relax.const(values[out_index, in_index].copy())
+            else:
+                w = builder.emit(relax.op.strided_slice(
+                    weight, axes=[0, 1], begin=[out_index.start, in_index.start],
+                    end=[out_index.stop, in_index.stop]))
+            terms.append(builder.emit(_conv_like(call, chunks[(sub.in_start, sub.in_stop)], w,
+                                                 sub.groups)))
+        blocks.append(_sum(builder, terms, plan.accumulate))
+    if len(blocks) == 1:
+        return blocks[0]
+    return relax.op.concat(blocks, axis=1)
+
+
+def _conv_like(call, x, w, groups: int):
+    """The same conv op and attributes as ``call`` on other operands and groups."""
+    from tvm import relax
+    a = call.attrs
+    op = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}[len(a.strides)]
+    out_dtype = None if str(a.out_dtype) in ("", "void", "None") else str(a.out_dtype)
+    return op(x, w, strides=list(a.strides), padding=list(a.padding), dilation=list(a.dilation),
+              groups=groups, data_layout=a.data_layout, kernel_layout=a.kernel_layout,
+              out_layout=a.out_layout, out_dtype=out_dtype)
+
+
+def _sum(builder, terms: list, accumulate: str):
+    from tvm import relax
+    operands = list(terms)
+    for i, j in sum_order(len(terms), accumulate):
+        operands.append(builder.emit(relax.op.add(operands[i], operands[j])))
+    return operands[-1]
+
+
+def legal_after(mod, target: Target) -> list[str]:
+    """The convs of ``mod`` that still break one of ``target``'s channel rules (for tests and
+    reports: the Relax side of ``convrewrite.check``)."""
+    require_tvm()
+    from tvm import relax
+    from .relax_conv import conv_rank
+    bad = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and conv_rank(expr) is not None:
+            spec = conv_spec(expr)
+            if not isinstance(spec, str) and any(v.rule in CHANNEL_RULES
+                                                 for v in check(spec, target)):
+                bad.append(spec.describe())
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return bad
