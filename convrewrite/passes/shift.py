@@ -183,15 +183,19 @@ class ShiftLowering(GraphPass):
             rules.append(Violation("ops", f"{DOMAIN}.{OP_TYPE}", "standard ONNX",
                                    "our domain's Shift op runs on no engine"))
         macs_before = spec_of(node).macs if node.op == "Conv" else 0
+        pixels = _pixels_of(out) or _pixels_of(x) or 0     # our op hides shapes after it
         added: list[gs.Node] = []
         if plan.form == "slice_pad":
             emit_slice_pad(ctx, x, plan, node.name, added, out)
             macs_after = 0
         elif plan.form == "depthwise":
-            macs_after = emit_one_hot_depthwise(ctx, x, offsets, plan, node.name, added, out)
+            emit_one_hot_depthwise(ctx, x, offsets, plan, node.name, added, out)
+            macs_after = len(offsets) * int(np.prod(plan.kernel)) * pixels
         else:
-            macs_before = (macs_before or 0) + (spec_of(consumer).macs or 0)
-            macs_after = emit_fold(ctx, x, offsets, plan, consumer, added, out)
+            weight = const_weight(consumer.inputs[1]).values
+            macs_before = (macs_before or 0) + weight.shape[0] * weight.shape[1] * pixels
+            emit_fold(ctx, x, offsets, plan, consumer, added, out)
+            macs_after = weight.shape[0] * weight.shape[1] * int(np.prod(plan.kernel)) * pixels
         record = region_record(self.name, region, x, [out], ctx, like,
                                plan.strategy, added, rules=rules, macs_before=macs_before,
                                macs_after=macs_after)
@@ -246,17 +250,16 @@ def _conv_attrs(plan: ShiftPlan, **extra) -> dict:
 
 def emit_one_hot_depthwise(ctx: RewriteContext, x: gs.Tensor, offsets: np.ndarray,
                            plan: ShiftPlan, stem: str, added: list[gs.Node],
-                           out: gs.Tensor) -> int:
+                           out: gs.Tensor) -> None:
     dtype = np.dtype(x.dtype) if x.dtype is not None else np.float32
     weight = gs.Constant(ctx.fresh(f"{stem}/one_hot.w"),
                          one_hot_depthwise_weight(offsets, plan.kernel, plan.dilation, dtype))
     attrs = _conv_attrs(plan, group=len(offsets), strides=[1] * len(plan.kernel))
     added.append(gs.Node("Conv", ctx.fresh(f"{stem}/one_hot"), attrs, [x, weight], [out]))
-    return int(len(offsets) * np.prod(plan.kernel) * (_pixels_of(out) or 0))
 
 
 def emit_fold(ctx: RewriteContext, x: gs.Tensor, offsets: np.ndarray, plan: ShiftPlan,
-              consumer: gs.Node, added: list[gs.Node], out: gs.Tensor) -> int:
+              consumer: gs.Node, added: list[gs.Node], out: gs.Tensor) -> None:
     """conv1x1(shift(x)) = a k x k conv of x whose weight puts input channel c's column on the
     tap of c's offset: the zeros the shift lets in are the conv's padding."""
     values = const_weight(consumer.inputs[1]).values
@@ -270,4 +273,3 @@ def emit_fold(ctx: RewriteContext, x: gs.Tensor, offsets: np.ndarray, plan: Shif
     attrs = _conv_attrs(plan, strides=list(spec.strides))
     name = ctx.fresh(f"{consumer.name}/shift_folded")
     added.append(gs.Node("Conv", name, attrs, inputs, [out]))
-    return int(values.shape[0] * values.shape[1] * np.prod(plan.kernel) * (_pixels_of(out) or 0))
