@@ -71,6 +71,10 @@ def rewrite_parser() -> argparse.ArgumentParser:
                         "runs only where a GPU is present)")
     p.add_argument("--tvm-out", metavar="DIR",
                    help="with --tvm: write the compiled library (and the CUDA source) here")
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                   help="with --tvm: run and time the build on a machine an RPC tracker hands "
+                        "out (python -m tvm.exec.rpc_tracker / rpc_server), not here")
+    p.add_argument("--rpc-key", metavar="KEY", help="the key of the RPC server to use")
     _add_verify_flags(p)
     return p
 
@@ -167,8 +171,10 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def _check_tvm_flags(args: argparse.Namespace) -> None:
     """Bad --tvm flags fail before any work (the TVM path is imported only when asked)."""
-    if args.tvm_out and not args.tvm:
-        raise BadInputError("--tvm-out needs --tvm llvm|cuda")
+    for flag, value in (("--tvm-out", args.tvm_out), ("--rpc-tracker", args.rpc_tracker),
+                        ("--rpc-key", args.rpc_key)):
+        if value and not args.tvm:
+            raise BadInputError(f"{flag} needs --tvm llvm|cuda")
     if not args.tvm:
         return
     if args.check_only:
@@ -179,13 +185,18 @@ def _check_tvm_flags(args: argparse.Namespace) -> None:
     require_tvm()
     if args.tvm_out and Path(args.tvm_out).exists() and not Path(args.tvm_out).is_dir():
         raise BadInputError(f"--tvm-out {args.tvm_out} is a file; give a folder")
+    if args.rpc_tracker or args.rpc_key:
+        from .tvm.remote import check_tracker, parse_tracker
+        args.remote = parse_tracker(args.rpc_tracker, args.rpc_key)
+        check_tracker(args.remote)
 
 
 def _tvm_check(model, args: argparse.Namespace, shapes) -> dict:
     from .tvm.build import check_model
     from .verify import make_inputs
     feeds = make_inputs(model, seed=args.seed, shapes=shapes, npz=args.inputs)
-    return check_model(model, args.tvm, feeds, _tolerance(args), out_dir=args.tvm_out).to_dict()
+    return check_model(model, args.tvm, feeds, _tolerance(args), out_dir=args.tvm_out,
+                       remote=getattr(args, "remote", None)).to_dict()
 
 
 def _source(args: argparse.Namespace):

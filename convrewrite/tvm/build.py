@@ -85,13 +85,13 @@ def run_executable(executable, kind: str, args: list[np.ndarray]) -> list[np.nda
     dev = device_for(kind)
     vm = relax.VirtualMachine(executable, dev)
     result = vm["main"](*[tvm.runtime.tensor(a, dev) for a in args])
-    return [t.numpy() for t in _flatten(result)]
+    return [t.numpy() for t in flatten_outputs(result)]
 
 
-def _flatten(value) -> list:
+def flatten_outputs(value) -> list:
     if hasattr(value, "numpy"):
         return [value]
-    return [t for v in value for t in _flatten(v)]
+    return [t for v in value for t in flatten_outputs(v)]
 
 
 def cuda_source(executable) -> str | None:
@@ -140,6 +140,7 @@ class TvmCheck:
     comparison: dict | None = None
     exported: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    remote: dict | None = None          # where it ran over RPC, and its timing there
 
     @property
     def passed(self) -> bool:
@@ -149,7 +150,7 @@ class TvmCheck:
         return {"kind": self.kind, "target": self.target, "schedules": self.schedules,
                 "ran": self.ran, "skipped": self.skipped, "passed": self.passed,
                 "comparison": self.comparison, "exported": self.exported,
-                "timings_s": self.timings, "summary": self.summary()}
+                "timings_s": self.timings, "remote": self.remote, "summary": self.summary()}
 
     def summary(self) -> str:
         head = f"tvm {self.kind}: built for {self.target}"
@@ -157,14 +158,21 @@ class TvmCheck:
             return f"{head}; not run ({self.skipped})"
         c = self.comparison
         verdict = "matches onnxruntime" if c["passed"] else "MISMATCH against onnxruntime"
-        return f"{head}; {verdict} (max abs {c['max_abs']:.3g}, max rel {c['max_rel']:.3g})"
+        where = ""
+        if self.remote is not None:
+            where = (f"; ran on {self.remote['remote']} ({self.remote['key']}): median "
+                     f"{self.remote['median_ms']:.3g} ms over {self.remote['runs']} runs")
+        return (f"{head}; {verdict} (max abs {c['max_abs']:.3g}, max rel {c['max_rel']:.3g})"
+                f"{where}")
 
 
 def check_model(model: onnx.ModelProto, kind: str, feeds: dict[str, np.ndarray],
                 tolerance: Tolerance | None = None, out_dir: "str | Path | None" = None,
-                schedules: bool = True) -> TvmCheck:
+                schedules: bool = True, remote=None) -> TvmCheck:
     """Import, build, run and compare ``model`` against onnxruntime on ``feeds``; export the build
-    to ``out_dir`` when given. On CUDA without a GPU the build is made (and exported) but not run."""
+    to ``out_dir`` when given. ``remote`` (a ``remote.RemoteSpec``) runs and times it on an RPC
+    server instead of here. On CUDA without a GPU (and no remote) the build is made (and
+    exported) but not run."""
     kind = parse_kind(kind)
     started = time.perf_counter()
     mod = import_onnx(model, feeds)
@@ -177,12 +185,16 @@ def check_model(model: onnx.ModelProto, kind: str, feeds: dict[str, np.ndarray],
     result.timings["build"] = time.perf_counter() - started
     if out_dir is not None:
         result.exported = export(executable, kind, out_dir)
-    if kind == "cuda" and not gpu_present():
+    if kind == "cuda" and remote is None and not gpu_present():
         result.skipped = "no CUDA GPU on this machine"
         return result
     started = time.perf_counter()
-    names = [i.name for i in graph_inputs(model)]
-    actual = run_executable(executable, kind, [feeds[n] for n in names])
+    args = [feeds[i.name] for i in graph_inputs(model)]
+    if remote is not None:
+        from .remote import run_remote
+        actual, result.remote = run_remote(executable, kind, args, remote)
+    else:
+        actual = run_executable(executable, kind, args)
     result.timings["run"] = time.perf_counter() - started
     reference = run(model, feeds)
     outputs = [o.name for o in model.graph.output]
