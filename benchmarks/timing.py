@@ -30,16 +30,22 @@ def time_side_by_side(models: list[onnx.ModelProto], feeds: dict[str, np.ndarray
                       rounds: int = 30, warmup: int = 3) -> list[float]:
     """Median seconds per run of each model, runs interleaved and the order rotated per round."""
     sessions = [session(m) for m in models]
-    for s in sessions:
+    return time_callables([lambda s=s: s.run(None, feeds) for s in sessions], rounds, warmup)
+
+
+def time_callables(fns: list, rounds: int = 30, warmup: int = 3) -> list[float]:
+    """Median seconds per call of each function, calls interleaved, the order rotated per round
+    (any contenders: onnxruntime sessions, TVM functions)."""
+    for f in fns:
         for _ in range(warmup):
-            s.run(None, feeds)
-    samples: list[list[float]] = [[] for _ in sessions]
+            f()
+    samples: list[list[float]] = [[] for _ in fns]
     for r in range(rounds):
-        order = list(range(len(sessions)))
+        order = list(range(len(fns)))
         order = order[r % len(order):] + order[:r % len(order)]
         for i in order:
             start = time.perf_counter()
-            sessions[i].run(None, feeds)
+            fns[i]()
             samples[i].append(time.perf_counter() - start)
     return [statistics.median(s) for s in samples]
 

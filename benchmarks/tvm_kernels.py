@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -37,7 +35,7 @@ os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from timing import copy_of, session  # noqa: E402
+from timing import copy_of, session, time_callables as alternate  # noqa: E402
 
 import convrewrite as cr  # noqa: E402
 from convrewrite.models import resnet50  # noqa: E402
@@ -50,22 +48,6 @@ from convrewrite.tvm.shift_kernel import (offsets_table, shift_conv_geometry,  #
                                           shift_conv_prim_func, shift_prim_func)
 from convrewrite.tvm.targets import cpu_target  # noqa: E402
 from convrewrite.verify import make_inputs  # noqa: E402
-
-
-def alternate(fns: list, rounds: int, warmup: int = 3) -> list[float]:
-    """Median seconds per call of each function, calls interleaved, order rotated per round."""
-    for f in fns:
-        for _ in range(warmup):
-            f()
-    samples: list[list[float]] = [[] for _ in fns]
-    for r in range(rounds):
-        order = list(range(len(fns)))
-        order = order[r % len(order):] + order[:r % len(order)]
-        for i in order:
-            start = time.perf_counter()
-            fns[i]()
-            samples[i].append(time.perf_counter() - start)
-    return [statistics.median(s) for s in samples]
 
 
 def tvm_callable(model: onnx.ModelProto, feeds: dict[str, np.ndarray]):
