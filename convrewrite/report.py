@@ -116,7 +116,7 @@ def render(report: Report) -> str:
         rows = []
         for r in report.records:
             rule = ", ".join(_rule_text(v) for v in r.rules)
-            rows.append([r.node, rule, r.rewrite,
+            rows.append([r.node, rule, _clip(r.rewrite),
                          f"{_num(r.macs_before)}/{_num(r.macs_after)}",
                          f"{r.nodes_before}->{r.nodes_after}", _err(r.verify)])
         lines += _table(["node", "rule (value>limit)", "rewrite", "MACs before/after", "nodes",
@@ -153,6 +153,13 @@ def render(report: Report) -> str:
     lines.append(f"status: {counts[report.status]} ({len(report.records)} rewritten, "
                  f"{len(report.remaining)} not legal, {report.convs_checked} convs in the result)")
     return "\n".join(lines)
+
+
+REWRITE_COLUMN = 110       # the terminal table's rewrite column; the JSON has the whole text
+
+
+def _clip(text: str, width: int = REWRITE_COLUMN) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _recognised_lines(found: list[str], shown: int = 3) -> list[str]:
