@@ -152,23 +152,27 @@ def isolate_node(node: gs.Node, graph: gs.Graph, like: onnx.ModelProto) -> onnx.
     return isolate_region([node], node.inputs[0], [node.outputs[0]], graph, like)
 
 
-def isolate_region(nodes: list[gs.Node], data: gs.Tensor, outputs: list[gs.Tensor],
-                   graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
-    """Nodes that compute ``outputs`` from the one tensor ``data``, with whatever else they read
-    (constants, shape arithmetic on ``data``), as a model of one input."""
+def isolate_region(nodes: list[gs.Node], data: "gs.Tensor | list[gs.Tensor]",
+                   outputs: list[gs.Tensor], graph: gs.Graph,
+                   like: onnx.ModelProto) -> onnx.ModelProto:
+    """Nodes that compute ``outputs`` from the tensor ``data`` (or several: a SparseConv's features
+    and coordinates), with whatever else they read (constants, shape arithmetic on ``data``), as a
+    model of those inputs."""
+    inputs = list(data) if isinstance(data, (list, tuple)) else [data]
+    is_input = lambda t: any(t is d for d in inputs)     # noqa: E731
     keep = list(nodes)
-    stack = [t for n in nodes for t in n.inputs if t is not data]
+    stack = [t for n in nodes for t in n.inputs if not is_input(t)]
     while stack:
         tensor = stack.pop()
-        if tensor is data:
+        if is_input(tensor):
             continue
         for producer in tensor.inputs:
             if producer not in keep:
                 keep.append(producer)
-                stack.extend(t for t in producer.inputs if t is not data)
+                stack.extend(t for t in producer.inputs if not is_input(t))
     order = {id(n): i for i, n in enumerate(graph.nodes)}      # the graph is kept toposorted
     keep.sort(key=lambda n: order.get(id(n), -1))
-    sub = gs.Graph(nodes=keep, inputs=[data], outputs=list(outputs))
+    sub = gs.Graph(nodes=keep, inputs=inputs, outputs=list(outputs))
     model = gs.export_onnx(sub, do_type_check=False, opset_imports=list(like.opset_import))
     model.ir_version = like.ir_version
     return model

@@ -27,6 +27,8 @@ class Record:
     verify: dict | None = None      # filled by verification
     notes: list[str] = field(default_factory=list)
     more_outputs: list[str] = field(default_factory=list)   # a rewritten region's other outputs
+    more_inputs: list[str] = field(default_factory=list)    # ... and other data inputs (SparseConv
+    #                                                         coordinates, a mask)
     before: Any = field(default=None, repr=False)   # the original node alone, as a ModelProto
 
     def to_dict(self) -> dict:

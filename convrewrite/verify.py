@@ -268,23 +268,25 @@ def compare_outputs(reference: dict[str, np.ndarray], actual: dict[str, np.ndarr
 
 # ---------------------------------------------------------------- local (per rewrite) checks
 
-def extract(model: onnx.ModelProto, input_name: str, output_name: "str | list[str]",
-            example: np.ndarray) -> onnx.ModelProto:
+def extract(model: onnx.ModelProto, input_name: "str | list[str]", output_name: "str | list[str]",
+            example: "np.ndarray | dict[str, np.ndarray]") -> onnx.ModelProto:
     """The part of ``model`` that computes ``output_name`` (one or several) from ``input_name``
-    (and constants)."""
+    (one, or several with ``example`` a dict of arrays by name) and constants."""
     outputs = [output_name] if isinstance(output_name, str) else list(output_name)
+    input_names = [input_name] if isinstance(input_name, str) else list(input_name)
+    examples = example if isinstance(example, dict) else {input_names[0]: example}
     producers = {o: n for n in model.graph.node for o in n.output}
     initializers = {t.name: t for t in model.graph.initializer}
     keep, stack, seen = [], list(outputs), set()
     while stack:
         name = stack.pop()
-        if name in seen or name == input_name or name in initializers or not name:
+        if name in seen or name in input_names or name in initializers or not name:
             continue
         seen.add(name)
         node = producers.get(name)
         if node is None:
             raise BadInputError(f"cannot isolate {outputs[0]!r}: it depends on {name!r}, which is "
-                                f"neither {input_name!r} nor a constant")
+                                f"neither {' nor '.join(map(repr, input_names))} nor a constant")
         if id(node) not in {id(k) for k in keep}:
             keep.append(node)
             stack.extend(node.input)
@@ -294,7 +296,8 @@ def extract(model: onnx.ModelProto, input_name: str, output_name: "str | list[st
     graph = onnx.helper.make_graph(
         keep, "local",
         [onnx.helper.make_tensor_value_info(
-            input_name, onnx.helper.np_dtype_to_tensor_dtype(example.dtype), example.shape)],
+            name, onnx.helper.np_dtype_to_tensor_dtype(examples[name].dtype), examples[name].shape)
+         for name in input_names],
         [onnx.ValueInfoProto(name=o) for o in outputs],
         [initializers[n] for n in sorted(used) if n in initializers])
     local = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
@@ -306,18 +309,27 @@ def verify_records(records, rewritten: onnx.ModelProto, feeds: dict[str, np.ndar
                    tolerance: Tolerance, progress: Callable[[Iterable], Iterable] = iter) -> None:
     """Fill ``record.verify`` for each record: its original node vs its replacement, fed with the
     activation that reaches it in the rewritten model."""
-    activations = run(rewritten, feeds, extra_outputs=[r.input_name for r in records])
+    activations = run(rewritten, feeds, extra_outputs=[n for r in records
+                                                       for n in (r.input_name, *r.more_inputs)])
     for record in progress(records):
-        x = activations[record.input_name]
-        before = _retype_input(standard_reference(record.before), record.input_name, x)
+        xs = {n: activations[n] for n in (record.input_name, *record.more_inputs)}
+        before = standard_reference(record.before)
+        for name, x in xs.items():
+            before = _retype_input(before, name, x)
         names = [record.output_name, *record.more_outputs]
-        after = extract(rewritten, record.input_name, names, x)
-        ref = run(before, {record.input_name: x})
-        got = run(after, {record.input_name: x})
-        atol, rtol = tolerance.resolve(ref[names[0]].dtype, record.tolerance)
-        stats = [compare(ref[n], got[n], atol, rtol, scale_atol=record.tolerance == "reassociating")
-                 for n in names]
+        after = extract(rewritten, list(xs), names, xs)
+        ref = run(before, _fed(before, xs))
+        got = run(after, _fed(after, xs))
+        stats = [compare(ref[n], got[n], *tolerance.resolve(ref[n].dtype, record.tolerance),
+                         scale_atol=record.tolerance == "reassociating") for n in names]
         record.verify = max(stats, key=lambda s: (not s["passed"], s.get("max_abs", 0.0)))
+
+
+def _fed(model: onnx.ModelProto, xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays the model reads (a region's original may not read all its replacement reads:
+    a dense conv ignores the mask its sparse form gathers with)."""
+    wanted = {i.name for i in graph_inputs(model)}
+    return {n: x for n, x in xs.items() if n in wanted}
 
 
 def _retype_input(model: onnx.ModelProto, name: str, example: np.ndarray) -> onnx.ModelProto:
