@@ -1,0 +1,87 @@
+"""Seeded verification inputs that make sense for sparse models.
+
+``verify.make_inputs`` draws integers in [0, 10] and floats in [-1, 1]; for SparseConv coordinates
+that means repeated and out-of-grid sites, and a ``--sparse-input`` tensor would be dense. Here:
+coordinates fed to a SparseConv are distinct sites of its grid (two batch items where the grid
+allows, clustered in a corner box of about four times their number so that kernels find
+neighbours), the features get as many rows, and named sparse graph inputs keep about 10% of their
+sites (masks become 0/1)."""
+
+from __future__ import annotations
+
+from math import ceil, prod
+
+import numpy as np
+import onnx
+
+from ..ops import DOMAIN
+from .schema import OP_TYPE, SparseConvAttrs, SparseConvError
+
+DEFAULT_SITES = 64
+ACTIVE_FRACTION = 0.1
+
+
+def _dynamic_rows(info: onnx.ValueInfoProto) -> bool:
+    dims = info.type.tensor_type.shape.dim
+    return not dims or not dims[0].HasField("dim_value") or dims[0].dim_value <= 0
+
+
+def random_sites(rng: np.random.Generator, count: int, spatial_shape, batches: int = 2,
+                 dtype=np.int64) -> np.ndarray:
+    """``count`` distinct [batch, *spatial] rows, clustered in a corner box of each batch item."""
+    rank = len(spatial_shape)
+    batches = max(1, min(batches, count))
+    per = ceil(count / batches)
+    side = max(1, ceil((4 * per) ** (1 / rank)))
+    box = [min(s, side) for s in spatial_shape]
+    while prod(box) * batches < count:
+        grown = [min(s, b * 2) for s, b in zip(spatial_shape, box)]
+        if grown == box:
+            raise SparseConvError(f"cannot place {count} distinct sites in {batches} x "
+                                  f"{list(spatial_shape)}")
+        box = grown
+    flat = rng.choice(batches * prod(box), size=count, replace=False)
+    return np.stack(np.unravel_index(flat, (batches, *box)), axis=1).astype(dtype)
+
+
+def sparse_feeds(model: onnx.ModelProto, feeds: dict[str, np.ndarray], seed: int = 0,
+                 sparse_inputs=(), fixed=()) -> dict[str, np.ndarray]:
+    """``feeds`` with SparseConv coordinates (and their features) and the named sparse inputs
+    redrawn as above (features as many rows as constant coordinates have); inputs in ``fixed``
+    (given shapes) keep their row counts."""
+    rng = np.random.default_rng([seed, 0x5ba75e])
+    inputs = {i.name: i for i in model.graph.input}
+    constants = {t.name: t for t in model.graph.initializer}
+    out = dict(feeds)
+    done: set[str] = set()
+    for node in model.graph.node:
+        if node.domain != DOMAIN or node.op_type != OP_TYPE or len(node.input) < 2:
+            continue
+        coords, features = node.input[1], node.input[0]
+        if coords in constants and features in out and features not in fixed \
+                and _dynamic_rows(inputs[features]) and out[features].ndim == 2:
+            rows = constants[coords].dims[0]        # features for the constant sites
+            shape = (rows, out[features].shape[1])
+            out[features] = rng.uniform(-1, 1, shape).astype(out[features].dtype)
+        if coords not in inputs or coords in done or coords not in out:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        try:
+            spatial = SparseConvAttrs.from_node_attrs(attrs).spatial_shape
+        except SparseConvError:
+            continue                        # the rewrite will say what is wrong
+        rows = out[coords].shape[0]
+        if _dynamic_rows(inputs[coords]) and coords not in fixed:
+            rows = min(DEFAULT_SITES, 2 * prod(spatial))
+        out[coords] = random_sites(rng, rows, spatial, dtype=out[coords].dtype)
+        if features in inputs and features in out and out[features].ndim == 2:
+            shape = (rows, out[features].shape[1])
+            out[features] = rng.uniform(-1, 1, shape).astype(out[features].dtype)
+        done.add(coords)
+    for name in sparse_inputs:
+        x = out.get(name)
+        if x is None or x.ndim < 3 or not np.issubdtype(x.dtype, np.floating):
+            continue
+        keep = rng.random((x.shape[0], 1, *x.shape[2:])) < ACTIVE_FRACTION
+        out[name] = keep.astype(x.dtype) if x.shape[1] == 1 else (x * keep).astype(x.dtype)
+    return out
