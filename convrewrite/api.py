@@ -12,6 +12,7 @@ import onnx
 from .graph import load_model
 from .pipeline import check_model_legality, rewrite_model, tidy_split_graph
 from .report import Report
+from .sparse.inputs import sparse_feeds
 from .target import Target, load_target
 from .verify import Tolerance, make_inputs, verify_end_to_end, verify_records
 
@@ -24,10 +25,14 @@ def _as_model(model) -> tuple[onnx.ModelProto, str]:
     return load_model(model), os.fspath(model)
 
 
-def _feeds(model: onnx.ModelProto, inputs, seed: int, input_shapes) -> dict[str, np.ndarray]:
+def _feeds(model: onnx.ModelProto, inputs, seed: int, input_shapes,
+           sparse_inputs=()) -> dict[str, np.ndarray]:
     if isinstance(inputs, dict):
         return inputs
-    return make_inputs(model, seed=seed, shapes=input_shapes, npz=inputs)
+    feeds = make_inputs(model, seed=seed, shapes=input_shapes, npz=inputs)
+    if inputs is None:      # seeded: valid SparseConv coordinates, sparse --sparse-input tensors
+        feeds = sparse_feeds(model, feeds, seed, sparse_inputs, fixed=set(input_shapes or {}))
+    return feeds
 
 
 def _describe_feeds(feeds: dict[str, np.ndarray]) -> dict:
@@ -36,17 +41,21 @@ def _describe_feeds(feeds: dict[str, np.ndarray]) -> dict:
 
 def rewrite(model, target, *, verify: bool = True, inputs=None, seed: int = 0,
             input_shapes: dict | None = None, tolerance: Tolerance | None = None,
-            progress: Callable[[Iterable], Iterable] = iter) -> tuple[onnx.ModelProto, Report]:
+            progress: Callable[[Iterable], Iterable] = iter,
+            sparse_inputs: Iterable[str] = ()) -> tuple[onnx.ModelProto, Report]:
     """Make every conv fit ``target``; verify each rewrite and the whole model on onnxruntime.
 
-    ``inputs``: a dict of arrays, a path to an .npz, or None for seeded random inputs. Returns the
+    ``inputs``: a dict of arrays, a path to an .npz, or None for seeded random inputs.
+    ``sparse_inputs``: names of tensors that are mostly zero, or masks; the convs reading them
+    become sparse convs (see passes.dense_to_sparse). Returns the
     rewritten model (the original object itself when nothing needed rewriting) and the report;
     ``report.status`` is "ok", "mismatch" or "illegal".
     """
     original, name = _as_model(model)
     target = load_target(target)
     started = time.perf_counter()
-    rewritten, result = rewrite_model(original, target)
+    sparse_inputs = tuple(sparse_inputs or ())
+    rewritten, result = rewrite_model(original, target, sparse_inputs=sparse_inputs)
     report = Report(model=name, target=target.name, records=result.records,
                     remaining=result.remaining, convs_checked=result.convs_checked,
                     recognised=result.recognised)
@@ -55,7 +64,7 @@ def rewrite(model, target, *, verify: bool = True, inputs=None, seed: int = 0,
     if verify and result.records:
         # Local checks first: each record's replacement still reads its own input here.
         started = time.perf_counter()
-        feeds = _feeds(original, inputs, seed, input_shapes)
+        feeds = _feeds(original, inputs, seed, input_shapes, sparse_inputs)
         report.inputs = _describe_feeds(feeds)
         verify_records(result.records, rewritten, feeds, tol, progress)
         report.timings["verify_local"] = time.perf_counter() - started

@@ -75,6 +75,9 @@ def rewrite_parser() -> argparse.ArgumentParser:
                    help="with --tvm: run and time the build on a machine an RPC tracker hands "
                         "out (python -m tvm.exec.rpc_tracker / rpc_server), not here")
     p.add_argument("--rpc-key", metavar="KEY", help="the key of the RPC server to use")
+    p.add_argument("--sparse-input", action="append", default=[], metavar="NAME",
+                   help="a tensor that is mostly zero, or a [B, 1, ...] mask multiplied into conv "
+                        "inputs: the convs reading it become sparse convs (repeatable)")
     _add_verify_flags(p)
     return p
 
@@ -154,7 +157,8 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     rewritten, report = api.rewrite(model, target, verify=not args.no_verify, inputs=args.inputs,
                                     seed=args.seed, input_shapes=shapes,
-                                    tolerance=_tolerance(args), progress=_progress(args.quiet))
+                                    tolerance=_tolerance(args), progress=_progress(args.quiet),
+                                    sparse_inputs=args.sparse_input)
     report.model = str(model_path)
     if report.status != "mismatch":
         external = model_path.exists() and file_uses_external_data(model_path)

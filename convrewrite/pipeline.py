@@ -66,14 +66,16 @@ def name_unnamed_nodes(graph: gs.Graph) -> None:
 def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
                passes: tuple[Pass, ...] = DEFAULT_PASSES,
                dry_run: bool = False,
-               graph_passes: tuple[GraphPass, ...] = GRAPH_PASSES) -> tuple[gs.Graph, RewriteResult]:
+               graph_passes: tuple[GraphPass, ...] = GRAPH_PASSES,
+               sparse_inputs: tuple[str, ...] = ()) -> tuple[gs.Graph, RewriteResult]:
     """Rewrite ``graph`` to a fixpoint; ``like`` is the model it came from (opsets, ir_version).
     Pattern rewrites (shifts, shuffles, our ops) run first, once; then the conv passes. After
     each round that changed something, shapes are inferred afresh, so the next round's
     legality checks (input sizes, batch) see the real extents of what the passes emitted."""
     name_unnamed_nodes(graph)
     names = Names.in_graph(graph)
-    ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like), names=names)
+    ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like), names=names,
+                         sparse_inputs=tuple(sparse_inputs))
     result = RewriteResult()
     declined: dict[str, list[str]] = {}
     result.recognised += depthwise_separable_pairs(graph)
@@ -148,9 +150,13 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
 
 
 def rewrite_model(model: onnx.ModelProto, target: Target,
-                  passes: tuple[Pass, ...] = DEFAULT_PASSES) -> tuple[onnx.ModelProto, RewriteResult]:
-    """Rewrite a model; when nothing changes the original proto is returned untouched."""
-    graph, result = run_passes(to_graph(model), target, model, passes)
+                  passes: tuple[Pass, ...] = DEFAULT_PASSES,
+                  sparse_inputs: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, RewriteResult]:
+    """Rewrite a model; when nothing changes the original proto is returned untouched.
+    ``sparse_inputs`` names tensors known to be mostly zero (or masks): the convs reading them
+    become SparseConvs (passes.dense_to_sparse)."""
+    graph, result = run_passes(to_graph(model), target, model, passes,
+                               sparse_inputs=tuple(sparse_inputs))
     if not result.records:
         return model, result
     return drop_own_opset(from_graph(graph, model)), result

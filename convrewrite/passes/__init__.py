@@ -5,6 +5,7 @@ from .base import Pass, RewriteContext
 from .channel_split import ChannelSplit
 from .channelwise import ChannelwiseLowering
 from .dead_taps import DeadTaps
+from .dense_to_sparse import DenseToSparse, SparseConvLowering
 from .depth_multiplier import DepthMultiplierLowering
 from .dilation import DilationLowering
 from .groups import GroupLowering
@@ -33,9 +34,12 @@ DEFAULT_PASSES: tuple[Pass, ...] = (RankLowering(), GroupLowering(), DepthMultip
 
 # Pattern rewrites run once before the conv passes: our ops become standard ONNX, shuffles lose
 # their 5-D tensors, and shifts take their cheapest form (the convs these emit then get legalised).
-GRAPH_PASSES: tuple[GraphPass, ...] = (ChannelwiseLowering(), ShuffleRemoval(), ShiftLowering())
+# Convs over --sparse-input tensors become SparseConvs first, and SparseConvs standard ONNX next.
+GRAPH_PASSES: tuple[GraphPass, ...] = (DenseToSparse(), SparseConvLowering(), ChannelwiseLowering(),
+                                       ShuffleRemoval(), ShiftLowering())
 
 __all__ = ["DEFAULT_PASSES", "GRAPH_PASSES", "ChannelSplit", "ChannelwiseLowering", "DeadTaps",
+           "DenseToSparse", "SparseConvLowering",
            "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding", "GraphPass",
            "GroupLowering", "KernelSplit", "Pass", "RankLowering", "RewriteContext", "ShiftLowering",
            "ShuffleRemoval", "SpatialTiling", "StrideSubsample", "TransposedToConv"]

@@ -23,6 +23,7 @@ class RewriteContext:
     names: Names = field(default_factory=Names)               # node and tensor names in use
     regroupable_sums: set[str] = field(default_factory=set)   # Adds a later pass may regroup
     emitted: set[str] = field(default_factory=set)            # nodes pattern passes made
+    sparse_inputs: tuple[str, ...] = ()                       # tensors named mostly zero
 
     def fresh(self, wanted: str) -> str:
         return self.names.fresh(wanted)
