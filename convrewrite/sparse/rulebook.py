@@ -169,19 +169,26 @@ def _submanifold(c: np.ndarray, attrs: SparseConvAttrs, out_dtype) -> Rulebook:
     taps = attrs.taps()
     centre = np.asarray([k // 2 for k in attrs.kernel_shape])
     deltas = ((taps - centre) * np.asarray(attrs.dilations)) @ strides[1:]
-    kv = attrs.kernel_volume
+    kv, k_last, d_last = attrs.kernel_volume, attrs.kernel_shape[-1], attrs.dilations[-1]
     ins: list = [None] * kv
     outs: list = [None] * kv
     ins[kv // 2] = outs[kv // 2] = np.arange(n, dtype=dtype)
+    # Output j (sorted position) reads the input at skeys[j] + deltas[t]; tap K-1-t is tap t's
+    # mirror. Taps come in rows along the last dim; with dilation 1 there, a row's keys are
+    # consecutive integers, so one searchsorted finds the first and each next one is at most
+    # one sorted position further: pos advances by one on every hit.
+    pos = None
     for t in range(kv // 2):
-        # output j (sorted position) reads input at key + delta[t]; tap K-1-t is the mirror
         query = skeys + deltas[t]
-        pos = np.searchsorted(skeys, query)
-        np.minimum(pos, n - 1, out=pos)
-        j = np.flatnonzero(skeys[pos] == query)
-        i = pos[j]
+        if pos is None or d_last != 1 or t % k_last == 0:
+            pos = np.searchsorted(skeys, query)
+        at = np.minimum(pos, n - 1)
+        hit = skeys[at] == query
+        j = np.flatnonzero(hit)
+        i = at[j]
         ins[t], outs[t] = order[i], order[j]
         ins[kv - 1 - t], outs[kv - 1 - t] = order[j], order[i]
+        pos += hit
     return _assemble(attrs, n, c.astype(out_dtype, copy=False), ins, outs, dtype)
 
 

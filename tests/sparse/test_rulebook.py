@@ -99,7 +99,7 @@ def cases(draw):
     rank = draw(st.sampled_from([2, 3]))
     submanifold = draw(st.booleans())
     grid = [draw(st.integers(3, 9)) for _ in range(rank)]
-    kernel = [draw(st.sampled_from([1, 3] if submanifold else [1, 2, 3])) for _ in range(rank)]
+    kernel = [draw(st.sampled_from([1, 3, 5] if submanifold else [1, 2, 3])) for _ in range(rank)]
     dilations = [draw(st.integers(1, 2)) for _ in range(rank)]
     if submanifold:
         strides, pads = None, None
