@@ -8,11 +8,13 @@ The rulebook takes one of two forms, chosen per node and recorded:
   no pair are left out.
 * **in the graph** -- the coordinates arrive at run time: the graph builds the rulebook itself.
   Coordinates become int64 keys (as in ``rulebook``); a submanifold conv looks up ``key + delta``
-  for half of the taps (the other half are their mirrors) with one ``Unique`` over the input keys
-  and all the queries -- a query matches an input site exactly when it shares its unique id -- and a
-  ScatterElements table from unique id to input row; a regular conv computes every (site, tap)
-  candidate output key, keeps the valid ones (Compress), and ``Unique`` (sorted) gives the output
-  sites in our order and each pair's output row. Memory scales with sites x taps, never the grid.
+  for half of the taps (the other half are their mirrors) by one sort of the input keys and all
+  the queries -- a query matches an input site exactly when it lands in its run of equal keys --
+  and a ScatterElements table from run to input row; a regular conv computes every (site, tap)
+  candidate output key, keeps the valid ones (Compress), and the sorted distinct keys are the
+  output sites in our order. Memory scales with sites x taps, never the grid. The sort is TopK
+  (k = all) with CumSum over the run starts, not ONNX's Unique: onnxruntime's Unique took 1.05 s
+  (0.79 s unsorted) on 700k int64 keys where TopK took 0.08 s.
   Nothing checks the coordinates at run time: out-of-range or repeated coordinates give wrong
   results (as in spconv); our numpy executor and the precomputed form reject them.
 
@@ -38,8 +40,9 @@ from .schema import SparseConvAttrs
 MIN_OPSET = 16          # ScatterND's reduction attribute
 PRECOMPUTED_OPS = frozenset({"Gather", "MatMul", "ScatterND", "ConstantOfShape", "CastLike", "Add",
                              "Identity"})
-IN_GRAPH_OPS = PRECOMPUTED_OPS | {"Cast", "Mul", "ReduceSum", "Unsqueeze", "Squeeze", "Reshape",
-                                  "Concat", "Unique", "Slice", "Shape", "Range", "ScatterElements",
+IN_GRAPH_OPS = PRECOMPUTED_OPS | {"Cast", "Mul", "Sub", "ReduceSum", "Unsqueeze", "Squeeze", "Reshape",
+                                  "Concat", "TopK", "CumSum", "Slice", "Shape", "Range",
+                                  "ScatterElements",
                                   "Less", "Not", "Compress", "Split", "Div", "Mod", "Equal",
                                   "GreaterOrEqual", "And"}
 
@@ -100,8 +103,7 @@ def _graph_submanifold(c64, coords, n, rows, attrs: SparseConvAttrs, e: Emitter)
         queries = e.op("Add", [e.op("Unsqueeze", [keys, e.i64("axis0u", [0])], "keys_row"),
                                e.i64("deltas", deltas.reshape(-1, 1))], "queries")
         flat = e.op("Reshape", [queries, e.i64("flat", [-1])], "queries_flat")
-        _, _, inverse, _ = e.multi("Unique", [e.op("Concat", [keys, flat], "all_keys", axis=0)],
-                                   "unique", 4, sorted=1)
+        _, inverse = sort_unique(e.op("Concat", [keys, flat], "all_keys", axis=0), e, "runs")
         big = e.i64("end", [np.iinfo(np.int64).max])
         inv_in = e.op("Slice", [inverse, e.i64("start0", [0]), n], "ids_in")
         inv_q = e.op("Reshape", [e.op("Slice", [inverse, n, big], "ids_q"),
@@ -121,6 +123,30 @@ def _graph_submanifold(c64, coords, n, rows, attrs: SparseConvAttrs, e: Emitter)
             pairs[kv - 1 - t] = (dst, _column(src, e, f"tap{kv - 1 - t}"))
     out_coords = e.op("Identity", [coords], "same_coords")
     return GraphRulebook(pairs, out_coords, None, kv // 2)
+
+
+def sort_unique(x: gs.Tensor, e: Emitter, name: str) -> tuple[gs.Tensor, gs.Tensor]:
+    """(sorted distinct values, index of each element's value among them) of a 1-D int64 tensor:
+    ONNX's Unique(sorted=1) by TopK + CumSum over the starts of runs of equal values."""
+    n = e.op("Shape", [x], f"{name}.n")
+    ordered, perm = e.multi("TopK", [x, n], f"{name}.sort", 2, axis=0, largest=0, sorted=1)
+    big = e.i64(f"{name}.end", [np.iinfo(np.int64).max])
+    later = e.op("Slice", [ordered, e.i64(f"{name}.one", [1]), big], f"{name}.later")
+    earlier = e.op("Slice", [ordered, e.i64(f"{name}.zero", [0]), e.i64(f"{name}.last", [-1])],
+                   f"{name}.earlier")
+    changes = e.op("Not", [e.op("Equal", [later, earlier], f"{name}.same")], f"{name}.changes")
+    first = e.op("Concat", [e.const(f"{name}.first", np.array([True])), changes], f"{name}.starts0",
+                 axis=0)
+    starts = e.op("Slice", [first, e.i64(f"{name}.zero_s", [0]), n], f"{name}.starts")  # n = 0
+    run = e.op("Sub", [e.op("CumSum", [e.op("Cast", [starts], f"{name}.starts_i",
+                                                  to=onnx.TensorProto.INT64),
+                                         e.const(f"{name}.axis", np.int64(0))], f"{name}.count"),
+                       e.const(f"{name}.one_s", np.int64(1))], f"{name}.run")
+    values = e.op("Compress", [ordered, starts], f"{name}.values")
+    zeros = e.op("ConstantOfShape", [n], f"{name}.zeros",
+                 value=onnx.helper.make_tensor("value", onnx.TensorProto.INT64, [1], [0]))
+    inverse = e.op("ScatterElements", [zeros, perm, run], f"{name}.inverse")
+    return values, inverse
 
 
 def _column(x: gs.Tensor, e: Emitter, name: str) -> gs.Tensor:
@@ -162,7 +188,7 @@ def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: Emitter) -> Gra
                          f"tap{k}.keys"))
         sizes.append(e.op("Shape", [keys[-1]], f"tap{k}.count"))
     cat = e.op("Concat", keys, "cand_keys", axis=0) if kv > 1 else keys[0]
-    uniq, _, inverse, _ = e.multi("Unique", [cat], "unique", 4, sorted=1)
+    uniq, inverse = sort_unique(cat, e, "unique")
     if kv > 1:
         dsts = e.multi("Split", [inverse, e.op("Concat", sizes, "counts", axis=0)], "per_tap", kv,
                        axis=0)
