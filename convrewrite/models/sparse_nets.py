@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from ..ops import DOMAIN, DOMAIN_VERSION
 from ..sparse.schema import OP_TYPE, SparseConvAttrs
@@ -105,6 +105,37 @@ def masked_conv_net(image_size: int = 32, in_channels: int = 8, width: int = 16,
     h = g.relu(g.conv(masked(h, "down/in_mask"), 2 * width, 3, 2, name="down"), "down/relu")
     g.output(g.conv(h, 4, 1, name="head", gain=LINEAR_GAIN), "out")
     return g.build()
+
+
+def sparse_conv_model(attrs: SparseConvAttrs, weight: np.ndarray, bias: np.ndarray | None = None,
+                 coords: np.ndarray | None = None, coord_dtype=np.int32,
+                 attributes: dict | None = None, opset: int = 17) -> onnx.ModelProto:
+    """One SparseConv: features [N, Cin] (and coordinates [N, 1 + D] unless ``coords`` makes them
+    constant) -> out_features, out_coordinates; ``attributes`` overrides the node's attributes
+    (to build bad ones)."""
+    elem = helper.np_dtype_to_tensor_dtype(weight.dtype)
+    cdt = helper.np_dtype_to_tensor_dtype(np.dtype(coord_dtype))
+    rank = attrs.rank
+    inputs = [helper.make_tensor_value_info("features", elem, ["N", weight.shape[1]])]
+    inits = [numpy_helper.from_array(weight, "W")]
+    if coords is None:
+        inputs.append(helper.make_tensor_value_info("coordinates", cdt, ["N", 1 + rank]))
+    else:
+        inits.append(numpy_helper.from_array(np.asarray(coords, coord_dtype), "coordinates"))
+    names = ["features", "coordinates", "W"]
+    if bias is not None:
+        inits.append(numpy_helper.from_array(bias, "B"))
+        names.append("B")
+    node = helper.make_node("SparseConv", names, ["out_features", "out_coordinates"],
+                            name="sconv", domain=DOMAIN,
+                            **(attributes if attributes is not None else attrs.to_node_attrs()))
+    graph = helper.make_graph([node], "one_sparse_conv", inputs, [
+        helper.make_tensor_value_info("out_features", elem, ["M", weight.shape[0]]),
+        helper.make_tensor_value_info("out_coordinates", cdt, ["M", 1 + rank])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                    helper.make_opsetid(DOMAIN, 1)])
+    model.ir_version = 8
+    return model
 
 
 def random_mask(image_size: int, density: float, seed: int = 0, dtype="float32") -> np.ndarray:
