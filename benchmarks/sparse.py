@@ -1,15 +1,16 @@
 """Sparse convolution on CPU, side by side in one run: our rulebook build and gather-GEMM-scatter
-(numpy, and the ONNX lowering on onnxruntime in both rulebook forms) against spconv 2.3.8's CPU
-build on the same data, and against a dense conv at the same density. 64 -> 64 channels, k = 3,
-float32.
+(numpy, our TVM kernel, and the ONNX lowering on onnxruntime in both rulebook forms) against spconv
+2.3.8's CPU build on the same data, and against a dense conv at the same density. 64 -> 64
+channels, k = 3, float32.
 
 Cases: 3-D 50,000 random voxels in 400x400x40 (submanifold; regular stride 1 pad 1; regular stride
 2 pad 1), a LiDAR-like scan (~120,000 voxels on 74 rings in 1600x1600x40, ~6 neighbours each;
 submanifold), 2-D 20,000 random pixels in 512x512 (submanifold).
 
 Threads: spconv runs with one OpenMP thread (its CPU scatter-add races on more than one; the run
-shows it), and so do we: numpy's BLAS and onnxruntime get one thread, the rulebook is single-
-threaded numpy. Our results are compared bit for bit on 1 and 2 threads.
+shows it), and so do we: numpy's BLAS, onnxruntime and TVM get one thread, the rulebook is
+single-threaded numpy (the TVM kernel is also timed on 2). Our results are compared bit for bit on
+1 and 2 threads.
 
 spconv lives in its own virtual environment (torch + spconv are no dependency of ours): give its
 python with --spconv-python (default: $SPCONV_PYTHON, else /tmp/spconv-venv/bin/python). It runs
@@ -36,6 +37,7 @@ from pathlib import Path
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")            # before numpy loads its BLAS
+os.environ.setdefault("TVM_NUM_THREADS", "2")   # TVM's pool size: runs pick 1 or 2 of them
 
 import numpy as np  # noqa: E402
 
@@ -287,6 +289,34 @@ def numpy_threads(case_index: int, tmp: Path) -> str:
             f"count; no race, each tap scatters into distinct rows)")
 
 
+def bench_tvm(rb, features, taps, expected, rounds: int) -> dict | None:
+    """Our TVM kernel (output-major rulebook, 1 and 2 threads), or None without TVM."""
+    try:
+        import tvm
+        from convrewrite.sparse.tvm_kernel import SparseConvKernel, output_major
+    except ImportError:
+        print("  TVM absent: no TVM kernel")
+        return None
+    from timing import time_callables
+    kernel = SparseConvKernel(taps.shape[1], taps.shape[2], taps.shape[0])
+    t_layout = time_callables([lambda: output_major(rb)], rounds)[0]
+    args = kernel.tensors(features, output_major(rb), taps)
+    config = tvm.get_global_func("runtime.config_threadpool")
+    times, outs = {}, {}
+    for threads in (1, 2):
+        config(0, threads)
+        times[threads] = time_callables([lambda: kernel.run(args)], rounds)[0]
+        outs[threads] = args[-1].numpy().copy()
+    config(0, 1)
+    same = np.array_equal(outs[1], outs[2])
+    err = float(np.abs(outs[1] - expected).max())
+    print(f"  ours  TVM kernel (LLVM) {ms(times[1])} on 1 thread, {ms(times[2])} on 2   output-major"
+          f" layout {ms(t_layout)}   vs numpy max |diff| {err:.1e}; 1 vs 2 threads bit-identical:"
+          f" {same}")
+    return {"tvm_kernel": times[1], "tvm_kernel_2_threads": times[2], "tvm_layout": t_layout,
+            "tvm_threads_identical": same}
+
+
 def ms(seconds: float | None) -> str:
     return "absent" if seconds is None else f"{seconds * 1e3:8.1f} ms"
 
@@ -331,6 +361,9 @@ def bench_case(index: int, case: Case, args, spconv: str | None, tmp: Path) -> d
           f"onnxruntime 1 vs 2 threads bit-identical: {ort_same_threads}")
     if index in args.determinism:
         print(f"  ours  numpy: {numpy_threads(index, tmp)}")
+    tvm_times = bench_tvm(rb, features, taps, ours_f, rounds)
+    if tvm_times is not None:
+        result.update(tvm_times)
     sp1 = run_spconv(spconv, case, coords, features, weight, rounds, 1, 2, tmp)
     if sp1 is not None:
         t = sp1["times"]
@@ -344,6 +377,11 @@ def bench_case(index: int, case: Case, args, spconv: str | None, tmp: Path) -> d
               f"{ratio(t_rb + t_ex, t['forward'])}, onnxruntime in-graph/spconv "
               f"{ratio(t_graph, t['forward'])}, onnxruntime precomputed/spconv compute "
               f"{ratio(t_const, t['compute'])}")
+        if tvm_times is not None:
+            e2e = t_rb + tvm_times["tvm_layout"] + tvm_times["tvm_kernel"]
+            print(f"  RATIO TVM kernel/spconv compute {ratio(tvm_times['tvm_kernel'], t['compute'])}"
+                  f"   end to end rulebook + layout + TVM kernel / spconv forward "
+                  f"{ratio(e2e, t['forward'])} (goal <= 1)")
         if index in args.race:
             sp2 = run_spconv(spconv, case, coords, features, weight, 1, 2, 3, tmp)
             if sp2 is not None:

@@ -1,0 +1,174 @@
+"""A TVM TIR kernel for the sparse conv's gather-GEMM-scatter, driven by the rulebook (CPU via
+LLVM, and CUDA).
+
+The rulebook's pairs are reordered output-major (``output_major``: a counting sort, no argsort):
+``row_ptr`` [M + 1] delimits each output row's pairs, ``pair_in`` / ``pair_tap`` name the input
+row and the tap of each, in tap order within a row. The kernel is output-stationary::
+
+    out[o, :] = B + sum over q in [row_ptr[o], row_ptr[o + 1]) of  W[tap[q]]^T @ f[in[q], :]
+
+Every output row is computed by one thread (CPU: rows spread over the cores, the output channels
+in AVX-512 vectors held over the whole reduction; CUDA: one block per row, a thread per output
+channel), its sum in a fixed order, and written once: no scatter-add, no atomics, so the result
+is the same on any number of threads and on every run. Weights are [K, Cin, Cout]
+(``schema.tap_weights``); the feature, weight and output dtype is float32.
+
+TVM is optional: nothing here imports it before a kernel is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil
+
+import numpy as np
+
+from .rulebook import Rulebook
+
+LANES = 16                  # float32 lanes of an AVX-512 register
+MAX_VECTORS = 4             # output-channel vectors held per row (4 x 16 accumulators)
+CUDA_THREADS = 256          # most output channels one CUDA block computes at once
+
+
+@dataclass
+class OutputMajor:
+    """The rulebook's pairs grouped by output row (tap order within a row)."""
+
+    row_ptr: np.ndarray         # [M + 1] int64
+    pair_in: np.ndarray         # [P] int64
+    pair_tap: np.ndarray        # [P] int64
+
+
+def output_major(rb: Rulebook) -> OutputMajor:
+    """Counting sort of the pairs by output row. Within a tap no output row repeats, so each tap's
+    pairs take the next free slot of their rows in one vectorised step."""
+    counts = np.bincount(rb.out_index, minlength=rb.num_out) if rb.num_pairs else \
+        np.zeros(rb.num_out, np.int64)
+    row_ptr = np.zeros(rb.num_out + 1, dtype=np.int64)
+    np.cumsum(counts, out=row_ptr[1:])
+    filled = row_ptr[:-1].copy()
+    pair_in = np.empty(rb.num_pairs, dtype=np.int64)
+    pair_tap = np.empty(rb.num_pairs, dtype=np.int64)
+    for k in range(len(rb.counts)):
+        src, dst = rb.pairs(k)
+        if len(src) == 0:
+            continue
+        slots = filled[dst]
+        pair_in[slots] = src
+        pair_tap[slots] = k
+        filled[dst] += 1
+    return OutputMajor(row_ptr, pair_in, pair_tap)
+
+
+def _vector_block(cout: int) -> int:
+    """Output channels per vectorised chunk: a multiple of 16 dividing Cout, at most 64 (else
+    Cout itself, when it is not a multiple of 16)."""
+    if cout % LANES:
+        return cout
+    vectors = cout // LANES
+    return LANES * max(v for v in range(1, MAX_VECTORS + 1) if vectors % v == 0)
+
+
+def sparse_conv_prim_func(in_channels: int, out_channels: int, taps: int, kind: str = "llvm"):
+    """The kernel as a PrimFunc ``main(features [N, Cin], weights [K, Cin, Cout], bias [Cout],
+    row_ptr [M + 1], pair_in [P], pair_tap [P], out [M, Cout])``; N, M and P are symbolic."""
+    from tvm.script import tirx as T
+    cin, cout, k = in_channels, out_channels, taps
+    if kind == "llvm":
+        vb = _vector_block(cout)
+        chunks = cout // vb
+
+        @T.prim_func
+        def cpu(f_h: T.handle, w_h: T.handle, b_h: T.handle, ptr_h: T.handle, pin_h: T.handle,
+                ptap_h: T.handle, out_h: T.handle):
+            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+            n, m, p = T.int64(), T.int64(), T.int64()
+            F = T.match_buffer(f_h, (n, cin), "float32")
+            W = T.match_buffer(w_h, (k, cin, cout), "float32")
+            B = T.match_buffer(b_h, (cout,), "float32")
+            PTR = T.match_buffer(ptr_h, (m + T.int64(1),), "int64")
+            PIN = T.match_buffer(pin_h, (p,), "int64")
+            PTAP = T.match_buffer(ptap_h, (p,), "int64")
+            OUT = T.match_buffer(out_h, (m, cout), "float32")
+            for o in T.parallel(m):
+                for c in T.serial(chunks):
+                    acc = T.alloc_buffer((vb,), "float32", scope="local")
+                    for v in T.vectorized(vb):
+                        acc[v] = B[c * vb + v]
+                    for q in T.serial(PTR[o], PTR[o + T.int64(1)]):
+                        for ci in T.unroll(cin):
+                            for v in T.vectorized(vb):
+                                acc[v] = acc[v] + F[PIN[q], ci] * W[PTAP[q], ci, c * vb + v]
+                    for v in T.vectorized(vb):
+                        OUT[o, c * vb + v] = acc[v]
+
+        return cpu
+    threads = min(cout, CUDA_THREADS)
+    chunks = ceil(cout / threads)
+
+    @T.prim_func
+    def gpu(f_h: T.handle, w_h: T.handle, b_h: T.handle, ptr_h: T.handle, pin_h: T.handle,
+            ptap_h: T.handle, out_h: T.handle):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        n, m, p = T.int64(), T.int64(), T.int64()
+        F = T.match_buffer(f_h, (n, cin), "float32")
+        W = T.match_buffer(w_h, (k, cin, cout), "float32")
+        B = T.match_buffer(b_h, (cout,), "float32")
+        PTR = T.match_buffer(ptr_h, (m + T.int64(1),), "int64")
+        PIN = T.match_buffer(pin_h, (p,), "int64")
+        PTAP = T.match_buffer(ptap_h, (p,), "int64")
+        OUT = T.match_buffer(out_h, (m, cout), "float32")
+        for o in T.thread_binding(m, thread="blockIdx.x"):
+            for c in T.serial(chunks):
+                for t in T.thread_binding(threads, thread="threadIdx.x"):
+                    if c * threads + t < cout:
+                        acc = T.alloc_buffer((1,), "float32", scope="local")
+                        acc[0] = B[c * threads + t]
+                        for q in T.serial(PTR[o], PTR[o + T.int64(1)]):
+                            for ci in T.serial(cin):
+                                acc[0] = acc[0] + F[PIN[q], ci] * W[PTAP[q], ci, c * threads + t]
+                        OUT[o, c * threads + t] = acc[0]
+
+    return gpu
+
+
+class SparseConvKernel:
+    """The compiled kernel for one (Cin, Cout, K): ``kernel(features, rulebook, taps, bias)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, taps: int, kind: str = "llvm"):
+        from ..tvm import require_tvm
+        from ..tvm.targets import cpu_target, nvcc_compiler, tvm_target
+        tvm = require_tvm()
+        self.kind, self.shape = kind, (in_channels, out_channels, taps)
+        mod = tvm.IRModule({"main": sparse_conv_prim_func(in_channels, out_channels, taps, kind)})
+        if kind == "llvm":
+            self.lib = tvm.compile(mod, target=cpu_target())
+        else:
+            with nvcc_compiler():
+                self.lib = tvm.compile(mod, target=tvm_target(kind))
+        self.device = tvm.cpu(0) if kind == "llvm" else tvm.cuda(0)
+
+    def source(self) -> str:
+        """The generated device code (CUDA C for ``cuda``)."""
+        mods = self.lib.mod.imports if self.kind != "llvm" else []
+        return mods[0].inspect_source() if mods else self.lib.mod.inspect_source()
+
+    def tensors(self, features: np.ndarray, layout: OutputMajor, taps: np.ndarray,
+                bias: np.ndarray | None = None) -> list:
+        """The kernel's arguments on its device (reusable across calls, for timing)."""
+        import tvm
+        cout = self.shape[1]
+        b = np.zeros(cout, np.float32) if bias is None else np.asarray(bias, np.float32)
+        host = [np.ascontiguousarray(features, np.float32), np.ascontiguousarray(taps, np.float32),
+                b, layout.row_ptr, layout.pair_in, layout.pair_tap,
+                np.zeros((len(layout.row_ptr) - 1, cout), np.float32)]
+        return [tvm.runtime.tensor(x, self.device) for x in host]
+
+    def run(self, args: list) -> None:
+        self.lib["main"](*args)
+
+    def __call__(self, features: np.ndarray, rulebook: Rulebook, taps: np.ndarray,
+                 bias: np.ndarray | None = None) -> np.ndarray:
+        args = self.tensors(features, output_major(rulebook), taps, bias)
+        self.run(args)
+        return args[-1].numpy()
