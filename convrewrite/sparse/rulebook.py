@@ -38,6 +38,7 @@ class Rulebook:
     in_index: np.ndarray            # [P]
     out_index: np.ndarray           # [P]
     offsets: np.ndarray             # [K + 1]
+    sorted_rows: np.ndarray | None = None   # output rows by ascending coordinate (None: in order)
 
     @property
     def num_out(self) -> int:
@@ -189,7 +190,9 @@ def _submanifold(c: np.ndarray, attrs: SparseConvAttrs, out_dtype) -> Rulebook:
         ins[t], outs[t] = order[i], order[j]
         ins[kv - 1 - t], outs[kv - 1 - t] = order[j], order[i]
         pos += hit
-    return _assemble(attrs, n, c.astype(out_dtype, copy=False), ins, outs, dtype)
+    rb = _assemble(attrs, n, c.astype(out_dtype, copy=False), ins, outs, dtype)
+    rb.sorted_rows = order
+    return rb
 
 
 def _regular(c: np.ndarray, attrs: SparseConvAttrs, out_dtype) -> Rulebook:

@@ -2,10 +2,15 @@
 LLVM, and CUDA).
 
 The rulebook's pairs are reordered output-major (``output_major``: a counting sort, no argsort):
-``row_ptr`` [M + 1] delimits each output row's pairs, ``pair_in`` / ``pair_tap`` name the input
+the output rows are visited in ascending coordinate order (``row_order``: the j-th visited row),
+``row_ptr`` [M + 1] delimits each visited row's pairs, ``pair_in`` / ``pair_tap`` name the input
 row and the tap of each, in tap order within a row. The kernel is output-stationary::
 
-    out[o, :] = B + sum over q in [row_ptr[o], row_ptr[o + 1]) of  W[tap[q]]^T @ f[in[q], :]
+    out[row_order[j], :] = B + sum over q in [row_ptr[j], row_ptr[j + 1]) of W[tap[q]]^T @ f[in[q], :]
+
+Visiting the rows in space order, not storage order, keeps the input rows that neighbouring
+outputs share in cache: on the LiDAR-like scan of benchmarks/sparse.py (voxels stored in random
+order) 155 -> 91 ms on one thread.
 
 Every output row is computed by one thread (CPU: rows spread over the cores, the output channels
 in AVX-512 vectors held over the whole reduction; CUDA: one block per row, a thread per output
@@ -32,19 +37,26 @@ CUDA_THREADS = 256          # most output channels one CUDA block computes at on
 
 @dataclass
 class OutputMajor:
-    """The rulebook's pairs grouped by output row (tap order within a row)."""
+    """The rulebook's pairs grouped by output row (tap order within a row), rows in the order the
+    kernel visits them."""
 
-    row_ptr: np.ndarray         # [M + 1] int64
+    row_order: np.ndarray       # [M] int64: the output row visited j-th
+    row_ptr: np.ndarray         # [M + 1] int64: pairs of the j-th visited row
     pair_in: np.ndarray         # [P] int64
     pair_tap: np.ndarray        # [P] int64
 
 
 def output_major(rb: Rulebook) -> OutputMajor:
-    """Counting sort of the pairs by output row. Within a tap no output row repeats, so each tap's
-    pairs take the next free slot of their rows in one vectorised step."""
-    counts = np.bincount(rb.out_index, minlength=rb.num_out) if rb.num_pairs else \
-        np.zeros(rb.num_out, np.int64)
-    row_ptr = np.zeros(rb.num_out + 1, dtype=np.int64)
+    """Counting sort of the pairs by visited row. Within a tap no output row repeats, so each
+    tap's pairs take the next free slot of their rows in one vectorised step."""
+    m = rb.num_out
+    order = np.arange(m, dtype=np.int64) if rb.sorted_rows is None else \
+        rb.sorted_rows.astype(np.int64)
+    visit = np.empty(m, dtype=np.int64)
+    visit[order] = np.arange(m, dtype=np.int64)
+    counts = np.bincount(visit[rb.out_index], minlength=m) if rb.num_pairs else \
+        np.zeros(m, np.int64)
+    row_ptr = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(counts, out=row_ptr[1:])
     filled = row_ptr[:-1].copy()
     pair_in = np.empty(rb.num_pairs, dtype=np.int64)
@@ -53,11 +65,12 @@ def output_major(rb: Rulebook) -> OutputMajor:
         src, dst = rb.pairs(k)
         if len(src) == 0:
             continue
-        slots = filled[dst]
+        rows = visit[dst]
+        slots = filled[rows]
         pair_in[slots] = src
         pair_tap[slots] = k
-        filled[dst] += 1
-    return OutputMajor(row_ptr, pair_in, pair_tap)
+        filled[rows] += 1
+    return OutputMajor(order, row_ptr, pair_in, pair_tap)
 
 
 def _vector_block(cout: int) -> int:
@@ -71,7 +84,8 @@ def _vector_block(cout: int) -> int:
 
 def sparse_conv_prim_func(in_channels: int, out_channels: int, taps: int, kind: str = "llvm"):
     """The kernel as a PrimFunc ``main(features [N, Cin], weights [K, Cin, Cout], bias [Cout],
-    row_ptr [M + 1], pair_in [P], pair_tap [P], out [M, Cout])``; N, M and P are symbolic."""
+    row_order [M], row_ptr [M + 1], pair_in [P], pair_tap [P], out [M, Cout])``; N, M and P are
+    symbolic."""
     from tvm.script import tirx as T
     cin, cout, k = in_channels, out_channels, taps
     if kind == "llvm":
@@ -79,13 +93,14 @@ def sparse_conv_prim_func(in_channels: int, out_channels: int, taps: int, kind: 
         chunks = cout // vb
 
         @T.prim_func
-        def cpu(f_h: T.handle, w_h: T.handle, b_h: T.handle, ptr_h: T.handle, pin_h: T.handle,
-                ptap_h: T.handle, out_h: T.handle):
+        def cpu(f_h: T.handle, w_h: T.handle, b_h: T.handle, ord_h: T.handle, ptr_h: T.handle,
+                pin_h: T.handle, ptap_h: T.handle, out_h: T.handle):
             T.func_attr({"global_symbol": "main", "tirx.noalias": True})
             n, m, p = T.int64(), T.int64(), T.int64()
             F = T.match_buffer(f_h, (n, cin), "float32")
             W = T.match_buffer(w_h, (k, cin, cout), "float32")
             B = T.match_buffer(b_h, (cout,), "float32")
+            ORD = T.match_buffer(ord_h, (m,), "int64")
             PTR = T.match_buffer(ptr_h, (m + T.int64(1),), "int64")
             PIN = T.match_buffer(pin_h, (p,), "int64")
             PTAP = T.match_buffer(ptap_h, (p,), "int64")
@@ -100,20 +115,21 @@ def sparse_conv_prim_func(in_channels: int, out_channels: int, taps: int, kind: 
                             for v in T.vectorized(vb):
                                 acc[v] = acc[v] + F[PIN[q], ci] * W[PTAP[q], ci, c * vb + v]
                     for v in T.vectorized(vb):
-                        OUT[o, c * vb + v] = acc[v]
+                        OUT[ORD[o], c * vb + v] = acc[v]
 
         return cpu
     threads = min(cout, CUDA_THREADS)
     chunks = ceil(cout / threads)
 
     @T.prim_func
-    def gpu(f_h: T.handle, w_h: T.handle, b_h: T.handle, ptr_h: T.handle, pin_h: T.handle,
-            ptap_h: T.handle, out_h: T.handle):
+    def gpu(f_h: T.handle, w_h: T.handle, b_h: T.handle, ord_h: T.handle, ptr_h: T.handle,
+            pin_h: T.handle, ptap_h: T.handle, out_h: T.handle):
         T.func_attr({"global_symbol": "main", "tirx.noalias": True})
         n, m, p = T.int64(), T.int64(), T.int64()
         F = T.match_buffer(f_h, (n, cin), "float32")
         W = T.match_buffer(w_h, (k, cin, cout), "float32")
         B = T.match_buffer(b_h, (cout,), "float32")
+        ORD = T.match_buffer(ord_h, (m,), "int64")
         PTR = T.match_buffer(ptr_h, (m + T.int64(1),), "int64")
         PIN = T.match_buffer(pin_h, (p,), "int64")
         PTAP = T.match_buffer(ptap_h, (p,), "int64")
@@ -127,7 +143,7 @@ def sparse_conv_prim_func(in_channels: int, out_channels: int, taps: int, kind: 
                         for q in T.serial(PTR[o], PTR[o + T.int64(1)]):
                             for ci in T.serial(cin):
                                 acc[0] = acc[0] + F[PIN[q], ci] * W[PTAP[q], ci, c * threads + t]
-                        OUT[o, c * threads + t] = acc[0]
+                        OUT[ORD[o], c * threads + t] = acc[0]
 
     return gpu
 
@@ -160,7 +176,7 @@ class SparseConvKernel:
         cout = self.shape[1]
         b = np.zeros(cout, np.float32) if bias is None else np.asarray(bias, np.float32)
         host = [np.ascontiguousarray(features, np.float32), np.ascontiguousarray(taps, np.float32),
-                b, layout.row_ptr, layout.pair_in, layout.pair_tap,
+                b, layout.row_order, layout.row_ptr, layout.pair_in, layout.pair_tap,
                 np.zeros((len(layout.row_ptr) - 1, cout), np.float32)]
         return [tvm.runtime.tensor(x, self.device) for x in host]
 
