@@ -99,7 +99,7 @@ class SparseConvLowerer:
         outputs = used_outputs(node, ctx.graph)
         e = Emitter(ctx.fresh, node.name)
         rb, reused = self._rulebook(node, attrs, coords, coords_value, e, shared)
-        checked = outputs[:1]
+        checked, notes = outputs[:1], list(rb.notes)
         if len(outputs) > 1:
             if rb.form == "graph" and not attrs.submanifold and not reused:
                 # the in-graph sites are the output itself: later rulebooks build on it, so it
@@ -114,11 +114,10 @@ class SparseConvLowerer:
                         any(not lowerable(n) for n in outputs[1].outputs):
                     checked = outputs
                 else:
-                    rb_note = ("output coordinates not compared here: only other SparseConvs read "
-                               "them, whose rulebooks are built from " +
-                               ("the same input coordinates" if attrs.submanifold else
-                                "the same constant sites") + " (checked end to end)")
-                    rb.notes.append(rb_note) if rb_note not in rb.notes else None
+                    notes.append("output coordinates not compared here: only other SparseConvs "
+                                 "read them, whose rulebooks are built from " +
+                                 ("the same input coordinates" if attrs.submanifold else
+                                  "the same constant sites") + " (checked end to end)")
         taps = tap_weights(weight)
         gather_gemm_scatter(features, taps, bias, rb, outputs[0], e)
         cin, cout = weight.shape[1], weight.shape[0]
@@ -132,7 +131,7 @@ class SparseConvLowerer:
             macs_after=macs, params_before=int(weight.size), params_after=int(weight.size),
             nodes_after=len(e.nodes), more_outputs=[t.name for t in checked[1:]],
             more_inputs=[_root(coords).name] if form == "graph" else [])
-        record.notes += rb.notes
+        record.notes += notes
         # the region reads the coordinates the rulebook is built from (through Identities)
         data = [features] if form == "precomputed" else [features, _root(coords)]
         record.before = isolate_region([node], data, checked, ctx.graph, like)

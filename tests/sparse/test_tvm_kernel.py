@@ -44,14 +44,19 @@ def test_cpu_kernel_matches_dense_reference(case):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("case", CASES[:2], ids=["submanifold", "regular"])
-def test_output_major_groups_pairs_by_row_in_tap_order(case):
+@pytest.mark.parametrize("case, space_order", [
+    (((10, 9, 8), 1, 500, 4, 4, True, 1, 3), True),     # 15 pairs per site: coordinate order
+    (((20, 20, 20), 1, 300, 4, 4, True, 1, 3), False),   # about 2: storage order
+    (CASES[1], True),                                    # regular outputs are sorted anyway
+], ids=["dense-submanifold", "sparse-submanifold", "regular"])
+def test_output_major_groups_pairs_by_row_in_tap_order(case, space_order):
     attrs, coords, *_ = _case(*case)
     rb = build_rulebook(coords, attrs)
     layout = output_major(rb)
-    # rows visited in ascending coordinate order
-    visited = rb.out_coords[layout.row_order]
-    assert [tuple(c) for c in visited.tolist()] == sorted(map(tuple, rb.out_coords.tolist()))
+    visited = [tuple(c) for c in rb.out_coords[layout.row_order].tolist()]
+    assert (visited == sorted(visited)) == space_order
+    if not space_order:
+        np.testing.assert_array_equal(layout.row_order, np.arange(rb.num_out))
     visit = np.argsort(layout.row_order)
     tap_of = np.repeat(np.arange(len(rb.counts)), rb.counts)
     order = np.argsort(visit[rb.out_index], kind="stable")   # tap-major, so taps stay in order
