@@ -93,23 +93,25 @@ def sparse_conv_prim_func(in_channels: int, out_channels: int, taps: int, kind: 
     symbolic."""
     from tvm.script import tirx as T
     cin, cout, k = in_channels, out_channels, taps
-    if kind == "llvm":
-        vb = _vector_block(cout)
-        chunks = cout // vb
+    cpu = kind == "llvm"
+    vb = _vector_block(cout)                        # CPU: output channels per vector chunk
+    threads = min(cout, CUDA_THREADS)               # CUDA: output channels per block
+    chunks = cout // vb if cpu else ceil(cout / threads)
 
-        @T.prim_func
-        def cpu(f_h: T.handle, w_h: T.handle, b_h: T.handle, ord_h: T.handle, ptr_h: T.handle,
-                pin_h: T.handle, ptap_h: T.handle, out_h: T.handle):
-            T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-            n, m, p = T.int64(), T.int64(), T.int64()
-            F = T.match_buffer(f_h, (n, cin), "float32")
-            W = T.match_buffer(w_h, (k, cin, cout), "float32")
-            B = T.match_buffer(b_h, (cout,), "float32")
-            ORD = T.match_buffer(ord_h, (m,), "int64")
-            PTR = T.match_buffer(ptr_h, (m + T.int64(1),), "int64")
-            PIN = T.match_buffer(pin_h, (p,), "int64")
-            PTAP = T.match_buffer(ptap_h, (p,), "int64")
-            OUT = T.match_buffer(out_h, (m, cout), "float32")
+    @T.prim_func
+    def main(f_h: T.handle, w_h: T.handle, b_h: T.handle, ord_h: T.handle, ptr_h: T.handle,
+             pin_h: T.handle, ptap_h: T.handle, out_h: T.handle):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        n, m, p = T.int64(), T.int64(), T.int64()
+        F = T.match_buffer(f_h, (n, cin), "float32")
+        W = T.match_buffer(w_h, (k, cin, cout), "float32")
+        B = T.match_buffer(b_h, (cout,), "float32")
+        ORD = T.match_buffer(ord_h, (m,), "int64")
+        PTR = T.match_buffer(ptr_h, (m + T.int64(1),), "int64")
+        PIN = T.match_buffer(pin_h, (p,), "int64")
+        PTAP = T.match_buffer(ptap_h, (p,), "int64")
+        OUT = T.match_buffer(out_h, (m, cout), "float32")
+        if cpu:         # a Python bool: one of the two loop nests is generated
             for o in T.parallel(m):
                 for c in T.serial(chunks):
                     acc = T.alloc_buffer((vb,), "float32", scope="local")
@@ -121,36 +123,20 @@ def sparse_conv_prim_func(in_channels: int, out_channels: int, taps: int, kind: 
                                 acc[v] = acc[v] + F[PIN[q], ci] * W[PTAP[q], ci, c * vb + v]
                     for v in T.vectorized(vb):
                         OUT[ORD[o], c * vb + v] = acc[v]
+        else:
+            for o in T.thread_binding(m, thread="blockIdx.x"):
+                for c in T.serial(chunks):
+                    for t in T.thread_binding(threads, thread="threadIdx.x"):
+                        if c * threads + t < cout:
+                            acc = T.alloc_buffer((1,), "float32", scope="local")
+                            acc[0] = B[c * threads + t]
+                            for q in T.serial(PTR[o], PTR[o + T.int64(1)]):
+                                for ci in T.serial(cin):
+                                    acc[0] = acc[0] + F[PIN[q], ci] * W[PTAP[q], ci,
+                                                                           c * threads + t]
+                            OUT[ORD[o], c * threads + t] = acc[0]
 
-        return cpu
-    threads = min(cout, CUDA_THREADS)
-    chunks = ceil(cout / threads)
-
-    @T.prim_func
-    def gpu(f_h: T.handle, w_h: T.handle, b_h: T.handle, ord_h: T.handle, ptr_h: T.handle,
-            pin_h: T.handle, ptap_h: T.handle, out_h: T.handle):
-        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
-        n, m, p = T.int64(), T.int64(), T.int64()
-        F = T.match_buffer(f_h, (n, cin), "float32")
-        W = T.match_buffer(w_h, (k, cin, cout), "float32")
-        B = T.match_buffer(b_h, (cout,), "float32")
-        ORD = T.match_buffer(ord_h, (m,), "int64")
-        PTR = T.match_buffer(ptr_h, (m + T.int64(1),), "int64")
-        PIN = T.match_buffer(pin_h, (p,), "int64")
-        PTAP = T.match_buffer(ptap_h, (p,), "int64")
-        OUT = T.match_buffer(out_h, (m, cout), "float32")
-        for o in T.thread_binding(m, thread="blockIdx.x"):
-            for c in T.serial(chunks):
-                for t in T.thread_binding(threads, thread="threadIdx.x"):
-                    if c * threads + t < cout:
-                        acc = T.alloc_buffer((1,), "float32", scope="local")
-                        acc[0] = B[c * threads + t]
-                        for q in T.serial(PTR[o], PTR[o + T.int64(1)]):
-                            for ci in T.serial(cin):
-                                acc[0] = acc[0] + F[PIN[q], ci] * W[PTAP[q], ci, c * threads + t]
-                        OUT[ORD[o], c * threads + t] = acc[0]
-
-    return gpu
+    return main
 
 
 class SparseConvKernel:
