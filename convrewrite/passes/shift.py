@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..conv import ConvSpec
 from ..legality import Violation
 from ..onnx_conv import const_weight, constant_value, spec_of
 from ..ops import DOMAIN
@@ -31,16 +32,9 @@ def shift_op_offsets(node: gs.Node) -> np.ndarray | str:
 
 
 def depthwise_shift_offsets(node: gs.Node) -> np.ndarray | None:
-    """Offsets of a depthwise Conv that is a shift: one-hot kernels of value 1, no bias (or 0),
-    stride 1, explicit pads that keep the map's size."""
+    """Offsets of a depthwise Conv that is a shift: ``spec_shift_offsets``, and no bias (or 0)."""
     spec = spec_of(node)
-    if isinstance(spec, str) or spec.transposed or spec.group_form != "depthwise" \
-            or spec.depth_multiplier != 1 or spec.auto_pad not in ("NOTSET", "") \
-            or any(s != 1 for s in spec.strides):
-        return None
-    rank = spec.rank
-    if any(spec.pads[i] + spec.pads[i + rank] != (k - 1) * d
-           for i, (k, d) in enumerate(zip(spec.kernel_shape, spec.dilations))):
+    if isinstance(spec, str):
         return None
     if len(node.inputs) > 2 and node.inputs[2].name:
         bias = constant_value(node.inputs[2])
@@ -49,7 +43,21 @@ def depthwise_shift_offsets(node: gs.Node) -> np.ndarray | None:
     weight = const_weight(node.inputs[1])
     if isinstance(weight, str) or weight.quantized:
         return None
-    return one_hot_offsets(weight.values, spec.pads[:rank], spec.dilations)
+    return spec_shift_offsets(spec, weight.values)
+
+
+def spec_shift_offsets(spec: ConvSpec, weight: np.ndarray) -> np.ndarray | None:
+    """Offsets of a conv (any IR: ONNX here, Relax in ``tvm/shift_fusion.py``) that is a shift:
+    depthwise, one-hot kernels of value 1 (``weight``: its constant values), stride 1, explicit
+    pads that keep the map's size."""
+    if spec.transposed or spec.group_form != "depthwise" or spec.depth_multiplier != 1 \
+            or spec.auto_pad not in ("NOTSET", "") or any(s != 1 for s in spec.strides):
+        return None
+    rank = spec.rank
+    if any(spec.pads[i] + spec.pads[i + rank] != (k - 1) * d
+           for i, (k, d) in enumerate(zip(spec.kernel_shape, spec.dilations))):
+        return None
+    return one_hot_offsets(weight, spec.pads[:rank], spec.dilations)
 
 
 def _ints(tensor: gs.Tensor) -> list[int] | None:
@@ -114,6 +122,12 @@ def _slice_window(node: gs.Node, shape: list[int]):
     return window
 
 
+def is_dense_pointwise(spec: ConvSpec) -> bool:
+    """A dense 1x1 conv without padding: what a shift can be folded (or fused) into."""
+    return spec.groups == 1 and not spec.transposed and all(k == 1 for k in spec.kernel_shape) \
+        and not any(spec.pads) and spec.auto_pad in ("NOTSET", "", "VALID")
+
+
 def fold_target(shifted: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
     """The dense 1x1 conv (no padding or dilation, constant float weight) reading the shift
     alone."""
@@ -121,8 +135,7 @@ def fold_target(shifted: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
     if consumer is None or consumer.op != "Conv" or consumer.inputs[0] is not shifted:
         return None
     spec = spec_of(consumer)
-    if isinstance(spec, str) or spec.groups != 1 or any(k != 1 for k in spec.kernel_shape) \
-            or any(spec.pads) or spec.auto_pad not in ("NOTSET", "", "VALID"):
+    if isinstance(spec, str) or not is_dense_pointwise(spec):
         return None
     weight = const_weight(consumer.inputs[1])
     return None if isinstance(weight, str) or weight.quantized else consumer

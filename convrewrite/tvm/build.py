@@ -44,8 +44,11 @@ def relax_pipeline(target, kind: str, schedules: bool = True):
         from tvm.relax.backend.cuda import pipeline as base
     from .cpu_schedule import ScheduleCPU
     from .lowering import LowerConvsToGemm
+    from .shift_fusion import FuseShift
 
     stages = list(base.library_dispatch_passes(target))
+    if schedules and kind == "llvm":
+        stages.append(FuseShift())          # before the 1x1 convs become plain GEMM calls
     if schedules:
         stages.append(LowerConvsToGemm(kind))
     stages += base.legalize_passes(target)
@@ -141,6 +144,7 @@ class TvmCheck:
     exported: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     remote: dict | None = None          # where it ran over RPC, and its timing there
+    fused_shifts: int = 0               # shift + 1x1 pairs run as one fused kernel
 
     @property
     def passed(self) -> bool:
@@ -150,10 +154,13 @@ class TvmCheck:
         return {"kind": self.kind, "target": self.target, "schedules": self.schedules,
                 "ran": self.ran, "skipped": self.skipped, "passed": self.passed,
                 "comparison": self.comparison, "exported": self.exported,
-                "timings_s": self.timings, "remote": self.remote, "summary": self.summary()}
+                "timings_s": self.timings, "remote": self.remote,
+                "fused_shifts": self.fused_shifts, "summary": self.summary()}
 
     def summary(self) -> str:
         head = f"tvm {self.kind}: built for {self.target}"
+        if self.fused_shifts:
+            head += f" ({self.fused_shifts} shift + 1x1 pairs fused)"
         if not self.ran:
             return f"{head}; not run ({self.skipped})"
         c = self.comparison
@@ -180,6 +187,9 @@ def check_model(model: onnx.ModelProto, kind: str, feeds: dict[str, np.ndarray],
     result = TvmCheck(kind, str(target.attrs.get("mcpu") or target.attrs.get("arch") or kind),
                       schedules)
     result.timings["import"] = time.perf_counter() - started
+    if kind == "llvm" and schedules:
+        from .shift_fusion import shift_pairs
+        result.fused_shifts = shift_pairs(mod)
     started = time.perf_counter()
     executable = build(mod, kind, schedules, target)
     result.timings["build"] = time.perf_counter() - started

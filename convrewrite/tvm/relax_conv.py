@@ -66,8 +66,7 @@ def conv_mutator_pass(name: str, rewrite):
     """A module pass that replaces each conv call of every Relax function by
     ``rewrite(builder, call)`` (an Expr), or keeps it where that returns None. ``builder`` is the
     mutator's BlockBuilder: ``builder.add_func`` adds PrimFuncs, ``builder.emit`` adds bindings."""
-    tvm = require_tvm()
-    from tvm import relax
+    require_tvm()
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     @mutator
@@ -79,11 +78,23 @@ def conv_mutator_pass(name: str, rewrite):
             replacement = rewrite(self.builder_, call)
             return call if replacement is None else replacement
 
+    return mutator_pass(name, _ConvMutator)
+
+
+def mutator_pass(name: str, mutator_class, prepare=None):
+    """A module pass running ``mutator_class(mod)`` (a PyExprMutator) over every Relax function,
+    then dead-code elimination; ``prepare(mutator, func)``, when given, is called with each
+    function before it is visited (to analyse it first)."""
+    tvm = require_tvm()
+    from tvm import relax
+
     @tvm.transform.module_pass(opt_level=0, name=name)
     def _pass(mod, _ctx):
-        mut = _ConvMutator(mod)
+        mut = mutator_class(mod)
         for gv, func in mod.functions_items():
             if isinstance(func, relax.Function):
+                if prepare is not None:
+                    prepare(mut, func)
                 mut.builder_.update_func(gv, mut.visit_expr(func))
         return relax.transform.DeadCodeElimination()(mut.builder_.get())
 
