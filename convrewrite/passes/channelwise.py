@@ -15,23 +15,15 @@ from ..ops.channelwise import OP_TYPE, banded_weight, channelwise_attrs
 from ..plan_variants import plan_channelwise
 from .base import RewriteContext
 from .emit import int64s
-from .graph_base import GraphOutcome, GraphPass, detach, region_record
+from .graph_base import GraphOutcome, GraphPass, detach, lower_each, region_record
 
 
 class ChannelwiseLowering(GraphPass):
     name = "channelwise"
 
     def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
-        outcome = GraphOutcome()
-        for node in list(ctx.graph.nodes):
-            if node.op != OP_TYPE or node.domain != DOMAIN or not node.outputs:
-                continue
-            result = self._lower(node, ctx, like)
-            if isinstance(result, str):
-                outcome.unlowered.append((node.name, node.op, f"channelwise: {result}"))
-            else:
-                outcome.records.append(result)
-        return outcome
+        ours = [n for n in ctx.graph.nodes if n.op == OP_TYPE and n.domain == DOMAIN and n.outputs]
+        return lower_each(self.name, ours, lambda node: self._lower(node, ctx, like))
 
     def _lower(self, node: gs.Node, ctx: RewriteContext, like: onnx.ModelProto):
         x = node.inputs[0]

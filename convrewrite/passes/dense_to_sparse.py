@@ -35,7 +35,7 @@ from ..sparse.lower import SparseConvLowerer, lowerable
 from ..sparse.lowering import IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS
 from ..sparse.schema import OP_TYPE, SparseConvAttrs, SparseConvError
 from .base import Decline, RewriteContext, need
-from .graph_base import GraphOutcome, GraphPass, detach
+from .graph_base import GraphOutcome, GraphPass, detach, lower_each
 
 SPARSIFY_OPS = frozenset({"Abs", "ReduceSum", "Greater", "NonZero", "Transpose", "GatherND",
                           "ScatterND", "Shape", "Concat", "ConstantOfShape", "CastLike", "Add",
@@ -48,17 +48,9 @@ class SparseConvLowering(GraphPass):
     name = "sparse_conv"
 
     def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
-        outcome = GraphOutcome()
         lowerer = SparseConvLowerer()
-        for node in list(ctx.graph.nodes):
-            if not lowerable(node):
-                continue
-            result = lowerer.lower(node, ctx, like)
-            if isinstance(result, str):
-                outcome.unlowered.append((node.name, node.op, f"{self.name}: {result}"))
-            else:
-                outcome.records.append(result)
-        return outcome
+        return lower_each(self.name, [n for n in ctx.graph.nodes if lowerable(n)],
+                          lambda node: lowerer.lower(node, ctx, like))
 
 
 class DenseToSparse(GraphPass):

@@ -29,6 +29,18 @@ class GraphPass:
         raise NotImplementedError
 
 
+def lower_each(pass_name: str, nodes: list[gs.Node], lower) -> GraphOutcome:
+    """``lower(node)`` gives a Record, or the reason it declined: gathered into one outcome."""
+    outcome = GraphOutcome()
+    for node in nodes:
+        result = lower(node)
+        if isinstance(result, str):
+            outcome.unlowered.append((node.name, node.op, f"{pass_name}: {result}"))
+        else:
+            outcome.records.append(result)
+    return outcome
+
+
 def region_record(pass_name: str, nodes: list[gs.Node], data: gs.Tensor, outputs: list[gs.Tensor],
                   ctx: RewriteContext, like: onnx.ModelProto, rewrite: str, added: list[gs.Node],
                   tolerance: str = "exact", rules: list[Violation] | None = None,
