@@ -86,14 +86,15 @@ def valid_pixel_tile(geom: ConvGeometry, mr: int) -> bool:
     return geom.pixels % mr == 0 and (width % mr == 0 or mr % width == 0)
 
 
-def choose_tile(geom: ConvGeometry) -> Tile:
+def choose_tile(geom: ConvGeometry, valid=valid_pixel_tile) -> Tile:
     """The register tile: the first of TILE_PREFERENCE whose channel block divides Cout (where
-    any does) with a valid pixel tile of at least 4; else the largest valid tile. Every tile
-    fits the registers: MR·NV accumulators + NV weight vectors + 1 broadcast ≤ 32."""
+    any does) with a valid pixel tile (``valid(geom, mr)``) of at least 4; else the largest valid
+    tile. Every tile fits the registers: MR·NV accumulators + NV weight vectors + 1 broadcast
+    ≤ 32."""
     fits = [(nv, most) for nv, most in TILE_PREFERENCE if geom.out_channels % (LANES * nv) == 0]
     candidates = []
     for nv, most in fits or TILE_PREFERENCE:
-        mr = max(m for m in range(1, most + 1) if valid_pixel_tile(geom, m))
+        mr = max(m for m in range(1, most + 1) if valid(geom, m))
         assert mr * nv + nv + 1 <= REGISTERS
         if mr >= 4:
             return Tile(mr, nv)

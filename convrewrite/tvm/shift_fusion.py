@@ -10,9 +10,10 @@ shift's own output has no other reader, so it disappears (dead-code elimination)
 
 No cost choice is made here: on the CPU the fused kernel does the 1×1 conv's MACs and nothing
 more, so it is never dearer than the pair (``plan_variants.plan_shift``'s forms are what an
-accelerator runs; the TVM build runs the rewritten model on this CPU). The fused PrimFunc is
-``kOutEWiseFusable``: the 1×1 conv's bias add, ReLU and residual add fuse into its write-back
-as for our plain conv kernel, and ``ScheduleCPU`` schedules it.
+accelerator runs; the TVM build runs the rewritten model on this CPU). The fused kernel comes
+scheduled and is opaque to TVM's fusion: the 1×1 conv's bias add, ReLU and residual add run
+after it as one fused elementwise function (our plain conv kernel folds them into its
+write-back; this one does not yet).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import numpy as np
 
 from ..passes.shift import is_dense_pointwise, spec_shift_offsets
 from . import require_tvm
-from .lowering import OUT_EWISE_FUSABLE
 from .relax_conv import constant_weight, conv_rank, conv_spec, mutator_pass
 
 
@@ -85,15 +85,14 @@ def emit_fused(builder, x, offsets: np.ndarray, pointwise):
     tvm = require_tvm()
     from tvm import relax
     from .cpu_conv import pack_weight
-    from .shift_kernel import offsets_table, shift_conv_geometry, shift_conv_prim_func
+    from .shift_kernel import shift_conv_geometry, shift_conv_prim_func, shift_tables
     spec = conv_spec(pointwise)
     n, c, h, w = spec.input_shape
-    geom = shift_conv_geometry(n, c, h, w, spec.out_channels)
-    func, tile = shift_conv_prim_func(geom, offsets)
-    gv = builder.add_func(func.with_attr("op_pattern", OUT_EWISE_FUSABLE), "shift_conv")
-    table = relax.const(tvm.runtime.tensor(offsets_table(offsets)))
-    packed = relax.const(tvm.runtime.tensor(pack_weight(constant_weight(pointwise), tile)))
-    return relax.call_tir(gv, [x, table, packed], pointwise.ty)
+    func, tile = shift_conv_prim_func(shift_conv_geometry(n, c, h, w, spec.out_channels), offsets)
+    gv = builder.add_func(func, "shift_conv")
+    consts = [relax.const(tvm.runtime.tensor(a)) for a in (
+        *shift_tables(offsets, w), pack_weight(constant_weight(pointwise), tile))]
+    return relax.call_tir(gv, [x, *consts], pointwise.ty)
 
 
 def FuseShift():  # noqa: N802 - a tvm.transform pass, named like TVM's own

@@ -1,16 +1,27 @@
 """The shift fused into the following 1×1 conv (SEEDS.md §3): the shift is an address offset in the
-GEMM's loads, and the shifted tensor is never written.
+GEMM's loads, the shifted tensor is never written, and the input is read where it lies (no
+zero-padded copy).
 
     Z[n, co, y, x] = Σ_c W[co, c] · X[n, c, y + dy(c), x + dx(c)]      (0 outside the map)
 
-is our implicit-GEMM conv kernel (``cpu_conv``) with one change: the input a reduction step over
-channel ``c`` broadcasts from is displaced by that channel's (dy, dx), read from an int32 [C, 2]
-table (``ops.shift.shift_offsets``: the paper's channel assignment). The table is read once per
-channel per register tile, shared by its MR·VB multiply-adds; the zero fill comes from the same
-zero-padded copy of the input a 3×3 conv reads (a halo of the largest offset), so the inner
-loop has no bounds checks. The schedule is ``cpu_conv.schedule_conv`` itself.
+It is our implicit-GEMM conv kernel (``cpu_conv``: packed weights, an MR-pixel × VB-channel tile
+of accumulators in registers, tiles over the cores) written directly in TIR, because the borders
+need a per-tile decision that TE cannot express:
 
-``shift_prim_func`` is the shift on its own (for the unfused comparison and as a reference).
+* an **interior** tile (every channel's displaced reads land inside the map: rows
+  ``hy ≤ y < H − hy``, columns ``hx ≤ x0``, ``x0 + MR + hx ≤ W``) runs the plain 1×1 inner loop,
+  each channel's loads displaced by one flat offset ``dy·W + dx`` from an int64 [C] table;
+* a **border** tile walks the channel runs that share an offset (``plan_variants.shift_runs``,
+  the ONNX lowering's own runs; an int64 [R, 4] table of first, stop, dy, dx): a run whose row
+  leaves the map is skipped; otherwise its loads are clamped into the map, and the few pixels of
+  the tile whose column can leave it (the first and last ``hx``) get their accumulators back
+  after the run where they did leave it (a saved copy, restored by a select). No zeros are
+  written anywhere, and nothing is read outside the input.
+
+Pixel tiles lie within one row (MR divides W). The function is opaque to TVM's fusion (it is
+already scheduled); the conv's bias / ReLU / residual add run as their own fused elementwise
+function after it. ``shift_prim_func`` is the shift on its own (for the unfused comparison and
+as a reference).
 """
 
 from __future__ import annotations
@@ -19,13 +30,14 @@ from math import ceil
 
 import numpy as np
 
+from ..plan_variants import shift_runs
 from . import require_tvm
-from .cpu_conv import (ACC_BLOCK, OUT_BLOCK, PAD_BLOCK, TILE_MR, TILE_VB, ConvGeometry, Tile,
-                       choose_tile, i64)
+from .cpu_conv import LANES, ConvGeometry, Tile, choose_tile, i64
+from .cpu_schedule import SCHEDULED
 
 
 def halo(offsets: np.ndarray) -> tuple[int, int]:
-    """Zero rows/columns needed on each side: the largest |dy| and |dx|."""
+    """The largest |dy| and |dx|: how far a read can leave the map."""
     offsets = np.asarray(offsets)
     if offsets.size == 0:
         return 0, 0
@@ -37,51 +49,116 @@ def shift_conv_geometry(batch: int, channels: int, height: int, width: int,
     return ConvGeometry(batch, channels, height, width, out_channels, (1, 1))
 
 
-def shift_conv_te(geom: ConvGeometry, tile: Tile, hy: int, hx: int, dtype: str = "float32",
-                  prepadded: bool = False):
-    """TE tensors (x, offsets, packed w, z) of the fused kernel; ``hy``/``hx``: the halo. With
-    ``prepadded`` x is the input already zero-padded (shape ``padded_shape``), and the kernel
-    has no padding stage."""
-    require_tvm()
-    from tvm import te
-    n_, c_, h_, w_ = geom.batch, geom.in_channels, geom.height, geom.width
-    pixels = ceil(geom.pixels / tile.mr) * tile.mr
-    extra = max(0, (pixels - 1) // w_ + 1 - h_)  # rows a ragged last tile reads past the map
-    blocks = ceil(geom.out_channels / tile.vb)
-    off = te.placeholder(i64(c_, 2), "int64", name="offsets")
-    wp = te.placeholder(i64(blocks, c_, 1, 1, tile.vb), dtype, name="w_packed")
-    padded = i64(n_, c_, h_ + 2 * hy + extra, w_ + 2 * hx)
-    if prepadded:
-        x = xp = te.placeholder(padded, dtype, name="x_padded")
-    else:
-        x = te.placeholder(i64(n_, c_, h_, w_), dtype, name="x")
-        xp = te.compute(
-            padded, lambda n, c, i, j: te.if_then_else(
-                te.all(i >= hy, i < hy + h_, j >= hx, j < hx + w_), x[n, c, i - hy, j - hx],
-                te.const(0, dtype)),
-            name=PAD_BLOCK)
-    rc = te.reduce_axis(i64(0, c_), "rc")
-    acc = te.compute(
-        i64(n_, blocks, pixels, tile.vb),
-        lambda n, cb, p, v: te.sum(
-            xp[n, rc, p // w_ + hy + off[rc, 0], p % w_ + hx + off[rc, 1]] * wp[cb, rc, 0, 0, v],
-            axis=[rc]),
-        name=ACC_BLOCK, attrs={TILE_MR: tile.mr, TILE_VB: tile.vb})
-    z = te.compute(
-        i64(n_, geom.out_channels, h_, w_),
-        lambda n, co, i, j: acc[n, co // tile.vb, i * w_ + j, co % tile.vb],
-        name=OUT_BLOCK)
-    return x, off, wp, z
+def row_tile(geom: ConvGeometry, mr: int) -> bool:
+    """A pixel tile that lies within one row."""
+    return geom.width % mr == 0
+
+
+def shift_tables(offsets: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's two int64 tables: per channel the flat offset ``dy·W + dx`` (interior
+    tiles), and per run of channels sharing an offset (first, stop, dy, dx) (border tiles)."""
+    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    flat = np.ascontiguousarray(offsets[:, 0] * width + offsets[:, 1])
+    runs = np.array([[r.first, r.stop, *r.offset] for r in shift_runs(offsets)],
+                    dtype=np.int64).reshape(-1, 4)
+    return flat, runs
 
 
 def shift_conv_prim_func(geom: ConvGeometry, offsets: np.ndarray, tile: Tile | None = None,
-                         dtype: str = "float32", prepadded: bool = False):
-    """The fused kernel (x, offsets [C, 2] int64, packed w) -> z, unscheduled; its tile."""
+                         dtype: str = "float32"):
+    """The fused kernel (x, flat offsets [C], runs [R, 4], packed w) -> z, scheduled; its tile.
+    ``shift_tables`` makes the tables, ``cpu_conv.pack_weight`` the weight."""
     require_tvm()
-    from tvm import te
-    tile = tile or choose_tile(geom)
-    x, off, wp, z = shift_conv_te(geom, tile, *halo(offsets), dtype, prepadded)
-    return te.create_prim_func([x, off, wp, z]), tile
+    import tvm
+    tile = tile or choose_tile(geom, row_tile)
+    if not row_tile(geom, tile.mr):
+        raise ValueError(f"pixel tile {tile.mr} does not divide the width {geom.width}")
+    source = _kernel_source(geom, tile, halo(offsets), len(shift_runs(offsets)), dtype)
+    func = tvm.script.from_source(source)
+    return func.with_attr(SCHEDULED, 1), tile
+
+
+def _kernel_source(geom: ConvGeometry, tile: Tile, reach: tuple[int, int], runs: int,
+                   dtype: str) -> str:
+    """TVMScript of the fused kernel, specialised to the shapes (see the module docstring)."""
+    n_, c_, h_, w_, co = geom.batch, geom.in_channels, geom.height, geom.width, geom.out_channels
+    mr, nv, vb = tile.mr, tile.nv, tile.vb
+    hy, hx = reach
+    blocks, per_row = ceil(co / vb), w_ // mr
+    edge = [i for i in range(mr) if i < hx or i >= mr - hx]   # pixels whose column can leave
+
+    def k(v) -> str:
+        return f"T.int64({v})"
+
+    def lanes(indent: int, stmt: str) -> list[str]:
+        """``stmt`` once per 16-lane vector of the channel block, vectorised over ``vi``
+        ({A}: that vector's accumulators, {S}: its saved copy, {V}: the lane's channel)."""
+        pad = " " * indent
+        return [line for v in range(nv) for line in (
+            f"{pad}for vi in T.vectorized({k(LANES)}):",
+            f"{pad}    " + stmt.format(A=f"acc{v}", S=f"saved{v}", V=f"{k(v * LANES)} + vi"))]
+
+    # interior tiles: the plain 1x1 inner loop, loads displaced by the channel's flat offset
+    load = f"xf[((n * {k(c_)} + c) * {k(h_)} + y) * {k(w_)} + x0 + flat[c] + i]"
+    interior = [f"            for c in range({k(c_)}):",
+                f"                for i in T.unroll({k(mr)}):",
+                *lanes(20, f"{{A}}[i, vi] = {{A}}[i, vi] + {load} * w[cb, c, 0, 0, {{V}}]")]
+    # border tiles: run by run, clamped loads, the edge pixels restored where they left the map
+    col = "x0 + runs[r, 3] + {}"
+    update = []
+    for i in range(mr):
+        at = col.format(k(i))
+        if i in edge:
+            at = f"T.max(T.min({at}, {k(w_ - 1)}), {k(0)})"
+        update += lanes(24, f"{{A}}[{k(i)}, vi] = {{A}}[{k(i)}, vi] + "
+                            f"x[n, c, y + runs[r, 2], {at}] * w[cb, c, 0, 0, {{V}}]")
+    save, restore = [], []
+    for j, i in enumerate(edge):
+        at = col.format(k(i))
+        save += lanes(20, f"{{S}}[{k(j)}, vi] = {{A}}[{k(i)}, vi]")
+        restore += lanes(20, f"{{A}}[{k(i)}, vi] = T.Select({k(0)} <= {at} and {at} < {k(w_)}, "
+                             f"{{A}}[{k(i)}, vi], {{S}}[{k(j)}, vi])")
+    border = [f"            for r in range({k(runs)}):",
+              f"                if {k(0)} <= y + runs[r, 2] and y + runs[r, 2] < {k(h_)}:",
+              *save,
+              "                    for c in range(runs[r, 0], runs[r, 1]):",
+              *update,
+              *restore]
+    inside = (f"{k(hy)} <= y and y < {k(h_ - hy)} and {k(hx)} <= x0 and "
+              f"x0 + {k(mr + hx)} <= {k(w_)}")
+    # one parallel loop over all tiles (a second loop would be a second thread-pool launch,
+    # which costs more than the borders on maps this size)
+    body = [f"    for t in T.parallel({k(n_ * blocks * h_ * per_row)}):",
+            *[f'        {name}{v} = T.alloc_local(({k(rows)}, {k(LANES)}), "{dtype}")'
+              for name, rows in (("acc", mr), ("saved", max(1, len(edge))))
+              for v in range(nv)],
+            f"        n = T.meta_var(t // {k(blocks * h_ * per_row)})",
+            f"        cb = T.meta_var(t // {k(h_ * per_row)} % {k(blocks)})",
+            f"        y = T.meta_var(t // {k(per_row)} % {k(h_)})",
+            f"        x0 = T.meta_var(t % {k(per_row)} * {k(mr)})",
+            f"        for i in T.unroll({k(mr)}):",
+            *lanes(12, f"{{A}}[i, vi] = T.{dtype}(0)"),
+            f"        if {inside}:",
+            *interior,
+            "        else:",
+            *border,
+            *[line for v in range(nv) for line in (
+                f"        for vi in range({k(LANES)}):",
+                f"            if cb * {k(vb)} + {k(v * LANES)} + vi < {k(co)}:",
+                f"                for i in T.unroll({k(mr)}):",
+                f"                    z[n, cb * {k(vb)} + {k(v * LANES)} + vi, y, x0 + i] = "
+                f"acc{v}[i, vi]")]]
+    buffer = 'T.Buffer(({}), "{}")'.format
+    return "\n".join([
+        "@T.prim_func(s_tir=True)",
+        f"def main(x: {buffer(', '.join(map(k, (n_, c_, h_, w_))), dtype)},",
+        f"         flat: {buffer(k(c_) + ',', 'int64')},",
+        f"         runs: {buffer(f'{k(runs)}, {k(4)}', 'int64')},",
+        f"         w: {buffer(', '.join(map(k, (blocks, c_, 1, 1, vb))), dtype)},",
+        f"         z: {buffer(', '.join(map(k, (n_, co, h_, w_))), dtype)}):",
+        '    T.func_attr({"tirx.noalias": True})',
+        f'    xf = T.decl_buffer(({k(n_ * c_ * h_ * w_)},), "{dtype}", data=x.data)',
+        *body, ""])
 
 
 def shift_prim_func(shape: tuple[int, int, int, int], dtype: str = "float32"):

@@ -1,6 +1,7 @@
 """The fused shift + 1x1 conv kernel and the shift kernel against the numpy references of
 convrewrite/ops/shift.py (``shift_reference`` then a 1x1 conv), over kernel sizes, dilations,
-channel counts with an unshifted remainder, ragged output channels and batches."""
+channel counts with an unshifted remainder, ragged output channels, batches, maps with and
+without interior tiles, and arbitrary (non-paper) offsets."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 tvm = pytest.importorskip("tvm")
 
 from convrewrite.ops.shift import shift_offsets, shift_reference  # noqa: E402
-from convrewrite.tvm.cpu_conv import pack_weight, schedule_conv  # noqa: E402
+from convrewrite.tvm.cpu_conv import Tile, pack_weight  # noqa: E402
 from convrewrite.tvm.shift_kernel import (offsets_table, shift_conv_geometry,  # noqa: E402
-                                          shift_conv_prim_func, shift_prim_func)
+                                          shift_conv_prim_func, shift_prim_func, shift_tables)
 from convrewrite.tvm.targets import cpu_target  # noqa: E402
 
 CASES = [
@@ -22,6 +23,8 @@ CASES = [
     (2, 27, 6, 6, 10, 3, 2),        # dilation 2, ragged Cout, batch 2
     (1, 50, 10, 10, 64, 5, 1),      # 5x5 window: offsets up to 2
     (1, 5, 4, 4, 16, 3, 1),         # fewer channels than directions: nothing shifts
+    (2, 36, 12, 24, 32, 3, 1),      # several tiles per row: interior tiles take the fast path
+    (1, 18, 5, 13, 16, 3, 1),       # prime width: one-pixel tiles
 ]
 
 
@@ -37,38 +40,51 @@ def _inputs(batch, channels, h, w, out_channels, seed=0):
     return x, weight
 
 
+def _fused(x, offsets, weight, tile=None):
+    batch, channels, h, w = x.shape
+    geom = shift_conv_geometry(batch, channels, h, w, weight.shape[0])
+    func, tile = shift_conv_prim_func(geom, offsets, tile)
+    lib = tvm.compile(func, target=cpu_target())
+    z = tvm.runtime.tensor(np.zeros((batch, weight.shape[0], h, w), np.float32))
+    flat, runs = shift_tables(offsets, w)
+    lib["main"](*[tvm.runtime.tensor(a) for a in (
+        x, flat, runs, pack_weight(weight[:, :, None, None], tile))], z)
+    return z.numpy()
+
+
+def _check(z, x, offsets, weight):
+    ref = _reference(x, offsets, weight)
+    np.testing.assert_allclose(z, ref, atol=1e-5 * max(1.0, float(np.abs(ref).max())), rtol=1e-4)
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
 def test_fused_shift_conv_matches_reference(case):
-    from tvm.s_tir import Schedule
     batch, channels, h, w, cout, k, dil = case
     x, weight = _inputs(batch, channels, h, w, cout)
     offsets = shift_offsets(channels, k, dil)
-    geom = shift_conv_geometry(batch, channels, h, w, cout)
-    func, tile = shift_conv_prim_func(geom, offsets)
-    sch = Schedule(func)
-    schedule_conv(sch)
-    lib = tvm.compile(sch.mod, target=cpu_target())
-    z = tvm.runtime.tensor(np.zeros((batch, cout, h, w), np.float32))
-    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(offsets_table(offsets)),
-                tvm.runtime.tensor(pack_weight(weight[:, :, None, None], tile)), z)
-    ref = _reference(x, offsets, weight)
-    np.testing.assert_allclose(z.numpy(), ref, atol=1e-5 * max(1.0, float(np.abs(ref).max())),
-                               rtol=1e-4)
+    _check(_fused(x, offsets, weight), x, offsets, weight)
+
+
+@pytest.mark.parametrize("tile", [Tile(4, 1), Tile(2, 2), Tile(1, 1)], ids=str)
+def test_fused_arbitrary_offsets_and_tiles(tile):
+    """Offsets in no paper order (runs of 1 to 3 channels, reach 2 rows / 3 columns), on tiles
+    where the edge pixels are the whole tile (1, 2) or not (4)."""
+    rng = np.random.default_rng(3)
+    offsets = np.repeat(rng.integers(-2, 3, (12, 2)), rng.integers(1, 4, 12), axis=0)
+    offsets[:, 1] = np.clip(offsets[:, 1] * 2, -3, 3)
+    x, weight = _inputs(1, len(offsets), 9, 12, 16, seed=4)
+    _check(_fused(x, offsets, weight, tile), x, offsets, weight)
 
 
 def test_fused_kernel_never_writes_the_shifted_tensor():
-    """The only intermediate buffers are the zero-padded input copy and the register tile; no
-    buffer of the shifted tensor's shape exists."""
-    from tvm.s_tir import Schedule
-    geom = shift_conv_geometry(1, 18, 8, 8, 32)
-    func, _ = shift_conv_prim_func(geom, shift_offsets(18))
-    sch = Schedule(func)
-    schedule_conv(sch)
-    text = sch.mod.script()
-    allocs = [ln for ln in text.splitlines() if "alloc_buffer" in ln]
-    assert len(allocs) == 2
-    assert any("conv_gemm_pad" in a and "T.int64(10), T.int64(10)" in a for a in allocs)
-    assert any('scope="local"' in a for a in allocs)
+    """The only buffers the kernel allocates are its register tiles (MR pixels x 16 lanes):
+    no shifted tensor, no zero-padded copy of the input."""
+    geom = shift_conv_geometry(1, 18, 8, 16, 32)
+    func, tile = shift_conv_prim_func(geom, shift_offsets(18))
+    allocs = [ln for ln in func.script().splitlines() if "alloc" in ln]
+    assert allocs and all(f"T.int64({tile.mr}), T.int64(16)" in a or "T.int64(2), T.int64(16)"
+                          in a for a in allocs), allocs
+    assert all('scope="local"' in a or "alloc_local" in a for a in allocs)
 
 
 @pytest.mark.parametrize("case", CASES[:4], ids=lambda c: "-".join(map(str, c)))
