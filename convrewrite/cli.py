@@ -71,6 +71,11 @@ def rewrite_parser() -> argparse.ArgumentParser:
                         "runs only where a GPU is present)")
     p.add_argument("--tvm-out", metavar="DIR",
                    help="with --tvm: write the compiled library (and the CUDA source) here")
+    p.add_argument("--tvm-tune", metavar="TRIALS", type=int,
+                   help="with --tvm llvm: tune what our kernels do not cover with MetaSchedule "
+                        "(TRIALS measured candidates), into a database kept in "
+                        "~/.cache/convrewrite/tuning ($CONVREWRITE_TUNING_DIR, $XDG_CACHE_HOME); "
+                        "functions already in it are reused, not tuned again")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT",
                    help="with --tvm: run and time the build on a machine an RPC tracker hands "
                         "out (python -m tvm.exec.rpc_tracker / rpc_server), not here")
@@ -176,7 +181,7 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def _check_tvm_flags(args: argparse.Namespace) -> None:
     """Bad --tvm flags fail before any work (the TVM path is imported only when asked)."""
     for flag, value in (("--tvm-out", args.tvm_out), ("--rpc-tracker", args.rpc_tracker),
-                        ("--rpc-key", args.rpc_key)):
+                        ("--rpc-key", args.rpc_key), ("--tvm-tune", args.tvm_tune is not None)):
         if value and not args.tvm:
             raise BadInputError(f"{flag} needs --tvm llvm|cuda")
     if not args.tvm:
@@ -187,6 +192,9 @@ def _check_tvm_flags(args: argparse.Namespace) -> None:
     from .tvm.targets import parse_kind
     parse_kind(args.tvm)
     require_tvm()
+    if args.tvm_tune is not None and (args.tvm != "llvm" or args.tvm_tune < 1):
+        raise BadInputError("--tvm-tune TRIALS: a positive number of trials, with --tvm llvm "
+                            "(candidates are measured on this machine)")
     if args.tvm_out and Path(args.tvm_out).exists() and not Path(args.tvm_out).is_dir():
         raise BadInputError(f"--tvm-out {args.tvm_out} is a file; give a folder")
     if args.rpc_tracker or args.rpc_key:
@@ -200,7 +208,7 @@ def _tvm_check(model, args: argparse.Namespace, shapes) -> dict:
     from .verify import make_inputs
     feeds = make_inputs(model, seed=args.seed, shapes=shapes, npz=args.inputs)
     return check_model(model, args.tvm, feeds, _tolerance(args), out_dir=args.tvm_out,
-                       remote=getattr(args, "remote", None)).to_dict()
+                       remote=getattr(args, "remote", None), tune_trials=args.tvm_tune).to_dict()
 
 
 def _source(args: argparse.Namespace):

@@ -35,8 +35,9 @@ def import_onnx(model: onnx.ModelProto, feeds: dict[str, np.ndarray]):
         raise BadInputError(f"TVM's ONNX frontend cannot import the model: {first}") from None
 
 
-def relax_pipeline(target, kind: str, schedules: bool = True):
-    """TVM's default pipeline for ``kind``, with our lowering and schedules when asked."""
+def relax_pipeline(target, kind: str, schedules: bool = True, tuning=None):
+    """TVM's default pipeline for ``kind``, with our lowering and schedules when asked, and
+    MetaSchedule tuning of the rest when ``tuning`` (a ``tuning.TuningLog``) is given."""
     tvm = require_tvm()
     if kind == "llvm":
         from tvm.relax.backend.cpu_generic import pipeline as base
@@ -52,6 +53,9 @@ def relax_pipeline(target, kind: str, schedules: bool = True):
     if schedules:
         stages.append(LowerConvsToGemm(kind))
     stages += base.legalize_passes(target)
+    if tuning is not None:
+        from .tuning import TuneCPU
+        stages.append(TuneCPU(target, tuning.trials, Path(tuning.database), tuning))
     if schedules and kind == "llvm":
         stages.append(ScheduleCPU(target))
     stages += base.dataflow_lower_passes(target) + base.finalize_passes(target)
@@ -64,12 +68,14 @@ def relax_pipeline(target, kind: str, schedules: bool = True):
     return _pipeline
 
 
-def build(mod, kind: str, schedules: bool = True, target=None):
-    """Compile a Relax module for ``kind`` (llvm or cuda); CUDA is compiled by nvcc."""
+def build(mod, kind: str, schedules: bool = True, target=None, tuning=None):
+    """Compile a Relax module for ``kind`` (llvm or cuda); CUDA is compiled by nvcc.
+    ``tuning`` (a ``tuning.TuningLog``, llvm only) tunes with MetaSchedule and records what
+    it did."""
     require_tvm()
     from tvm import relax
     target = target or tvm_target(kind)
-    pipeline = relax_pipeline(target, kind, schedules)
+    pipeline = relax_pipeline(target, kind, schedules, tuning)
     if kind == "cuda":
         with nvcc_compiler():
             return relax.build(mod, target=target, relax_pipeline=pipeline)
@@ -145,6 +151,7 @@ class TvmCheck:
     timings: dict = field(default_factory=dict)
     remote: dict | None = None          # where it ran over RPC, and its timing there
     fused_shifts: int = 0               # shift + 1x1 pairs run as one fused kernel
+    tuning: dict | None = None          # what MetaSchedule tuned / reused (tuning.TuningLog)
 
     @property
     def passed(self) -> bool:
@@ -155,12 +162,15 @@ class TvmCheck:
                 "ran": self.ran, "skipped": self.skipped, "passed": self.passed,
                 "comparison": self.comparison, "exported": self.exported,
                 "timings_s": self.timings, "remote": self.remote,
-                "fused_shifts": self.fused_shifts, "summary": self.summary()}
+                "fused_shifts": self.fused_shifts, "tuning": self.tuning,
+                "summary": self.summary()}
 
     def summary(self) -> str:
         head = f"tvm {self.kind}: built for {self.target}"
         if self.fused_shifts:
             head += f" ({self.fused_shifts} shift + 1x1 pairs fused)"
+        if self.tuning is not None:
+            head += f"; {self.tuning['summary']}"
         if not self.ran:
             return f"{head}; not run ({self.skipped})"
         c = self.comparison
@@ -175,11 +185,12 @@ class TvmCheck:
 
 def check_model(model: onnx.ModelProto, kind: str, feeds: dict[str, np.ndarray],
                 tolerance: Tolerance | None = None, out_dir: "str | Path | None" = None,
-                schedules: bool = True, remote=None) -> TvmCheck:
+                schedules: bool = True, remote=None, tune_trials: int | None = None) -> TvmCheck:
     """Import, build, run and compare ``model`` against onnxruntime on ``feeds``; export the build
     to ``out_dir`` when given. ``remote`` (a ``remote.RemoteSpec``) runs and times it on an RPC
     server instead of here. On CUDA without a GPU (and no remote) the build is made (and
-    exported) but not run."""
+    exported) but not run. ``tune_trials`` (llvm) tunes with MetaSchedule into the persistent
+    database (``tuning.py``), reusing what it already holds."""
     kind = parse_kind(kind)
     started = time.perf_counter()
     mod = import_onnx(model, feeds)
@@ -190,9 +201,18 @@ def check_model(model: onnx.ModelProto, kind: str, feeds: dict[str, np.ndarray],
     if kind == "llvm" and schedules:
         from .shift_fusion import shift_pairs
         result.fused_shifts = shift_pairs(mod)
+    log = None
+    if tune_trials is not None:
+        from .tuning import TuningLog, tuning_dir
+        if kind != "llvm":
+            raise BadInputError("--tvm-tune measures candidates on this machine: it goes with "
+                                "--tvm llvm only")
+        log = TuningLog(tune_trials, str(tuning_dir()))
     started = time.perf_counter()
-    executable = build(mod, kind, schedules, target)
+    executable = build(mod, kind, schedules, target, log)
     result.timings["build"] = time.perf_counter() - started
+    if log is not None:
+        result.tuning = {**log.to_dict(), "summary": log.summary()}
     if out_dir is not None:
         result.exported = export(executable, kind, out_dir)
     if kind == "cuda" and remote is None and not gpu_present():

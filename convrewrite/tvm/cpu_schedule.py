@@ -14,9 +14,10 @@ from . import require_tvm
 from .cpu_conv import ACC_BLOCK, LANES, schedule_conv
 
 SCHEDULED = "convrewrite.scheduled"       # PrimFunc attribute: a schedule was applied
+TUNED = "tirx.is_scheduled"               # ... and MetaSchedule's, where it applied a record
 
 
-def _has_block(sch, name: str) -> bool:
+def has_block(sch, name: str) -> bool:
     try:
         sch.get_sblock(name)
         return True
@@ -27,7 +28,7 @@ def _has_block(sch, name: str) -> bool:
 def schedule_parallel(sch) -> None:
     """Parallelise each root block's outer spatial loops; vectorise a suitable inner loop."""
     from tvm.s_tir import Schedule  # noqa: F401 - the type of sch
-    root = sch.get_sblock("root") if _has_block(sch, "root") else None
+    root = sch.get_sblock("root") if has_block(sch, "root") else None
     blocks = sch.get_child_blocks(root) if root is not None else []
     for block in blocks:
         loops = sch.get_loops(block)
@@ -53,10 +54,10 @@ def schedule_function(func, target):
     require_tvm()
     from tvm.s_tir import Schedule
     from tvm.s_tir import dlight as dl
-    if func.attrs is not None and SCHEDULED in func.attrs:
-        return func
+    if func.attrs is not None and (SCHEDULED in func.attrs or TUNED in func.attrs):
+        return func                 # ours, or tuned by MetaSchedule (tuning.py)
     sch = Schedule(func)
-    if _has_block(sch, ACC_BLOCK):
+    if has_block(sch, ACC_BLOCK):
         schedule_conv(sch)
         return sch.mod["main"].with_attr(SCHEDULED, 1)
     gemv = dl.cpu.GEMV().apply(func, target, False)
