@@ -105,6 +105,18 @@ def _text(v: object) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def block_diagonal(values: np.ndarray, groups: int, fill=0) -> np.ndarray:
+    """[groups * o, i, k...] grouped weights as one dense [groups * o, groups * i, k...]
+    weight, ``fill`` off the diagonal blocks (any IR: ONNX here, Relax in tvm/relax_passes)."""
+    out_channels, per_group, *kernel = values.shape
+    o = out_channels // groups
+    dense = np.zeros((out_channels, groups * per_group, *kernel), dtype=values.dtype)
+    dense[...] = fill
+    for g in range(groups):
+        dense[g * o:(g + 1) * o, g * per_group:(g + 1) * per_group] = values[g * o:(g + 1) * o]
+    return dense
+
+
 @dataclass
 class ConstWeight:
     """A constant conv weight, plain or DequantizeLinear(q, scale, zero_point)."""
@@ -168,16 +180,11 @@ class ConstWeight:
     def block_diagonal(self, groups: int) -> "ConstWeight":
         """[groups * o, i, k...] grouped weights as one dense [groups * o, groups * i, k...]
         weight, zero (or the zero point) off the diagonal blocks."""
-        out_channels, per_group, *kernel = self.values.shape
-        o = out_channels // groups
-        dense = np.zeros((out_channels, groups * per_group, *kernel), dtype=self.values.dtype)
+        fill = 0
         if self.quantized and self.zero_point is not None:
             zp = np.asarray(constant_value(self.zero_point))
-            dense[...] = zp.reshape(-1, *[1] * (dense.ndim - 1)) if zp.size > 1 else zp
-        for g in range(groups):
-            dense[g * o:(g + 1) * o, g * per_group:(g + 1) * per_group] = \
-                self.values[g * o:(g + 1) * o]
-        return self.with_values(dense)
+            fill = zp.reshape(-1, *[1] * (self.values.ndim - 1)) if zp.size > 1 else zp
+        return self.with_values(block_diagonal(self.values, groups, fill))
 
     def with_values(self, values: np.ndarray) -> "ConstWeight":
         """Rearranged taps (same output channels on axis 0, so per-channel parameters hold)."""

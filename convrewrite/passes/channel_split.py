@@ -82,7 +82,7 @@ def emit_channel_plan(node: gs.Node, spec: ConvSpec, plan: ChannelSplitPlan, wei
                 rows = weight.take_rows(slice(sub.out_start, sub.out_stop), f"{stem}.rows")
                 w, w_nodes = rows.block_diagonal(sub.groups).slice(stem, (slice(None),))
             else:
-                w, w_nodes = weight.slice(stem, _weight_index(spec, sub))
+                w, w_nodes = weight.slice(stem, weight_index(spec, sub))
             added.extend(w_nodes)
             inputs = [chunk_of[(sub.in_start, sub.in_stop)], w]
             if bias is not None and t == 0:
@@ -131,7 +131,7 @@ def _split_input(x: gs.Tensor, plan: ChannelSplitPlan, base: str, ctx: RewriteCo
     return chunks
 
 
-def _weight_index(spec: ConvSpec, sub: SubConv) -> tuple[slice, slice]:
+def weight_index(spec: ConvSpec, sub: SubConv) -> tuple[slice, slice]:
     """The weight slice a sub-conv uses, in the op's own weight layout."""
     if not spec.transposed:         # [Cout, Cin/G, k...]
         return slice(sub.out_start, sub.out_stop), slice(sub.w_in_start, sub.w_in_stop)

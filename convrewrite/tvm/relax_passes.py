@@ -6,13 +6,17 @@ counts into the sub-convs ``plan.plan_channel_split`` decides — the very plan 
 ranges (one ``split``), one conv per sub-conv with its weight slice, partial sums added in the
 plan's order (``plan.sum_order``: chain or tree), output blocks concatenated. The Relax conv has
 no bias (the ONNX frontend emits it as a separate add after the conv), so nothing else changes.
+
+``GroupLowering(target)`` does the same for grouped / depthwise convs on an engine without them
+(``plan.plan_group_lowering``, the plan of ``passes/groups.py``), through the same emitter.
 """
 
 from __future__ import annotations
 
 from ..legality import check
-from ..passes.channel_split import _weight_index
-from ..plan import ChannelSplitPlan, plan_channel_split, sum_order
+from ..onnx_conv import block_diagonal
+from ..passes.channel_split import weight_index
+from ..plan import ChannelSplitPlan, plan_channel_split, plan_group_lowering, sum_order
 from ..target import Target, load_target
 from . import require_tvm
 from .relax_conv import conv_mutator_pass, conv_spec, constant_weight
@@ -37,6 +41,24 @@ def ChannelSplit(target):  # noqa: N802 - a tvm.transform pass, named like TVM's
     return conv_mutator_pass("convrewrite.ChannelSplit", rewrite)
 
 
+def GroupLowering(target, groups_per_conv: int | None = None):  # noqa: N802 - a TVM pass
+    """Module pass: each grouped or depthwise conv whose form ``target`` does not run becomes
+    the chunks ``plan.plan_group_lowering`` decides — the ONNX pass's (``passes/groups.py``)
+    plan — each a dense conv with a block-diagonal weight (a plain conv per group when a chunk
+    holds one), emitted like the channel split. Weights must be constants."""
+    target = load_target(target)
+
+    def rewrite(builder, call):
+        spec = conv_spec(call)
+        if isinstance(spec, str) or constant_weight(call) is None \
+                or not any(v.rule == "groups" for v in check(spec, target)):
+            return None
+        plan = plan_group_lowering(spec, target, groups_per_conv)
+        return None if isinstance(plan, str) else emit_channel_plan(builder, call, spec, plan)
+
+    return conv_mutator_pass("convrewrite.GroupLowering", rewrite)
+
+
 def emit_channel_plan(builder, call, spec, plan: ChannelSplitPlan):
     """The plan as Relax bindings; returns the expression replacing ``call``."""
     require_tvm()
@@ -53,15 +75,18 @@ def emit_channel_plan(builder, call, spec, plan: ChannelSplitPlan):
     for block in plan.blocks:
         terms = []
         for sub in block.terms:
-            out_index, in_index = _weight_index(spec, sub)
-            if values is not None:
+            out_index, in_index = weight_index(spec, sub)
+            if sub.block_diagonal:
+                w = relax.const(block_diagonal(values[out_index], sub.groups))
+            elif values is not None:
                 w = relax.const(values[out_index, in_index].copy())
             else:
                 w = builder.emit(relax.op.strided_slice(
                     weight, axes=[0, 1], begin=[out_index.start, in_index.start],
                     end=[out_index.stop, in_index.stop]))
+            groups = 1 if sub.block_diagonal else sub.groups
             terms.append(builder.emit(_conv_like(call, chunks[(sub.in_start, sub.in_stop)], w,
-                                                 sub.groups)))
+                                                 groups)))
         blocks.append(_sum(builder, terms, plan.accumulate))
     if len(blocks) == 1:
         return blocks[0]

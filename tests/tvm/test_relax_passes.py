@@ -80,3 +80,38 @@ def test_legal_convs_are_untouched():
     mod = import_onnx(model, feeds)
     out = ChannelSplit(limits(16, 16))(mod)
     tvm.ir.assert_structural_equal(out["main"], mod["main"])
+
+
+GROUP_CASES = [
+    # cin, cout, kernel, groups, target's group forms, groups per conv (None: by cost)
+    (32, 32, (3, 3), 4, ["regular"], None),
+    (16, 16, (3, 3), 16, ["regular"], None),            # depthwise on an engine without it
+    (24, 48, (3, 3), 6, ["regular", "depthwise"], 1),   # a plain conv per group
+    (32, 32, (3, 3), 8, ["regular"], 4),                 # block-diagonal chunks of 4 groups
+]
+
+
+@pytest.mark.parametrize("cin,cout,kernel,groups,forms,per_conv", GROUP_CASES)
+def test_relax_group_lowering_equals_onnx(cin, cout, kernel, groups, forms, per_conv):
+    from convrewrite.passes.groups import GroupLowering as OnnxGroupLowering
+    from convrewrite.pipeline import DEFAULT_PASSES
+    from convrewrite.tvm.relax_passes import GroupLowering
+    target = load_target({"name": "test", "conv": {"groups": forms}})
+    model = conv_model(cin=cin, cout=cout, kernel=kernel, groups=groups, pads=[1, 1, 1, 1])
+    passes = tuple(OnnxGroupLowering(per_conv) if isinstance(p, OnnxGroupLowering) else p
+                   for p in DEFAULT_PASSES)
+    onnx_lowered, result = rewrite_model(model, target, passes)
+    assert result.records and not result.remaining
+    feeds = random_input(model)
+    onnx_out = run(onnx_lowered, feeds)[0]
+
+    mod = import_onnx(model, feeds)
+    lowered = GroupLowering(target, per_conv)(mod)
+    ops = relax_ops(lowered)
+    assert ops.get("relax.nn.conv2d", 0) == op_count(onnx_lowered, "Conv")
+    assert ops.get("relax.concat", 0) == op_count(onnx_lowered, "Concat")
+    assert "groups=1," in lowered.script() and f"groups={groups}," not in lowered.script()
+    relax_out = run_executable(build(lowered, "llvm", schedules=False), "llvm",
+                               [feeds[k] for k in feeds])[0]
+    scale = max(1.0, float(np.abs(onnx_out).max()))
+    np.testing.assert_allclose(relax_out, onnx_out, atol=2e-5 * scale, rtol=1e-4)
