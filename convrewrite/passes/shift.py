@@ -71,12 +71,14 @@ def pad_slice_shift(concat: gs.Node):
     if int(concat.attrs.get("axis", 0)) != 1 or not concat.inputs:
         return None
     slices = [t.inputs[0] if len(t.inputs) == 1 else None for t in concat.inputs]
-    if any(s is None or s.op != "Slice" or len(s.inputs[0].outputs) < 1 for s in slices):
+    if any(s is None or s.op != "Slice" or len(s.outputs[0].outputs) != 1 for s in slices):
         return None
     padded = slices[0].inputs[0]
     pad = padded.inputs[0] if len(padded.inputs) == 1 else None
     if pad is None or pad.op != "Pad" or any(s.inputs[0] is not padded for s in slices):
         return None
+    if {id(r) for r in padded.outputs} != {id(s) for s in slices}:
+        return None             # the padded map feeds more than this shift: it must stay
     x = pad.inputs[0]
     if x.shape is None or any(not isinstance(d, int) for d in x.shape) or len(x.shape) < 3:
         return None

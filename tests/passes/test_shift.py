@@ -152,3 +152,14 @@ def test_pad_slice_shift_is_recognised_and_refolded_where_copies_are_missing():
     out, _ = rewrite_and_compare(pad_slice_model(192, (32, 32), 64),
                                  {"name": "dw", "ops": ["Conv", "Relu"]}, atol=0)
     assert ops_of(out) == ["Relu", "Conv", "Conv"]          # one-hot depthwise, then the 1x1
+
+
+def test_pad_slice_shift_whose_padded_map_is_read_elsewhere_is_left_whole():
+    import convrewrite as cr
+    from onnx import helper
+    model = pad_slice_model()
+    model.graph.node.append(helper.make_node("ReduceMax", ["p"], ["side"], name="side",
+                                             keepdims=0))
+    model.graph.output.append(helper.make_tensor_value_info("side", 1, None))
+    out, report = cr.rewrite(model, CONVS_ONLY)
+    assert "Pad" in ops_of(out) and not any(r.pass_name == "shift" for r in report.records)
