@@ -13,6 +13,11 @@ from math import prod
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
 
 
+def dims_text(values) -> str:
+    """Extents as reports write them: (3, 3) -> "3x3"."""
+    return "x".join(map(str, values))
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     name: str
@@ -87,6 +92,6 @@ class ConvSpec:
         return shape[0] * prod(shape[2:]) * self.out_channels * self.in_per_group * taps
 
     def describe(self) -> str:
-        k = "x".join(map(str, self.kernel_shape))
+        k = dims_text(self.kernel_shape)
         g = f" g{self.groups}" if self.groups > 1 else ""
         return f"{self.op_type} {self.in_channels}->{self.out_channels} k{k}{g}"

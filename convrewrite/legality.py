@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
-from typing import Callable, Iterable
+from typing import Callable
 
-from .conv import ConvSpec
+from .conv import ConvSpec, dims_text
 from .target import ConvRules, Target
 
 
@@ -31,10 +31,6 @@ def _plain(v: object) -> object:
     if isinstance(v, tuple):
         return [_plain(x) for x in v]
     return v
-
-
-def _x(values: Iterable[int]) -> str:
-    return "x".join(str(v) for v in values)
 
 
 def effective_pads(spec: ConvSpec) -> tuple[int, ...] | None:
@@ -93,7 +89,7 @@ def transposed_strides(spec: ConvSpec, r: ConvRules) -> Violation | None:
         if bad:
             return Violation("transposed_strides", spec.strides, r.transposed_strides,
                              f"ConvTranspose strides must be in {list(r.transposed_strides)}; "
-                             f"node has stride {_x(spec.strides)}")
+                             f"node has stride {dims_text(spec.strides)}")
     return None
 
 
@@ -105,7 +101,7 @@ def _upper_bound(name: str, what: str,
         limit = getattr(r, name)
         shown, number = measure(spec)
         if limit is not None and number is not None and number > limit:
-            text = _x(shown) if isinstance(shown, tuple) else shown
+            text = dims_text(shown) if isinstance(shown, tuple) else shown
             return Violation(name, shown, limit,
                              f"{what} must be at most {limit}; node has {text}")
         return None
@@ -121,9 +117,9 @@ _upper_bound("max_out_channels", "output channels", lambda s: (s.out_channels, s
 @rule
 def kernel_shapes(spec: ConvSpec, r: ConvRules) -> Violation | None:
     if r.kernel_shapes is not None and spec.kernel_shape not in r.kernel_shapes:
-        allowed = ", ".join(_x(k) for k in r.kernel_shapes)
+        allowed = ", ".join(dims_text(k) for k in r.kernel_shapes)
         return Violation("kernel_shapes", spec.kernel_shape, r.kernel_shapes,
-                         f"kernel must be one of {allowed}; node has {_x(spec.kernel_shape)}")
+                         f"kernel must be one of {allowed}; node has {dims_text(spec.kernel_shape)}")
     return None
 
 

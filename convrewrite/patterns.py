@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from .conv import dims_text
 from .onnx_conv import spec_of
 
 ELEMENTWISE = {"Relu", "Clip", "BatchNormalization", "HardSwish", "HardSigmoid", "Sigmoid",
@@ -38,7 +39,7 @@ def depthwise_separable_pairs(graph: gs.Graph) -> list[str]:
             if not isinstance(pointwise, str) and pointwise.groups == 1 \
                     and all(k == 1 for k in pointwise.kernel_shape):
                 found.append(f"depthwise-separable: {node.name!r} "
-                             f"({'x'.join(map(str, spec.kernel_shape))} depthwise, "
+                             f"({dims_text(spec.kernel_shape)} depthwise, "
                              f"{spec.in_channels} ch) -> {nxt.name!r} (1x1, "
                              f"{pointwise.out_channels} out)")
     return found

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, replace
 from math import ceil
 
-from .conv import ConvSpec
+from .conv import ConvSpec, dims_text
 from .target import Target
 
 
@@ -338,7 +338,7 @@ def plan_dilation(spec: ConvSpec, target: Target) -> DilationPlan | str:
         return "dilations already within the limit"
     weights = spec.out_channels * spec.in_per_group * math.prod(kernel)
     if weights > MAX_LOWERED_WEIGHTS:
-        return (f"a dense kernel {'x'.join(map(str, kernel))} would hold {weights:,} weights "
+        return (f"a dense kernel {dims_text(kernel)} would hold {weights:,} weights "
                 f"(limit {MAX_LOWERED_WEIGHTS:,})")
     return DilationPlan(tuple(kernel), tuple(dilations))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .conv import ConvSpec
+from .conv import ConvSpec, dims_text
 from .legality import check
 from .plan import (COPY_ELEMENT_COST_IN_MACS, COPY_NODE_COST_IN_MACS, COSTING_PIXELS,
                    NODE_COST_IN_MACS)
@@ -123,8 +123,8 @@ def plan_shift(offsets: np.ndarray, spatial, target: Target, fold: FoldSite | No
     others = ", ".join(f"{k} {costs[k]:.3g}" for k in sorted(costs) if k != chosen)
     size = "" if known else f", size unknown: costed as {COSTING_PIXELS} pixels"
     detail = {"slice_pad": f"{len(runs)} channel runs, zero FLOPs",
-              "depthwise": f"one-hot depthwise {'x'.join(map(str, kernel))}",
-              "fold": f"folded into the next 1x1 conv as {'x'.join(map(str, kernel))}"}[chosen]
+              "depthwise": f"one-hot depthwise {dims_text(kernel)}",
+              "fold": f"folded into the next 1x1 conv as {dims_text(kernel)}"}[chosen]
     strategy = f"shift as {chosen} ({detail}; cost {costs[chosen]:.3g} MAC-eq" + \
         (f", rejected {others}" if others else "") + f"{size})"
     return ShiftPlan(chosen, runs, kernel, dilation, strategy)

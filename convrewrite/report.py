@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from .conv import dims_text
 from .pipeline import Remaining
 from .record import Record
 
@@ -179,7 +180,7 @@ def _plain(v: object) -> str:
     if isinstance(v, (tuple, list)):
         if v and all(isinstance(x, (tuple, list)) for x in v):
             return "|".join(_plain(x) for x in v)       # a set of shapes: 1x1|3x3
-        return "x".join(map(str, v))
+        return dims_text(v)
     return str(v)
 
 

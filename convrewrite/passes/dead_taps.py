@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from ..conv import ConvSpec
+from ..conv import ConvSpec, dims_text
 from ..legality import Violation
 from ..plan import plan_dead_taps
 from ..record import Record
@@ -45,7 +45,7 @@ class DeadTaps(Pass):
         total = 1
         for k in spec.kernel_shape:
             total *= k
-        how = (f"{'x'.join(map(str, spec.kernel_shape))} -> {'x'.join(map(str, plan.kernel))}: "
+        how = (f"{dims_text(spec.kernel_shape)} -> {dims_text(plan.kernel)}: "
                f"taps that only read padding dropped")
         record = self.record(node, spec, violations, how, added, tolerance="exact",
                              macs_factor=kept / total, params_after=spec.params * kept // total)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from ..conv import ConvSpec
+from ..conv import ConvSpec, dims_text
 from ..legality import Violation
 from ..plan import plan_dilation, plan_space_to_batch
 from ..record import Record
@@ -47,7 +47,7 @@ class DilationLowering(Pass):
         if choice is not None:
             _space_to_batch(node, spec, choice, ctx, added)
             how = (f"space-to-batch: {choice.phases} sub-images of dilation "
-                   f"{'x'.join(map(str, spec.dilations))} on the batch axis ({why})")
+                   f"{dims_text(spec.dilations)} on the batch axis ({why})")
             factor, tolerance = choice.mac_factor(spec), "reassociating"
         else:
             factors = tuple(d // keep for d, keep in zip(spec.dilations, dense.dilations))
@@ -57,9 +57,9 @@ class DilationLowering(Pass):
             conv_copy(ctx, node, name, [node.inputs[0], w, *node.inputs[2:]], added,
                       out=node.outputs[0], kernel_shape=list(dense.kernel),
                       dilations=list(dense.dilations), pads=list(pads))
-            how = (f"{'x'.join(map(str, spec.kernel_shape))} dilated "
-                   f"{'x'.join(map(str, spec.dilations))} -> dense "
-                   f"{'x'.join(map(str, dense.kernel))} with zeros (space-to-batch: {why})")
+            how = (f"{dims_text(spec.kernel_shape)} dilated "
+                   f"{dims_text(spec.dilations)} -> dense "
+                   f"{dims_text(dense.kernel)} with zeros (space-to-batch: {why})")
             factor, tolerance = dense.mac_factor(spec), "exact"
         record = self.record(node, spec, violations, how, added, tolerance=tolerance,
                              macs_factor=factor,

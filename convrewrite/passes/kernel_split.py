@@ -11,17 +11,13 @@ import itertools
 
 import onnx_graphsurgeon as gs
 
-from ..conv import ConvSpec
+from ..conv import ConvSpec, dims_text
 from ..legality import Violation
 from ..plan import plan_kernel_split
 from ..record import Record
 from .base import Pass, RewriteContext, need
 from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, sum_terms
 from .geometry_common import explicit_pads
-
-
-def _x(values) -> str:
-    return "x".join(map(str, values))
 
 
 class KernelSplit(Pass):
@@ -68,9 +64,10 @@ class KernelSplit(Pass):
         original_taps = 1
         for k in spec.kernel_shape:
             original_taps *= k
-        alternatives = "; ".join(f"{_x(t)} cost {c}" for t, c in plan.alternatives)
-        how = (f"{count} {_x(plan.tile)} sub-kernels ({_x(plan.padded_kernel)} zero-extended, "
-               f"cost {plan.cost}" + (f"; rejected {alternatives}" if alternatives else "") + ")")
+        alternatives = "; ".join(f"{dims_text(t)} cost {c}" for t, c in plan.alternatives)
+        how = (f"{count} {dims_text(plan.tile)} sub-kernels "
+               f"({dims_text(plan.padded_kernel)} zero-extended, cost {plan.cost}"
+               + (f"; rejected {alternatives}" if alternatives else "") + ")")
         record = self.record(node, spec, violations, how, added,
                              tolerance="reassociating" if count > 1 else "exact",
                              macs_factor=taps / original_taps,

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from ..conv import ConvSpec
+from ..conv import ConvSpec, dims_text
 from ..legality import Violation
 from ..plan import plan_space_to_depth, plan_stride
 from ..record import Record
 from .base import Decline, Pass, RewriteContext, need
 from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
-
-
-def _x(values) -> str:
-    return "x".join(map(str, values))
 
 
 class StrideSubsample(Pass):
@@ -51,11 +47,11 @@ class StrideSubsample(Pass):
         if subsample_out:
             slice_spatial(ctx, conv_out, [0] * rank, [INT64_MAX] * rank,
                           list(plan.output_steps), f"{base}/subsample_out", added, out=y)
-        how = [f"conv at stride {_x(plan.conv_strides)}"]
+        how = [f"conv at stride {dims_text(plan.conv_strides)}"]
         if subsample_in:
-            how.append(f"input subsampled by {_x(plan.input_steps)}")
+            how.append(f"input subsampled by {dims_text(plan.input_steps)}")
         if subsample_out:
-            how.append(f"output subsampled by {_x(plan.output_steps)}")
+            how.append(f"output subsampled by {dims_text(plan.output_steps)}")
         if not isinstance(folded, str):
             how.append(f"not space-to-depth: cost x{folded.cost:.2f} vs x{folded.subsample_cost:.2f}")
         record = self.record(node, spec, violations, ", ".join(how), added, tolerance="exact",

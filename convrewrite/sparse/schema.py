@@ -53,6 +53,7 @@ from math import prod
 
 import numpy as np
 
+from ..conv import dims_text
 from ..errors import BadInputError
 
 OP_TYPE = "SparseConv"
@@ -173,13 +174,13 @@ class SparseConvAttrs:
 
     def describe(self) -> str:
         kind = "submanifold" if self.submanifold else "regular"
-        k = "x".join(map(str, self.kernel_shape))
+        k = dims_text(self.kernel_shape)
         extra = "".join(f" {name} {list(v)}" for name, v, plain in (
             ("stride", self.strides, 1), ("dilation", self.dilations, 1))
             if any(x != plain for x in v))
         if not self.submanifold and any(self.pads):
             extra += f" pads {list(self.pads)}"
-        return f"{kind} {k}{extra} on {'x'.join(map(str, self.spatial_shape))}"
+        return f"{kind} {k}{extra} on {dims_text(self.spatial_shape)}"
 
 
 def check_weight(weight: np.ndarray, attrs: SparseConvAttrs, in_channels: int | None = None) -> None:
