@@ -151,12 +151,14 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
 
 def rewrite_model(model: onnx.ModelProto, target: Target,
                   passes: tuple[Pass, ...] = DEFAULT_PASSES,
-                  sparse_inputs: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, RewriteResult]:
+                  sparse_inputs: tuple[str, ...] = (),
+                  graph_passes: tuple[GraphPass, ...] = GRAPH_PASSES,
+                  ) -> tuple[onnx.ModelProto, RewriteResult]:
     """Rewrite a model; when nothing changes the original proto is returned untouched.
     ``sparse_inputs`` names tensors known to be mostly zero (or masks): the convs reading them
     become SparseConvs (passes.dense_to_sparse)."""
     graph, result = run_passes(to_graph(model), target, model, passes,
-                               sparse_inputs=tuple(sparse_inputs))
+                               graph_passes=graph_passes, sparse_inputs=tuple(sparse_inputs))
     if not result.records:
         return model, result
     return drop_own_opset(from_graph(graph, model)), result

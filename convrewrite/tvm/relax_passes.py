@@ -115,19 +115,5 @@ def _sum(builder, terms: list, accumulate: str):
 def legal_after(mod, target: Target) -> list[str]:
     """The convs of ``mod`` that still break one of ``target``'s channel rules (for tests and
     reports: the Relax side of ``convrewrite.check``)."""
-    require_tvm()
-    from tvm import relax
-    from .relax_conv import conv_rank
-    bad = []
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and conv_rank(expr) is not None:
-            spec = conv_spec(expr)
-            if not isinstance(spec, str) and any(v.rule in CHANNEL_RULES
-                                                 for v in check(spec, target)):
-                bad.append(spec.describe())
-
-    for _, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func, visit)
-    return bad
+    from .relax_lowering import violations_in
+    return violations_in(mod, target, CHANNEL_RULES)

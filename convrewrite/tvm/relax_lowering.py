@@ -1,0 +1,212 @@
+"""Every per-conv lowering of the ONNX pipeline as a Relax module pass, through one bridge.
+
+A Relax conv the target rejects is written out as a one-conv ONNX model (its input shape, its
+constant weight, its attributes), the ONNX passes rewrite that model — the same planners and the
+same emitters as ``convrewrite model.onnx``, so no decision and no emission exists twice — and
+TVM's ONNX frontend brings the rewritten piece back; its bindings replace the conv in place.
+``Lower(target)`` runs the whole per-conv pipeline (rank, groups, depth multiplier, channels,
+dead taps, transposed, stride, dilation, kernel, padding, tiling, and the shift forms of one-hot
+depthwise convs); ``lowering_pass(name, target)`` runs one ONNX pass alone, for tests and for
+users who want a single rewrite.
+
+``relax_passes.ChannelSplit`` / ``GroupLowering`` emit Relax directly from their planners (they
+also handle a weight that is not a constant); this bridge needs constant weights, as the ONNX
+passes do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..conv import ConvSpec
+from ..graph import to_graph
+from ..legality import check
+from ..onnx_conv import spec_of
+from ..ops.reference import has_own_ops
+from ..passes import DEFAULT_PASSES, ShiftLowering
+from ..pipeline import rewrite_model
+from ..target import Target, load_target
+from . import require_tvm
+from .relax_conv import (DEFAULT_LAYOUTS, constant_weight, conv_rank, conv_spec, mutator_pass,
+                         static_shape)
+
+TRANSPOSED_LAYOUTS = {1: ("NCW", "IOW"), 2: ("NCHW", "IOHW"), 3: ("NCDHW", "IODHW")}
+RELAX_CONVS = {f"relax.nn.conv{r}d": ("Conv", r) for r in (1, 2, 3)}
+RELAX_CONVS.update({f"relax.nn.conv{r}d_transpose": ("ConvTranspose", r) for r in (1, 2, 3)})
+PASSES_BY_NAME = {p.name: p for p in DEFAULT_PASSES}
+ONNX_OPSET = 17
+
+
+@dataclass
+class LoweringLog:
+    """What a bridge pass did: one line per conv it rewrote, and per conv it had to keep."""
+
+    rewritten: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def conv_as_onnx(call) -> onnx.ModelProto | str:
+    """A Relax conv or transposed conv with a constant weight as a one-node ONNX model
+    (input ``x``, output ``y``), or the reason it cannot be one."""
+    op_type, rank = RELAX_CONVS.get(getattr(call.op, "name", None), (None, None))
+    if op_type is None:
+        return "not a conv"
+    attrs = call.attrs
+    layouts = TRANSPOSED_LAYOUTS if op_type == "ConvTranspose" else DEFAULT_LAYOUTS
+    if (attrs.data_layout, attrs.kernel_layout) != layouts[rank] \
+            or attrs.out_layout != attrs.data_layout:
+        return f"layouts {attrs.data_layout}/{attrs.kernel_layout} are not channels-first"
+    x_shape, out_shape = static_shape(call.args[0]), static_shape(call)
+    if x_shape is None or out_shape is None:
+        return "shapes are not static"
+    weight = constant_weight(call)
+    if weight is None:
+        return "the weight is not a constant"
+    dtype = str(call.args[0].ty.dtype)
+    if str(call.ty.dtype) != dtype:
+        return f"out_dtype {call.ty.dtype} differs from the input's {dtype}"
+    onnx_attrs = {"kernel_shape": list(weight.shape[2:]), "group": int(attrs.groups),
+                  "strides": [int(s) for s in attrs.strides],
+                  "dilations": [int(d) for d in attrs.dilation],
+                  "pads": [int(p) for p in attrs.padding]}
+    if op_type == "ConvTranspose":
+        onnx_attrs["output_padding"] = [int(p) for p in attrs.output_padding]
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    graph = helper.make_graph(
+        [helper.make_node(op_type, ["x", "W"], ["y"], name="conv", **onnx_attrs)], "relax_conv",
+        [helper.make_tensor_value_info("x", elem, list(x_shape))],
+        [helper.make_tensor_value_info("y", elem, list(out_shape))],
+        [numpy_helper.from_array(weight, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+    model.ir_version = 8
+    return model
+
+
+def lower_call(call, target: Target, passes, graph_passes) -> tuple[object, str] | str:
+    """The rewritten conv as a Relax module (``main`` of one parameter) and the report's rewrite text, or
+    the reason the conv stays as it is."""
+    model = conv_as_onnx(call)
+    if isinstance(model, str):
+        return model
+    rewritten, result = rewrite_model(model, target, passes, graph_passes=graph_passes)
+    if not result.records:
+        return "no pass rewrote it"
+    if has_own_ops(rewritten):
+        return "the rewrite keeps ops of our domain, which TVM's ONNX frontend cannot import"
+    from tvm.relax.frontend.onnx import from_onnx
+    dtype = str(call.args[0].ty.dtype)
+    mod = from_onnx(rewritten, shape_dict={"x": list(static_shape(call.args[0]))},
+                    dtype_dict={"x": dtype}, keep_params_in_input=False)
+    return mod, "; ".join(f"{r.pass_name}: {r.rewrite}" for r in result.records)
+
+
+def inline(builder, mod, args: list):
+    """Emit the bindings of ``mod["main"]`` into ``builder`` with its parameters bound to
+    ``args`` (the PrimFuncs it calls are added alongside); returns its result expression."""
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+    func = mod["main"]
+    global_vars = {gv.name_hint: builder.add_func(f, gv.name_hint)
+                   for gv, f in mod.functions_items() if gv.name_hint != "main"}
+
+    @mutator
+    class _Rename(PyExprMutator):
+        def visit_global_var_(self, gv):
+            return global_vars.get(gv.name_hint, gv)
+
+    rename = _Rename()
+    for param, arg in zip(func.params, args):
+        rename.set_var_remap(param, arg)
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = rename.visit_expr(binding.value)
+            rename.set_var_remap(binding.var, builder.emit(value))
+    return rename.visit_expr(func.body.body)
+
+
+def bridge_pass(name: str, target, passes, graph_passes=(), log: LoweringLog | None = None):
+    """A module pass lowering every conv ``target`` rejects through the ONNX ``passes``."""
+    require_tvm()
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+    target = load_target(target)
+    log = log if log is not None else LoweringLog()
+
+    @mutator
+    class _Lower(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if getattr(call.op, "name", None) not in RELAX_CONVS:
+                return call
+            if not _needs_rewrite(call, target, graph_passes):
+                return call
+            lowered = lower_call(call, target, passes, graph_passes)
+            if isinstance(lowered, str):
+                log.kept.append(f"{_describe(call)}: {lowered}")
+                return call
+            piece, rewrite = lowered
+            log.rewritten.append(f"{_describe(call)}: {rewrite}")
+            return inline(self.builder_, piece, [call.args[0]])
+
+    return mutator_pass(name, _Lower)
+
+
+def _needs_rewrite(call, target: Target, graph_passes) -> bool:
+    """Whether the conv breaks a rule (or, with the shift pass on, may be a one-hot shift)."""
+    spec = relax_spec(call)
+    if isinstance(spec, str):
+        return False
+    return bool(check(spec, target)) or (bool(graph_passes) and spec.group_form == "depthwise")
+
+
+def relax_spec(call) -> ConvSpec | str:
+    """The ConvSpec of any Relax conv or transposed conv (read as its one-node ONNX model when
+    the weight is a constant), or why there is none."""
+    model = conv_as_onnx(call)
+    if isinstance(model, str):
+        return conv_spec(call) if conv_rank(call) is not None else model
+    return spec_of(to_graph(model).nodes[0])
+
+
+def violations_in(mod, target, rules=None) -> list[str]:
+    """The convs of ``mod`` that ``target`` still rejects (only for ``rules`` when given), each
+    described with the rules it breaks: the Relax side of ``convrewrite.check``."""
+    require_tvm()
+    from tvm import relax
+    target = load_target(target)
+    bad = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) in RELAX_CONVS:
+            spec = relax_spec(expr)
+            if isinstance(spec, str):
+                return
+            broken = sorted({v.rule for v in check(spec, target)
+                             if rules is None or v.rule in rules})
+            if broken:
+                bad.append(f"{spec.describe()}: {', '.join(broken)}")
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return bad
+
+
+def _describe(call) -> str:
+    return f"{call.op.name} {static_shape(call.args[0])}->{static_shape(call)}"
+
+
+def Lower(target, log: LoweringLog | None = None):  # noqa: N802 - a tvm.transform pass
+    """Module pass: every conv ``target`` rejects becomes what ``convrewrite`` makes of it, and
+    one-hot depthwise convs take their cheapest shift form on ``target``."""
+    return bridge_pass("convrewrite.Lower", target, DEFAULT_PASSES, (ShiftLowering(),), log)
+
+
+def lowering_pass(pass_name: str, target, log: LoweringLog | None = None):
+    """Module pass running one ONNX pass (by its report name, e.g. ``DilationLowering``)."""
+    if pass_name not in PASSES_BY_NAME:
+        raise ValueError(f"no per-conv pass named {pass_name!r}; known: "
+                         f"{', '.join(sorted(PASSES_BY_NAME))}")
+    return bridge_pass(f"convrewrite.{pass_name}", target, (PASSES_BY_NAME[pass_name],), (), log)

@@ -1,0 +1,147 @@
+"""Each per-conv lowering as a Relax pass against the same ONNX pass on onnxruntime.
+
+For every case one ONNX pass rewrites a one-conv model (run on onnxruntime) and the Relax pass of
+the same name rewrites the model imported into Relax (built and run on TVM's CPU): the results
+must agree, the Relax module must have as many convs as the ONNX one, and no conv it keeps may
+break the rule the pass fixes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from convrewrite.passes import DEFAULT_PASSES  # noqa: E402
+from convrewrite.pipeline import rewrite_model  # noqa: E402
+from convrewrite.target import load_target  # noqa: E402
+from convrewrite.tvm.build import build, import_onnx, run_executable  # noqa: E402
+from convrewrite.tvm.relax_lowering import (  # noqa: E402
+    Lower, LoweringLog, lowering_pass, violations_in)
+from tests.conv_cases import conv_model, op_count, random_input, run  # noqa: E402
+
+
+def relax_convs(mod) -> int:
+    from tvm import relax
+    count = [0]
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "").startswith("relax.nn.conv"):
+            count[0] += 1
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return count[0]
+
+
+def relax_run(mod, feeds):
+    return run_executable(build(mod, "llvm", schedules=False), "llvm", list(feeds.values()))[0]
+
+
+def assert_close(got, want):
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, atol=3e-5 * scale, rtol=1e-4)
+
+
+CONV = {"name": "t", "conv": {}}
+CASES = [
+    # pass name, target conv rules, conv_model arguments
+    ("rank", {"spatial_ranks": [2]},
+     dict(cin=6, cout=8, kernel=(3, 3, 3), spatial=(5, 6, 6), pads=[1] * 6)),
+    ("rank", {"spatial_ranks": [2]}, dict(cin=6, cout=8, kernel=(5,), spatial=(20,), pads=[2, 2])),
+    ("groups", {"groups": ["regular"]}, dict(cin=16, cout=16, groups=4, pads=[1] * 4)),
+    ("depth_multiplier", {"max_depth_multiplier": 1},
+     dict(cin=8, cout=16, groups=8, pads=[1] * 4)),
+    ("channel_split", {"max_in_channels": 16}, dict(cin=40, cout=8, pads=[1] * 4)),
+    ("dead_taps", {"max_dilation": 1},
+     dict(cin=8, cout=4, dilations=(36, 36), spatial=(6, 6), pads=[36] * 4)),
+    ("transposed", {"transposed": False},
+     dict(op="ConvTranspose", cin=8, cout=6, kernel=(4, 4), strides=(2, 2), pads=[1] * 4)),
+    ("transposed", {"transposed": False},
+     dict(op="ConvTranspose", cin=8, cout=6, kernel=(3, 3), strides=(2, 2), pads=[1] * 4,
+          output_padding=(1, 1))),
+    ("transposed", {"transposed": False},
+     dict(op="ConvTranspose", cin=4, cout=6, kernel=(3,), strides=(2,), spatial=(10,))),
+    ("stride", {"max_stride": 1},
+     dict(cin=8, cout=8, strides=(2, 2), spatial=(16, 16), pads=[1] * 4)),
+    ("dilation", {"max_dilation": 1},
+     dict(cin=8, cout=8, dilations=(3, 3), spatial=(16, 16), pads=[3] * 4)),
+    ("kernel_split", {"max_kernel": 3}, dict(cin=4, cout=8, kernel=(7, 7), spatial=(14, 14),
+                                             pads=[3] * 4)),
+    ("padding", {"max_pad": 0}, dict(cin=4, cout=8, pads=[1, 2, 1, 0], spatial=(9, 9))),
+    ("tiling", {"input_height": [1, 8], "input_width": [1, 8]},
+     dict(cin=4, cout=8, spatial=(20, 20), pads=[1] * 4)),
+]
+
+
+@pytest.mark.parametrize("pass_name,rules,conv", CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_relax_pass_equals_onnx_pass(pass_name, rules, conv):
+    target = load_target({"name": "t", "conv": rules})
+    model = conv_model(**conv)
+    onnx_pass = next(p for p in DEFAULT_PASSES if p.name == pass_name)
+    onnx_out_model, result = rewrite_model(model, target, (onnx_pass,), graph_passes=())
+    assert [r.pass_name for r in result.records] == [pass_name] and not result.remaining
+    feeds = random_input(model)
+    want = run(onnx_out_model, feeds)[0]
+
+    mod = import_onnx(model, feeds)
+    log = LoweringLog()
+    lowered = lowering_pass(pass_name, target, log)(mod)
+    assert len(log.rewritten) == 1 and not log.kept, log
+    rules_fixed = onnx_pass.fixes
+    assert violations_in(mod, target, rules_fixed) and not violations_in(lowered, target,
+                                                                         rules_fixed)
+    assert relax_convs(lowered) == op_count(onnx_out_model, "Conv") \
+        + op_count(onnx_out_model, "ConvTranspose")
+    assert_close(relax_run(lowered, feeds), want)
+
+
+NETS = [("deeplab_head", "k210"), ("dcgan_generator", "k210"), ("unet", "nvdla"),
+        ("big_kernel_net", "ethos-u55"), ("conv3d_net", "generic"), ("conv1d_net", "k210")]
+
+
+@pytest.mark.parametrize("net,preset", NETS)
+def test_lower_makes_a_demo_net_legal_like_the_cli(net, preset):
+    """The whole per-conv pipeline in Relax: legal on the preset, equal to the ONNX rewrite."""
+    from convrewrite.models import geometry_nets, small
+    model = getattr(geometry_nets, net, None) or getattr(small, net)
+    model = model()
+    target = load_target(preset)
+    feeds = random_input(model)
+    onnx_out_model, result = rewrite_model(model, target)
+    assert not result.remaining
+    mod = import_onnx(model, feeds)
+    assert violations_in(mod, target)
+    lowered = Lower(target)(mod)
+    assert not violations_in(lowered, target)
+    assert_close(relax_run(lowered, feeds), run(onnx_out_model, feeds)[0])
+
+
+def test_one_hot_depthwise_takes_the_shift_form_the_onnx_pipeline_picks():
+    from convrewrite.models.variants import shift_resnet
+    model = shift_resnet(form="depthwise")
+    target = load_target({"name": "t", "conv": {"groups": ["regular"]}})
+    feeds = random_input(model)
+    onnx_out_model, result = rewrite_model(model, target)
+    assert any(r.pass_name == "shift" for r in result.records)
+    mod = import_onnx(model, feeds)
+    log = LoweringLog()
+    lowered = Lower(target, log)(mod)
+    assert any("shift:" in line for line in log.rewritten)
+    assert not violations_in(lowered, target)
+    assert_close(relax_run(lowered, feeds), run(onnx_out_model, feeds)[0])
+
+
+def test_a_conv_no_pass_can_fix_is_kept_and_said_why():
+    target = load_target({"name": "t", "conv": {"dtypes": ["int8"]}})
+    model = conv_model()
+    mod = import_onnx(model, random_input(model))
+    log = LoweringLog()
+    lowered = Lower(target, log)(mod)
+    assert relax_convs(lowered) == 1 and log.kept and not log.rewritten
+    assert "no pass rewrote it" in log.kept[0]
+
+
+def test_an_unknown_pass_name_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="dilation"):
+        lowering_pass("dilate", "k210")
