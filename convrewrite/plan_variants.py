@@ -138,6 +138,16 @@ class SelectionPlan:
     strategy: str
 
 
+def fold_growth(consumers: list[ConvSpec], selected: int, channels: int) -> int:
+    """MACs added by folding a selection of ``selected`` of ``channels`` channels into the
+    dense convs reading it: each then reads all ``channels`` (zero for a permutation)."""
+    total = 0
+    for spec in consumers:
+        per_input = spec.macs // max(spec.in_channels, 1) if spec.macs is not None else 0
+        total += per_input * (channels - selected)
+    return total
+
+
 def plan_selection(selected: int, base_channels: int, spatial, folded_macs: int | None,
                    target: Target) -> SelectionPlan:
     """How a consumer set gets ``x[:, src]`` once the shuffle is gone. ``folded_macs`` is the MAC

@@ -15,8 +15,8 @@ import onnx_graphsurgeon as gs
 
 from ..graph import isolate_region
 from ..legality import Violation
-from ..onnx_conv import const_weight, constant_value, spec_of
-from ..plan_variants import plan_selection
+from ..onnx_conv import absorb_selection, const_weight, constant_value, selection_weight, spec_of
+from ..plan_variants import fold_growth, plan_selection
 from .base import RewriteContext
 from .emit import variable
 from .graph_base import GraphOutcome, GraphPass, detach, region_record
@@ -164,15 +164,6 @@ def _absorbers(tensor: gs.Tensor, graph: gs.Graph) -> list[gs.Node] | None:
     return convs
 
 
-def _fold_macs(convs: list[gs.Node], selected: int, channels: int) -> int:
-    total = 0
-    for conv in convs:
-        spec = spec_of(conv)
-        per_input = spec.macs // max(spec.in_channels, 1) if spec.macs is not None else 0
-        total += per_input * (channels - selected)
-    return total
-
-
 class ShuffleRemoval(GraphPass):
     name = "shuffle"
 
@@ -207,7 +198,7 @@ class ShuffleRemoval(GraphPass):
                 continue
             convs = _absorbers(out, ctx.graph)
             folded_macs = None if convs is None or self.never_fold else \
-                _fold_macs(convs, len(src), channels)
+                fold_growth([spec_of(c) for c in convs], len(src), channels)
             plan = plan_selection(len(src), channels, x.shape[2:], folded_macs, ctx.target)
             choices.append(f"{len(src)} of {channels} channels: {plan.strategy}")
             if plan.form == "fold":
@@ -270,18 +261,14 @@ def _one_hot_conv(ctx: RewriteContext, x: gs.Tensor, src: np.ndarray, stem: str,
                   added: list[gs.Node]) -> None:
     dtype = np.dtype(x.dtype) if x.dtype is not None else np.float32
     rank = len(x.shape) - 2
-    weight = np.zeros((len(src), x.shape[1], *[1] * rank), dtype=dtype)
-    weight[(np.arange(len(src)), src, *[0] * rank)] = 1
+    weight = selection_weight(src, x.shape[1], rank, dtype)
     added.append(gs.Node("Conv", stem, {"kernel_shape": [1] * rank},
                          [x, gs.Constant(f"{stem}.w", weight)], [out]))
 
 
 def fold_into_conv(ctx: RewriteContext, conv: gs.Node, x: gs.Tensor, src: np.ndarray) -> gs.Node:
-    """conv(x[:, src]) as a conv of x: input channel src[k] gets weight column k (summed where a
-    channel is picked twice; zero where it is not picked)."""
-    values = const_weight(conv.inputs[1]).values
-    wide = np.zeros((values.shape[0], x.shape[1], *values.shape[2:]), dtype=values.dtype)
-    np.add.at(wide, (slice(None), src), values)
+    """conv(x[:, src]) as a conv of x (``onnx_conv.absorb_selection``)."""
+    wide = absorb_selection(const_weight(conv.inputs[1]).values, x.shape[1], src)
     name = ctx.fresh(f"{conv.name}/unshuffled")
     weight = gs.Constant(f"{name}.w", wide)
     return gs.Node("Conv", name, dict(conv.attrs), [x, weight, *conv.inputs[2:]],

@@ -210,3 +210,14 @@ def lowering_pass(pass_name: str, target, log: LoweringLog | None = None):
         raise ValueError(f"no per-conv pass named {pass_name!r}; known: "
                          f"{', '.join(sorted(PASSES_BY_NAME))}")
     return bridge_pass(f"convrewrite.{pass_name}", target, (PASSES_BY_NAME[pass_name],), (), log)
+
+
+def Rewrite(target, log: LoweringLog | None = None):  # noqa: N802 - a tvm.transform pass
+    """Module pass: what ``convrewrite MODEL --target T`` does, on Relax — channel shuffles
+    removed (``relax_shuffle.ShuffleRemoval``), then every conv lowered (``Lower``)."""
+    tvm = require_tvm()
+    from .relax_shuffle import ShuffleLog, ShuffleRemoval
+    log = log if log is not None else LoweringLog()
+    shuffles = ShuffleLog(log.rewritten, log.kept)
+    return tvm.transform.Sequential([ShuffleRemoval(target, shuffles), Lower(target, log)],
+                                    name="convrewrite.Rewrite")

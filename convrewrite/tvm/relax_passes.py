@@ -85,7 +85,7 @@ def emit_channel_plan(builder, call, spec, plan: ChannelSplitPlan):
                     weight, axes=[0, 1], begin=[out_index.start, in_index.start],
                     end=[out_index.stop, in_index.stop]))
             groups = 1 if sub.block_diagonal else sub.groups
-            terms.append(builder.emit(_conv_like(call, chunks[(sub.in_start, sub.in_stop)], w,
+            terms.append(builder.emit(conv_like(call, chunks[(sub.in_start, sub.in_stop)], w,
                                                  groups)))
         blocks.append(_sum(builder, terms, plan.accumulate))
     if len(blocks) == 1:
@@ -93,7 +93,7 @@ def emit_channel_plan(builder, call, spec, plan: ChannelSplitPlan):
     return relax.op.concat(blocks, axis=1)
 
 
-def _conv_like(call, x, w, groups: int):
+def conv_like(call, x, w, groups: int):
     """The same conv op and attributes as ``call`` on other operands and groups."""
     from tvm import relax
     a = call.attrs

@@ -145,3 +145,19 @@ def test_a_conv_no_pass_can_fix_is_kept_and_said_why():
 def test_an_unknown_pass_name_is_refused_with_the_known_ones():
     with pytest.raises(ValueError, match="dilation"):
         lowering_pass("dilate", "k210")
+
+
+def test_rewrite_runs_shuffle_removal_then_lower():
+    from convrewrite.models.variants import shufflenet_v2
+    from convrewrite.tvm.relax_lowering import Rewrite
+    model = shufflenet_v2(image_size=64, repeats=(1, 1, 1))
+    target = load_target({"name": "t", "max_tensor_rank": 4, "conv": {"groups": ["regular"]}})
+    feeds = random_input(model)
+    onnx_out, result = rewrite_model(model, target)
+    assert not result.remaining
+    log = LoweringLog()
+    lowered = Rewrite(target, log)(import_onnx(model, feeds))
+    assert any(line.startswith("shuffle at") for line in log.rewritten)
+    assert any("groups:" in line for line in log.rewritten)
+    assert not violations_in(lowered, target)
+    assert_close(relax_run(lowered, feeds), run(onnx_out, feeds)[0])
