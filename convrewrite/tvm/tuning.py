@@ -10,12 +10,16 @@ the same model (or any model with the same functions) finds them all and tunes n
 
 The database (MetaSchedule's JSON database: ``database_workload.json``,
 ``database_tuning_record.json``) lives in ``$CONVREWRITE_TUNING_DIR`` if set, else
-``$XDG_CACHE_HOME/convrewrite/tuning``, else ``~/.cache/convrewrite/tuning``. Records are keyed
-by the function's structure and the target (this CPU), so one database serves every model.
+``$XDG_CACHE_HOME/convrewrite/tuning``, else ``~/.cache/convrewrite/tuning``, one sub-folder per
+target (``database_key``: kind, -mcpu and a hash of the whole target, cores included), because
+MetaSchedule looks records up by the function alone: a record tuned on another CPU would be
+applied here as if it were this CPU's. Within a target, records are keyed by the function's
+structure, so one database serves every model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,6 +38,13 @@ def tuning_dir() -> Path:
         return Path(explicit)
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "convrewrite" / "tuning"
+
+
+def database_key(target) -> str:
+    """The sub-folder of one target's records: readable, and distinct for distinct targets."""
+    cpu = str(target.attrs.get("mcpu") or target.attrs.get("arch") or "generic")
+    digest = hashlib.sha1(str(target).encode()).hexdigest()[:10]
+    return "-".join(part for part in (target.kind.name, cpu, digest) if part)
 
 
 @dataclass
@@ -75,10 +86,14 @@ def tunable(func) -> bool:
 
 
 def TuneCPU(target, trials: int, work_dir: Path, log: TuningLog):  # noqa: N802 - a TVM pass
-    """Module pass: tune the functions the database lacks, then apply the database."""
+    """Module pass: tune the functions ``target``'s database (under ``work_dir``) lacks, then
+    apply that database."""
     tvm = require_tvm()
     from tvm import relax
     from tvm.s_tir import meta_schedule as ms
+
+    work_dir = Path(work_dir) / database_key(target)
+    log.database = str(work_dir)
 
     @tvm.transform.module_pass(opt_level=0, name="convrewrite.TuneCPU")
     def _pass(mod, _ctx):

@@ -20,7 +20,7 @@ from convrewrite.cli import main  # noqa: E402
 from convrewrite.tvm.build import check_model, import_onnx  # noqa: E402
 from convrewrite.tvm.cpu_schedule import TUNED  # noqa: E402
 from convrewrite.tvm.targets import cpu_target  # noqa: E402
-from convrewrite.tvm.tuning import TuneCPU, TuningLog, tuning_dir  # noqa: E402
+from convrewrite.tvm.tuning import TuneCPU, TuningLog, database_key, tuning_dir  # noqa: E402
 
 SAVED = Path(__file__).parent / "data" / "tuning_db"
 FILES = ("database_workload.json", "database_tuning_record.json")
@@ -38,14 +38,19 @@ def feeds():
     return {"x": np.random.default_rng(0).uniform(-1, 1, (1, 8, 8, 8)).astype(np.float32)}
 
 
-@pytest.fixture
-def saved_db(tmp_path, monkeypatch):
-    db = tmp_path / "tuning"
-    db.mkdir()
+def install_saved(root: Path, target) -> Path:
+    """The saved records as ``target``'s database under ``root``; returns its folder."""
+    db = root / database_key(target)
+    db.mkdir(parents=True)
     for name in FILES:
         shutil.copy(SAVED / name, db / name)
-    monkeypatch.setenv("CONVREWRITE_TUNING_DIR", str(db))
     return db
+
+
+@pytest.fixture
+def saved_db(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVREWRITE_TUNING_DIR", str(tmp_path / "tuning"))
+    return install_saved(tmp_path / "tuning", cpu_target())
 
 
 def test_saved_database_is_reused_without_tuning(saved_db):
@@ -66,8 +71,8 @@ def test_database_record_is_applied(saved_db):
     mod = import_onnx(pool_model(), feeds())
     with target:
         mod = tvm.transform.Sequential(base.legalize_passes(target))(mod)
-    log = TuningLog(1, str(saved_db))
-    tuned = TuneCPU(target, 1, saved_db, log)(mod)
+    log = TuningLog(1, "")
+    tuned = TuneCPU(target, 1, saved_db.parent, log)(mod)
     funcs = {gv.name_hint: f for gv, f in tuned.functions_items()
              if isinstance(f, tvm.tirx.PrimFunc)}
     assert funcs and all(TUNED in (f.attrs or {}) for f in funcs.values())
@@ -75,6 +80,26 @@ def test_database_record_is_applied(saved_db):
         with pytest.raises(ValueError):
             tvm.ir.assert_structural_equal(func.body, mod[name].body)
     assert log.tuned == [] and len(log.reused) == 1
+
+
+def test_records_of_another_cpu_are_not_applied(tmp_path):
+    """MetaSchedule finds records by function alone; ours are filed per target, so a database
+    tuned for another CPU (or core count) is not this one's."""
+    from tvm.relax.backend.cpu_generic import pipeline as base
+    target = cpu_target()
+    other = tvm.target.Target({**{k: v for k, v in target.export().items() if k != "mcpu"},
+                               "mcpu": "skylake-avx512" if str(target.attrs.get("mcpu"))
+                               != "skylake-avx512" else "znver4"})
+    assert database_key(other) != database_key(target)
+    install_saved(tmp_path, other)
+    mod = import_onnx(pool_model(), feeds())
+    with target:
+        mod = tvm.transform.Sequential(base.legalize_passes(target))(mod)
+    log = TuningLog(0, "")
+    tuned = TuneCPU(target, 0, tmp_path, log)(mod)
+    assert log.reused == [] and log.tuned == []
+    assert not any(TUNED in (f.attrs or {}) for _, f in tuned.functions_items()
+                   if isinstance(f, tvm.tirx.PrimFunc))
 
 
 def test_tuning_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -119,5 +144,6 @@ if __name__ == "__main__":      # regenerate the saved database (tunes 2 trials,
         result = check_model(pool_model(), "llvm", feeds(), tune_trials=2)
         print(result.summary())
         SAVED.mkdir(parents=True, exist_ok=True)
+        made = Path(result.tuning["database"])
         for name in FILES:
-            shutil.copy(Path(work) / name, SAVED / name)
+            shutil.copy(made / name, SAVED / name)
