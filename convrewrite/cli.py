@@ -194,7 +194,7 @@ def _check_tvm_flags(args: argparse.Namespace) -> None:
     require_tvm()
     if args.tvm_tune is not None and (args.tvm != "llvm" or args.tvm_tune < 1):
         raise BadInputError("--tvm-tune TRIALS: a positive number of trials, with --tvm llvm "
-                            "(candidates are measured on this machine)")
+                            "(candidates are measured here, or on the --rpc-tracker server)")
     if args.tvm_out and Path(args.tvm_out).exists() and not Path(args.tvm_out).is_dir():
         raise BadInputError(f"--tvm-out {args.tvm_out} is a file; give a folder")
     if args.rpc_tracker or args.rpc_key:

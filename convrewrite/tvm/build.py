@@ -190,7 +190,8 @@ def check_model(model: onnx.ModelProto, kind: str, feeds: dict[str, np.ndarray],
     to ``out_dir`` when given. ``remote`` (a ``remote.RemoteSpec``) runs and times it on an RPC
     server instead of here. On CUDA without a GPU (and no remote) the build is made (and
     exported) but not run. ``tune_trials`` (llvm) tunes with MetaSchedule into the persistent
-    database (``tuning.py``), reusing what it already holds."""
+    database (``tuning.py``), reusing what it already holds; with ``remote`` the candidates
+    are measured on the RPC server too."""
     kind = parse_kind(kind)
     started = time.perf_counter()
     mod = import_onnx(model, feeds)
@@ -207,7 +208,7 @@ def check_model(model: onnx.ModelProto, kind: str, feeds: dict[str, np.ndarray],
         if kind != "llvm":
             raise BadInputError("--tvm-tune measures candidates on this machine: it goes with "
                                 "--tvm llvm only")
-        log = TuningLog(tune_trials, str(tuning_dir()))
+        log = TuningLog(tune_trials, str(tuning_dir()), remote=remote)
     started = time.perf_counter()
     executable = build(mod, kind, schedules, target, log)
     result.timings["build"] = time.perf_counter() - started

@@ -55,14 +55,29 @@ class TuningLog:
     tuned: list[str] = field(default_factory=list)       # functions tuned in this build
     reused: list[str] = field(default_factory=list)      # found in the database
     seconds: float = 0.0
+    remote: object = None         # a remote.RemoteSpec: candidates measured there, not here
 
     def to_dict(self) -> dict:
         return {"trials": self.trials, "database": self.database, "tuned": self.tuned,
-                "reused": self.reused, "seconds": round(self.seconds, 3)}
+                "reused": self.reused, "seconds": round(self.seconds, 3),
+                "measured_on": self.remote.address if self.remote is not None else "here"}
 
     def summary(self) -> str:
-        return (f"tuning: {len(self.tuned)} functions tuned ({self.trials} trials, "
+        where = f" measured on {self.remote.address}" if self.remote is not None else ""
+        return (f"tuning: {len(self.tuned)} functions tuned ({self.trials} trials{where}, "
                 f"{self.seconds:.1f} s), {len(self.reused)} reused from {self.database}")
+
+
+def runner_for(log: TuningLog):
+    """MetaSchedule's runner: this machine, or the RPC server the tracker gives for the key
+    (each candidate is uploaded and timed there)."""
+    if log.remote is None:
+        return "local"
+    from tvm.s_tir import meta_schedule as ms
+    remote = log.remote
+    config = ms.runner.RPCConfig(tracker_host=remote.host, tracker_port=remote.port,
+                                 tracker_key=remote.key, session_timeout_sec=remote.timeout_s)
+    return ms.runner.RPCRunner(rpc_config=config)
 
 
 def open_database(work_dir: Path):
@@ -110,6 +125,7 @@ def TuneCPU(target, trials: int, work_dir: Path, log: TuningLog):  # noqa: N802 
         if missing and trials > 0:
             ms.tune_tir(tvm.IRModule(missing), target, str(work_dir), max_trials_global=trials,
                         num_trials_per_iter=min(64, trials), database=database,
+                        runner=runner_for(log),
                         num_tuning_cores=len(os.sched_getaffinity(0)))
             log.tuned = sorted(missing)
         log.seconds = time.perf_counter() - started

@@ -74,3 +74,21 @@ def test_cli_bad_rpc_flags(loopback, tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "d.onnx").exists()
+
+
+@pytest.mark.tuning
+def test_tuning_measures_candidates_on_the_remote_server(loopback, tmp_path, monkeypatch):
+    """--tvm-tune with --rpc-tracker: MetaSchedule's RPC runner times every candidate on the
+    server; the records land in this machine's database with real (finite) run times."""
+    pytest.importorskip("xgboost")
+    from tvm.s_tir import meta_schedule as ms
+    from tests.tvm.test_tuning import feeds, pool_model
+    monkeypatch.setenv("CONVREWRITE_TUNING_DIR", str(tmp_path / "tuning"))
+    remote = RemoteSpec("127.0.0.1", loopback.port, KEY)
+    result = check_model(pool_model(), "llvm", feeds(), remote=remote, tune_trials=2)
+    assert result.ran and result.passed, result.summary()
+    assert len(result.tuning["tuned"]) == 1 and result.tuning["measured_on"] == remote.address
+    assert f"measured on {remote.address}" in result.summary()
+    records = ms.database.JSONDatabase(work_dir=result.tuning["database"]).get_all_tuning_records()
+    times = [float(t) for r in records for t in (r.run_secs or [])]
+    assert times and all(0 < t < 1.0 for t in times)

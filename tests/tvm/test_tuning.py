@@ -102,6 +102,17 @@ def test_records_of_another_cpu_are_not_applied(tmp_path):
                    if isinstance(f, tvm.tirx.PrimFunc))
 
 
+@pytest.mark.tuning
+def test_first_build_tunes_and_second_reuses(tmp_path, monkeypatch):
+    pytest.importorskip("xgboost")
+    monkeypatch.setenv("CONVREWRITE_TUNING_DIR", str(tmp_path))
+    first = check_model(pool_model(), "llvm", feeds(), tune_trials=2)
+    second = check_model(pool_model(), "llvm", feeds(), tune_trials=2)
+    assert first.passed and second.passed
+    assert len(first.tuning["tuned"]) == 1 and first.tuning["reused"] == []
+    assert second.tuning["tuned"] == [] and second.tuning["reused"] == first.tuning["tuned"]
+
+
 def test_tuning_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("CONVREWRITE_TUNING_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
