@@ -10,7 +10,11 @@
 3. the fused shift + 1×1 conv kernel (convrewrite/tvm/shift_kernel.py: no padded copy, borders
    handled in the loads) vs a plain 1×1 conv of the same size in our conv kernel (goal ≤ 1.1×
    its time), with the plain conv against a second build of itself as the control, and vs
-   shift-then-1×1 unfused (our shift kernel, then the same 1×1 kernel).
+   shift-then-1×1 unfused (our shift kernel, then the same 1×1 kernel);
+4. a whole ShiftResNet (2 blocks, 64 -> 192 -> 64 channels, 56×56, shifts as one-hot depthwise
+   convs): TVM with the shifts fused (bias, shortcut add and ReLU in the kernel's write-back) vs
+   TVM on the same net with the shifts deleted (the floor: what the 1×1 convs cost alone), vs
+   onnxruntime on the net, each with a second build of itself as the control.
 
 Timing as shared/FACTS.md says: onnxruntime's and TVM's thread-pool spinning off, every
 contender run in turn with the order rotated each round, medians, both on all cores (2 here).
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     require_tvm()
     if args.only_shift:
         shift_rows(max(args.rounds, 40))
+        shift_model_rows(max(args.rounds, 40))
         return 0
 
     model, report = cr.rewrite(resnet50(), args.target, verify=False)
@@ -179,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_shift:
         shift_rows(max(args.rounds, 40))
+        shift_model_rows(max(args.rounds, 40))
     return 0
 
 
@@ -236,6 +242,45 @@ def shift_rows(rounds: int) -> None:
               f"{t_unfused / t_fused:13.2f}")
     print(f"fused shift + 1x1 costs {geomean(fused_ratios):.2f}x a plain 1x1 (geometric mean; "
           f"goal <= 1.10; worst {max(fused_ratios):.2f}x; control {geomean(controls):.2f})")
+
+
+def without_shifts(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The net with every depthwise (shift) conv deleted: its readers read its input."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    shifts = [n for n in out.graph.node if n.op_type == "Conv"
+              and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    for node in shifts:
+        for reader in out.graph.node:
+            for i, name in enumerate(reader.input):
+                if name == node.output[0]:
+                    reader.input[i] = node.input[0]
+        out.graph.node.remove(node)
+    return out
+
+
+def shift_model_rows(rounds: int) -> None:
+    from convrewrite.models.variants import shift_resnet
+    from convrewrite.tvm.shift_fusion import shift_pairs
+    model = shift_resnet(size=56, channels=64, form="depthwise")
+    floor = without_shifts(model)
+    feeds = make_inputs(model, seed=0)
+    assert shift_pairs(import_onnx(model, feeds)) == 2
+    fused_run, fused_out = tvm_callable(model, feeds)
+    control_run, _ = tvm_callable(model, feeds)
+    floor_run, _ = tvm_callable(floor, feeds)
+    ort_run = ort_callable(model, feeds)
+    check_close(fused_out.numpy(), ort_run()[0], "fused ShiftResNet")
+    t_fused, t_control, t_floor, t_ort, t_ort_copy = alternate(
+        [fused_run, control_run, floor_run, ort_run, ort_callable(copy_of(model), feeds)],
+        rounds)
+    print(f"ShiftResNet 2 blocks 64->192->64 at 56x56 (shifts fused, epilogue folded): TVM "
+          f"{t_fused * 1e3:.2f} ms, TVM without the shifts {t_floor * 1e3:.2f} ms, onnxruntime "
+          f"{t_ort * 1e3:.2f} ms")
+    print(f"  shifts' cost in the whole net: fused/no-shift {t_fused / t_floor:.2f}x, with a "
+          f"second build of the fused net {t_control / t_floor:.2f}x (control fused/fused "
+          f"{t_control / t_fused:.2f}); speed TVM/onnxruntime {t_ort / t_fused:.2f} "
+          f"(control ort/ort {t_ort / t_ort_copy:.2f})")
 
 
 if __name__ == "__main__":

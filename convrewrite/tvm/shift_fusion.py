@@ -11,18 +11,21 @@ shift's own output has no other reader, so it disappears (dead-code elimination)
 No cost choice is made here: on the CPU the fused kernel does the 1×1 conv's MACs and nothing
 more, so it is never dearer than the pair (``plan_variants.plan_shift``'s forms are what an
 accelerator runs; the TVM build runs the rewritten model on this CPU). The fused kernel comes
-scheduled and is opaque to TVM's fusion: the 1×1 conv's bias add, ReLU and residual add run
-after it as one fused elementwise function (our plain conv kernel folds them into its
-write-back; this one does not yet).
+scheduled and is opaque to TVM's fusion, so the elementwise chain after the 1×1 conv — a
+per-channel constant add (the bias), an add of a same-shape tensor (the residual), a ReLU, each
+at most once, each intermediate read once — is folded into the kernel's write-back here
+(``epilogue_chain``): ShiftResNet's reduce conv, bias, shortcut add and ReLU are one call.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..passes.shift import is_dense_pointwise, spec_shift_offsets
 from . import require_tvm
-from .relax_conv import constant_weight, conv_rank, conv_spec, mutator_pass
+from .relax_conv import constant_weight, conv_rank, conv_spec, mutator_pass, static_shape
 
 
 def shift_offsets_of(call) -> np.ndarray | None:
@@ -46,20 +49,38 @@ def fusable_pointwise(call) -> bool:
         and constant_weight(call) is not None
 
 
-def find_shift_pairs(func) -> list[tuple]:
-    """(1×1 conv call, shift call, offsets) for each shift read only by a fusable 1×1 conv."""
+@dataclass
+class FusedSite:
+    """One fused call: the chain ``shift -> 1x1 conv -> epilogue`` ending at ``last``."""
+
+    last: object                    # the call the fused call replaces
+    pointwise: object
+    shift: object
+    offsets: np.ndarray
+    steps: tuple[str, ...] = ()
+    bias: np.ndarray | None = None
+    residual: object = None         # the residual operand (a Relax expression)
+
+
+def find_shift_pairs(func) -> list[FusedSite]:
+    """Each shift read only by a fusable 1×1 conv, with the epilogue that follows the conv."""
     require_tvm()
     from tvm import relax
     var2val = relax.analysis.get_var2val(func)
     uses: dict = {}
+    readers: dict = {}
 
     def count(expr):
         if isinstance(expr, relax.Var):
             uses[expr] = uses.get(expr, 0) + 1
 
     relax.analysis.post_order_visit(func.body, count)
-    pairs = []
-    for value in var2val.values():
+    for var, value in var2val.items():
+        for arg in getattr(value, "args", ()):
+            if isinstance(arg, relax.Var):
+                readers.setdefault(arg, []).append(var)
+    sites = []
+    for var, value in var2val.items():
         if not isinstance(value, relax.Call) or not fusable_pointwise(value):
             continue
         shifted = value.args[0]
@@ -68,8 +89,59 @@ def find_shift_pairs(func) -> list[tuple]:
             continue
         offsets = shift_offsets_of(producer)
         if offsets is not None:
-            pairs.append((value, producer, offsets))
-    return pairs
+            sites.append(epilogue_chain(FusedSite(value, value, producer, offsets), var,
+                                        var2val, uses, readers))
+    return sites
+
+
+def epilogue_chain(site: FusedSite, var, var2val: dict, uses: dict, readers: dict) -> FusedSite:
+    """``site`` grown over the bias add, residual add and ReLU that follow its conv."""
+    from tvm import relax
+    shape = static_shape(site.pointwise)
+    while uses.get(var, 0) == 1 and len(readers.get(var, [])) == 1:
+        nxt = readers[var][0]
+        value = var2val[nxt]
+        name = getattr(value.op, "name", None)
+        step, operand = None, None
+        if name == "relax.nn.relu" and "relu" not in site.steps:
+            step = "relu"
+        elif name == "relax.add" and len(value.args) == 2:
+            other = value.args[1] if value.args[0].same_as(var) else value.args[0]
+            bias = _channel_constant(other, var2val, shape)
+            if bias is not None and "bias" not in site.steps:
+                step, operand = "bias", bias
+            elif not other.same_as(var) and static_shape(other) == shape \
+                    and str(other.ty.dtype) == "float32" and "residual" not in site.steps:
+                step, operand = "residual", other
+        if step is None or static_shape(value) != shape:
+            break
+        site.steps += (step,)
+        if step == "bias":
+            site.bias = operand
+        elif step == "residual":
+            site.residual = operand
+        site.last, var = value, nxt
+    return site
+
+
+def _channel_constant(expr, var2val: dict, shape) -> np.ndarray | None:
+    """A [Co] float32 vector when ``expr`` broadcasts as [1, Co, 1, 1] or [Co, 1, 1] and is a
+    constant or a reshape of one (the frontend's bias)."""
+    tvm = require_tvm()
+    from tvm import relax
+    co = shape[1]
+    if static_shape(expr) not in ((1, co, 1, 1), (co, 1, 1)):
+        return None
+    if isinstance(expr, relax.Var) and expr in var2val:
+        value = var2val[expr]
+        if getattr(getattr(value, "op", None), "name", None) == "relax.reshape":
+            expr = value.args[0]
+    if not isinstance(expr, tvm.ir.expr.Constant):
+        return None
+    array = expr.value.numpy()
+    if array.dtype != np.float32 or array.size != co:
+        return None
+    return np.ascontiguousarray(array.reshape(co))
 
 
 def shift_pairs(mod) -> int:
@@ -80,39 +152,47 @@ def shift_pairs(mod) -> int:
                if isinstance(f, relax.Function))
 
 
-def emit_fused(builder, x, offsets: np.ndarray, pointwise):
-    """``call_tir`` of the fused kernel computing ``pointwise(shift(x))``."""
+def emit_fused(builder, x, site: FusedSite, residual=None):
+    """``call_tir`` of the fused kernel computing the site's chain on ``x`` (``residual``: the
+    visited residual operand)."""
     tvm = require_tvm()
     from tvm import relax
     from .cpu_conv import pack_weight
     from .shift_kernel import shift_conv_geometry, shift_conv_prim_func, shift_tables
+    pointwise = site.pointwise
     spec = conv_spec(pointwise)
     n, c, h, w = spec.input_shape
-    func, tile = shift_conv_prim_func(shift_conv_geometry(n, c, h, w, spec.out_channels), offsets)
+    func, tile = shift_conv_prim_func(shift_conv_geometry(n, c, h, w, spec.out_channels),
+                                      site.offsets, epilogue=site.steps)
     gv = builder.add_func(func, "shift_conv")
     consts = [relax.const(tvm.runtime.tensor(a)) for a in (
-        *shift_tables(offsets, w), pack_weight(constant_weight(pointwise), tile))]
-    return relax.call_tir(gv, [x, *consts], pointwise.ty)
+        *shift_tables(site.offsets, w), pack_weight(constant_weight(pointwise), tile))]
+    if site.bias is not None:
+        consts.append(relax.const(tvm.runtime.tensor(site.bias)))
+    extra = [residual] if site.residual is not None else []
+    return relax.call_tir(gv, [x, *consts, *extra], site.last.ty)
 
 
 def FuseShift():  # noqa: N802 - a tvm.transform pass, named like TVM's own
-    """Module pass: each shift + 1×1 conv pair becomes one call of the fused kernel."""
+    """Module pass: each shift + 1×1 conv pair (and the epilogue after it) becomes one call of
+    the fused kernel."""
     require_tvm()
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     @mutator
     class _FuseMutator(PyExprMutator):
-        pairs: list = []
+        sites: list = []
 
         def visit_call_(self, call):
-            for pointwise, shift, offsets in self.pairs:
-                if call.same_as(pointwise):
-                    return emit_fused(self.builder_, self.visit_expr(shift.args[0]), offsets,
-                                      pointwise)
+            for site in self.sites:
+                if call.same_as(site.last):
+                    residual = None if site.residual is None else self.visit_expr(site.residual)
+                    return emit_fused(self.builder_, self.visit_expr(site.shift.args[0]), site,
+                                      residual)
             return super().visit_call_(call)
 
     def prepare(mut, func):
-        mut.pairs = find_shift_pairs(func)
+        mut.sites = find_shift_pairs(func)
 
     return mutator_pass("convrewrite.FuseShift", _FuseMutator, prepare)
 

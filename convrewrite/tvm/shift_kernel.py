@@ -19,8 +19,9 @@ need a per-tile decision that TE cannot express:
   written anywhere, and nothing is read outside the input.
 
 Pixel tiles lie within one row (MR divides W). The function is opaque to TVM's fusion (it is
-already scheduled); the conv's bias / ReLU / residual add run as their own fused elementwise
-function after it. ``shift_prim_func`` is the shift on its own (for the unfused comparison and
+already scheduled), so the conv's bias add, residual add and ReLU that follow it are folded into
+its write-back here (``epilogue``: the steps in program order; ``shift_fusion`` finds them), as
+our plain conv kernel's schedule folds them into its own. ``shift_prim_func`` is the shift on its own (for the unfused comparison and
 as a reference).
 """
 
@@ -64,22 +65,30 @@ def shift_tables(offsets: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarra
     return flat, runs
 
 
+EPILOGUE_STEPS = ("bias", "residual", "relu")
+
+
 def shift_conv_prim_func(geom: ConvGeometry, offsets: np.ndarray, tile: Tile | None = None,
-                         dtype: str = "float32"):
-    """The fused kernel (x, flat offsets [C], runs [R, 4], packed w) -> z, scheduled; its tile.
-    ``shift_tables`` makes the tables, ``cpu_conv.pack_weight`` the weight."""
+                         dtype: str = "float32", epilogue: tuple[str, ...] = ()):
+    """The fused kernel (x, flat offsets [C], runs [R, 4], packed w, [bias [Co]],
+    [residual [N, Co, H, W]]) -> z, scheduled; its tile. ``shift_tables`` makes the tables,
+    ``cpu_conv.pack_weight`` the weight; ``epilogue`` lists the steps applied on the way out,
+    in order, each of ``EPILOGUE_STEPS`` at most once."""
+    if any(step not in EPILOGUE_STEPS for step in epilogue) or len(set(epilogue)) < len(epilogue):
+        raise ValueError(f"epilogue steps must be distinct ones of {EPILOGUE_STEPS}: {epilogue}")
     require_tvm()
     import tvm
     tile = tile or choose_tile(geom, row_tile)
     if not row_tile(geom, tile.mr):
         raise ValueError(f"pixel tile {tile.mr} does not divide the width {geom.width}")
-    source = _kernel_source(geom, tile, halo(offsets), len(shift_runs(offsets)), dtype)
+    source = _kernel_source(geom, tile, halo(offsets), len(shift_runs(offsets)), dtype,
+                            tuple(epilogue))
     func = tvm.script.from_source(source)
     return func.with_attr(SCHEDULED, 1), tile
 
 
 def _kernel_source(geom: ConvGeometry, tile: Tile, reach: tuple[int, int], runs: int,
-                   dtype: str) -> str:
+                   dtype: str, epilogue: tuple[str, ...]) -> str:
     """TVMScript of the fused kernel, specialised to the shapes (see the module docstring)."""
     n_, c_, h_, w_, co = geom.batch, geom.in_channels, geom.height, geom.width, geom.out_channels
     mr, nv, vb = tile.mr, tile.nv, tile.vb
@@ -97,6 +106,17 @@ def _kernel_source(geom: ConvGeometry, tile: Tile, reach: tuple[int, int], runs:
         return [line for v in range(nv) for line in (
             f"{pad}for vi in T.vectorized({k(LANES)}):",
             f"{pad}    " + stmt.format(A=f"acc{v}", S=f"saved{v}", V=f"{k(v * LANES)} + vi"))]
+
+    def channel(v: int) -> str:
+        return f"cb * {k(vb)} + {k(v * LANES)} + vi"
+
+    def finish(value: str, ch: str) -> str:
+        """The write-back value: the accumulator through the epilogue steps."""
+        for step in epilogue:
+            value = {"bias": f"({value} + bias[{ch}])",
+                     "residual": f"({value} + residual[n, {ch}, y, x0 + i])",
+                     "relu": f"T.max({value}, T.{dtype}(0))"}[step]
+        return value
 
     # interior tiles: the plain 1x1 inner loop, loads displaced by the channel's flat offset
     load = f"xf[((n * {k(c_)} + c) * {k(h_)} + y) * {k(w_)} + x0 + flat[c] + i]"
@@ -146,8 +166,8 @@ def _kernel_source(geom: ConvGeometry, tile: Tile, reach: tuple[int, int], runs:
                 f"        for vi in range({k(LANES)}):",
                 f"            if cb * {k(vb)} + {k(v * LANES)} + vi < {k(co)}:",
                 f"                for i in T.unroll({k(mr)}):",
-                f"                    z[n, cb * {k(vb)} + {k(v * LANES)} + vi, y, x0 + i] = "
-                f"acc{v}[i, vi]")]]
+                f"                    z[n, {channel(v)}, y, x0 + i] = "
+                + finish(f"acc{v}[i, vi]", channel(v)))]]
     buffer = 'T.Buffer(({}), "{}")'.format
     return "\n".join([
         "@T.prim_func(s_tir=True)",
@@ -155,6 +175,9 @@ def _kernel_source(geom: ConvGeometry, tile: Tile, reach: tuple[int, int], runs:
         f"         flat: {buffer(k(c_) + ',', 'int64')},",
         f"         runs: {buffer(f'{k(runs)}, {k(4)}', 'int64')},",
         f"         w: {buffer(', '.join(map(k, (blocks, c_, 1, 1, vb))), dtype)},",
+        *([f"         bias: {buffer(k(co) + ',', dtype)},"] if "bias" in epilogue else []),
+        *([f"         residual: {buffer(', '.join(map(k, (n_, co, h_, w_))), dtype)},"]
+          if "residual" in epilogue else []),
         f"         z: {buffer(', '.join(map(k, (n_, co, h_, w_))), dtype)}):",
         '    T.func_attr({"tirx.noalias": True})',
         f'    xf = T.decl_buffer(({k(n_ * c_ * h_ * w_)},), "{dtype}", data=x.data)',

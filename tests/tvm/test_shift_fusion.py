@@ -41,6 +41,23 @@ def test_shift_resnet_pairs_are_fused_and_match_onnxruntime():
     assert result.fused_shifts == 2 and "2 shift + 1x1 pairs fused" in result.summary()
 
 
+def test_reduce_conv_bias_shortcut_and_relu_are_folded_into_the_fused_call():
+    """ShiftResNet's block tail (1x1 reduce, its bias, the shortcut add, the ReLU) is one call
+    of the fused kernel: no add or relu of that size is left in the module."""
+    from convrewrite.tvm.shift_fusion import find_shift_pairs
+    model = shift_resnet(size=16, channels=32, form="depthwise")
+    feeds = make_inputs(model, seed=0)
+    mod = import_onnx(model, feeds)
+    sites = find_shift_pairs(mod["main"])
+    assert [site.steps for site in sites] == [("bias", "residual", "relu")] * 2
+    fused = FuseShift()(mod)
+    text = fused.script(show_meta=False)
+    assert fused_calls(fused) == 2 and "R.nn.relu(" in text                 # the expand ReLUs
+    assert text.count("R.add(") == text.count("R.nn.relu(") == 2             # expand bias, ReLU
+    result = check_model(model, "llvm", feeds)
+    assert result.ran and result.passed, result.summary()
+
+
 def shift_pair_model(*, channels=18, out_channels=16, size=8, kernel=3, dilation=1,
                      stride=1, second_reader=False, not_one_hot=False, seed=0) -> onnx.ModelProto:
     """x -> one-hot depthwise conv (a shift) -> 1x1 conv (+ bias) -> y; optionally the shift

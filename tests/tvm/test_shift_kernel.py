@@ -96,3 +96,36 @@ def test_shift_kernel_matches_reference(case):
     y = tvm.runtime.tensor(np.zeros_like(x))
     lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(offsets_table(offsets)), y)
     np.testing.assert_array_equal(y.numpy(), shift_reference(x, offsets))
+
+
+@pytest.mark.parametrize("steps", [("bias",), ("relu",), ("bias", "residual", "relu"),
+                                   ("residual", "relu", "bias")])
+def test_epilogue_is_applied_in_order_on_the_way_out(steps):
+    batch, channels, h, w, out_channels = 2, 27, 6, 12, 20       # ragged Cout, interior tiles
+    x, weight = _inputs(batch, channels, h, w, out_channels)
+    rng = np.random.default_rng(1)
+    bias = rng.uniform(-1, 1, out_channels).astype(np.float32)
+    residual = rng.uniform(-1, 1, (batch, out_channels, h, w)).astype(np.float32)
+    offsets = shift_offsets(channels, 3, 1)
+    geom = shift_conv_geometry(batch, channels, h, w, out_channels)
+    func, tile = shift_conv_prim_func(geom, offsets, epilogue=steps)
+    lib = tvm.compile(func, target=cpu_target())
+    z = tvm.runtime.tensor(np.zeros((batch, out_channels, h, w), np.float32))
+    args = [x, *shift_tables(offsets, w), pack_weight(weight[:, :, None, None], tile)]
+    args += [bias] if "bias" in steps else []
+    args += [residual] if "residual" in steps else []
+    lib["main"](*[tvm.runtime.tensor(a) for a in args], z)
+    want = _reference(x, offsets, weight)
+    for step in steps:
+        want = {"bias": lambda v: v + bias[None, :, None, None],
+                "residual": lambda v: v + residual,
+                "relu": lambda v: np.maximum(v, 0)}[step](want)
+    np.testing.assert_allclose(z.numpy(), want, atol=1e-5 * max(1.0, float(np.abs(want).max())),
+                               rtol=1e-4)
+
+
+def test_an_unknown_or_repeated_epilogue_step_is_refused():
+    geom = shift_conv_geometry(1, 18, 8, 8, 16)
+    for steps in (("gelu",), ("relu", "relu")):
+        with pytest.raises(ValueError, match="epilogue"):
+            shift_conv_prim_func(geom, shift_offsets(18, 3, 1), epilogue=steps)
