@@ -96,7 +96,6 @@ def find_shift_pairs(func) -> list[FusedSite]:
 
 def epilogue_chain(site: FusedSite, var, var2val: dict, uses: dict, readers: dict) -> FusedSite:
     """``site`` grown over the bias add, residual add and ReLU that follow its conv."""
-    from tvm import relax
     shape = static_shape(site.pointwise)
     while uses.get(var, 0) == 1 and len(readers.get(var, [])) == 1:
         nxt = readers[var][0]

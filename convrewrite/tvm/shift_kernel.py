@@ -21,8 +21,8 @@ need a per-tile decision that TE cannot express:
 Pixel tiles lie within one row (MR divides W). The function is opaque to TVM's fusion (it is
 already scheduled), so the conv's bias add, residual add and ReLU that follow it are folded into
 its write-back here (``epilogue``: the steps in program order; ``shift_fusion`` finds them), as
-our plain conv kernel's schedule folds them into its own. ``shift_prim_func`` is the shift on its own (for the unfused comparison and
-as a reference).
+our plain conv kernel's schedule folds them into its own. ``shift_prim_func`` is the shift on its
+own (for the unfused comparison and as a reference).
 """
 
 from __future__ import annotations
