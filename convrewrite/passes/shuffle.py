@@ -123,13 +123,27 @@ def probe_selection(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor]
         options.log_severity_level = 3
         session = ort.InferenceSession(model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
-        ramp = np.broadcast_to(np.arange(1, dims[1] + 1, dtype=np.float32).reshape(
-            1, -1, *[1] * (len(dims) - 2)), dims).copy()
-        noise = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+        ramp, noise = probe_inputs(dims)
         by_ramp = session.run(None, {x.name: ramp})
         by_noise = session.run(None, {x.name: noise})
     except Exception as exc:       # onnxruntime refuses: not a region we understand
         return f"the region does not run alone on onnxruntime ({type(exc).__name__})"
+    return decode_selections(dims, noise, by_ramp, by_noise)
+
+
+def probe_inputs(dims) -> tuple[np.ndarray, np.ndarray]:
+    """The two probes of a region over a [N, C, ...] tensor: each channel holding its index + 1,
+    and random data (any IR runs them: onnxruntime here, TVM in tvm/relax_shuffle.py)."""
+    dims = list(dims)
+    ramp = np.broadcast_to(np.arange(1, dims[1] + 1, dtype=np.float32).reshape(
+        1, -1, *[1] * (len(dims) - 2)), dims).copy()
+    return ramp, np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+
+
+def decode_selections(dims, noise: np.ndarray, by_ramp, by_noise) -> list[np.ndarray] | str:
+    """Per output, the input channels it consists of (``out = x[:, src]``), read from the
+    ramp's output and confirmed on the random data's; or why it is not a selection."""
+    dims = list(dims)
     selections = []
     for a, b in zip(by_ramp, by_noise):
         if a.ndim != len(dims) or a.shape[0] != dims[0] or list(a.shape[2:]) != dims[2:]:

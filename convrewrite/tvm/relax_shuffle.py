@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..onnx_conv import absorb_selection, selection_weight
+from ..passes.shuffle import decode_selections, probe_inputs
 from ..plan_variants import fold_growth, plan_selection
 from ..target import Target, load_target
 from . import require_tvm
@@ -140,20 +141,10 @@ def probe_selection(region: Region) -> list[np.ndarray] | str:
         executable = build(builder.get(), "llvm", schedules=False)
     except Exception as exc:  # noqa: BLE001 - TVM refuses: not a region we understand
         return f"the region does not build alone ({type(exc).__name__})"
-    ramp = np.broadcast_to(np.arange(1, shape[1] + 1, dtype=np.float32).reshape(
-        1, -1, *[1] * (len(shape) - 2)), shape).copy()
-    noise = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    ramp, noise = probe_inputs(shape)
     by_ramp = run_executable(executable, "llvm", [ramp])
     by_noise = run_executable(executable, "llvm", [noise])
-    selections = []
-    for a, b in zip(by_ramp, by_noise):
-        if a.ndim != len(shape) or a.shape[0] != shape[0] or a.shape[2:] != shape[2:]:
-            return f"an output of shape {list(a.shape)} is not channels of {list(shape)}"
-        src = a[(0, slice(None), *[0] * (a.ndim - 2))].astype(np.int64) - 1
-        if src.min(initial=0) < 0 or not np.array_equal(b, noise[:, src]):
-            return "an output is not a channel selection of the input"
-        selections.append(src)
-    return selections
+    return decode_selections(shape, noise, by_ramp, by_noise)
 
 
 def _free_vars(value) -> list:
