@@ -99,3 +99,27 @@ def mutator_pass(name: str, mutator_class, prepare=None):
         return relax.transform.DeadCodeElimination()(mut.builder_.get())
 
     return _pass
+
+
+def emit_renamed(builder, bindings, remap: dict, global_vars: dict | None = None):
+    """Emit ``bindings`` ((var, value) pairs, in order) into ``builder``, each value's vars
+    renamed by ``remap`` (old var -> new expression; each emitted var is added to it) and its
+    global vars by ``global_vars`` (name -> GlobalVar). Returns the function renaming any later
+    expression the same way (a function's result, say). For moving bindings from one function
+    into another: inlining a rewritten piece, or building a region on its own."""
+    require_tvm()
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+    global_vars = global_vars or {}
+
+    @mutator
+    class _Rename(PyExprMutator):
+        def visit_global_var_(self, gv):
+            return global_vars.get(gv.name_hint, gv)
+
+    rename = _Rename()
+    for old, new in remap.items():
+        rename.set_var_remap(old, new)
+    for var, value in bindings:
+        remap[var] = builder.emit(rename.visit_expr(value))
+        rename.set_var_remap(var, remap[var])
+    return rename.visit_expr

@@ -31,8 +31,8 @@ from ..passes import DEFAULT_PASSES, ShiftLowering
 from ..pipeline import rewrite_model
 from ..target import Target, load_target
 from . import require_tvm
-from .relax_conv import (DEFAULT_LAYOUTS, constant_weight, conv_rank, conv_spec, mutator_pass,
-                         static_shape)
+from .relax_conv import (DEFAULT_LAYOUTS, constant_weight, conv_rank, conv_spec, emit_renamed,
+                         mutator_pass, static_shape)
 
 TRANSPOSED_LAYOUTS = {1: ("NCW", "IOW"), 2: ("NCHW", "IOHW"), 3: ("NCDHW", "IODHW")}
 RELAX_CONVS = {f"relax.nn.conv{r}d": ("Conv", r) for r in (1, 2, 3)}
@@ -107,24 +107,12 @@ def lower_call(call, target: Target, passes, graph_passes) -> tuple[object, str]
 def inline(builder, mod, args: list):
     """Emit the bindings of ``mod["main"]`` into ``builder`` with its parameters bound to
     ``args`` (the PrimFuncs it calls are added alongside); returns its result expression."""
-    from tvm.relax.expr_functor import PyExprMutator, mutator
     func = mod["main"]
     global_vars = {gv.name_hint: builder.add_func(f, gv.name_hint)
                    for gv, f in mod.functions_items() if gv.name_hint != "main"}
-
-    @mutator
-    class _Rename(PyExprMutator):
-        def visit_global_var_(self, gv):
-            return global_vars.get(gv.name_hint, gv)
-
-    rename = _Rename()
-    for param, arg in zip(func.params, args):
-        rename.set_var_remap(param, arg)
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            value = rename.visit_expr(binding.value)
-            rename.set_var_remap(binding.var, builder.emit(value))
-    return rename.visit_expr(func.body.body)
+    bindings = [(b.var, b.value) for block in func.body.blocks for b in block.bindings]
+    rename = emit_renamed(builder, bindings, dict(zip(func.params, args)), global_vars)
+    return rename(func.body.body)
 
 
 def bridge_pass(name: str, target, passes, graph_passes=(), log: LoweringLog | None = None):

@@ -26,7 +26,8 @@ from ..passes.shuffle import decode_selections, probe_inputs
 from ..plan_variants import fold_growth, plan_selection
 from ..target import Target, load_target
 from . import require_tvm
-from .relax_conv import constant_weight, conv_rank, conv_spec, mutator_pass, static_shape
+from .relax_conv import (constant_weight, conv_rank, conv_spec, emit_renamed, mutator_pass,
+                         static_shape)
 
 MOVEMENT_OPS = {"relax.reshape", "relax.permute_dims", "relax.split", "relax.strided_slice",
                 "relax.take", "relax.squeeze", "relax.expand_dims", "relax.flatten"}
@@ -127,14 +128,14 @@ def probe_selection(region: Region) -> list[np.ndarray] | str:
     if shape is None or len(shape) < 3:
         return "the region's input has no static channels-first shape"
     probe = relax.Var("probe", relax.TensorType(list(shape), "float32"))
+    inside = {region.x, *(var for var, _ in region.bindings)}
+    if any(v not in inside for _, value in region.bindings for v in _free_vars(value)):
+        return "the region reads a tensor computed outside it"
     remap = {region.x: probe}
     builder = relax.BlockBuilder()
     with builder.function("main", [probe]):
         with builder.dataflow():
-            for var, value in region.bindings:
-                if any(v not in remap for v in _free_vars(value)):
-                    return "the region reads a tensor computed outside it"
-                remap[var] = builder.emit(_rebind(value, remap))
+            emit_renamed(builder, region.bindings, remap)
             result = builder.emit_output(relax.Tuple([remap[v] for v in region.outputs]))
         builder.emit_func_output(result)
     try:
@@ -153,20 +154,6 @@ def _free_vars(value) -> list:
     relax.analysis.post_order_visit(value, lambda e: found.append(e)
                                     if isinstance(e, relax.Var) else None)
     return found
-
-
-def _rebind(value, remap: dict):
-    """``value`` with its vars replaced by ``remap``'s."""
-    from tvm.relax.expr_functor import PyExprMutator, mutator
-
-    @mutator
-    class _Rename(PyExprMutator):
-        pass
-
-    rename = _Rename()
-    for old, new in remap.items():
-        rename.set_var_remap(old, new)
-    return rename.visit_expr(value)
 
 
 def absorbers(var, users: dict, var2val: dict) -> list | None:
