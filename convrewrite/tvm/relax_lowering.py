@@ -86,12 +86,11 @@ def conv_as_onnx(call) -> onnx.ModelProto | str:
     return model
 
 
-def lower_call(call, target: Target, passes, graph_passes) -> tuple[object, str] | str:
-    """The rewritten conv as a Relax module (``main`` of one parameter) and the report's rewrite text, or
-    the reason the conv stays as it is."""
-    model = conv_as_onnx(call)
-    if isinstance(model, str):
-        return model
+def lower_model(model: onnx.ModelProto, call, target: Target, passes,
+                graph_passes) -> tuple[object, str] | str:
+    """``model`` (``call`` as ``conv_as_onnx`` wrote it) rewritten by the ONNX passes and
+    imported back as a Relax module (``main`` of one parameter), with the report's rewrite
+    text; or the reason the conv stays as it is."""
     rewritten, result = rewrite_model(model, target, passes, graph_passes=graph_passes)
     if not result.records:
         return "no pass rewrote it"
@@ -128,9 +127,10 @@ def bridge_pass(name: str, target, passes, graph_passes=(), log: LoweringLog | N
             call = super().visit_call_(call)
             if getattr(call.op, "name", None) not in RELAX_CONVS:
                 return call
-            if not _needs_rewrite(call, target, graph_passes):
+            model = conv_as_onnx(call)
+            if isinstance(model, str) or not _needs_rewrite(model, target, graph_passes):
                 return call
-            lowered = lower_call(call, target, passes, graph_passes)
+            lowered = lower_model(model, call, target, passes, graph_passes)
             if isinstance(lowered, str):
                 log.kept.append(f"{_describe(call)}: {lowered}")
                 return call
@@ -141,9 +141,9 @@ def bridge_pass(name: str, target, passes, graph_passes=(), log: LoweringLog | N
     return mutator_pass(name, _Lower)
 
 
-def _needs_rewrite(call, target: Target, graph_passes) -> bool:
+def _needs_rewrite(model: onnx.ModelProto, target: Target, graph_passes) -> bool:
     """Whether the conv breaks a rule (or, with the shift pass on, may be a one-hot shift)."""
-    spec = relax_spec(call)
+    spec = spec_of(to_graph(model).nodes[0])
     if isinstance(spec, str):
         return False
     return bool(check(spec, target)) or (bool(graph_passes) and spec.group_form == "depthwise")
@@ -193,7 +193,8 @@ def Lower(target, log: LoweringLog | None = None):  # noqa: N802 - a tvm.transfo
 
 
 def lowering_pass(pass_name: str, target, log: LoweringLog | None = None):
-    """Module pass running one ONNX pass (by its report name, e.g. ``DilationLowering``)."""
+    """Module pass running one ONNX pass, by its name in the report (``dilation``, ``stride``,
+    ...: ``PASSES_BY_NAME``)."""
     if pass_name not in PASSES_BY_NAME:
         raise ValueError(f"no per-conv pass named {pass_name!r}; known: "
                          f"{', '.join(sorted(PASSES_BY_NAME))}")
