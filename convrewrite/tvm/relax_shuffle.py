@@ -77,23 +77,30 @@ class Region:
     reason: str
 
 
-def find_regions(func, target: Target) -> list[Region]:
-    """Each movement region of ``func`` holding an offending binding."""
-    from tvm import relax
-    order, var2val, users = [], {}, {}
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            order.append(binding.var)
-            var2val[binding.var] = binding.value
+@dataclass
+class Bindings:
+    """A Relax function's bindings, indexed once for the region search and the fold check."""
 
-            def note(expr, reader=binding.var):
-                if isinstance(expr, relax.Var):
-                    users.setdefault(expr, []).append(reader)
+    order: list                     # bound vars in program order
+    var2val: dict                   # var -> bound value
+    users: dict                     # var -> the vars whose values read it
+    returned: set                   # vars in the function's result
 
-            relax.analysis.post_order_visit(binding.value, note)
-    returned = set()
-    relax.analysis.post_order_visit(func.body.body, lambda e: returned.add(e)
-                                    if isinstance(e, relax.Var) else None)
+    @classmethod
+    def of(cls, func) -> "Bindings":
+        order, var2val, users = [], {}, {}
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                order.append(binding.var)
+                var2val[binding.var] = binding.value
+                for v in _free_vars(binding.value):
+                    users.setdefault(v, []).append(binding.var)
+        return cls(order, var2val, users, set(_free_vars(func.body.body)))
+
+
+def find_regions(bindings: Bindings, target: Target) -> list[Region]:
+    """Each movement region holding an offending binding."""
+    order, var2val, users = bindings.order, bindings.var2val, bindings.users
     regions, taken = [], set()
     for var in order:
         reason = offence(var2val[var], target)
@@ -112,7 +119,7 @@ def find_regions(func, target: Target) -> list[Region]:
             stack += [u for u in users.get(current, []) if _is_movement(var2val[u])
                       and _data_input(var2val[u]).same_as(current)]
         outputs = [v for v in order if v in members and (
-            v in returned or any(u not in members for u in users.get(v, [])))]
+            v in bindings.returned or any(u not in members for u in users.get(v, [])))]
         taken |= members
         regions.append(Region(x, [(v, var2val[v]) for v in order if v in members], outputs,
                               reason))
@@ -189,13 +196,13 @@ def ShuffleRemoval(target, log: ShuffleLog | None = None):  # noqa: N802 - a tvm
         def _replace(self, expr):
             for value, x, src, form in self.selects:
                 if expr.same_as(value):
-                    return _select(self.builder_, self.visit_expr(x), src, form)
+                    return _select(self.visit_expr(x), src, form)
             return None
 
         def visit_call_(self, call):
             for conv, x, src in self.folds:
                 if call.same_as(conv):
-                    return _fold(self.builder_, call, self.visit_expr(x), src)
+                    return _fold(call, self.visit_expr(x), src)
             replaced = self._replace(call)
             return super().visit_call_(call) if replaced is None else replaced
 
@@ -205,13 +212,9 @@ def ShuffleRemoval(target, log: ShuffleLog | None = None):  # noqa: N802 - a tvm
 
     def prepare(mut, func):
         mut.selects, mut.folds = [], []
-        var2val = relax.analysis.get_var2val(func)
-        users: dict = {}
-        for block in func.body.blocks:
-            for binding in block.bindings:
-                for v in _free_vars(binding.value):
-                    users.setdefault(v, []).append(binding.var)
-        for region in find_regions(func, target):
+        bindings = Bindings.of(func)
+        var2val = bindings.var2val
+        for region in find_regions(bindings, target):
             selections = probe_selection(region)
             if isinstance(selections, str):
                 log.kept.append(f"shuffle at {_name(region.x)}: {selections}")
@@ -219,7 +222,7 @@ def ShuffleRemoval(target, log: ShuffleLog | None = None):  # noqa: N802 - a tvm
             shape = static_shape(region.x)
             choices = []
             for out, src in zip(region.outputs, selections):
-                convs = absorbers(out, users, var2val)
+                convs = absorbers(out, bindings.users, var2val)
                 growth = None if convs is None else \
                     fold_growth([conv_spec(c) for c in convs], len(src), shape[1])
                 plan = plan_selection(len(src), shape[1], shape[2:], growth, target)
@@ -240,7 +243,7 @@ def ShuffleRemoval(target, log: ShuffleLog | None = None):  # noqa: N802 - a tvm
     return _pass
 
 
-def _select(builder, x, src: np.ndarray, form: str):
+def _select(x, src: np.ndarray, form: str):
     from tvm import relax
     if form == "gather":
         return relax.op.take(x, relax.const(np.asarray(src, dtype=np.int64)), axis=1)
@@ -251,7 +254,7 @@ def _select(builder, x, src: np.ndarray, form: str):
     return op(x, weight)
 
 
-def _fold(builder, conv, x, src: np.ndarray):
+def _fold(conv, x, src: np.ndarray):
     from tvm import relax
     from .relax_passes import conv_like
     wide = absorb_selection(constant_weight(conv), static_shape(x)[1], src)
