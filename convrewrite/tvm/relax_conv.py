@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..conv import ConvSpec
 from . import require_tvm
 
@@ -123,3 +125,40 @@ def emit_renamed(builder, bindings, remap: dict, global_vars: dict | None = None
         remap[var] = builder.emit(rename.visit_expr(value))
         rename.set_var_remap(var, remap[var])
     return rename.visit_expr
+
+
+def free_vars(expr) -> list:
+    """Every occurrence of a Relax var in ``expr`` (a var read twice is listed twice)."""
+    require_tvm()
+    from tvm import relax
+    found = []
+    relax.analysis.post_order_visit(expr, lambda e: found.append(e)
+                                    if isinstance(e, relax.Var) else None)
+    return found
+
+
+@dataclass
+class Bindings:
+    """A Relax function's bindings, indexed once: for passes that match chains of bindings
+    (shuffle regions, shift + 1x1 + epilogue)."""
+
+    order: list                     # bound vars in program order
+    var2val: dict                   # var -> bound value
+    users: dict                     # var -> the vars whose values read it (once per read)
+    returned: set                   # vars in the function's result
+
+    @classmethod
+    def of(cls, func) -> "Bindings":
+        order, var2val, users = [], {}, {}
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                order.append(binding.var)
+                var2val[binding.var] = binding.value
+                for v in free_vars(binding.value):
+                    users.setdefault(v, []).append(binding.var)
+        return cls(order, var2val, users, set(free_vars(func.body.body)))
+
+    def sole_reader(self, var):
+        """The one binding var reading ``var`` when it is read exactly once (and not returned)."""
+        readers = self.users.get(var, [])
+        return readers[0] if len(readers) == 1 and var not in self.returned else None

@@ -26,8 +26,8 @@ from ..passes.shuffle import decode_selections, probe_inputs
 from ..plan_variants import fold_growth, plan_selection
 from ..target import Target, load_target
 from . import require_tvm
-from .relax_conv import (constant_weight, conv_rank, conv_spec, emit_renamed, mutator_pass,
-                         static_shape)
+from .relax_conv import (Bindings, constant_weight, conv_rank, conv_spec, emit_renamed, free_vars,
+                         mutator_pass, static_shape)
 
 MOVEMENT_OPS = {"relax.reshape", "relax.permute_dims", "relax.split", "relax.strided_slice",
                 "relax.take", "relax.squeeze", "relax.expand_dims", "relax.flatten"}
@@ -77,27 +77,6 @@ class Region:
     reason: str
 
 
-@dataclass
-class Bindings:
-    """A Relax function's bindings, indexed once for the region search and the fold check."""
-
-    order: list                     # bound vars in program order
-    var2val: dict                   # var -> bound value
-    users: dict                     # var -> the vars whose values read it
-    returned: set                   # vars in the function's result
-
-    @classmethod
-    def of(cls, func) -> "Bindings":
-        order, var2val, users = [], {}, {}
-        for block in func.body.blocks:
-            for binding in block.bindings:
-                order.append(binding.var)
-                var2val[binding.var] = binding.value
-                for v in _free_vars(binding.value):
-                    users.setdefault(v, []).append(binding.var)
-        return cls(order, var2val, users, set(_free_vars(func.body.body)))
-
-
 def find_regions(bindings: Bindings, target: Target) -> list[Region]:
     """Each movement region holding an offending binding."""
     order, var2val, users = bindings.order, bindings.var2val, bindings.users
@@ -136,7 +115,7 @@ def probe_selection(region: Region) -> list[np.ndarray] | str:
         return "the region's input has no static channels-first shape"
     probe = relax.Var("probe", relax.TensorType(list(shape), "float32"))
     inside = {region.x, *(var for var, _ in region.bindings)}
-    if any(v not in inside for _, value in region.bindings for v in _free_vars(value)):
+    if any(v not in inside for _, value in region.bindings for v in free_vars(value)):
         return "the region reads a tensor computed outside it"
     remap = {region.x: probe}
     builder = relax.BlockBuilder()
@@ -153,14 +132,6 @@ def probe_selection(region: Region) -> list[np.ndarray] | str:
     by_ramp = run_executable(executable, "llvm", [ramp])
     by_noise = run_executable(executable, "llvm", [noise])
     return decode_selections(shape, noise, by_ramp, by_noise)
-
-
-def _free_vars(value) -> list:
-    from tvm import relax
-    found = []
-    relax.analysis.post_order_visit(value, lambda e: found.append(e)
-                                    if isinstance(e, relax.Var) else None)
-    return found
 
 
 def absorbers(var, users: dict, var2val: dict) -> list | None:

@@ -25,7 +25,8 @@ import numpy as np
 
 from ..passes.shift import is_dense_pointwise, spec_shift_offsets
 from . import require_tvm
-from .relax_conv import constant_weight, conv_rank, conv_spec, mutator_pass, static_shape
+from .relax_conv import (Bindings, constant_weight, conv_rank, conv_spec, mutator_pass,
+                         static_shape)
 
 
 def shift_offsets_of(call) -> np.ndarray | None:
@@ -66,47 +67,35 @@ def find_shift_pairs(func) -> list[FusedSite]:
     """Each shift read only by a fusable 1×1 conv, with the epilogue that follows the conv."""
     require_tvm()
     from tvm import relax
-    var2val = relax.analysis.get_var2val(func)
-    uses: dict = {}
-    readers: dict = {}
-
-    def count(expr):
-        if isinstance(expr, relax.Var):
-            uses[expr] = uses.get(expr, 0) + 1
-
-    relax.analysis.post_order_visit(func.body, count)
-    for var, value in var2val.items():
-        for arg in getattr(value, "args", ()):
-            if isinstance(arg, relax.Var):
-                readers.setdefault(arg, []).append(var)
+    bindings = Bindings.of(func)
     sites = []
-    for var, value in var2val.items():
+    for var in bindings.order:
+        value = bindings.var2val[var]
         if not isinstance(value, relax.Call) or not fusable_pointwise(value):
             continue
         shifted = value.args[0]
-        producer = var2val.get(shifted) if isinstance(shifted, relax.Var) else None
-        if producer is None or uses.get(shifted, 0) != 1:
+        producer = bindings.var2val.get(shifted) if isinstance(shifted, relax.Var) else None
+        if producer is None or bindings.sole_reader(shifted) is None:
             continue
         offsets = shift_offsets_of(producer)
         if offsets is not None:
             sites.append(epilogue_chain(FusedSite(value, value, producer, offsets), var,
-                                        var2val, uses, readers))
+                                        bindings))
     return sites
 
 
-def epilogue_chain(site: FusedSite, var, var2val: dict, uses: dict, readers: dict) -> FusedSite:
+def epilogue_chain(site: FusedSite, var, bindings: Bindings) -> FusedSite:
     """``site`` grown over the bias add, residual add and ReLU that follow its conv."""
     shape = static_shape(site.pointwise)
-    while uses.get(var, 0) == 1 and len(readers.get(var, [])) == 1:
-        nxt = readers[var][0]
-        value = var2val[nxt]
-        name = getattr(value.op, "name", None)
+    while (nxt := bindings.sole_reader(var)) is not None:
+        value = bindings.var2val[nxt]
+        name = getattr(getattr(value, "op", None), "name", None)
         step, operand = None, None
         if name == "relax.nn.relu" and "relu" not in site.steps:
             step = "relu"
         elif name == "relax.add" and len(value.args) == 2:
             other = value.args[1] if value.args[0].same_as(var) else value.args[0]
-            bias = _channel_constant(other, var2val, shape)
+            bias = _channel_constant(other, bindings.var2val, shape)
             if bias is not None and "bias" not in site.steps:
                 step, operand = "bias", bias
             elif not other.same_as(var) and static_shape(other) == shape \
