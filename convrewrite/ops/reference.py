@@ -11,6 +11,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import BadInputError
 from ..sparse import reference as sparse_reference
+from ..sparse.schema import INVERSE_OP_TYPE as SPARSE_INVERSE_CONV
 from ..sparse.schema import OP_TYPE as SPARSE_CONV
 from . import DOMAIN, channelwise, shift
 
@@ -59,7 +60,8 @@ def _channelwise(node: gs.Node, names) -> list[gs.Node]:
 
 
 REFERENCES = {shift.OP_TYPE: _shift, channelwise.OP_TYPE: _channelwise,
-              SPARSE_CONV: sparse_reference.node_reference}   # dense Conv, sampled at the sites
+              SPARSE_CONV: sparse_reference.node_reference,   # dense Conv, sampled at the sites
+              SPARSE_INVERSE_CONV: sparse_reference.node_reference}   # dense ConvTranspose
 
 
 def has_own_ops(model: onnx.ModelProto) -> bool:

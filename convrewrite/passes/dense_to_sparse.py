@@ -31,7 +31,7 @@ from ..onnx_conv import constant_value, spec_of
 from ..ops import DOMAIN
 from ..record import Record
 from ..sparse.emit import Emitter
-from ..sparse.lower import SparseConvLowerer, lowerable
+from ..sparse.lower import SparseConvLowerer, drop_unread_checks, lowerable
 from ..sparse.lowering import IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS
 from ..sparse.schema import OP_TYPE, SparseConvAttrs, SparseConvError
 from .base import Decline, RewriteContext, need
@@ -49,8 +49,10 @@ class SparseConvLowering(GraphPass):
 
     def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
         lowerer = SparseConvLowerer()
-        return lower_each(self.name, [n for n in ctx.graph.nodes if lowerable(n)],
-                          lambda node: lowerer.lower(node, ctx, like))
+        outcome = lower_each(self.name, [n for n in ctx.graph.nodes if lowerable(n)],
+                             lambda node: lowerer.lower(node, ctx, like))
+        drop_unread_checks(outcome.records, ctx.graph)
+        return outcome
 
 
 class DenseToSparse(GraphPass):

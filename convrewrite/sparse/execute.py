@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .rulebook import Rulebook, build_rulebook
+from .rulebook import Rulebook, build_inverse_rulebook, build_rulebook
 from .schema import SparseConvAttrs, check_features, check_weight, tap_weights
 
 
@@ -45,3 +45,13 @@ def sparse_conv(features, coords, weight, bias=None, *, attrs: SparseConvAttrs,
     check_features(features, rb.num_in)
     check_weight(weight, attrs, features.shape[1])
     return execute(rb, features, tap_weights(weight), bias), rb.out_coords
+
+
+def sparse_inverse_conv(features, coords, out_coords, weight, bias=None, *,
+                        attrs: SparseConvAttrs, rulebook: Rulebook | None = None) -> np.ndarray:
+    """SparseInverseConv in numpy: the output features on ``out_coords``, in their order."""
+    features = np.asarray(features)
+    rb = rulebook if rulebook is not None else build_inverse_rulebook(coords, out_coords, attrs)
+    check_features(features, rb.num_in)
+    check_weight(weight, attrs, features.shape[1])
+    return execute(rb, features, tap_weights(weight), bias)

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from ..ops import DOMAIN
-from .schema import OP_TYPE, SparseConvAttrs, SparseConvError
+from .schema import INVERSE_OP_TYPE, OP_TYPE, SparseConvAttrs, SparseConvError
 
 DEFAULT_SITES = 64
 ACTIVE_FRACTION = 0.1
@@ -44,6 +44,26 @@ def random_sites(rng: np.random.Generator, count: int, spatial_shape, batches: i
     return np.stack(np.unravel_index(flat, (batches, *box)), axis=1).astype(dtype)
 
 
+def _draw(out: dict, inputs: dict, constants: dict, coords: str, grid, features: str | None,
+          fixed, done: set, rng) -> None:
+    """Redraw one coordinates input as distinct sites of ``grid`` (and its features' rows)."""
+    if coords in constants and features in out and features not in fixed \
+            and _dynamic_rows(inputs[features]) and out[features].ndim == 2:
+        rows = constants[coords].dims[0]        # features for the constant sites
+        out[features] = rng.uniform(-1, 1, (rows, out[features].shape[1])).astype(
+            out[features].dtype)
+    if coords not in inputs or coords in done or coords not in out:
+        return
+    rows = out[coords].shape[0]
+    if _dynamic_rows(inputs[coords]) and coords not in fixed:
+        rows = min(DEFAULT_SITES, 2 * prod(grid))
+    out[coords] = random_sites(rng, rows, grid, dtype=out[coords].dtype)
+    if features in inputs and features in out and out[features].ndim == 2:
+        out[features] = rng.uniform(-1, 1, (rows, out[features].shape[1])).astype(
+            out[features].dtype)
+    done.add(coords)
+
+
 def sparse_feeds(model: onnx.ModelProto, feeds: dict[str, np.ndarray], seed: int = 0,
                  sparse_inputs=(), fixed=()) -> dict[str, np.ndarray]:
     """``feeds`` with SparseConv coordinates (and their features) and the named sparse inputs
@@ -55,29 +75,22 @@ def sparse_feeds(model: onnx.ModelProto, feeds: dict[str, np.ndarray], seed: int
     out = dict(feeds)
     done: set[str] = set()
     for node in model.graph.node:
-        if node.domain != DOMAIN or node.op_type != OP_TYPE or len(node.input) < 2:
-            continue
-        coords, features = node.input[1], node.input[0]
-        if coords in constants and features in out and features not in fixed \
-                and _dynamic_rows(inputs[features]) and out[features].ndim == 2:
-            rows = constants[coords].dims[0]        # features for the constant sites
-            shape = (rows, out[features].shape[1])
-            out[features] = rng.uniform(-1, 1, shape).astype(out[features].dtype)
-        if coords not in inputs or coords in done or coords not in out:
+        if node.domain != DOMAIN or node.op_type not in (OP_TYPE, INVERSE_OP_TYPE) \
+                or len(node.input) < 2:
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         try:
-            spatial = SparseConvAttrs.from_node_attrs(attrs).spatial_shape
+            parsed = SparseConvAttrs.from_node_attrs(attrs, node.op_type)
         except SparseConvError:
             continue                        # the rewrite will say what is wrong
-        rows = out[coords].shape[0]
-        if _dynamic_rows(inputs[coords]) and coords not in fixed:
-            rows = min(DEFAULT_SITES, 2 * prod(spatial))
-        out[coords] = random_sites(rng, rows, spatial, dtype=out[coords].dtype)
-        if features in inputs and features in out and out[features].ndim == 2:
-            shape = (rows, out[features].shape[1])
-            out[features] = rng.uniform(-1, 1, shape).astype(out[features].dtype)
-        done.add(coords)
+        features = node.input[0]
+        sites = [(node.input[1], parsed.spatial_shape, features)]
+        if node.op_type == INVERSE_OP_TYPE:     # coarse input sites, fine output sites
+            sites = [(node.input[1], parsed.out_spatial_shape, features)]
+            if len(node.input) > 2:
+                sites.append((node.input[2], parsed.spatial_shape, None))
+        for coords, grid, feats in sites:
+            _draw(out, inputs, constants, coords, grid, feats, fixed, done, rng)
     for name in sparse_inputs:
         x = out.get(name)
         if x is None or x.ndim < 3 or not np.issubdtype(x.dtype, np.floating):

@@ -34,14 +34,15 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .emit import Emitter
+from .forms import GatherSum, ImplicitGemm
 from .rulebook import Rulebook, _row_major_strides
 from .schema import SparseConvAttrs
 
 MIN_OPSET = 16          # ScatterND's reduction attribute
-PRECOMPUTED_OPS = frozenset({"Gather", "MatMul", "ScatterND", "ConstantOfShape", "CastLike", "Add",
+PRECOMPUTED_OPS = frozenset({"Gather", "MatMul", "Concat", "ReduceSum", "Reshape", "Add",
                              "Identity"})
-IN_GRAPH_OPS = PRECOMPUTED_OPS | {"Cast", "Mul", "Sub", "ReduceSum", "Unsqueeze", "Squeeze", "Reshape",
-                                  "Concat", "TopK", "CumSum", "Slice", "Shape", "Range",
+IN_GRAPH_OPS = PRECOMPUTED_OPS | {"ScatterND", "ConstantOfShape", "CastLike", "Cast", "Mul", "Sub",
+                                  "Unsqueeze", "Squeeze", "TopK", "CumSum", "Slice", "Shape", "Range",
                                   "ScatterElements",
                                   "Less", "Not", "Compress", "Split", "Div", "Mod", "Equal",
                                   "GreaterOrEqual", "And"}
@@ -51,7 +52,7 @@ IN_GRAPH_OPS = PRECOMPUTED_OPS | {"Cast", "Mul", "Sub", "ReduceSum", "Unsqueeze"
 class GraphRulebook:
     """A rulebook as tensors of the graph: per tap (input rows, output rows [p, 1]) or None."""
 
-    pairs: list[tuple[gs.Tensor, gs.Tensor] | None]
+    pairs: list[tuple[gs.Tensor, gs.Tensor] | None]     # 1-D (input rows, output rows)
     out_coords: gs.Tensor
     out_rows: gs.Tensor | None          # [1] int64 (regular: the accumulator's rows)
     centre: int | None = None
@@ -61,16 +62,87 @@ class GraphRulebook:
 
 
 def precomputed_rulebook(rb: Rulebook, e: Emitter) -> GraphRulebook:
-    """Initializers for the pairs of the taps that have any, and the output coordinates."""
-    pairs: list = []
-    for k in range(rb.attrs.kernel_volume):
-        i, o = rb.pairs(k)
-        if k == rb.identity_tap or len(i) == 0:
-            pairs.append(None)
-            continue
-        pairs.append((e.const(f"tap{k}.in", i), e.i64(f"tap{k}.out", o.reshape(-1, 1))))
-    return GraphRulebook(pairs, e.const("out_coords_value", rb.out_coords),
+    """A rulebook built at rewrite time: its output coordinates an initializer; the form that
+    runs it (``forms``) makes its own index constants."""
+    return GraphRulebook([], e.const("out_coords_value", rb.out_coords),
                          e.i64("out_rows", [rb.num_out]), rb.identity_tap, "precomputed", rb)
+
+
+class SharedConstants:
+    """Index constants of one precomputed rulebook's form, emitted once: the layers that share the
+    rulebook share the initializers too (the model stores each table once)."""
+
+    def __init__(self):
+        self._made: dict[int, tuple[np.ndarray, gs.Constant]] = {}
+
+    def get(self, e: Emitter, name: str, value: np.ndarray) -> gs.Constant:
+        hit = self._made.get(id(value))
+        if hit is None:
+            hit = (value, e.i64(name, value))      # the array is kept alive with its constant
+            self._made[id(value)] = hit
+        return hit[1]
+
+
+def emit_form(features: gs.Tensor, taps: np.ndarray, bias: np.ndarray | None,
+              plan: "GatherSum | ImplicitGemm", out_features: gs.Tensor, e: Emitter,
+              consts: SharedConstants) -> None:
+    """The chosen scatter-free form (``forms``) of a precomputed rulebook; ``taps`` is
+    [K, Cin, Cout] in the features' dtype."""
+    x = features
+    if plan.order is not None:
+        x = e.op("Gather", [features, consts.get(e, "order", plan.order)], "in_coordinate_order",
+                 axis=0)
+    if isinstance(plan, ImplicitGemm):
+        y = _implicit_gemm(x, taps, plan, e, consts)
+    else:
+        y = _gather_sum(x, taps, plan, e, consts)
+    if plan.final is not None:
+        y = e.op("Gather", [y, consts.get(e, "final", plan.final)], "in_output_order", axis=0)
+    if bias is not None:
+        e.op("Add", [y, e.const("bias", bias)], "bias", out=out_features)
+    else:
+        e.op("Identity", [y], "result", out=out_features)
+
+
+def _gather_sum(x: gs.Tensor, taps: np.ndarray, plan: GatherSum, e: Emitter,
+                consts: SharedConstants) -> gs.Tensor:
+    cout = taps.shape[2]
+    products = []
+    for k, rows in plan.tap_inputs:
+        g = x if rows is None else e.op("Gather", [x, consts.get(e, f"tap{k}.in", rows)],
+                                        f"tap{k}.gather", axis=0)
+        products.append(e.op("MatMul", [g, e.const(f"w{k}", taps[k])], f"tap{k}.gemm"))
+    parts = []
+    if products:
+        pool = products[0] if len(products) == 1 else e.op("Concat", products, "pool", axis=0)
+        for table in plan.groups:
+            width = 1 if table.ndim == 1 else table.shape[1]
+            picked = e.op("Gather", [pool, consts.get(e, f"sum{width}", table)],
+                          f"sum{width}.gather", axis=0)
+            parts.append(picked if width == 1 else
+                         e.op("ReduceSum", [picked, e.i64(f"sum{width}.axis", [1])],
+                              f"sum{width}", keepdims=0))
+    if plan.empty_rows or not parts:
+        parts.append(e.const("unreached", np.zeros((plan.empty_rows, cout), taps.dtype)))
+    return parts[0] if len(parts) == 1 else e.op("Concat", parts, "rows", axis=0)
+
+
+def _implicit_gemm(x: gs.Tensor, taps: np.ndarray, plan: ImplicitGemm, e: Emitter,
+                   consts: SharedConstants) -> gs.Tensor:
+    cin, cout = taps.shape[1], taps.shape[2]
+    padded = e.op("Concat", [x, e.const("zero_row", np.zeros((1, cin), taps.dtype))], "with_zero",
+                  axis=0)
+    weight = e.const("w_stacked", taps[plan.taps].reshape(len(plan.taps) * cin, cout))
+    shape = e.i64("row_shape", [-1, len(plan.taps) * cin])
+    chunks = []
+    step = plan.chunk(cin, taps.dtype.itemsize)
+    for c, start in enumerate(range(0, max(len(plan.table), 1), step)):
+        table = plan.table[start:start + step]
+        rows = e.op("Gather", [padded, consts.get(e, f"neighbours{c}", table)],
+                    f"chunk{c}.gather", axis=0)
+        flat = e.op("Reshape", [rows, shape], f"chunk{c}.rows")
+        chunks.append(e.op("MatMul", [flat, weight], f"chunk{c}.gemm"))
+    return chunks[0] if len(chunks) == 1 else e.op("Concat", chunks, "rows", axis=0)
 
 
 def graph_rulebook(coords: gs.Tensor, attrs: SparseConvAttrs, e: Emitter) -> GraphRulebook:
@@ -119,8 +191,8 @@ def _graph_submanifold(c64, coords, n, rows, attrs: SparseConvAttrs, e: Emitter)
                                       f"tap{t}.absent")], f"tap{t}.found")
             src = e.op("Compress", [row, found], f"tap{t}.in")
             dst = e.op("Compress", [rows, found], f"tap{t}.out")
-            pairs[t] = (src, _column(dst, e, f"tap{t}"))
-            pairs[kv - 1 - t] = (dst, _column(src, e, f"tap{kv - 1 - t}"))
+            pairs[t] = (src, dst)
+            pairs[kv - 1 - t] = (dst, src)
     out_coords = e.op("Identity", [coords], "same_coords")
     return GraphRulebook(pairs, out_coords, None, kv // 2)
 
@@ -153,11 +225,11 @@ def _column(x: gs.Tensor, e: Emitter, name: str) -> gs.Tensor:
     return e.op("Unsqueeze", [x, e.i64(f"{name}.axis1", [1])], f"{name}.out_rows")
 
 
-def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: Emitter) -> GraphRulebook:
+def _graph_candidates(c64, attrs: SparseConvAttrs, e: Emitter) -> tuple[gs.Tensor, gs.Tensor]:
+    """([K, N] bool: tap k takes site n onto the output grid, [K, N] int64: that output's key,
+    (batch, o) row-major over the output grid) -- as ``rulebook._candidates``."""
     kv, rank = attrs.kernel_volume, attrs.rank
     out_shape = attrs.out_spatial_shape
-    volume = int(np.prod(out_shape))
-    ostrides = _row_major_strides(out_shape)
     sp = e.op("Slice", [c64, e.i64("s1", [1]), e.i64("e1", [1 + rank]), e.i64("ax1", [1])],
               "spatial")
     offs = (np.asarray(attrs.pads_begin) - attrs.taps() * np.asarray(attrs.dilations))
@@ -174,11 +246,31 @@ def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: Emitter) -> Gra
     bad = e.op("ReduceSum", [e.op("Cast", [e.op("Not", [ok], "not_ok")], "bad_i",
                                   to=onnx.TensorProto.INT64), e.i64("ax2", [2])], "bad", keepdims=0)
     valid = e.op("Equal", [bad, e.const("zero_b", np.int64(0))], "valid")
-    batch_key = e.op("Mul", [e.column(c64, 0, "batch"), e.const("volume", np.int64(volume))],
-                     "batch_key")
-    okey = e.op("Add", [e.op("ReduceSum", [e.op("Mul", [q, e.i64("ostrides", ostrides)], "oscaled"),
-                                           e.i64("ax2b", [2])], "okey_sp", keepdims=0), batch_key],
-                "okey")
+    return valid, _graph_out_keys(c64, q, attrs, e, "okey", spatial_axis=2)
+
+
+def _graph_out_keys(c64, q, attrs: SparseConvAttrs, e: Emitter, name: str,
+                    spatial_axis: int) -> gs.Tensor:
+    """Keys (batch, q) row-major over the output grid; ``q`` holds output coordinates along
+    ``spatial_axis`` (``c64``'s column 0 is the batch)."""
+    out_shape = attrs.out_spatial_shape
+    volume = int(np.prod(out_shape))
+    batch_key = e.op("Mul", [e.column(c64, 0, f"{name}.batch"), e.const(f"{name}.volume",
+                                                                       np.int64(volume))],
+                     f"{name}.batch_key")
+    scaled = e.op("Mul", [q, e.i64(f"{name}.ostrides", _row_major_strides(out_shape))],
+                  f"{name}.scaled")
+    spatial = e.op("ReduceSum", [scaled, e.i64(f"{name}.axis", [spatial_axis])],
+                   f"{name}.spatial", keepdims=0)
+    return e.op("Add", [spatial, batch_key], name)
+
+
+def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: Emitter) -> GraphRulebook:
+    kv, rank = attrs.kernel_volume, attrs.rank
+    out_shape = attrs.out_spatial_shape
+    volume = int(np.prod(out_shape))
+    ostrides = _row_major_strides(out_shape)
+    valid, okey = _graph_candidates(c64, attrs, e)
     srcs, keys, sizes = [], [], []
     for k in range(kv):
         at = e.const(f"k{k}", np.int64(k))
@@ -194,7 +286,7 @@ def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: Emitter) -> Gra
                        axis=0)
     else:
         dsts = [inverse]
-    pairs = [(src, _column(dst, e, f"tap{k}")) for k, (src, dst) in enumerate(zip(srcs, dsts))]
+    pairs = list(zip(srcs, dsts))
     parts = [e.op("Div", [uniq, e.const("vol", np.int64(volume))], "out_b")]
     for i in range(rank):
         parts.append(e.op("Mod", [e.op("Div", [uniq, e.const(f"ost{i}", np.int64(ostrides[i]))],
@@ -205,6 +297,57 @@ def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: Emitter) -> Gra
     out64 = e.op("Concat", cols, "out_coords64", axis=1)
     out_coords = e.op("CastLike", [out64, coords], "out_coords")
     return GraphRulebook(pairs, out_coords, e.op("Shape", [uniq], "out_rows"))
+
+
+def graph_inverse_rulebook(coarse: gs.Tensor, fine: gs.Tensor, attrs: SparseConvAttrs,
+                           e: Emitter) -> GraphRulebook:
+    """A SparseInverseConv's rulebook from run-time coordinates: each fine site's candidate
+    coarse site per tap (as the strided conv computes it), looked up among the coarse sites by one
+    sort of both key sets (``sort_unique``) and a table from sort run to coarse row."""
+    kv = attrs.kernel_volume
+    f64, c64 = e.cast64(fine, "fine64"), e.cast64(coarse, "coarse64")
+    fine_rows = _rows_of(fine, e, "fine_rows")
+    coarse_rows = _rows_of(coarse, e, "coarse_rows")
+    valid, okey = _graph_candidates(f64, attrs, e)
+    csp = e.op("Slice", [c64, e.i64("cs1", [1]), e.i64("ce1", [1 + attrs.rank]),
+                         e.i64("cax1", [1])], "coarse_spatial")
+    ckeys = _graph_out_keys(c64, csp, attrs, e, "coarse_keys", spatial_axis=1)
+    m = e.rows(coarse, "m")
+    flat = e.op("Reshape", [okey, e.i64("flat", [-1])], "cand_flat")
+    _, inverse = sort_unique(e.op("Concat", [ckeys, flat], "all_keys", axis=0), e, "runs")
+    big = e.i64("end", [np.iinfo(np.int64).max])
+    ids_coarse = e.op("Slice", [inverse, e.i64("start0", [0]), m], "ids_coarse")
+    ids_cand = e.op("Reshape", [e.op("Slice", [inverse, m, big], "ids_cand_flat"),
+                                e.i64("kn", [kv, -1])], "ids_cand")
+    absent = onnx.helper.make_tensor("value", onnx.TensorProto.INT64, [1], [-1])
+    table = e.op("ConstantOfShape", [e.op("Shape", [inverse], "ids_shape")], "table0",
+                 value=absent)
+    table = e.op("ScatterElements", [table, ids_coarse, coarse_rows], "table")
+    match = e.op("Gather", [table, ids_cand], "match")
+    found = e.op("And", [valid, e.op("Not", [e.op("Less", [match, e.const("zero_m", np.int64(0))],
+                                                  "absent")], "present")], "found")
+    pairs = []
+    for k in range(kv):
+        at = e.const(f"k{k}", np.int64(k))
+        hit = e.op("Gather", [found, at], f"tap{k}.found", axis=0)
+        pairs.append((e.op("Compress", [e.op("Gather", [match, at], f"tap{k}.match", axis=0), hit],
+                           f"tap{k}.in"),
+                      e.op("Compress", [fine_rows, hit], f"tap{k}.out")))
+    return GraphRulebook(pairs, fine, e.rows(fine, "out_rows"))
+
+
+def reversed_rulebook(rb: GraphRulebook, fine: gs.Tensor, e: Emitter) -> GraphRulebook:
+    """A regular conv's in-graph rulebook read backwards: its inverse conv's (shared, as spconv's
+    ``indice_key``): each tap's pairs swapped, onto the conv's input sites ``fine``."""
+    pairs = [None if p is None else (p[1], p[0]) for p in rb.pairs]
+    return GraphRulebook(pairs, fine, e.rows(fine, "out_rows"))
+
+
+def _rows_of(x: gs.Tensor, e: Emitter, name: str) -> gs.Tensor:
+    n = e.rows(x, f"{name}.n")
+    return e.op("Range", [e.const(f"{name}.zero", np.int64(0)),
+                          e.op("Squeeze", [n, e.i64(f"{name}.axis0", [0])], f"{name}.n_scalar"),
+                          e.const(f"{name}.step", np.int64(1))], name)
 
 
 def gather_gemm_scatter(features: gs.Tensor, taps: np.ndarray, bias: np.ndarray | None,
@@ -223,7 +366,8 @@ def gather_gemm_scatter(features: gs.Tensor, taps: np.ndarray, bias: np.ndarray 
         src, dst = pair
         gathered = e.op("Gather", [features, src], f"tap{k}.gather", axis=0)
         product = e.op("MatMul", [gathered, e.const(f"w{k}", taps[k])], f"tap{k}.gemm")
-        acc = e.op("ScatterND", [acc, dst, product], f"tap{k}.scatter", reduction="add")
+        acc = e.op("ScatterND", [acc, _column(dst, e, f"tap{k}"), product], f"tap{k}.scatter",
+                   reduction="add")
     if bias is not None:
         e.op("Add", [acc, e.const("bias", bias)], "bias", out=out_features)
     else:

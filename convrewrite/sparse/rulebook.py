@@ -195,29 +195,50 @@ def _submanifold(c: np.ndarray, attrs: SparseConvAttrs, out_dtype) -> Rulebook:
     return rb
 
 
-def _regular(c: np.ndarray, attrs: SparseConvAttrs, out_dtype) -> Rulebook:
+def _candidates(c: np.ndarray, attrs: SparseConvAttrs, batches: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """([K, N] whether tap k takes site n onto the output grid, [K, N] that output's key): the
+    output site o with ``o * s - p + k * d = site``, keyed (batch, o) row-major over the output
+    grid of ``batches`` batch items."""
     n, rank = len(c), attrs.rank
     out_shape = attrs.out_spatial_shape
-    keys, _ = _keys(c, attrs.spatial_shape, [0] * rank)
-    order, _ = _sorted_unique(keys, c)
-    c = c[order]            # sorted sites: each tap's candidate output keys come out sorted
-    batches = int(c[:, 0].max()) + 1 if n else 1
     out_strides = _row_major_strides((batches, *out_shape))
     if batches * prod(out_shape) >= KEY_LIMIT:
         raise SparseConvError(f"SparseConv output grid too large to index: {list(out_shape)}")
-    # per spatial dim and per tap index along it: which sites reach the output grid, and where
     valid = np.ones((1, n), dtype=bool)
     okey = (c[:, 0] * out_strides[0])[None, :]
-    for i in range(rank):
+    for i in range(rank):       # per spatial dim and tap index along it, row-major
         k, s, d, p = attrs.kernel_shape[i], attrs.strides[i], attrs.dilations[i], attrs.pads[i]
         num = c[None, :, 1 + i] + (p - d * np.arange(k))[:, None]          # [k, N]
         q, r = np.divmod(num, s) if s > 1 else (num, None)
         ok = (num >= 0) & (q < out_shape[i])
         if r is not None:
             ok &= r == 0
-        taps = len(valid) * k                                              # row-major
+        taps = len(valid) * k
         valid = (valid[:, None, :] & ok[None, :, :]).reshape(taps, n)
         okey = (okey[:, None, :] + q[None, :, :] * out_strides[1 + i]).reshape(taps, n)
+    return valid, okey
+
+
+def _decode(keys: np.ndarray, batches: int, out_shape) -> np.ndarray:
+    out = np.empty((len(keys), 1 + len(out_shape)), dtype=np.int64)
+    rem = keys
+    for i, st in enumerate(_row_major_strides((batches, *out_shape))):
+        out[:, i], rem = np.divmod(rem, st)
+    return out
+
+
+def _batches(*coords: np.ndarray) -> int:
+    return max([int(c[:, 0].max()) + 1 for c in coords if len(c)] or [1])
+
+
+def _regular(c: np.ndarray, attrs: SparseConvAttrs, out_dtype) -> Rulebook:
+    n, rank = len(c), attrs.rank
+    keys, _ = _keys(c, attrs.spatial_shape, [0] * rank)
+    order, _ = _sorted_unique(keys, c)
+    c = c[order]            # sorted sites: each tap's candidate output keys come out sorted
+    batches = _batches(c)
+    valid, okey = _candidates(c, attrs, batches)
     counts = valid.sum(axis=1)
     flat = valid.reshape(-1)
     cand = okey.reshape(-1)[flat]
@@ -225,10 +246,61 @@ def _regular(c: np.ndarray, attrs: SparseConvAttrs, out_dtype) -> Rulebook:
     uniq, dst = _unique_inverse(cand)
     dtype = _index_dtype(max(n, len(uniq)))
     dst = dst.astype(dtype, copy=False)
-    out = np.empty((len(uniq), 1 + rank), dtype=np.int64)
-    rem = uniq
-    for i, st in enumerate(out_strides):
-        out[:, i], rem = np.divmod(rem, st)
+    out = _decode(uniq, batches, attrs.out_spatial_shape)
     splits = np.cumsum(counts)[:-1]
     return _assemble(attrs, n, out.astype(out_dtype), np.split(src, splits), np.split(dst, splits),
                      dtype)
+
+
+def _tagged(check, tag: str, *args):
+    """``check(*args)``, its SparseConvError saying which coordinates it was about."""
+    try:
+        return check(*args)
+    except SparseConvError as exc:
+        raise SparseConvError(f"{exc} [{tag}]") from None
+
+
+def check_inverse_coordinates(coords, out_coords, attrs: SparseConvAttrs
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """A SparseInverseConv's coarse input sites (on the conv's output grid) and fine output sites
+    (on ``spatial_shape``), validated, as int64."""
+    coarse_grid = SparseConvAttrs.create([1] * attrs.rank, attrs.out_spatial_shape)
+    coarse = _tagged(check_coordinates, "input sites, on the strided conv's output grid", coords,
+                     coarse_grid)
+    return coarse, _tagged(check_coordinates, "output sites", out_coords, attrs)
+
+
+def build_inverse_rulebook(coords, out_coords, attrs: SparseConvAttrs) -> Rulebook:
+    """The rulebook of a SparseInverseConv: the strided conv ``attrs`` read backwards, from the
+    coarse sites ``coords`` onto the given fine sites ``out_coords`` (in their order). Tap k's
+    pairs are the fine sites x whose output site o (``o * s - p + k * d = x``) is a coarse site;
+    when the coarse sites are the conv's own output on the fine sites, these are exactly that
+    conv's pairs with input and output swapped (``reverse``)."""
+    coarse, fine = check_inverse_coordinates(coords, out_coords, attrs)
+    out_dtype = np.asarray(out_coords).dtype
+    batches = _batches(coarse, fine)
+    ckeys, _ = _keys(coarse, attrs.out_spatial_shape, [0] * attrs.rank)
+    corder, cskeys = _tagged(_sorted_unique, "input sites", ckeys, coarse)
+    fkeys, _ = _keys(fine, attrs.spatial_shape, [0] * attrs.rank)
+    _tagged(_sorted_unique, "output sites", fkeys, fine)
+    valid, okey = _candidates(fine, attrs, batches)
+    m = len(cskeys)
+    pos = np.searchsorted(cskeys, okey)
+    at = np.minimum(pos, max(m - 1, 0))
+    hit = valid & (cskeys[at] == okey) if m else np.zeros_like(valid)
+    dtype = _index_dtype(max(len(fine), m))
+    ins, outs = [], []
+    for k in range(attrs.kernel_volume):
+        rows = np.flatnonzero(hit[k])
+        ins.append(corder[at[k, rows]])
+        outs.append(rows)
+    return _assemble(attrs, m, fine.astype(out_dtype, copy=False), ins, outs, dtype)
+
+
+def reverse(rb: Rulebook, in_coords: np.ndarray) -> Rulebook:
+    """A regular conv's rulebook read backwards: its inverse conv's, from the conv's output sites
+    onto its input sites ``in_coords`` (spconv's ``indice_key`` reuse). Within a tap the conv's
+    input rows are distinct (a tap maps sites one to one), so the swapped pairs stay
+    scatter-safe."""
+    return Rulebook(rb.attrs, rb.num_out, np.asarray(in_coords), rb.out_index, rb.in_index,
+                    rb.offsets)

@@ -38,6 +38,28 @@ Taps k run over the kernel window in row-major order (last spatial dim fastest),
   attribute may be omitted; other values are an error); the output sites are the input sites, in
   the input's order (row i of the output is row i of the input), so sparsity is preserved.
 
+The inverse conv (spconv's ``SparseInverseConv``; domain ``ai.convrewrite``, version 1)::
+
+  SparseInverseConv(features, coordinates, out_coordinates, W, B?) -> out_features
+
+  inputs
+    features         [M, Cin]      one row per coarse site
+    coordinates      [M, 1 + D]    the coarse sites, on the strided conv's output grid
+                                   (``out_spatial_shape`` of the attributes below)
+    out_coordinates  [N, 1 + D]    the fine sites to compute, on ``spatial_shape`` (typically the
+                                   input sites of the strided conv it inverts, saved by the encoder)
+    W                [Cout, Cin, k_1, ..., k_D]
+    B                [Cout], optional
+  outputs
+    out_features     [N, Cout]     row i for out_coordinates row i
+  attributes: those of the strided (regular) SparseConv it inverts: kernel_shape, spatial_shape
+    (the fine grid), strides, pads, dilations; no submanifold.
+
+  out[x] = B + sum over (o, k) with o * s - p + k * d = x, o a coarse site, of W[:, :, k] @ in[o]
+
+That is ONNX's ConvTranspose (weight [Cin, Cout, k...] = W with its first two axes swapped) on the
+coarse grid, sampled at the fine sites; its rulebook is the strided conv's, read backwards.
+
 spconv 2.x (SparseConvNd / SubMConvNd) computes the same values on the same site sets; where they
 differ: spconv's regular conv lists output sites in first-seen order (kernel tap outer, input row
 inner) where we sort them, so compare results keyed by coordinate; spconv has one symmetric
@@ -57,6 +79,7 @@ from ..conv import dims_text
 from ..errors import BadInputError
 
 OP_TYPE = "SparseConv"
+INVERSE_OP_TYPE = "SparseInverseConv"
 SPATIAL_RANKS = (2, 3)
 COORD_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 FEATURE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
@@ -126,20 +149,25 @@ class SparseConvAttrs:
         return attrs
 
     @classmethod
-    def from_node_attrs(cls, attrs: dict) -> "SparseConvAttrs":
-        known = {"kernel_shape", "spatial_shape", "strides", "pads", "dilations", "submanifold"}
+    def from_node_attrs(cls, attrs: dict, op_type: str = OP_TYPE) -> "SparseConvAttrs":
+        known = {"kernel_shape", "spatial_shape", "strides", "pads", "dilations"}
+        if op_type == OP_TYPE:
+            known.add("submanifold")
         unknown = sorted(set(attrs) - known)
         if unknown:
-            raise SparseConvError(f"SparseConv: unknown attribute {unknown[0]!r} "
+            raise SparseConvError(f"{op_type}: unknown attribute {unknown[0]!r} "
                                   f"(known: {', '.join(sorted(known))})")
         return cls.create(attrs.get("kernel_shape"), attrs.get("spatial_shape"),
                           attrs.get("strides"), attrs.get("pads"), attrs.get("dilations"),
                           int(attrs.get("submanifold", 0)))
 
-    def to_node_attrs(self) -> dict:
-        return {"kernel_shape": list(self.kernel_shape), "spatial_shape": list(self.spatial_shape),
-                "strides": list(self.strides), "pads": list(self.pads),
-                "dilations": list(self.dilations), "submanifold": int(self.submanifold)}
+    def to_node_attrs(self, op_type: str = OP_TYPE) -> dict:
+        out = {"kernel_shape": list(self.kernel_shape), "spatial_shape": list(self.spatial_shape),
+               "strides": list(self.strides), "pads": list(self.pads),
+               "dilations": list(self.dilations)}
+        if op_type == OP_TYPE:
+            out["submanifold"] = int(self.submanifold)
+        return out
 
     @property
     def rank(self) -> int:
@@ -172,8 +200,8 @@ class SparseConvAttrs:
         grids = np.meshgrid(*[np.arange(k) for k in self.kernel_shape], indexing="ij")
         return np.stack([g.reshape(-1) for g in grids], axis=1).astype(np.int64)
 
-    def describe(self) -> str:
-        kind = "submanifold" if self.submanifold else "regular"
+    def describe(self, inverse: bool = False) -> str:
+        kind = "inverse" if inverse else "submanifold" if self.submanifold else "regular"
         k = dims_text(self.kernel_shape)
         extra = "".join(f" {name} {list(v)}" for name, v, plain in (
             ("stride", self.strides, 1), ("dilation", self.dilations, 1))
