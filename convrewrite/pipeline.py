@@ -84,14 +84,14 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
         for _ in range(MAX_ITERATIONS):     # again while it rewrites: shapes behind a rewrite
             outcome = gp.apply(ctx, like)   # (a run-time Reshape's) may become known
             result.records += outcome.records
+            result.recognised += [r for r in outcome.recognised if r not in result.recognised]
+            for node, op, reason in outcome.unlowered:
+                unlowered.setdefault(node, (op, reason))
             if outcome.records:
                 graph = to_graph(from_graph(graph, like))
                 ctx.graph = graph
             else:
                 break
-        result.recognised += outcome.recognised
-        for node, op, reason in outcome.unlowered:
-            unlowered.setdefault(node, (op, reason))
     for _ in range(0 if dry_run else MAX_ITERATIONS):
         changed = False
         for node in conv_nodes(graph):

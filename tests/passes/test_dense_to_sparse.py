@@ -52,22 +52,26 @@ def test_data_mode_is_exact(kwargs):
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_masked_net_submanifold_and_regular():
+def test_masked_net_is_one_region():
     model = masked_conv_net()
     mask = random_mask(32, 0.1, seed=1)
     image = np.random.default_rng(1).uniform(-1, 1, (1, 8, 32, 32)).astype(np.float32)
     rewritten, report = api.rewrite(model, HOST, sparse_inputs=["mask"],
                                     inputs={"image": image, "mask": mask})
     assert report.status == "ok", report.render()
-    kinds = {r.node: r.rewrite.split()[2] for r in report.records if r.pass_name == "dense_to_sparse"}
-    assert kinds == {"conv1": "submanifold", "conv2": "submanifold", "down": "regular"}
-    assert passes(report)["sparse_conv"] == 3
+    (region,) = [r for r in report.records if r.pass_name == "dense_to_sparse"]
+    assert "conv1 (submanifold 3x3), conv2 (submanifold 3x3), down (regular 3x3 stride [2, 2]" \
+        in region.rewrite and "head (regular 1x1)" in region.rewrite
+    assert region.output_name == "out" and "densified at out" in region.rewrite
+    kinds = [r.rewrite.split()[0] for r in report.records if r.pass_name == "sparse_conv"]
+    assert kinds == ["submanifold", "submanifold", "regular", "regular"]
     shared = [r for r in report.records if r.pass_name == "sparse_conv" and "shared" in r.rewrite]
     assert len(shared) == 1                 # conv2 reuses conv1's rulebook (same sites, same conv)
-    assert [n.name for n in rewritten.graph.node if n.op_type == "Conv"] == ["head"]
+    assert not any(n.op_type == "Conv" for n in rewritten.graph.node)
     assert all(r.verify["passed"] for r in report.records) and report.end_to_end["passed"]
     counts = Counter(n.op_type for n in rewritten.graph.node)
     assert counts["NonZero"] == 1           # the mask's sites are found once
+    assert counts["Transpose"] <= 4         # gathered twice (image, mask), densified once
 
 
 def test_seeded_mask_is_sparse():
@@ -128,8 +132,8 @@ def test_cli_sparse_input(tmp_path):
                            str(report)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     data = json.loads(report.read_text())
-    assert Counter(r["pass_name"] for r in data["rewrites"]) == {"dense_to_sparse": 3,
-                                                                  "sparse_conv": 3}
+    assert Counter(r["pass_name"] for r in data["rewrites"]) == {"dense_to_sparse": 1,
+                                                                  "sparse_conv": 4}
     assert all(r["verify"]["passed"] for r in data["rewrites"]) and data["end_to_end"]["passed"]
     onnx.checker.check_model(onnx.load(out))
     proc = subprocess.run([sys.executable, "-m", "convrewrite.cli", str(model_path), "--target",
