@@ -173,7 +173,7 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             save_model(rewritten, output, external_data=external or None)
         report.output = str(output)
         if args.tvm:
-            report.tvm = _tvm_check(rewritten, args, shapes)
+            report.tvm = _tvm_check(model, rewritten, args, shapes)
     report.timings["total"] = time.perf_counter() - started
     return _finish(report, args)
 
@@ -203,12 +203,22 @@ def _check_tvm_flags(args: argparse.Namespace) -> None:
         check_tracker(args.remote)
 
 
-def _tvm_check(model, args: argparse.Namespace, shapes) -> dict:
+def _tvm_check(original, model, args: argparse.Namespace, shapes) -> dict:
+    from .sparse.inputs import sparse_feeds
     from .tvm.build import check_model
     from .verify import make_inputs
     feeds = make_inputs(model, seed=args.seed, shapes=shapes, npz=args.inputs)
+    if args.inputs is None:     # valid sites for sparse models, as the verification drew them
+        feeds = sparse_feeds(original, feeds, args.seed, args.sparse_input,
+                             fixed=set(shapes or {}))
+    remote = getattr(args, "remote", None)
+    from .sparse.tvm_model import has_sparse_convs, sparse_check
+    if has_sparse_convs(original) and remote is None and args.tvm_tune is None:
+        checked = sparse_check(original, model, args.tvm, feeds, _tolerance(args), args.tvm_out)
+        if checked is not None:
+            return checked.to_dict()
     return check_model(model, args.tvm, feeds, _tolerance(args), out_dir=args.tvm_out,
-                       remote=getattr(args, "remote", None), tune_trials=args.tvm_tune).to_dict()
+                       remote=remote, tune_trials=args.tvm_tune).to_dict()
 
 
 def _source(args: argparse.Namespace):

@@ -152,6 +152,8 @@ class TvmCheck:
     remote: dict | None = None          # where it ran over RPC, and its timing there
     fused_shifts: int = 0               # shift + 1x1 pairs run as one fused kernel
     tuning: dict | None = None          # what MetaSchedule tuned / reused (tuning.TuningLog)
+    sparse: dict | None = None          # sparse models: our kernel's convs and rulebooks, or why
+    #                                     the model went through the standard-ONNX lowering
 
     @property
     def passed(self) -> bool:
@@ -162,7 +164,7 @@ class TvmCheck:
                 "ran": self.ran, "skipped": self.skipped, "passed": self.passed,
                 "comparison": self.comparison, "exported": self.exported,
                 "timings_s": self.timings, "remote": self.remote,
-                "fused_shifts": self.fused_shifts, "tuning": self.tuning,
+                "fused_shifts": self.fused_shifts, "tuning": self.tuning, "sparse": self.sparse,
                 "summary": self.summary()}
 
     def summary(self) -> str:
@@ -171,6 +173,8 @@ class TvmCheck:
             head += f" ({self.fused_shifts} shift + 1x1 pairs fused)"
         if self.tuning is not None:
             head += f"; {self.tuning['summary']}"
+        if self.sparse is not None:
+            head += f"; {self.sparse['summary']}"
         if not self.ran:
             return f"{head}; not run ({self.skipped})"
         c = self.comparison
