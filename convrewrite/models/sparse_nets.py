@@ -173,18 +173,11 @@ def sparse_unet_block_3d(grid=(24, 24, 16), in_channels: int = 4, width: int = 1
     precomputed). A submanifold stem, a submanifold residual block (its Add is row-aligned because
     submanifold convs keep the input's sites in order), a regular 3x3x3 stride-2 down conv, two
     submanifold convs sharing one rulebook, and a regular 2x2x2 stride-2 down conv (spconv's
-    SparseConv3d(c, 2c, 2, 2)). Outputs ``features`` and ``coordinates`` of the coarsest level.
-    The decoder half of a U-Net needs inverse (transposed) sparse convs, which are not built."""
+    SparseConv3d(c, 2c, 2, 2)). Outputs ``features`` and ``coordinates`` of the coarsest level
+    (``sparse_unet_3d`` has a decoder too, with inverse convs)."""
     g = GraphBuilder("sparse_unet_block_3d", seed, dtype)
     grid = tuple(grid)
-    g.inputs.append(helper.make_tensor_value_info("features", g.elem_type, ["N", in_channels]))
-    if coords is None:
-        g.inputs.append(helper.make_tensor_value_info("coordinates", onnx.TensorProto.INT32,
-                                                      ["N", 4]))
-        c = "coordinates"
-    else:
-        c = g.const("coordinates", np.asarray(coords, dtype=np.int32))
-    x = _Sparse("features", c, in_channels, grid)
+    inputs, x = _sparse_input(g, grid, in_channels, coords)
     x = _relu(g, _sparse_conv(g, x, width, 3, "stem", True), "stem/relu")
     y = _relu(g, _sparse_conv(g, x, width, 3, "block1/conv1", True), "block1/relu1")
     y = _sparse_conv(g, y, width, 3, "block1/conv2", True, gain=LINEAR_GAIN)
@@ -194,16 +187,8 @@ def sparse_unet_block_3d(grid=(24, 24, 16), in_channels: int = 4, width: int = 1
     x = _relu(g, _sparse_conv(g, x, 2 * width, 3, "block2/conv1", True), "block2/relu1")
     x = _relu(g, _sparse_conv(g, x, 2 * width, 3, "block2/conv2", True), "block2/relu2")
     x = _sparse_conv(g, x, 4 * width, 2, "down2", False, stride=2, gain=LINEAR_GAIN)
-    for name, src, elem, cols in (("out_features", x.features, g.elem_type, 4 * width),
-                                  ("out_coordinates", x.coords, onnx.TensorProto.INT32, 4)):
-        g.nodes.append(helper.make_node("Identity", [src], [name], name=f"{name}/identity"))
-        g.outputs.append(helper.make_tensor_value_info(name, elem, ["M", cols]))
-    graph = helper.make_graph(g.nodes, g.name, g.inputs, g.outputs, g.initializers)
-    model = helper.make_model(graph, producer_name="convrewrite.models", opset_imports=[
-        helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, DOMAIN_VERSION)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return _sparse_model(g, inputs, [("out_features", x.features, g.elem_type, 4 * width),
+                                 ("out_coordinates", x.coords, onnx.TensorProto.INT32, 4)])
 
 
 def masked_conv_net(image_size: int = 32, in_channels: int = 8, width: int = 16, seed: int = 0,

@@ -174,17 +174,7 @@ def _graph_submanifold(c64, coords, n, rows, attrs: SparseConvAttrs, e: Emitter)
         deltas = ((taps - centre) * np.asarray(attrs.dilations)) @ strides[1:]
         queries = e.op("Add", [e.op("Unsqueeze", [keys, e.i64("axis0u", [0])], "keys_row"),
                                e.i64("deltas", deltas.reshape(-1, 1))], "queries")
-        flat = e.op("Reshape", [queries, e.i64("flat", [-1])], "queries_flat")
-        _, inverse = sort_unique(e.op("Concat", [keys, flat], "all_keys", axis=0), e, "runs")
-        big = e.i64("end", [np.iinfo(np.int64).max])
-        inv_in = e.op("Slice", [inverse, e.i64("start0", [0]), n], "ids_in")
-        inv_q = e.op("Reshape", [e.op("Slice", [inverse, n, big], "ids_q"),
-                                 e.i64("tn", [half, -1])], "ids_q_taps")
-        absent = onnx.helper.make_tensor("value", onnx.TensorProto.INT64, [1], [-1])
-        table = e.op("ConstantOfShape", [e.op("Shape", [inverse], "ids_shape")], "table0",
-                     value=absent)
-        table = e.op("ScatterElements", [table, inv_in, rows], "table")
-        match = e.op("Gather", [table, inv_q], "match")
+        match = lookup(keys, rows, n, queries, half, e)
         for t in range(half):
             row = e.op("Gather", [match, e.const(f"t{t}", np.int64(t))], f"tap{t}.match", axis=0)
             found = e.op("Not", [e.op("Less", [row, e.const("zero_i", np.int64(0))],
@@ -195,6 +185,24 @@ def _graph_submanifold(c64, coords, n, rows, attrs: SparseConvAttrs, e: Emitter)
             pairs[kv - 1 - t] = (dst, src)
     out_coords = e.op("Identity", [coords], "same_coords")
     return GraphRulebook(pairs, out_coords, None, kv // 2)
+
+
+def lookup(keys: gs.Tensor, rows: gs.Tensor, n: gs.Tensor, queries: gs.Tensor, taps: int,
+           e: Emitter) -> gs.Tensor:
+    """[taps, Q] the row whose key equals each query ([taps, Q] int64), -1 where none does: one
+    sort of the n site keys and all queries together -- a query matches a site exactly when it
+    lands in that site's run of equal keys -- and a table from run to site row."""
+    flat = e.op("Reshape", [queries, e.i64("flat", [-1])], "queries_flat")
+    _, inverse = sort_unique(e.op("Concat", [keys, flat], "all_keys", axis=0), e, "runs")
+    big = e.i64("end", [np.iinfo(np.int64).max])
+    ids_sites = e.op("Slice", [inverse, e.i64("start0", [0]), n], "ids_sites")
+    ids_queries = e.op("Reshape", [e.op("Slice", [inverse, n, big], "ids_q"),
+                                   e.i64("tn", [taps, -1])], "ids_q_taps")
+    absent = onnx.helper.make_tensor("value", onnx.TensorProto.INT64, [1], [-1])
+    table = e.op("ConstantOfShape", [e.op("Shape", [inverse], "ids_shape")], "table0",
+                 value=absent)
+    table = e.op("ScatterElements", [table, ids_sites, rows], "table")
+    return e.op("Gather", [table, ids_queries], "match")
 
 
 def sort_unique(x: gs.Tensor, e: Emitter, name: str) -> tuple[gs.Tensor, gs.Tensor]:
@@ -312,18 +320,7 @@ def graph_inverse_rulebook(coarse: gs.Tensor, fine: gs.Tensor, attrs: SparseConv
     csp = e.op("Slice", [c64, e.i64("cs1", [1]), e.i64("ce1", [1 + attrs.rank]),
                          e.i64("cax1", [1])], "coarse_spatial")
     ckeys = _graph_out_keys(c64, csp, attrs, e, "coarse_keys", spatial_axis=1)
-    m = e.rows(coarse, "m")
-    flat = e.op("Reshape", [okey, e.i64("flat", [-1])], "cand_flat")
-    _, inverse = sort_unique(e.op("Concat", [ckeys, flat], "all_keys", axis=0), e, "runs")
-    big = e.i64("end", [np.iinfo(np.int64).max])
-    ids_coarse = e.op("Slice", [inverse, e.i64("start0", [0]), m], "ids_coarse")
-    ids_cand = e.op("Reshape", [e.op("Slice", [inverse, m, big], "ids_cand_flat"),
-                                e.i64("kn", [kv, -1])], "ids_cand")
-    absent = onnx.helper.make_tensor("value", onnx.TensorProto.INT64, [1], [-1])
-    table = e.op("ConstantOfShape", [e.op("Shape", [inverse], "ids_shape")], "table0",
-                 value=absent)
-    table = e.op("ScatterElements", [table, ids_coarse, coarse_rows], "table")
-    match = e.op("Gather", [table, ids_cand], "match")
+    match = lookup(ckeys, coarse_rows, e.rows(coarse, "m"), okey, kv, e)
     found = e.op("And", [valid, e.op("Not", [e.op("Less", [match, e.const("zero_m", np.int64(0))],
                                                   "absent")], "present")], "found")
     pairs = []
