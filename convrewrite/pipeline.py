@@ -81,10 +81,12 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
     result.recognised += depthwise_separable_pairs(graph)
     unlowered: dict[str, tuple[str, str]] = {}
     for gp in () if dry_run else graph_passes:
+        noted: set[str] = set()             # this pass's notes of earlier rounds
         for _ in range(MAX_ITERATIONS):     # again while it rewrites: shapes behind a rewrite
             outcome = gp.apply(ctx, like)   # (a run-time Reshape's) may become known
             result.records += outcome.records
-            result.recognised += [r for r in outcome.recognised if r not in result.recognised]
+            result.recognised += [r for r in outcome.recognised if r not in noted]
+            noted.update(outcome.recognised)
             for node, op, reason in outcome.unlowered:
                 unlowered.setdefault(node, (op, reason))
             if outcome.records:
