@@ -9,6 +9,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .conv import CONV_OPS
+from .decline import Decline
 from .graph import from_graph, isolate_node, opset_version, to_graph
 from .legality import check
 from .naming import Names
@@ -81,8 +82,8 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
         changed = False
         for node in conv_nodes(graph):
             spec = spec_of(node)
-            if isinstance(spec, str):
-                declined.setdefault(node.name, []).append(spec)
+            if isinstance(spec, Decline):
+                declined.setdefault(node.name, []).append(spec.reason)
                 continue
             violations = check(spec, target)
             rules = {v.rule for v in violations}
@@ -117,8 +118,8 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
     for node in conv_nodes(graph):
         result.convs_checked += 1
         spec = spec_of(node)
-        if isinstance(spec, str):
-            result.remaining.append(Remaining(node.name, node.op, node.op, [], [spec]))
+        if isinstance(spec, Decline):
+            result.remaining.append(Remaining(node.name, node.op, node.op, [], [spec.reason]))
             continue
         violations = check(spec, target)
         if violations:

@@ -17,7 +17,8 @@ from ..legality import Violation
 from ..build.onnx_read import constant_value
 from ..plan.channels import ChannelSplitPlan, OutputBlock, SubConv, plan_channel_split
 from ..record import Record
-from .protocol import Decline, Pass, RewriteContext, need
+from ..decline import Declined, need
+from .protocol import Pass, RewriteContext
 from .emit import replace, sum_terms
 
 
@@ -28,7 +29,7 @@ class ChannelSplit(Pass):
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
         if node.op not in ("Conv", "ConvTranspose"):
-            raise Decline(f"{node.op} cannot be split yet (only Conv and ConvTranspose)")
+            raise Declined(f"{node.op} cannot be split yet (only Conv and ConvTranspose)")
         plan = need(plan_channel_split(spec, ctx.target))
         self.require_ops(ctx, split_ops(plan, ctx))
         added = emit_channel_plan(node, spec, plan, self.weight(node), ctx)

@@ -11,7 +11,8 @@ from ..conv import ConvSpec
 from ..legality import Violation
 from ..plan.channels import plan_group_lowering
 from ..record import Record
-from .protocol import Decline, Pass, RewriteContext, need
+from ..decline import Declined, need
+from .protocol import Pass, RewriteContext
 from .channel_split import emit_channel_plan, split_ops
 from .emit import replace
 
@@ -26,7 +27,7 @@ class GroupLowering(Pass):
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
         if node.op != "Conv":
-            raise Decline(f"{node.op} groups are not lowered (only Conv)")
+            raise Declined(f"{node.op} groups are not lowered (only Conv)")
         plan = need(plan_group_lowering(spec, ctx.target, self.groups_per_conv))
         self.require_ops(ctx, split_ops(plan, ctx))
         added = emit_channel_plan(node, spec, plan, self.weight(node), ctx)

@@ -13,6 +13,7 @@ no bias (the ONNX frontend emits it as a separate add after the conv), so nothin
 
 from __future__ import annotations
 
+from ..decline import Decline
 from ..legality import check
 from ..weights import block_diagonal
 from ..passes.channel_split import weight_index
@@ -31,10 +32,10 @@ def ChannelSplit(target):  # noqa: N802 - a tvm.transform pass, named like TVM's
 
     def rewrite(builder, call):
         spec = conv_spec(call)
-        if isinstance(spec, str) or not any(v.rule in CHANNEL_RULES for v in check(spec, target)):
+        if isinstance(spec, Decline) or not any(v.rule in CHANNEL_RULES for v in check(spec, target)):
             return None
         plan = plan_channel_split(spec, target)
-        if isinstance(plan, str) or any(sub.block_diagonal for sub in plan.sub_convs):
+        if isinstance(plan, Decline) or any(sub.block_diagonal for sub in plan.sub_convs):
             return None
         return emit_channel_plan(builder, call, spec, plan)
 
@@ -50,11 +51,11 @@ def GroupLowering(target, groups_per_conv: int | None = None):  # noqa: N802 - a
 
     def rewrite(builder, call):
         spec = conv_spec(call)
-        if isinstance(spec, str) or constant_weight(call) is None \
+        if isinstance(spec, Decline) or constant_weight(call) is None \
                 or not any(v.rule == "groups" for v in check(spec, target)):
             return None
         plan = plan_group_lowering(spec, target, groups_per_conv)
-        return None if isinstance(plan, str) else emit_channel_plan(builder, call, spec, plan)
+        return None if isinstance(plan, Decline) else emit_channel_plan(builder, call, spec, plan)
 
     return conv_mutator_pass("convrewrite.GroupLowering", rewrite)
 
