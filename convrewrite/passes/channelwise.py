@@ -9,7 +9,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..decline import Decline
-from ..legality import Violation
+from ..rules import Violation
 from ..build.onnx_read import constant_value, dtype_name
 from ..ops import DOMAIN
 from ..ops.channelwise import OP_TYPE, banded_weight, channelwise_attrs

@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.dead_taps import plan_dead_taps
 from ..record import Record
 from ..decline import Declined, need

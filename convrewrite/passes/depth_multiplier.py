@@ -10,7 +10,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.multiplier import plan_depth_multiplier
 from ..record import Record
 from ..decline import need

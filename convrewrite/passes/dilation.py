@@ -14,7 +14,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.dilation import plan_dilation, plan_space_to_batch
 from ..record import Record
 from ..decline import Decline, Declined, need

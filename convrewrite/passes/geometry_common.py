@@ -7,7 +7,7 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..decline import Decline
-from ..legality import effective_pads
+from ..conv import effective_pads
 
 
 def explicit_pads(node: gs.Node, spec: ConvSpec) -> tuple[int, ...] | Decline:

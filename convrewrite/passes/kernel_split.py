@@ -12,7 +12,7 @@ import itertools
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.kernel import plan_kernel_split
 from ..record import Record
 from ..decline import need

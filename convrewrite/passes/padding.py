@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.padding import plan_padding
 from ..record import Record
 from ..decline import need

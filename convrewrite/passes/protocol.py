@@ -15,7 +15,7 @@ from ..build.onnx_read import IO_POSITIONS, ConstWeight, const_weight
 from ..conv import ConvSpec
 from ..decline import Decline, Declined, need
 from ..graph import isolate_region
-from ..legality import Violation
+from ..rules import Violation
 from ..naming import Names
 from ..record import Record
 from ..target import Target

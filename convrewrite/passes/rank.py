@@ -14,7 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.rank import RankPlan, plan_rank_lowering
 from ..record import Record
 from ..decline import Declined, need

@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..decline import Decline
-from ..legality import Violation
+from ..rules import Violation
 from ..build.onnx_read import const_weight, constant_value, spec_of
 from ..ops import DOMAIN
 from ..ops.shift import OP_TYPE, one_hot_depthwise_weight, one_hot_offsets, shift_offsets

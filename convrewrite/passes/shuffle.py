@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from ..decline import Decline
 from ..graph import isolate_region
-from ..legality import Violation
+from ..rules import Violation
 from ..build.onnx_read import const_weight, constant_value, spec_of
 from ..weights import absorb_selection, selection_weight
 from ..plan.selection import fold_growth, plan_selection

@@ -17,7 +17,7 @@ from ..build.onnx import OnnxBuilder
 from ..build.onnx_read import constant_value
 from ..decline import Decline
 from ..graph import isolate_region
-from ..legality import Violation
+from ..rules import Violation
 from ..ops import DOMAIN
 from ..ops.sparse_conv import (OP_TYPE, SparseConvAttrs, SparseConvError, check_weight, node_attrs,
                                optional_input, tap_weights)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.stride import plan_space_to_depth, plan_stride
 from ..record import Record
 from ..decline import Decline, Declined, need

@@ -9,7 +9,7 @@ import itertools
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.tiling import plan_tiles
 from ..record import Record
 from ..decline import need

@@ -17,7 +17,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import Violation
+from ..rules import Violation
 from ..build.onnx_read import ConstWeight
 from ..plan.transposed import plan_subpixel, plan_zero_insertion
 from ..record import Record
