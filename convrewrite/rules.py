@@ -247,6 +247,12 @@ def rules_named(*names: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def fixers(rule: str) -> list[str]:
+    """The lowerings and passes that fix ``rule``, conv lowerings in ``LOWERING_ORDER`` first."""
+    rank = {name: i for i, name in enumerate(LOWERING_ORDER)}
+    return sorted(set(FIXED_BY[rule]), key=lambda n: (rank.get(n, len(rank)), n))
+
+
 def conv_checks() -> list[Rule]:
     return [r for r in RULES.values() if r.check is not None]
 
@@ -256,8 +262,8 @@ def describe_rules() -> list[tuple[str, str, object]]:
     lowerings that fix it: what ``--list-rules`` prints and the README lists."""
     rows = []
     for rule in RULES.values():
-        fixers = FIXED_BY[rule.name]
-        meaning = rule.meaning + (f" [fixed by: {', '.join(fixers)}]" if fixers else "")
+        names = fixers(rule.name)
+        meaning = rule.meaning + (f" [fixed by: {', '.join(names)}]" if names else "")
         rows.append((rule.key, meaning, rule.default))
     rows += [(f"{section}.{f.name}", f.metadata["doc"], f.default)
              for section, cls in SECTIONS.items() for f in fields(cls)
