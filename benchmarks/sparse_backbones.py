@@ -224,7 +224,7 @@ def bench(name: str, args, spconv: str | None, tmp: Path) -> dict:
         contenders["TVM build, rulebooks + kernels"] = lambda: tvm.run(feeds)
         contenders["TVM build, control (the same)"] = lambda: tvm.run(feeds)
         args_ready, _ = tvm.arguments(feeds)
-        from convrewrite.tvm.build import run_executable
+        from convrewrite.tvm.run import run_executable
         contenders["TVM build, kernels only"] = lambda: run_executable(tvm.executable, "llvm",
                                                                        args_ready)
         contenders["TVM host rulebooks only"] = lambda: tvm.arguments(feeds)

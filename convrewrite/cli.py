@@ -18,9 +18,17 @@ from pathlib import Path
 from . import api
 from .errors import BadInputError, ConvRewriteError
 from .graph import copy_model_file, file_uses_external_data, load_model, save_model
+from .models import BUILDERS
 from .report import Report
-from .target import describe_rules, load_target, preset_names
-from .verify import Tolerance, parse_input_shapes
+from .rules import describe_rules
+from .sparse.inputs import sparse_feeds
+from .sparse.tvm_model import has_sparse_convs, sparse_check
+from .target import load_target, preset_names
+from .tvm import require_tvm
+from .tvm.build import check_model
+from .tvm.machines import parse_kind
+from .tvm.remote import check_tracker, parse_tracker
+from .verify import Tolerance, make_inputs, parse_input_shapes
 
 DEMO_DEFAULT = "demo_wide"
 
@@ -179,7 +187,7 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _check_tvm_flags(args: argparse.Namespace) -> None:
-    """Bad --tvm flags fail before any work (the TVM path is imported only when asked)."""
+    """Bad --tvm flags fail before any work (TVM itself is imported only when asked)."""
     for flag, value in (("--tvm-out", args.tvm_out), ("--rpc-tracker", args.rpc_tracker),
                         ("--rpc-key", args.rpc_key), ("--tvm-tune", args.tvm_tune is not None)):
         if value and not args.tvm:
@@ -188,8 +196,6 @@ def _check_tvm_flags(args: argparse.Namespace) -> None:
         return
     if args.check_only:
         raise BadInputError("--tvm builds the rewritten model; it cannot go with --check-only")
-    from .tvm import require_tvm
-    from .tvm.targets import parse_kind
     parse_kind(args.tvm)
     require_tvm()
     if args.tvm_tune is not None and (args.tvm != "llvm" or args.tvm_tune < 1):
@@ -198,21 +204,16 @@ def _check_tvm_flags(args: argparse.Namespace) -> None:
     if args.tvm_out and Path(args.tvm_out).exists() and not Path(args.tvm_out).is_dir():
         raise BadInputError(f"--tvm-out {args.tvm_out} is a file; give a folder")
     if args.rpc_tracker or args.rpc_key:
-        from .tvm.remote import check_tracker, parse_tracker
         args.remote = parse_tracker(args.rpc_tracker, args.rpc_key)
         check_tracker(args.remote)
 
 
 def _tvm_check(original, model, args: argparse.Namespace, shapes) -> dict:
-    from .sparse.inputs import sparse_feeds
-    from .tvm.build import check_model
-    from .verify import make_inputs
     feeds = make_inputs(model, seed=args.seed, shapes=shapes, npz=args.inputs)
     if args.inputs is None:     # valid sites for sparse models, as the verification drew them
         feeds = sparse_feeds(original, feeds, args.seed, args.sparse_input,
                              fixed=set(shapes or {}))
     remote = getattr(args, "remote", None)
-    from .sparse.tvm_model import has_sparse_convs, sparse_check
     if has_sparse_convs(original) and remote is None and args.tvm_tune is None:
         checked = sparse_check(original, model, args.tvm, feeds, _tolerance(args), args.tvm_out)
         if checked is not None:
@@ -223,7 +224,6 @@ def _tvm_check(original, model, args: argparse.Namespace, shapes) -> dict:
 
 def _source(args: argparse.Namespace):
     if args.demo is not None:
-        from .models import BUILDERS
         if args.demo not in BUILDERS:
             raise BadInputError(f"unknown demo model {args.demo!r} "
                                 f"(built-in: {', '.join(sorted(BUILDERS))})")

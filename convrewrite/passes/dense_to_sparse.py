@@ -1,6 +1,5 @@
 """Dense convs over mostly-zero inputs become sparse regions (``--sparse-input NAME``), and every
-SparseConv / SparseInverseConv becomes standard ONNX (``SparseConvLowering``, see
-``sparse.lowering``).
+SparseConv / SparseInverseConv becomes standard ONNX (``passes.sparse_conv.SparseConvLowering``).
 
 A name given with ``--sparse-input`` (api: ``sparse_inputs=``) is one of:
 
@@ -21,29 +20,14 @@ from __future__ import annotations
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..build.onnx import OnnxBuilder
+from ..build.onnx_read import constant_value
 from ..errors import BadInputError
 from ..graph import isolate_region
-from ..onnx_conv import constant_value
 from ..record import Record
-from ..sparse.emit import Emitter
-from ..sparse.lower import SparseConvLowerer, drop_unread_checks, lowerable
-from ..sparse.lowering import IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS
+from ..sparse.onnx_form import IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS
 from ..sparse.region import REGION_OPS, Densify, Region
-from .base import RewriteContext
-from .graph_base import GraphOutcome, GraphPass, detach, lower_each
-
-
-class SparseConvLowering(GraphPass):
-    """Every SparseConv to standard ONNX; rulebooks shared between convs of the same sites."""
-
-    name = "sparse_conv"
-
-    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
-        lowerer = SparseConvLowerer()
-        outcome = lower_each(self.name, [n for n in ctx.graph.nodes if lowerable(n)],
-                             lambda node: lowerer.lower(node, ctx, like))
-        drop_unread_checks(outcome.records, ctx.graph)
-        return outcome
+from .protocol import GraphOutcome, GraphPass, RewriteContext, detach
 
 
 class DenseToSparse(GraphPass):
@@ -98,7 +82,7 @@ class DenseToSparse(GraphPass):
         if missing:
             raise Densify(f"the target's ops list lacks {', '.join(missing)}")
         ctx.graph.toposort()
-        e = Emitter(ctx.fresh, f"{named.name}/sparse")
+        e = OnnxBuilder(ctx.fresh, f"{named.name}/sparse")
         region = Region(named, mode, ctx.graph, ctx.opset, e, mask_value)
         try:
             region.build()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .rulebook import Rulebook, build_inverse_rulebook, build_rulebook
-from .schema import SparseConvAttrs, check_features, check_weight, tap_weights
+from ..ops.sparse_conv import SparseConvAttrs, check_features, check_weight, tap_weights
 
 
 def execute(rulebook: Rulebook, features: np.ndarray, taps: np.ndarray,

@@ -33,10 +33,11 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
-from ..onnx_conv import constant_value, spec_of
+from ..build.onnx import OnnxBuilder
+from ..build.onnx_read import constant_value, spec_of
 from ..ops import DOMAIN
-from .emit import Emitter
-from .schema import OP_TYPE, SparseConvAttrs, SparseConvError
+from ..ops.sparse_conv import OP_TYPE, SparseConvAttrs, SparseConvError
+from ..verify import run
 
 MAP_LIMIT = 1 << 22     # most elements of a background map (16 MB of float32); beyond: densify
 
@@ -95,7 +96,6 @@ def _broadcast(bg: np.ndarray, rank: int) -> np.ndarray:
 
 def _run_node(node: gs.Node, values: dict[str, np.ndarray], opset: int) -> list[np.ndarray]:
     """Run one node on constant inputs (onnxruntime): the background of what it computes."""
-    from ..verify import run
     inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in values.items()]
     outs = [o.name for o in node.outputs if o.name]
     proto = helper.make_node(node.op, [t.name for t in node.inputs], outs, domain=node.domain,
@@ -116,7 +116,7 @@ class Region:
     mode: str                       # "data" or "mask"
     graph: gs.Graph
     opset: int
-    e: Emitter
+    e: OnnxBuilder
     constant_mask: np.ndarray | None = None
     values: dict = field(default_factory=dict)          # tensor name -> Value
     taken: list = field(default_factory=list)           # original nodes the region replaces

@@ -31,7 +31,7 @@ from onnx import helper, numpy_helper
 
 from ..errors import BadInputError
 from ..ops import DOMAIN, DOMAIN_VERSION
-from .schema import INVERSE_OP_TYPE, OP_TYPE, SparseConvAttrs, onnx_weight_from_spconv
+from ..ops.sparse_conv import INVERSE_OP_TYPE, OP_TYPE, SparseConvAttrs, onnx_weight_from_spconv
 
 CONV_KINDS = ("subm", "conv", "inverse")
 ACTIVATIONS = {"ReLU": "Relu", "LeakyReLU": "LeakyRelu", "Sigmoid": "Sigmoid", "Tanh": "Tanh",

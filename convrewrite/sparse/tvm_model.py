@@ -20,13 +20,17 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..build.onnx_read import constant_value
 from ..errors import BadInputError
-from ..onnx_conv import constant_value
 from ..ops import DOMAIN
-from .lower import node_attrs, optional_input
 from .rulebook import build_inverse_rulebook, build_rulebook, reverse
-from .schema import INVERSE_OP_TYPE, OP_TYPE, SparseConvAttrs, tap_weights
-from .tvm_kernel import output_major, sparse_conv_prim_func
+from ..ops.sparse_conv import (INVERSE_OP_TYPE, OP_TYPE, SparseConvAttrs, node_attrs,
+                               optional_input, tap_weights)
+from ..tvm.build import TvmCheck, build, export
+from ..tvm.kernels.sparse_conv import output_major, sparse_conv_prim_func
+from ..tvm.machines import gpu_present, parse_kind, tvm_target
+from ..tvm.run import run_executable
+from ..verify import Tolerance, compare_outputs, run
 
 GLUE = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "BatchNormalization", "Add", "Sub", "Mul", "Div",
         "Concat", "Identity")
@@ -247,7 +251,6 @@ class SparseTvmModel:
         return bb.emit(fn(arg(x[0]), arg(x[1])))
 
     def build(self) -> "SparseTvmModel":
-        from ..tvm.build import build
         started = time.perf_counter()
         self.executable = build(self.relax_module(), self.kind)
         self.timings["build"] = time.perf_counter() - started
@@ -290,7 +293,6 @@ class SparseTvmModel:
         return args, coords
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from ..tvm.build import run_executable
         args, coords = self.arguments(feeds)
         features = iter(run_executable(self.executable, self.kind, args))
         return {name: next(features) if kind == "features" else
@@ -301,9 +303,6 @@ def check_sparse_model(model: onnx.ModelProto, reference: onnx.ModelProto, kind:
                        feeds: dict[str, np.ndarray], tolerance=None, out_dir=None):
     """What ``--tvm`` does for a sparse model: build it with our kernel, run it where it can,
     compare with ``reference`` (the rewritten model) on onnxruntime."""
-    from ..tvm.build import TvmCheck, export
-    from ..tvm.targets import gpu_present, parse_kind, tvm_target
-    from ..verify import Tolerance, compare_outputs, run
     kind = parse_kind(kind)
     target = tvm_target(kind)
     result = TvmCheck(kind, str(target.attrs.get("mcpu") or target.attrs.get("arch") or kind),

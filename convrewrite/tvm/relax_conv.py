@@ -1,11 +1,12 @@
 """Relax convs seen as ConvSpecs, and a mutator that visits them: the Relax side of what
-``onnx_conv.py`` and ``passes/base.py`` are for ONNX."""
+``build/onnx_read.py`` and ``passes/protocol.py`` are for ONNX."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..conv import ConvSpec
+from ..decline import Decline
 from . import require_tvm
 
 CONV_OPS = {"relax.nn.conv1d": 1, "relax.nn.conv2d": 2, "relax.nn.conv3d": 3}
@@ -29,20 +30,20 @@ def static_shape(expr) -> tuple[int, ...] | None:
         return None
 
 
-def conv_spec(call, name: str = "") -> ConvSpec | str:
+def conv_spec(call, name: str = "") -> ConvSpec | Decline:
     """The ConvSpec of a Relax conv call in the default (channels-first) layouts, or the reason
     it cannot be described as one."""
     rank = conv_rank(call)
     if rank is None:
-        return "not a conv"
+        return Decline("not a conv")
     attrs = call.attrs
     if (attrs.data_layout, attrs.kernel_layout) != DEFAULT_LAYOUTS[rank] \
             or attrs.out_layout != attrs.data_layout:
-        return f"layouts {attrs.data_layout}/{attrs.kernel_layout} are not channels-first"
+        return Decline(f"layouts {attrs.data_layout}/{attrs.kernel_layout} are not channels-first")
     x_shape, w_shape = static_shape(call.args[0]), static_shape(call.args[1])
     out_shape = static_shape(call)
     if x_shape is None or w_shape is None:
-        return "shapes are not static"
+        return Decline("shapes are not static")
     dtype = str(call.args[0].ty.dtype)
     groups = int(attrs.groups)
     return ConvSpec(
@@ -162,3 +163,15 @@ class Bindings:
         """The one binding var reading ``var`` when it is read exactly once (and not returned)."""
         readers = self.users.get(var, [])
         return readers[0] if len(readers) == 1 and var not in self.returned else None
+
+
+def conv_like(call, x, w, groups: int):
+    """The same conv op and attributes as ``call`` on other operands and groups."""
+    require_tvm()
+    from tvm import relax
+    a = call.attrs
+    op = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}[len(a.strides)]
+    out_dtype = None if str(a.out_dtype) in ("", "void", "None") else str(a.out_dtype)
+    return op(x, w, strides=list(a.strides), padding=list(a.padding), dilation=list(a.dilation),
+              groups=groups, data_layout=a.data_layout, kernel_layout=a.kernel_layout,
+              out_layout=a.out_layout, out_dtype=out_dtype)

@@ -6,9 +6,9 @@ channels-first tensor and makes a tensor of higher rank than the target handles 
 permute_dims where the target has no Transpose) only picks channels of that tensor. Which
 channels is found the way the ONNX pass finds them — by running the region on probe inputs (a
 channel-index ramp and random data), here built and run on TVM itself, so its own semantics of
-each op decide — and each output takes the form ``plan_variants.plan_selection`` chooses, with
-the ONNX pass's cost inputs (``plan_variants.fold_growth``) and weight math
-(``onnx_conv.selection_weight`` / ``absorb_selection``): folded into the dense convs that read
+each op decide — and each output takes the form ``plan.selection.plan_selection`` chooses, with
+the ONNX pass's cost inputs (``plan.selection.fold_growth``) and weight math
+(``weights.selection_weight`` / ``absorb_selection``): folded into the dense convs that read
 it, a ``take`` on the channel axis, or a one-hot 1x1 conv.
 
 Run ``relax.transform.FoldConstant`` first when the frontend left index arithmetic unfolded
@@ -21,12 +21,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..onnx_conv import absorb_selection, selection_weight
+from ..decline import Decline
+from ..weights import absorb_selection, selection_weight
 from ..passes.shuffle import decode_selections, probe_inputs
-from ..plan_variants import fold_growth, plan_selection
+from ..plan.selection import fold_growth, plan_selection
 from ..target import Target, load_target
 from . import require_tvm
-from .relax_conv import (Bindings, constant_weight, conv_rank, conv_spec, emit_renamed, free_vars,
+from .build import build
+from .run import run_executable
+from .relax_conv import (Bindings, constant_weight, conv_like, conv_rank, conv_spec, emit_renamed,
+                         free_vars,
                          mutator_pass, static_shape)
 
 MOVEMENT_OPS = {"relax.reshape", "relax.permute_dims", "relax.split", "relax.strided_slice",
@@ -105,18 +109,17 @@ def find_regions(bindings: Bindings, target: Target) -> list[Region]:
     return regions
 
 
-def probe_selection(region: Region) -> list[np.ndarray] | str:
+def probe_selection(region: Region) -> list[np.ndarray] | Decline:
     """Per output, the channels of x it consists of; or why it is not a channel selection."""
     require_tvm()
     from tvm import relax
-    from .build import build, run_executable
     shape = static_shape(region.x)
     if shape is None or len(shape) < 3:
-        return "the region's input has no static channels-first shape"
+        return Decline("the region's input has no static channels-first shape")
     probe = relax.Var("probe", relax.TensorType(list(shape), "float32"))
     inside = {region.x, *(var for var, _ in region.bindings)}
     if any(v not in inside for _, value in region.bindings for v in free_vars(value)):
-        return "the region reads a tensor computed outside it"
+        return Decline("the region reads a tensor computed outside it")
     remap = {region.x: probe}
     builder = relax.BlockBuilder()
     with builder.function("main", [probe]):
@@ -127,7 +130,7 @@ def probe_selection(region: Region) -> list[np.ndarray] | str:
     try:
         executable = build(builder.get(), "llvm", schedules=False)
     except Exception as exc:  # noqa: BLE001 - TVM refuses: not a region we understand
-        return f"the region does not build alone ({type(exc).__name__})"
+        return Decline(f"the region does not build alone ({type(exc).__name__})")
     ramp, noise = probe_inputs(shape)
     by_ramp = run_executable(executable, "llvm", [ramp])
     by_noise = run_executable(executable, "llvm", [noise])
@@ -143,7 +146,7 @@ def absorbers(var, users: dict, var2val: dict) -> list | None:
         if value is None or conv_rank(value) is None or not value.args[0].same_as(var):
             return None
         spec = conv_spec(value)
-        if isinstance(spec, str) or spec.groups != 1 or constant_weight(value) is None \
+        if isinstance(spec, Decline) or spec.groups != 1 or constant_weight(value) is None \
                 or not spec.dtype.startswith("float"):
             return None
         calls.append(value)
@@ -187,7 +190,7 @@ def ShuffleRemoval(target, log: ShuffleLog | None = None):  # noqa: N802 - a tvm
         var2val = bindings.var2val
         for region in find_regions(bindings, target):
             selections = probe_selection(region)
-            if isinstance(selections, str):
+            if isinstance(selections, Decline):
                 log.kept.append(f"shuffle at {_name(region.x)}: {selections}")
                 continue
             shape = static_shape(region.x)
@@ -227,7 +230,6 @@ def _select(x, src: np.ndarray, form: str):
 
 def _fold(conv, x, src: np.ndarray):
     from tvm import relax
-    from .relax_passes import conv_like
     wide = absorb_selection(constant_weight(conv), static_shape(x)[1], src)
     return conv_like(conv, x, relax.const(wide), int(conv.attrs.groups))
 

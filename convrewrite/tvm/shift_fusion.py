@@ -1,5 +1,5 @@
 """FuseShift: a shift followed by a 1×1 conv becomes one call of the fused TIR kernel
-(``shift_kernel.py``), so the shifted tensor is never written.
+(``kernels/shift_conv.py``), so the shifted tensor is never written.
 
 The pass finds, in each Relax function, a depthwise ``conv2d`` that is a shift — recognised by
 the ONNX pass's own reader (``passes.shift.spec_shift_offsets``: depthwise, one-hot kernels of
@@ -9,7 +9,7 @@ float32), and replaces the pair by ``call_tir(shift_conv, x, offsets, packed wei
 shift's own output has no other reader, so it disappears (dead-code elimination).
 
 No cost choice is made here: on the CPU the fused kernel does the 1×1 conv's MACs and nothing
-more, so it is never dearer than the pair (``plan_variants.plan_shift``'s forms are what an
+more, so it is never dearer than the pair (``plan.shift.plan_shift``'s forms are what an
 accelerator runs; the TVM build runs the rewritten model on this CPU). The fused kernel comes
 scheduled and is opaque to TVM's fusion, so the elementwise chain after the 1×1 conv — a
 per-channel constant add (the bias), an add of a same-shape tensor (the residual), a ReLU, each
@@ -23,8 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..decline import Decline
 from ..passes.shift import is_dense_pointwise, spec_shift_offsets
 from . import require_tvm
+from .kernels.conv_gemm import pack_weight
+from .kernels.shift_conv import shift_conv_geometry, shift_conv_prim_func, shift_tables
 from .relax_conv import (Bindings, constant_weight, conv_rank, conv_spec, mutator_pass,
                          static_shape)
 
@@ -34,7 +37,7 @@ def shift_offsets_of(call) -> np.ndarray | None:
     if conv_rank(call) != 2:
         return None
     spec, weight = conv_spec(call), constant_weight(call)
-    if isinstance(spec, str) or weight is None or spec.dtype != "float32":
+    if isinstance(spec, Decline) or weight is None or spec.dtype != "float32":
         return None
     return spec_shift_offsets(spec, weight)
 
@@ -45,7 +48,7 @@ def fusable_pointwise(call) -> bool:
     if conv_rank(call) != 2:
         return False
     spec = conv_spec(call)
-    return not isinstance(spec, str) and is_dense_pointwise(spec) and spec.dtype == "float32" \
+    return not isinstance(spec, Decline) and is_dense_pointwise(spec) and spec.dtype == "float32" \
         and all(s == 1 for s in spec.strides) and spec.output_shape is not None \
         and constant_weight(call) is not None
 
@@ -145,8 +148,6 @@ def emit_fused(builder, x, site: FusedSite, residual=None):
     visited residual operand)."""
     tvm = require_tvm()
     from tvm import relax
-    from .cpu_conv import pack_weight
-    from .shift_kernel import shift_conv_geometry, shift_conv_prim_func, shift_tables
     pointwise = site.pointwise
     spec = conv_spec(pointwise)
     n, c, h, w = spec.input_shape

@@ -1,4 +1,4 @@
-"""Reading convs out of an ONNX graph (onnx-graphsurgeon) and writing their weights back.
+"""Reading ONNX graphs (onnx-graphsurgeon): constants, convs as ConvSpecs, conv weights.
 
 Weights arrive in three forms: an initializer, a Constant node (possibly behind Identity), or a
 DequantizeLinear of constant integers (QDQ models). ``ConstWeight`` hides the difference: a pass asks
@@ -14,7 +14,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .conv import ConvSpec
+from ..conv import ConvSpec
+from ..decline import Decline
+from ..weights import block_diagonal
 
 # Input positions of the data, weight and bias tensors per op.
 IO_POSITIONS = {
@@ -61,13 +63,13 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
     return None
 
 
-def spec_of(node: gs.Node) -> ConvSpec | str:
+def spec_of(node: gs.Node) -> ConvSpec | Decline:
     """Describe a conv node, or say why it cannot be described (weights of unknown shape...)."""
     x_pos, w_pos, b_pos = IO_POSITIONS[node.op]
     x, w = node.inputs[x_pos], node.inputs[w_pos]
     w_shape = _shape(w)
     if w_shape is None or None in w_shape or len(w_shape) < 3:
-        return "weight shape is unknown"
+        return Decline("weight shape is unknown")
     rank = len(w_shape) - 2
     attrs = node.attrs
     group = int(attrs.get("group", 1))
@@ -103,34 +105,6 @@ def spec_of(node: gs.Node) -> ConvSpec | str:
 
 def _text(v: object) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def block_diagonal(values: np.ndarray, groups: int, fill=0) -> np.ndarray:
-    """[groups * o, i, k...] grouped weights as one dense [groups * o, groups * i, k...]
-    weight, ``fill`` off the diagonal blocks (any IR: ONNX here, Relax in tvm/relax_passes)."""
-    out_channels, per_group, *kernel = values.shape
-    o = out_channels // groups
-    dense = np.zeros((out_channels, groups * per_group, *kernel), dtype=values.dtype)
-    dense[...] = fill
-    for g in range(groups):
-        dense[g * o:(g + 1) * o, g * per_group:(g + 1) * per_group] = values[g * o:(g + 1) * o]
-    return dense
-
-
-def selection_weight(src: np.ndarray, channels: int, rank: int, dtype) -> np.ndarray:
-    """The 1x1 one-hot conv weight computing ``x[:, src]`` from ``channels`` input channels."""
-    weight = np.zeros((len(src), channels, *[1] * rank), dtype=dtype)
-    weight[(np.arange(len(src)), np.asarray(src), *[0] * rank)] = 1
-    return weight
-
-
-def absorb_selection(values: np.ndarray, channels: int, src: np.ndarray) -> np.ndarray:
-    """A dense conv weight reading ``x[:, src]`` rewritten to read ``x`` (``channels`` wide):
-    input channel src[k] gets column k, summed where a channel is picked twice, zero where it
-    is not picked."""
-    wide = np.zeros((values.shape[0], channels, *values.shape[2:]), dtype=values.dtype)
-    np.add.at(wide, (slice(None), np.asarray(src)), values)
-    return wide
 
 
 @dataclass
@@ -218,7 +192,7 @@ class ConstWeight:
         return gs.Constant(name, np.ascontiguousarray(value[index]))
 
 
-def const_weight(tensor: gs.Tensor) -> ConstWeight | str:
+def const_weight(tensor: gs.Tensor) -> ConstWeight | Decline:
     """The constant weight behind ``tensor``, or why it is not one we can slice."""
     value = constant_value(tensor)
     if value is not None:
@@ -226,12 +200,13 @@ def const_weight(tensor: gs.Tensor) -> ConstWeight | str:
     if len(tensor.inputs) == 1 and tensor.inputs[0].op == "DequantizeLinear":
         dq = tensor.inputs[0]
         if dq.attrs.get("block_size", 0):
-            return "blocked quantisation of the weight is not supported"
+            return Decline("blocked quantisation of the weight is not supported")
         q = constant_value(dq.inputs[0])
         scale = dq.inputs[1]
         zero_point = dq.inputs[2] if len(dq.inputs) > 2 and dq.inputs[2].name else None
         if q is None or constant_value(scale) is None or (
                 zero_point is not None and constant_value(zero_point) is None):
-            return "the weight's DequantizeLinear has non-constant inputs"
+            return Decline("the weight's DequantizeLinear has non-constant inputs")
         return ConstWeight(q, scale, zero_point, int(dq.attrs.get("axis", 1)), tensor.dtype)
-    return "the weight is not a constant (initializer, Constant or DequantizeLinear of constants)"
+    return Decline("the weight is not a constant (initializer, Constant or DequantizeLinear of "
+                   "constants)")

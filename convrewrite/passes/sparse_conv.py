@@ -1,5 +1,5 @@
-"""Lowering one ``SparseConv`` node to standard ONNX (``lowering``), with its Record; the pass that
-runs it over a graph is ``passes.dense_to_sparse.SparseConvLowering``.
+"""SparseConv and SparseInverseConv nodes to standard ONNX (``sparse.onnx_form``, in the form
+``sparse.forms`` chooses), one Record each.
 
 The rulebook form is chosen per node and recorded: precomputed when the coordinates are constant
 in the graph (numpy, now), else built in the graph from the run-time coordinates. Convs that share
@@ -15,25 +15,23 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..legality import Violation
-from ..onnx_conv import constant_value
-from ..ops import DOMAIN
+from ..build.onnx import OnnxBuilder
+from ..build.onnx_read import constant_value
+from ..decline import Decline
 from ..graph import isolate_region
+from ..ops import DOMAIN
+from ..ops.sparse_conv import (INVERSE_OP_TYPE, OP_TYPE, SparseConvAttrs, SparseConvError,
+                               check_weight, node_attrs, tap_weights)
+from ..ops.sparse_conv import optional_input
 from ..record import Record
-from .emit import Emitter
-from .forms import choose_form
-from .lowering import (IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS, GraphRulebook, SharedConstants,
-                       emit_form, gather_gemm_scatter, graph_inverse_rulebook, graph_rulebook,
-                       precomputed_rulebook, reversed_rulebook)
-from .rulebook import build_inverse_rulebook, build_rulebook, reverse
-from .schema import (INVERSE_OP_TYPE, OP_TYPE, SparseConvAttrs, SparseConvError, check_weight,
-                     tap_weights)
-
-
-def optional_input(node: gs.Node, index: int) -> gs.Tensor | None:
-    if len(node.inputs) > index and node.inputs[index].name:
-        return node.inputs[index]
-    return None
+from ..rules import Violation
+from ..sparse.forms import choose_form
+from ..sparse.onnx_form import (IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS, GraphRulebook,
+                                SharedConstants, emit_form, gather_gemm_scatter,
+                                graph_inverse_rulebook, graph_rulebook, precomputed_rulebook,
+                                reversed_rulebook)
+from ..sparse.rulebook import build_inverse_rulebook, build_rulebook, reverse
+from .protocol import GraphOutcome, GraphPass, RewriteContext, lower_each
 
 
 def used_outputs(node: gs.Node, graph: gs.Graph) -> list[gs.Tensor]:
@@ -43,13 +41,6 @@ def used_outputs(node: gs.Node, graph: gs.Graph) -> list[gs.Tensor]:
             (node.outputs[1].outputs or any(t is node.outputs[1] for t in graph.outputs)):
         outs.append(node.outputs[1])
     return outs
-
-
-def node_attrs(node: gs.Node) -> SparseConvAttrs:
-    try:
-        return SparseConvAttrs.from_node_attrs(node.attrs, node.op)
-    except SparseConvError as exc:
-        raise SparseConvError(f"{node.op} {node.name!r}: {exc}") from None
 
 
 def _root(tensor: gs.Tensor) -> gs.Tensor:
@@ -123,24 +114,24 @@ class SparseConvLowerer:
         self.shared: dict = {}
         self.built = 0                  # rulebooks built (the rest were shared)
 
-    def lower(self, node: gs.Node, ctx, like: onnx.ModelProto) -> Record | str:
+    def lower(self, node: gs.Node, ctx, like: onnx.ModelProto) -> Record | Decline:
         """Replace ``node`` in ``ctx.graph`` and return its Record, or the reason it cannot."""
         conv = self._read(node)
-        if isinstance(conv, str):
+        if isinstance(conv, Decline):
             return conv
         if ctx.opset < MIN_OPSET:
-            return (f"the lowering needs opset >= {MIN_OPSET} (ScatterND reduction=add); the model "
-                    f"imports opset {ctx.opset}")
+            return Decline(f"the lowering needs opset >= {MIN_OPSET} (ScatterND reduction=add); "
+                           f"the model imports opset {ctx.opset}")
         values = [constant_value(t) for t in conv.site_inputs]
         form = "precomputed" if all(v is not None for v in values) else "graph"
         missing = sorted(op for op in (PRECOMPUTED_OPS if form == "precomputed" else IN_GRAPH_OPS)
                          if not ctx.target.allows_op(op))
         if missing:
-            return f"the target's ops list lacks {', '.join(missing)}"
+            return Decline(f"the target's ops list lacks {', '.join(missing)}")
         outputs = used_outputs(node, ctx.graph) if not conv.inverse else [node.outputs[0]]
         if conv.inverse and form == "graph":
             ctx.graph.toposort()    # its check may include the strided conv's lowered site nodes
-        e = Emitter(ctx.fresh, node.name)
+        e = OnnxBuilder(ctx.fresh, node.name)
         shared, reused = self._rulebook(conv, values, e)
         rb = shared.rulebook
         checked, notes = outputs[:1], list(rb.notes)
@@ -190,7 +181,7 @@ class SparseConvLowerer:
         return [_root(t) for t in conv.site_inputs]
 
     @staticmethod
-    def _read(node: gs.Node) -> _Conv | str:
+    def _read(node: gs.Node) -> _Conv | Decline:
         attrs = node_attrs(node)
         inverse = node.op == INVERSE_OP_TYPE
         if inverse and attrs.submanifold:
@@ -202,7 +193,7 @@ class SparseConvLowerer:
             raise SparseConvError(f"{node.op} {node.name!r}: needs {what}")
         weight = constant_value(node.inputs[need - 1])
         if weight is None:
-            return "the weight W must be a constant"
+            return Decline("the weight W must be a constant")
         try:
             check_weight(weight, attrs)
         except SparseConvError as exc:
@@ -210,11 +201,11 @@ class SparseConvLowerer:
         bias_in = optional_input(node, need)
         bias = None if bias_in is None else constant_value(bias_in)
         if bias_in is not None and bias is None:
-            return "the bias B must be a constant"
+            return Decline("the bias B must be a constant")
         return _Conv(node, attrs, inverse, node.inputs[0], node.inputs[1],
                      node.inputs[2] if inverse else None, weight, bias)
 
-    def _rulebook(self, conv: _Conv, values: list, e: Emitter) -> tuple[_Shared, bool]:
+    def _rulebook(self, conv: _Conv, values: list, e: OnnxBuilder) -> tuple[_Shared, bool]:
         """The shared rulebook for this conv (built now, or reused), and whether it was reused."""
         attrs, node = conv.attrs, conv.node
         precomputed = all(v is not None for v in values)
@@ -250,7 +241,7 @@ class SparseConvLowerer:
         self.shared[key] = entry
         return entry, False
 
-    def _reversed(self, conv: _Conv, values: list, precomputed: bool, e: Emitter
+    def _reversed(self, conv: _Conv, values: list, precomputed: bool, e: OnnxBuilder
                   ) -> _Shared | None:
         """An inverse conv onto the input sites of a strided conv already lowered here, from that
         conv's output sites, with the same kernel, stride, padding and dilation: that conv's
@@ -272,7 +263,7 @@ class SparseConvLowerer:
         return _Shared(rb, reversed_from=forward)
 
     @staticmethod
-    def _out_coords(conv: _Conv, rb: GraphRulebook, reused: bool, outputs, e: Emitter, ctx
+    def _out_coords(conv: _Conv, rb: GraphRulebook, reused: bool, outputs, e: OnnxBuilder, ctx
                     ) -> tuple[list, list[str]]:
         """Wire the output coordinates; which outputs the local check compares, and notes."""
         attrs = conv.attrs
@@ -303,3 +294,17 @@ class SparseConvLowerer:
         else:
             how = "in-graph rulebook (candidate output keys, sorted Unique)"
         return how + (", shared" if reused else "")
+
+
+class SparseConvLowering(GraphPass):
+    """Every SparseConv / SparseInverseConv to standard ONNX; rulebooks shared between convs of
+    the same sites, kernel and stride."""
+
+    name = PASS_NAME
+
+    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
+        lowerer = SparseConvLowerer()
+        outcome = lower_each(self.name, [n for n in ctx.graph.nodes if lowerable(n)],
+                             lambda node: lowerer.lower(node, ctx, like))
+        drop_unread_checks(outcome.records, ctx.graph)
+        return outcome

@@ -33,10 +33,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .emit import Emitter
+from ..build.onnx import OnnxBuilder
 from .forms import GatherSum, ImplicitGemm
 from .rulebook import Rulebook, _row_major_strides
-from .schema import SparseConvAttrs
+from ..ops.sparse_conv import SparseConvAttrs
 
 MIN_OPSET = 16          # ScatterND's reduction attribute
 PRECOMPUTED_OPS = frozenset({"Gather", "MatMul", "Concat", "ReduceSum", "Reshape", "Add",
@@ -61,7 +61,7 @@ class GraphRulebook:
     notes: list[str] = field(default_factory=list)
 
 
-def precomputed_rulebook(rb: Rulebook, e: Emitter) -> GraphRulebook:
+def precomputed_rulebook(rb: Rulebook, e: OnnxBuilder) -> GraphRulebook:
     """A rulebook built at rewrite time: its output coordinates an initializer; the form that
     runs it (``forms``) makes its own index constants."""
     return GraphRulebook([], e.const("out_coords_value", rb.out_coords),
@@ -75,7 +75,7 @@ class SharedConstants:
     def __init__(self):
         self._made: dict[int, tuple[np.ndarray, gs.Constant]] = {}
 
-    def get(self, e: Emitter, name: str, value: np.ndarray) -> gs.Constant:
+    def get(self, e: OnnxBuilder, name: str, value: np.ndarray) -> gs.Constant:
         hit = self._made.get(id(value))
         if hit is None:
             hit = (value, e.i64(name, value))      # the array is kept alive with its constant
@@ -84,7 +84,7 @@ class SharedConstants:
 
 
 def emit_form(features: gs.Tensor, taps: np.ndarray, bias: np.ndarray | None,
-              plan: "GatherSum | ImplicitGemm", out_features: gs.Tensor, e: Emitter,
+              plan: "GatherSum | ImplicitGemm", out_features: gs.Tensor, e: OnnxBuilder,
               consts: SharedConstants) -> None:
     """The chosen scatter-free form (``forms``) of a precomputed rulebook; ``taps`` is
     [K, Cin, Cout] in the features' dtype."""
@@ -104,7 +104,7 @@ def emit_form(features: gs.Tensor, taps: np.ndarray, bias: np.ndarray | None,
         e.op("Identity", [y], "result", out=out_features)
 
 
-def _gather_sum(x: gs.Tensor, taps: np.ndarray, plan: GatherSum, e: Emitter,
+def _gather_sum(x: gs.Tensor, taps: np.ndarray, plan: GatherSum, e: OnnxBuilder,
                 consts: SharedConstants) -> gs.Tensor:
     cout = taps.shape[2]
     products = []
@@ -127,7 +127,7 @@ def _gather_sum(x: gs.Tensor, taps: np.ndarray, plan: GatherSum, e: Emitter,
     return parts[0] if len(parts) == 1 else e.op("Concat", parts, "rows", axis=0)
 
 
-def _implicit_gemm(x: gs.Tensor, taps: np.ndarray, plan: ImplicitGemm, e: Emitter,
+def _implicit_gemm(x: gs.Tensor, taps: np.ndarray, plan: ImplicitGemm, e: OnnxBuilder,
                    consts: SharedConstants) -> gs.Tensor:
     cin, cout = taps.shape[1], taps.shape[2]
     padded = e.op("Concat", [x, e.const("zero_row", np.zeros((1, cin), taps.dtype))], "with_zero",
@@ -145,7 +145,7 @@ def _implicit_gemm(x: gs.Tensor, taps: np.ndarray, plan: ImplicitGemm, e: Emitte
     return chunks[0] if len(chunks) == 1 else e.op("Concat", chunks, "rows", axis=0)
 
 
-def graph_rulebook(coords: gs.Tensor, attrs: SparseConvAttrs, e: Emitter) -> GraphRulebook:
+def graph_rulebook(coords: gs.Tensor, attrs: SparseConvAttrs, e: OnnxBuilder) -> GraphRulebook:
     """Nodes that build the rulebook from the run-time coordinates."""
     c64 = e.cast64(coords, "coords64")
     n = e.rows(coords, "n")
@@ -157,7 +157,7 @@ def graph_rulebook(coords: gs.Tensor, attrs: SparseConvAttrs, e: Emitter) -> Gra
     return _graph_regular(c64, coords, rows, attrs, e)
 
 
-def _graph_submanifold(c64, coords, n, rows, attrs: SparseConvAttrs, e: Emitter) -> GraphRulebook:
+def _graph_submanifold(c64, coords, n, rows, attrs: SparseConvAttrs, e: OnnxBuilder) -> GraphRulebook:
     kv = attrs.kernel_volume
     margins = [(k // 2) * d for k, d in zip(attrs.kernel_shape, attrs.dilations)]
     extents = [s + 2 * m for s, m in zip(attrs.spatial_shape, margins)]
@@ -188,7 +188,7 @@ def _graph_submanifold(c64, coords, n, rows, attrs: SparseConvAttrs, e: Emitter)
 
 
 def lookup(keys: gs.Tensor, rows: gs.Tensor, n: gs.Tensor, queries: gs.Tensor, taps: int,
-           e: Emitter) -> gs.Tensor:
+           e: OnnxBuilder) -> gs.Tensor:
     """[taps, Q] the row whose key equals each query ([taps, Q] int64), -1 where none does: one
     sort of the n site keys and all queries together -- a query matches a site exactly when it
     lands in that site's run of equal keys -- and a table from run to site row."""
@@ -205,7 +205,7 @@ def lookup(keys: gs.Tensor, rows: gs.Tensor, n: gs.Tensor, queries: gs.Tensor, t
     return e.op("Gather", [table, ids_queries], "match")
 
 
-def sort_unique(x: gs.Tensor, e: Emitter, name: str) -> tuple[gs.Tensor, gs.Tensor]:
+def sort_unique(x: gs.Tensor, e: OnnxBuilder, name: str) -> tuple[gs.Tensor, gs.Tensor]:
     """(sorted distinct values, index of each element's value among them) of a 1-D int64 tensor:
     ONNX's Unique(sorted=1) by TopK + CumSum over the starts of runs of equal values."""
     n = e.op("Shape", [x], f"{name}.n")
@@ -229,11 +229,11 @@ def sort_unique(x: gs.Tensor, e: Emitter, name: str) -> tuple[gs.Tensor, gs.Tens
     return values, inverse
 
 
-def _column(x: gs.Tensor, e: Emitter, name: str) -> gs.Tensor:
+def _column(x: gs.Tensor, e: OnnxBuilder, name: str) -> gs.Tensor:
     return e.op("Unsqueeze", [x, e.i64(f"{name}.axis1", [1])], f"{name}.out_rows")
 
 
-def _graph_candidates(c64, attrs: SparseConvAttrs, e: Emitter) -> tuple[gs.Tensor, gs.Tensor]:
+def _graph_candidates(c64, attrs: SparseConvAttrs, e: OnnxBuilder) -> tuple[gs.Tensor, gs.Tensor]:
     """([K, N] bool: tap k takes site n onto the output grid, [K, N] int64: that output's key,
     (batch, o) row-major over the output grid) -- as ``rulebook._candidates``."""
     kv, rank = attrs.kernel_volume, attrs.rank
@@ -257,7 +257,7 @@ def _graph_candidates(c64, attrs: SparseConvAttrs, e: Emitter) -> tuple[gs.Tenso
     return valid, _graph_out_keys(c64, q, attrs, e, "okey", spatial_axis=2)
 
 
-def _graph_out_keys(c64, q, attrs: SparseConvAttrs, e: Emitter, name: str,
+def _graph_out_keys(c64, q, attrs: SparseConvAttrs, e: OnnxBuilder, name: str,
                     spatial_axis: int) -> gs.Tensor:
     """Keys (batch, q) row-major over the output grid; ``q`` holds output coordinates along
     ``spatial_axis`` (``c64``'s column 0 is the batch)."""
@@ -273,7 +273,7 @@ def _graph_out_keys(c64, q, attrs: SparseConvAttrs, e: Emitter, name: str,
     return e.op("Add", [spatial, batch_key], name)
 
 
-def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: Emitter) -> GraphRulebook:
+def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: OnnxBuilder) -> GraphRulebook:
     kv, rank = attrs.kernel_volume, attrs.rank
     out_shape = attrs.out_spatial_shape
     volume = int(np.prod(out_shape))
@@ -308,7 +308,7 @@ def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: Emitter) -> Gra
 
 
 def graph_inverse_rulebook(coarse: gs.Tensor, fine: gs.Tensor, attrs: SparseConvAttrs,
-                           e: Emitter) -> GraphRulebook:
+                           e: OnnxBuilder) -> GraphRulebook:
     """A SparseInverseConv's rulebook from run-time coordinates: each fine site's candidate
     coarse site per tap (as the strided conv computes it), looked up among the coarse sites by one
     sort of both key sets (``sort_unique``) and a table from sort run to coarse row."""
@@ -333,14 +333,14 @@ def graph_inverse_rulebook(coarse: gs.Tensor, fine: gs.Tensor, attrs: SparseConv
     return GraphRulebook(pairs, fine, e.rows(fine, "out_rows"))
 
 
-def reversed_rulebook(rb: GraphRulebook, fine: gs.Tensor, e: Emitter) -> GraphRulebook:
+def reversed_rulebook(rb: GraphRulebook, fine: gs.Tensor, e: OnnxBuilder) -> GraphRulebook:
     """A regular conv's in-graph rulebook read backwards: its inverse conv's (shared, as spconv's
     ``indice_key``): each tap's pairs swapped, onto the conv's input sites ``fine``."""
     pairs = [None if p is None else (p[1], p[0]) for p in rb.pairs]
     return GraphRulebook(pairs, fine, e.rows(fine, "out_rows"))
 
 
-def _rows_of(x: gs.Tensor, e: Emitter, name: str) -> gs.Tensor:
+def _rows_of(x: gs.Tensor, e: OnnxBuilder, name: str) -> gs.Tensor:
     n = e.rows(x, f"{name}.n")
     return e.op("Range", [e.const(f"{name}.zero", np.int64(0)),
                           e.op("Squeeze", [n, e.i64(f"{name}.axis0", [0])], f"{name}.n_scalar"),
@@ -348,7 +348,7 @@ def _rows_of(x: gs.Tensor, e: Emitter, name: str) -> gs.Tensor:
 
 
 def gather_gemm_scatter(features: gs.Tensor, taps: np.ndarray, bias: np.ndarray | None,
-                        rb: GraphRulebook, out_features: gs.Tensor, e: Emitter) -> None:
+                        rb: GraphRulebook, out_features: gs.Tensor, e: OnnxBuilder) -> None:
     """out = [bias +] sum over taps k of scatter(out rows_k, gather(features, in rows_k) @ W_k);
     ``taps`` is [K, Cin, Cout] in the features' dtype."""
     cout = taps.shape[2]
