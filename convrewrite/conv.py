@@ -35,6 +35,7 @@ class ConvSpec:
     output_shape: tuple[int | None, ...] | None = None
     dtype: str = "float32"
     has_bias: bool = False
+    constant_weight: bool = True                   # False: the weight is computed in the graph
 
     @property
     def rank(self) -> int:

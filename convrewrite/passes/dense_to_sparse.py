@@ -27,7 +27,7 @@ from ..graph import isolate_region
 from ..record import Record
 from ..sparse.onnx_form import IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS
 from ..sparse.region import REGION_OPS, Densify, Region
-from .protocol import GraphOutcome, GraphPass, RewriteContext, detach
+from .protocol import GraphPass, PassResult, RewriteContext, detach
 
 
 class DenseToSparse(GraphPass):
@@ -35,8 +35,8 @@ class DenseToSparse(GraphPass):
 
     name = "dense_to_sparse"
 
-    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
-        outcome = GraphOutcome()
+    def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
+        outcome = PassResult(ctx.graph)
         if not ctx.sparse_inputs:
             return outcome
         for name in ctx.sparse_inputs:
@@ -56,7 +56,7 @@ class DenseToSparse(GraphPass):
                 outcome.recognised.append(f"--sparse-input {name!r} left dense: {reason}")
                 continue
             if record is not None:
-                outcome.records.append(record)
+                outcome.add(record)
         return outcome
 
     @staticmethod
@@ -72,7 +72,7 @@ class DenseToSparse(GraphPass):
         return None
 
     def _region(self, named: gs.Tensor, mode: str, ctx: RewriteContext, like: onnx.ModelProto,
-                outcome: GraphOutcome) -> Record | None:
+                outcome: PassResult) -> Record | None:
         if ctx.opset < MIN_OPSET:
             raise Densify(f"the sparse lowering needs opset >= {MIN_OPSET} (ScatterND "
                           f"reduction=add), the model has {ctx.opset}")

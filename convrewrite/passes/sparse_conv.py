@@ -31,7 +31,7 @@ from ..sparse.onnx_form import (IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS, GraphR
                                 graph_inverse_rulebook, graph_rulebook, precomputed_rulebook,
                                 reversed_rulebook)
 from ..sparse.rulebook import build_inverse_rulebook, build_rulebook, reverse
-from .protocol import GraphOutcome, GraphPass, RewriteContext, lower_each
+from .protocol import GraphPass, PassResult, RewriteContext, lower_each
 
 
 def used_outputs(node: gs.Node, graph: gs.Graph) -> list[gs.Tensor]:
@@ -302,9 +302,9 @@ class SparseConvLowering(GraphPass):
 
     name = PASS_NAME
 
-    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
+    def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         lowerer = SparseConvLowerer()
         outcome = lower_each(self.name, [n for n in ctx.graph.nodes if lowerable(n)],
-                             lambda node: lowerer.lower(node, ctx, like))
+                             lambda node: lowerer.lower(node, ctx, like), ctx.graph)
         drop_unread_checks(outcome.records, ctx.graph)
         return outcome
