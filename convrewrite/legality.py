@@ -216,6 +216,9 @@ _upper_bound("max_dim", "every tensor dimension", _largest_dim)
 _upper_bound("max_batch", "batch", lambda s: (s.input_shape[0], s.input_shape[0])
              if s.input_shape else (None, None))
 
+_upper_bound("max_weight_sum", "the sum of |int8 weights| of every output channel",
+             lambda s: (s.weight_sum, s.weight_sum))
+
 
 @rule
 def dtypes(spec: ConvSpec, r: ConvRules) -> Violation | None:

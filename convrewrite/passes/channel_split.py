@@ -9,33 +9,57 @@ module only emits it as ONNX.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..conv import ConvSpec
+from ..conv import ConvSpec, dims_text
 from ..legality import Violation
 from ..onnx_conv import constant_value
-from ..plan import ChannelSplitPlan, OutputBlock, SubConv, plan_channel_split
+from ..plan import ChannelSplitPlan, OutputBlock, SubConv, balanced_chunks, plan_channel_split
 from ..record import Record
+from ..target import Target
+from ..weight_sum import input_chunk_limit
 from .base import Decline, Pass, RewriteContext, need
 from .emit import replace, sum_terms
 
 
 class ChannelSplit(Pass):
     name = "channel_split"
-    fixes = frozenset({"max_in_channels", "max_out_channels"})
+    fixes = frozenset({"max_in_channels", "max_out_channels", "max_weight_sum"})
 
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
         if node.op not in ("Conv", "ConvTranspose"):
             raise Decline(f"{node.op} cannot be split yet (only Conv and ConvTranspose)")
-        plan = need(plan_channel_split(spec, ctx.target))
+        target = ctx.target
+        if any(v.rule == "max_weight_sum" for v in violations):
+            target = weight_sum_target(node, spec, target, self.weight(node))
+        plan = need(plan_channel_split(spec, target))
         self.require_ops(ctx, split_ops(plan, ctx))
         added = emit_channel_plan(node, spec, plan, self.weight(node), ctx)
         tolerance = "reassociating" if plan.reassociates else "exact"
         record = self.record(node, spec, violations, plan.strategy, added, tolerance)
         replace(node, ctx, added)
         return record
+
+
+def weight_sum_target(node: gs.Node, spec: ConvSpec, target: Target, weight) -> Target:
+    """The target with its input-channel limit lowered until every chunk's quantized weight sum
+    fits: each chunk is quantized on its own, so the limit comes from the chunks' own weights."""
+    align = target.conv.channel_align
+    zero_point = constant_value(weight.zero_point) if weight.quantized and \
+        weight.zero_point is not None else None
+    most = input_chunk_limit(weight.values, target.conv.max_weight_sum, spec.transposed,
+                             spec.groups, zero_point,
+                             chunking=lambda total, limit: balanced_chunks(total, limit, align))
+    if most is None:
+        raise Decline(f"one input channel's {dims_text(spec.kernel_shape)} kernel alone sums to "
+                      f"more than {target.conv.max_weight_sum} (a kernel split would be needed)")
+    limit = min(most, target.conv.max_in_channels or most)
+    return dataclasses.replace(target, conv=dataclasses.replace(target.conv,
+                                                                max_in_channels=limit))
 
 
 def split_ops(plan: ChannelSplitPlan, ctx: RewriteContext) -> set[str]:
