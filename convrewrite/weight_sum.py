@@ -46,11 +46,16 @@ def _quantized_sums(oit: np.ndarray, axes: tuple[int, ...], zero_point) -> np.nd
     return q.sum(axis=axes).astype(np.int64)
 
 
+def per_output_channel(values: np.ndarray, transposed: bool = False, groups: int = 1,
+                       zero_point=None) -> np.ndarray:
+    """Sum of |int8 weight| per output channel, in output channel order."""
+    return _quantized_sums(by_output_channel(values, transposed, groups), (1, 2), zero_point)
+
+
 def largest(values: np.ndarray, transposed: bool = False, groups: int = 1,
             zero_point=None) -> int:
     """The largest per-output-channel sum of |int8 weight| of a conv."""
-    sums = _quantized_sums(by_output_channel(values, transposed, groups), (1, 2), zero_point)
-    return int(sums.max(initial=0))
+    return int(per_output_channel(values, transposed, groups, zero_point).max(initial=0))
 
 
 def input_chunk_limit(values: np.ndarray, limit: int, transposed: bool = False, groups: int = 1,

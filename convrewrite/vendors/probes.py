@@ -56,7 +56,27 @@ def probe_model(p: Probe) -> onnx.ModelProto:
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [p.batch, p.cin, *p.spatial])
     nodes = [helper.make_node("Relu", ["x"], ["x_relu"], name="relu")]
     inits = []
-    if p.op == "Shuffle5D":
+    if p.op in ("DepthToSpace", "SpaceToDepth"):
+        nodes.append(helper.make_node(p.op, ["x_relu"], ["y"], name="move",
+                                      blocksize=p.groups, **({"mode": "DCR"} if
+                                                             p.op == "DepthToSpace" else {})))
+    elif p.op == "StridedSlice":
+        consts = {"starts": [0, 0], "ends": list(p.spatial), "axes": [2, 3],
+                  "steps": list(p.stride)}
+        inits += [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in consts.items()]
+        nodes.append(helper.make_node("Slice", ["x_relu", "starts", "ends", "axes", "steps"],
+                                      ["y"], name="slice"))
+    elif p.op == "Upsample6D":          # zero insertion as a 6-D Unsqueeze + Pad + Reshape
+        s = p.stride[0]
+        h, w = p.spatial
+        inits += [numpy_helper.from_array(np.array([3, 5], np.int64), "axes"),
+                  numpy_helper.from_array(np.array([0] * 6 + [0, 0, 0, s - 1, 0, s - 1],
+                                                   np.int64), "pads"),
+                  numpy_helper.from_array(np.array([0, 0, h * s, w * s], np.int64), "shape")]
+        nodes += [helper.make_node("Unsqueeze", ["x_relu", "axes"], ["u"], name="unsqueeze"),
+                  helper.make_node("Pad", ["u", "pads"], ["padded"], name="pad"),
+                  helper.make_node("Reshape", ["padded", "shape"], ["y"], name="reshape")]
+    elif p.op == "Shuffle5D":
         groups = p.groups
         h, w = p.spatial
         five = numpy_helper.from_array(np.array([p.batch, groups, p.cin // groups, h, w],
