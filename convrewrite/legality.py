@@ -93,6 +93,29 @@ def transposed_strides(spec: ConvSpec, r: ConvRules) -> Violation | None:
     return None
 
 
+def valid_output_padding(spec: ConvSpec) -> tuple[int, ...]:
+    """The output_padding that makes a ConvTranspose's uncropped output input*stride +
+    max(kernel - stride, 0) (TFLite's VALID TRANSPOSE_CONV, all Vela runs): the uncropped ONNX
+    output is stride*(input - 1) + kernel + output_padding, so it is max(stride - kernel, 0)."""
+    return tuple(max(s - k, 0) for s, k in zip(spec.strides, spec.dilated_kernel))
+
+
+@rule
+def transposed_valid_shape(spec: ConvSpec, r: ConvRules) -> Violation | None:
+    if not (spec.transposed and r.transposed_valid_shape) or \
+            spec.auto_pad not in ("NOTSET", "", "VALID"):
+        return None
+    have = tuple(spec.output_padding or (0,) * spec.rank)
+    want = valid_output_padding(spec)
+    if have != want:
+        return Violation("transposed_valid_shape", have, want,
+                         f"ConvTranspose output_padding must be {list(want)} for its kernel "
+                         f"{dims_text(spec.kernel_shape)} and stride {dims_text(spec.strides)} "
+                         f"(TRANSPOSE_CONV outputs input*stride + max(kernel - stride, 0) "
+                         f"before cropping); node has {list(have)}")
+    return None
+
+
 def _upper_bound(name: str, what: str,
                  measure: Callable[[ConvSpec], tuple[object, "int | None"]]) -> RuleCheck:
     """Register the rule "<what> must be at most <target.conv.name>"; ``measure`` gives what to

@@ -145,6 +145,10 @@ class ConvRules:
     transposed: bool = _rule(_boolean, True, "ConvTranspose runs natively")
     transposed_strides: tuple[int, ...] | None = _rule(
         _optional(_list_of(_positive_int)), None, "strides allowed for ConvTranspose")
+    transposed_valid_shape: bool = _rule(
+        _boolean, False, "a ConvTranspose's uncropped output must be input*stride + "
+        "max(kernel - stride, 0), as TFLite/Vela's TRANSPOSE_CONV requires: output_padding "
+        "only fills a kernel shorter than its stride")
     input_height: tuple[int, int] | None = _rule(
         _optional(_size_range), None, "[min, max] input height (second-last spatial dim)")
     input_width: tuple[int, int] | None = _rule(
@@ -203,6 +207,9 @@ class VendorRules:
                                  "the vendor compiler that judges placement: vela (Arm Ethos-U)")
     accelerator_config: str | None = _rule(_optional(_one_of(VELA_CONFIGS)), None,
                                            "vela --accelerator-config, e.g. ethos-u55-128")
+    core: str = _rule(_one_of(("regor", "legacy")), "regor",
+                      "the Vela core whose placement is the verdict (the other is a second "
+                      "opinion): regor (Vela 5 default) or legacy (--debug-force-legacy-core)")
     options: tuple[str, ...] = _rule(_list_of(_text, non_empty=False), (),
                                      "extra vela command-line options (e.g. --system-config X)")
 

@@ -18,6 +18,7 @@ from .shuffle import ShuffleRemoval
 from .stride import StrideSubsample
 from .tiling import SpatialTiling
 from .transposed import TransposedToConv
+from .transposed_shape import TransposedShape
 
 # Order matters where one conv breaks several rules: ranks the engine lacks become 2-D first,
 # then group forms (the dense convs they
@@ -28,7 +29,7 @@ from .transposed import TransposedToConv
 # kernel, padding (it may need stride 1 to crop), and tiling last (on the convs that remain).
 DEFAULT_PASSES: tuple[Pass, ...] = (RankLowering(), GroupLowering(), DepthMultiplierLowering(),
                                     ChannelSplit(),
-                                    DeadTaps(),
+                                    DeadTaps(), TransposedShape(),
                                     TransposedToConv(), StrideSubsample(), DilationLowering(),
                                     KernelSplit(), ExplicitPadding(), SpatialTiling())
 
@@ -42,4 +43,4 @@ __all__ = ["DEFAULT_PASSES", "GRAPH_PASSES", "ChannelSplit", "ChannelwiseLowerin
            "DenseToSparse", "SparseConvLowering",
            "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding", "GraphPass",
            "GroupLowering", "KernelSplit", "Pass", "RankLowering", "RewriteContext", "ShiftLowering",
-           "ShuffleRemoval", "SpatialTiling", "StrideSubsample", "TransposedToConv"]
+           "ShuffleRemoval", "SpatialTiling", "StrideSubsample", "TransposedShape", "TransposedToConv"]

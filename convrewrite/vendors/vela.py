@@ -310,3 +310,50 @@ def judge(model, target="ethos-u55", *, feeds: dict | None = None, seed: int = 0
             for r in results.values():
                 r.output_dir = None
         return Verdict(str(tflite) if out_dir is not None else "", ops, results)
+
+
+def vendor_check(original: onnx.ModelProto, rewritten: onnx.ModelProto | None, target, *,
+                 feeds: dict | None = None, seed: int = 0, input_shapes: dict | None = None,
+                 out_dir: "str | os.PathLike | None" = None,
+                 timeout: float = tflite_conversion.DEFAULT_TIMEOUT_S) -> dict:
+    """The report's ``vendor`` section: the original and the rewritten model (None or the same
+    object: only the original) through onnx2tf and Vela on the target's core and the other core
+    as a second opinion. ``passed`` is False when the target's core puts a conv of the result on
+    the CPU or rejects it."""
+    target = load_target(target)
+    config, options = vela_config(target)
+    models = {"original": original}
+    if rewritten is not None and rewritten is not original:
+        models["rewritten"] = rewritten
+    with tempfile.TemporaryDirectory(prefix="convrewrite-vela-") as scratch:
+        root = Path(out_dir) if out_dir is not None else Path(scratch)
+        jobs = {name: tflite_conversion.Job(m, calibration_samples(m, feeds, seed, input_shapes),
+                                            root / name / "onnx2tf")
+                for name, m in models.items()}
+        made = tflite_conversion.convert_many(list(jobs.values()), timeout)
+        section = {"compiler": f"vela {_vela_version()}", "accelerator_config": config,
+                   "core": target.vendor.core, "models": {}, "out_dir": None}
+        for (name, job), tflite in zip(jobs.items(), made):
+            if isinstance(tflite, VendorFailed):
+                raise VendorFailed(f"{name} model: {tflite}")
+            ops = read_ops(tflite)
+            section["models"][name] = {
+                core: compile_tflite(tflite, config, core, root / name / f"vela_{core}",
+                                     options, ops).to_dict()
+                for core in cores_for(config, (target.vendor.core,
+                                               *[c for c in CORES if c != target.vendor.core]))}
+        if out_dir is not None:
+            section["out_dir"] = str(root)
+        else:
+            for per_core in section["models"].values():
+                for result in per_core.values():
+                    result["output_dir"] = None
+    final = section["models"]["rewritten" if "rewritten" in models else "original"]
+    verdict = final[target.vendor.core]
+    section["passed"] = verdict["rejected"] is None and verdict["cpu"]["convs"] == 0
+    return section
+
+
+def _vela_version() -> str:
+    run = subprocess.run([str(VELA.require()), "--version"], capture_output=True, text=True)
+    return run.stdout.strip() or "?"
