@@ -60,7 +60,11 @@ class Vendor:
 # crashes on grouped convs with numpy 2.4, so it gets numpy < 2.3 in a venv of its own.
 ONNX2TF = Vendor("onnx2tf", "onnx2tf", "3.12", "ONNX -> int8 TFLite (onnx2tf 2.6.9, TensorFlow)")
 VELA = Vendor("vela", "vela", "", "Arm Ethos-U compiler (ethos-u-vela 5.2.0)")
+# Only for benchmarks/vendor_placement.py (real architectures exported from PyTorch); not made by
+# default. torch 2.14.1 / torchvision 0.29.1 are the releases this machine kind keeps on disk.
+TORCH = Vendor("torch", "python", "", "torch 2.14.1, torchvision 0.29.1, timm (benchmark exports)")
 VENDORS = {v.name: v for v in (ONNX2TF, VELA)}
+OPTIONAL = {TORCH.name: TORCH}
 
 
 def vendor_dir() -> Path:

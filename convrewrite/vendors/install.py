@@ -17,16 +17,18 @@ import sys
 import time
 from pathlib import Path
 
-from .env import VENDORS, Vendor, VendorFailed, VendorMissing, vendor_dir
+from .env import OPTIONAL, VENDORS, Vendor, VendorFailed, VendorMissing, vendor_dir
 
 # What each venv is asked for; requirements/NAME.txt freezes what this resolved to on a working
 # install, and is what a normal install uses (--unpinned re-resolves from these).
 TOP_LEVEL = {
     "onnx2tf": ["onnx2tf[tensorflow]==2.6.9"],
     "vela": ["ethos-u-vela==5.2.0", "numpy<2.3"],
+    "torch": ["torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31", "onnx", "onnxscript"],
 }
 # How to tell that a venv works: the tool answers --version (onnx2tf prints its usage on -h).
-SMOKE = {"onnx2tf": ["-h"], "vela": ["--version"]}
+SMOKE = {"onnx2tf": ["-h"], "vela": ["--version"],
+         "torch": ["-c", "import torch, torchvision, timm"]}
 
 
 def _version_ok(python: str, wanted: str) -> bool:
@@ -142,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m convrewrite.vendors.install",
                                 description="Make the vendor venvs the Ethos-U judge runs in "
                                             f"(into {vendor_dir()}; $CONVREWRITE_VENDOR_DIR).")
-    p.add_argument("names", nargs="*", choices=[[], *VENDORS], metavar="NAME",
-                   help=f"which ({', '.join(VENDORS)}; default all)")
+    p.add_argument("names", nargs="*", choices=[[], *VENDORS, *OPTIONAL], metavar="NAME",
+                   help=f"which ({', '.join(VENDORS)}; default all of those; also "
+                        f"{', '.join(OPTIONAL)} for the benchmarks)")
     p.add_argument("--force", action="store_true", help="make them again even if present")
     p.add_argument("--unpinned", action="store_true",
                    help="resolve from the top-level pins, not the frozen requirements files")
@@ -152,9 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         for name in args.names or list(VENDORS):
-            install(VENDORS[name], force=args.force, unpinned=args.unpinned)
+            vendor = {**VENDORS, **OPTIONAL}[name]
+            install(vendor, force=args.force, unpinned=args.unpinned)
             if args.freeze:
-                Path(args.freeze, f"{name}.txt").write_text(freeze(VENDORS[name]))
+                Path(args.freeze, f"{name}.txt").write_text(freeze(vendor))
     except (VendorMissing, VendorFailed) as exc:
         print(f"convrewrite.vendors.install: {exc}", file=sys.stderr)
         return exc.exit_code

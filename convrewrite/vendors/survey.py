@@ -93,7 +93,7 @@ def legality(probe: Probe, target: Target) -> list[str]:
     from ..pipeline import conv_nodes
     model = probe.model()
     rules = []
-    if target.max_tensor_rank is not None and probe.op == "Shuffle5D":
+    if probe.op == "Shuffle5D" and (target.max_tensor_rank or 5) < 5:
         rules.append("max_tensor_rank")
     for node in conv_nodes(to_graph(model)):
         rules += [v.rule for v in check(spec_of(node), target)]
