@@ -293,7 +293,7 @@ def bench_tvm(rb, features, taps, expected, rounds: int) -> dict | None:
     """Our TVM kernel (output-major rulebook, 1 and 2 threads), or None without TVM."""
     try:
         import tvm
-        from convrewrite.sparse.tvm_kernel import SparseConvKernel, output_major
+        from convrewrite.tvm.kernels.sparse_conv import SparseConvKernel, output_major
     except ImportError:
         print("  TVM absent: no TVM kernel")
         return None

@@ -7,7 +7,7 @@
    onnxruntime, with onnxruntime against a copy of itself as the control; speed ratio
    = onnxruntime time / TVM time (goal ≥ 0.7), and their geometric mean;
 2. the whole rewritten model, the same way;
-3. the fused shift + 1×1 conv kernel (convrewrite/tvm/shift_kernel.py: no padded copy, borders
+3. the fused shift + 1×1 conv kernel (convrewrite/tvm/kernels/shift_conv.py: no padded copy, borders
    handled in the loads) vs a plain 1×1 conv of the same size in our conv kernel (goal ≤ 1.1×
    its time), with the plain conv against a second build of itself as the control, and vs
    shift-then-1×1 unfused (our shift kernel, then the same 1×1 kernel);
@@ -47,11 +47,11 @@ from convrewrite.models import resnet50  # noqa: E402
 from convrewrite.tvm import require_tvm  # noqa: E402
 from convrewrite.tvm.build import build, import_onnx  # noqa: E402
 from convrewrite.ops.shift import shift_offsets, shift_reference  # noqa: E402
-from convrewrite.tvm.cpu_conv import (ConvGeometry, conv_prim_func, pack_weight,  # noqa: E402
-                                      schedule_conv)
-from convrewrite.tvm.shift_kernel import (offsets_table, shift_conv_geometry,  # noqa: E402
-                                          shift_conv_prim_func, shift_prim_func, shift_tables)
-from convrewrite.tvm.targets import cpu_target  # noqa: E402
+from convrewrite.tvm.kernels.conv_gemm import (ConvGeometry, conv_prim_func, pack_weight,
+                                               schedule_conv)
+from convrewrite.tvm.kernels.shift_conv import (offsets_table, shift_conv_geometry,
+                                                shift_conv_prim_func, shift_prim_func, shift_tables)
+from convrewrite.tvm.machines import cpu_target  # noqa: E402
 from convrewrite.verify import make_inputs  # noqa: E402
 
 

@@ -27,7 +27,7 @@ from convrewrite.ops.shift import one_hot_depthwise_weight, shift_offsets
 from convrewrite.passes.groups import GroupLowering
 from convrewrite.passes.shuffle import ShuffleRemoval
 from convrewrite.pipeline import rewrite_model, run_passes
-from convrewrite.plan import plan_group_lowering
+from convrewrite.plan.channels import plan_group_lowering
 from convrewrite.target import load_target
 from convrewrite.verify import run
 from timing import copy_of, time_side_by_side

@@ -18,9 +18,16 @@ from pathlib import Path
 from . import api
 from .errors import BadInputError, ConvRewriteError
 from .graph import copy_model_file, file_uses_external_data, load_model, save_model
+from .models import BUILDERS
 from .report import Report
 from .target import describe_rules, load_target, preset_names
-from .verify import Tolerance, parse_input_shapes
+from .tvm import require_tvm
+from .tvm.build import check_model
+from .tvm.machines import parse_kind
+from .tvm.remote import check_tracker, parse_tracker
+from .vendors.env import ONNX2TF, VELA
+from .vendors.vela import vela_config, vendor_check
+from .verify import Tolerance, make_inputs, parse_input_shapes
 
 DEMO_DEFAULT = "demo_wide"
 
@@ -193,7 +200,7 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _check_tvm_flags(args: argparse.Namespace) -> None:
-    """Bad --tvm flags fail before any work (the TVM path is imported only when asked)."""
+    """Bad --tvm flags fail before any work (TVM itself is imported only when asked)."""
     for flag, value in (("--tvm-out", args.tvm_out), ("--rpc-tracker", args.rpc_tracker),
                         ("--rpc-key", args.rpc_key), ("--tvm-tune", args.tvm_tune is not None)):
         if value and not args.tvm:
@@ -202,8 +209,6 @@ def _check_tvm_flags(args: argparse.Namespace) -> None:
         return
     if args.check_only:
         raise BadInputError("--tvm builds the rewritten model; it cannot go with --check-only")
-    from .tvm import require_tvm
-    from .tvm.targets import parse_kind
     parse_kind(args.tvm)
     require_tvm()
     if args.tvm_tune is not None and (args.tvm != "llvm" or args.tvm_tune < 1):
@@ -212,7 +217,6 @@ def _check_tvm_flags(args: argparse.Namespace) -> None:
     if args.tvm_out and Path(args.tvm_out).exists() and not Path(args.tvm_out).is_dir():
         raise BadInputError(f"--tvm-out {args.tvm_out} is a file; give a folder")
     if args.rpc_tracker or args.rpc_key:
-        from .tvm.remote import check_tracker, parse_tracker
         args.remote = parse_tracker(args.rpc_tracker, args.rpc_key)
         check_tracker(args.remote)
 
@@ -224,8 +228,6 @@ def _check_vendor_flags(args: argparse.Namespace, target) -> None:
         raise BadInputError("--vendor-out needs --vendor-check")
     if not args.vendor_check:
         return
-    from .vendors.env import ONNX2TF, VELA
-    from .vendors.vela import vela_config
     vela_config(target)
     ONNX2TF.require()
     VELA.require()
@@ -234,8 +236,6 @@ def _check_vendor_flags(args: argparse.Namespace, target) -> None:
 
 
 def _vendor_check(original, rewritten, target, args: argparse.Namespace, shapes) -> dict:
-    from .vendors.vela import vendor_check
-    from .verify import make_inputs
     feeds = make_inputs(original, seed=args.seed, shapes=shapes, npz=args.inputs) \
         if args.inputs else None
     return vendor_check(original, rewritten, target, feeds=feeds, seed=args.seed,
@@ -243,8 +243,6 @@ def _vendor_check(original, rewritten, target, args: argparse.Namespace, shapes)
 
 
 def _tvm_check(model, args: argparse.Namespace, shapes) -> dict:
-    from .tvm.build import check_model
-    from .verify import make_inputs
     feeds = make_inputs(model, seed=args.seed, shapes=shapes, npz=args.inputs)
     return check_model(model, args.tvm, feeds, _tolerance(args), out_dir=args.tvm_out,
                        remote=getattr(args, "remote", None), tune_trials=args.tvm_tune).to_dict()
@@ -252,7 +250,6 @@ def _tvm_check(model, args: argparse.Namespace, shapes) -> dict:
 
 def _source(args: argparse.Namespace):
     if args.demo is not None:
-        from .models import BUILDERS
         if args.demo not in BUILDERS:
             raise BadInputError(f"unknown demo model {args.demo!r} "
                                 f"(built-in: {', '.join(sorted(BUILDERS))})")

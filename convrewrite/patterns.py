@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from .conv import dims_text
-from .onnx_conv import spec_of
+from .build.onnx_read import spec_of
 
 ELEMENTWISE = {"Relu", "Clip", "BatchNormalization", "HardSwish", "HardSigmoid", "Sigmoid",
                "LeakyRelu", "PRelu", "Identity"}

@@ -10,36 +10,21 @@ import onnx_graphsurgeon as gs
 
 from .conv import CONV_OPS
 from .graph import from_graph, isolate_node, opset_version, to_graph
-from .legality import Violation, check
+from .legality import check
 from .naming import Names
-from .onnx_conv import spec_of
+from .build.onnx_read import spec_of
 from .ops import DOMAIN
 from .ops.reference import drop_own_opset
 from .passes import DEFAULT_PASSES, GRAPH_PASSES, Pass, RewriteContext
-from .passes.graph_base import GraphPass
+from .passes.protocol import GraphPass
 from .patterns import depthwise_separable_pairs
 from .passes.chunk_fusion import fuse_chunks
 from .passes.pad_fusion import fuse_pads
 from .passes.sum_fusion import fuse_sums
-from .record import Record
+from .record import Record, Remaining
 from .target import Target
 
 MAX_ITERATIONS = 16
-
-
-@dataclass
-class Remaining:
-    """A conv the target still rejects after the pipeline, with every pass's reason."""
-
-    node: str
-    op: str
-    describe: str
-    violations: list[Violation]
-    reasons: list[str]
-
-    def to_dict(self) -> dict:
-        return {"node": self.node, "op": self.op, "conv": self.describe,
-                "violations": [v.to_dict() for v in self.violations], "reasons": self.reasons}
 
 
 @dataclass

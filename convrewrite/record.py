@@ -1,4 +1,5 @@
-"""What one rewrite did: the unit of the report, the JSON output and the local verification."""
+"""What one rewrite did (the unit of the report, the JSON output and the local verification), and
+what the target still rejects after the pipeline."""
 
 from __future__ import annotations
 
@@ -36,3 +37,18 @@ class Record:
         out.pop("before")
         out["rules"] = [v.to_dict() for v in self.rules]
         return out
+
+
+@dataclass
+class Remaining:
+    """A conv the target still rejects after the pipeline, with every pass's reason."""
+
+    node: str
+    op: str
+    describe: str
+    violations: list[Violation]
+    reasons: list[str]
+
+    def to_dict(self) -> dict:
+        return {"node": self.node, "op": self.op, "conv": self.describe,
+                "violations": [v.to_dict() for v in self.violations], "reasons": self.reasons}

@@ -9,8 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 from .conv import dims_text
-from .pipeline import Remaining
-from .record import Record
+from .record import Record, Remaining
 
 STATUS_EXIT = {"ok": 0, "mismatch": 1, "illegal": 3, "fallback": 3}
 

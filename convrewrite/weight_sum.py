@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from .plan.channels import balanced_chunks
+
 INT8_MAX = 127
 
 
@@ -66,8 +68,7 @@ def input_chunk_limit(values: np.ndarray, limit: int, transposed: bool = False, 
     cut by ``chunking(total, most)`` (plan.balanced_chunks by default), every chunk's every output
     channel sums within ``limit``, each chunk quantized on its own. None when a single input
     channel already breaks it (the kernel alone is too big)."""
-    if chunking is None:
-        from .plan import balanced_chunks as chunking
+    chunking = chunking or balanced_chunks
     oit = by_output_channel(values, transposed, groups)
     if int(_quantized_sums(oit, (2,), zero_point).max(initial=0)) > limit:
         return None

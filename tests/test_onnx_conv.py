@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import convrewrite as cr
 from convrewrite.graph import to_graph
-from convrewrite.onnx_conv import spec_of
+from convrewrite.build.onnx_read import spec_of
 from tests.conv_cases import conv_model
 
 

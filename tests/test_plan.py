@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from convrewrite.conv import ConvSpec
-from convrewrite.plan import balanced_chunks, plan_channel_split, sum_order
+from convrewrite.plan.channels import balanced_chunks, plan_channel_split, sum_order
 from convrewrite.target import load_target
 
 

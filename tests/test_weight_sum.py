@@ -9,7 +9,7 @@ import pytest
 import convrewrite as cr
 from convrewrite import weight_sum
 from convrewrite.graph import to_graph
-from convrewrite.onnx_conv import spec_of
+from convrewrite.build.onnx_read import spec_of
 from tests.conv_cases import conv_model
 
 VELA_LIMIT = 127 * 65536

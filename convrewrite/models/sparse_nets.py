@@ -13,7 +13,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..ops import DOMAIN, DOMAIN_VERSION
-from ..sparse.schema import OP_TYPE, SparseConvAttrs
+from ..ops.sparse_conv import OP_TYPE, SparseConvAttrs
 from .builder import LINEAR_GAIN, RELU_GAIN, GraphBuilder, T
 
 

@@ -14,6 +14,10 @@ where Xpad is X with ``pads`` zero channels around it (a cross-correlation, like
 from __future__ import annotations
 
 import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..errors import BadInputError
+from . import register_reference
 
 OP_TYPE = "ChannelwiseConv"
 
@@ -54,3 +58,28 @@ def banded_weight(channels: int, w: np.ndarray, stride: int, pads) -> np.ndarray
             if 0 <= c < channels:
                 dense[o, c] = w[j]
     return dense
+
+
+@register_reference(OP_TYPE)
+def standard_form(node: gs.Node, names) -> list[gs.Node]:
+    try:
+        stride, pads = channelwise_attrs(node.attrs)
+    except ValueError as exc:
+        raise BadInputError(f"ChannelwiseConv {node.name!r}: {exc}") from None
+    x, w = node.inputs[0], node.inputs[1]
+    bias = [node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2].name else []
+    x5 = gs.Variable(names(f"{node.name}/x5"), dtype=x.dtype)
+    w5 = gs.Variable(names(f"{node.name}/w5"), dtype=x.dtype)
+    y5 = gs.Variable(names(f"{node.name}/y5"), dtype=x.dtype)
+    rank = len(x.shape) - 2 if x.shape is not None else 2
+    one = gs.Constant(names(f"{node.name}/axis1"), np.array([1], dtype=np.int64))
+    w_shape = gs.Constant(names(f"{node.name}/w_shape"),
+                          np.array([1, 1, -1] + [1] * rank, dtype=np.int64))
+    return [
+        gs.Node("Unsqueeze", names(f"{node.name}/unsqueeze"), {}, [x, one], [x5]),
+        gs.Node("Reshape", names(f"{node.name}/w_reshape"), {}, [w, w_shape], [w5]),
+        gs.Node("Conv", names(f"{node.name}/reference"),
+                {"strides": [stride] + [1] * rank, "pads": [pads[0]] + [0] * rank + [pads[1]]
+                 + [0] * rank}, [x5, w5, *bias], [y5]),
+        gs.Node("Squeeze", names(f"{node.name}/squeeze"), {}, [y5, one], list(node.outputs)),
+    ]

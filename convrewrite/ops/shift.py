@@ -19,6 +19,10 @@ which is a depthwise conv with a one-hot k×k kernel (the 1 at tap (d // k, d % 
 from __future__ import annotations
 
 import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..errors import BadInputError
+from . import register_reference
 
 OP_TYPE = "Shift"
 
@@ -78,3 +82,23 @@ def one_hot_offsets(weight: np.ndarray, pads_begin, dilation) -> np.ndarray | No
         return None
     taps = np.stack(np.unravel_index(flat.argmax(axis=1), weight.shape[2:]), axis=1)
     return taps * np.asarray(dilation) - np.asarray(pads_begin)
+
+
+@register_reference(OP_TYPE)
+def standard_form(node: gs.Node, names) -> list[gs.Node]:
+    x = node.inputs[0]
+    channels = x.shape[1] if x.shape is not None else None
+    if not isinstance(channels, int):
+        raise BadInputError(f"Shift {node.name!r}: its input's channel count is not static")
+    k, d = int(node.attrs.get("kernel_size", 3)), int(node.attrs.get("dilation", 1))
+    try:
+        offsets = shift_offsets(channels, k, d)
+    except ValueError as exc:
+        raise BadInputError(f"Shift {node.name!r}: {exc}") from None
+    dtype = np.dtype(x.dtype) if x.dtype is not None else np.float32
+    weight = gs.Constant(names(f"{node.name}/reference.w"),
+                         one_hot_depthwise_weight(offsets, k, d, dtype))
+    pad = d * (k // 2)
+    return [gs.Node("Conv", names(f"{node.name}/reference"),
+                    {"group": channels, "kernel_shape": [k, k], "dilations": [d, d],
+                     "pads": [pad] * 4}, [x, weight], list(node.outputs))]

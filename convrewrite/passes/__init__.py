@@ -1,15 +1,16 @@
 """One module per rewrite. Each pass declares the target rules it fixes; the pipeline asks it to
 rewrite one violating node and gets back a Record, or a reason string when the pass declines."""
 
-from .base import Pass, RewriteContext
+from .protocol import Pass, RewriteContext
 from .channel_split import ChannelSplit
 from .channelwise import ChannelwiseLowering
 from .dead_taps import DeadTaps
-from .dense_to_sparse import DenseToSparse, SparseConvLowering
+from .dense_to_sparse import DenseToSparse
+from .sparse_conv import SparseConvLowering
 from .depth_multiplier import DepthMultiplierLowering
 from .dilation import DilationLowering
 from .groups import GroupLowering
-from .graph_base import GraphPass
+from .protocol import GraphPass
 from .kernel_split import KernelSplit
 from .padding import ExplicitPadding
 from .rank import RankLowering

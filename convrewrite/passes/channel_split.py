@@ -3,8 +3,8 @@
 Too many input channels → the input is cut into channel chunks (one Split, or one Slice per chunk),
 one sub-conv per chunk with the matching weight slice, partial outputs summed with Add (bias on the
 first term only). Too many output channels → sub-convs over output chunks, joined by Concat. Grouped
-and depthwise convs are cut on group boundaries. The decision is ``plan.plan_channel_split``; this
-module only emits it as ONNX.
+and depthwise convs are cut on group boundaries. The decision is
+``plan.channels.plan_channel_split``; this module only emits it as ONNX.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
 from ..legality import Violation
-from ..onnx_conv import constant_value
-from ..plan import ChannelSplitPlan, OutputBlock, SubConv, balanced_chunks, plan_channel_split
+from ..build.onnx_read import constant_value
+from ..plan.channels import (ChannelSplitPlan, OutputBlock, SubConv, balanced_chunks,
+                             plan_channel_split)
 from ..record import Record
 from ..target import Target
 from ..weight_sum import input_chunk_limit
-from .base import Decline, Pass, RewriteContext, need
+from .protocol import Decline, Pass, RewriteContext, need
 from .emit import replace, sum_terms
 
 

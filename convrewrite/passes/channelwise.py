@@ -1,4 +1,4 @@
-"""Our ``ChannelwiseConv`` op in standard ONNX, by ``plan_variants.plan_channelwise``: a k x 1
+"""Our ``ChannelwiseConv`` op in standard ONNX, by ``plan.channelwise.plan_channelwise``: a k x 1
 Conv sliding over the channel axis of a [N, 1, C, H*W] view (k MACs per output), or a 1x1 conv
 with the banded [Co, C] weight (C MACs per output, one node, any engine's favourite shape)."""
 
@@ -9,13 +9,13 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..legality import Violation
-from ..onnx_conv import constant_value, dtype_name
+from ..build.onnx_read import constant_value, dtype_name
 from ..ops import DOMAIN
 from ..ops.channelwise import OP_TYPE, banded_weight, channelwise_attrs
-from ..plan_variants import plan_channelwise
-from .base import RewriteContext
+from ..plan.channelwise import plan_channelwise
+from .protocol import RewriteContext
 from .emit import int64s
-from .graph_base import GraphOutcome, GraphPass, detach, lower_each, region_record
+from .protocol import GraphOutcome, GraphPass, detach, lower_each, region_record
 
 
 class ChannelwiseLowering(GraphPass):

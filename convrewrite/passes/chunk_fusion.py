@@ -14,7 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..naming import Names
-from ..onnx_conv import constant_value
+from ..build.onnx_read import constant_value
 
 # Ops whose output channel c depends only on input channel c (given broadcastable side inputs).
 CHANNEL_LOCAL_OPS = frozenset({

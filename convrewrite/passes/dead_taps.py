@@ -10,9 +10,9 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
 from ..legality import Violation
-from ..plan import plan_dead_taps
+from ..plan.dead_taps import plan_dead_taps
 from ..record import Record
-from .base import Decline, Pass, RewriteContext, need
+from .protocol import Decline, Pass, RewriteContext, need
 from .emit import conv_copy, replace
 from .geometry_common import explicit_pads
 

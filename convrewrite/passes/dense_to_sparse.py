@@ -1,5 +1,5 @@
 """Dense convs over mostly-zero inputs become SparseConvs (``--sparse-input NAME``), and every
-SparseConv becomes standard ONNX (``SparseConvLowering``, see ``sparse.lowering``).
+SparseConv becomes standard ONNX (``passes.sparse_conv.SparseConvLowering``).
 
 A name given with ``--sparse-input`` (api: ``sparse_inputs=``) is one of:
 
@@ -25,32 +25,19 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..build.onnx import OnnxBuilder
+from ..build.onnx_read import constant_value, spec_of
 from ..errors import BadInputError
 from ..graph import isolate_region
-from ..onnx_conv import constant_value, spec_of
 from ..ops import DOMAIN
+from ..ops.sparse_conv import OP_TYPE, SparseConvAttrs, SparseConvError
 from ..record import Record
-from ..sparse.emit import Emitter
-from ..sparse.lower import SparseConvLowerer, lowerable
-from ..sparse.lowering import IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS
-from ..sparse.schema import OP_TYPE, SparseConvAttrs, SparseConvError
-from .base import Decline, RewriteContext, need
-from .graph_base import GraphOutcome, GraphPass, detach, lower_each
+from ..sparse.onnx_form import IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS
+from .protocol import Decline, GraphOutcome, GraphPass, RewriteContext, detach, need
 
 SPARSIFY_OPS = frozenset({"Abs", "ReduceSum", "Greater", "NonZero", "Transpose", "GatherND",
                           "ScatterND", "Shape", "Concat", "ConstantOfShape", "CastLike", "Add",
                           "Squeeze", "Equal", "Not"})
-
-
-class SparseConvLowering(GraphPass):
-    """Every SparseConv to standard ONNX; rulebooks shared between convs of the same sites."""
-
-    name = "sparse_conv"
-
-    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
-        lowerer = SparseConvLowerer()
-        return lower_each(self.name, [n for n in ctx.graph.nodes if lowerable(n)],
-                          lambda node: lowerer.lower(node, ctx, like))
 
 
 class DenseToSparse(GraphPass):
@@ -144,7 +131,7 @@ class DenseToSparse(GraphPass):
             more_inputs=[named.name] if mode == "mask" else [],
             notes=["MACs after depend on how many sites are active at run time"])
         record.before = isolate_region(region, data, [out], ctx.graph, like)
-        e = Emitter(ctx.fresh, f"{conv.name}/sparse")
+        e = OnnxBuilder(ctx.fresh, f"{conv.name}/sparse")
         coords = self._sites(named, mode, mask_value, rank, e, sites)
         if x.name not in gathered:
             last = e.op("Transpose", [x], "channels_last", perm=[0, *range(2, rank + 2), 1])
@@ -180,7 +167,7 @@ class DenseToSparse(GraphPass):
         return mul
 
     @staticmethod
-    def _sites(named: gs.Tensor, mode: str, value, rank: int, e: Emitter, sites: dict) -> gs.Tensor:
+    def _sites(named: gs.Tensor, mode: str, value, rank: int, e: OnnxBuilder, sites: dict) -> gs.Tensor:
         """[N, 1 + D] int64 coordinates of the active sites (shared per tensor and mode)."""
         key = (mode, named.name)
         if key in sites:
@@ -203,7 +190,7 @@ class DenseToSparse(GraphPass):
         return coords
 
     @staticmethod
-    def _to_dense(x, values, coords, attrs: SparseConvAttrs, cout: int, bias, e: Emitter,
+    def _to_dense(x, values, coords, attrs: SparseConvAttrs, cout: int, bias, e: OnnxBuilder,
                   out: gs.Tensor | None, rank: int, mul: gs.Node | None, mask: gs.Tensor) -> None:
         """Scatter [M, Cout] at the SparseConv's output sites onto [B, *O, Cout] of the bias (or
         zeros), back to [B, Cout, *O]."""

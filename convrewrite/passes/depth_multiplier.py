@@ -11,9 +11,9 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
-from ..plan_variants import plan_depth_multiplier
+from ..plan.multiplier import plan_depth_multiplier
 from ..record import Record
-from .base import Pass, RewriteContext, need
+from .protocol import Pass, RewriteContext, need
 from .emit import conv_copy, replace, variable
 
 

@@ -1,5 +1,5 @@
 """Dilation over the engine's limit, two ways, chosen by cost (MACs, plus data moved for the
-layout changes; see plan.LAYOUT_ELEMENT_COST_IN_MACS):
+layout changes; see plan.cost.LAYOUT_ELEMENT_COST_IN_MACS):
 
 - space-to-batch: the input's d**rank interleaved sub-images go to the batch axis, each is
   convolved densely, and the results are interleaved back (Pad, Reshape, Transpose, Slice); no MAC
@@ -15,9 +15,9 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
 from ..legality import Violation
-from ..plan import plan_dilation, plan_space_to_batch
+from ..plan.dilation import plan_dilation, plan_space_to_batch
 from ..record import Record
-from .base import Decline, Pass, RewriteContext, need
+from .protocol import Decline, Pass, RewriteContext, need
 from .emit import conv_copy, int64s, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..plan import sum_order
-from .base import RewriteContext
+from ..plan.channels import sum_order
+from .protocol import RewriteContext
 
 INT64_MAX = np.iinfo(np.int64).max
 

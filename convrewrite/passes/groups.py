@@ -1,6 +1,6 @@
 """Grouped and depthwise convs on an engine that runs neither form: chunks of groups, each a
 dense conv with a block-diagonal weight (one group per chunk: a plain conv per group), chosen by
-cost in ``plan.plan_group_lowering`` and emitted like a channel split. Zeros off the diagonal
+cost in ``plan.channels.plan_group_lowering`` and emitted like a channel split. Zeros off the diagonal
 add nothing, though a dense kernel may sum in another order: reassociating when dense."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
-from ..plan import plan_group_lowering
+from ..plan.channels import plan_group_lowering
 from ..record import Record
-from .base import Decline, Pass, RewriteContext, need
+from .protocol import Decline, Pass, RewriteContext, need
 from .channel_split import emit_channel_plan, split_ops
 from .emit import replace
 

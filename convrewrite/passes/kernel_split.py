@@ -13,9 +13,9 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
 from ..legality import Violation
-from ..plan import plan_kernel_split
+from ..plan.kernel import plan_kernel_split
 from ..record import Record
-from .base import Pass, RewriteContext, need
+from .protocol import Pass, RewriteContext, need
 from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, sum_terms
 from .geometry_common import explicit_pads
 

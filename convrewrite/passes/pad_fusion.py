@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..onnx_conv import constant_value
+from ..build.onnx_read import constant_value
 
 
 def _zero_pads(pad: gs.Node) -> list[int] | None:

@@ -11,9 +11,9 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
-from ..plan import plan_padding
+from ..plan.padding import plan_padding
 from ..record import Record
-from .base import Pass, RewriteContext, need
+from .protocol import Pass, RewriteContext, need
 from .emit import conv_copy, pad_spatial, replace, slice_spatial
 from .geometry_common import explicit_pads
 

@@ -1,4 +1,4 @@
-"""Convs of a rank the engine lacks, as 2-D convs (``plan.plan_rank_lowering``):
+"""Convs of a rank the engine lacks, as 2-D convs (``plan.rank.plan_rank_lowering``):
 
 - 1-D: Reshape [N, C, L] -> [N, C, 1, L], a 2-D conv with kernel 1 x k, Reshape back. Exact.
 - 3-D, depth on the batch axis: pad the depth, move it next to the batch, and per depth tap kt
@@ -15,9 +15,9 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
-from ..plan import RankPlan, plan_rank_lowering
+from ..plan.rank import RankPlan, plan_rank_lowering
 from ..record import Record
-from .base import Decline, Pass, RewriteContext, need
+from .protocol import Decline, Pass, RewriteContext, need
 from .emit import conv_copy, int64s, pad_spatial, replace, slice_axes, sum_terms, variable
 from .geometry_common import explicit_pads
 

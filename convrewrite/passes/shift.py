@@ -1,5 +1,5 @@
 """Shifts (ShiftNet): our ``Shift`` op, and depthwise convs whose kernels are one-hot, become the
-cheapest form the target runs (``plan_variants.plan_shift``): Slice+Pad per channel run and a
+cheapest form the target runs (``plan.shift.plan_shift``): Slice+Pad per channel run and a
 Concat (zero FLOPs), a one-hot depthwise conv, or folded into the 1x1 conv that reads the shift
 as a k x k conv (the shift becomes which tap each input channel's weight sits on). All exact."""
 
@@ -11,13 +11,13 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
-from ..onnx_conv import const_weight, constant_value, spec_of
+from ..build.onnx_read import const_weight, constant_value, spec_of
 from ..ops import DOMAIN
 from ..ops.shift import OP_TYPE, one_hot_depthwise_weight, one_hot_offsets, shift_offsets
-from ..plan_variants import FoldSite, ShiftPlan, plan_shift
-from .base import RewriteContext
+from ..plan.shift import FoldSite, ShiftPlan, plan_shift
+from .protocol import RewriteContext
 from .emit import INT64_MAX, pad_spatial, slice_axes
-from .graph_base import GraphOutcome, GraphPass, detach, region_record, single_consumer
+from .protocol import GraphOutcome, GraphPass, detach, region_record, single_consumer
 
 
 def shift_op_offsets(node: gs.Node) -> np.ndarray | str:

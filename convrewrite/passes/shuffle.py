@@ -2,7 +2,7 @@
 the variants that Split or Gather afterwards, or compute the Reshape shapes at run time from
 Shape/Gather/Div as TorchScript exports do) only ever pick channels of their input. Which
 channels is found by running the region on onnxruntime with probe inputs (so no exporter's
-spelling needs a pattern), then each output becomes, by ``plan_variants.plan_selection``'s cost:
+spelling needs a pattern), then each output becomes, by ``plan.selection.plan_selection``'s cost:
 folded into the weights of the convs that read it (zero cost for a permutation; the conv then
 sums its input channels in another order), a Gather on the channel axis, or a 1x1 one-hot conv
 (both exact)."""
@@ -12,14 +12,16 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 
 from ..graph import isolate_region
 from ..legality import Violation
-from ..onnx_conv import absorb_selection, const_weight, constant_value, selection_weight, spec_of
-from ..plan_variants import fold_growth, plan_selection
-from .base import RewriteContext
+from ..build.onnx_read import const_weight, constant_value, spec_of
+from ..weights import absorb_selection, selection_weight
+from ..plan.selection import fold_growth, plan_selection
+from .protocol import RewriteContext
 from .emit import variable
-from .graph_base import GraphOutcome, GraphPass, detach, region_record
+from .protocol import GraphOutcome, GraphPass, detach, region_record
 
 MOVEMENT_OPS = {"Reshape", "Transpose", "Split", "Slice", "Gather", "Squeeze", "Unsqueeze",
                 "Flatten", "Identity"}
@@ -100,7 +102,6 @@ def probe_selection(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor]
                     graph: gs.Graph, like: onnx.ModelProto) -> list[np.ndarray] | str:
     """Per output, the input channels it consists of (``out = x[:, src]``), by running the
     region on a channel-index ramp and on random data; or why it is not a channel selection."""
-    import onnxruntime as ort
     if x.shape is None or not isinstance(x.shape[1], int) or len(x.shape) < 3:
         return "the shuffle's input has no static channel count"
     dims = [d if isinstance(d, int) else PROBE_EXTENT[min(i, 2)] for i, d in enumerate(x.shape)]
@@ -281,7 +282,7 @@ def _one_hot_conv(ctx: RewriteContext, x: gs.Tensor, src: np.ndarray, stem: str,
 
 
 def fold_into_conv(ctx: RewriteContext, conv: gs.Node, x: gs.Tensor, src: np.ndarray) -> gs.Node:
-    """conv(x[:, src]) as a conv of x (``onnx_conv.absorb_selection``)."""
+    """conv(x[:, src]) as a conv of x (``weights.absorb_selection``)."""
     wide = absorb_selection(const_weight(conv.inputs[1]).values, x.shape[1], src)
     name = ctx.fresh(f"{conv.name}/unshuffled")
     weight = gs.Constant(f"{name}.w", wide)

@@ -13,9 +13,9 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
 from ..legality import Violation
-from ..plan import plan_space_to_depth, plan_stride
+from ..plan.stride import plan_space_to_depth, plan_stride
 from ..record import Record
-from .base import Decline, Pass, RewriteContext, need
+from .protocol import Decline, Pass, RewriteContext, need
 from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
 

@@ -10,9 +10,9 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
-from ..plan import plan_tiles
+from ..plan.tiling import plan_tiles
 from ..record import Record
-from .base import Pass, RewriteContext, need
+from .protocol import Pass, RewriteContext, need
 from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
 

@@ -18,10 +18,10 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation
-from ..onnx_conv import ConstWeight
-from ..plan import plan_subpixel, plan_zero_insertion
+from ..build.onnx_read import ConstWeight
+from ..plan.transposed import plan_subpixel, plan_zero_insertion
 from ..record import Record
-from .base import Decline, Pass, RewriteContext, need
+from .protocol import Decline, Pass, RewriteContext, need
 from .emit import INT64_MAX, int64s, replace, slice_spatial, variable
 
 

@@ -16,9 +16,9 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..legality import Violation, valid_output_padding
-from ..onnx_conv import constant_value
+from ..build.onnx_read import constant_value
 from ..record import Record
-from .base import Decline, Pass, RewriteContext
+from .protocol import Decline, Pass, RewriteContext
 from .emit import pad_spatial, replace, variable
 
 

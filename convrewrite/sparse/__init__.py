@@ -1,10 +1,11 @@
-"""Sparse convolution: our ``SparseConv`` op (schema in ``schema``), its rulebook (numpy), a numpy
-executor, the dense reference it is verified against, and its lowering to standard ONNX."""
+"""Sparse convolution: the rulebook (numpy), a numpy executor, SparseConv in standard ONNX
+(``onnx_form``), the dense reference on onnxruntime, and seeded inputs. The op's schema is
+``ops.sparse_conv`` (re-exported here)."""
 
 from .execute import execute, sparse_conv
 from .rulebook import Rulebook, build_rulebook, check_coordinates
-from .schema import (OP_TYPE, SparseConvAttrs, SparseConvError, onnx_weight_from_spconv,
-                     spconv_weight_from_onnx, tap_weights)
+from ..ops.sparse_conv import (OP_TYPE, SparseConvAttrs, SparseConvError, onnx_weight_from_spconv,
+                               spconv_weight_from_onnx, tap_weights)
 
 __all__ = ["OP_TYPE", "Rulebook", "SparseConvAttrs", "SparseConvError", "build_rulebook",
            "check_coordinates", "execute", "onnx_weight_from_spconv", "sparse_conv",

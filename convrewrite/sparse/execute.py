@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from .rulebook import Rulebook, build_rulebook
-from .schema import SparseConvAttrs, check_features, check_weight, tap_weights
+from ..ops.sparse_conv import SparseConvAttrs, check_features, check_weight, tap_weights
 
 
 def execute(rulebook: Rulebook, features: np.ndarray, taps: np.ndarray,
             bias: np.ndarray | None = None) -> np.ndarray:
-    """Output features [M, Cout]; ``taps`` is [K, Cin, Cout] (``schema.tap_weights``). float16
+    """Output features [M, Cout]; ``taps`` is [K, Cin, Cout] (``ops.sparse_conv.tap_weights``). float16
     accumulates in float32."""
     dtype = features.dtype
     acc = np.float32 if dtype == np.float16 else dtype

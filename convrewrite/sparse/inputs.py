@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from ..ops import DOMAIN
-from .schema import OP_TYPE, SparseConvAttrs, SparseConvError
+from ..ops.sparse_conv import OP_TYPE, SparseConvAttrs, SparseConvError
 
 DEFAULT_SITES = 64
 ACTIVE_FRACTION = 0.1

@@ -1,8 +1,9 @@
-"""SparseConv's literal definition in standard ONNX, the reference every sparse rewrite is verified
-against: scatter the features into the dense grid, run ONNX's own dense Conv, and sample it at the
-output sites. The output sites come from the dense grid too (submanifold: the input sites; regular:
-the non-zeros of the occupancy convolved with an all-ones kernel, in NonZero's row-major order),
-so neither the values nor the site set depend on the rulebook.
+"""SparseConv's dense reference as a model of its own, run on onnxruntime: tests and benchmarks
+compare our sparse forms with it. The definition is ``ops.sparse_conv.reference_nodes``: scatter
+the features into the dense grid, run ONNX's own dense Conv, and sample it at the output sites.
+The output sites come from the dense grid too (submanifold: the input sites; regular: the
+non-zeros of the occupancy convolved with an all-ones kernel, in NonZero's row-major order), so
+neither the values nor the site set depend on the rulebook.
 
 It holds the whole grid ([B, Cin, *spatial_shape]) in memory: a verification tool for test-sized
 grids, not a way to run sparse convs.
@@ -14,51 +15,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .emit import Emitter
-from .schema import SparseConvAttrs, SparseConvError
-
-
-def reference_nodes(features: gs.Tensor, coords: gs.Tensor, weight: gs.Tensor,
-                    bias: gs.Tensor | None, attrs: SparseConvAttrs, out_features: gs.Tensor,
-                    out_coords: gs.Tensor | None, e: Emitter) -> list[gs.Node]:
-    rank = attrs.rank
-    c64 = e.cast64(coords, "coords64")
-    batch = e.column(c64, 0, "batch")
-    top = e.op("ReduceMax", [e.op("Concat", [batch, e.i64("zero", [0])], "batch_or_0", axis=0)],
-               "batch_max", keepdims=1)
-    batches = e.op("Add", [top, e.i64("one", [1])], "batches")
-    channels = e.op("Shape", [features], "channels", start=1, end=2)
-    grid = e.i64("grid", attrs.spatial_shape)
-    zeros = e.zeros(e.op("Concat", [batches, grid, channels], "dense_shape", axis=0), features,
-                    "dense_zeros")
-    scattered = e.op("ScatterND", [zeros, c64, features], "scatter")
-    dense = e.op("Transpose", [scattered], "to_nc", perm=[0, rank + 1, *range(1, rank + 1)])
-    conv_attrs = {"kernel_shape": list(attrs.kernel_shape), "strides": list(attrs.strides),
-                  "pads": list(attrs.pads), "dilations": list(attrs.dilations)}
-    y = e.op("Conv", [dense, weight, *([bias] if bias is not None else [])], "dense_conv",
-             **conv_attrs)
-    y_last = e.op("Transpose", [y], "to_channels_last", perm=[0, *range(2, rank + 2), 1])
-    if attrs.submanifold:
-        sites = c64
-        if out_coords is not None:
-            e.op("Identity", [coords], "out_coords", out=out_coords)
-    else:
-        one = onnx.helper.make_tensor("value", onnx.TensorProto.FLOAT, [1], [1.0])
-        ones = e.op("ConstantOfShape", [e.op("Concat", [e.rows(coords, "n"), e.i64("c1", [1])],
-                                             "ones_shape", axis=0)], "ones", value=one)
-        occ_zeros = e.op("ConstantOfShape", [e.op("Concat", [batches, grid, e.i64("c1b", [1])],
-                                                  "occ_shape", axis=0)], "occ_zeros")
-        occ = e.op("ScatterND", [occ_zeros, c64, ones], "occupancy")
-        occ = e.op("Transpose", [occ], "occ_nc", perm=[0, rank + 1, *range(1, rank + 1)])
-        kernel = e.const("ones_kernel", np.ones((1, 1, *attrs.kernel_shape), np.float32))
-        reach = e.op("Conv", [occ, kernel], "reach", **conv_attrs)
-        active = e.op("Greater", [e.op("Squeeze", [reach, e.i64("axis1", [1])], "reach_sites"),
-                                  e.const("half", np.float32(0.5))], "reached")
-        sites = e.op("Transpose", [e.op("NonZero", [active], "sites_t")], "sites", perm=[1, 0])
-        if out_coords is not None:
-            e.op("CastLike", [sites, coords], "out_coords", out=out_coords)
-    e.op("GatherND", [y_last, sites], "sample", out=out_features)
-    return e.nodes
+from ..build.onnx import OnnxBuilder
+from ..naming import Names
+from ..ops.sparse_conv import SparseConvAttrs, reference_nodes
+from ..verify import run
 
 
 def reference_model(features: np.ndarray, coords: np.ndarray, weight: np.ndarray,
@@ -66,12 +26,11 @@ def reference_model(features: np.ndarray, coords: np.ndarray, weight: np.ndarray
                     opset: int = 17) -> onnx.ModelProto:
     """A model of inputs (features, coordinates) computing the dense reference with these
     constant weights."""
-    from ..naming import Names
     f = gs.Variable("features", dtype=features.dtype, shape=["N", features.shape[1]])
     c = gs.Variable("coordinates", dtype=coords.dtype, shape=["N", coords.shape[1]])
     of = gs.Variable("out_features", dtype=features.dtype)
     oc = gs.Variable("out_coordinates", dtype=coords.dtype)
-    e = Emitter(Names(["features", "coordinates", "out_features", "out_coordinates"]).fresh,
+    e = OnnxBuilder(Names(["features", "coordinates", "out_features", "out_coordinates"]).fresh,
                 "reference")
     w = e.const("W", weight.astype(features.dtype))
     b = e.const("B", bias.astype(features.dtype)) if bias is not None else None
@@ -84,20 +43,8 @@ def reference_model(features: np.ndarray, coords: np.ndarray, weight: np.ndarray
 def dense_reference(features, coords, weight, bias, attrs: SparseConvAttrs
                     ) -> tuple[np.ndarray, np.ndarray]:
     """(out_features, out_coordinates) by the dense reference on onnxruntime."""
-    from ..verify import run
     features, coords = np.asarray(features), np.asarray(coords)
     model = reference_model(features, coords, np.asarray(weight),
                             None if bias is None else np.asarray(bias), attrs)
     out = run(model, {"features": features, "coordinates": coords})
     return out["out_features"], out["out_coordinates"]
-
-
-def node_reference(node: gs.Node, names) -> list[gs.Node]:
-    """The reference nodes replacing one SparseConv node (``ops.reference.REFERENCES``)."""
-    from .lower import node_attrs, optional_input
-    if len(node.inputs) < 3:
-        raise SparseConvError(f"SparseConv {node.name!r}: needs features, coordinates and W")
-    out_coords = node.outputs[1] if len(node.outputs) > 1 and node.outputs[1].name else None
-    return reference_nodes(node.inputs[0], node.inputs[1], node.inputs[2], optional_input(node, 3),
-                           node_attrs(node), node.outputs[0], out_coords,
-                           Emitter(names, f"{node.name}/reference"))

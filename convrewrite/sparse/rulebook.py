@@ -19,7 +19,7 @@ from math import prod
 
 import numpy as np
 
-from .schema import COORD_DTYPES, SparseConvAttrs, SparseConvError
+from ..ops.sparse_conv import COORD_DTYPES, SparseConvAttrs, SparseConvError
 
 KEY_LIMIT = 2 ** 62         # linearised keys stay well inside int64
 

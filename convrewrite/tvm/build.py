@@ -19,7 +19,13 @@ import onnx
 from ..errors import BadInputError
 from ..verify import Tolerance, compare_outputs, graph_inputs, run
 from . import require_tvm
-from .targets import gpu_present, nvcc_compiler, parse_kind, tvm_target
+from .conv_to_gemm import LowerConvsToGemm
+from .cpu_schedule import ScheduleCPU
+from .machines import gpu_present, nvcc_compiler, parse_kind, tvm_target
+from .remote import run_remote
+from .run import run_executable
+from .shift_fusion import FuseShift, shift_pairs
+from .tuning import TuneCPU, TuningLog, tuning_dir
 
 
 def import_onnx(model: onnx.ModelProto, feeds: dict[str, np.ndarray]):
@@ -43,9 +49,6 @@ def relax_pipeline(target, kind: str, schedules: bool = True, tuning=None):
         from tvm.relax.backend.cpu_generic import pipeline as base
     else:
         from tvm.relax.backend.cuda import pipeline as base
-    from .cpu_schedule import ScheduleCPU
-    from .lowering import LowerConvsToGemm
-    from .shift_fusion import FuseShift
 
     stages = list(base.library_dispatch_passes(target))
     if schedules and kind == "llvm":
@@ -54,7 +57,6 @@ def relax_pipeline(target, kind: str, schedules: bool = True, tuning=None):
         stages.append(LowerConvsToGemm(kind))
     stages += base.legalize_passes(target)
     if tuning is not None:
-        from .tuning import TuneCPU
         stages.append(TuneCPU(target, tuning.trials, Path(tuning.database), tuning))
     if schedules and kind == "llvm":
         stages.append(ScheduleCPU(target))
@@ -80,27 +82,6 @@ def build(mod, kind: str, schedules: bool = True, target=None, tuning=None):
         with nvcc_compiler():
             return relax.build(mod, target=target, relax_pipeline=pipeline)
     return relax.build(mod, target=target, relax_pipeline=pipeline)
-
-
-def device_for(kind: str):
-    tvm = require_tvm()
-    return tvm.cpu(0) if kind == "llvm" else tvm.cuda(0)
-
-
-def run_executable(executable, kind: str, args: list[np.ndarray]) -> list[np.ndarray]:
-    """Run ``main`` on the local device; the outputs flattened in order."""
-    tvm = require_tvm()
-    from tvm import relax
-    dev = device_for(kind)
-    vm = relax.VirtualMachine(executable, dev)
-    result = vm["main"](*[tvm.runtime.tensor(a, dev) for a in args])
-    return [t.numpy() for t in flatten_outputs(result)]
-
-
-def flatten_outputs(value) -> list:
-    if hasattr(value, "numpy"):
-        return [value]
-    return [t for v in value for t in flatten_outputs(v)]
 
 
 def cuda_source(executable) -> str | None:
@@ -200,11 +181,9 @@ def check_model(model: onnx.ModelProto, kind: str, feeds: dict[str, np.ndarray],
                       schedules)
     result.timings["import"] = time.perf_counter() - started
     if kind == "llvm" and schedules:
-        from .shift_fusion import shift_pairs
         result.fused_shifts = shift_pairs(mod)
     log = None
     if tune_trials is not None:
-        from .tuning import TuningLog, tuning_dir
         if kind != "llvm":
             raise BadInputError("--tvm-tune measures candidates on this machine: it goes with "
                                 "--tvm llvm only")
@@ -222,7 +201,6 @@ def check_model(model: onnx.ModelProto, kind: str, feeds: dict[str, np.ndarray],
     started = time.perf_counter()
     args = [feeds[i.name] for i in graph_inputs(model)]
     if remote is not None:
-        from .remote import run_remote
         actual, result.remote = run_remote(executable, kind, args, remote)
     else:
         actual = run_executable(executable, kind, args)

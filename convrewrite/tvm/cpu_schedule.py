@@ -1,6 +1,6 @@
 """Our CPU schedules, applied to the PrimFuncs TVM's fusion produced.
 
-* a function holding our conv kernel (``cpu_conv``): its register-tiled implicit-GEMM schedule,
+* a function holding our conv kernel (``kernels.conv_gemm``): its register-tiled implicit-GEMM schedule,
   with the fused elementwise consumers folded into the write-back;
 * a function that dlight's CPU GEMV rule recognises (the classifier's matmul): that rule;
 * any other function (pooling, adds, pads, reshapes, TVM's own conv for grouped convs):
@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from . import require_tvm
-from .cpu_conv import ACC_BLOCK, LANES, schedule_conv
+from .kernels.conv_gemm import ACC_BLOCK, LANES, schedule_conv
 
 SCHEDULED = "convrewrite.scheduled"       # PrimFunc attribute: a schedule was applied
 TUNED = "tirx.is_scheduled"               # ... and MetaSchedule's, where it applied a record

@@ -1,5 +1,5 @@
 """Relax convs seen as ConvSpecs, and a mutator that visits them: the Relax side of what
-``onnx_conv.py`` and ``passes/base.py`` are for ONNX."""
+``build/onnx_read.py`` and ``passes/protocol.py`` are for ONNX."""
 
 from __future__ import annotations
 
@@ -162,3 +162,15 @@ class Bindings:
         """The one binding var reading ``var`` when it is read exactly once (and not returned)."""
         readers = self.users.get(var, [])
         return readers[0] if len(readers) == 1 and var not in self.returned else None
+
+
+def conv_like(call, x, w, groups: int):
+    """The same conv op and attributes as ``call`` on other operands and groups."""
+    require_tvm()
+    from tvm import relax
+    a = call.attrs
+    op = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}[len(a.strides)]
+    out_dtype = None if str(a.out_dtype) in ("", "void", "None") else str(a.out_dtype)
+    return op(x, w, strides=list(a.strides), padding=list(a.padding), dilation=list(a.dilation),
+              groups=groups, data_layout=a.data_layout, kernel_layout=a.kernel_layout,
+              out_layout=a.out_layout, out_dtype=out_dtype)

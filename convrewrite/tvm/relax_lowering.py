@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 from ..conv import ConvSpec
 from ..graph import to_graph
 from ..legality import check
-from ..onnx_conv import spec_of
+from ..build.onnx_read import spec_of
 from ..ops.reference import has_own_ops
 from ..passes import DEFAULT_PASSES, ShiftLowering
 from ..pipeline import rewrite_model
@@ -33,6 +33,7 @@ from ..target import Target, load_target
 from . import require_tvm
 from .relax_conv import (DEFAULT_LAYOUTS, constant_weight, conv_rank, conv_spec, emit_renamed,
                          mutator_pass, static_shape)
+from .relax_shuffle import ShuffleLog, ShuffleRemoval
 
 TRANSPOSED_LAYOUTS = {1: ("NCW", "IOW"), 2: ("NCHW", "IOHW"), 3: ("NCDHW", "IODHW")}
 RELAX_CONVS = {f"relax.nn.conv{r}d": ("Conv", r) for r in (1, 2, 3)}
@@ -205,8 +206,13 @@ def Rewrite(target, log: LoweringLog | None = None):  # noqa: N802 - a tvm.trans
     """Module pass: what ``convrewrite MODEL --target T`` does, on Relax — channel shuffles
     removed (``relax_shuffle.ShuffleRemoval``), then every conv lowered (``Lower``)."""
     tvm = require_tvm()
-    from .relax_shuffle import ShuffleLog, ShuffleRemoval
     log = log if log is not None else LoweringLog()
     shuffles = ShuffleLog(log.rewritten, log.kept)
     return tvm.transform.Sequential([ShuffleRemoval(target, shuffles), Lower(target, log)],
                                     name="convrewrite.Rewrite")
+
+
+def legal_after(mod, target: Target) -> list[str]:
+    """The convs of ``mod`` that still break one of ``target``'s channel rules (for tests and
+    reports: the Relax side of ``convrewrite.check``)."""
+    return violations_in(mod, target, {"max_in_channels", "max_out_channels"})

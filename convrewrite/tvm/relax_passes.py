@@ -1,25 +1,25 @@
 """The rewrite passes as Relax module passes, emitted from the same planners as the ONNX passes.
 
 ``ChannelSplit(target)`` turns each ``relax.nn.conv1d/2d/3d`` the target rejects for its channel
-counts into the sub-convs ``plan.plan_channel_split`` decides — the very plan the ONNX pass
+counts into the sub-convs ``plan.channels.plan_channel_split`` decides — the very plan the ONNX pass
 (``passes/channel_split.py``) emits — joined the same way: the input cut into the plan's channel
 ranges (one ``split``), one conv per sub-conv with its weight slice, partial sums added in the
-plan's order (``plan.sum_order``: chain or tree), output blocks concatenated. The Relax conv has
+plan's order (``plan.channels.sum_order``: chain or tree), output blocks concatenated. The Relax conv has
 no bias (the ONNX frontend emits it as a separate add after the conv), so nothing else changes.
 
 ``GroupLowering(target)`` does the same for grouped / depthwise convs on an engine without them
-(``plan.plan_group_lowering``, the plan of ``passes/groups.py``), through the same emitter.
+(``plan.channels.plan_group_lowering``, the plan of ``passes/groups.py``), through the same emitter.
 """
 
 from __future__ import annotations
 
 from ..legality import check
-from ..onnx_conv import block_diagonal
+from ..weights import block_diagonal
 from ..passes.channel_split import weight_index
-from ..plan import ChannelSplitPlan, plan_channel_split, plan_group_lowering, sum_order
-from ..target import Target, load_target
+from ..plan.channels import ChannelSplitPlan, plan_channel_split, plan_group_lowering, sum_order
+from ..target import load_target
 from . import require_tvm
-from .relax_conv import conv_mutator_pass, conv_spec, constant_weight
+from .relax_conv import constant_weight, conv_like, conv_mutator_pass, conv_spec
 
 CHANNEL_RULES = frozenset({"max_in_channels", "max_out_channels"})
 
@@ -43,7 +43,7 @@ def ChannelSplit(target):  # noqa: N802 - a tvm.transform pass, named like TVM's
 
 def GroupLowering(target, groups_per_conv: int | None = None):  # noqa: N802 - a TVM pass
     """Module pass: each grouped or depthwise conv whose form ``target`` does not run becomes
-    the chunks ``plan.plan_group_lowering`` decides — the ONNX pass's (``passes/groups.py``)
+    the chunks ``plan.channels.plan_group_lowering`` decides — the ONNX pass's (``passes/groups.py``)
     plan — each a dense conv with a block-diagonal weight (a plain conv per group when a chunk
     holds one), emitted like the channel split. Weights must be constants."""
     target = load_target(target)
@@ -93,27 +93,9 @@ def emit_channel_plan(builder, call, spec, plan: ChannelSplitPlan):
     return relax.op.concat(blocks, axis=1)
 
 
-def conv_like(call, x, w, groups: int):
-    """The same conv op and attributes as ``call`` on other operands and groups."""
-    from tvm import relax
-    a = call.attrs
-    op = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}[len(a.strides)]
-    out_dtype = None if str(a.out_dtype) in ("", "void", "None") else str(a.out_dtype)
-    return op(x, w, strides=list(a.strides), padding=list(a.padding), dilation=list(a.dilation),
-              groups=groups, data_layout=a.data_layout, kernel_layout=a.kernel_layout,
-              out_layout=a.out_layout, out_dtype=out_dtype)
-
-
 def _sum(builder, terms: list, accumulate: str):
     from tvm import relax
     operands = list(terms)
     for i, j in sum_order(len(terms), accumulate):
         operands.append(builder.emit(relax.op.add(operands[i], operands[j])))
     return operands[-1]
-
-
-def legal_after(mod, target: Target) -> list[str]:
-    """The convs of ``mod`` that still break one of ``target``'s channel rules (for tests and
-    reports: the Relax side of ``convrewrite.check``)."""
-    from .relax_lowering import violations_in
-    return violations_in(mod, target, CHANNEL_RULES)

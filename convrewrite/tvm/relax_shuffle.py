@@ -6,9 +6,9 @@ channels-first tensor and makes a tensor of higher rank than the target handles 
 permute_dims where the target has no Transpose) only picks channels of that tensor. Which
 channels is found the way the ONNX pass finds them — by running the region on probe inputs (a
 channel-index ramp and random data), here built and run on TVM itself, so its own semantics of
-each op decide — and each output takes the form ``plan_variants.plan_selection`` chooses, with
-the ONNX pass's cost inputs (``plan_variants.fold_growth``) and weight math
-(``onnx_conv.selection_weight`` / ``absorb_selection``): folded into the dense convs that read
+each op decide — and each output takes the form ``plan.selection.plan_selection`` chooses, with
+the ONNX pass's cost inputs (``plan.selection.fold_growth``) and weight math
+(``weights.selection_weight`` / ``absorb_selection``): folded into the dense convs that read
 it, a ``take`` on the channel axis, or a one-hot 1x1 conv.
 
 Run ``relax.transform.FoldConstant`` first when the frontend left index arithmetic unfolded
@@ -21,12 +21,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..onnx_conv import absorb_selection, selection_weight
+from ..weights import absorb_selection, selection_weight
 from ..passes.shuffle import decode_selections, probe_inputs
-from ..plan_variants import fold_growth, plan_selection
+from ..plan.selection import fold_growth, plan_selection
 from ..target import Target, load_target
 from . import require_tvm
-from .relax_conv import (Bindings, constant_weight, conv_rank, conv_spec, emit_renamed, free_vars,
+from .build import build
+from .run import run_executable
+from .relax_conv import (Bindings, constant_weight, conv_like, conv_rank, conv_spec, emit_renamed,
+                         free_vars,
                          mutator_pass, static_shape)
 
 MOVEMENT_OPS = {"relax.reshape", "relax.permute_dims", "relax.split", "relax.strided_slice",
@@ -109,7 +112,6 @@ def probe_selection(region: Region) -> list[np.ndarray] | str:
     """Per output, the channels of x it consists of; or why it is not a channel selection."""
     require_tvm()
     from tvm import relax
-    from .build import build, run_executable
     shape = static_shape(region.x)
     if shape is None or len(shape) < 3:
         return "the region's input has no static channels-first shape"
@@ -227,7 +229,6 @@ def _select(x, src: np.ndarray, form: str):
 
 def _fold(conv, x, src: np.ndarray):
     from tvm import relax
-    from .relax_passes import conv_like
     wide = absorb_selection(constant_weight(conv), static_shape(x)[1], src)
     return conv_like(conv, x, relax.const(wide), int(conv.attrs.groups))
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import BadInputError
 from . import require_tvm
+from .run import flatten_outputs
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,6 @@ def run_remote(executable, kind: str, args: list[np.ndarray], remote: RemoteSpec
     dev = session.cpu(0) if kind == "llvm" else session.cuda(0)
     vm = relax.VirtualMachine(module, dev)
     inputs = [tvm.runtime.tensor(a, dev) for a in args]
-    from .build import flatten_outputs
     outputs = [t.numpy() for t in flatten_outputs(vm["main"](*inputs))]
     vm.set_input("main", *inputs)
     timer = vm.time_evaluator("invoke_stateful", dev, number=number, repeat=repeat)

@@ -1,5 +1,5 @@
 """FuseShift: a shift followed by a 1×1 conv becomes one call of the fused TIR kernel
-(``shift_kernel.py``), so the shifted tensor is never written.
+(``kernels/shift_conv.py``), so the shifted tensor is never written.
 
 The pass finds, in each Relax function, a depthwise ``conv2d`` that is a shift — recognised by
 the ONNX pass's own reader (``passes.shift.spec_shift_offsets``: depthwise, one-hot kernels of
@@ -9,7 +9,7 @@ float32), and replaces the pair by ``call_tir(shift_conv, x, offsets, packed wei
 shift's own output has no other reader, so it disappears (dead-code elimination).
 
 No cost choice is made here: on the CPU the fused kernel does the 1×1 conv's MACs and nothing
-more, so it is never dearer than the pair (``plan_variants.plan_shift``'s forms are what an
+more, so it is never dearer than the pair (``plan.shift.plan_shift``'s forms are what an
 accelerator runs; the TVM build runs the rewritten model on this CPU). The fused kernel comes
 scheduled and is opaque to TVM's fusion, so the elementwise chain after the 1×1 conv — a
 per-channel constant add (the bias), an add of a same-shape tensor (the residual), a ReLU, each
@@ -25,6 +25,8 @@ import numpy as np
 
 from ..passes.shift import is_dense_pointwise, spec_shift_offsets
 from . import require_tvm
+from .kernels.conv_gemm import pack_weight
+from .kernels.shift_conv import shift_conv_geometry, shift_conv_prim_func, shift_tables
 from .relax_conv import (Bindings, constant_weight, conv_rank, conv_spec, mutator_pass,
                          static_shape)
 
@@ -145,8 +147,6 @@ def emit_fused(builder, x, site: FusedSite, residual=None):
     visited residual operand)."""
     tvm = require_tvm()
     from tvm import relax
-    from .cpu_conv import pack_weight
-    from .shift_kernel import shift_conv_geometry, shift_conv_prim_func, shift_tables
     pointwise = site.pointwise
     spec = conv_spec(pointwise)
     n, c, h, w = spec.input_shape

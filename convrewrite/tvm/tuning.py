@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..errors import BadInputError
 from . import require_tvm
-from .cpu_conv import ACC_BLOCK
+from .kernels.conv_gemm import ACC_BLOCK
 from .cpu_schedule import SCHEDULED, TUNED, has_block
 
 

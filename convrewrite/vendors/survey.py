@@ -14,8 +14,12 @@ from pathlib import Path
 
 import onnx
 
+from ..api import rewrite
+from ..build.onnx_read import spec_of
+from ..graph import to_graph
 from ..legality import check
-from ..target import Target, load_target
+from ..pipeline import conv_nodes
+from ..target import Target, load_target, preset_names
 from .probes import PROBES, Probe
 from .tflite import Job, convert_many
 from .vela import CORES, VelaResult, calibration_samples, compile_tflite, cores_for, read_ops
@@ -88,9 +92,6 @@ def preset_run(target: Target) -> tuple[str, str]:
 
 def legality(probe: Probe, target: Target) -> list[str]:
     """The rules ``target`` says the probe breaks (empty: legal)."""
-    from ..graph import to_graph
-    from ..onnx_conv import spec_of
-    from ..pipeline import conv_nodes
     model = probe.model()
     rules = []
     if probe.op == "Shuffle5D" and (target.max_tensor_rank or 5) < 5:
@@ -101,7 +102,6 @@ def legality(probe: Probe, target: Target) -> list[str]:
 
 
 def vela_presets() -> list[Target]:
-    from ..target import preset_names
     targets = [load_target(n) for n in preset_names()]
     return [t for t in targets if t.vendor.compiler == "vela"]
 
@@ -127,7 +127,6 @@ def rewritten_probes(cache: Path, presets: list[Target] | None = None,
                      probes: tuple[Probe, ...] = PROBES) -> dict[tuple[str, str], dict]:
     """For each preset and each probe it calls illegal: our rewrite, verified on onnxruntime,
     then judged on the preset's own (config, core). Keyed (preset, probe)."""
-    from ..api import rewrite
     presets = presets or vela_presets()
     models, notes = {}, {}
     for t in presets:

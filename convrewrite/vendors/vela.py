@@ -29,7 +29,9 @@ import numpy as np
 import onnx
 
 from ..errors import BadInputError
+from ..graph import load_model
 from ..target import Target, load_target
+from ..verify import make_inputs
 from . import tflite as tflite_conversion
 from .env import VELA, VendorFailed
 
@@ -283,7 +285,6 @@ def calibration_samples(model: onnx.ModelProto, feeds: dict | None, seed: int,
     """The given feeds, or ``count`` seeded draws (uniform [-1, 1], as verification uses)."""
     if feeds is not None:
         return [feeds]
-    from ..verify import make_inputs
     return [make_inputs(model, seed=seed + k, shapes=input_shapes) for k in range(count)]
 
 
@@ -295,7 +296,6 @@ def judge(model, target="ethos-u55", *, feeds: dict | None = None, seed: int = 0
     target's accelerator on each of ``cores``. ``feeds`` calibrate the quantization (else seeded
     inputs); ``out_dir`` keeps every file (TFLite, Vela's output and logs), else a temp folder is
     used and removed."""
-    from ..graph import load_model
     target = load_target(target)
     config, options = vela_config(target)
     proto = model if isinstance(model, onnx.ModelProto) else load_model(model)

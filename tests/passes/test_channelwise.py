@@ -12,7 +12,7 @@ import convrewrite as cr
 from convrewrite.ops import DOMAIN
 from convrewrite.ops.channelwise import banded_weight, channelwise_reference
 from convrewrite.ops.reference import standard_reference
-from convrewrite.plan_variants import plan_channelwise
+from convrewrite.plan.channelwise import plan_channelwise
 from convrewrite.target import load_target
 from tests.conv_cases import run
 from tests.passes.variant_cases import model_of, ops_of

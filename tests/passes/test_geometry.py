@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 import convrewrite as cr
 from convrewrite.conv import ConvSpec
-from convrewrite.plan import NO_END, plan_kernel_split, plan_padding, plan_stride
+from convrewrite.plan.kernel import plan_kernel_split
+from convrewrite.plan.padding import NO_END, plan_padding
+from convrewrite.plan.stride import plan_stride
 from convrewrite.target import load_target
 from tests.conv_cases import conv_model, op_count, random_input, run
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import convrewrite as cr
 from convrewrite.conv import ConvSpec
-from convrewrite.plan import plan_group_lowering
+from convrewrite.plan.channels import plan_group_lowering
 from convrewrite.target import load_target
 from tests.conv_cases import conv_model, op_count, random_input, run
 

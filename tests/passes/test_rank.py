@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import convrewrite as cr
 from convrewrite.conv import ConvSpec
-from convrewrite.plan import plan_rank_lowering
+from convrewrite.plan.rank import plan_rank_lowering
 from convrewrite.target import load_target
 from tests.conv_cases import WEIGHT_FORMS, conv_model
 from tests.passes.variant_cases import ops_of, rewrite_and_compare

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from convrewrite.ops.shift import (one_hot_depthwise_weight, one_hot_offsets, shift_offsets,
                                    shift_reference)
-from convrewrite.plan_variants import FoldSite, one_hot_geometry, plan_shift, shift_runs
+from convrewrite.plan.shift import FoldSite, one_hot_geometry, plan_shift, shift_runs
 from convrewrite.target import load_target
 from tests.conv_cases import run
 from tests.passes.variant_cases import ops_of, rewrite_and_compare, shift_then_pointwise

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from convrewrite.models.builder import GraphBuilder
 from convrewrite.models.variants import channel_shuffle, shufflenet_v2, split_shuffle
-from convrewrite.plan_variants import plan_selection
+from convrewrite.plan.selection import plan_selection
 from convrewrite.target import load_target
 from tests.passes.variant_cases import ops_of, rewrite_and_compare
 

@@ -111,14 +111,14 @@ def test_seeded_inputs_are_valid_sites():
 
 def test_a_wrong_lowering_is_caught(monkeypatch):
     """Verification is not vacuous: drop one tap's scatter and both checks fail."""
-    import convrewrite.sparse.lowering as lowering
+    import convrewrite.sparse.onnx_form as lowering
     original = lowering.gather_gemm_scatter
 
     def broken(features, taps, bias, rb, out, e):
         rb.pairs = [None if k == 0 else p for k, p in enumerate(rb.pairs)]
         return original(features, taps, bias, rb, out, e)
 
-    monkeypatch.setattr("convrewrite.sparse.lower.gather_gemm_scatter", broken)
+    monkeypatch.setattr("convrewrite.passes.sparse_conv.gather_gemm_scatter", broken)
     attrs, coords, features, w, b = _case(CASES[0])
     _, report = api.rewrite(sparse_model(attrs, w, b), HOST,
                             inputs={"features": features, "coordinates": coords})

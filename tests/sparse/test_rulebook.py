@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from convrewrite.sparse import SparseConvAttrs, SparseConvError, build_rulebook, sparse_conv
 from convrewrite.sparse.reference import dense_reference
-from convrewrite.sparse.schema import onnx_weight_from_spconv, spconv_weight_from_onnx
+from convrewrite.ops.sparse_conv import onnx_weight_from_spconv, spconv_weight_from_onnx
 from tests.sparse.brute import brute_rulebook, dense_conv
 from tests.sparse.cases import random_sparse
 

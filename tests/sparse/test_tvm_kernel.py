@@ -12,7 +12,7 @@ tvm = pytest.importorskip("tvm")
 
 from convrewrite.sparse import SparseConvAttrs, build_rulebook, tap_weights  # noqa: E402
 from convrewrite.sparse.reference import dense_reference  # noqa: E402
-from convrewrite.sparse.tvm_kernel import SparseConvKernel, output_major  # noqa: E402
+from convrewrite.tvm.kernels.sparse_conv import SparseConvKernel, output_major  # noqa: E402
 from tests.sparse.cases import random_sparse  # noqa: E402
 
 CASES = [   # grid, batches, count, cin, cout, submanifold, stride, kernel

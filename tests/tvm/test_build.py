@@ -15,10 +15,10 @@ tvm = pytest.importorskip("tvm")
 import convrewrite as cr  # noqa: E402
 from convrewrite.cli import main  # noqa: E402
 from convrewrite.models import conv1d_net, demo_wide, resnet18  # noqa: E402
-from convrewrite.tvm.build import (build, check_model, cuda_source, export,  # noqa: E402
-                                   import_onnx, run_executable)
-from convrewrite.tvm.lowering import LowerConvsToGemm  # noqa: E402
-from convrewrite.tvm.targets import gpu_present  # noqa: E402
+from convrewrite.tvm.build import build, check_model, cuda_source, export, import_onnx  # noqa: E402
+from convrewrite.tvm.run import run_executable  # noqa: E402
+from convrewrite.tvm.conv_to_gemm import LowerConvsToGemm  # noqa: E402
+from convrewrite.tvm.machines import gpu_present  # noqa: E402
 from convrewrite.verify import make_inputs  # noqa: E402
 
 MODELS = {

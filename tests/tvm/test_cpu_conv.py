@@ -9,9 +9,10 @@ import pytest
 
 tvm = pytest.importorskip("tvm")
 
-from convrewrite.tvm.cpu_conv import (REGISTERS, ConvGeometry, choose_tile,  # noqa: E402
-                                      conv_prim_func, pack_weight, schedule_conv)
-from convrewrite.tvm.targets import cpu_target  # noqa: E402
+from convrewrite.tvm.kernels.conv_gemm import (  # noqa: E402
+    ConvGeometry, REGISTERS, choose_tile, conv_prim_func,
+                                               pack_weight, schedule_conv)  # noqa: E402
+from convrewrite.tvm.machines import cpu_target  # noqa: E402
 from tests.conv_cases import conv_model, run  # noqa: E402
 
 GEOMETRIES = [

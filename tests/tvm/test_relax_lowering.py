@@ -15,7 +15,8 @@ tvm = pytest.importorskip("tvm")
 from convrewrite.passes import DEFAULT_PASSES  # noqa: E402
 from convrewrite.pipeline import rewrite_model  # noqa: E402
 from convrewrite.target import load_target  # noqa: E402
-from convrewrite.tvm.build import build, import_onnx, run_executable  # noqa: E402
+from convrewrite.tvm.build import build, import_onnx  # noqa: E402
+from convrewrite.tvm.run import run_executable  # noqa: E402
 from convrewrite.tvm.relax_lowering import (  # noqa: E402
     Lower, LoweringLog, lowering_pass, violations_in)
 from tests.conv_cases import conv_model, op_count, random_input, run  # noqa: E402

@@ -13,8 +13,10 @@ tvm = pytest.importorskip("tvm")
 
 from convrewrite.pipeline import rewrite_model  # noqa: E402
 from convrewrite.target import load_target  # noqa: E402
-from convrewrite.tvm.build import build, import_onnx, run_executable  # noqa: E402
-from convrewrite.tvm.relax_passes import ChannelSplit, legal_after  # noqa: E402
+from convrewrite.tvm.build import build, import_onnx  # noqa: E402
+from convrewrite.tvm.run import run_executable  # noqa: E402
+from convrewrite.tvm.relax_lowering import legal_after  # noqa: E402
+from convrewrite.tvm.relax_passes import ChannelSplit  # noqa: E402
 from tests.conv_cases import conv_model, op_count, random_input, run  # noqa: E402
 
 

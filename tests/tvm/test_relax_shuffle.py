@@ -13,7 +13,8 @@ from convrewrite.models.variants import shufflenet_v2  # noqa: E402
 from convrewrite.passes import ShuffleRemoval as OnnxShuffleRemoval  # noqa: E402
 from convrewrite.pipeline import rewrite_model  # noqa: E402
 from convrewrite.target import load_target  # noqa: E402
-from convrewrite.tvm.build import build, import_onnx, run_executable  # noqa: E402
+from convrewrite.tvm.build import build, import_onnx  # noqa: E402
+from convrewrite.tvm.run import run_executable  # noqa: E402
 from convrewrite.tvm.relax_shuffle import ShuffleLog, ShuffleRemoval  # noqa: E402
 from tests.conv_cases import op_count, random_input, run  # noqa: E402
 

@@ -11,10 +11,11 @@ import pytest
 tvm = pytest.importorskip("tvm")
 
 from convrewrite.ops.shift import shift_offsets, shift_reference  # noqa: E402
-from convrewrite.tvm.cpu_conv import Tile, pack_weight  # noqa: E402
-from convrewrite.tvm.shift_kernel import (offsets_table, shift_conv_geometry,  # noqa: E402
-                                          shift_conv_prim_func, shift_prim_func, shift_tables)
-from convrewrite.tvm.targets import cpu_target  # noqa: E402
+from convrewrite.tvm.kernels.conv_gemm import Tile, pack_weight  # noqa: E402
+from convrewrite.tvm.kernels.shift_conv import (  # noqa: E402
+    offsets_table, shift_conv_geometry,
+                                                shift_conv_prim_func, shift_prim_func, shift_tables)  # noqa: E402
+from convrewrite.tvm.machines import cpu_target  # noqa: E402
 
 CASES = [
     # batch, channels, h, w, out_channels, kernel_size, dilation

@@ -19,7 +19,7 @@ tvm = pytest.importorskip("tvm")
 from convrewrite.cli import main  # noqa: E402
 from convrewrite.tvm.build import check_model, import_onnx  # noqa: E402
 from convrewrite.tvm.cpu_schedule import TUNED  # noqa: E402
-from convrewrite.tvm.targets import cpu_target  # noqa: E402
+from convrewrite.tvm.machines import cpu_target  # noqa: E402
 from convrewrite.tvm.tuning import TuneCPU, TuningLog, database_key, tuning_dir  # noqa: E402
 
 SAVED = Path(__file__).parent / "data" / "tuning_db"

@@ -52,9 +52,13 @@ from dataclasses import dataclass
 from math import prod
 
 import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
 
+from ..build.onnx import OnnxBuilder
 from ..conv import dims_text
 from ..errors import BadInputError
+from . import register_reference
 
 OP_TYPE = "SparseConv"
 SPATIAL_RANKS = (2, 3)
@@ -219,3 +223,75 @@ def spconv_weight_from_onnx(weight: np.ndarray) -> np.ndarray:
     """ONNX's [Cout, Cin, k...] -> spconv 2.x's [Cout, k..., Cin]."""
     w = np.asarray(weight)
     return np.ascontiguousarray(np.moveaxis(w, 1, -1))
+
+
+# ---------------------------------------------------------------- reading nodes
+
+def optional_input(node: gs.Node, index: int) -> gs.Tensor | None:
+    if len(node.inputs) > index and node.inputs[index].name:
+        return node.inputs[index]
+    return None
+
+
+
+def node_attrs(node: gs.Node) -> SparseConvAttrs:
+    try:
+        return SparseConvAttrs.from_node_attrs(node.attrs)
+    except SparseConvError as exc:
+        raise SparseConvError(f"{OP_TYPE} {node.name!r}: {exc}") from None
+
+
+# ---------------------------------------------------------------- the reference
+
+def reference_nodes(features: gs.Tensor, coords: gs.Tensor, weight: gs.Tensor,
+                    bias: gs.Tensor | None, attrs: SparseConvAttrs, out_features: gs.Tensor,
+                    out_coords: gs.Tensor | None, e: OnnxBuilder) -> list[gs.Node]:
+    rank = attrs.rank
+    c64 = e.cast64(coords, "coords64")
+    batch = e.column(c64, 0, "batch")
+    top = e.op("ReduceMax", [e.op("Concat", [batch, e.i64("zero", [0])], "batch_or_0", axis=0)],
+               "batch_max", keepdims=1)
+    batches = e.op("Add", [top, e.i64("one", [1])], "batches")
+    channels = e.op("Shape", [features], "channels", start=1, end=2)
+    grid = e.i64("grid", attrs.spatial_shape)
+    zeros = e.zeros(e.op("Concat", [batches, grid, channels], "dense_shape", axis=0), features,
+                    "dense_zeros")
+    scattered = e.op("ScatterND", [zeros, c64, features], "scatter")
+    dense = e.op("Transpose", [scattered], "to_nc", perm=[0, rank + 1, *range(1, rank + 1)])
+    conv_attrs = {"kernel_shape": list(attrs.kernel_shape), "strides": list(attrs.strides),
+                  "pads": list(attrs.pads), "dilations": list(attrs.dilations)}
+    y = e.op("Conv", [dense, weight, *([bias] if bias is not None else [])], "dense_conv",
+             **conv_attrs)
+    y_last = e.op("Transpose", [y], "to_channels_last", perm=[0, *range(2, rank + 2), 1])
+    if attrs.submanifold:
+        sites = c64
+        if out_coords is not None:
+            e.op("Identity", [coords], "out_coords", out=out_coords)
+    else:
+        one = onnx.helper.make_tensor("value", onnx.TensorProto.FLOAT, [1], [1.0])
+        ones = e.op("ConstantOfShape", [e.op("Concat", [e.rows(coords, "n"), e.i64("c1", [1])],
+                                             "ones_shape", axis=0)], "ones", value=one)
+        occ_zeros = e.op("ConstantOfShape", [e.op("Concat", [batches, grid, e.i64("c1b", [1])],
+                                                  "occ_shape", axis=0)], "occ_zeros")
+        occ = e.op("ScatterND", [occ_zeros, c64, ones], "occupancy")
+        occ = e.op("Transpose", [occ], "occ_nc", perm=[0, rank + 1, *range(1, rank + 1)])
+        kernel = e.const("ones_kernel", np.ones((1, 1, *attrs.kernel_shape), np.float32))
+        reach = e.op("Conv", [occ, kernel], "reach", **conv_attrs)
+        active = e.op("Greater", [e.op("Squeeze", [reach, e.i64("axis1", [1])], "reach_sites"),
+                                  e.const("half", np.float32(0.5))], "reached")
+        sites = e.op("Transpose", [e.op("NonZero", [active], "sites_t")], "sites", perm=[1, 0])
+        if out_coords is not None:
+            e.op("CastLike", [sites, coords], "out_coords", out=out_coords)
+    e.op("GatherND", [y_last, sites], "sample", out=out_features)
+    return e.nodes
+
+
+@register_reference(OP_TYPE)
+def node_reference(node: gs.Node, names) -> list[gs.Node]:
+    """The dense Conv on the scattered grid, sampled at the sites, in place of one SparseConv."""
+    if len(node.inputs) < 3:
+        raise SparseConvError(f"SparseConv {node.name!r}: needs features, coordinates and W")
+    out_coords = node.outputs[1] if len(node.outputs) > 1 and node.outputs[1].name else None
+    return reference_nodes(node.inputs[0], node.inputs[1], node.inputs[2], optional_input(node, 3),
+                           node_attrs(node), node.outputs[0], out_coords,
+                           OnnxBuilder(names, f"{node.name}/reference"))

@@ -33,9 +33,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .emit import Emitter
+from ..build.onnx import OnnxBuilder
+from ..ops.sparse_conv import SparseConvAttrs
 from .rulebook import Rulebook, _row_major_strides
-from .schema import SparseConvAttrs
 
 MIN_OPSET = 16          # ScatterND's reduction attribute
 PRECOMPUTED_OPS = frozenset({"Gather", "MatMul", "ScatterND", "ConstantOfShape", "CastLike", "Add",
@@ -60,7 +60,7 @@ class GraphRulebook:
     notes: list[str] = field(default_factory=list)
 
 
-def precomputed_rulebook(rb: Rulebook, e: Emitter) -> GraphRulebook:
+def precomputed_rulebook(rb: Rulebook, e: OnnxBuilder) -> GraphRulebook:
     """Initializers for the pairs of the taps that have any, and the output coordinates."""
     pairs: list = []
     for k in range(rb.attrs.kernel_volume):
@@ -73,7 +73,7 @@ def precomputed_rulebook(rb: Rulebook, e: Emitter) -> GraphRulebook:
                          e.i64("out_rows", [rb.num_out]), rb.identity_tap, "precomputed", rb)
 
 
-def graph_rulebook(coords: gs.Tensor, attrs: SparseConvAttrs, e: Emitter) -> GraphRulebook:
+def graph_rulebook(coords: gs.Tensor, attrs: SparseConvAttrs, e: OnnxBuilder) -> GraphRulebook:
     """Nodes that build the rulebook from the run-time coordinates."""
     c64 = e.cast64(coords, "coords64")
     n = e.rows(coords, "n")
@@ -85,7 +85,7 @@ def graph_rulebook(coords: gs.Tensor, attrs: SparseConvAttrs, e: Emitter) -> Gra
     return _graph_regular(c64, coords, rows, attrs, e)
 
 
-def _graph_submanifold(c64, coords, n, rows, attrs: SparseConvAttrs, e: Emitter) -> GraphRulebook:
+def _graph_submanifold(c64, coords, n, rows, attrs: SparseConvAttrs, e: OnnxBuilder) -> GraphRulebook:
     kv = attrs.kernel_volume
     margins = [(k // 2) * d for k, d in zip(attrs.kernel_shape, attrs.dilations)]
     extents = [s + 2 * m for s, m in zip(attrs.spatial_shape, margins)]
@@ -125,7 +125,7 @@ def _graph_submanifold(c64, coords, n, rows, attrs: SparseConvAttrs, e: Emitter)
     return GraphRulebook(pairs, out_coords, None, kv // 2)
 
 
-def sort_unique(x: gs.Tensor, e: Emitter, name: str) -> tuple[gs.Tensor, gs.Tensor]:
+def sort_unique(x: gs.Tensor, e: OnnxBuilder, name: str) -> tuple[gs.Tensor, gs.Tensor]:
     """(sorted distinct values, index of each element's value among them) of a 1-D int64 tensor:
     ONNX's Unique(sorted=1) by TopK + CumSum over the starts of runs of equal values."""
     n = e.op("Shape", [x], f"{name}.n")
@@ -149,11 +149,11 @@ def sort_unique(x: gs.Tensor, e: Emitter, name: str) -> tuple[gs.Tensor, gs.Tens
     return values, inverse
 
 
-def _column(x: gs.Tensor, e: Emitter, name: str) -> gs.Tensor:
+def _column(x: gs.Tensor, e: OnnxBuilder, name: str) -> gs.Tensor:
     return e.op("Unsqueeze", [x, e.i64(f"{name}.axis1", [1])], f"{name}.out_rows")
 
 
-def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: Emitter) -> GraphRulebook:
+def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: OnnxBuilder) -> GraphRulebook:
     kv, rank = attrs.kernel_volume, attrs.rank
     out_shape = attrs.out_spatial_shape
     volume = int(np.prod(out_shape))
@@ -208,7 +208,7 @@ def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: Emitter) -> Gra
 
 
 def gather_gemm_scatter(features: gs.Tensor, taps: np.ndarray, bias: np.ndarray | None,
-                        rb: GraphRulebook, out_features: gs.Tensor, e: Emitter) -> None:
+                        rb: GraphRulebook, out_features: gs.Tensor, e: OnnxBuilder) -> None:
     """out = [bias +] sum over taps k of scatter(out rows_k, gather(features, in rows_k) @ W_k);
     ``taps`` is [K, Cin, Cout] in the features' dtype."""
     cout = taps.shape[2]

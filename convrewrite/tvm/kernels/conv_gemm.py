@@ -22,7 +22,7 @@ from math import ceil
 
 import numpy as np
 
-from . import require_tvm
+from .. import require_tvm
 
 LANES = 16                 # float32 lanes of an AVX-512 register
 REGISTERS = 32             # zmm registers: MR·NV accumulators + NV weight vectors + 1 broadcast

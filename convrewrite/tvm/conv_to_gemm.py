@@ -1,7 +1,7 @@
 """Convs lowered to GEMM form before TVM legalizes them.
 
 CPU (llvm): each dense 2-D conv with constant weights becomes a call of our implicit-GEMM kernel
-(``cpu_conv.py``) with the weights packed at build time; its PrimFunc is marked
+(``kernels/conv_gemm.py``) with the weights packed at build time; its PrimFunc is marked
 ``kOutEWiseFusable`` so that TVM's fusion folds the following bias add, ReLU and residual add
 into it, and ``ScheduleCPU`` schedules the fused function.
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import require_tvm
-from .cpu_conv import ConvGeometry, choose_tile, conv_prim_func, i64, pack_weight
-from .relax_conv import conv_rank, conv_spec, constant_weight
+from .kernels.conv_gemm import ConvGeometry, choose_tile, conv_prim_func, i64, pack_weight
+from .relax_conv import constant_weight, conv_mutator_pass, conv_rank, conv_spec
 
 OUT_EWISE_FUSABLE = 4      # relay/relax OpPatternKind::kOutEWiseFusable
 
@@ -106,6 +106,5 @@ def _lower_cuda(builder, call):
 
 def LowerConvsToGemm(kind: str):  # noqa: N802 - named like the TVM passes it sits between
     """The Relax pass lowering convs to GEMM form for ``kind`` (llvm or cuda)."""
-    from .relax_conv import conv_mutator_pass
     return conv_mutator_pass(f"convrewrite.LowerConvsToGemm.{kind}",
                              _lower_cpu if kind == "llvm" else _lower_cuda)

@@ -4,14 +4,14 @@ zero-padded copy).
 
     Z[n, co, y, x] = Σ_c W[co, c] · X[n, c, y + dy(c), x + dx(c)]      (0 outside the map)
 
-It is our implicit-GEMM conv kernel (``cpu_conv``: packed weights, an MR-pixel × VB-channel tile
+It is our implicit-GEMM conv kernel (``conv_gemm``: packed weights, an MR-pixel × VB-channel tile
 of accumulators in registers, tiles over the cores) written directly in TIR, because the borders
 need a per-tile decision that TE cannot express:
 
 * an **interior** tile (every channel's displaced reads land inside the map: rows
   ``hy ≤ y < H − hy``, columns ``hx ≤ x0``, ``x0 + MR + hx ≤ W``) runs the plain 1×1 inner loop,
   each channel's loads displaced by one flat offset ``dy·W + dx`` from an int64 [C] table;
-* a **border** tile walks the channel runs that share an offset (``plan_variants.shift_runs``,
+* a **border** tile walks the channel runs that share an offset (``plan.shift.shift_runs``,
   the ONNX lowering's own runs; an int64 [R, 4] table of first, stop, dy, dx): a run whose row
   leaves the map is skipped; otherwise its loads are clamped into the map, and the few pixels of
   the tile whose column can leave it (the first and last ``hx``) get their accumulators back
@@ -31,10 +31,10 @@ from math import ceil
 
 import numpy as np
 
-from ..plan_variants import shift_runs
-from . import require_tvm
-from .cpu_conv import LANES, ConvGeometry, Tile, choose_tile, i64
-from .cpu_schedule import SCHEDULED
+from ...plan.shift import shift_runs
+from .. import require_tvm
+from ..cpu_schedule import SCHEDULED, schedule_parallel
+from .conv_gemm import LANES, ConvGeometry, Tile, choose_tile, i64
 
 
 def halo(offsets: np.ndarray) -> tuple[int, int]:
@@ -72,7 +72,7 @@ def shift_conv_prim_func(geom: ConvGeometry, offsets: np.ndarray, tile: Tile | N
                          dtype: str = "float32", epilogue: tuple[str, ...] = ()):
     """The fused kernel (x, flat offsets [C], runs [R, 4], packed w, [bias [Co]],
     [residual [N, Co, H, W]]) -> z, scheduled; its tile. ``shift_tables`` makes the tables,
-    ``cpu_conv.pack_weight`` the weight; ``epilogue`` lists the steps applied on the way out,
+    ``conv_gemm.pack_weight`` the weight; ``epilogue`` lists the steps applied on the way out,
     in order, each of ``EPILOGUE_STEPS`` at most once."""
     if any(step not in EPILOGUE_STEPS for step in epilogue) or len(set(epilogue)) < len(epilogue):
         raise ValueError(f"epilogue steps must be distinct ones of {EPILOGUE_STEPS}: {epilogue}")
@@ -190,7 +190,6 @@ def shift_prim_func(shape: tuple[int, int, int, int], dtype: str = "float32"):
     require_tvm()
     from tvm import te
     from tvm.s_tir import Schedule
-    from .cpu_schedule import schedule_parallel
     n_, c_, h_, w_ = shape
     x = te.placeholder(i64(*shape), dtype, name="x")
     off = te.placeholder(i64(c_, 2), "int64", name="offsets")

@@ -1,5 +1,6 @@
-"""A small node emitter for the sparse lowerings, the dense reference and the dense->sparse pass:
-fresh readable names under one stem, int64 constants, one line per node."""
+"""Writing ONNX nodes (onnx-graphsurgeon): fresh readable names under one stem, int64 constants,
+one line per node. The sparse lowerings, SparseConv's dense reference and the dense->sparse pass
+write their nodes through it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import onnx_graphsurgeon as gs
 INT64 = onnx.TensorProto.INT64
 
 
-class Emitter:
+class OnnxBuilder:
     def __init__(self, fresh: Callable[[str], str], stem: str):
         self.fresh = fresh
         self.stem = stem

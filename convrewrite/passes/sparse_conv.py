@@ -1,5 +1,4 @@
-"""Lowering one ``SparseConv`` node to standard ONNX (``lowering``), with its Record; the pass that
-runs it over a graph is ``passes.dense_to_sparse.SparseConvLowering``.
+"""SparseConv nodes to standard ONNX (``sparse.onnx_form``), one Record each.
 
 The rulebook form is chosen per node and recorded: precomputed when the coordinates are constant
 in the graph (numpy, now), else built in the graph from the run-time coordinates. Convs that share
@@ -14,22 +13,18 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..legality import Violation
-from ..onnx_conv import constant_value
-from ..ops import DOMAIN
+from ..build.onnx import OnnxBuilder
+from ..build.onnx_read import constant_value
 from ..graph import isolate_region
+from ..legality import Violation
+from ..ops import DOMAIN
+from ..ops.sparse_conv import (OP_TYPE, SparseConvAttrs, SparseConvError, check_weight, node_attrs,
+                               optional_input, tap_weights)
 from ..record import Record
-from .emit import Emitter
-from .lowering import (IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS, GraphRulebook, gather_gemm_scatter,
-                       graph_rulebook, precomputed_rulebook)
-from .rulebook import build_rulebook
-from .schema import OP_TYPE, SparseConvAttrs, SparseConvError, check_weight, tap_weights
-
-
-def optional_input(node: gs.Node, index: int) -> gs.Tensor | None:
-    if len(node.inputs) > index and node.inputs[index].name:
-        return node.inputs[index]
-    return None
+from ..sparse.onnx_form import (IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS, GraphRulebook,
+                                gather_gemm_scatter, graph_rulebook, precomputed_rulebook)
+from ..sparse.rulebook import build_rulebook
+from .protocol import GraphOutcome, GraphPass, RewriteContext, lower_each
 
 
 def used_outputs(node: gs.Node, graph: gs.Graph) -> list[gs.Tensor]:
@@ -39,13 +34,6 @@ def used_outputs(node: gs.Node, graph: gs.Graph) -> list[gs.Tensor]:
             (node.outputs[1].outputs or any(t is node.outputs[1] for t in graph.outputs)):
         outs.append(node.outputs[1])
     return outs
-
-
-def node_attrs(node: gs.Node) -> SparseConvAttrs:
-    try:
-        return SparseConvAttrs.from_node_attrs(node.attrs)
-    except SparseConvError as exc:
-        raise SparseConvError(f"{OP_TYPE} {node.name!r}: {exc}") from None
 
 
 def _root(tensor: gs.Tensor) -> gs.Tensor:
@@ -97,7 +85,7 @@ class SparseConvLowerer:
         if missing:
             return f"the target's ops list lacks {', '.join(missing)}"
         outputs = used_outputs(node, ctx.graph)
-        e = Emitter(ctx.fresh, node.name)
+        e = OnnxBuilder(ctx.fresh, node.name)
         rb, reused = self._rulebook(node, attrs, coords, coords_value, e, shared)
         checked, notes = outputs[:1], list(rb.notes)
         if len(outputs) > 1:
@@ -142,7 +130,7 @@ class SparseConvLowerer:
 
     @staticmethod
     def _rulebook(node: gs.Node, attrs: SparseConvAttrs, coords: gs.Tensor,
-                  value: np.ndarray | None, e: Emitter, shared: dict) -> tuple[GraphRulebook, bool]:
+                  value: np.ndarray | None, e: OnnxBuilder, shared: dict) -> tuple[GraphRulebook, bool]:
         if value is not None:
             digest = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()
             key = ("precomputed", digest, value.shape, str(value.dtype), attrs)
@@ -176,3 +164,14 @@ class SparseConvLowerer:
         taps = sum(p is not None for p in rb.pairs) + (rb.centre is not None)
         return (f"{attrs.describe()}: {how}{', shared' if reused else ''}; "
                 f"Gather + MatMul + ScatterND(add) over {taps} taps")
+
+
+class SparseConvLowering(GraphPass):
+    """Every SparseConv to standard ONNX; rulebooks shared between convs of the same sites."""
+
+    name = PASS_NAME
+
+    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
+        lowerer = SparseConvLowerer()
+        return lower_each(self.name, [n for n in ctx.graph.nodes if lowerable(n)],
+                          lambda node: lowerer.lower(node, ctx, like))

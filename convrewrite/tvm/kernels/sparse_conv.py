@@ -20,7 +20,7 @@ Every output row is computed by one thread (CPU: rows spread over the cores, the
 in AVX-512 vectors held over the whole reduction; CUDA: one block per row, a thread per output
 channel), its sum in a fixed order, and written once: no scatter-add, no atomics, so the result
 is the same on any number of threads and on every run. Weights are [K, Cin, Cout]
-(``schema.tap_weights``); the feature, weight and output dtype is float32.
+(``ops.sparse_conv.tap_weights``); the feature, weight and output dtype is float32.
 
 TVM is optional: nothing here imports it before a kernel is built.
 """
@@ -32,7 +32,9 @@ from math import ceil
 
 import numpy as np
 
-from .rulebook import Rulebook
+from ...sparse.rulebook import Rulebook
+from .. import require_tvm
+from ..machines import cpu_target, nvcc_compiler, tvm_target
 
 LANES = 16                  # float32 lanes of an AVX-512 register
 MAX_VECTORS = 4             # output-channel vectors held per row (4 x 16 accumulators)
@@ -143,8 +145,6 @@ class SparseConvKernel:
     """The compiled kernel for one (Cin, Cout, K): ``kernel(features, rulebook, taps, bias)``."""
 
     def __init__(self, in_channels: int, out_channels: int, taps: int, kind: str = "llvm"):
-        from ..tvm import require_tvm
-        from ..tvm.targets import cpu_target, nvcc_compiler, tvm_target
         tvm = require_tvm()
         self.kind, self.shape = kind, (in_channels, out_channels, taps)
         mod = tvm.IRModule({"main": sparse_conv_prim_func(in_channels, out_channels, taps, kind)})

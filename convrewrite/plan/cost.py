@@ -1,0 +1,55 @@
+"""Every cost constant the planners choose by, with where it was measured.
+
+Costs are in MAC-equivalents: one multiply-accumulate of a dense conv on onnxruntime CPU (2-core
+x86-64 with AVX-512, the machine kind of FACTS.md), where a dense conv runs at ~0.01 ns per MAC.
+Re-measure with the benchmark named beside each constant before relying on it elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+
+# A sub-conv's fixed cost (launch, input pass) in kernel taps per output, by which the kernel
+# split's tile chooser weighs taps computed against sub-convs made: a chosen weight, not measured.
+NODE_COST_IN_TAPS = 4
+
+
+# What one more conv node costs, in MACs: the per-node dispatch measured in the ResNet-50 split
+# profile (benchmarks/split_overhead.py): ~10 us per sub-conv at ~100 GMAC/s on this CPU.
+NODE_COST_IN_MACS = 1_000_000
+COSTING_PIXELS = 32 * 32     # a map of unknown size is costed as 32x32 (and the record says so)
+# A plain 4-D copy (Split, Slice, Concat, Pad, Gather) on onnxruntime CPU: ~0.12 ns per element
+# written after ~2 us per node, against ~0.01 ns per dense-conv MAC (benchmarks/variants.py
+# prints what these come from). 6-D layout transposes cost far more: LAYOUT_ELEMENT_COST_IN_MACS.
+COPY_ELEMENT_COST_IN_MACS = 12
+COPY_NODE_COST_IN_MACS = 200_000
+
+
+# onnxruntime's conv is im2col + GEMM: with a GEMM depth K (input channels x taps) below ~256
+# (k x k) or ~32 (1x1, no im2col) each MAC costs about that depth / K times more (measured on
+# grouped-conv lowerings of 4..64 channels per group, benchmarks/variants.py).
+FULL_GEMM_DEPTH_KXK = 256
+FULL_GEMM_DEPTH_1X1 = 32
+
+
+def shallow_gemm_penalty(depth: int, kernel: tuple[int, ...]) -> float:
+    full = FULL_GEMM_DEPTH_1X1 if math.prod(kernel) == 1 else FULL_GEMM_DEPTH_KXK
+    return max(1.0, full / max(depth, 1))
+
+
+# What moving one element through a Reshape/Transpose costs, in MACs of a conv. Measured by
+# benchmarks/geometry.py on onnxruntime CPU (2-core AVX-512): a 64->64 3x3 conv on 64x64 runs
+# 151 M MACs in 0.67 ms; its space-to-batch layout ops moved 0.54 M elements in about 1.6 ms.
+LAYOUT_ELEMENT_COST_IN_MACS = 680
+
+
+# A one-hot depthwise 3x3 conv runs ~0.04-0.08 ns per MAC on onnxruntime CPU against ~0.01 ns for
+# a dense 1x1 conv (benchmarks/variants.py): each of its MACs counts 4.
+DEPTHWISE_MAC_COST = 4
+
+
+def costed_pixels(spatial) -> tuple[int, bool]:
+    """Pixels of a map, and whether the size was known (else COSTING_PIXELS is used)."""
+    if spatial is None or any(not isinstance(d, int) for d in spatial):
+        return COSTING_PIXELS, False
+    return math.prod(spatial), True

@@ -1,0 +1,62 @@
+"""Feature maps larger (or smaller) than the engine reads: output tiles with halo, or zeros
+appended and cropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..conv import ConvSpec
+from ..target import Target
+from .channels import ranges_of_sizes
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    axes: tuple[int, ...]                               # spatial axes that are tiled
+    tiles: tuple[tuple[tuple[int, int], ...], ...]      # per tiled axis: output ranges
+    pads: tuple[int, ...]                               # explicit Pad for the tiled axes
+    grow: tuple[int, ...] = ()                          # zeros appended to undersized axes
+    out_length: tuple[int, ...] = ()                    # the original output extents
+
+
+def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePlan | str:
+    """Feature maps larger than the engine takes: cut the output into tiles whose input windows
+    (with the kernel's halo) fit, as equal as possible. Maps smaller than it takes (a 1x1
+    squeeze-excite map on the K210's 4-pixel minimum) get zeros appended and the extra outputs
+    cropped. Exact either way: every kept output reads the same inputs."""
+    if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
+        return "tiling needs a static input size"
+    rank = spec.rank
+    limits = {rank - 2: target.conv.input_height, rank - 1: target.conv.input_width}
+    axes, tiles, grow = [], [], [0] * rank
+    for axis in range(rank):
+        bounds = limits.get(axis)
+        size = spec.input_shape[2 + axis]
+        if bounds is not None and size < bounds[0]:
+            grow[axis] = bounds[0] - size       # zeros after the end change no kept output
+            continue
+        if bounds is None or size <= bounds[1]:
+            continue
+        span, stride = spec.dilated_kernel[axis], spec.strides[axis]
+        padded = size + pads[axis] + pads[axis + rank]
+        out = (padded - span) // stride + 1
+        per_tile = (bounds[1] - span) // stride + 1
+        if per_tile < 1:
+            return f"a {span}-wide kernel window does not fit the engine's {bounds[1]} input"
+        count = -(-out // per_tile)
+        ranges = ranges_of_sizes([out // count + (1 if i < out % count else 0) for i in range(count)])
+        smallest = min(b - a for a, b in ranges)
+        if (smallest - 1) * stride + span < bounds[0]:
+            return f"tiles would fall below the engine's minimum input {bounds[0]}"
+        axes.append(axis)
+        tiles.append(tuple(ranges))
+    if not axes and not any(grow):
+        return "feature map already within the limits"
+    explicit = [0] * (2 * rank)
+    for axis in axes:
+        explicit[axis], explicit[axis + rank] = pads[axis], pads[axis + rank]
+    out_length = tuple(d for d in (spec.output_shape or ())[2:])
+    if any(grow) and (len(out_length) != rank or None in out_length):
+        return "growing an undersized map needs a static output size"
+    return TilePlan(tuple(axes), tuple(tiles), tuple(explicit), tuple(grow), out_length)
