@@ -40,7 +40,7 @@ class TransposedShape(Pass):
         ends = [pads[rank + i] + want[i] - have[i] for i in range(rank)]
         grow = [max(0, -e) for e in ends]            # bias-only rows the output keeps
         ends = [max(0, e) for e in ends]
-        x, y, base = node.inputs[0], node.outputs[0], node.name
+        y, base = node.outputs[0], node.name
         added: list[gs.Node] = []
         attrs = {"pads": [*pads[:rank], *ends], "output_padding": want}
         if not any(grow):

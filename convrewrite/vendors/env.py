@@ -9,12 +9,12 @@ was measured here.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from ..errors import ConvRewriteError
+from ..paths import cache_dir
 
 
 class VendorMissing(ConvRewriteError):
@@ -68,11 +68,7 @@ OPTIONAL = {TORCH.name: TORCH}
 
 
 def vendor_dir() -> Path:
-    explicit = os.environ.get("CONVREWRITE_VENDOR_DIR")
-    if explicit:
-        return Path(explicit)
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "convrewrite" / "vendors"
+    return cache_dir("vendors", "CONVREWRITE_VENDOR_DIR")
 
 
 def missing() -> list[str]:

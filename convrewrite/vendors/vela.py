@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from math import prod
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from ..errors import BadInputError
