@@ -4,12 +4,13 @@ venv* (as a script, by path). Importing TensorFlow and onnx2tf takes ~7 s of a s
 
 Reads a JSON list of jobs on stdin, each {"cwd": folder, "argv": onnx2tf's arguments}; runs
 ``onnx2tf.onnx2tf.main()`` on each with that argv, its output (Python's and TensorFlow's own C++
-logging) going to ``cwd/onnx2tf.log``; prints one JSON line per job: {"index", "exit_code"}.
+logging) going to ``cwd/onnx2tf.log``; prints one JSON line per job: {"index", "exit_code", "seconds"}.
 """
 
 import json
 import os
 import sys
+import time
 
 
 def run_one(job):
@@ -45,8 +46,10 @@ def run_one(job):
 def main():
     jobs = json.load(sys.stdin)
     for index, job in enumerate(jobs):
+        started = time.monotonic()
         code = run_one(job)
-        print(json.dumps({"index": index, "exit_code": code}), flush=True)
+        print(json.dumps({"index": index, "exit_code": code,
+                          "seconds": round(time.monotonic() - started, 1)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -55,9 +55,14 @@ def judge_many(models: dict[str, onnx.ModelProto], runs: list[tuple[str, str]],
     """Each model compiled for each (accelerator config, core) in ``runs``; cached."""
     cache.mkdir(parents=True, exist_ok=True)
     folders = {name: cache / digest(m) for name, m in models.items()}
-    missing = [(name, m) for name, m in models.items()
-               if not (folders[name] / "model.tflite").is_file()
-               and not (folders[name] / "failed.txt").is_file()]
+    missing, seen = [], set()
+    for name, m in models.items():          # identical models (two presets' same rewrite): once
+        folder = folders[name]
+        if folder in seen or (folder / "model.tflite").is_file() or \
+                (folder / "failed.txt").is_file():
+            continue
+        seen.add(folder)
+        missing.append((name, m))
     jobs = [Job(m, calibration_samples(m, None, 0, None), folders[name]) for name, m in missing]
     for (name, _), made in zip(missing, convert_many(jobs) if jobs else []):
         if not isinstance(made, Path):
