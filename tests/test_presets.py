@@ -133,7 +133,7 @@ def test_ethos_u_on_vela5(name):
     assert c.max_in_channels == 65535 and c.max_out_channels is None
     assert c.max_batch is None and c.max_dim is None and c.max_dilated_kernel_height is None
     assert c.groups == ("regular", "depthwise", "grouped")
-    assert c.spatial_ranks == (2,)
+    assert c.spatial_ranks == (1, 2)
     assert t.max_tensor_rank == 4
     assert not t.allows_op("DepthToSpace") and not t.allows_op("SpaceToDepth")
     assert "[regor 5.2]" in _text(name)
@@ -153,7 +153,7 @@ def test_ethos_u55_vela3():
     assert c.transposed_valid_shape is True
     assert c.max_weight_sum == 127 * 65536
     assert c.depth_multiplier_needs_single_input is True
-    assert c.spatial_ranks == (2,)
+    assert c.spatial_ranks == (1, 2)
     assert c.groups == ("regular", "depthwise", "grouped")
     assert c.max_dilation is None
     assert t.max_tensor_rank == 4
