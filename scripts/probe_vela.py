@@ -32,9 +32,15 @@ def cell(probe, target, original, rewritten) -> str:
     if not broken:
         return f"legal: {vela}" + ("" if got.verdict == "npu" else " (MISMATCH)")
     after = rewritten.get((target.name, probe.name), {}).get("outcome")
-    ours = "ours: NPU" if after is not None and after.verdict == "npu" else \
-        "ours: " + ({"cpu": "CPU", "rejected": "rejected"}.get(after.verdict, "?")
-                    if after is not None else "not rewritten")
+    if after is None:
+        ours = "ours: not rewritten"
+    elif after.verdict == "cpu":
+        kinds = sorted({part.split(":")[0].strip() for part in after.reason.split("; ")
+                        if part.split(":")[0].strip().isupper()})
+        ours = f"ours: CPU ({', '.join(kinds)})"
+    else:
+        ours = "ours: " + {"npu": "NPU", "rejected": "rejected", "failed": "no TFLite (onnx2tf "
+                           "fails)"}[after.verdict]
     if got.verdict == "npu" and after is not None:
         return f"`{broken[0]}`: {vela} {_ms(got.time_s)}; {ours} {_ms(after.time_s)}"
     return f"`{broken[0]}`: {vela}; {ours}"
