@@ -24,7 +24,7 @@ from convrewrite.conv import ConvSpec
 from convrewrite.graph import from_graph, to_graph
 from convrewrite.models.variants import shufflenet_v2
 from convrewrite.ops.shift import one_hot_depthwise_weight, shift_offsets
-from convrewrite.passes.groups import GroupLowering
+from convrewrite.lowerings.groups import GroupLowering
 from convrewrite.passes.shuffle import ShuffleRemoval
 from convrewrite.pipeline import rewrite_model, run_passes
 from convrewrite.plan.channels import plan_group_lowering

@@ -20,7 +20,8 @@ from .errors import BadInputError, ConvRewriteError
 from .graph import copy_model_file, file_uses_external_data, load_model, save_model
 from .models import BUILDERS
 from .report import Report
-from .target import describe_rules, load_target, preset_names
+from .rules import describe_rules
+from .target import load_target, preset_names
 from .tvm import require_tvm
 from .tvm.build import check_model
 from .tvm.machines import parse_kind

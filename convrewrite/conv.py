@@ -98,3 +98,27 @@ class ConvSpec:
         k = dims_text(self.kernel_shape)
         g = f" g{self.groups}" if self.groups > 1 else ""
         return f"{self.op_type} {self.in_channels}->{self.out_channels} k{k}{g}"
+
+
+def effective_pads(spec: ConvSpec) -> tuple[int, ...] | None:
+    """Explicit begin/end pads, resolving auto_pad where the input shape allows it."""
+    if spec.auto_pad in ("NOTSET", ""):
+        return spec.pads or (0,) * (2 * spec.rank)
+    if spec.auto_pad == "VALID":
+        return (0,) * (2 * spec.rank)
+    if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
+        return None
+    begins, ends = [], []
+    for size, k, s, d in zip(spec.input_shape[2:], spec.kernel_shape, spec.strides, spec.dilations):
+        eff = (k - 1) * d + 1
+        if spec.transposed:
+            total = max(0, eff - s)
+        else:
+            out = -(-size // s)
+            total = max(0, (out - 1) * s + eff - size)
+        small, big = total // 2, total - total // 2
+        if spec.auto_pad == "SAME_UPPER":
+            begins.append(small), ends.append(big)
+        else:
+            begins.append(big), ends.append(small)
+    return (*begins, *ends)

@@ -6,6 +6,7 @@ import onnx_graphsurgeon as gs
 
 from .conv import dims_text
 from .build.onnx_read import spec_of
+from .decline import Decline
 
 ELEMENTWISE = {"Relu", "Clip", "BatchNormalization", "HardSwish", "HardSigmoid", "Sigmoid",
                "LeakyRelu", "PRelu", "Identity"}
@@ -30,13 +31,13 @@ def depthwise_separable_pairs(graph: gs.Graph) -> list[str]:
         if node.op != "Conv" or not node.outputs:
             continue
         spec = spec_of(node)
-        if isinstance(spec, str) or spec.group_form != "depthwise" or spec.depth_multiplier != 1:
+        if isinstance(spec, Decline) or spec.group_form != "depthwise" or spec.depth_multiplier != 1:
             continue
         for nxt in _through_elementwise(node.outputs[0]):
             if nxt.op != "Conv":
                 continue
             pointwise = spec_of(nxt)
-            if not isinstance(pointwise, str) and pointwise.groups == 1 \
+            if not isinstance(pointwise, Decline) and pointwise.groups == 1 \
                     and all(k == 1 for k in pointwise.kernel_shape):
                 found.append(f"depthwise-separable: {node.name!r} "
                              f"({dims_text(spec.kernel_shape)} depthwise, "

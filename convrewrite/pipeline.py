@@ -9,13 +9,14 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .conv import CONV_OPS
+from .decline import Decline
 from .graph import from_graph, isolate_node, opset_version, to_graph
 from .legality import check
 from .naming import Names
 from .build.onnx_read import spec_of
 from .ops import DOMAIN
 from .ops.reference import drop_own_opset
-from .passes import DEFAULT_PASSES, GRAPH_PASSES, Pass, RewriteContext
+from .passes import DEFAULT_PASSES, GRAPH_PASSES, Pass, RewriteContext, conv_pass
 from .passes.protocol import GraphPass
 from .patterns import depthwise_separable_pairs
 from .passes.chunk_fusion import fuse_chunks
@@ -56,7 +57,9 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
     """Rewrite ``graph`` to a fixpoint; ``like`` is the model it came from (opsets, ir_version).
     Pattern rewrites (shifts, shuffles, our ops) run first, once; then the conv passes. After
     each round that changed something, shapes are inferred afresh, so the next round's
-    legality checks (input sizes, batch) see the real extents of what the passes emitted."""
+    legality checks (input sizes, batch) see the real extents of what the passes emitted.
+    ``passes`` may hold registered lowerings (``lowerings``) beside conv passes."""
+    passes = tuple(conv_pass(p) for p in passes)
     name_unnamed_nodes(graph)
     names = Names.in_graph(graph)
     ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like), names=names,
@@ -81,8 +84,8 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
         changed = False
         for node in conv_nodes(graph):
             spec = spec_of(node)
-            if isinstance(spec, str):
-                declined.setdefault(node.name, []).append(spec)
+            if isinstance(spec, Decline):
+                declined.setdefault(node.name, []).append(spec.reason)
                 continue
             violations = check(spec, target)
             rules = {v.rule for v in violations}
@@ -117,8 +120,8 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
     for node in conv_nodes(graph):
         result.convs_checked += 1
         spec = spec_of(node)
-        if isinstance(spec, str):
-            result.remaining.append(Remaining(node.name, node.op, node.op, [], [spec]))
+        if isinstance(spec, Decline):
+            result.remaining.append(Remaining(node.name, node.op, node.op, [], [spec.reason]))
             continue
         violations = check(spec, target)
         if violations:

@@ -347,12 +347,3 @@ def load_target(spec: "str | os.PathLike | dict | Target") -> Target:
             raw.pop("extends", None)
         return target_from_dict(raw)
     return target_from_dict(_load_raw(os.fspath(spec), None, ()))
-
-
-def describe_rules() -> list[tuple[str, str, Any]]:
-    """(key path, meaning, default) for every rule: the reference the README and --help print."""
-    rows = [(f"{section}.{f.name}", f.metadata["doc"], f.default)
-            for section, cls in SECTIONS.items() for f in fields(cls)]
-    return [("ops", "ONNX ops a lowering may emit (null: any)", None),
-            ("max_tensor_rank", "highest tensor rank the runtime handles, e.g. 4 (null: any); "
-             "channel shuffles through 5-D tensors are removed when it is lower", None), *rows]

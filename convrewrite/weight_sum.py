@@ -6,17 +6,13 @@ uses). Vela puts a conv on the CPU when, for some output channel, sum |q| exceed
 8,323,072 (both of Vela 5.2's cores, measured on one-conv probes). Because the scale depends only
 on that channel's own weights, the sum is known exactly from the float weights, before any
 quantization runs. Splitting a conv along output channels leaves every channel's sum as it was;
-an input-channel split gives every chunk its own scale, so a chunk's sum is computed on the
-chunk's own weights (it can only be smaller than the whole channel's).
+an input-channel split gives every chunk its own scale, so each sub-conv's sum is computed again
+on its own weights (a chunk without the channel's largest weight is quantized at a finer scale).
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
-
-from .plan.channels import balanced_chunks
 
 INT8_MAX = 127
 
@@ -58,29 +54,3 @@ def largest(values: np.ndarray, transposed: bool = False, groups: int = 1,
             zero_point=None) -> int:
     """The largest per-output-channel sum of |int8 weight| of a conv."""
     return int(per_output_channel(values, transposed, groups, zero_point).max(initial=0))
-
-
-def input_chunk_limit(values: np.ndarray, limit: int, transposed: bool = False, groups: int = 1,
-                      zero_point=None,
-                      chunking: Callable[[int, int], list[tuple[int, int]]] | None = None,
-                      ) -> int | None:
-    """The most input channels (per group) one chunk may hold so that, with the input channels
-    cut by ``chunking(total, most)`` (plan.balanced_chunks by default), every chunk's every output
-    channel sums within ``limit``, each chunk quantized on its own. None when a single input
-    channel already breaks it (the kernel alone is too big)."""
-    chunking = chunking or balanced_chunks
-    oit = by_output_channel(values, transposed, groups)
-    if int(_quantized_sums(oit, (2,), zero_point).max(initial=0)) > limit:
-        return None
-    cin_g = oit.shape[1]
-    tried = set()
-    for parts in range(1, cin_g + 1):
-        most = -(-cin_g // parts)
-        if most in tried:
-            continue
-        tried.add(most)
-        chunks = chunking(cin_g, most)
-        if all(int(_quantized_sums(oit[:, a:b], (1, 2), zero_point).max(initial=0)) <= limit
-               for a, b in chunks):
-            return most
-    return 1

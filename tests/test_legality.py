@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from convrewrite.conv import ConvSpec
-from convrewrite.legality import check, effective_pads
+from convrewrite.conv import effective_pads
+from convrewrite.legality import check
 from convrewrite.target import load_target
 
 

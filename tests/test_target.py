@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from convrewrite.errors import TargetError
-from convrewrite.target import describe_rules, load_target
+from convrewrite.rules import describe_rules
+from convrewrite.target import load_target
 
 
 @pytest.mark.parametrize("raw,message", [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
 import convrewrite as cr
 from convrewrite import weight_sum
@@ -41,18 +42,13 @@ def test_quantized_weights_use_their_integers():
     assert weight_sum.largest(q, zero_point=np.array([1, 1])) == 99 + 28
 
 
-def test_chunk_limit_quantizes_each_chunk_alone():
-    # One large weight in input channel 0 shrinks every other |q| of the whole channel; in its own
-    # chunk the others are quantized at their own scale and sum to more.
+def test_a_chunk_is_quantized_at_its_own_scale():
+    # One large weight in input channel 0 shrinks every other |q| of the whole channel; the
+    # chunk without it is quantized at its own scale and sums to more than its share.
     w = np.ones((1, 8, 1, 1))
     w[0, 0] = 127.0
     assert weight_sum.largest(w) == 127 + 7
-    assert weight_sum.input_chunk_limit(w, 127 + 7) == 8
-    # 134 > 130; in halves [127, 1, 1, 1] sums to 130, but [1, 1, 1, 1] alone is quantized at
-    # its own scale to 4 * 127: only one channel per chunk fits.
-    assert weight_sum.input_chunk_limit(w, 130) == 1
-    assert weight_sum.input_chunk_limit(np.ones((1, 8, 1, 1)), 600) == 4
-    assert weight_sum.input_chunk_limit(np.ones((1, 1, 3, 3)), 8 * 127) is None
+    assert weight_sum.largest(w[:, 4:]) == 4 * 127
 
 
 @pytest.mark.parametrize("form", ["initializer", "qdq_channel"])
@@ -74,3 +70,19 @@ def test_channel_split_fixes_a_weight_sum_violation():
     for node in to_graph(rewritten).nodes:
         if node.op == "Conv":
             assert spec_of(node).weight_sum <= 127 * 100
+
+
+def test_the_split_repeats_until_every_chunk_fits():
+    """Chunks quantized at a finer scale than the whole channel sum to more: the fixpoint splits
+    such a sub-conv again, on its own exact sum."""
+    model = conv_model(cin=64, cout=4, kernel=(1, 1), spatial=(4, 4), pads=(0, 0, 0, 0))
+    weights = model.graph.initializer[0]
+    w = np.ones((4, 64, 1, 1), dtype=np.float32)
+    w[:, 0] = 100.0                     # the whole channel: 127 + 63 * 1 = 190
+    weights.CopyFrom(numpy_helper.from_array(w, weights.name))
+    target = {"name": "tight", "conv": {"max_weight_sum": 150}}
+    rewritten, report = cr.rewrite(model, target)
+    assert report.status == "ok", report.render()
+    sums = [spec_of(n).weight_sum for n in to_graph(rewritten).nodes if n.op == "Conv"]
+    # the all-ones channels alone quantize to 127 each: one per chunk
+    assert max(sums) <= 150 and len(sums) >= 33

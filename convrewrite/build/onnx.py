@@ -1,6 +1,7 @@
-"""Writing ONNX nodes (onnx-graphsurgeon): fresh readable names under one stem, int64 constants,
-one line per node. The sparse lowerings, SparseConv's dense reference and the dense->sparse pass
-write their nodes through it."""
+"""The ONNX Builder (onnx-graphsurgeon): the lowerings' emitters (``build.builder``), the sparse
+lowerings, SparseConv's dense reference and the dense->sparse pass write their nodes through it.
+Names are readable and deterministic (``conv5/in_split.0``); where the input's shape is known the
+output's is set too, so the next legality check sees real extents."""
 
 from __future__ import annotations
 
@@ -10,13 +11,39 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..plan.channels import sum_order
+from .onnx_read import constant_value
+
 INT64 = onnx.TensorProto.INT64
 
 
+def conv_output_shape(x: gs.Tensor, out_channels: int, kernel, strides, dilations, pads):
+    """The static output shape of a conv, or None where the input's is unknown."""
+    if x.shape is None or len(x.shape) != len(kernel) + 2:
+        return None
+    rank = len(kernel)
+    spatial = []
+    for i, extent in enumerate(x.shape[2:]):
+        if not isinstance(extent, int):
+            spatial.append(None)
+            continue
+        span = extent + pads[i] + pads[i + rank] - (kernel[i] - 1) * dilations[i] - 1
+        spatial.append(span // strides[i] + 1)
+    return [x.shape[0], out_channels, *spatial]
+
+
 class OnnxBuilder:
-    def __init__(self, fresh: Callable[[str], str], stem: str):
+    """Writes ONNX nodes into ``nodes``: by op type under ``stem`` (``op``, ``const``, ...), or
+    as the Builder of ``build.builder`` (``conv``, ``sum``, ``concat``, ...) with the names the
+    emitter gives. ``opset`` picks the attribute or input form of Split, Pad and Unsqueeze;
+    ``regroupable`` collects the chain Adds that sum fusion may regroup later."""
+
+    def __init__(self, fresh: Callable[[str], str], stem: str, opset: int = 17,
+                 regroupable: set[str] | None = None):
         self.fresh = fresh
         self.stem = stem
+        self.opset = opset
+        self.regroupable = regroupable if regroupable is not None else set()
         self.nodes: list[gs.Node] = []
 
     def const(self, name: str, value) -> gs.Constant:
@@ -56,3 +83,109 @@ class OnnxBuilder:
     def rows(self, x: gs.Tensor, name: str) -> gs.Tensor:
         """[1] int64: the number of rows of ``x``."""
         return self.op("Shape", [x], name, dtype=np.int64, start=0, end=1)
+
+    # ------------------------------------------------------------ the Builder (build.builder)
+    # Names are taken as given (already under the conv's stem), so the node and tensor names of
+    # every lowering stay what they always were: ``conv5/in_split.0``.
+
+    def shape(self, x: gs.Tensor) -> list | None:
+        return None if x.shape is None else list(x.shape)
+
+    def variable(self, name: str, like: gs.Tensor, shape=None) -> gs.Variable:
+        return gs.Variable(self.fresh(name), dtype=like.dtype, shape=shape)
+
+    def int64s(self, name: str, values) -> gs.Constant:
+        return gs.Constant(self.fresh(name), np.asarray(values, dtype=np.int64))
+
+    def node(self, op_type: str, name: str, attrs: dict, inputs: list, outputs: list) -> None:
+        """A node exactly as given (``name`` already unique)."""
+        self.nodes.append(gs.Node(op_type, name, attrs, list(inputs), list(outputs)))
+
+    def conv(self, site, inputs: list, name: str, attrs: dict, out: gs.Tensor | None = None,
+             shape: list | None = None) -> gs.Tensor:
+        """The site's op (Conv or ConvTranspose) on ``inputs`` with ``attrs``; ``name`` must be
+        unique already (``fresh``). The output's shape is ``shape``, else what the input's shape
+        and the attributes give."""
+        if out is None:
+            if shape is None:
+                rank = len(attrs.get("kernel_shape", inputs[1].shape[2:]))
+                shape = conv_output_shape(inputs[0], inputs[1].shape[0],
+                                          attrs.get("kernel_shape", list(inputs[1].shape[2:])),
+                                          attrs.get("strides", [1] * rank),
+                                          attrs.get("dilations", [1] * rank),
+                                          attrs.get("pads", [0] * (2 * rank)))
+            out = self.variable(f"{name}.out", site.y, shape)
+        self.nodes.append(gs.Node(site.spec.op_type, name, attrs, list(inputs), [out]))
+        return out
+
+    def weight(self, weight, index: tuple, stem: str) -> gs.Tensor:
+        """``weight[index]`` as a tensor (dequantized like the original when QDQ)."""
+        tensor, nodes = weight.slice(stem, index)
+        self.nodes.extend(nodes)
+        return tensor
+
+    def bias(self, site, start: int, stop: int, stem: str) -> gs.Tensor:
+        """The site's bias for output channels [start, stop): itself when that is all of them,
+        else a slice (in the graph when the bias is computed)."""
+        bias = site.bias
+        if start == 0 and stop == site.spec.out_channels:
+            return bias
+        values = constant_value(bias)
+        if values is None:
+            out = gs.Variable(f"{stem}.b", dtype=bias.dtype, shape=[stop - start])
+            consts = [gs.Constant(f"{stem}.b_{k}", np.array([v], dtype=np.int64))
+                      for k, v in (("starts", start), ("ends", stop), ("axes", 0))]
+            self.nodes.append(gs.Node("Slice", f"{stem}/bias_slice", {}, [bias, *consts], [out]))
+            return out
+        return gs.Constant(f"{stem}.b", np.ascontiguousarray(values[start:stop]))
+
+    def sum(self, terms: list, accumulate: str, stem: str, out: gs.Tensor | None = None):
+        """Add partial results in ``accumulate`` order (chain or tree); the last Add writes
+        ``out`` when given. Chains are marked regroupable for sum fusion."""
+        if len(terms) == 1:
+            return terms[0]
+        operands = list(terms)
+        pairs = sum_order(len(terms), accumulate)
+        for k, (i, j) in enumerate(pairs):
+            name = self.fresh(f"{stem}.{k}")
+            last = k == len(pairs) - 1
+            result = out if last and out is not None else \
+                self.variable(f"{name}.out", terms[0], terms[0].shape)
+            self.nodes.append(gs.Node("Add", name, {}, [operands[i], operands[j]], [result]))
+            if accumulate == "chain":
+                self.regroupable.add(name)
+            operands.append(result)
+        return operands[-1]
+
+    def concat(self, xs: list, axis: int, name: str, out: gs.Tensor | None = None) -> gs.Tensor:
+        out = out if out is not None else self.variable(f"{name}.out", xs[0])
+        self.nodes.append(gs.Node("Concat", self.fresh(name), {"axis": axis}, list(xs), [out]))
+        return out
+
+    def split_channels(self, x: gs.Tensor, ranges: list, stem: str, use_split: bool,
+                       slice_stem: str) -> list:
+        """``x`` cut into the channel ``ranges`` (which partition it): one Split named ``stem``,
+        or one Slice per range named ``{slice_stem}.{i}``; the chunks are ``{stem}.{i}``."""
+        chunks = []
+        for i, (a, b) in enumerate(ranges):
+            shape = None
+            if x.shape is not None:
+                shape = list(x.shape)
+                shape[1] = b - a
+            chunks.append(gs.Variable(self.fresh(f"{stem}.{i}"), dtype=x.dtype, shape=shape))
+        if use_split:
+            sizes = np.array([b - a for a, b in ranges], dtype=np.int64)
+            attrs, inputs = {"axis": 1}, [x]
+            if self.opset >= 13:
+                inputs.append(gs.Constant(self.fresh(f"{stem}.sizes"), sizes))
+            else:
+                attrs["split"] = [int(s) for s in sizes]
+            self.nodes.append(gs.Node("Split", self.fresh(stem), attrs, inputs, chunks))
+            return chunks
+        for i, (a, b) in enumerate(ranges):
+            consts = [gs.Constant(self.fresh(f"{slice_stem}.{i}.{k}"),
+                                  np.array([v], dtype=np.int64))
+                      for k, v in (("starts", a), ("ends", b), ("axes", 1))]
+            self.nodes.append(gs.Node("Slice", self.fresh(f"{slice_stem}.{i}"), {},
+                                      [x, *consts], [chunks[i]]))
+        return chunks

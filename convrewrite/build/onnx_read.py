@@ -16,6 +16,7 @@ import onnx_graphsurgeon as gs
 
 from .. import weight_sum
 from ..conv import ConvSpec
+from ..decline import Decline
 from ..weights import block_diagonal
 
 # Input positions of the data, weight and bias tensors per op.
@@ -63,13 +64,13 @@ def constant_value(tensor: gs.Tensor) -> np.ndarray | None:
     return None
 
 
-def spec_of(node: gs.Node) -> ConvSpec | str:
+def spec_of(node: gs.Node) -> ConvSpec | Decline:
     """Describe a conv node, or say why it cannot be described (weights of unknown shape...)."""
     x_pos, w_pos, b_pos = IO_POSITIONS[node.op]
     x, w = node.inputs[x_pos], node.inputs[w_pos]
     w_shape = _shape(w)
     if w_shape is None or None in w_shape or len(w_shape) < 3:
-        return "weight shape is unknown"
+        return Decline("weight shape is unknown")
     rank = len(w_shape) - 2
     attrs = node.attrs
     group = int(attrs.get("group", 1))
@@ -207,7 +208,7 @@ class ConstWeight:
         return gs.Constant(name, np.ascontiguousarray(value[index]))
 
 
-def const_weight(tensor: gs.Tensor) -> ConstWeight | str:
+def const_weight(tensor: gs.Tensor) -> ConstWeight | Decline:
     """The constant weight behind ``tensor``, or why it is not one we can slice."""
     value = constant_value(tensor)
     if value is not None:
@@ -215,12 +216,13 @@ def const_weight(tensor: gs.Tensor) -> ConstWeight | str:
     if len(tensor.inputs) == 1 and tensor.inputs[0].op == "DequantizeLinear":
         dq = tensor.inputs[0]
         if dq.attrs.get("block_size", 0):
-            return "blocked quantisation of the weight is not supported"
+            return Decline("blocked quantisation of the weight is not supported")
         q = constant_value(dq.inputs[0])
         scale = dq.inputs[1]
         zero_point = dq.inputs[2] if len(dq.inputs) > 2 and dq.inputs[2].name else None
         if q is None or constant_value(scale) is None or (
                 zero_point is not None and constant_value(zero_point) is None):
-            return "the weight's DequantizeLinear has non-constant inputs"
+            return Decline("the weight's DequantizeLinear has non-constant inputs")
         return ConstWeight(q, scale, zero_point, int(dq.attrs.get("axis", 1)), tensor.dtype)
-    return "the weight is not a constant (initializer, Constant or DequantizeLinear of constants)"
+    return Decline("the weight is not a constant (initializer, Constant or DequantizeLinear of "
+                   "constants)")

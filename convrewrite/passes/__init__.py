@@ -1,47 +1,60 @@
-"""One module per rewrite. Each pass declares the target rules it fixes; the pipeline asks it to
-rewrite one violating node and gets back a Record, or a reason string when the pass declines."""
+"""The rewrite passes and their contracts (``protocol``). Conv lowerings are registered in
+``lowerings`` and run here through ``lower_conv.OnnxLowering``; the ones still written as passes of
+their own (``Pass``) take their place in ``rules.LOWERING_ORDER`` by name. Pattern passes
+(``GraphPass``) run once, before the conv fixpoint."""
 
-from .protocol import Pass, RewriteContext
-from .channel_split import ChannelSplit
+from ..lowerings import LOWERINGS, Lowering
+from ..rules import FIXED_BY, LOWERING_ORDER
 from .channelwise import ChannelwiseLowering
 from .dead_taps import DeadTaps
 from .dense_to_sparse import DenseToSparse
-from .sparse_conv import SparseConvLowering
 from .depth_multiplier import DepthMultiplierLowering
 from .dilation import DilationLowering
-from .groups import GroupLowering
-from .protocol import GraphPass
 from .kernel_split import KernelSplit
+from .lower_conv import OnnxLowering
 from .padding import ExplicitPadding
+from .protocol import GraphPass, Pass, RewriteContext
 from .rank import RankLowering
 from .shift import ShiftLowering
 from .shuffle import ShuffleRemoval
+from .sparse_conv import SparseConvLowering
 from .stride import StrideSubsample
 from .tiling import SpatialTiling
 from .transposed import TransposedToConv
 from .transposed_shape import TransposedShape
 
-# Order matters where one conv breaks several rules: ranks the engine lacks become 2-D first,
-# then group forms (the dense convs they
-# become may need a channel split), channels next (the pieces stay smaller),
-# taps that only read padding are dropped (exact, and it shrinks what follows), a
-# ConvTranspose becomes plain convs next,
-# then stride (so later pieces run at stride 1), dilation (a dense kernel may then need splitting),
-# kernel, padding (it may need stride 1 to crop), and tiling last (on the convs that remain).
-DEFAULT_PASSES: tuple[Pass, ...] = (RankLowering(), GroupLowering(), DepthMultiplierLowering(),
-                                    ChannelSplit(),
-                                    DeadTaps(), TransposedShape(),
-                                    TransposedToConv(), StrideSubsample(), DilationLowering(),
-                                    KernelSplit(), ExplicitPadding(), SpatialTiling())
+CONV_PASSES = {p.name: p for p in (RankLowering, DepthMultiplierLowering, DeadTaps,
+                                   TransposedShape, TransposedToConv, StrideSubsample,
+                                   DilationLowering, KernelSplit, ExplicitPadding, SpatialTiling)}
+for _cls in CONV_PASSES.values():
+    for _rule in _cls.fixes:
+        FIXED_BY[_rule].append(_cls.name)
+
+
+def conv_pass(p: "Pass | Lowering") -> Pass:
+    """A conv pass as the fixpoint runs it: registered lowerings through the ONNX Builder."""
+    return OnnxLowering(p) if isinstance(p, Lowering) else p
+
+
+def default_conv_passes() -> tuple[Pass, ...]:
+    """Every conv lowering, in ``rules.LOWERING_ORDER``."""
+    return tuple(OnnxLowering(LOWERINGS[name]()) if name in LOWERINGS else CONV_PASSES[name]()
+                 for name in LOWERING_ORDER)
+
+
+DEFAULT_PASSES: tuple[Pass, ...] = default_conv_passes()
 
 # Pattern rewrites run once before the conv passes: our ops become standard ONNX, shuffles lose
 # their 5-D tensors, and shifts take their cheapest form (the convs these emit then get legalised).
 # Convs over --sparse-input tensors become SparseConvs first, and SparseConvs standard ONNX next.
 GRAPH_PASSES: tuple[GraphPass, ...] = (DenseToSparse(), SparseConvLowering(), ChannelwiseLowering(),
                                        ShuffleRemoval(), ShiftLowering())
+FIXED_BY["ops"] += ["channelwise", "shift", "sparse_conv"]
+FIXED_BY["max_tensor_rank"].append("shuffle")
 
-__all__ = ["DEFAULT_PASSES", "GRAPH_PASSES", "ChannelSplit", "ChannelwiseLowering", "DeadTaps",
-           "DenseToSparse", "SparseConvLowering",
-           "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding", "GraphPass",
-           "GroupLowering", "KernelSplit", "Pass", "RankLowering", "RewriteContext", "ShiftLowering",
-           "ShuffleRemoval", "SpatialTiling", "StrideSubsample", "TransposedShape", "TransposedToConv"]
+__all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "ChannelwiseLowering", "DeadTaps",
+           "DenseToSparse", "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding",
+           "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RewriteContext",
+           "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",
+           "StrideSubsample", "TransposedShape", "TransposedToConv", "conv_pass",
+           "default_conv_passes"]

@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..legality import Violation
+from ..decline import Decline
+from ..rules import Violation
 from ..build.onnx_read import constant_value, dtype_name
 from ..ops import DOMAIN
 from ..ops.channelwise import OP_TYPE, banded_weight, channelwise_attrs
@@ -30,23 +31,23 @@ class ChannelwiseLowering(GraphPass):
         try:
             stride, pads = channelwise_attrs(node.attrs)
         except ValueError as exc:
-            return str(exc)
+            return Decline(str(exc))
         kernel = constant_value(node.inputs[1])
         if kernel is None or kernel.ndim != 1:
-            return "the kernel W must be a constant 1-D tensor"
+            return Decline("the kernel W must be a constant 1-D tensor")
         if x.shape is None or not isinstance(x.shape[1], int):
-            return "the input's channel count is not static"
+            return Decline("the input's channel count is not static")
         spatial = list(x.shape[2:])
         bias = constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name \
             else None
         if len(node.inputs) > 2 and node.inputs[2].name and bias is None:
-            return "the bias B must be a constant"
+            return Decline("the bias B must be a constant")
         plan = plan_channelwise(x.shape[1], len(kernel), stride, pads, spatial, ctx.target,
                                 dtype_name(x))
-        if isinstance(plan, str):
+        if isinstance(plan, Decline):
             return plan
         if plan.form == "conv" and any(not isinstance(d, int) for d in spatial):
-            return "the channel-axis conv needs static spatial sizes"
+            return Decline("the channel-axis conv needs static spatial sizes")
         out = node.outputs[0]
         pixels = int(np.prod(spatial)) if all(isinstance(d, int) for d in spatial) else None
         channels = x.shape[1]

@@ -9,10 +9,11 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.dead_taps import plan_dead_taps
 from ..record import Record
-from .protocol import Decline, Pass, RewriteContext, need
+from ..decline import Declined, need
+from .protocol import Pass, RewriteContext
 from .emit import conv_copy, replace
 from .geometry_common import explicit_pads
 
@@ -28,7 +29,7 @@ class DeadTaps(Pass):
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
         if node.op != "Conv":
-            raise Decline(f"{node.op} taps are not trimmed")
+            raise Declined(f"{node.op} taps are not trimmed")
         pads = need(explicit_pads(node, spec))
         plan = need(plan_dead_taps(spec, pads))
         stem = ctx.fresh(f"{node.name}/trimmed")

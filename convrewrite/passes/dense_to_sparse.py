@@ -33,7 +33,8 @@ from ..ops import DOMAIN
 from ..ops.sparse_conv import OP_TYPE, SparseConvAttrs, SparseConvError
 from ..record import Record
 from ..sparse.onnx_form import IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS
-from .protocol import Decline, GraphOutcome, GraphPass, RewriteContext, detach, need
+from ..decline import Declined, need
+from .protocol import GraphOutcome, GraphPass, RewriteContext, detach
 
 SPARSIFY_OPS = frozenset({"Abs", "ReduceSum", "Greater", "NonZero", "Transpose", "GatherND",
                           "ScatterND", "Shape", "Concat", "ConstantOfShape", "CastLike", "Add",
@@ -65,7 +66,7 @@ class DenseToSparse(GraphPass):
                 try:
                     outcome.records.append(self._rewrite(conv, tensors[name], mode, ctx, like, sites,
                                                          gathered))
-                except Decline as reason:
+                except Declined as reason:
                     outcome.recognised.append(f"{conv.name}: left dense although it reads sparse "
                                               f"{name!r} ({reason})")
         return outcome
@@ -85,30 +86,30 @@ class DenseToSparse(GraphPass):
         x = conv.inputs[0]
         rank = spec.rank
         if spec.groups != 1:
-            raise Decline(f"grouped convs (group {spec.groups}) have no sparse form here")
+            raise Declined(f"grouped convs (group {spec.groups}) have no sparse form here")
         if rank not in (2, 3):
-            raise Decline(f"{rank}-D conv; SparseConv is 2-D or 3-D")
+            raise Declined(f"{rank}-D conv; SparseConv is 2-D or 3-D")
         if spec.auto_pad not in ("NOTSET", ""):
-            raise Decline(f"auto_pad {spec.auto_pad}")
+            raise Declined(f"auto_pad {spec.auto_pad}")
         if spec.input_shape is None or any(d is None for d in spec.input_shape[1:]):
-            raise Decline("the input's channels and spatial sizes must be static")
+            raise Declined("the input's channels and spatial sizes must be static")
         if mode == "mask" and (named.shape is None or len(named.shape) != rank + 2
                                or named.shape[1] != 1):
-            raise Decline(f"a mask must be [B, 1, spatial], {named.name!r} is {named.shape}")
+            raise Declined(f"a mask must be [B, 1, spatial], {named.name!r} is {named.shape}")
         weight = constant_value(conv.inputs[1])
         if weight is None:
-            raise Decline("the weight must be constant")
+            raise Declined("the weight must be constant")
         bias = constant_value(conv.inputs[2]) if spec.has_bias else None
         if spec.has_bias and bias is None:
-            raise Decline("the bias must be constant")
+            raise Declined("the bias must be constant")
         if ctx.opset < MIN_OPSET:
-            raise Decline(f"needs opset >= {MIN_OPSET} (ScatterND reduction=add), the model has "
+            raise Declined(f"needs opset >= {MIN_OPSET} (ScatterND reduction=add), the model has "
                           f"{ctx.opset}")
         mask_value = constant_value(named) if mode == "mask" else None
         ops = SPARSIFY_OPS | (PRECOMPUTED_OPS if mask_value is not None else IN_GRAPH_OPS)
         missing = sorted(op for op in ops if not ctx.target.allows_op(op))
         if missing:
-            raise Decline(f"the target's ops list lacks {', '.join(missing)}")
+            raise Declined(f"the target's ops list lacks {', '.join(missing)}")
         spatial = tuple(spec.input_shape[2:])
         mul = self._submanifold_mul(conv, named, spec, ctx) if mode == "mask" else None
         try:
@@ -116,7 +117,7 @@ class DenseToSparse(GraphPass):
                                            None if mul is not None else spec.pads, spec.dilations,
                                            mul is not None)
         except SparseConvError as exc:
-            raise Decline(str(exc)) from None
+            raise Declined(str(exc)) from None
         region = [conv] if mul is None else [conv, mul]
         out = conv.outputs[0] if mul is None else mul.outputs[0]
         data = [x] if mode == "data" else [x, named]

@@ -10,10 +10,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.multiplier import plan_depth_multiplier
 from ..record import Record
-from .protocol import Pass, RewriteContext, need
+from ..decline import need
+from .protocol import Pass, RewriteContext
 from .emit import conv_copy, replace, variable
 
 

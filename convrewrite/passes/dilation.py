@@ -14,10 +14,11 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.dilation import plan_dilation, plan_space_to_batch
 from ..record import Record
-from .protocol import Decline, Pass, RewriteContext, need
+from ..decline import Decline, Declined, need
+from .protocol import Pass, RewriteContext
 from .emit import conv_copy, int64s, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
 
@@ -34,8 +35,8 @@ class DilationLowering(Pass):
         dense = need(plan_dilation(spec, ctx.target))
         batched = plan_space_to_batch(spec, ctx.target, pads)
         missing = [op for op in SPACE_TO_BATCH_OPS if not ctx.target.allows_op(op)]
-        if isinstance(batched, str) or missing:
-            why = batched if isinstance(batched, str) else f"ops list lacks {', '.join(missing)}"
+        if isinstance(batched, Decline) or missing:
+            why = batched if isinstance(batched, Decline) else f"ops list lacks {', '.join(missing)}"
             choice = None
         else:
             cost = batched.cost_factor(spec)
@@ -72,7 +73,7 @@ class DilationLowering(Pass):
 def _space_to_batch(node: gs.Node, spec: ConvSpec, plan, ctx: RewriteContext,
                     added: list[gs.Node]) -> None:
     if spec.transposed:
-        raise Decline("space-to-batch is for Conv")
+        raise Declined("space-to-batch is for Conv")
     rank, base, y = spec.rank, node.name, node.outputs[0]
     x = pad_spatial(ctx, node.inputs[0], list(plan.pads[:rank]), list(plan.pads[rank:]),
                     f"{base}/s2b_pad", added)

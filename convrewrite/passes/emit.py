@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..plan.channels import sum_order
+from ..build.onnx import OnnxBuilder, conv_output_shape
 from .protocol import RewriteContext
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -25,22 +25,15 @@ def int64s(ctx: RewriteContext, name: str, values) -> gs.Constant:
 
 def sum_terms(ctx: RewriteContext, terms: list[gs.Tensor], accumulate: str, stem: str,
               added: list[gs.Node], out: gs.Tensor | None = None) -> gs.Tensor:
-    """Add partial results in ``accumulate`` order (chain or tree); the last Add writes ``out``
-    when given. Chains are marked regroupable for sum fusion."""
-    if len(terms) == 1:
-        return terms[0]
-    operands = list(terms)
-    pairs = sum_order(len(terms), accumulate)
-    for k, (i, j) in enumerate(pairs):
-        name = ctx.fresh(f"{stem}.{k}")
-        last = k == len(pairs) - 1
-        result = out if last and out is not None else variable(ctx, f"{name}.out", terms[0],
-                                                               terms[0].shape)
-        added.append(gs.Node("Add", name, {}, [operands[i], operands[j]], [result]))
-        if accumulate == "chain":
-            ctx.regroupable_sums.add(name)
-        operands.append(result)
-    return operands[-1]
+    """``OnnxBuilder.sum`` for the passes not yet on the Builder."""
+    return builder(ctx, added).sum(terms, accumulate, stem, out)
+
+
+def builder(ctx: RewriteContext, added: list[gs.Node]) -> OnnxBuilder:
+    """An ONNX Builder writing into ``added`` with the context's names, opset and sums."""
+    b = OnnxBuilder(ctx.fresh, "", opset=ctx.opset, regroupable=ctx.regroupable_sums)
+    b.nodes = added
+    return b
 
 
 def _sliced(extent, start: int, end: int, step: int):
@@ -91,21 +84,6 @@ def pad_spatial(ctx: RewriteContext, x: gs.Tensor, begins: list[int], ends: list
         added.append(gs.Node("Pad", ctx.fresh(stem), {"mode": "constant", "pads": pads},
                              [x], [result]))
     return result
-
-
-def conv_output_shape(x: gs.Tensor, out_channels: int, kernel, strides, dilations, pads):
-    """The static output shape of a conv, or None where the input's is unknown."""
-    if x.shape is None or len(x.shape) != len(kernel) + 2:
-        return None
-    rank = len(kernel)
-    spatial = []
-    for i, extent in enumerate(x.shape[2:]):
-        if not isinstance(extent, int):
-            spatial.append(None)
-            continue
-        span = extent + pads[i] + pads[i + rank] - (kernel[i] - 1) * dilations[i] - 1
-        spatial.append(span // strides[i] + 1)
-    return [x.shape[0], out_channels, *spatial]
 
 
 def conv_copy(ctx: RewriteContext, node: gs.Node, name: str, inputs: list[gs.Tensor],

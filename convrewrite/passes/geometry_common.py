@@ -6,14 +6,15 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import effective_pads
+from ..decline import Decline
+from ..conv import effective_pads
 
 
-def explicit_pads(node: gs.Node, spec: ConvSpec) -> tuple[int, ...] | str:
+def explicit_pads(node: gs.Node, spec: ConvSpec) -> tuple[int, ...] | Decline:
     """The conv's begin/end pads, or why they are not known (SAME_* on a dynamic input)."""
     if node.op != "Conv":
-        return f"{node.op} is not lowered by this pass yet (only Conv)"
+        return Decline(f"{node.op} is not lowered by this pass yet (only Conv)")
     pads = effective_pads(spec)
     if pads is None:
-        return f"auto_pad {spec.auto_pad} needs a static input size to resolve"
+        return Decline(f"auto_pad {spec.auto_pad} needs a static input size to resolve")
     return pads

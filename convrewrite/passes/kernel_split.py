@@ -12,10 +12,11 @@ import itertools
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.kernel import plan_kernel_split
 from ..record import Record
-from .protocol import Pass, RewriteContext, need
+from ..decline import need
+from .protocol import Pass, RewriteContext
 from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, sum_terms
 from .geometry_common import explicit_pads
 

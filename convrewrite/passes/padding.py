@@ -10,10 +10,11 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.padding import plan_padding
 from ..record import Record
-from .protocol import Pass, RewriteContext, need
+from ..decline import need
+from .protocol import Pass, RewriteContext
 from .emit import conv_copy, pad_spatial, replace, slice_spatial
 from .geometry_common import explicit_pads
 

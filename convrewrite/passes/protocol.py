@@ -13,8 +13,9 @@ import onnx_graphsurgeon as gs
 
 from ..build.onnx_read import IO_POSITIONS, ConstWeight, const_weight
 from ..conv import ConvSpec
+from ..decline import Decline, Declined, need
 from ..graph import isolate_region
-from ..legality import Violation
+from ..rules import Violation
 from ..naming import Names
 from ..record import Record
 from ..target import Target
@@ -34,30 +35,19 @@ class RewriteContext:
         return self.names.fresh(wanted)
 
 
-class Decline(Exception):
-    """A pass refuses a node; the message says why and reaches the report."""
-
-
-def need(result):
-    """Planners and readers return a value or a reason string; a reason declines the rewrite."""
-    if isinstance(result, str):
-        raise Decline(result)
-    return result
-
-
 class Pass:
     """Subclasses set ``name`` and ``fixes`` and implement ``rewrite``, which either returns the
-    Record of the replacement it made or raises Decline (via ``need``/``require_ops``)."""
+    Record of the replacement it made or raises Declined (via ``need``/``require_ops``)."""
 
     name: ClassVar[str] = ""
     fixes: ClassVar[frozenset[str]] = frozenset()
 
     def run(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
-            ctx: RewriteContext) -> Record | str:
+            ctx: RewriteContext) -> Record | Decline:
         try:
             return self.rewrite(node, spec, violations, ctx)
-        except Decline as reason:
-            return str(reason)
+        except Declined as declined:
+            return declined.decline
 
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
@@ -67,7 +57,7 @@ class Pass:
     def require_ops(ctx: RewriteContext, ops) -> None:
         missing = sorted(op for op in set(ops) if not ctx.target.allows_op(op))
         if missing:
-            raise Decline(f"the target's ops list lacks {', '.join(missing)}")
+            raise Declined(f"the target's ops list lacks {', '.join(missing)}")
 
     @staticmethod
     def weight(node: gs.Node) -> ConstWeight:
@@ -106,7 +96,7 @@ def lower_each(pass_name: str, nodes: list[gs.Node], lower) -> GraphOutcome:
     outcome = GraphOutcome()
     for node in nodes:
         result = lower(node)
-        if isinstance(result, str):
+        if isinstance(result, Decline):
             outcome.unlowered.append((node.name, node.op, f"{pass_name}: {result}"))
         else:
             outcome.records.append(result)

@@ -14,10 +14,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.rank import RankPlan, plan_rank_lowering
 from ..record import Record
-from .protocol import Decline, Pass, RewriteContext, need
+from ..decline import Declined, need
+from .protocol import Pass, RewriteContext
 from .emit import conv_copy, int64s, pad_spatial, replace, slice_axes, sum_terms, variable
 from .geometry_common import explicit_pads
 
@@ -30,7 +31,7 @@ class RankLowering(Pass):
                 ctx: RewriteContext) -> Record:
         if node.op == "ConvTranspose" and spec.rank == 1:
             if spec.auto_pad not in ("NOTSET", "") or "output_shape" in node.attrs:
-                raise Decline("a 1-D ConvTranspose with auto_pad or output_shape: resolve first")
+                raise Declined("a 1-D ConvTranspose with auto_pad or output_shape: resolve first")
             pads = spec.pads
         else:
             pads = need(explicit_pads(node, spec))

@@ -10,7 +10,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import Violation
+from ..decline import Decline
+from ..rules import Violation
 from ..build.onnx_read import const_weight, constant_value, spec_of
 from ..ops import DOMAIN
 from ..ops.shift import OP_TYPE, one_hot_depthwise_weight, one_hot_offsets, shift_offsets
@@ -20,28 +21,28 @@ from .emit import INT64_MAX, pad_spatial, slice_axes
 from .protocol import GraphOutcome, GraphPass, detach, region_record, single_consumer
 
 
-def shift_op_offsets(node: gs.Node) -> np.ndarray | str:
+def shift_op_offsets(node: gs.Node) -> np.ndarray | Decline:
     channels = node.inputs[0].shape[1] if node.inputs[0].shape is not None else None
     if not isinstance(channels, int):
-        return "a Shift needs a static channel count"
+        return Decline("a Shift needs a static channel count")
     try:
         return shift_offsets(channels, int(node.attrs.get("kernel_size", 3)),
                              int(node.attrs.get("dilation", 1)))
     except ValueError as exc:
-        return str(exc)
+        return Decline(str(exc))
 
 
 def depthwise_shift_offsets(node: gs.Node) -> np.ndarray | None:
     """Offsets of a depthwise Conv that is a shift: ``spec_shift_offsets``, and no bias (or 0)."""
     spec = spec_of(node)
-    if isinstance(spec, str):
+    if isinstance(spec, Decline):
         return None
     if len(node.inputs) > 2 and node.inputs[2].name:
         bias = constant_value(node.inputs[2])
         if bias is None or np.any(bias):
             return None
     weight = const_weight(node.inputs[1])
-    if isinstance(weight, str) or weight.quantized:
+    if isinstance(weight, Decline) or weight.quantized:
         return None
     return spec_shift_offsets(spec, weight.values)
 
@@ -137,10 +138,10 @@ def fold_target(shifted: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
     if consumer is None or consumer.op != "Conv" or consumer.inputs[0] is not shifted:
         return None
     spec = spec_of(consumer)
-    if isinstance(spec, str) or not is_dense_pointwise(spec):
+    if isinstance(spec, Decline) or not is_dense_pointwise(spec):
         return None
     weight = const_weight(consumer.inputs[1])
-    return None if isinstance(weight, str) or weight.quantized else consumer
+    return None if isinstance(weight, Decline) or weight.quantized else consumer
 
 
 class ShiftLowering(GraphPass):
@@ -154,8 +155,8 @@ class ShiftLowering(GraphPass):
             nodes, x = [node], node.inputs[0] if node.inputs else None
             if node.op == OP_TYPE and node.domain == DOMAIN:
                 offsets, current = shift_op_offsets(node), None
-                if isinstance(offsets, str):
-                    outcome.unlowered.append((node.name, node.op, offsets))
+                if isinstance(offsets, Decline):
+                    outcome.unlowered.append((node.name, node.op, offsets.reason))
                     continue
             elif node.op == "Conv":
                 offsets, current = depthwise_shift_offsets(node), "depthwise"
@@ -174,7 +175,7 @@ class ShiftLowering(GraphPass):
             site = None if consumer is None else FoldSite(
                 spec_of(consumer).out_channels, _pixels_of(consumer.outputs[0]))
             plan = plan_shift(offsets, spatial, ctx.target, site, current)
-            if isinstance(plan, str):
+            if isinstance(plan, Decline):
                 if current is None:
                     outcome.unlowered.append((node.name, node.op, f"shift: {plan}"))
                 else:

@@ -14,8 +14,9 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
+from ..decline import Decline
 from ..graph import isolate_region
-from ..legality import Violation
+from ..rules import Violation
 from ..build.onnx_read import const_weight, constant_value, spec_of
 from ..weights import absorb_selection, selection_weight
 from ..plan.selection import fold_growth, plan_selection
@@ -99,11 +100,11 @@ def find_region(trigger: gs.Node, graph: gs.Graph):
 
 
 def probe_selection(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor],
-                    graph: gs.Graph, like: onnx.ModelProto) -> list[np.ndarray] | str:
+                    graph: gs.Graph, like: onnx.ModelProto) -> list[np.ndarray] | Decline:
     """Per output, the input channels it consists of (``out = x[:, src]``), by running the
     region on a channel-index ramp and on random data; or why it is not a channel selection."""
     if x.shape is None or not isinstance(x.shape[1], int) or len(x.shape) < 3:
-        return "the shuffle's input has no static channel count"
+        return Decline("the shuffle's input has no static channel count")
     dims = [d if isinstance(d, int) else PROBE_EXTENT[min(i, 2)] for i, d in enumerate(x.shape)]
     dims[0] = x.shape[0] if isinstance(x.shape[0], int) else 2
     model = isolate_region(nodes, x, outputs, graph, like)
@@ -128,7 +129,7 @@ def probe_selection(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor]
         by_ramp = session.run(None, {x.name: ramp})
         by_noise = session.run(None, {x.name: noise})
     except Exception as exc:       # onnxruntime refuses: not a region we understand
-        return f"the region does not run alone on onnxruntime ({type(exc).__name__})"
+        return Decline(f"the region does not run alone on onnxruntime ({type(exc).__name__})")
     return decode_selections(dims, noise, by_ramp, by_noise)
 
 
@@ -141,17 +142,17 @@ def probe_inputs(dims) -> tuple[np.ndarray, np.ndarray]:
     return ramp, np.random.default_rng(0).standard_normal(dims).astype(np.float32)
 
 
-def decode_selections(dims, noise: np.ndarray, by_ramp, by_noise) -> list[np.ndarray] | str:
+def decode_selections(dims, noise: np.ndarray, by_ramp, by_noise) -> list[np.ndarray] | Decline:
     """Per output, the input channels it consists of (``out = x[:, src]``), read from the
     ramp's output and confirmed on the random data's; or why it is not a selection."""
     dims = list(dims)
     selections = []
     for a, b in zip(by_ramp, by_noise):
         if a.ndim != len(dims) or a.shape[0] != dims[0] or list(a.shape[2:]) != dims[2:]:
-            return f"an output of shape {list(a.shape)} is not channels of {dims}"
+            return Decline(f"an output of shape {list(a.shape)} is not channels of {dims}")
         src = a[(0, slice(None), *[0] * (a.ndim - 2))].astype(np.int64) - 1
         if src.min(initial=0) < 0 or not np.array_equal(b, noise[:, src]):
-            return "an output is not a channel selection of the input"
+            return Decline("an output is not a channel selection of the input")
         selections.append(src)
     return selections
 
@@ -173,7 +174,8 @@ def _absorbers(tensor: gs.Tensor, graph: gs.Graph) -> list[gs.Node] | None:
             return None
         spec = spec_of(consumer)
         weight = const_weight(consumer.inputs[1])
-        if isinstance(spec, str) or spec.groups != 1 or isinstance(weight, str) or weight.quantized:
+        if isinstance(spec, Decline) or spec.groups != 1 or isinstance(weight, Decline) \
+                or weight.quantized:
             return None
         convs.append(consumer)
     return convs
@@ -196,7 +198,7 @@ class ShuffleRemoval(GraphPass):
             src = probe_selection(x, nodes, outputs, ctx.graph, like) \
                 if not isinstance(grid, str) else \
                 "the shuffle requantizes to another scale on the way (not a pure selection)"
-            if isinstance(src, str):
+            if isinstance(src, Decline):
                 outcome.unlowered.append((node.name, node.op, f"shuffle: {src}"))
                 continue
             outcome.records.append(self._rewrite(x, nodes, outputs, src, violation, ctx, like,

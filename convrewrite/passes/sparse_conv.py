@@ -15,8 +15,9 @@ import onnx_graphsurgeon as gs
 
 from ..build.onnx import OnnxBuilder
 from ..build.onnx_read import constant_value
+from ..decline import Decline
 from ..graph import isolate_region
-from ..legality import Violation
+from ..rules import Violation
 from ..ops import DOMAIN
 from ..ops.sparse_conv import (OP_TYPE, SparseConvAttrs, SparseConvError, check_weight, node_attrs,
                                optional_input, tap_weights)
@@ -55,18 +56,18 @@ class SparseConvLowerer:
     def __init__(self):
         self.shared: dict = {}
 
-    def lower(self, node: gs.Node, ctx, like: onnx.ModelProto) -> Record | str:
+    def lower(self, node: gs.Node, ctx, like: onnx.ModelProto) -> Record | Decline:
         """Replace ``node`` in ``ctx.graph`` and return its Record, or the reason it cannot."""
         return self._lower(node, ctx, like, self.shared)
 
-    def _lower(self, node: gs.Node, ctx, like: onnx.ModelProto, shared: dict) -> Record | str:
+    def _lower(self, node: gs.Node, ctx, like: onnx.ModelProto, shared: dict) -> Record | Decline:
         attrs = node_attrs(node)
         if len(node.inputs) < 3:
             raise SparseConvError(f"{OP_TYPE} {node.name!r}: needs features, coordinates and W")
         features, coords = node.inputs[0], node.inputs[1]
         weight = constant_value(node.inputs[2])
         if weight is None:
-            return "the weight W must be a constant"
+            return Decline("the weight W must be a constant")
         try:
             check_weight(weight, attrs)
         except SparseConvError as exc:
@@ -74,16 +75,17 @@ class SparseConvLowerer:
         bias_in = optional_input(node, 3)
         bias = None if bias_in is None else constant_value(bias_in)
         if bias_in is not None and bias is None:
-            return "the bias B must be a constant"
+            return Decline("the bias B must be a constant")
         if ctx.opset < MIN_OPSET:
-            return (f"the lowering needs opset >= {MIN_OPSET} (ScatterND reduction=add); the model "
+            return Decline(f"the lowering needs opset >= {MIN_OPSET} (ScatterND reduction=add); "
+                           "the model "
                     f"imports opset {ctx.opset}")
         coords_value = constant_value(coords)
         form = "precomputed" if coords_value is not None else "graph"
         missing = sorted(op for op in (PRECOMPUTED_OPS if coords_value is not None else IN_GRAPH_OPS)
                          if not ctx.target.allows_op(op))
         if missing:
-            return f"the target's ops list lacks {', '.join(missing)}"
+            return Decline(f"the target's ops list lacks {', '.join(missing)}")
         outputs = used_outputs(node, ctx.graph)
         e = OnnxBuilder(ctx.fresh, node.name)
         rb, reused = self._rulebook(node, attrs, coords, coords_value, e, shared)

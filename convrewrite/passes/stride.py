@@ -12,10 +12,11 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.stride import plan_space_to_depth, plan_stride
 from ..record import Record
-from .protocol import Decline, Pass, RewriteContext, need
+from ..decline import Decline, Declined, need
+from .protocol import Pass, RewriteContext
 from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
 
@@ -29,7 +30,7 @@ class StrideSubsample(Pass):
         pads = need(explicit_pads(node, spec))
         plan = need(plan_stride(spec, ctx.target, pads))
         folded = plan_space_to_depth(spec, ctx.target, pads)
-        usable = not isinstance(folded, str) and ctx.target.allows_op("SpaceToDepth") \
+        usable = not isinstance(folded, Decline) and ctx.target.allows_op("SpaceToDepth") \
             and ctx.target.allows_op("Pad") and (ctx.target.conv.max_stride or 1) == 1
         if usable and all(s == 1 for s in plan.input_steps) and folded.cost < folded.subsample_cost:
             return self._space_to_depth(node, spec, violations, folded, ctx)
@@ -52,7 +53,7 @@ class StrideSubsample(Pass):
             how.append(f"input subsampled by {dims_text(plan.input_steps)}")
         if subsample_out:
             how.append(f"output subsampled by {dims_text(plan.output_steps)}")
-        if not isinstance(folded, str):
+        if not isinstance(folded, Decline):
             how.append(f"not space-to-depth: cost x{folded.cost:.2f} vs x{folded.subsample_cost:.2f}")
         record = self.record(node, spec, violations, ", ".join(how), added, tolerance="exact",
                              macs_factor=plan.mac_factor)
@@ -79,7 +80,7 @@ class StrideSubsample(Pass):
         try:
             weight = weight.with_values(taps.reshape(cout, s * s * cin, kh, kw))
         except ValueError as exc:
-            raise Decline(str(exc)) from None
+            raise Declined(str(exc)) from None
         stem = ctx.fresh(f"{base}/conv")
         w, w_nodes = weight.slice(stem, (slice(None),))
         added.extend(w_nodes)

@@ -9,10 +9,11 @@ import itertools
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import Violation
+from ..rules import Violation
 from ..plan.tiling import plan_tiles
 from ..record import Record
-from .protocol import Pass, RewriteContext, need
+from ..decline import need
+from .protocol import Pass, RewriteContext
 from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
 

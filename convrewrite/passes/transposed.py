@@ -17,11 +17,12 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import Violation
+from ..rules import Violation
 from ..build.onnx_read import ConstWeight
 from ..plan.transposed import plan_subpixel, plan_zero_insertion
 from ..record import Record
-from .protocol import Decline, Pass, RewriteContext, need
+from ..decline import Decline, Declined, need
+from .protocol import Pass, RewriteContext
 from .emit import INT64_MAX, int64s, replace, slice_spatial, variable
 
 
@@ -35,12 +36,12 @@ def conv_layout(weight: ConstWeight, groups: int) -> ConstWeight:
     if weight.quantized and np.asarray(weight.scale.values if isinstance(
             weight.scale, gs.Constant) else 0).size > 1:
         if groups != 1:
-            raise Decline("per-channel quantized grouped ConvTranspose weights are not lowered")
+            raise Declined("per-channel quantized grouped ConvTranspose weights are not lowered")
         axis = {0: 1, 1: 0}.get(axis % weight.values.ndim, axis)
     return ConstWeight(values, weight.scale, weight.zero_point, axis, weight.out_dtype)
 
 
-def transposed_pads(spec: ConvSpec, output_shape) -> tuple[tuple[int, ...], ConvSpec] | str:
+def transposed_pads(spec: ConvSpec, output_shape) -> tuple[tuple[int, ...], ConvSpec] | Decline:
     """Explicit begin/end pads of a ConvTranspose, resolving output_shape and auto_pad as the
     ONNX spec does: the total padding is halved, the odd pixel at the end for SAME_UPPER and at
     the start otherwise."""
@@ -50,7 +51,7 @@ def transposed_pads(spec: ConvSpec, output_shape) -> tuple[tuple[int, ...], Conv
     if output_shape is None and spec.auto_pad == "VALID":
         return (0,) * (2 * rank), spec
     if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
-        return "output_shape / auto_pad of a ConvTranspose need a static input size"
+        return Decline("output_shape / auto_pad of a ConvTranspose need a static input size")
     sizes = spec.input_shape[2:]
     wanted = list(output_shape)[-rank:] if output_shape is not None else \
         [n * s for n, s in zip(sizes, spec.strides)]
@@ -82,7 +83,7 @@ class TransposedToConv(Pass):
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
         if node.op != "ConvTranspose":
-            raise Decline(f"{node.op} is not a transposed conv")
+            raise Declined(f"{node.op} is not a transposed conv")
         pads, spec = need(transposed_pads(spec, node.attrs.get("output_shape")))
         weight = conv_layout(self.weight(node), spec.groups)
         form = ctx.target.rewrite.transposed_form
@@ -93,10 +94,10 @@ class TransposedToConv(Pass):
             try:
                 added, macs, how = build(self, node, spec, pads, weight, ctx)
                 break
-            except Decline as reason:
+            except Declined as reason:
                 reasons.append(f"{name}: {reason}")
         else:
-            raise Decline("; ".join(reasons))
+            raise Declined("; ".join(reasons))
         if reasons:
             how += f" (not {reasons[0]})"
         factor = macs / spec.macs if spec.macs else 1.0
@@ -110,7 +111,7 @@ def _subpixel(p: Pass, node: gs.Node, spec: ConvSpec, pads, weight: ConstWeight,
               ctx: RewriteContext) -> tuple[list[gs.Node], int, str]:
     plan = need(plan_subpixel(spec, pads))
     if any(not taps for phase in plan.phases for taps in phase.taps):
-        raise Decline("a kernel smaller than its stride leaves output phases without taps")
+        raise Declined("a kernel smaller than its stride leaves output phases without taps")
     rank, base, y = spec.rank, node.name, node.outputs[0]
     interleave = ["DepthToSpace"] if rank == 2 else ["Unsqueeze", "Reshape"]
     p.require_ops(ctx, ["Conv", "Concat", "Slice", *interleave])

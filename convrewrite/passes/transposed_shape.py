@@ -15,10 +15,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
-from ..legality import Violation, valid_output_padding
+from ..rules import Violation, valid_output_padding
 from ..build.onnx_read import constant_value
 from ..record import Record
-from .protocol import Decline, Pass, RewriteContext
+from ..decline import Declined
+from .protocol import Pass, RewriteContext
 from .emit import pad_spatial, replace, variable
 
 
@@ -29,9 +30,9 @@ class TransposedShape(Pass):
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
         if node.op != "ConvTranspose":
-            raise Decline(f"{node.op} is not a transposed conv")
+            raise Declined(f"{node.op} is not a transposed conv")
         if spec.auto_pad not in ("NOTSET", "", "VALID") or "output_shape" in node.attrs:
-            raise Decline("output_shape / auto_pad SAME are resolved by the transposed lowering")
+            raise Declined("output_shape / auto_pad SAME are resolved by the transposed lowering")
         rank = spec.rank
         pads = list(spec.pads or (0,) * (2 * rank)) if spec.auto_pad in ("NOTSET", "") \
             else [0] * (2 * rank)

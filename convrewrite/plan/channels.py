@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from math import ceil
 
 from ..conv import ConvSpec
+from ..decline import Decline
 from ..target import Target
 from .cost import (COPY_ELEMENT_COST_IN_MACS, COPY_NODE_COST_IN_MACS, COSTING_PIXELS,
                    NODE_COST_IN_MACS, shallow_gemm_penalty)
@@ -95,22 +96,22 @@ def ranges_of_sizes(sizes: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def plan_channel_split(spec: ConvSpec, target: Target) -> ChannelSplitPlan | str:
+def plan_channel_split(spec: ConvSpec, target: Target) -> ChannelSplitPlan | Decline:
     """Plan sub-convs that respect the channel limits, or return why it cannot be done."""
     rules = target.conv
     max_in = rules.max_in_channels or spec.in_channels
     max_out = rules.max_out_channels or spec.out_channels
     align = rules.channel_align
     if spec.in_channels <= max_in and spec.out_channels <= max_out:
-        return "channels already within the limits"
+        return Decline("channels already within the limits")
     if spec.in_channels % spec.groups or spec.out_channels % spec.groups:
-        return f"channels are not divisible by groups={spec.groups}"
+        return Decline(f"channels are not divisible by groups={spec.groups}")
     G, cin_g, cout_g = spec.groups, spec.in_per_group, spec.out_per_group
     accumulate = target.rewrite.accumulate
     groups_per_chunk = min(max_in // cin_g, max_out // cout_g, G)
     if groups_per_chunk >= 1:
         if G == 1:       # cannot happen: a single group fits, so the conv already fitted
-            return "channels already within the limits"
+            return Decline("channels already within the limits")
         # Whole groups per sub-conv: groups are independent, so blocks concatenate, no sums.
         # Align in channel units where possible (chunks of groups whose channel count is aligned).
         group_align = max(1, align // cin_g) if align % cin_g == 0 else 1
@@ -173,18 +174,18 @@ def sum_order(n: int, accumulate: str) -> list[tuple[int, int]]:
 
 
 def plan_group_lowering(spec: ConvSpec, target: Target,
-                        groups_per_conv: int | None = None) -> ChannelSplitPlan | str:
+                        groups_per_conv: int | None = None) -> ChannelSplitPlan | Decline:
     """A grouped or depthwise conv on an engine without that form: chunks of c groups, each one
     dense conv whose weight is block-diagonal (c = 1: a plain conv per group). c is chosen by
     cost: MACs grow c times, while every extra node costs NODE_COST_IN_MACS, cutting the input
     and joining the outputs copies both once, and a conv whose GEMM depth (input channels x
     taps) is shallow runs its MACs slower (``shallow_gemm_penalty``)."""
     if spec.group_form in target.conv.groups:
-        return f"{spec.group_form} convs run natively"
+        return Decline(f"{spec.group_form} convs run natively")
     if "regular" not in target.conv.groups:
-        return "the engine runs no regular convs to lower to"
+        return Decline("the engine runs no regular convs to lower to")
     if spec.in_channels % spec.groups or spec.out_channels % spec.groups:
-        return f"channels are not divisible by groups={spec.groups}"
+        return Decline(f"channels are not divisible by groups={spec.groups}")
     G, cin_g, cout_g = spec.groups, spec.in_per_group, spec.out_per_group
     rules = target.conv
     largest = min(G, max(1, min((rules.max_in_channels or spec.in_channels) // cin_g,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..conv import ConvSpec
+from ..decline import Decline
 from ..legality import check
 from ..target import Target
 from .cost import NODE_COST_IN_MACS, costed_pixels
@@ -23,13 +24,13 @@ def channelwise_out_channels(channels: int, kernel: int, stride: int, pads: tupl
 
 
 def plan_channelwise(channels: int, kernel: int, stride: int, pads: tuple[int, int], spatial,
-                     target: Target, dtype: str = "float32") -> ChannelwisePlan | str:
+                     target: Target, dtype: str = "float32") -> ChannelwisePlan | Decline:
     """A channel-wise conv as a 2-D conv sliding over the channel axis (kernel ``kernel`` x 1 on
     a [N, 1, C, H*W] view) or as one 1x1 conv with a banded weight: fewer MACs against fewer,
     more legal nodes; forms the target rejects are costed last."""
     out = channelwise_out_channels(channels, kernel, stride, pads)
     if out < 1:
-        return f"kernel {kernel} is wider than {channels} channels plus padding"
+        return Decline(f"kernel {kernel} is wider than {channels} channels plus padding")
     pixels, known = costed_pixels(spatial)
     flat = pixels if known else None
     sliding = ConvSpec("channelwise", "Conv", 1, 1, 1, (kernel, 1), (stride, 1), (1, 1),

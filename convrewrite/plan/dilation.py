@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from ..conv import ConvSpec, dims_text
+from ..decline import Decline
 from ..target import Target
 from .cost import LAYOUT_ELEMENT_COST_IN_MACS
 from .limits import MAX_LOWERED_WEIGHTS
@@ -25,7 +26,7 @@ class DilationPlan:
         return dense / original
 
 
-def plan_dilation(spec: ConvSpec, target: Target) -> DilationPlan | str:
+def plan_dilation(spec: ConvSpec, target: Target) -> DilationPlan | Decline:
     """Dilation over the limit: write the holes into the kernel as zeros (Vela's answer for
     dilation > 2). Each dimension keeps the largest legal dilation dividing its own, so a 4 on an
     engine that dilates by 2 only doubles the kernel's extent, not quadruples it."""
@@ -37,10 +38,10 @@ def plan_dilation(spec: ConvSpec, target: Target) -> DilationPlan | str:
         kernel.append((k - 1) * factor + 1)
         dilations.append(keep)
     if tuple(dilations) == spec.dilations:
-        return "dilations already within the limit"
+        return Decline("dilations already within the limit")
     weights = spec.out_channels * spec.in_per_group * math.prod(kernel)
     if weights > MAX_LOWERED_WEIGHTS:
-        return (f"a dense kernel {dims_text(kernel)} would hold {weights:,} weights "
+        return Decline(f"a dense kernel {dims_text(kernel)} would hold {weights:,} weights "
                 f"(limit {MAX_LOWERED_WEIGHTS:,})")
     return DilationPlan(tuple(kernel), tuple(dilations))
 
@@ -88,22 +89,23 @@ def _size_floor(target: Target, rank: int, axis: int) -> int | None:
 
 
 def plan_space_to_batch(spec: ConvSpec, target: Target,
-                        pads: tuple[int, ...]) -> SpaceToBatchPlan | str:
+                        pads: tuple[int, ...]) -> SpaceToBatchPlan | Decline:
     """Dilation d as d**rank interleaved sub-images stacked on the batch axis, each convolved
     densely (TensorFlow's atrous conv; nncase's SpaceToBatch + conv + BatchToSpace): no MACs on
     zeros, at the price of a batch d**rank times larger and a few layout ops."""
     if any(s != 1 for s in spec.strides):
-        return "space-to-batch handles stride-1 dilated convs"
+        return Decline("space-to-batch handles stride-1 dilated convs")
     if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
-        return "space-to-batch needs a static input size"
+        return Decline("space-to-batch needs a static input size")
     dense = plan_dilation(spec, target)
-    if isinstance(dense, str):
+    if isinstance(dense, Decline):
         return dense
     rank = spec.rank
     rate = tuple(d // keep for d, keep in zip(spec.dilations, dense.dilations))
     batch = (spec.input_shape[0] or 1) * math.prod(rate)
     if target.conv.max_batch is not None and batch > target.conv.max_batch:
-        return f"space-to-batch makes a batch of {batch}; the engine takes {target.conv.max_batch}"
+        return Decline(f"space-to-batch makes a batch of {batch}; the engine takes "
+                       f"{target.conv.max_batch}")
     blocks, begins, ends, lengths = [], [], [], []
     for i in range(rank):
         size, k, keep = spec.input_shape[2 + i], spec.kernel_shape[i], dense.dilations[i]
@@ -112,7 +114,7 @@ def plan_space_to_batch(spec: ConvSpec, target: Target,
         blocks.append(m)
         low = _size_floor(target, rank, i)
         if low is not None and m < low:
-            return (f"space-to-batch sub-images of {m} are below the engine's minimum input "
+            return Decline(f"space-to-batch sub-images of {m} are below the engine's minimum input "
                     f"size {low}")
         begins.append(pads[i])
         ends.append(m * rate[i] - size - pads[i])

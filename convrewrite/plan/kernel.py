@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..conv import ConvSpec
+from ..decline import Decline
 from ..target import Target
 from .cost import NODE_COST_IN_TAPS
 from .limits import MAX_LOWERED_NODES
@@ -36,13 +37,13 @@ def _legal_tiles(spec: ConvSpec, target: Target) -> list[tuple[int, ...]]:
     return tiles
 
 
-def plan_kernel_split(spec: ConvSpec, target: Target) -> KernelPlan | str:
+def plan_kernel_split(spec: ConvSpec, target: Target) -> KernelPlan | Decline:
     """Cover the kernel with legal sub-kernels (zero-padding it to a multiple of the tile), each
     applied to a shifted view of the input and summed. The tile is chosen by cost: kernel taps
     computed (zeros included) plus a fixed cost per sub-conv."""
     tiles = _legal_tiles(spec, target)
     if not tiles:
-        return f"the target allows no {spec.rank}-D kernel shape to build from"
+        return Decline(f"the target allows no {spec.rank}-D kernel shape to build from")
     scored = []
     for tile in tiles:
         pieces = tuple(-(-k // t) for k, t in zip(spec.kernel_shape, tile))
@@ -55,8 +56,8 @@ def plan_kernel_split(spec: ConvSpec, target: Target) -> KernelPlan | str:
     scored.sort()
     cost, count, tile, pieces = scored[0]
     if pieces == (1,) * spec.rank and tile == spec.kernel_shape:
-        return "kernel already legal"
+        return Decline("kernel already legal")
     if count > MAX_LOWERED_NODES:
-        return f"{count} sub-kernels would be needed (limit {MAX_LOWERED_NODES})"
+        return Decline(f"{count} sub-kernels would be needed (limit {MAX_LOWERED_NODES})")
     others = tuple((t, c) for c, _, t, _ in scored[1:])
     return KernelPlan(tile, pieces, cost, others)

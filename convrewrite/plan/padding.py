@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..conv import ConvSpec
+from ..decline import Decline
 from ..target import Target
 
 
@@ -24,7 +25,7 @@ class PadPlan:
 NO_END = 2**63 - 1
 
 
-def plan_padding(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> PadPlan | str:
+def plan_padding(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> PadPlan | Decline:
     """Move padding the engine cannot do into an explicit Pad; where the engine insists on more
     padding than the conv has ("same" padding only), pad as it wants and crop the extra outputs.
     With a stride, a few more zeros in front keep the kept outputs on the original grid."""
@@ -36,10 +37,10 @@ def plan_padding(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> PadPl
         if rules.same_pad_only:
             span = spec.dilated_kernel[d]
             if span % 2 == 0:
-                return f"the engine pads (k-1)/2 on each side; kernel extent {span} is even"
+                return Decline(f"the engine pads (k-1)/2 on each side; kernel extent {span} is even")
             want = (span - 1) // 2
             if rules.max_pad is not None and want > rules.max_pad:
-                return f"same padding {want} for this kernel exceeds max_pad {rules.max_pad}"
+                return Decline(f"same padding {want} for this kernel exceeds max_pad {rules.max_pad}")
             keep_begin = keep_end = want
         else:
             cap = rules.max_pad if rules.max_pad is not None else max(begin, end)
@@ -59,6 +60,6 @@ def plan_padding(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> PadPl
         else:
             length = spec.output_shape[2 + d] if spec.output_shape else None
             if length is None:
-                return "cropping a strided conv's extra outputs needs a static output size"
+                return Decline("cropping a strided conv's extra outputs needs a static output size")
             crop_ends[d] = crop_starts[d] + length
     return PadPlan(tuple(conv_pads), tuple(extra_in), tuple(crop_starts), tuple(crop_ends))

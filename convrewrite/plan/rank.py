@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..conv import ConvSpec
+from ..decline import Decline
 from ..target import Target
 from .limits import MAX_LOWERED_NODES
 
@@ -19,20 +20,20 @@ class RankPlan:
     strategy: str = ""
 
 
-def plan_rank_lowering(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> RankPlan | str:
+def plan_rank_lowering(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> RankPlan | Decline:
     """A conv of a rank the engine lacks, as 2-D convs: a 1-D conv is a 2-D conv over a map one
     row high; a 3-D conv is, per depth tap, a 2-D conv over depth frames, summed."""
     ranks = target.conv.spatial_ranks
     if 2 not in ranks:
-        return f"the engine runs no 2-D convs to lower {spec.rank}-D convs to"
+        return Decline(f"the engine runs no 2-D convs to lower {spec.rank}-D convs to")
     if spec.rank == 1:
         return RankPlan("lift", strategy="1-D conv as a 2-D conv over a 1-row map")
     if spec.rank != 3:
-        return f"no lowering from {spec.rank}-D to 2-D"
+        return Decline(f"no lowering from {spec.rank}-D to 2-D")
     if spec.transposed:
-        return "3-D ConvTranspose is not lowered to 2-D"
+        return Decline("3-D ConvTranspose is not lowered to 2-D")
     if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
-        return "a 3-D conv needs static depth, height and width to become 2-D convs"
+        return Decline("a 3-D conv needs static depth, height and width to become 2-D convs")
     depth, kd, sd, dd = spec.input_shape[2], spec.kernel_shape[0], spec.strides[0], \
         spec.dilations[0]
     out_depth = (depth + pads[0] + pads[3] - (kd - 1) * dd - 1) // sd + 1
@@ -45,7 +46,7 @@ def plan_rank_lowering(spec: ConvSpec, target: Target, pads: tuple[int, ...]) ->
                         f"axis, summed")
     nodes = out_depth * kd
     if nodes > MAX_LOWERED_NODES:
-        return f"{nodes} per-frame 2-D convs would exceed {MAX_LOWERED_NODES} nodes"
+        return Decline(f"{nodes} per-frame 2-D convs would exceed {MAX_LOWERED_NODES} nodes")
     why = "Slice or Transpose is not in the target's ops" if batch_ok else \
         f"the engine's batch limit {limit} rules out frames on the batch axis"
     return RankPlan("per_frame", out_depth,

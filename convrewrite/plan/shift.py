@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..conv import dims_text
+from ..decline import Decline
 from ..target import Target
 from .cost import (COPY_ELEMENT_COST_IN_MACS, COPY_NODE_COST_IN_MACS, COSTING_PIXELS,
                    DEPTHWISE_MAC_COST, NODE_COST_IN_MACS, costed_pixels)
@@ -62,7 +63,7 @@ class FoldSite:
 
 
 def plan_shift(offsets: np.ndarray, spatial, target: Target, fold: FoldSite | None,
-               current: str | None = None) -> ShiftPlan | str:
+               current: str | None = None) -> ShiftPlan | Decline:
     """Pick the cheapest legal form of a shift. ``current`` names the form it already has (a
     one-hot depthwise conv, or Slice/Pad ops): when that wins, the answer says so as a reason."""
     channels = len(offsets)
@@ -94,14 +95,14 @@ def plan_shift(offsets: np.ndarray, spatial, target: Target, fold: FoldSite | No
     wanted = target.rewrite.shift_form
     if wanted != "auto":
         if wanted not in costs:
-            return f"shift_form {wanted} is not possible: {why_not[wanted]}"
+            return Decline(f"shift_form {wanted} is not possible: {why_not[wanted]}")
         chosen = wanted
     elif not costs:
-        return "no legal form: " + "; ".join(f"{k}: {v}" for k, v in why_not.items())
+        return Decline("no legal form: " + "; ".join(f"{k}: {v}" for k, v in why_not.items()))
     else:
         chosen = min(costs, key=lambda k: (costs[k], k != current))
     if chosen == current:
-        return f"already in its cheapest legal form ({current})"
+        return Decline(f"already in its cheapest legal form ({current})")
     others = ", ".join(f"{k} {costs[k]:.3g}" for k in sorted(costs) if k != chosen)
     size = "" if known else f", size unknown: costed as {COSTING_PIXELS} pixels"
     detail = {"slice_pad": f"{len(runs)} channel runs, zero FLOPs",

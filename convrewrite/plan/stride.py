@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, replace
 
 from ..conv import ConvSpec
+from ..decline import Decline
 from ..target import Target
 from .cost import LAYOUT_ELEMENT_COST_IN_MACS
 from .kernel import plan_kernel_split
@@ -28,7 +29,7 @@ class StridePlan:
         return out
 
 
-def plan_stride(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> StridePlan | str:
+def plan_stride(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> StridePlan | Decline:
     """Strides over the limit become a legal conv stride plus subsampling. A 1x1 kernel without
     padding subsamples its input (no wasted MACs); other kernels subsample their output."""
     limit = target.conv.max_stride or max(spec.strides)
@@ -41,7 +42,7 @@ def plan_stride(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> Stride
         input_steps.append(step if pointwise else 1)
         output_steps.append(1 if pointwise else step)
     if tuple(conv_strides) == spec.strides:
-        return "strides already within the limit"
+        return Decline("strides already within the limit")
     return StridePlan(tuple(conv_strides), tuple(input_steps), tuple(output_steps))
 
 
@@ -55,18 +56,18 @@ class SpaceToDepthPlan:
 
 
 def plan_space_to_depth(spec: ConvSpec, target: Target,
-                        pads: tuple[int, ...]) -> SpaceToDepthPlan | str:
+                        pads: tuple[int, ...]) -> SpaceToDepthPlan | Decline:
     """A stride-s conv as SpaceToDepth(s) then a stride-1 conv with ceil(k/s) taps over s*s
     times the channels (Vela's fixup_strided_conv folds strides the same way). Against running
     at stride 1 and subsampling (s*s times the MACs), it pays s*s*ceil(k/s)**2/k**2 MACs plus
     one pass over the input; when the engine cannot run the smaller kernel, the cost of the
     kernel split that follows is included."""
     if spec.rank != 2 or len(set(spec.strides)) != 1 or spec.strides[0] == 1:
-        return "space-to-depth folds equal 2-D strides"
+        return Decline("space-to-depth folds equal 2-D strides")
     if spec.groups != 1 or any(d != 1 for d in spec.dilations):
-        return "space-to-depth takes ungrouped, undilated convs"
+        return Decline("space-to-depth takes ungrouped, undilated convs")
     if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]) or not spec.macs:
-        return "space-to-depth needs a static input size"
+        return Decline("space-to-depth needs a static input size")
     s = spec.strides[0]
     kernel = tuple(-(-k // s) for k in spec.kernel_shape)
     ends = []
@@ -78,7 +79,7 @@ def plan_space_to_depth(spec: ConvSpec, target: Target,
                      strides=(1, 1), pads=(0,) * 4, auto_pad="NOTSET")
     legal = plan_kernel_split(folded, target)
     taps = math.prod(kernel)
-    if not isinstance(legal, str):
+    if not isinstance(legal, Decline):
         taps = math.prod(legal.padded_kernel)
     moved = (spec.input_shape[0] or 1) * spec.in_channels * math.prod(spec.input_shape[2:])
     cost = s * s * taps / math.prod(spec.kernel_shape) + \
@@ -90,6 +91,6 @@ def plan_space_to_depth(spec: ConvSpec, target: Target,
 def _kernel_factor(spec: ConvSpec, target: Target) -> float:
     """How many more taps the kernel split will compute for this conv on this target."""
     legal = plan_kernel_split(replace(spec, strides=(1,) * spec.rank), target)
-    if isinstance(legal, str):
+    if isinstance(legal, Decline):
         return 1.0
     return math.prod(legal.padded_kernel) / math.prod(spec.kernel_shape)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..conv import ConvSpec
+from ..decline import Decline
 from ..target import Target
 from .channels import ranges_of_sizes
 
@@ -20,13 +21,13 @@ class TilePlan:
     out_length: tuple[int, ...] = ()                    # the original output extents
 
 
-def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePlan | str:
+def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePlan | Decline:
     """Feature maps larger than the engine takes: cut the output into tiles whose input windows
     (with the kernel's halo) fit, as equal as possible. Maps smaller than it takes (a 1x1
     squeeze-excite map on the K210's 4-pixel minimum) get zeros appended and the extra outputs
     cropped. Exact either way: every kept output reads the same inputs."""
     if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
-        return "tiling needs a static input size"
+        return Decline("tiling needs a static input size")
     rank = spec.rank
     limits = {rank - 2: target.conv.input_height, rank - 1: target.conv.input_width}
     axes, tiles, grow = [], [], [0] * rank
@@ -43,20 +44,20 @@ def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePla
         out = (padded - span) // stride + 1
         per_tile = (bounds[1] - span) // stride + 1
         if per_tile < 1:
-            return f"a {span}-wide kernel window does not fit the engine's {bounds[1]} input"
+            return Decline(f"a {span}-wide kernel window does not fit the engine's {bounds[1]} input")
         count = -(-out // per_tile)
         ranges = ranges_of_sizes([out // count + (1 if i < out % count else 0) for i in range(count)])
         smallest = min(b - a for a, b in ranges)
         if (smallest - 1) * stride + span < bounds[0]:
-            return f"tiles would fall below the engine's minimum input {bounds[0]}"
+            return Decline(f"tiles would fall below the engine's minimum input {bounds[0]}")
         axes.append(axis)
         tiles.append(tuple(ranges))
     if not axes and not any(grow):
-        return "feature map already within the limits"
+        return Decline("feature map already within the limits")
     explicit = [0] * (2 * rank)
     for axis in axes:
         explicit[axis], explicit[axis + rank] = pads[axis], pads[axis + rank]
     out_length = tuple(d for d in (spec.output_shape or ())[2:])
     if any(grow) and (len(out_length) != rank or None in out_length):
-        return "growing an undersized map needs a static output size"
+        return Decline("growing an undersized map needs a static output size")
     return TilePlan(tuple(axes), tuple(tiles), tuple(explicit), tuple(grow), out_length)

@@ -7,6 +7,7 @@ import itertools
 from dataclasses import dataclass
 
 from ..conv import ConvSpec
+from ..decline import Decline
 
 
 @dataclass(frozen=True)
@@ -26,19 +27,19 @@ class SubPixelPlan:
     phases: tuple[Phase, ...]           # in depth-to-space order (last axis fastest)
 
 
-def plan_subpixel(spec: ConvSpec, pads: tuple[int, ...]) -> SubPixelPlan | str:
+def plan_subpixel(spec: ConvSpec, pads: tuple[int, ...]) -> SubPixelPlan | Decline:
     """ConvTranspose as stride**rank small convs on the input itself, one per output phase,
     interleaved: out[q*s + r] = sum_j x[q + a - j] * W[rho + j*s] with r + p = a*s + rho.
     Nothing is multiplied by an inserted zero."""
     if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
-        return "the sub-pixel form needs a static input size"
+        return Decline("the sub-pixel form needs a static input size")
     if any(d != 1 for d in spec.dilations):
-        return "the sub-pixel form does not take dilated transposed convs yet"
+        return Decline("the sub-pixel form does not take dilated transposed convs yet")
     rank = spec.rank
     if rank > 2:
-        return "the sub-pixel form handles 1-D and 2-D transposed convs"
+        return Decline("the sub-pixel form handles 1-D and 2-D transposed convs")
     if rank == 2 and spec.strides[0] != spec.strides[1]:
-        return "the sub-pixel form interleaves with DepthToSpace, which needs equal strides"
+        return Decline("the sub-pixel form interleaves with DepthToSpace, which needs equal strides")
     lengths, per_axis = [], []
     for d in range(rank):
         size, k, s = spec.input_shape[2 + d], spec.kernel_shape[d], spec.strides[d]
@@ -71,13 +72,13 @@ class ZeroInsertionPlan:
     pads: tuple[int, ...]              # conv pads over the upsampled input; negative: crop it
 
 
-def plan_zero_insertion(spec: ConvSpec, pads: tuple[int, ...]) -> ZeroInsertionPlan | str:
+def plan_zero_insertion(spec: ConvSpec, pads: tuple[int, ...]) -> ZeroInsertionPlan | Decline:
     """ConvTranspose as a stride-1 conv of the input with stride-1 zeros inserted after every
     element (the upsampled input has L*s entries: s-1 trailing zeros count as end padding),
     with the flipped kernel. Works for any rank, stride and dilation; costs s**rank more MACs
     than the sub-pixel form."""
     if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
-        return "zero insertion needs a static input size"
+        return Decline("zero insertion needs a static input size")
     rank = spec.rank
     begins, ends = [], []
     for d in range(rank):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..decline import Decline
 from . import require_tvm
 from .kernels.conv_gemm import ConvGeometry, choose_tile, conv_prim_func, i64, pack_weight
 from .relax_conv import constant_weight, conv_mutator_pass, conv_rank, conv_spec
@@ -38,7 +39,7 @@ def _gemm_candidate(call):
     if conv_rank(call) != 2:
         return None
     spec = conv_spec(call)
-    if isinstance(spec, str) or spec.groups != 1 or spec.dtype != "float32":
+    if isinstance(spec, Decline) or spec.groups != 1 or spec.dtype != "float32":
         return None
     weight = constant_weight(call)
     if weight is None or spec.output_shape is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..conv import ConvSpec
+from ..decline import Decline
 from . import require_tvm
 
 CONV_OPS = {"relax.nn.conv1d": 1, "relax.nn.conv2d": 2, "relax.nn.conv3d": 3}
@@ -29,20 +30,20 @@ def static_shape(expr) -> tuple[int, ...] | None:
         return None
 
 
-def conv_spec(call, name: str = "") -> ConvSpec | str:
+def conv_spec(call, name: str = "") -> ConvSpec | Decline:
     """The ConvSpec of a Relax conv call in the default (channels-first) layouts, or the reason
     it cannot be described as one."""
     rank = conv_rank(call)
     if rank is None:
-        return "not a conv"
+        return Decline("not a conv")
     attrs = call.attrs
     if (attrs.data_layout, attrs.kernel_layout) != DEFAULT_LAYOUTS[rank] \
             or attrs.out_layout != attrs.data_layout:
-        return f"layouts {attrs.data_layout}/{attrs.kernel_layout} are not channels-first"
+        return Decline(f"layouts {attrs.data_layout}/{attrs.kernel_layout} are not channels-first")
     x_shape, w_shape = static_shape(call.args[0]), static_shape(call.args[1])
     out_shape = static_shape(call)
     if x_shape is None or w_shape is None:
-        return "shapes are not static"
+        return Decline("shapes are not static")
     dtype = str(call.args[0].ty.dtype)
     groups = int(attrs.groups)
     return ConvSpec(

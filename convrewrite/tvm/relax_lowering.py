@@ -23,6 +23,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..conv import ConvSpec
+from ..decline import Decline
 from ..graph import to_graph
 from ..legality import check
 from ..build.onnx_read import spec_of
@@ -50,26 +51,26 @@ class LoweringLog:
     kept: list[str] = field(default_factory=list)
 
 
-def conv_as_onnx(call) -> onnx.ModelProto | str:
+def conv_as_onnx(call) -> onnx.ModelProto | Decline:
     """A Relax conv or transposed conv with a constant weight as a one-node ONNX model
     (input ``x``, output ``y``), or the reason it cannot be one."""
     op_type, rank = RELAX_CONVS.get(getattr(call.op, "name", None), (None, None))
     if op_type is None:
-        return "not a conv"
+        return Decline("not a conv")
     attrs = call.attrs
     layouts = TRANSPOSED_LAYOUTS if op_type == "ConvTranspose" else DEFAULT_LAYOUTS
     if (attrs.data_layout, attrs.kernel_layout) != layouts[rank] \
             or attrs.out_layout != attrs.data_layout:
-        return f"layouts {attrs.data_layout}/{attrs.kernel_layout} are not channels-first"
+        return Decline(f"layouts {attrs.data_layout}/{attrs.kernel_layout} are not channels-first")
     x_shape, out_shape = static_shape(call.args[0]), static_shape(call)
     if x_shape is None or out_shape is None:
-        return "shapes are not static"
+        return Decline("shapes are not static")
     weight = constant_weight(call)
     if weight is None:
-        return "the weight is not a constant"
+        return Decline("the weight is not a constant")
     dtype = str(call.args[0].ty.dtype)
     if str(call.ty.dtype) != dtype:
-        return f"out_dtype {call.ty.dtype} differs from the input's {dtype}"
+        return Decline(f"out_dtype {call.ty.dtype} differs from the input's {dtype}")
     onnx_attrs = {"kernel_shape": list(weight.shape[2:]), "group": int(attrs.groups),
                   "strides": [int(s) for s in attrs.strides],
                   "dilations": [int(d) for d in attrs.dilation],
@@ -88,15 +89,15 @@ def conv_as_onnx(call) -> onnx.ModelProto | str:
 
 
 def lower_model(model: onnx.ModelProto, call, target: Target, passes,
-                graph_passes) -> tuple[object, str] | str:
+                graph_passes) -> tuple[object, str] | Decline:
     """``model`` (``call`` as ``conv_as_onnx`` wrote it) rewritten by the ONNX passes and
     imported back as a Relax module (``main`` of one parameter), with the report's rewrite
     text; or the reason the conv stays as it is."""
     rewritten, result = rewrite_model(model, target, passes, graph_passes=graph_passes)
     if not result.records:
-        return "no pass rewrote it"
+        return Decline("no pass rewrote it")
     if has_own_ops(rewritten):
-        return "the rewrite keeps ops of our domain, which TVM's ONNX frontend cannot import"
+        return Decline("the rewrite keeps ops of our domain, which TVM's ONNX frontend cannot import")
     from tvm.relax.frontend.onnx import from_onnx
     dtype = str(call.args[0].ty.dtype)
     mod = from_onnx(rewritten, shape_dict={"x": list(static_shape(call.args[0]))},
@@ -129,10 +130,10 @@ def bridge_pass(name: str, target, passes, graph_passes=(), log: LoweringLog | N
             if getattr(call.op, "name", None) not in RELAX_CONVS:
                 return call
             model = conv_as_onnx(call)
-            if isinstance(model, str) or not _needs_rewrite(model, target, graph_passes):
+            if isinstance(model, Decline) or not _needs_rewrite(model, target, graph_passes):
                 return call
             lowered = lower_model(model, call, target, passes, graph_passes)
-            if isinstance(lowered, str):
+            if isinstance(lowered, Decline):
                 log.kept.append(f"{_describe(call)}: {lowered}")
                 return call
             piece, rewrite = lowered
@@ -145,16 +146,16 @@ def bridge_pass(name: str, target, passes, graph_passes=(), log: LoweringLog | N
 def _needs_rewrite(model: onnx.ModelProto, target: Target, graph_passes) -> bool:
     """Whether the conv breaks a rule (or, with the shift pass on, may be a one-hot shift)."""
     spec = spec_of(to_graph(model).nodes[0])
-    if isinstance(spec, str):
+    if isinstance(spec, Decline):
         return False
     return bool(check(spec, target)) or (bool(graph_passes) and spec.group_form == "depthwise")
 
 
-def relax_spec(call) -> ConvSpec | str:
+def relax_spec(call) -> ConvSpec | Decline:
     """The ConvSpec of any Relax conv or transposed conv (read as its one-node ONNX model when
     the weight is a constant), or why there is none."""
     model = conv_as_onnx(call)
-    if isinstance(model, str):
+    if isinstance(model, Decline):
         return conv_spec(call) if conv_rank(call) is not None else model
     return spec_of(to_graph(model).nodes[0])
 
@@ -170,7 +171,7 @@ def violations_in(mod, target, rules=None) -> list[str]:
     def visit(expr):
         if isinstance(expr, relax.Call) and getattr(expr.op, "name", None) in RELAX_CONVS:
             spec = relax_spec(expr)
-            if isinstance(spec, str):
+            if isinstance(spec, Decline):
                 return
             broken = sorted({v.rule for v in check(spec, target)
                              if rules is None or v.rule in rules})

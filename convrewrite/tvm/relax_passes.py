@@ -2,20 +2,21 @@
 
 ``ChannelSplit(target)`` turns each ``relax.nn.conv1d/2d/3d`` the target rejects for its channel
 counts into the sub-convs ``plan.channels.plan_channel_split`` decides — the very plan the ONNX pass
-(``passes/channel_split.py``) emits — joined the same way: the input cut into the plan's channel
+(``lowerings/channel_split.py``) emits — joined the same way: the input cut into the plan's channel
 ranges (one ``split``), one conv per sub-conv with its weight slice, partial sums added in the
 plan's order (``plan.channels.sum_order``: chain or tree), output blocks concatenated. The Relax conv has
 no bias (the ONNX frontend emits it as a separate add after the conv), so nothing else changes.
 
 ``GroupLowering(target)`` does the same for grouped / depthwise convs on an engine without them
-(``plan.channels.plan_group_lowering``, the plan of ``passes/groups.py``), through the same emitter.
+(``plan.channels.plan_group_lowering``, the plan of ``lowerings/groups.py``), through the same emitter.
 """
 
 from __future__ import annotations
 
+from ..decline import Decline
 from ..legality import check
+from ..lowerings.channel_split import weight_index
 from ..weights import block_diagonal
-from ..passes.channel_split import weight_index
 from ..plan.channels import ChannelSplitPlan, plan_channel_split, plan_group_lowering, sum_order
 from ..target import load_target
 from . import require_tvm
@@ -31,10 +32,10 @@ def ChannelSplit(target):  # noqa: N802 - a tvm.transform pass, named like TVM's
 
     def rewrite(builder, call):
         spec = conv_spec(call)
-        if isinstance(spec, str) or not any(v.rule in CHANNEL_RULES for v in check(spec, target)):
+        if isinstance(spec, Decline) or not any(v.rule in CHANNEL_RULES for v in check(spec, target)):
             return None
         plan = plan_channel_split(spec, target)
-        if isinstance(plan, str) or any(sub.block_diagonal for sub in plan.sub_convs):
+        if isinstance(plan, Decline) or any(sub.block_diagonal for sub in plan.sub_convs):
             return None
         return emit_channel_plan(builder, call, spec, plan)
 
@@ -50,11 +51,11 @@ def GroupLowering(target, groups_per_conv: int | None = None):  # noqa: N802 - a
 
     def rewrite(builder, call):
         spec = conv_spec(call)
-        if isinstance(spec, str) or constant_weight(call) is None \
+        if isinstance(spec, Decline) or constant_weight(call) is None \
                 or not any(v.rule == "groups" for v in check(spec, target)):
             return None
         plan = plan_group_lowering(spec, target, groups_per_conv)
-        return None if isinstance(plan, str) else emit_channel_plan(builder, call, spec, plan)
+        return None if isinstance(plan, Decline) else emit_channel_plan(builder, call, spec, plan)
 
     return conv_mutator_pass("convrewrite.GroupLowering", rewrite)
 

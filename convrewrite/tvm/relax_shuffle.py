@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..decline import Decline
 from ..weights import absorb_selection, selection_weight
 from ..passes.shuffle import decode_selections, probe_inputs
 from ..plan.selection import fold_growth, plan_selection
@@ -108,17 +109,17 @@ def find_regions(bindings: Bindings, target: Target) -> list[Region]:
     return regions
 
 
-def probe_selection(region: Region) -> list[np.ndarray] | str:
+def probe_selection(region: Region) -> list[np.ndarray] | Decline:
     """Per output, the channels of x it consists of; or why it is not a channel selection."""
     require_tvm()
     from tvm import relax
     shape = static_shape(region.x)
     if shape is None or len(shape) < 3:
-        return "the region's input has no static channels-first shape"
+        return Decline("the region's input has no static channels-first shape")
     probe = relax.Var("probe", relax.TensorType(list(shape), "float32"))
     inside = {region.x, *(var for var, _ in region.bindings)}
     if any(v not in inside for _, value in region.bindings for v in free_vars(value)):
-        return "the region reads a tensor computed outside it"
+        return Decline("the region reads a tensor computed outside it")
     remap = {region.x: probe}
     builder = relax.BlockBuilder()
     with builder.function("main", [probe]):
@@ -129,7 +130,7 @@ def probe_selection(region: Region) -> list[np.ndarray] | str:
     try:
         executable = build(builder.get(), "llvm", schedules=False)
     except Exception as exc:  # noqa: BLE001 - TVM refuses: not a region we understand
-        return f"the region does not build alone ({type(exc).__name__})"
+        return Decline(f"the region does not build alone ({type(exc).__name__})")
     ramp, noise = probe_inputs(shape)
     by_ramp = run_executable(executable, "llvm", [ramp])
     by_noise = run_executable(executable, "llvm", [noise])
@@ -145,7 +146,7 @@ def absorbers(var, users: dict, var2val: dict) -> list | None:
         if value is None or conv_rank(value) is None or not value.args[0].same_as(var):
             return None
         spec = conv_spec(value)
-        if isinstance(spec, str) or spec.groups != 1 or constant_weight(value) is None \
+        if isinstance(spec, Decline) or spec.groups != 1 or constant_weight(value) is None \
                 or not spec.dtype.startswith("float"):
             return None
         calls.append(value)
@@ -189,7 +190,7 @@ def ShuffleRemoval(target, log: ShuffleLog | None = None):  # noqa: N802 - a tvm
         var2val = bindings.var2val
         for region in find_regions(bindings, target):
             selections = probe_selection(region)
-            if isinstance(selections, str):
+            if isinstance(selections, Decline):
                 log.kept.append(f"shuffle at {_name(region.x)}: {selections}")
                 continue
             shape = static_shape(region.x)

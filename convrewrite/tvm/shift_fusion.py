@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..decline import Decline
 from ..passes.shift import is_dense_pointwise, spec_shift_offsets
 from . import require_tvm
 from .kernels.conv_gemm import pack_weight
@@ -36,7 +37,7 @@ def shift_offsets_of(call) -> np.ndarray | None:
     if conv_rank(call) != 2:
         return None
     spec, weight = conv_spec(call), constant_weight(call)
-    if isinstance(spec, str) or weight is None or spec.dtype != "float32":
+    if isinstance(spec, Decline) or weight is None or spec.dtype != "float32":
         return None
     return spec_shift_offsets(spec, weight)
 
@@ -47,7 +48,7 @@ def fusable_pointwise(call) -> bool:
     if conv_rank(call) != 2:
         return False
     spec = conv_spec(call)
-    return not isinstance(spec, str) and is_dense_pointwise(spec) and spec.dtype == "float32" \
+    return not isinstance(spec, Decline) and is_dense_pointwise(spec) and spec.dtype == "float32" \
         and all(s == 1 for s in spec.strides) and spec.output_shape is not None \
         and constant_weight(call) is not None
 

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import convrewrite as cr
+from convrewrite.decline import Decline
 from convrewrite.conv import ConvSpec
 from convrewrite.plan.rank import plan_rank_lowering
 from convrewrite.target import load_target
@@ -30,7 +31,7 @@ def test_plans():
     assert per_frame.form == "per_frame" and per_frame.out_depth == 6
     assert "batch limit" in per_frame.strategy
     assert isinstance(plan_rank_lowering(spec3d(), load_target(
-        {"name": "3d", "conv": {"spatial_ranks": [3]}}), (1,) * 6), str)
+        {"name": "3d", "conv": {"spatial_ranks": [3]}}), (1,) * 6), Decline)
 
 
 @pytest.mark.parametrize("weight_form", WEIGHT_FORMS)

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from convrewrite.decline import Decline
 from convrewrite.ops.shift import (one_hot_depthwise_weight, one_hot_offsets, shift_offsets,
                                    shift_reference)
 from convrewrite.plan.shift import FoldSite, one_hot_geometry, plan_shift, shift_runs
@@ -50,10 +51,10 @@ def test_cost_model_choices():
     assert plan_shift(offsets, (56, 56), load_target(NO_DEPTHWISE), None, None).form == "slice_pad"
     fold = FoldSite(out_channels=16, pixels_out=16)
     assert plan_shift(offsets, (4, 4), load_target(CONVS_ONLY), fold, None).form == "fold"
-    assert isinstance(plan_shift(offsets, (4, 4), load_target(CONVS_ONLY), None, None), str)
+    assert isinstance(plan_shift(offsets, (4, 4), load_target(CONVS_ONLY), None, None), Decline)
     forced = load_target({"name": "f", "rewrite": {"shift_form": "depthwise"}})
     assert plan_shift(offsets, (56, 56), forced, None, None).form == "depthwise"
-    assert "already" in plan_shift(offsets, (56, 56), forced, None, "depthwise")
+    assert "already" in plan_shift(offsets, (56, 56), forced, None, "depthwise").reason
 
 
 @pytest.mark.parametrize("form", ["op", "depthwise"])

@@ -1,0 +1,70 @@
+"""The Builder interface every lowering's emitter is written against, once for both IRs.
+
+An emitter gets a Builder and the ``ConvSite`` it replaces and returns the tensor that stands for
+the conv's output. Tensors are whatever the IR uses (an onnx-graphsurgeon tensor, a Relax
+expression); the emitter never looks inside them, only passes them on and asks for ``shape``.
+Names are readable stems (``conv5/in_split``): the ONNX backend makes them the node and tensor
+names (unique, deterministic), the Relax backend uses them as variable name hints. ``out``, where
+an op takes it, is the site's own output (``site.y``): the ONNX backend writes that tensor so the
+graph keeps its name; the Relax backend ignores it (the returned expression replaces the call).
+
+Weights are ``Weight`` objects (numpy values plus how the IR holds them: a QDQ weight's scale and
+zero point in ONNX, a computed expression in Relax); their rearrangements (``take_rows``,
+``block_diagonal``, ``respaced``, ``with_values``) are numpy, and ``Builder.weight`` materialises
+a slice of one as a tensor.
+
+The two backends: ``build.onnx.OnnxBuilder`` and ``build.relax.RelaxBuilder``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..conv import ConvSpec
+
+
+@dataclass
+class ConvSite:
+    """The conv a lowering replaces, in IR-neutral terms."""
+
+    name: str                   # the conv's name: the stem of every name the emitter derives
+    spec: ConvSpec
+    x: Any                      # its data input
+    y: Any                      # its output (ONNX: written by the replacement; Relax: None)
+    weight: Any                 # a Weight
+    bias: Any = None            # its bias tensor, or None
+    attrs: dict = field(default_factory=dict)   # its attributes, in ONNX's spelling
+
+
+class Builder(Protocol):
+    """What an emitter may build. Every method returns the tensor it makes (``out`` when given)."""
+
+    def fresh(self, wanted: str) -> str: ...
+
+    def shape(self, x) -> list | None: ...
+
+    def conv(self, site: ConvSite, inputs: list, name: str, attrs: dict, out=None,
+             shape: list | None = None): ...
+
+    def weight(self, weight, index: tuple, stem: str): ...
+
+    def bias(self, site: ConvSite, start: int, stop: int, stem: str): ...
+
+    def sum(self, terms: list, accumulate: str, stem: str, out=None): ...
+
+    def concat(self, xs: list, axis: int, name: str, out=None): ...
+
+    def split_channels(self, x, ranges: list, stem: str, use_split: bool,
+                       slice_stem: str) -> list: ...
+
+    def slice_axes(self, x, axes: list, starts: list, ends: list, steps: list, stem: str,
+                   out=None): ...
+
+    def pad_spatial(self, x, begins: list, ends: list, stem: str, out=None): ...
+
+    def reshape(self, x, shape: list, name: str, shape_name: str, out=None): ...
+
+    def transpose(self, x, perm: list, name: str, out=None): ...
+
+    def gather(self, x, indices, axis: int, name: str, out=None): ...
