@@ -140,10 +140,12 @@ PROBES: tuple[Probe, ...] = (
            kernel=(1, 1), spatial=(1, 1)),
     _probe("out 65537", "max_out_channels", "1x1 conv, 65537 output channels", cin=8,
            cout=65537, kernel=(1, 1), spatial=(1, 1)),
-    _probe("weight sum 65536", "max_weight_sum", "every weight of equal magnitude, 4096 x 4x4 taps per output "
+    _probe("weight sum 65536", "max_weight_sum", "weights of equal magnitude, "
+           "4096 x 4x4 taps per output "
            "(sum 127 * 65536)", cin=4096, cout=8, kernel=(4, 4), pads=(0, 0, 0, 0),
            spatial=(6, 6), weights="equal"),
-    _probe("weight sum 65552", "max_weight_sum", "every weight of equal magnitude, 4097 x 4x4 taps per output "
+    _probe("weight sum 65552", "max_weight_sum", "weights of equal magnitude, "
+           "4097 x 4x4 taps per output "
            "(sum 127 * 65552)", cin=4097, cout=8, kernel=(4, 4), pads=(0, 0, 0, 0),
            spatial=(6, 6), weights="equal"),
     _probe("conv 1-D", "spatial_ranks", "1-D conv, kernel 3", kernel=(3,), stride=(1,),
