@@ -108,8 +108,10 @@ def spec_of(node: gs.Node) -> ConvSpec | Decline:
 def _weight_sum(w: gs.Tensor, transposed: bool, groups: int) -> int | None:
     """The quantized weight sum Vela checks (weight_sum.py), for constant weights."""
     weight = const_weight(w)
-    if isinstance(weight, str) or weight.values.size == 0:
-        return None
+    if not isinstance(weight, ConstWeight) or weight.values.size == 0 or not (
+            np.issubdtype(weight.values.dtype, np.floating)
+            or np.issubdtype(weight.values.dtype, np.integer)):
+        return None                     # not a constant, or a type numpy cannot take |w| of
     zero_point = None
     if weight.quantized:
         if weight.axis % weight.values.ndim != (1 if transposed else 0) and \
