@@ -21,7 +21,7 @@ import convrewrite as cr
 from convrewrite.graph import to_graph
 from convrewrite.models.builder import GraphBuilder
 from convrewrite.build.onnx_read import spec_of
-from convrewrite.pipeline import conv_nodes
+from convrewrite.build.onnx_read import conv_nodes
 from timing import copy_of, time_side_by_side
 
 

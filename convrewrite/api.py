@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Callable, Iterable
 
 import numpy as np
 import onnx
 
 from .graph import load_model
-from .pipeline import check_model_legality, rewrite_model, tidy_split_graph
+from .pipeline import check_model_legality, run_pipeline
 from .report import Report
 from .sparse.inputs import sparse_feeds
 from .target import Target, load_target
-from .verify import Tolerance, make_inputs, verify_end_to_end, verify_records
+from .verify import Tolerance, make_inputs, verify_end_to_end
 
 ModelLike = "onnx.ModelProto | str | os.PathLike"
 
@@ -53,33 +52,17 @@ def rewrite(model, target, *, verify: bool = True, inputs=None, seed: int = 0,
     """
     original, name = _as_model(model)
     target = load_target(target)
-    started = time.perf_counter()
     sparse_inputs = tuple(sparse_inputs or ())
-    rewritten, result = rewrite_model(original, target, sparse_inputs=sparse_inputs)
+    rewritten, result = run_pipeline(
+        original, target, verify=verify, tolerance=tolerance_for(target, tolerance),
+        feeds=lambda: _feeds(original, inputs, seed, input_shapes, sparse_inputs),
+        progress=progress, sparse_inputs=sparse_inputs)
     report = Report(model=name, target=target.name, records=result.records,
                     remaining=result.remaining, convs_checked=result.convs_checked,
-                    recognised=result.recognised)
-    report.timings["rewrite"] = time.perf_counter() - started
-    feeds, tol = None, tolerance_for(target, tolerance)
-    if verify and result.records:
-        # Local checks first: each record's replacement still reads its own input here.
-        started = time.perf_counter()
-        feeds = _feeds(original, inputs, seed, input_shapes, sparse_inputs)
-        report.inputs = _describe_feeds(feeds)
-        verify_records(result.records, rewritten, feeds, tol, progress)
-        report.timings["verify_local"] = time.perf_counter() - started
-    if result.records:
-        started = time.perf_counter()
-        rewritten, notes = tidy_split_graph(rewritten, result.regroupable_sums,
-                                            chunks=target.rewrite.fuse_chunks)
-        report.notes += notes
-        report.timings["tidy"] = time.perf_counter() - started
-    if feeds is not None:
-        started = time.perf_counter()
-        kind = "reassociating" if any(r.tolerance == "reassociating" for r in result.records) \
-            else "exact"
-        report.end_to_end = verify_end_to_end(original, rewritten, feeds, tol, kind)
-        report.timings["verify_end_to_end"] = time.perf_counter() - started
+                    recognised=result.recognised, notes=result.notes,
+                    end_to_end=result.end_to_end, timings=result.timings)
+    if result.inputs is not None:
+        report.inputs = _describe_feeds(result.inputs)
     return rewritten, report
 
 

@@ -1,31 +1,63 @@
-"""The pass manager: find illegal convs, let the pass that owns the broken rule rewrite them, repeat
-to a fixpoint, then say what is still illegal and why."""
+"""The pass manager: the whole pipeline, its order as data (``PIPELINE``).
+
+    patterns -> lowerings (conv fixpoint) -> verify each rewrite -> tidy -> verify end to end
+
+Every rewriting step runs passes of the one protocol (``passes.protocol.GraphPass`` ->
+``PassResult``) over the graph; verification steps compare on onnxruntime. After the lowerings,
+what the target still rejects is named with every pass's reason (``Remaining``); nothing is kept
+silently. Saving is the caller's (the command line writes atomically, the API returns the model).
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .build.onnx_read import conv_nodes, spec_of
 from .conv import CONV_OPS
 from .decline import Decline
-from .graph import from_graph, isolate_node, opset_version, to_graph
+from .graph import from_graph, opset_version, to_graph
 from .legality import check
 from .naming import Names
-from .build.onnx_read import spec_of
 from .ops import DOMAIN
 from .ops.reference import drop_own_opset
-from .passes import DEFAULT_PASSES, GRAPH_PASSES, Pass, RewriteContext, conv_pass
-from .passes.protocol import GraphPass
+from .passes import DEFAULT_PASSES, GRAPH_PASSES, TIDY_PASSES, LowerConvs, Pass, RewriteContext
+from .passes.protocol import GraphPass, NodeDecline, PassResult
 from .patterns import depthwise_separable_pairs
-from .passes.chunk_fusion import fuse_chunks
-from .passes.pad_fusion import fuse_pads
-from .passes.sum_fusion import fuse_sums
 from .record import Record, Remaining
 from .target import Target
+from .verify import Tolerance, verify_end_to_end, verify_records
 
 MAX_ITERATIONS = 16
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the pipeline: ``rewrite`` (its passes over the graph; ``repeat``: each pass
+    again while it rewrites, since shapes behind a rewrite may become known), ``tidy`` (its
+    passes over the rewritten model, after local verification), or ``verify`` (``local``: each
+    record's original vs its replacement; ``end_to_end``: the whole model)."""
+
+    name: str
+    kind: str                               # rewrite | tidy | verify
+    passes: tuple[GraphPass, ...] = ()
+    repeat: bool = False
+    scope: str = ""                         # verify: local | end_to_end
+    timing: str = ""                        # the report's timings key
+
+
+PIPELINE: tuple[Step, ...] = (
+    Step("patterns", "rewrite", GRAPH_PASSES, repeat=True, timing="rewrite"),
+    Step("lowerings", "rewrite", (LowerConvs(DEFAULT_PASSES),), timing="rewrite"),
+    Step("verify_local", "verify", scope="local", timing="verify_local"),
+    Step("tidy", "tidy", TIDY_PASSES, timing="tidy"),
+    Step("verify_end_to_end", "verify", scope="end_to_end", timing="verify_end_to_end"),
+)
 
 
 @dataclass
@@ -35,10 +67,11 @@ class RewriteResult:
     convs_checked: int = 0
     regroupable_sums: set[str] = field(default_factory=set)
     recognised: list[str] = field(default_factory=list)    # patterns noted, left as they were
-
-
-def conv_nodes(graph: gs.Graph) -> list[gs.Node]:
-    return [n for n in graph.nodes if n.op in CONV_OPS and n.domain in ("", "ai.onnx", None)]
+    declines: list[NodeDecline] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    end_to_end: dict | None = None
+    inputs: dict[str, np.ndarray] | None = None             # the feeds verification used
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def name_unnamed_nodes(graph: gs.Graph) -> None:
@@ -49,70 +82,76 @@ def name_unnamed_nodes(graph: gs.Graph) -> None:
             node.name = names.fresh(f"{node.op}_{i}")
 
 
-def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
-               passes: tuple[Pass, ...] = DEFAULT_PASSES,
-               dry_run: bool = False,
-               graph_passes: tuple[GraphPass, ...] = GRAPH_PASSES,
-               sparse_inputs: tuple[str, ...] = ()) -> tuple[gs.Graph, RewriteResult]:
-    """Rewrite ``graph`` to a fixpoint; ``like`` is the model it came from (opsets, ir_version).
-    Pattern rewrites (shifts, shuffles, our ops) run first, once; then the conv passes. After
-    each round that changed something, shapes are inferred afresh, so the next round's
-    legality checks (input sizes, batch) see the real extents of what the passes emitted.
-    ``passes`` may hold registered lowerings (``lowerings``) beside conv passes."""
-    passes = tuple(conv_pass(p) for p in passes)
-    name_unnamed_nodes(graph)
-    names = Names.in_graph(graph)
-    ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like), names=names,
-                         sparse_inputs=tuple(sparse_inputs))
-    result = RewriteResult()
-    declined: dict[str, list[str]] = {}
-    result.recognised += depthwise_separable_pairs(graph)
-    unlowered: dict[str, tuple[str, str]] = {}
-    for gp in () if dry_run else graph_passes:
-        for _ in range(MAX_ITERATIONS):     # again while it rewrites: shapes behind a rewrite
-            outcome = gp.apply(ctx, like)   # (a run-time Reshape's) may become known
-            result.records += outcome.records
-            if outcome.records:
-                graph = to_graph(from_graph(graph, like))
-                ctx.graph = graph
-            else:
-                break
-        result.recognised += outcome.recognised
-        for node, op, reason in outcome.unlowered:
-            unlowered.setdefault(node, (op, reason))
-    for _ in range(0 if dry_run else MAX_ITERATIONS):
-        changed = False
-        for node in conv_nodes(graph):
-            spec = spec_of(node)
-            if isinstance(spec, Decline):
-                declined.setdefault(node.name, []).append(spec.reason)
-                continue
-            violations = check(spec, target)
-            rules = {v.rule for v in violations}
-            for p in passes:
-                if not rules & p.fixes:
-                    continue
-                before = isolate_node(node, graph, like)
-                outcome = p.run(node, spec, violations, ctx)
-                if isinstance(outcome, Record):
-                    outcome.before = before
-                    result.records.append(outcome)
-                    changed = True
-                    break
-                reason = f"{p.name}: {outcome}"
-                if reason not in declined.setdefault(node.name, []):
-                    declined[node.name].append(reason)
-        if not changed:
+def pipeline(passes: tuple[Pass, ...] = DEFAULT_PASSES,
+             graph_passes: tuple[GraphPass, ...] = GRAPH_PASSES) -> tuple[Step, ...]:
+    """``PIPELINE`` with other conv or pattern passes (tests and benchmarks force forms)."""
+    steps = []
+    for step in PIPELINE:
+        if step.name == "patterns":
+            step = Step(step.name, step.kind, tuple(graph_passes), step.repeat, timing=step.timing)
+        elif step.name == "lowerings":
+            step = Step(step.name, step.kind, (LowerConvs(passes),), timing=step.timing)
+        steps.append(step)
+    return tuple(steps)
+
+
+def _run_pass(gp: GraphPass, ctx: RewriteContext, like: onnx.ModelProto, repeat: bool,
+              result: RewriteResult) -> None:
+    for _ in range(MAX_ITERATIONS if repeat else 1):
+        outcome: PassResult = gp.run(ctx, like)
+        ctx.graph = outcome.graph
+        result.records += outcome.records
+        result.notes += outcome.notes
+        if outcome.records and repeat:
+            ctx.graph = to_graph(from_graph(ctx.graph, like))
+        if not (repeat and outcome.records):
             break
-        graph = to_graph(from_graph(graph, like))
-        ctx.graph = graph
+    result.recognised += outcome.recognised
+    result.declines += outcome.declines
+
+
+def run_rewrites(graph: gs.Graph, target: Target, like: onnx.ModelProto,
+                 steps: tuple[Step, ...], sparse_inputs: tuple[str, ...] = (),
+                 dry_run: bool = False) -> tuple[gs.Graph, RewriteResult]:
+    """The rewriting steps of ``steps`` over ``graph`` (``like``: the model it came from, for
+    opsets and ir_version), then what the target still rejects."""
+    name_unnamed_nodes(graph)
+    ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like),
+                         names=Names.in_graph(graph), sparse_inputs=tuple(sparse_inputs))
+    result = RewriteResult()
+    result.recognised += depthwise_separable_pairs(graph)
+    for step in steps:
+        if step.kind != "rewrite" or dry_run:
+            continue
+        started = time.perf_counter()
+        for gp in step.passes:
+            _run_pass(gp, ctx, like, step.repeat, result)
+        result.timings[step.timing] = result.timings.get(step.timing, 0.0) + \
+            time.perf_counter() - started
     result.regroupable_sums = ctx.regroupable_sums
+    conv_passes = [p for step in steps for gp in step.passes if isinstance(gp, LowerConvs)
+                   for p in gp.passes]
+    _final_legality(ctx.graph, target, result, dry_run, conv_passes)
+    return ctx.graph, result
+
+
+def _final_legality(graph: gs.Graph, target: Target, result: RewriteResult, dry_run: bool,
+                    conv_passes: list[Pass]) -> None:
+    """Every conv (and op of our domain) still in ``graph`` that the target rejects, with every
+    pass's reason, and each rule no lowering fixes named as such."""
+    conv_reasons: dict[str, list[str]] = {}
+    pattern_reasons: dict[str, tuple[str, str]] = {}
+    for d in result.declines:
+        if d.op in CONV_OPS:
+            conv_reasons.setdefault(d.node, []).append(d.decline.reason)
+        else:
+            pattern_reasons.setdefault(d.node, (d.op, d.decline.reason))
     live = {n.name: n for n in graph.nodes if n.outputs}
-    for name, (op, reason) in unlowered.items():
+    for name, (op, reason) in pattern_reasons.items():
         if name in live:
             result.remaining.append(Remaining(name, op, op, [], [reason]))
     for node in live.values():
-        if node.domain == DOMAIN and node.name not in unlowered:
+        if node.domain == DOMAIN and node.name not in pattern_reasons:
             reason = "a pattern pass lowers it (not run by --check-only)" if dry_run else \
                 "no lowering for this op"
             result.remaining.append(Remaining(node.name, node.op, f"{DOMAIN}.{node.op}", [],
@@ -124,17 +163,27 @@ def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
             result.remaining.append(Remaining(node.name, node.op, node.op, [], [spec.reason]))
             continue
         violations = check(spec, target)
-        if violations:
-            reasons = list(declined.get(node.name, []))
-            owners = {r: p.name for p in passes for r in p.fixes}
-            for v in violations:
-                if v.rule not in owners:
-                    reasons.append(f"no lowering for rule {v.rule} on this target yet")
-                elif dry_run:
-                    reasons.append(f"{v.rule}: {owners[v.rule]} would rewrite it")
-            result.remaining.append(Remaining(node.name, node.op, spec.describe(), violations,
-                                              reasons))
-    return graph, result
+        if not violations:
+            continue
+        reasons = list(conv_reasons.get(node.name, []))
+        owners = {r: p.name for p in conv_passes for r in p.fixes}
+        for v in violations:
+            if v.rule not in owners:
+                reasons.append(f"no lowering for rule {v.rule} on this target yet")
+            elif dry_run:
+                reasons.append(f"{v.rule}: {owners[v.rule]} would rewrite it")
+        result.remaining.append(Remaining(node.name, node.op, spec.describe(), violations,
+                                          reasons))
+
+
+
+def run_passes(graph: gs.Graph, target: Target, like: onnx.ModelProto,
+               passes: tuple[Pass, ...] = DEFAULT_PASSES, dry_run: bool = False,
+               graph_passes: tuple[GraphPass, ...] = GRAPH_PASSES,
+               sparse_inputs: tuple[str, ...] = ()) -> tuple[gs.Graph, RewriteResult]:
+    """The pattern and conv steps over ``graph`` (``passes`` may hold registered lowerings)."""
+    return run_rewrites(graph, target, like, pipeline(passes, graph_passes), sparse_inputs,
+                        dry_run)
 
 
 def rewrite_model(model: onnx.ModelProto, target: Target,
@@ -142,9 +191,9 @@ def rewrite_model(model: onnx.ModelProto, target: Target,
                   sparse_inputs: tuple[str, ...] = (),
                   graph_passes: tuple[GraphPass, ...] = GRAPH_PASSES,
                   ) -> tuple[onnx.ModelProto, RewriteResult]:
-    """Rewrite a model; when nothing changes the original proto is returned untouched.
-    ``sparse_inputs`` names tensors known to be mostly zero (or masks): the convs reading them
-    become SparseConvs (passes.dense_to_sparse)."""
+    """Rewrite a model, no verification or tidying; when nothing changes the original proto is
+    returned untouched. ``sparse_inputs`` names tensors known to be mostly zero (or masks): the
+    convs reading them become SparseConvs (passes.dense_to_sparse)."""
     graph, result = run_passes(to_graph(model), target, model, passes,
                                graph_passes=graph_passes, sparse_inputs=tuple(sparse_inputs))
     if not result.records:
@@ -152,28 +201,55 @@ def rewrite_model(model: onnx.ModelProto, target: Target,
     return drop_own_opset(from_graph(graph, model)), result
 
 
-def tidy_split_graph(model: onnx.ModelProto, regroupable_sums: set[str],
-                     chunks: bool = True) -> tuple[onnx.ModelProto, list[str]]:
-    """Undo what the lowerings cost at run time: Concat→Split round trips (exact, see
-    passes.chunk_fusion), sums a runtime cannot fuse into convs (passes.sum_fusion) and Pads
-    of Pads (passes.pad_fusion)."""
+def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, ...] = PIPELINE,
+                 verify: bool = True, feeds: Callable[[], dict[str, np.ndarray]] | None = None,
+                 tolerance: Tolerance = Tolerance(),
+                 progress: Callable[[Iterable], Iterable] = iter,
+                 sparse_inputs: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, RewriteResult]:
+    """Every step of ``steps`` in order. Verification runs when ``verify`` and something was
+    rewritten, on ``feeds()`` (made once, on first use); a mismatch is in the result, for the
+    caller to fail on. The original proto comes back untouched when nothing was rewritten."""
+    graph, result = run_rewrites(to_graph(model), target, model, steps, sparse_inputs)
+    rewritten = drop_own_opset(from_graph(graph, model)) if result.records else model
+    for step in steps:
+        if step.kind == "rewrite" or not result.records:
+            continue
+        started = time.perf_counter()
+        if step.kind == "tidy":
+            rewritten = _tidy(rewritten, target, step.passes, result)
+        elif verify and step.scope == "local":
+            if result.inputs is None:
+                result.inputs = feeds()
+            verify_records(result.records, rewritten, result.inputs, tolerance, progress)
+        elif verify and step.scope == "end_to_end":
+            if result.inputs is None:
+                result.inputs = feeds()
+            kind = "reassociating" if any(r.tolerance == "reassociating"
+                                          for r in result.records) else "exact"
+            result.end_to_end = verify_end_to_end(model, rewritten, result.inputs, tolerance,
+                                                  kind)
+        else:
+            continue
+        result.timings[step.timing] = time.perf_counter() - started
+    return rewritten, result
+
+
+def _tidy(model: onnx.ModelProto, target: Target, passes: tuple[GraphPass, ...],
+          result: RewriteResult) -> onnx.ModelProto:
+    """The tidying passes over the rewritten model: what the lowerings cost at run time undone
+    (Concat->Split round trips, sums a runtime cannot fuse into convs, Pads of Pads)."""
     graph = to_graph(model)
-    notes = []
-    removed = fuse_chunks(graph) if chunks else 0
-    if removed:
-        notes.append(f"chunk fusion: {removed} Concat->Split round trips removed (the ops "
-                     "between them run per channel chunk)")
-    moved = fuse_sums(graph, regroupable_sums)
-    if moved:
-        notes.append(f"sum fusion: {moved} regroupings so that each Add has a conv operand")
-    pads = fuse_pads(graph, opset_version(model))
-    if pads:
-        notes.append(f"pad fusion: {pads} Pad pairs merged into one")
-    if not notes:
-        return model, notes
-    return from_graph(graph, model), notes
+    ctx = RewriteContext(graph=graph, target=target, opset=opset_version(model),
+                         regroupable_sums=result.regroupable_sums)
+    modified = False
+    for gp in passes:
+        outcome = gp.run(ctx, model)
+        ctx.graph = outcome.graph
+        result.notes += outcome.notes
+        modified |= outcome.modified
+    return from_graph(ctx.graph, model) if modified else model
 
 
 def check_model_legality(model: onnx.ModelProto, target: Target) -> RewriteResult:
     """What the target rejects, without rewriting anything (``--check-only``)."""
-    return run_passes(to_graph(model), target, model, dry_run=True)[1]
+    return run_rewrites(to_graph(model), target, model, PIPELINE, dry_run=True)[1]

@@ -15,7 +15,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .. import weight_sum
-from ..conv import ConvSpec
+from ..conv import CONV_OPS, ConvSpec
 from ..decline import Decline
 from ..weights import block_diagonal
 
@@ -101,6 +101,7 @@ def spec_of(node: gs.Node) -> ConvSpec | Decline:
         output_shape=y_shape,
         dtype=dtype_name(x),
         has_bias=has_bias,
+        constant_weight=not isinstance(const_weight(w), Decline),
         weight_sum=_weight_sum(w, node.op == "ConvTranspose", group),
     )
 
@@ -228,3 +229,8 @@ def const_weight(tensor: gs.Tensor) -> ConstWeight | Decline:
         return ConstWeight(q, scale, zero_point, int(dq.attrs.get("axis", 1)), tensor.dtype)
     return Decline("the weight is not a constant (initializer, Constant or DequantizeLinear of "
                    "constants)")
+
+
+def conv_nodes(graph: gs.Graph) -> list[gs.Node]:
+    """The standard-domain conv nodes of a graph, in its order."""
+    return [n for n in graph.nodes if n.op in CONV_OPS and n.domain in ("", "ai.onnx", None)]

@@ -3,7 +3,7 @@
 their own (``Pass``) take their place in ``rules.LOWERING_ORDER`` by name. Pattern passes
 (``GraphPass``) run once, before the conv fixpoint."""
 
-from ..lowerings import LOWERINGS, Lowering
+from ..lowerings import LOWERINGS
 from ..rules import FIXED_BY, LOWERING_ORDER
 from .channelwise import ChannelwiseLowering
 from .dead_taps import DeadTaps
@@ -11,7 +11,9 @@ from .dense_to_sparse import DenseToSparse
 from .depth_multiplier import DepthMultiplierLowering
 from .dilation import DilationLowering
 from .kernel_split import KernelSplit
-from .lower_conv import OnnxLowering
+from .chunk_fusion import ChunkFusion
+from .lower_conv import LowerConvs, OnnxLowering, conv_pass
+from .pad_fusion import PadFusion
 from .padding import ExplicitPadding
 from .protocol import GraphPass, Pass, RewriteContext
 from .rank import RankLowering
@@ -19,6 +21,7 @@ from .shift import ShiftLowering
 from .shuffle import ShuffleRemoval
 from .sparse_conv import SparseConvLowering
 from .stride import StrideSubsample
+from .sum_fusion import SumFusion
 from .tiling import SpatialTiling
 from .transposed import TransposedToConv
 from .transposed_shape import TransposedShape
@@ -29,11 +32,6 @@ CONV_PASSES = {p.name: p for p in (RankLowering, DepthMultiplierLowering, DeadTa
 for _cls in CONV_PASSES.values():
     for _rule in _cls.fixes:
         FIXED_BY[_rule].append(_cls.name)
-
-
-def conv_pass(p: "Pass | Lowering") -> Pass:
-    """A conv pass as the fixpoint runs it: registered lowerings through the ONNX Builder."""
-    return OnnxLowering(p) if isinstance(p, Lowering) else p
 
 
 def default_conv_passes() -> tuple[Pass, ...]:
@@ -49,10 +47,14 @@ DEFAULT_PASSES: tuple[Pass, ...] = default_conv_passes()
 # Convs over --sparse-input tensors become SparseConvs first, and SparseConvs standard ONNX next.
 GRAPH_PASSES: tuple[GraphPass, ...] = (DenseToSparse(), SparseConvLowering(), ChannelwiseLowering(),
                                        ShuffleRemoval(), ShiftLowering())
+# Tidying passes run after local verification: they undo what the lowerings cost at run time and
+# move the boundary between a rewrite and what came before it.
+TIDY_PASSES: tuple[GraphPass, ...] = (ChunkFusion(), SumFusion(), PadFusion())
 FIXED_BY["ops"] += ["channelwise", "shift", "sparse_conv"]
 FIXED_BY["max_tensor_rank"].append("shuffle")
 
-__all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "ChannelwiseLowering", "DeadTaps",
+__all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "ChannelwiseLowering",
+           "ChunkFusion", "DeadTaps", "LowerConvs", "PadFusion", "SumFusion",
            "DenseToSparse", "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding",
            "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RewriteContext",
            "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",

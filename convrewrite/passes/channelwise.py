@@ -16,15 +16,15 @@ from ..ops.channelwise import OP_TYPE, banded_weight, channelwise_attrs
 from ..plan.channelwise import plan_channelwise
 from .protocol import RewriteContext
 from .emit import int64s
-from .protocol import GraphOutcome, GraphPass, detach, lower_each, region_record
+from .protocol import PassResult, GraphPass, detach, lower_each, region_record
 
 
 class ChannelwiseLowering(GraphPass):
     name = "channelwise"
 
-    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
+    def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         ours = [n for n in ctx.graph.nodes if n.op == OP_TYPE and n.domain == DOMAIN and n.outputs]
-        return lower_each(self.name, ours, lambda node: self._lower(node, ctx, like))
+        return lower_each(self.name, ours, lambda node: self._lower(node, ctx, like), ctx.graph)
 
     def _lower(self, node: gs.Node, ctx: RewriteContext, like: onnx.ModelProto):
         x = node.inputs[0]

@@ -11,10 +11,12 @@ fused into the conv. Keeping the stream chunked removes both costs and changes n
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from ..naming import Names
 from ..build.onnx_read import constant_value
+from .protocol import GraphPass, PassResult, RewriteContext
 
 # Ops whose output channel c depends only on input channel c (given broadcastable side inputs).
 CHANNEL_LOCAL_OPS = frozenset({
@@ -181,3 +183,13 @@ class _ChunkFusion:
         if len(shape) != rank:
             return None
         return self.chunks(tensor, sizes)
+
+
+class ChunkFusion(GraphPass):
+    name = "chunk_fusion"
+
+    def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
+        removed = fuse_chunks(ctx.graph) if ctx.target.rewrite.fuse_chunks else 0
+        notes = [f"chunk fusion: {removed} Concat->Split round trips removed (the ops between "
+                 "them run per channel chunk)"] if removed else []
+        return PassResult(ctx.graph, bool(removed), notes=notes)

@@ -34,7 +34,7 @@ from ..ops.sparse_conv import OP_TYPE, SparseConvAttrs, SparseConvError
 from ..record import Record
 from ..sparse.onnx_form import IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS
 from ..decline import Declined, need
-from .protocol import GraphOutcome, GraphPass, RewriteContext, detach
+from .protocol import PassResult, GraphPass, RewriteContext, detach
 
 SPARSIFY_OPS = frozenset({"Abs", "ReduceSum", "Greater", "NonZero", "Transpose", "GatherND",
                           "ScatterND", "Shape", "Concat", "ConstantOfShape", "CastLike", "Add",
@@ -44,8 +44,8 @@ SPARSIFY_OPS = frozenset({"Abs", "ReduceSum", "Greater", "NonZero", "Transpose",
 class DenseToSparse(GraphPass):
     name = "dense_to_sparse"
 
-    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
-        outcome = GraphOutcome()
+    def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
+        outcome = PassResult(ctx.graph)
         if not ctx.sparse_inputs:
             return outcome
         tensors = ctx.graph.tensors()
@@ -64,7 +64,7 @@ class DenseToSparse(GraphPass):
                 if not conv.outputs:        # rewritten already (named twice)
                     continue
                 try:
-                    outcome.records.append(self._rewrite(conv, tensors[name], mode, ctx, like, sites,
+                    outcome.add(self._rewrite(conv, tensors[name], mode, ctx, like, sites,
                                                          gathered))
                 except Declined as reason:
                     outcome.recognised.append(f"{conv.name}: left dense although it reads sparse "

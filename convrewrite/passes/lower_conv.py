@@ -1,19 +1,26 @@
-"""A registered lowering (``lowerings``) run on one ONNX conv node: plan it, build the replacement
-with the ONNX Builder, record it, put it in the graph."""
+"""Conv lowering on ONNX: a registered lowering (``lowerings``) run on one conv node (plan it,
+build the replacement with the ONNX Builder, record it, put it in the graph), and the fixpoint
+that runs every conv lowering over a graph (``LowerConvs``)."""
 
 from __future__ import annotations
 
+import onnx
 import onnx_graphsurgeon as gs
 
 from ..build.builder import ConvSite
 from ..build.onnx import OnnxBuilder
+from ..build.onnx_read import conv_nodes, spec_of
 from ..conv import ConvSpec
-from ..decline import need
+from ..decline import Decline, need
+from ..graph import from_graph, isolate_node, to_graph
+from ..legality import check
 from ..lowerings import Lowering
 from ..record import Record
 from ..rules import Violation
 from .emit import replace
-from .protocol import Pass, RewriteContext
+from .protocol import GraphPass, Pass, PassResult, RewriteContext
+
+MAX_ITERATIONS = 16
 
 
 def onnx_site(node: gs.Node, spec: ConvSpec, weight) -> ConvSite:
@@ -40,3 +47,52 @@ class OnnxLowering(Pass):
                              macs_factor=planned.macs_factor, params_after=planned.params_after)
         replace(node, ctx, b.nodes)
         return record
+
+
+def conv_pass(p: "Pass | Lowering") -> Pass:
+    """A conv pass as the fixpoint runs it: registered lowerings through the ONNX Builder."""
+    return OnnxLowering(p) if isinstance(p, Lowering) else p
+
+
+class LowerConvs(GraphPass):
+    """The conv fixpoint: each conv the target rejects goes to the first pass (in
+    ``rules.LOWERING_ORDER``) that fixes a rule it breaks and does not decline; again, on what
+    that made, until nothing changes (at most MAX_ITERATIONS rounds). After each round that
+    changed something, shapes are inferred afresh, so the next round's legality checks (input
+    sizes, batch) see the real extents of what the passes emitted. Every pass's reason for
+    declining a conv is kept for the report."""
+
+    name = "lowerings"
+
+    def __init__(self, passes):
+        self.passes = tuple(conv_pass(p) for p in passes)
+
+    def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
+        result = PassResult(ctx.graph)
+        for _ in range(MAX_ITERATIONS):
+            changed = False
+            for node in conv_nodes(ctx.graph):
+                spec = spec_of(node)
+                if isinstance(spec, Decline):
+                    result.decline(node, spec)
+                    continue
+                violations = check(spec, ctx.target)
+                rules = {v.rule for v in violations}
+                for p in self.passes:
+                    if not rules & p.fixes:
+                        continue
+                    before = isolate_node(node, ctx.graph, like)
+                    outcome = p.run(node, spec, violations, ctx)
+                    if isinstance(outcome, Record):
+                        outcome.before = before
+                        result.add(outcome)
+                        changed = True
+                        break
+                    reason = outcome.within(p.name)
+                    if all(d.decline != reason for d in result.declines if d.node == node.name):
+                        result.decline(node, reason)
+            if not changed:
+                break
+            ctx.graph = to_graph(from_graph(ctx.graph, like))
+        result.graph = ctx.graph
+        return result

@@ -9,9 +9,11 @@ moves the boundary between a rewrite and what came before it.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from ..build.onnx_read import constant_value
+from .protocol import GraphPass, PassResult, RewriteContext
 
 
 def _zero_pads(pad: gs.Node) -> list[int] | None:
@@ -54,3 +56,12 @@ def fuse_pads(graph: gs.Graph, opset: int) -> int:
     if merged:
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
     return merged
+
+
+class PadFusion(GraphPass):
+    name = "pad_fusion"
+
+    def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
+        merged = fuse_pads(ctx.graph, ctx.opset)
+        notes = [f"pad fusion: {merged} Pad pairs merged into one"] if merged else []
+        return PassResult(ctx.graph, bool(merged), notes=notes)

@@ -1,7 +1,8 @@
-"""The contracts between the pipeline and its passes: conv passes (``Pass``: one violating conv
-at a time, in the fixpoint) and pattern passes (``GraphPass``: rewrites found by pattern rather
-than by one conv's violations -- shifts, channel shuffles, our domain's ops -- run once over the
-graph before the fixpoint)."""
+"""The pass protocol: every step of the pipeline that rewrites is a ``GraphPass`` returning a
+``PassResult`` (pattern passes -- shifts, channel shuffles, our domain's ops --, the conv
+fixpoint, the tidying passes); a refusal is a typed ``Decline``. Inside the conv fixpoint each
+conv the target rejects goes to the ``Pass`` (a registered lowering through the ONNX Builder, or
+a conv pass not yet ported to the lowering contract) that owns the rule it breaks."""
 
 from __future__ import annotations
 
@@ -77,30 +78,59 @@ class Pass:
                       nodes_after=len(added))
 
 
+@dataclass(frozen=True)
+class NodeDecline:
+    """A node a pass could not lower, and why (reaches the report's "why" lines)."""
+
+    node: str
+    op: str
+    decline: Decline
+
+
 @dataclass
-class GraphOutcome:
+class PassResult:
+    """What one pass did (onnx-ir's ``PassResult(model, modified)``, with what the report needs):
+    the graph it leaves (``ctx.graph``: a pass may replace it), whether it changed anything, the
+    Records of its rewrites, the patterns it recognised and left, the nodes it declined (typed)
+    and notes for the report (tidying passes say what they removed)."""
+
+    graph: gs.Graph
+    modified: bool = False
     records: list[Record] = field(default_factory=list)
-    recognised: list[str] = field(default_factory=list)        # patterns seen, left as they are
-    unlowered: list[tuple[str, str, str]] = field(default_factory=list)  # (node, op, reason)
+    recognised: list[str] = field(default_factory=list)
+    declines: list[NodeDecline] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def decline(self, node: gs.Node, reason: "Decline | str") -> None:
+        self.declines.append(NodeDecline(node.name, node.op, reason if isinstance(reason, Decline)
+                                         else Decline(reason)))
+
+    def add(self, record: Record) -> None:
+        self.records.append(record)
+        self.modified = True
 
 
 class GraphPass:
+    """The one pass protocol of the pipeline: pattern passes (our ops, shuffles, shifts), the conv
+    fixpoint (``lower_conv.LowerConvs``) and the tidying passes all ``run`` over the context's
+    graph and return a PassResult. Per-conv passes (``Pass``) run inside the conv fixpoint."""
+
     name: ClassVar[str] = ""
 
-    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
+    def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         raise NotImplementedError
 
 
-def lower_each(pass_name: str, nodes: list[gs.Node], lower) -> GraphOutcome:
-    """``lower(node)`` gives a Record, or the reason it declined: gathered into one outcome."""
-    outcome = GraphOutcome()
+def lower_each(pass_name: str, nodes: list[gs.Node], lower, graph: gs.Graph) -> PassResult:
+    """``lower(node)`` gives a Record, or the Decline saying why not: gathered into one result."""
+    result = PassResult(graph)
     for node in nodes:
-        result = lower(node)
-        if isinstance(result, Decline):
-            outcome.unlowered.append((node.name, node.op, f"{pass_name}: {result}"))
+        outcome = lower(node)
+        if isinstance(outcome, Decline):
+            result.decline(node, outcome.within(pass_name))
         else:
-            outcome.records.append(result)
-    return outcome
+            result.add(outcome)
+    return result
 
 
 def region_record(pass_name: str, nodes: list[gs.Node], data: gs.Tensor, outputs: list[gs.Tensor],

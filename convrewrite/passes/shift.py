@@ -18,7 +18,7 @@ from ..ops.shift import OP_TYPE, one_hot_depthwise_weight, one_hot_offsets, shif
 from ..plan.shift import FoldSite, ShiftPlan, plan_shift
 from .protocol import RewriteContext
 from .emit import INT64_MAX, pad_spatial, slice_axes
-from .protocol import GraphOutcome, GraphPass, detach, region_record, single_consumer
+from .protocol import PassResult, GraphPass, detach, region_record, single_consumer
 
 
 def shift_op_offsets(node: gs.Node) -> np.ndarray | Decline:
@@ -147,8 +147,8 @@ def fold_target(shifted: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
 class ShiftLowering(GraphPass):
     name = "shift"
 
-    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
-        outcome = GraphOutcome()
+    def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
+        outcome = PassResult(ctx.graph)
         for node in list(ctx.graph.nodes):
             if not node.outputs or node.name in ctx.emitted:
                 continue
@@ -156,7 +156,7 @@ class ShiftLowering(GraphPass):
             if node.op == OP_TYPE and node.domain == DOMAIN:
                 offsets, current = shift_op_offsets(node), None
                 if isinstance(offsets, Decline):
-                    outcome.unlowered.append((node.name, node.op, offsets.reason))
+                    outcome.decline(node, offsets)
                     continue
             elif node.op == "Conv":
                 offsets, current = depthwise_shift_offsets(node), "depthwise"
@@ -177,14 +177,14 @@ class ShiftLowering(GraphPass):
             plan = plan_shift(offsets, spatial, ctx.target, site, current)
             if isinstance(plan, Decline):
                 if current is None:
-                    outcome.unlowered.append((node.name, node.op, f"shift: {plan}"))
+                    outcome.decline(node, f"shift: {plan}")
                 else:
                     form = {"depthwise": "a one-hot depthwise conv",
                             "slice_pad": "Pad and Slices"}[current]
                     outcome.recognised.append(
                         f"shift: {node.name!r}, {form} over {len(offsets)} channels ({plan})")
                 continue
-            outcome.records.append(self._lower(nodes, x, offsets, plan, consumer, ctx, like))
+            outcome.add(self._lower(nodes, x, offsets, plan, consumer, ctx, like))
         return outcome
 
     def _lower(self, nodes: list[gs.Node], x: gs.Tensor, offsets: np.ndarray, plan: ShiftPlan,

@@ -22,7 +22,7 @@ from ..weights import absorb_selection, selection_weight
 from ..plan.selection import fold_growth, plan_selection
 from .protocol import RewriteContext
 from .emit import variable
-from .protocol import GraphOutcome, GraphPass, detach, region_record
+from .protocol import PassResult, GraphPass, detach, region_record
 
 MOVEMENT_OPS = {"Reshape", "Transpose", "Split", "Slice", "Gather", "Squeeze", "Unsqueeze",
                 "Flatten", "Identity"}
@@ -187,8 +187,8 @@ class ShuffleRemoval(GraphPass):
     def __init__(self, never_fold: bool = False):
         self.never_fold = never_fold                # benchmarks: Gather even where folding is free
 
-    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
-        outcome = GraphOutcome()
+    def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
+        outcome = PassResult(ctx.graph)
         for node in list(ctx.graph.nodes):
             violation = offence(node, ctx.target)
             if violation is None:
@@ -199,9 +199,9 @@ class ShuffleRemoval(GraphPass):
                 if not isinstance(grid, str) else \
                 "the shuffle requantizes to another scale on the way (not a pure selection)"
             if isinstance(src, Decline):
-                outcome.unlowered.append((node.name, node.op, f"shuffle: {src}"))
+                outcome.decline(node, f"shuffle: {src}")
                 continue
-            outcome.records.append(self._rewrite(x, nodes, outputs, src, violation, ctx, like,
+            outcome.add(self._rewrite(x, nodes, outputs, src, violation, ctx, like,
                                                  grid))
         return outcome
 

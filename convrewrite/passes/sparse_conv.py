@@ -25,7 +25,7 @@ from ..record import Record
 from ..sparse.onnx_form import (IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS, GraphRulebook,
                                 gather_gemm_scatter, graph_rulebook, precomputed_rulebook)
 from ..sparse.rulebook import build_rulebook
-from .protocol import GraphOutcome, GraphPass, RewriteContext, lower_each
+from .protocol import PassResult, GraphPass, RewriteContext, lower_each
 
 
 def used_outputs(node: gs.Node, graph: gs.Graph) -> list[gs.Tensor]:
@@ -173,7 +173,7 @@ class SparseConvLowering(GraphPass):
 
     name = PASS_NAME
 
-    def apply(self, ctx: RewriteContext, like: onnx.ModelProto) -> GraphOutcome:
+    def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         lowerer = SparseConvLowerer()
         return lower_each(self.name, [n for n in ctx.graph.nodes if lowerable(n)],
-                          lambda node: lowerer.lower(node, ctx, like))
+                          lambda node: lowerer.lower(node, ctx, like), ctx.graph)

@@ -9,7 +9,10 @@ so this is a reassociating change, verified like one.
 
 from __future__ import annotations
 
+import onnx
 import onnx_graphsurgeon as gs
+
+from .protocol import GraphPass, PassResult, RewriteContext
 
 
 def _single_use_conv_output(t: gs.Tensor) -> bool:
@@ -58,3 +61,13 @@ def fuse_sums(graph: gs.Graph, regroupable: set[str]) -> int:
     if moved:
         graph.toposort()
     return moved
+
+
+class SumFusion(GraphPass):
+    name = "sum_fusion"
+
+    def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
+        moved = fuse_sums(ctx.graph, ctx.regroupable_sums)
+        notes = [f"sum fusion: {moved} regroupings so that each Add has a conv operand"] \
+            if moved else []
+        return PassResult(ctx.graph, bool(moved), notes=notes)

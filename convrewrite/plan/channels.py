@@ -202,6 +202,8 @@ def plan_group_lowering(spec: ConvSpec, target: Target,
     candidates = {1, largest, *(d for d in range(1, largest + 1) if G % d == 0)}
     if groups_per_conv is not None:     # forced (benchmarks compare the forms side by side)
         candidates = {min(groups_per_conv, largest)}
+    elif not spec.constant_weight:      # a computed weight is sliced, never made block-diagonal
+        candidates = {1}
     for c in sorted(candidates):
         chunks = balanced_chunks(G, c)
         widest = max(b - a for a, b in chunks)
@@ -222,6 +224,8 @@ def plan_group_lowering(spec: ConvSpec, target: Target,
         f"{len(blocks)} dense conv{'s' if len(blocks) > 1 else ''} of {c} block-diagonal groups"
     if not known:
         form += f" (size unknown: costed as {COSTING_PIXELS} pixels)"
+    if not spec.constant_weight and groups_per_conv is None:
+        form += " (the weight is computed: one conv per group)"
     strategy = f"{form} (cost x{cost / macs:.1f}" + \
         (f"; rejected {rejected}" if rejected else "") + ")"
     return ChannelSplitPlan(blocks, target.rewrite.accumulate, strategy)

@@ -9,9 +9,10 @@ dead taps, transposed, stride, dilation, kernel, padding, tiling, and the shift 
 depthwise convs); ``lowering_pass(name, target)`` runs one ONNX pass alone, for tests and for
 users who want a single rewrite.
 
-``relax_passes.ChannelSplit`` / ``GroupLowering`` emit Relax directly from their planners (they
-also handle a weight that is not a constant); this bridge needs constant weights, as the ONNX
-passes do.
+The registered lowerings (``lowerings``: channel split, group lowering, ...) do not come this way:
+they run natively on Relax (``relax_lower``), with computed weights and symbolic shapes where
+their plans allow. This bridge carries only the conv passes not yet on the lowering contract,
+and goes when they are.
 """
 
 from __future__ import annotations
@@ -28,27 +29,33 @@ from ..graph import to_graph
 from ..legality import check
 from ..build.onnx_read import spec_of
 from ..ops.reference import has_own_ops
+from ..lowerings import LOWERINGS
 from ..passes import DEFAULT_PASSES, ShiftLowering
 from ..pipeline import rewrite_model
 from ..target import Target, load_target
 from . import require_tvm
 from .relax_conv import (DEFAULT_LAYOUTS, constant_weight, conv_rank, conv_spec, emit_renamed,
                          mutator_pass, static_shape)
+from .relax_lower import Lower as NativeLower
+from .relax_lower import RelaxLog
 from .relax_shuffle import ShuffleLog, ShuffleRemoval
 
 TRANSPOSED_LAYOUTS = {1: ("NCW", "IOW"), 2: ("NCHW", "IOHW"), 3: ("NCDHW", "IODHW")}
 RELAX_CONVS = {f"relax.nn.conv{r}d": ("Conv", r) for r in (1, 2, 3)}
 RELAX_CONVS.update({f"relax.nn.conv{r}d_transpose": ("ConvTranspose", r) for r in (1, 2, 3)})
 PASSES_BY_NAME = {p.name: p for p in DEFAULT_PASSES}
+BRIDGED_PASSES = tuple(p for p in DEFAULT_PASSES if p.name not in LOWERINGS)
 ONNX_OPSET = 17
 
 
 @dataclass
 class LoweringLog:
-    """What a bridge pass did: one line per conv it rewrote, and per conv it had to keep."""
+    """What the Relax lowerings did: one line per conv rewritten, and per conv kept; the native
+    lowerings' verified Records are in ``relax`` (``relax_lower.RelaxLog``)."""
 
     rewritten: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    relax: RelaxLog = field(default_factory=RelaxLog)
 
 
 def conv_as_onnx(call) -> onnx.ModelProto | Decline:
@@ -190,16 +197,44 @@ def _describe(call) -> str:
 
 def Lower(target, log: LoweringLog | None = None):  # noqa: N802 - a tvm.transform pass
     """Module pass: every conv ``target`` rejects becomes what ``convrewrite`` makes of it, and
-    one-hot depthwise convs take their cheapest shift form on ``target``."""
-    return bridge_pass("convrewrite.Lower", target, DEFAULT_PASSES, (ShiftLowering(),), log)
+    one-hot depthwise convs take their cheapest shift form on ``target`` (first, as the ONNX
+    pipeline's pattern passes do): the registered lowerings natively (``relax_lower``), the conv
+    passes not yet on the lowering contract through the ONNX bridge, then the registered ones
+    again on what the bridge made."""
+    tvm = require_tvm()
+    log = log if log is not None else LoweringLog()
+    native = _native(target, log)
+    shifts = bridge_pass("convrewrite.Lower.shifts", target, (), (ShiftLowering(),), log)
+    bridged = bridge_pass("convrewrite.Lower.bridge", target, BRIDGED_PASSES, (), log)
+    return tvm.transform.Sequential([shifts, native, bridged, native], name="convrewrite.Lower")
+
+
+def _native(target, log: LoweringLog, lowerings=None):
+    """The native Relax lowerings, their records also written as log lines."""
+    tvm = require_tvm()
+    inner = NativeLower(target, lowerings, log.relax)
+
+    @tvm.transform.module_pass(opt_level=0, name="convrewrite.Lower.native")
+    def _pass(mod, _ctx):
+        before = len(log.relax.records)
+        mod = inner(mod)
+        log.rewritten += [f"{r.node}: {r.pass_name}: {r.rewrite}"
+                          for r in log.relax.records[before:]]
+        return mod
+
+    return _pass
 
 
 def lowering_pass(pass_name: str, target, log: LoweringLog | None = None):
-    """Module pass running one ONNX pass, by its name in the report (``dilation``, ``stride``,
-    ...: ``PASSES_BY_NAME``)."""
+    """Module pass running one lowering, by its name in the report (``dilation``, ``stride``,
+    ...: ``PASSES_BY_NAME``): natively when it is a registered lowering, else through the
+    bridge."""
     if pass_name not in PASSES_BY_NAME:
         raise ValueError(f"no per-conv pass named {pass_name!r}; known: "
                          f"{', '.join(sorted(PASSES_BY_NAME))}")
+    log = log if log is not None else LoweringLog()
+    if pass_name in LOWERINGS:
+        return _native(target, log, (LOWERINGS[pass_name](),))
     return bridge_pass(f"convrewrite.{pass_name}", target, (PASSES_BY_NAME[pass_name],), (), log)
 
 
@@ -211,9 +246,3 @@ def Rewrite(target, log: LoweringLog | None = None):  # noqa: N802 - a tvm.trans
     shuffles = ShuffleLog(log.rewritten, log.kept)
     return tvm.transform.Sequential([ShuffleRemoval(target, shuffles), Lower(target, log)],
                                     name="convrewrite.Rewrite")
-
-
-def legal_after(mod, target: Target) -> list[str]:
-    """The convs of ``mod`` that still break one of ``target``'s channel rules (for tests and
-    reports: the Relax side of ``convrewrite.check``)."""
-    return violations_in(mod, target, {"max_in_channels", "max_out_channels"})

@@ -1,0 +1,152 @@
+"""The Relax Builder (TVM's BlockBuilder): the lowerings' emitters (``build.builder``) build
+Relax bindings through it, so a lowering runs natively on any Relax module, whichever frontend
+made it. Weights that are constants are sliced and rearranged here (numpy); a computed weight (a
+function parameter, as ``relax.frontend.nn`` and the PyTorch frontend make them) is sliced in
+the graph (``strided_slice``), which is all a plan that only cuts weights needs. TVM is imported
+only when a Builder is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..decline import Declined
+from ..plan.channels import sum_order
+from ..weights import block_diagonal
+from .relax_read import RELAX_CONVS, op_name
+
+
+def _relax():
+    from tvm import relax
+    return relax
+
+
+@dataclass
+class RelaxWeight:
+    """A conv weight in Relax: its numpy value when it is a constant, and its expression."""
+
+    values: np.ndarray | None
+    expr: object
+
+    @property
+    def quantized(self) -> bool:
+        return False
+
+    def _constant(self, what: str) -> np.ndarray:
+        if self.values is None:
+            raise Declined(f"{what} needs a constant weight; this one is computed in the graph")
+        return self.values
+
+    def take_rows(self, rows: slice, name: str) -> "RelaxWeight":
+        return RelaxWeight(np.ascontiguousarray(self._constant("taking rows")[rows]), None)
+
+    def block_diagonal(self, groups: int) -> "RelaxWeight":
+        return RelaxWeight(block_diagonal(self._constant("a block-diagonal weight"), groups), None)
+
+    def with_values(self, values: np.ndarray) -> "RelaxWeight":
+        return RelaxWeight(np.ascontiguousarray(values), None)
+
+
+def conv_like(call, x, w, groups: int, **overrides):
+    """The same conv op and attributes as ``call`` on other operands and groups; ``overrides``
+    in Relax's spelling (strides, padding, dilation, output_padding)."""
+    relax = _relax()
+    a = call.attrs
+    op_type, rank = RELAX_CONVS[op_name(call)][:2]
+    out_dtype = None if str(a.out_dtype) in ("", "void", "None") else str(a.out_dtype)
+    kwargs = {"strides": list(a.strides), "padding": list(a.padding),
+              "dilation": list(a.dilation), "groups": groups, "data_layout": a.data_layout,
+              "kernel_layout": a.kernel_layout, "out_layout": a.out_layout,
+              "out_dtype": out_dtype}
+    if op_type == "ConvTranspose":
+        kwargs["output_padding"] = list(a.output_padding)
+        op = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose}[rank]
+    else:
+        op = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}[rank]
+    kwargs.update(overrides)
+    return op(x, w, **kwargs)
+
+
+class RelaxBuilder:
+    """The Builder over a BlockBuilder: each op is one binding, named by the emitter's stem
+    (a name hint: Relax keeps names unique itself). ``out`` is ignored: the expression an
+    emitter returns replaces the conv call. ``call`` is the conv being replaced (its layouts
+    and out_dtype carry over)."""
+
+    def __init__(self, bb, call):
+        self.bb = bb
+        self.call = call
+        self.bindings = 0
+
+    def _emit(self, expr, name: str = ""):
+        self.bindings += 1
+        return self.bb.emit(expr, _hint(name))
+
+    def fresh(self, wanted: str) -> str:
+        return wanted
+
+    def shape(self, x) -> list | None:
+        from .relax_read import dims
+        found = dims(x)
+        return None if found is None else list(found)
+
+    def conv(self, site, inputs: list, name: str, attrs: dict, out=None, shape=None):
+        if len(inputs) > 2:
+            raise Declined("a Relax conv takes no bias")
+        overrides = {"strides": list(attrs["strides"]) if "strides" in attrs else None,
+                     "padding": list(attrs["pads"]) if "pads" in attrs else None,
+                     "dilation": list(attrs["dilations"]) if "dilations" in attrs else None}
+        if "output_padding" in attrs:
+            overrides["output_padding"] = list(attrs["output_padding"])
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        return self._emit(conv_like(self.call, inputs[0], inputs[1], int(attrs.get("group", 1)),
+                                    **overrides), name)
+
+    def weight(self, weight: RelaxWeight, index: tuple, stem: str):
+        relax = _relax()
+        if weight.values is not None:
+            return relax.const(np.ascontiguousarray(weight.values[index]))
+        axes, begin, end, strides = [], [], [], []
+        for axis, part in enumerate(index):
+            if part == slice(None):
+                continue
+            if part.step not in (None, 1):
+                raise Declined("a computed weight is only sliced with step 1 here")
+            axes.append(axis)
+            begin.append(part.start or 0)
+            end.append(part.stop)
+            strides.append(1)
+        if not axes:
+            return weight.expr
+        return self._emit(relax.op.strided_slice(weight.expr, axes, begin, end, strides),
+                          f"{stem}.w")
+
+    def bias(self, site, start: int, stop: int, stem: str):
+        raise Declined("a Relax conv takes no bias")
+
+    def sum(self, terms: list, accumulate: str, stem: str, out=None):
+        relax = _relax()
+        operands = list(terms)
+        for k, (i, j) in enumerate(sum_order(len(terms), accumulate)):
+            operands.append(self._emit(relax.op.add(operands[i], operands[j]), f"{stem}.{k}"))
+        return operands[-1]
+
+    def concat(self, xs: list, axis: int, name: str, out=None):
+        return self._emit(_relax().op.concat(list(xs), axis=axis), name)
+
+    def split_channels(self, x, ranges: list, stem: str, use_split: bool,
+                       slice_stem: str) -> list:
+        relax = _relax()
+        if use_split:
+            parts = self._emit(relax.op.split(x, [b for _, b in ranges[:-1]], axis=1), stem)
+            return [self._emit(relax.TupleGetItem(parts, i), f"{stem}.{i}")
+                    for i in range(len(ranges))]
+        return [self._emit(relax.op.strided_slice(x, [1], [a], [b]), f"{slice_stem}.{i}")
+                for i, (a, b) in enumerate(ranges)]
+
+
+def _hint(name: str) -> str:
+    """A Relax name hint from a stem: ``conv5/in_split.0`` -> ``conv5_in_split_0``."""
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
