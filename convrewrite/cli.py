@@ -28,6 +28,8 @@ from .tvm import require_tvm
 from .tvm.build import check_model
 from .tvm.machines import parse_kind
 from .tvm.remote import check_tracker, parse_tracker
+from .vendors.env import ONNX2TF, VELA
+from .vendors.vela import vela_config, vendor_check
 from .verify import Tolerance, make_inputs, parse_input_shapes
 
 DEMO_DEFAULT = "demo_wide"
@@ -61,7 +63,8 @@ def rewrite_parser() -> argparse.ArgumentParser:
                     "accelerator, and verify the result on onnxruntime. "
                     "Also: 'convrewrite verify A.onnx B.onnx' compares two models.",
         epilog="exit codes: 0 ok, 1 verification mismatch, 2 bad input, 3 convs remain that the "
-               "target cannot run, 4 internal error")
+               "target cannot run (or, with --vendor-check, that its compiler keeps off the NPU), "
+               "4 internal error, 5 a vendor toolchain is not installed, 6 a vendor tool failed")
     p.add_argument("model", nargs="?", help="the ONNX model to rewrite")
     p.add_argument("--target", "-t", help="a preset name (see --list-targets) or a YAML file")
     p.add_argument("-o", "--output", help="where to write the result "
@@ -88,6 +91,14 @@ def rewrite_parser() -> argparse.ArgumentParser:
                    help="with --tvm: run and time the build on a machine an RPC tracker hands "
                         "out (python -m tvm.exec.rpc_tracker / rpc_server), not here")
     p.add_argument("--rpc-key", metavar="KEY", help="the key of the RPC server to use")
+    p.add_argument("--vendor-check", action="store_true",
+                   help="also compile the original and the result with the target's vendor "
+                        "compiler (Arm Vela for the ethos-u presets, through onnx2tf to int8 "
+                        "TFLite; venvs from `python -m convrewrite.vendors.install`) and report "
+                        "what runs on the NPU and the CPU, and why; exit 3 if a conv of the "
+                        "result stays off the NPU")
+    p.add_argument("--vendor-out", metavar="DIR",
+                   help="with --vendor-check: keep the TFLite files and Vela's output here")
     p.add_argument("--sparse-input", action="append", default=[], metavar="NAME",
                    help="a tensor that is mostly zero, or a [B, 1, ...] mask multiplied into conv "
                         "inputs: the convs reading it become sparse convs (repeatable)")
@@ -157,10 +168,13 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     target = load_target(args.target)
     shapes = parse_input_shapes(args.input_shape)
     _check_tvm_flags(args)
+    _check_vendor_flags(args, target)
     model_path, model = _source(args)
     if args.check_only:
         report = api.check(model, target)
         report.model = str(model_path)
+        if args.vendor_check:
+            report.vendor = _vendor_check(model, None, target, args, shapes)
         return _finish(report, args)
     output = _output_path(args, model_path, target.name)
     report_path = Path(args.report) if args.report else None
@@ -182,6 +196,8 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         report.output = str(output)
         if args.tvm:
             report.tvm = _tvm_check(model, rewritten, args, shapes)
+        if args.vendor_check:
+            report.vendor = _vendor_check(model, rewritten, target, args, shapes)
     report.timings["total"] = time.perf_counter() - started
     return _finish(report, args)
 
@@ -206,6 +222,27 @@ def _check_tvm_flags(args: argparse.Namespace) -> None:
     if args.rpc_tracker or args.rpc_key:
         args.remote = parse_tracker(args.rpc_tracker, args.rpc_key)
         check_tracker(args.remote)
+
+
+def _check_vendor_flags(args: argparse.Namespace, target) -> None:
+    """Bad --vendor flags, a target without a vendor compiler and missing venvs fail before any
+    work."""
+    if args.vendor_out and not args.vendor_check:
+        raise BadInputError("--vendor-out needs --vendor-check")
+    if not args.vendor_check:
+        return
+    vela_config(target)
+    ONNX2TF.require()
+    VELA.require()
+    if args.vendor_out and Path(args.vendor_out).exists() and not Path(args.vendor_out).is_dir():
+        raise BadInputError(f"--vendor-out {args.vendor_out} is a file; give a folder")
+
+
+def _vendor_check(original, rewritten, target, args: argparse.Namespace, shapes) -> dict:
+    feeds = make_inputs(original, seed=args.seed, shapes=shapes, npz=args.inputs) \
+        if args.inputs else None
+    return vendor_check(original, rewritten, target, feeds=feeds, seed=args.seed,
+                        input_shapes=shapes, out_dir=args.vendor_out)
 
 
 def _tvm_check(original, model, args: argparse.Namespace, shapes) -> dict:

@@ -36,6 +36,9 @@ class ConvSpec:
     dtype: str = "float32"
     has_bias: bool = False
     constant_weight: bool = True                   # False: the weight is computed in the graph
+    # The largest per-output-channel sum of |int8 weight| under TFLite's per-channel symmetric
+    # quantization (see weight_sum.py); None when the weight is not a constant.
+    weight_sum: int | None = None
 
     @property
     def rank(self) -> int:

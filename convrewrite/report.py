@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from .conv import dims_text
 from .record import Record, Remaining
 
-STATUS_EXIT = {"ok": 0, "mismatch": 1, "illegal": 3}
+STATUS_EXIT = {"ok": 0, "mismatch": 1, "illegal": 3, "fallback": 3}
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     recognised: list[str] = field(default_factory=list)  # patterns named, not rewritten
     tvm: dict | None = None                             # --tvm: build, run, compare (TvmCheck)
+    vendor: dict | None = None                          # --vendor-check: vendors.vela.vendor_check
 
     @property
     def verified(self) -> bool:
@@ -49,6 +50,8 @@ class Report:
             return "mismatch"
         if self.remaining:
             return "illegal"
+        if self.vendor is not None and not self.vendor["passed"]:
+            return "fallback"
         return "ok"
 
     @property
@@ -63,6 +66,7 @@ class Report:
             "remaining": [r.to_dict() for r in self.remaining],
             "end_to_end": self.end_to_end, "inputs": self.inputs, "timings_s": self.timings,
             "notes": self.notes, "recognised": self.recognised, "tvm": self.tvm,
+            "vendor": self.vendor,
         }
 
     def to_json(self) -> str:
@@ -150,8 +154,10 @@ def render(report: Report) -> str:
         lines.append("not verified (--no-verify)")
     if report.tvm is not None:
         lines.append(report.tvm["summary"])
+    if report.vendor is not None:
+        lines += _vendor_lines(report.vendor)
     counts = {"ok": "ok", "mismatch": "FAILED: outputs differ", "illegal": "convs remain that "
-              "the target cannot run"}
+              "the target cannot run", "fallback": "the vendor compiler keeps convs off the NPU"}
     lines.append(f"status: {counts[report.status]} ({len(report.records)} rewritten, "
                  f"{len(report.remaining)} not legal, {report.convs_checked} convs in the result)")
     return "\n".join(lines)
@@ -190,3 +196,32 @@ def _rule_text(v) -> str:
     if isinstance(v.limit, int) and not isinstance(v.limit, bool):
         return f"{v.rule} {_plain(v.value)}>{v.limit}"
     return f"{v.rule} {_plain(v.value)} (allowed {_plain(v.limit)})"
+
+
+def _vendor_lines(v: dict) -> list[str]:
+    """The vendor section: placement and Vela's estimate per model and core, then every CPU op
+    with Vela's reason (the target's own core first; the other core is a second opinion)."""
+    lines = [f"vendor: {v['compiler']} {v['accelerator_config']} (verdict: {v['core']} core)"]
+    rows, details = [], []
+    for model, per_core in v["models"].items():
+        for core, r in per_core.items():
+            if r["rejected"]:
+                rows.append([model, core, "-", "-", "-", "-", "-", "REJECTED"])
+                details.append(f"  REJECTED {model}/{core}: {r['rejected']}")
+                continue
+            total = r["npu"]["macs"] + r["cpu"]["macs"]
+            share = f"{100.0 * r['npu']['macs'] / total:.1f}%" if total else "-"
+            time = "-" if r["inference_time_s"] is None else f"{r['inference_time_s'] * 1e3:.3g} ms"
+            rows.append([model, core, str(r["npu"]["ops"]), str(r["cpu"]["ops"]),
+                         str(r["cpu"]["convs"]), _num(r["npu"]["macs"]), share, time])
+            for op in r["cpu_ops"]:
+                details.append(f"  CPU {model}/{core}: {op['type']} {op['name']!r} "
+                               f"{dims_text(op['shape'])}: {op['reason']}")
+    lines += ["  " + x for x in _table(["model", "core", "NPU ops", "CPU ops", "CPU convs",
+                                        "NPU MACs", "MACs on NPU", "estimate"], rows)]
+    lines += details
+    if v.get("out_dir"):
+        lines.append(f"  Vela's output: {v['out_dir']}")
+    lines.append("  vendor check: " + ("every conv on the NPU" if v["passed"] else
+                                       "FAILED: convs on the CPU or the model rejected"))
+    return lines

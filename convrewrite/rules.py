@@ -74,6 +74,29 @@ def transposed_strides(spec: ConvSpec, r: ConvRules) -> Violation | None:
     return None
 
 
+def valid_output_padding(spec: ConvSpec) -> tuple[int, ...]:
+    """The output_padding that makes a ConvTranspose's uncropped output input*stride +
+    max(kernel - stride, 0) (TFLite's VALID TRANSPOSE_CONV, all Vela runs): the uncropped ONNX
+    output is stride*(input - 1) + kernel + output_padding, so it is max(stride - kernel, 0)."""
+    return tuple(max(s - k, 0) for s, k in zip(spec.strides, spec.dilated_kernel))
+
+
+@rule
+def transposed_valid_shape(spec: ConvSpec, r: ConvRules) -> Violation | None:
+    if not (spec.transposed and r.transposed_valid_shape) or \
+            spec.auto_pad not in ("NOTSET", "", "VALID"):
+        return None
+    have = tuple(spec.output_padding or (0,) * spec.rank)
+    want = valid_output_padding(spec)
+    if have != want:
+        return Violation("transposed_valid_shape", have, want,
+                         f"ConvTranspose output_padding must be {list(want)} for its kernel "
+                         f"{dims_text(spec.kernel_shape)} and stride {dims_text(spec.strides)} "
+                         f"(TRANSPOSE_CONV outputs input*stride + max(kernel - stride, 0) "
+                         f"before cropping); node has {list(have)}")
+    return None
+
+
 def _upper_bound(name: str, what: str,
                  measure: Callable[[ConvSpec], tuple[object, "int | None"]]) -> RuleCheck:
     """Register the rule "<what> must be at most <target.conv.name>"; ``measure`` gives what to
@@ -197,6 +220,9 @@ _upper_bound("max_dim", "every tensor dimension", _largest_dim)
 _upper_bound("max_batch", "batch", lambda s: (s.input_shape[0], s.input_shape[0])
              if s.input_shape else (None, None))
 
+_upper_bound("max_weight_sum", "the sum of |int8 weights| of every output channel",
+             lambda s: (s.weight_sum, s.weight_sum))
+
 
 @rule
 def dtypes(spec: ConvSpec, r: ConvRules) -> Violation | None:
@@ -233,8 +259,9 @@ RULES: dict[str, Rule] = {
 # and it shrinks what follows), a ConvTranspose becomes plain convs next, then stride (so later
 # pieces run at stride 1), dilation (a dense kernel may then need splitting), kernel, padding (it
 # may need stride 1 to crop), and tiling last (on the convs that remain).
-LOWERING_ORDER = ("rank", "groups", "depth_multiplier", "channel_split", "dead_taps", "transposed",
-                  "stride", "dilation", "kernel_split", "padding", "tiling")
+LOWERING_ORDER = ("rank", "groups", "depth_multiplier", "channel_split", "dead_taps",
+                  "transposed_shape", "transposed", "stride", "dilation", "kernel_split", "padding",
+                  "tiling")
 
 FIXED_BY: dict[str, list[str]] = {name: [] for name in RULES}   # filled as lowerings register
 

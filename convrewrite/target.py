@@ -145,6 +145,10 @@ class ConvRules:
     transposed: bool = _rule(_boolean, True, "ConvTranspose runs natively")
     transposed_strides: tuple[int, ...] | None = _rule(
         _optional(_list_of(_positive_int)), None, "strides allowed for ConvTranspose")
+    transposed_valid_shape: bool = _rule(
+        _boolean, False, "a ConvTranspose's uncropped output must be input*stride + "
+        "max(kernel - stride, 0), as TFLite/Vela's TRANSPOSE_CONV requires: output_padding "
+        "only fills a kernel shorter than its stride")
     input_height: tuple[int, int] | None = _rule(
         _optional(_size_range), None, "[min, max] input height (second-last spatial dim)")
     input_width: tuple[int, int] | None = _rule(
@@ -152,6 +156,10 @@ class ConvRules:
     max_dim: int | None = _rule(_optional(_positive_int), None,
                                 "largest extent of any input/output/weight dimension")
     max_batch: int | None = _rule(_optional(_positive_int), None, "largest batch")
+    max_weight_sum: int | None = _rule(
+        _optional(_positive_int), None,
+        "largest sum of |int8 weights| of one output channel, quantized per output channel "
+        "(scale max|w|/127, as TFLite); Ethos-U: 8323072")
     dtypes: tuple[str, ...] | None = _rule(_optional(_list_of(_one_of(DTYPES))), None,
                                            "input element types the engine runs")
 
@@ -185,6 +193,27 @@ class RewriteRules:
                             "the next 1x1 conv)")
 
 
+# What Vela 5.2 accepts as --accelerator-config (vela --help).
+VELA_CONFIGS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256",
+                "ethos-u65-256", "ethos-u65-512", "ethos-u85-128", "ethos-u85-256",
+                "ethos-u85-512", "ethos-u85-1024", "ethos-u85-2048")
+
+
+@dataclass(frozen=True)
+class VendorRules:
+    """The vendor compiler that judges this target (``--vendor-check``), if one is known."""
+
+    compiler: str | None = _rule(_optional(_one_of(("vela",))), None,
+                                 "the vendor compiler that judges placement: vela (Arm Ethos-U)")
+    accelerator_config: str | None = _rule(_optional(_one_of(VELA_CONFIGS)), None,
+                                           "vela --accelerator-config, e.g. ethos-u55-128")
+    core: str = _rule(_one_of(("regor", "legacy")), "regor",
+                      "the Vela core whose placement is the verdict (the other is a second "
+                      "opinion): regor (Vela 5 default) or legacy (--debug-force-legacy-core)")
+    options: tuple[str, ...] = _rule(_list_of(_text, non_empty=False), (),
+                                     "extra vela command-line options (e.g. --system-config X)")
+
+
 @dataclass(frozen=True)
 class Target:
     name: str = "custom"
@@ -195,12 +224,14 @@ class Target:
     max_tensor_rank: int | None = None
     verify: VerifyRules = field(default_factory=VerifyRules)
     rewrite: RewriteRules = field(default_factory=RewriteRules)
+    vendor: VendorRules = field(default_factory=VendorRules)
 
     def allows_op(self, op_type: str) -> bool:
         return self.ops is None or op_type in self.ops
 
 
-SECTIONS = {"conv": ConvRules, "verify": VerifyRules, "rewrite": RewriteRules}
+SECTIONS = {"conv": ConvRules, "verify": VerifyRules, "rewrite": RewriteRules,
+            "vendor": VendorRules}
 TOP_LEVEL = {
     "name": _text,
     "description": _text,

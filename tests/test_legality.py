@@ -37,19 +37,40 @@ def test_k210_rejects_what_it_should():
     assert "groups" not in rules(spec(groups=64), "k210")       # depthwise is native
 
 
-def test_ethos_u55_rules():
-    assert "max_stride" in rules(spec(strides=(4, 4)), "ethos-u55")
+def test_ethos_u55_vela3_rules():
+    u55 = "ethos-u55-vela3"
+    assert "max_stride" in rules(spec(strides=(4, 4)), u55)
     assert "max_dilated_kernel_height" in rules(
-        spec(kernel_shape=(3, 3), dilations=(40, 1)), "ethos-u55")
+        spec(kernel_shape=(3, 3), dilations=(40, 1)), u55)
     assert "max_dilated_kernel_area" in rules(
-        spec(kernel_shape=(65, 65), pads=(0, 0, 0, 0)), "ethos-u55")
+        spec(kernel_shape=(65, 65), pads=(0, 0, 0, 0)), u55)
     assert "depth_multiplier_needs_single_input" in rules(
-        spec(groups=64, out_channels=128), "ethos-u55")
+        spec(groups=64, out_channels=128), u55)
     assert "depth_multiplier_needs_single_input" not in rules(
-        spec(groups=1, in_channels=1, out_channels=8), "ethos-u55")
-    assert "max_batch" in rules(spec(input_shape=(2, 64, 32, 32)), "ethos-u55")
-    assert "transposed_strides" in rules(spec(op_type="ConvTranspose", strides=(3, 3)),
-                                         "ethos-u55")
+        spec(groups=1, in_channels=1, out_channels=8), u55)
+    assert "max_batch" in rules(spec(input_shape=(2, 64, 32, 32)), u55)
+    assert "transposed_strides" in rules(spec(op_type="ConvTranspose", strides=(3, 3)), u55)
+
+
+def test_ethos_u55_rules_are_vela5s():
+    """Vela 5's default core takes what Vela 3 did not (batch, dilated height, multipliers)."""
+    assert rules(spec(input_shape=(2, 64, 32, 32)), "ethos-u55") == set()
+    assert rules(spec(kernel_shape=(3, 3), dilations=(40, 1)), "ethos-u55") == set()
+    assert rules(spec(groups=64, out_channels=128), "ethos-u55") == set()
+    assert rules(spec(groups=4), "ethos-u55") == set()
+    assert "max_stride" in rules(spec(strides=(4, 4)), "ethos-u55")
+    assert "max_stride" not in rules(spec(strides=(4, 4)), "ethos-u85")
+    assert "max_weight_sum" in rules(spec(weight_sum=127 * 65537), "ethos-u85")
+    assert "max_weight_sum" not in rules(spec(weight_sum=127 * 65536), "ethos-u55")
+
+
+def test_transposed_valid_shape():
+    t = {"conv": {"transposed_valid_shape": True}}
+    ct = dict(op_type="ConvTranspose", strides=(2, 2), pads=(0, 0, 0, 0))
+    assert rules(spec(**ct, output_padding=(1, 1)), t) == {"transposed_valid_shape"}
+    assert rules(spec(**ct), t) == set()                                     # k3 s2: 0
+    assert rules(spec(**ct, kernel_shape=(1, 1)), t) == {"transposed_valid_shape"}  # needs 1
+    assert rules(spec(**ct, kernel_shape=(1, 1), output_padding=(1, 1)), t) == set()
 
 
 def test_same_pad_and_symmetry():

@@ -9,8 +9,8 @@ import pytest
 
 from convrewrite.target import load_target, preset_names
 
-PRESETS = ("generic", "k210", "ethos-u55", "nvdla")
-SOURCED = ("k210", "ethos-u55", "nvdla")
+PRESETS = ("generic", "k210", "ethos-u55", "ethos-u65", "ethos-u85", "ethos-u55-vela3", "nvdla")
+SOURCED = ("k210", "ethos-u55", "ethos-u65", "ethos-u85", "ethos-u55-vela3", "nvdla")
 
 
 def _text(name: str) -> str:
@@ -121,9 +121,28 @@ def test_k210():
     assert "strided Slice" in _text("k210")
 
 
-def test_ethos_u55():
-    t = load_target("ethos-u55")
+@pytest.mark.parametrize("name", ["ethos-u55", "ethos-u65", "ethos-u85"])
+def test_ethos_u_on_vela5(name):
+    t = load_target(name)
     c = t.conv
+    assert (t.vendor.compiler, t.vendor.core) == ("vela", "regor")
+    assert c.max_stride == (None if name == "ethos-u85" else 3)
+    assert c.transposed_strides == (None if name == "ethos-u85" else (1, 2))
+    assert c.transposed_valid_shape is True
+    assert c.max_weight_sum == 127 * 65536
+    assert c.max_in_channels == 65535 and c.max_out_channels is None
+    assert c.max_batch is None and c.max_dim is None and c.max_dilated_kernel_height is None
+    assert c.groups == ("regular", "depthwise", "grouped")
+    assert c.spatial_ranks == (1, 2)
+    assert t.max_tensor_rank == 4
+    assert not t.allows_op("DepthToSpace") and not t.allows_op("SpaceToDepth")
+    assert "[regor 5.2]" in _text(name)
+
+
+def test_ethos_u55_vela3():
+    t = load_target("ethos-u55-vela3")
+    c = t.conv
+    assert (t.vendor.accelerator_config, t.vendor.core) == ("ethos-u55-128", "legacy")
     assert c.max_stride == 3
     assert c.max_dilated_kernel_height == 64
     assert c.max_dilated_kernel_area == 4096
@@ -131,10 +150,13 @@ def test_ethos_u55():
     assert c.max_batch == 1
     assert c.transposed is True
     assert c.transposed_strides == (1, 2)
+    assert c.transposed_valid_shape is True
+    assert c.max_weight_sum == 127 * 65536
     assert c.depth_multiplier_needs_single_input is True
-    assert c.spatial_ranks == (2,)
-    assert c.groups == ("regular", "depthwise")
-    assert c.max_dilation == 2
+    assert c.spatial_ranks == (1, 2)
+    assert c.groups == ("regular", "depthwise", "grouped")
+    assert c.max_dilation is None
+    assert t.max_tensor_rank == 4
     assert c.channel_align == 16
     assert c.max_pad is None
     assert c.dtypes is None

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .. import weight_sum
 from ..conv import CONV_OPS, ConvSpec
 from ..decline import Decline
 from ..weights import block_diagonal
@@ -101,7 +102,24 @@ def spec_of(node: gs.Node) -> ConvSpec | Decline:
         dtype=dtype_name(x),
         has_bias=has_bias,
         constant_weight=not isinstance(const_weight(w), Decline),
+        weight_sum=_weight_sum(w, node.op == "ConvTranspose", group),
     )
+
+
+def _weight_sum(w: gs.Tensor, transposed: bool, groups: int) -> int | None:
+    """The quantized weight sum Vela checks (weight_sum.py), for constant weights."""
+    weight = const_weight(w)
+    if not isinstance(weight, ConstWeight) or weight.values.size == 0 or not (
+            np.issubdtype(weight.values.dtype, np.floating)
+            or np.issubdtype(weight.values.dtype, np.integer)):
+        return None                     # not a constant, or a type numpy cannot take |w| of
+    zero_point = None
+    if weight.quantized:
+        if weight.axis % weight.values.ndim != (1 if transposed else 0) and \
+                np.asarray(constant_value(weight.scale)).size > 1:
+            return None                 # per-channel along another axis: not TFLite's scheme
+        zero_point = None if weight.zero_point is None else constant_value(weight.zero_point)
+    return weight_sum.largest(weight.values, transposed, groups, zero_point)
 
 
 def _text(v: object) -> str:

@@ -9,10 +9,10 @@ and depthwise convs are cut on group boundaries. The decision is ``plan.channels
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..build.builder import Builder, ConvSite
-from ..conv import ConvSpec
+from ..conv import ConvSpec, dims_text
 from ..decline import Decline
 from ..plan.channels import ChannelSplitPlan, SubConv, plan_channel_split
 from ..rules import rules_named
@@ -48,14 +48,36 @@ def channel_emit(plan: "ChannelSplitPlan | Decline", target: Target) -> "Channel
     return missing_ops(target, split_ops(plan, target)) or ChannelEmit(plan, use_split(target))
 
 
+def weight_sum_target(spec: ConvSpec, target: Target) -> "Target | Decline":
+    """The target with its input-channel limit lowered so that a conv breaking max_weight_sum is
+    cut into n = ceil(sum / limit) input chunks, each holding about 1/n of every output channel's
+    taps. A chunk is quantized on its own, at a scale no larger than the whole channel's, so its
+    sum can still exceed the limit; the fixpoint then checks that sub-conv's own exact sum and
+    splits it again (each round at least halves its channels)."""
+    limit, total = target.conv.max_weight_sum, spec.weight_sum
+    if limit is None or total is None or total <= limit:
+        return target
+    if spec.in_per_group == 1:
+        return Decline(f"one input channel's {dims_text(spec.kernel_shape)} kernel alone sums "
+                       f"to {total} > {limit} (a kernel split would be needed)")
+    parts = -(-total // limit)
+    most = max(1, -(-spec.in_per_group // parts))
+    if target.conv.max_in_channels is not None:
+        most = min(most, target.conv.max_in_channels)
+    return replace(target, conv=replace(target.conv, max_in_channels=most))
+
+
 @register
 class ChannelSplit(Lowering):
     name = "channel_split"
-    fixes = rules_named("max_in_channels", "max_out_channels")
+    fixes = rules_named("max_in_channels", "max_out_channels", "max_weight_sum")
 
     def plan(self, spec: ConvSpec, target: Target) -> "Planned | Decline":
         if spec.op_type not in ("Conv", "ConvTranspose"):
             return Decline(f"{spec.op_type} cannot be split yet (only Conv and ConvTranspose)")
+        target = weight_sum_target(spec, target)
+        if isinstance(target, Decline):
+            return target
         detail = channel_emit(plan_channel_split(spec, target), target)
         if isinstance(detail, Decline):
             return detail

@@ -24,10 +24,11 @@ from .stride import StrideSubsample
 from .sum_fusion import SumFusion
 from .tiling import SpatialTiling
 from .transposed import TransposedToConv
+from .transposed_shape import TransposedShape
 
 CONV_PASSES = {p.name: p for p in (RankLowering, DepthMultiplierLowering, DeadTaps,
-                                   TransposedToConv, StrideSubsample, DilationLowering,
-                                   KernelSplit, ExplicitPadding, SpatialTiling)}
+                                   TransposedShape, TransposedToConv, StrideSubsample,
+                                   DilationLowering, KernelSplit, ExplicitPadding, SpatialTiling)}
 for _cls in CONV_PASSES.values():
     for _rule in _cls.fixes:
         FIXED_BY[_rule].append(_cls.name)
@@ -57,4 +58,5 @@ __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "Chan
            "DenseToSparse", "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding",
            "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RewriteContext",
            "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",
-           "StrideSubsample", "TransposedToConv", "conv_pass", "default_conv_passes"]
+           "StrideSubsample", "TransposedShape", "TransposedToConv", "conv_pass",
+           "default_conv_passes"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadInputError
+from ..paths import cache_dir
 from . import require_tvm
 from .kernels.conv_gemm import ACC_BLOCK
 from .cpu_schedule import SCHEDULED, TUNED, has_block
@@ -33,11 +34,7 @@ from .cpu_schedule import SCHEDULED, TUNED, has_block
 
 def tuning_dir() -> Path:
     """Where the tuning database lives (see the module docstring)."""
-    explicit = os.environ.get("CONVREWRITE_TUNING_DIR")
-    if explicit:
-        return Path(explicit)
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "convrewrite" / "tuning"
+    return cache_dir("tuning", "CONVREWRITE_TUNING_DIR")
 
 
 def database_key(target) -> str:

@@ -18,9 +18,9 @@ def test_multiplier_becomes_a_repeat_and_a_multiplier_1_depthwise(kernel):
     assert report.records[0].verify["passed"]
 
 
-def test_ethos_u55_rule_single_input_channel():
+def test_ethos_u55_vela3_rule_single_input_channel():
     model = conv_model(cin=4, cout=8, groups=4, spatial=(8, 8))
-    out, report = rewrite_and_compare(model, "ethos-u55", atol=1e-6)
+    out, report = rewrite_and_compare(model, "ethos-u55-vela3", atol=1e-6)
     assert report.records[0].pass_name == "depth_multiplier"
 
 

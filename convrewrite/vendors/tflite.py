@@ -1,0 +1,143 @@
+"""ONNX -> fully int8 TFLite with onnx2tf, the path Ethos-U users take from ONNX.
+
+onnx2tf 2.6.9 runs in its own venv (Python 3.12, TensorFlow). Measured here: its default
+``flatbuffer_direct`` backend kept channel-strided Slices behind a TRANSPOSE and wrote dynamic dims
+after Split on rewritten graphs, which Vela then puts on the CPU; ``-tb tf_converter`` converts
+the same files faithfully, so that is the backend used. onnx2tf writes its simplified model over
+its ``-i`` file, so it gets a copy. Calibration (``-oiqt -cind``) wants data in TF's dimension
+order (channels last), pre-normalised to [0, 1] and mapped back by (x - mean) / std: each input's
+samples are scaled by their own range and the mean/std undo that, so the calibrated ranges are the
+inputs' real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..errors import BadInputError
+from .env import ONNX2TF, VendorFailed
+
+DEFAULT_TIMEOUT_S = 1800
+DRIVER = Path(__file__).with_name("onnx2tf_driver.py")
+CALIBRATION_SAMPLES = 4
+
+
+def channels_last(x: np.ndarray) -> np.ndarray:
+    """NC... -> N...C, the layout onnx2tf gives 3-D to 5-D inputs."""
+    return np.moveaxis(x, 1, -1) if x.ndim >= 3 else x
+
+
+def calibration_set(samples: list[dict[str, np.ndarray]]) -> dict[str, tuple[np.ndarray, float,
+                                                                             float]]:
+    """Per input: the samples stacked along the batch axis in channels-last order, scaled to
+    [0, 1], and the (mean, std) that map them back to the real values."""
+    out = {}
+    for name in samples[0]:
+        values = [s[name] for s in samples]
+        if not all(np.issubdtype(v.dtype, np.floating) for v in values):
+            raise BadInputError(f"input {name!r} is {values[0].dtype}: the int8 TFLite "
+                                "conversion calibrates float inputs only")
+        stacked = np.concatenate([channels_last(v.astype(np.float32)) for v in values])
+        lo, hi = float(stacked.min()), float(stacked.max())
+        span = hi - lo if hi > lo else 1.0
+        out[name] = ((stacked - lo) / span, -lo / span, 1.0 / span)
+    return out
+
+
+@dataclass
+class Job:
+    """One conversion: the model, its calibration samples and the folder it is made in."""
+
+    model: onnx.ModelProto
+    samples: list[dict[str, np.ndarray]]
+    work: Path
+
+    @property
+    def tflite(self) -> Path:
+        return self.work / "model.tflite"
+
+    def prepare(self) -> list[str]:
+        """Write the model copy and calibration files; return onnx2tf's arguments."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.work / "tf", ignore_errors=True)
+        onnx.save(self.model, self.work / "model.onnx")     # a copy: onnx2tf writes over -i
+        args = ["-i", "model.onnx", "-o", "tf", "-tb", "tf_converter", "-oiqt", "-n"]
+        shapes = []
+        for k, (name, (data, mean, std)) in enumerate(calibration_set(self.samples).items()):
+            np.save(self.work / f"calibration_{k}.npy", data)
+            args += ["-cind", name, f"calibration_{k}.npy", f"[{mean!r}]", f"[{std!r}]"]
+            shapes.append(f"{name}:{','.join(map(str, self.samples[0][name].shape))}")
+        return args + (["-ois", *shapes] if shapes else [])
+
+    def finish(self, exit_code: int) -> Path | VendorFailed:
+        made = self.work / "tf" / "model_full_integer_quant.tflite"
+        log = self.work / "onnx2tf.log"
+        if exit_code != 0 or not made.is_file():
+            text = log.read_text(errors="replace") if log.is_file() else ""
+            return VendorFailed(f"onnx2tf could not convert the model (exit {exit_code}): "
+                                f"{last_error(text)} (log: {log})")
+        shutil.copyfile(made, self.tflite)
+        return self.tflite
+
+
+def convert_many(jobs: list[Job], timeout: float = DEFAULT_TIMEOUT_S) -> list[Path | VendorFailed]:
+    """Convert each job's model to a fully int8 TFLite in one onnx2tf process (onnx2tf's own
+    command line per model, see onnx2tf_driver.py); a failed model gives its VendorFailed in its
+    place, the others go on."""
+    exe = ONNX2TF.require()
+    requests = [{"cwd": str(job.work.resolve()), "argv": job.prepare()} for job in jobs]
+    env = dict(os.environ, PATH=f"{exe.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", NO_COLOR="1")
+    try:
+        run = subprocess.run([str(exe.parent / "python"), str(DRIVER)], input=json.dumps(requests),
+                             env=env, capture_output=True, text=True,
+                             timeout=timeout * max(1, len(jobs)))
+    except subprocess.TimeoutExpired:
+        raise VendorFailed(f"onnx2tf did not finish in {timeout:.0f} s per model") from None
+    codes = {}
+    for line in run.stdout.splitlines():
+        if line.startswith("{"):
+            item = json.loads(line)
+            codes[item["index"]] = item["exit_code"]
+    if run.returncode != 0 and len(codes) < len(jobs):
+        crash = VendorFailed(f"onnx2tf crashed (exit {run.returncode}): {last_error(run.stderr)}")
+        return [job.finish(codes[i]) if i in codes else crash for i, job in enumerate(jobs)]
+    return [job.finish(codes.get(i, 1)) for i, job in enumerate(jobs)]
+
+
+def convert(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], work: Path,
+            timeout: float = DEFAULT_TIMEOUT_S) -> Path:
+    """Write ``model`` as a fully int8 TFLite under ``work`` and return its path.
+
+    ``samples``: calibration feeds (each one dict of model inputs at the model's own batch)."""
+    result = convert_many([Job(model, samples, work)], timeout)[0]
+    if isinstance(result, VendorFailed):
+        raise result
+    return result
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def last_error(log: str) -> str:
+    """The line of onnx2tf's log that says what went wrong: its first ERROR naming an op, else
+    the last exception line."""
+    lines = [ANSI.sub("", line).strip() for line in log.splitlines()]
+    for line in lines:
+        if line.startswith("ERROR: onnx_op_name:"):
+            exc = next((x for x in reversed(lines) if re.match(r"^\w+(Error|Exception)\b", x)),
+                       "")
+            return f"{line[len('ERROR: '):]}{': ' + exc if exc else ''}"
+    for line in reversed(lines):
+        if re.match(r"^\w+(Error|Exception)\b", line) or line.startswith("ERROR:"):
+            return line
+    return next((x for x in reversed(lines) if x), "no output")

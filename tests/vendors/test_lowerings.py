@@ -1,0 +1,81 @@
+"""Every lowering's output must pass the judge: for each rule of each Ethos-U preset, the probe
+that breaks it, rewritten by us (and verified on onnxruntime), compiles with every op on the NPU
+of the preset's own Vela core -- no fallback, no rejection.
+
+Where a lowering does not exist yet the case is a strict xfail naming what it waits for, so it
+turns red the day the lowering lands."""
+
+from __future__ import annotations
+
+import pytest
+
+from convrewrite.vendors.probes import PROBES, by_name
+from convrewrite.vendors.survey import (legality, preset_run, probe_outcomes, rewritten_probes,
+                                        vela_presets)
+
+PRESETS = vela_presets()
+CASES = [(t, p) for t in PRESETS for p in PROBES if legality(p, t)]
+
+# What is missing, per (preset, probe): issue 14 builds these lowerings.
+WAITING = {
+    ("ethos-u55-vela3", "batch 2"): "batch > 1: no lowering moves the batch onto the map yet "
+                                    "(issue 14)",
+    ("ethos-u55-vela3", "width 70000"): "dims > 65535: no lowering splits a long axis yet "
+                                        "(issue 14)",
+    ("ethos-u55-vela3", "in 65537"): "the Relu before the conv has 65537 channels too: tensors "
+                                     "> 65535 outside convs need a long-axis lowering (issue 14)",
+    ("ethos-u55-vela3", "out 65537"): "the model's own output has 65537 channels (Vela 3: dims "
+                                      "<= 65535): no conv rewrite can narrow it",
+    ("ethos-u55-vela3", "conv 3-D"): "the Relu and Pad around the conv stay 5-D (the model's "
+                                     "input is 5-D): rank > 4 data movement (issue 14)",
+    ("ethos-u55-vela3", "dilated height 67"): "no lowering fixes max_dilated_kernel_height yet "
+                                              "(kernel split by dilated extent: issue 14)",
+    ("ethos-u55-vela3", "kernel 64x65"): "no lowering fixes max_dilated_kernel_area yet (kernel "
+                                         "split by dilated extent: issue 14)",
+}
+# onnx2tf wraps our Add / Pad / Reshape in NCHW <-> NHWC TRANSPOSEs at the graph output, which
+# Vela 3's core (the legacy one) runs only for some permutations: the convs are on the NPU, the
+# layout TRANSPOSE is not. Regor runs them.
+for _p in ("weight sum 65552", "transposed k3 s2 op1"):
+    WAITING[("ethos-u55-vela3", _p)] = ("onnx2tf's output-layout TRANSPOSE after our Add/Pad "
+                                        "goes to the CPU on Vela 3's core (its convs are on the "
+                                        "NPU)")
+for _t in ("ethos-u55", "ethos-u65", "ethos-u55-vela3"):
+    for _p in ("transposed s3", "transposed s4", "transposed s8"):
+        WAITING[(_t, _p)] = ("ConvTranspose stride > 2 within 4-D: the sub-pixel interleave "
+                             "needs DepthToSpace, which Vela runs on the CPU, and zero "
+                             "insertion a 6-D tensor (issue 14)")
+
+
+@pytest.fixture(scope="module")
+def rewritten(vendor_cache):
+    return rewritten_probes(vendor_cache, PRESETS)
+
+
+@pytest.fixture(scope="module")
+def originals(vendor_cache):
+    return probe_outcomes(vendor_cache, PRESETS)
+
+
+@pytest.mark.parametrize("target, probe", CASES, ids=[f"{t.name}-{p.name}" for t, p in CASES])
+def test_rewrite_runs_on_the_npu(target, probe, rewritten, originals, request, needs_vendors):
+    why = WAITING.get((target.name, probe.name))
+    if why:
+        request.applymarker(pytest.mark.xfail(reason=why, strict=True))
+    case = rewritten[(target.name, probe.name)]
+    assert case["status"] == "ok", f"not rewritten: {case['remaining']}"
+    got = case["outcome"]
+    assert got is not None and got.verdict == "npu", (
+        f"{probe.what} rewritten ({'; '.join(case['rewrites'])}) on {preset_run(target)}: "
+        f"{got.verdict if got else 'no result'}: {got.reason if got else ''}")
+    before = originals[probe.name][preset_run(target)]
+    if probe.slower_native and before.verdict == "npu":
+        assert got.time_s < before.time_s, (
+            f"Vela runs {probe.what} natively in {before.time_s * 1e3:.3g} ms, our rewrite "
+            f"takes {got.time_s * 1e3:.3g} ms: the preset should not reject it")
+
+
+def test_every_waiting_case_is_a_real_case():
+    names = {(t.name, p.name) for t, p in CASES}
+    assert set(WAITING) <= names, set(WAITING) - names
+    assert all(by_name(p) for _, p in WAITING)
