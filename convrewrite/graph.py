@@ -56,7 +56,7 @@ def load_model_files(path: "str | os.PathLike") -> tuple[onnx.ModelProto, list[P
                                 f"{_first_line(exc)}") from None
     if not model.graph.node and not model.graph.output:
         raise BadInputError(f"{path}: not an ONNX model (no graph)")
-    check_model(model, str(path))
+    check_model(model, str(path), path)
     return model, [path, *files]
 
 
@@ -120,10 +120,15 @@ _SUB_BYTE = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1
              if hasattr(onnx.TensorProto, n)}
 
 
-def check_model(model: onnx.ModelProto, origin: str = "model") -> None:
+def check_model(model: onnx.ModelProto, origin: str = "model",
+                path: "Path | None" = None) -> None:
+    """onnx's checker; a model too big for one protobuf is checked from its file (the checker
+    reads external data there), or not at all when it has none."""
     try:
         if not fits_in_protobuf(model):
-            return          # the in-memory checker cannot take it; onnxruntime will complain
+            if path is not None:
+                onnx.checker.check_model(str(path))
+            return
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise BadInputError(f"{origin}: invalid ONNX model: {_first_line(exc)}") from None
@@ -142,11 +147,51 @@ def _first_line(exc: BaseException) -> str:
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shapes for every tensor we can know (data_prop resolves Shape->Reshape chains)."""
+    """Shapes for every tensor we can know (data_prop resolves Shape->Reshape chains).
+
+    A model too big for one protobuf is inferred on a copy without its large weights (their dims
+    and types are all inference reads), and the shapes found are put on a copy of the model.
+    """
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        if fits_in_protobuf(model):
+            return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        light = onnx.shape_inference.infer_shapes(_without_large_tensors(model), data_prop=True)
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        del out.graph.value_info[:]
+        out.graph.value_info.extend(light.graph.value_info)
+        del out.graph.output[:]
+        out.graph.output.extend(light.graph.output)
+        return out
     except Exception:           # noqa: BLE001 - inference is best effort; shapes stay unknown
         return model
+
+
+LARGE_TENSOR_BYTES = 1 << 16
+
+
+def _without_large_tensors(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every large initializer replaced by a data-less stand-in of the same name,
+    type and dims (marked external, so nothing reads its values)."""
+    light = onnx.ModelProto()
+    initializers = list(model.graph.initializer)
+    graph = model.graph
+    # copy everything but the initializers without touching the caller's model
+    light.CopyFrom(onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
+                                   functions=model.functions))
+    light.graph.CopyFrom(onnx.GraphProto(name=graph.name, node=graph.node, input=graph.input,
+                                         output=graph.output, value_info=graph.value_info,
+                                         sparse_initializer=graph.sparse_initializer))
+    for t in initializers:
+        if t.ByteSize() <= LARGE_TENSOR_BYTES:
+            light.graph.initializer.append(t)
+            continue
+        stub = light.graph.initializer.add()
+        stub.name, stub.data_type = t.name, t.data_type
+        stub.dims.extend(t.dims)
+        stub.data_location = onnx.TensorProto.EXTERNAL
+        stub.external_data.add(key="location", value="stand-in.bin")
+    return light
 
 
 def opset_version(model: onnx.ModelProto) -> int:
