@@ -124,6 +124,7 @@ def check_model(model: onnx.ModelProto, origin: str = "model",
                 path: "Path | None" = None) -> None:
     """onnx's checker; a model too big for one protobuf is checked from its file (the checker
     reads external data there), or not at all when it has none."""
+    check_tensor_sizes(model, origin)
     try:
         if not fits_in_protobuf(model):
             if path is not None:
@@ -132,6 +133,46 @@ def check_model(model: onnx.ModelProto, origin: str = "model",
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise BadInputError(f"{origin}: invalid ONNX model: {_first_line(exc)}") from None
+
+
+def check_tensor_sizes(model: onnx.ModelProto, origin: str = "model") -> None:
+    """Every initializer holds as many values as its dims say (onnx's checker does not look:
+    a short raw_data reached numpy's reshape deep inside a pass, exit 4)."""
+    for t in tensors_of(model):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        if any(d < 0 for d in t.dims):
+            raise BadInputError(f"{origin}: tensor {t.name!r} has a negative dimension "
+                                f"{list(t.dims)}")
+        want = _tensor_nbytes(t)
+        if want is None:
+            continue
+        if t.raw_data:
+            have = len(t.raw_data)
+        else:
+            field = _TYPED_FIELD.get(t.data_type)
+            if field is None:
+                continue
+            count = len(getattr(t, field))
+            if t.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
+                count //= 2
+            have = count * (want // max(int(np.prod(t.dims, dtype=np.int64)), 1)) \
+                if want else count
+            if count == 0 and want == 0:
+                continue
+        if have != want:
+            raise BadInputError(f"{origin}: tensor {t.name!r} holds {have} bytes of data, its "
+                                f"shape {list(t.dims)} needs {want}")
+
+
+_TYPED_FIELD = {
+    onnx.TensorProto.FLOAT: "float_data", onnx.TensorProto.COMPLEX64: "float_data",
+    onnx.TensorProto.DOUBLE: "double_data", onnx.TensorProto.COMPLEX128: "double_data",
+    onnx.TensorProto.INT64: "int64_data", onnx.TensorProto.UINT64: "uint64_data",
+    onnx.TensorProto.UINT32: "uint64_data",
+    **{getattr(onnx.TensorProto, n): "int32_data" for n in
+       ("INT32", "INT16", "INT8", "UINT16", "UINT8", "BOOL", "FLOAT16", "BFLOAT16")},
+}
 
 
 def fits_in_protobuf(model: onnx.ModelProto) -> bool:
