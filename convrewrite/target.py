@@ -8,6 +8,7 @@ shipped preset or another file. Presets live in ``convrewrite/targets/*.yaml``.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -45,8 +46,8 @@ def _non_negative_int(path: str, v: Any) -> int:
 
 
 def _non_negative_float(path: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        _fail(path, "a non-negative number", v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        _fail(path, "a non-negative number", v)    # NaN, inf: every check would pass
     return float(v)
 
 
