@@ -1,24 +1,25 @@
 """Loading, checking and saving models without losing anything.
 
 Load maps every failure (missing file, not protobuf, failed checker) to a one-line BadInputError.
-Save writes atomically (temporary file in the destination folder, then rename), keeps the original's
-opset imports, ir_version and metadata, and keeps external data for large models.
+External data is checked before onnx reads it (relative, inside the model's folder, a regular file
+long enough). Save writes atomically through outputs.py (model and external data as one unit), keeps
+the original's opset imports, ir_version and metadata, and keeps external data for large models.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
+from onnx.external_data_helper import load_external_data_for_model
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from .errors import BadInputError
+from .outputs import copy_file, save_model_files, tensors_of
 
 G_LOGGER.severity = G_LOGGER.ERROR      # gs's warnings (e.g. "colored is not installed") are noise
 G_LOGGER.colors = False
@@ -28,32 +29,111 @@ EXTERNAL_THRESHOLD = 1_800_000_000      # leave headroom below protobuf's 2 GB c
 
 
 def load_model(path: "str | os.PathLike") -> onnx.ModelProto:
+    return load_model_files(path)[0]
+
+
+def load_model_files(path: "str | os.PathLike") -> tuple[onnx.ModelProto, list[Path]]:
+    """The model and every file it was read from (itself, then its external-data files), so the
+    command line can refuse to write onto any of them."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"{path}: no such file")
     if not path.is_file():
         raise BadInputError(f"{path}: not a file")
     try:
-        model = onnx.load(str(path), load_external_data=True)
-    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, TypeError) as exc:
         raise BadInputError(f"{path}: not an ONNX model (cannot parse protobuf: "
                             f"{_first_line(exc)})") from None
-    except (FileNotFoundError, OSError) as exc:
-        raise BadInputError(f"{path}: cannot read model or its external data: "
-                            f"{_first_line(exc)}") from None
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read model: {_first_line(exc)}") from None
+    files = external_data_files(model, path)
+    if files:
+        try:
+            load_external_data_for_model(model, str(_folder_of(path)))
+        except Exception as exc:       # noqa: BLE001 - whatever onnx raises, it is the file
+            raise BadInputError(f"{path}: cannot read its external data: "
+                                f"{_first_line(exc)}") from None
     if not model.graph.node and not model.graph.output:
         raise BadInputError(f"{path}: not an ONNX model (no graph)")
     check_model(model, str(path))
-    return model
+    return model, [path, *files]
+
+
+def _folder_of(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+def external_data_files(model: onnx.ModelProto, path: Path) -> list[Path]:
+    """The external-data files ``model`` (read from ``path``, tensors not yet loaded) references,
+    each checked the way onnx's loader does not: a location is relative, inside the model's folder,
+    names an existing regular file, and that file holds every byte the tensor needs."""
+    folder = _folder_of(path)
+    root = os.path.realpath(folder)
+    files: dict[str, Path] = {}
+    for tensor in tensors_of(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        what = f"{path}: tensor {tensor.name!r}: external data"
+        if not location:
+            raise BadInputError(f"{what} has no location")
+        if os.path.isabs(location) or location.startswith(("/", "\\")):
+            raise BadInputError(f"{what} {location} is an absolute path; only files in the "
+                                "model's folder are read")
+        full = folder / location
+        real = os.path.realpath(full)
+        if os.path.commonpath([root, real]) != root:
+            raise BadInputError(f"{what} {location} is outside the model's folder")
+        if not full.exists():
+            raise BadInputError(f"{what} file {location} not found (beside {path})")
+        if not full.is_file():
+            raise BadInputError(f"{what} {location} is not a file")
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info["length"]) if info.get("length") else _tensor_nbytes(tensor)
+        except ValueError:
+            raise BadInputError(f"{what}: offset/length are not integers") from None
+        if offset < 0 or (length is not None and length < 0):
+            raise BadInputError(f"{what}: negative offset or length")
+        size = full.stat().st_size
+        if length is not None and offset + length > size:
+            raise BadInputError(f"{what} {location} is too short ({size} bytes; the tensor needs "
+                                f"bytes {offset} to {offset + length})")
+        files.setdefault(real, full)
+    return list(files.values())
+
+
+def _tensor_nbytes(tensor: onnx.TensorProto) -> int | None:
+    """Bytes of a fixed-width tensor's raw data (None for strings and sub-byte types)."""
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    except Exception:       # noqa: BLE001 - unknown or exotic element type
+        return None
+    if dtype.kind in "OSU" or tensor.data_type in _SUB_BYTE:
+        return None
+    return dtype.itemsize * int(np.prod(tensor.dims, dtype=np.int64))
+
+
+_SUB_BYTE = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+             if hasattr(onnx.TensorProto, n)}
 
 
 def check_model(model: onnx.ModelProto, origin: str = "model") -> None:
     try:
-        if model.ByteSize() > PROTOBUF_LIMIT:
+        if not fits_in_protobuf(model):
             return          # the in-memory checker cannot take it; onnxruntime will complain
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise BadInputError(f"{origin}: invalid ONNX model: {_first_line(exc)}") from None
+
+
+def fits_in_protobuf(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` serializes as one protobuf (onnx's in-memory checker, shape inference and
+    onnxruntime's from-bytes sessions need that); tests lower PROTOBUF_LIMIT to take the big-model
+    paths on small models."""
+    return model.ByteSize() < PROTOBUF_LIMIT
 
 
 def _first_line(exc: BaseException) -> str:
@@ -115,35 +195,20 @@ def file_uses_external_data(path: "str | os.PathLike") -> bool:
 
 
 def save_model(model: onnx.ModelProto, path: "str | os.PathLike", *,
-               external_data: bool | None = None) -> None:
-    """Write atomically; external data goes to ``<name>.data`` beside the model when the model is
-    too big for one protobuf (or when asked)."""
-    path = Path(path)
+               external_data: bool | None = None,
+               protected: "list[str | os.PathLike]" = ()) -> list[Path]:
+    """Write atomically; external data goes to one fresh ``<name>.<digest>.data`` beside the model
+    when the model is too big for one protobuf (or when asked), replaced with the model as one
+    unit (outputs.save_model_files). Returns the files written."""
     if external_data is None:
-        external_data = initializer_bytes(model) > EXTERNAL_THRESHOLD
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=f".{path.name}.") as tmp:
-        staged = Path(tmp) / path.name
-        data_name = f"{path.name}.data"
-        if external_data:
-            onnx.save_model(model, str(staged), save_as_external_data=True,
-                            all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
-        else:
-            onnx.save_model(model, str(staged))
-        if external_data and (Path(tmp) / data_name).exists():
-            os.replace(Path(tmp) / data_name, folder / data_name)
-        os.replace(staged, path)
+        external_data = initializer_bytes(model) > EXTERNAL_THRESHOLD or \
+            not fits_in_protobuf(model)
+    return save_model_files(model, path, external_data=external_data, protected=protected)
 
 
 def copy_model_file(src: "str | os.PathLike", dst: "str | os.PathLike") -> None:
     """Byte-for-byte copy (the idempotent case), atomic like save_model."""
-    dst = Path(dst)
-    with tempfile.NamedTemporaryFile(dir=dst.parent or ".", prefix=f".{dst.name}.",
-                                     delete=False) as tmp:
-        with open(src, "rb") as f:
-            shutil.copyfileobj(f, tmp)
-    os.replace(tmp.name, dst)
+    copy_file(src, dst)
 
 
 def isolate_node(node: gs.Node, graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:

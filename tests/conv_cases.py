@@ -92,3 +92,27 @@ def random_input(model: onnx.ModelProto, batch: int = 1, seed: int = 1) -> dict:
 
 def op_count(model: onnx.ModelProto, op: str) -> int:
     return sum(n.op_type == op for n in model.graph.node)
+
+
+def emitted_within(before: onnx.ModelProto, after: onnx.ModelProto, target) -> list[str]:
+    """What the rewrite emitted that the target cannot hold: nodes (not in ``before``) whose op
+    the target's ``ops:`` list lacks, and tensors they write whose inferred rank exceeds its
+    ``max_tensor_rank``. Empty when every emitted node and tensor is legal."""
+    import convrewrite as cr
+    target = target if hasattr(target, "allows_op") else cr.load_target(target)
+    kept = {n.name for n in before.graph.node}
+    inferred = onnx.shape_inference.infer_shapes(after)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in (*inferred.graph.value_info, *inferred.graph.output)
+             if v.type.tensor_type.HasField("shape")}
+    wrong = []
+    for node in after.graph.node:
+        if node.name in kept:
+            continue
+        if node.op_type != "Constant" and not target.allows_op(node.op_type):
+            wrong.append(f"{node.name}: {node.op_type} is not in the target's ops")
+        limit = target.max_tensor_rank
+        for out in node.output:
+            if limit is not None and ranks.get(out, 0) > limit:
+                wrong.append(f"{node.name}: {out} is {ranks[out]}-D > {limit}")
+    return wrong

@@ -58,6 +58,9 @@ class Builder(Protocol):
     def split_channels(self, x, ranges: list, stem: str, use_split: bool,
                        slice_stem: str) -> list: ...
 
+    def split_axis(self, x, axis: int, ranges: list, stem: str, use_split: bool,
+                   slice_stem: str) -> list: ...
+
     def slice_axes(self, x, axes: list, starts: list, ends: list, steps: list, stem: str,
                    out=None): ...
 

@@ -164,18 +164,24 @@ class OnnxBuilder:
 
     def split_channels(self, x: gs.Tensor, ranges: list, stem: str, use_split: bool,
                        slice_stem: str) -> list:
-        """``x`` cut into the channel ``ranges`` (which partition it): one Split named ``stem``,
-        or one Slice per range named ``{slice_stem}.{i}``; the chunks are ``{stem}.{i}``."""
+        """``x`` cut into the channel ``ranges`` (``split_axis`` on axis 1)."""
+        return self.split_axis(x, 1, ranges, stem, use_split, slice_stem)
+
+    def split_axis(self, x: gs.Tensor, axis: int, ranges: list, stem: str, use_split: bool,
+                   slice_stem: str) -> list:
+        """``x`` cut into the ``ranges`` (which partition it) of ``axis``: one Split named
+        ``stem``, or one Slice per range named ``{slice_stem}.{i}``; the chunks are
+        ``{stem}.{i}``."""
         chunks = []
         for i, (a, b) in enumerate(ranges):
             shape = None
             if x.shape is not None:
                 shape = list(x.shape)
-                shape[1] = b - a
+                shape[axis] = b - a
             chunks.append(gs.Variable(self.fresh(f"{stem}.{i}"), dtype=x.dtype, shape=shape))
         if use_split:
             sizes = np.array([b - a for a, b in ranges], dtype=np.int64)
-            attrs, inputs = {"axis": 1}, [x]
+            attrs, inputs = {"axis": axis}, [x]
             if self.opset >= 13:
                 inputs.append(gs.Constant(self.fresh(f"{stem}.sizes"), sizes))
             else:
@@ -185,7 +191,7 @@ class OnnxBuilder:
         for i, (a, b) in enumerate(ranges):
             consts = [gs.Constant(self.fresh(f"{slice_stem}.{i}.{k}"),
                                   np.array([v], dtype=np.int64))
-                      for k, v in (("starts", a), ("ends", b), ("axes", 1))]
+                      for k, v in (("starts", a), ("ends", b), ("axes", axis))]
             self.nodes.append(gs.Node("Slice", self.fresh(f"{slice_stem}.{i}"), {},
                                       [x, *consts], [chunks[i]]))
         return chunks

@@ -138,12 +138,16 @@ class RelaxBuilder:
 
     def split_channels(self, x, ranges: list, stem: str, use_split: bool,
                        slice_stem: str) -> list:
+        return self.split_axis(x, 1, ranges, stem, use_split, slice_stem)
+
+    def split_axis(self, x, axis: int, ranges: list, stem: str, use_split: bool,
+                   slice_stem: str) -> list:
         relax = _relax()
         if use_split:
-            parts = self._emit(relax.op.split(x, [b for _, b in ranges[:-1]], axis=1), stem)
+            parts = self._emit(relax.op.split(x, [b for _, b in ranges[:-1]], axis=axis), stem)
             return [self._emit(relax.TupleGetItem(parts, i), f"{stem}.{i}")
                     for i in range(len(ranges))]
-        return [self._emit(relax.op.strided_slice(x, [1], [a], [b]), f"{slice_stem}.{i}")
+        return [self._emit(relax.op.strided_slice(x, [axis], [a], [b]), f"{slice_stem}.{i}")
                 for i, (a, b) in enumerate(ranges)]
 
 
