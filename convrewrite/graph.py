@@ -308,7 +308,8 @@ def isolate_region(nodes: list[gs.Node], data: "gs.Tensor | list[gs.Tensor]",
                    like: onnx.ModelProto) -> onnx.ModelProto:
     """Nodes that compute ``outputs`` from the tensor ``data`` (or several: a SparseConv's features
     and coordinates), with whatever else they read (constants, shape arithmetic on ``data``), as a
-    model of those inputs."""
+    model of those inputs. A graph input the region also reads (``Shape`` of the model's input, for
+    a dynamic batch) is declared as one more input after ``data``: the model is always valid."""
     inputs = list(data) if isinstance(data, (list, tuple)) else [data]
     is_input = lambda t: any(t is d for d in inputs)     # noqa: E731
     keep = list(nodes)
@@ -316,6 +317,9 @@ def isolate_region(nodes: list[gs.Node], data: "gs.Tensor | list[gs.Tensor]",
     while stack:
         tensor = stack.pop()
         if is_input(tensor):
+            continue
+        if not tensor.inputs and tensor.name and not isinstance(tensor, gs.Constant):
+            inputs.append(tensor)
             continue
         for producer in tensor.inputs:
             if producer not in keep:

@@ -123,7 +123,8 @@ def run_rewrites(graph: gs.Graph, target: Target, like: onnx.ModelProto,
     BadInputError naming it, before any pass looks at it."""
     validate_model(like)
     validate_graph(graph)
-    name_unnamed_nodes(graph)
+    graph.cleanup(remove_unused_graph_inputs=False)     # a dead conv (reaching no output) does
+    name_unnamed_nodes(graph)                           # not run: nothing to rewrite or verify
     ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like),
                          names=Names.in_graph(graph), sparse_inputs=tuple(sparse_inputs))
     result = RewriteResult()

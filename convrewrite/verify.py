@@ -158,7 +158,7 @@ def make_inputs(model: onnx.ModelProto, *, seed: int = 0,
 def _default_shape(shape: onnx.TensorShapeProto) -> tuple[int, ...]:
     dims = []
     for axis, d in enumerate(shape.dim):
-        if d.HasField("dim_value") and d.dim_value > 0:
+        if d.HasField("dim_value") and d.dim_value >= 0:     # 0: an empty batch, as declared
             dims.append(d.dim_value)
         else:
             dims.append(DEFAULT_BATCH if axis == 0 else DEFAULT_DYNAMIC_DIM)
@@ -289,8 +289,11 @@ def compare(reference: np.ndarray, actual: np.ndarray, atol: float, rtol: float,
     if ref.shape != got.shape:
         return {"passed": False, "error": f"shape {list(got.shape)} != reference "
                                           f"{list(ref.shape)}"}
-    if ref.size == 0:
-        return {"passed": True, "bit_exact": True, "max_abs": 0.0, "max_rel": 0.0}
+    if ref.size == 0:               # an empty batch: nothing differs, every field still there
+        return {"passed": True, "bit_exact": True, "max_abs": 0.0, "max_rel": 0.0,
+                "p99_abs": 0.0, "worst_index": [0] * ref.ndim, "reference_at_worst": None,
+                "actual_at_worst": None, "mismatches": 0, "elements": 0, "atol": atol,
+                "rtol": rtol, "noise_allowance": noise, "min_atol_to_pass": 0.0}
     r, g = ref.astype(np.float64), got.astype(np.float64)
     same = (r == g) | (np.isnan(r) & np.isnan(g))         # Inf == Inf of the same sign
     with np.errstate(invalid="ignore", over="ignore"):
