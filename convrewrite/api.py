@@ -8,19 +8,28 @@ from typing import Callable, Iterable
 import numpy as np
 import onnx
 
+from .errors import BadInputError
 from .graph import load_model
 from .pipeline import check_model_legality, run_pipeline
 from .report import Report
 from .sparse.inputs import sparse_feeds
 from .target import Target, load_target
-from .verify import Tolerance, make_inputs, verify_end_to_end
+from .validate import check_in_memory, validate_model
+from .verify import Tolerance, engine_for, make_inputs, verify_end_to_end
 
 ModelLike = "onnx.ModelProto | str | os.PathLike"
 
 
 def _as_model(model) -> tuple[onnx.ModelProto, str]:
+    """A ModelProto is checked like a loaded file (the checker and our own validation), so that
+    the API raises ConvRewriteErrors only; it is read, never changed."""
     if isinstance(model, onnx.ModelProto):
-        return model, model.graph.name or "<model>"
+        name = model.graph.name or "<model>"
+        validate_model(model)
+        check_in_memory(model, name)
+        return model, name
+    if not isinstance(model, (str, os.PathLike)):
+        raise BadInputError(f"expected an onnx.ModelProto or a path, got {type(model).__name__}")
     return load_model(model), os.fspath(model)
 
 
@@ -91,5 +100,6 @@ def verify(original, rewritten, *, inputs=None, seed: int = 0, input_shapes: dic
     b, b_name = _as_model(rewritten)
     feeds = _feeds(a, inputs, seed, input_shapes)
     report = Report(model=a_name, target=b_name, mode="verify", inputs=_describe_feeds(feeds))
-    report.end_to_end = verify_end_to_end(a, b, feeds, tolerance or Tolerance(), kind)
+    report.end_to_end = verify_end_to_end(a, b, feeds, tolerance or Tolerance(), kind,
+                                          engine_for(a))
     return report

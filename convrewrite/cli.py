@@ -9,16 +9,17 @@ and the input is never written over.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from . import api
 from .errors import BadInputError, ConvRewriteError
-from .graph import copy_model_file, file_uses_external_data, load_model, save_model
+from .graph import copy_model_file, file_uses_external_data, load_model_files, save_model
 from .models import BUILDERS
+from .outputs import check_outputs, write_text
 from .report import Report
 from .rules import describe_rules
 from .sparse.inputs import sparse_feeds
@@ -35,13 +36,23 @@ from .verify import Tolerance, make_inputs, parse_input_shapes
 DEMO_DEFAULT = "demo_wide"
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (``convrewrite: error: ...``, exit 2) like every other
+    bad input, not the whole usage text."""
+
+    def error(self, message: str):
+        text = " ".join(message.split())
+        print(f"convrewrite: error: {text} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text}")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text}")
     return value
 
 
@@ -57,7 +68,7 @@ def _add_verify_flags(p: argparse.ArgumentParser) -> None:
 
 
 def rewrite_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="convrewrite",
         description="Rewrite the convolutions of an ONNX model so that each fits a target "
                     "accelerator, and verify the result on onnxruntime. "
@@ -107,7 +118,7 @@ def rewrite_parser() -> argparse.ArgumentParser:
 
 
 def verify_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="convrewrite verify",
+    p = OneLineParser(prog="convrewrite verify",
                                 description="Check that two models agree on onnxruntime.")
     p.add_argument("original")
     p.add_argument("rewritten")
@@ -169,18 +180,20 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     shapes = parse_input_shapes(args.input_shape)
     _check_tvm_flags(args)
     _check_vendor_flags(args, target)
-    model_path, model = _source(args)
+    model_path, model, reads = _source(args)
+    reads += _target_reads(target)
+    if args.inputs:
+        reads.append(("the --inputs file", Path(args.inputs)))
+    report_path = Path(args.report) if args.report else None
+    output = None if args.check_only else _output_path(args, model_path, target.name)
+    check_outputs([(flag, p) for flag, p in (("-o", output), ("--report", report_path)) if p],
+                  reads)
     if args.check_only:
         report = api.check(model, target)
         report.model = str(model_path)
         if args.vendor_check:
             report.vendor = _vendor_check(model, None, target, args, shapes)
         return _finish(report, args)
-    output = _output_path(args, model_path, target.name)
-    report_path = Path(args.report) if args.report else None
-    for p in filter(None, [report_path]):
-        if model_path.exists() and p.exists() and os.path.samefile(p, model_path):
-            raise BadInputError(f"--report {p} is the input model; refusing to overwrite it")
     started = time.perf_counter()
     rewritten, report = api.rewrite(model, target, verify=not args.no_verify, inputs=args.inputs,
                                     seed=args.seed, input_shapes=shapes,
@@ -192,7 +205,8 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if rewritten is model and model_path.exists() and not external:
             copy_model_file(model_path, output)          # nothing changed: byte-identical
         else:
-            save_model(rewritten, output, external_data=external or None)
+            save_model(rewritten, output, external_data=external or None,
+                       protected=[p for _, p in reads])
         report.output = str(output)
         if args.tvm:
             report.tvm = _tvm_check(model, rewritten, args, shapes)
@@ -200,6 +214,11 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             report.vendor = _vendor_check(model, rewritten, target, args, shapes)
     report.timings["total"] = time.perf_counter() - started
     return _finish(report, args)
+
+
+def _target_reads(target) -> list[tuple[str, Path]]:
+    return [(f"the target file {f}" if i == 0 else f"the target's extends: file {f}", Path(f))
+            for i, f in enumerate(target.files)]
 
 
 def _check_tvm_flags(args: argparse.Namespace) -> None:
@@ -264,9 +283,12 @@ def _source(args: argparse.Namespace):
         if args.demo not in BUILDERS:
             raise BadInputError(f"unknown demo model {args.demo!r} "
                                 f"(built-in: {', '.join(sorted(BUILDERS))})")
-        return Path(f"{args.demo}.onnx"), BUILDERS[args.demo]()
+        return Path(f"{args.demo}.onnx"), BUILDERS[args.demo](), []
     path = Path(args.model)
-    return path, load_model(path)
+    model, files = load_model_files(path)
+    reads = [("the input model", files[0])]
+    reads += [(f"the input's external data {f.name}", f) for f in files[1:]]
+    return path, model, reads
 
 
 def _output_path(args: argparse.Namespace, model_path: Path, target_name: str) -> Path:
@@ -276,20 +298,12 @@ def _output_path(args: argparse.Namespace, model_path: Path, target_name: str) -
         stem = model_path.name[:-5] if model_path.name.endswith(".onnx") else model_path.name
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in target_name)
         output = model_path.with_name(f"{stem}.{safe}.onnx")
-    if output.exists() and model_path.exists() and os.path.samefile(output, model_path):
-        raise BadInputError(f"-o {output} is the input model; refusing to overwrite it")
-    if output.resolve() == model_path.resolve() and model_path.exists():
-        raise BadInputError(f"-o {output} is the input model; refusing to overwrite it")
-    if output.is_dir():
-        raise BadInputError(f"-o {output} is a directory; give a file name")
-    if not output.parent.exists() and str(output.parent) not in ("", "."):
-        raise BadInputError(f"-o {output}: folder {output.parent} does not exist")
     return output
 
 
 def _finish(report: Report, args: argparse.Namespace) -> int:
     if args.report:
-        _write_text(Path(args.report), report.to_json())
+        write_text(Path(args.report), report.to_json() + "\n")
     if args.quiet:
         print(f"status: {report.status}")
     else:
@@ -297,17 +311,18 @@ def _finish(report: Report, args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def _write_text(path: Path, text: str) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.exists():
-        raise BadInputError(f"--report {path}: folder {folder} does not exist")
-    with tempfile.NamedTemporaryFile("w", dir=folder, prefix=f".{path.name}.", delete=False) as f:
-        f.write(text + "\n")
-    os.replace(f.name, path)
-
-
 def _verify(args: argparse.Namespace) -> int:
-    report = api.verify(args.original, args.rewritten, inputs=args.inputs, seed=args.seed,
+    reads, models = [], []
+    for which, name in (("the original model", args.original), ("the rewritten model",
+                                                                   args.rewritten)):
+        model, files = load_model_files(name)
+        models.append(model)
+        reads += [(which, files[0])] + [(f"{which}'s external data {f.name}", f) for f in files[1:]]
+    if args.inputs:
+        reads.append(("the --inputs file", Path(args.inputs)))
+    if args.report:
+        check_outputs([("--report", Path(args.report))], reads)
+    report = api.verify(*models, inputs=args.inputs, seed=args.seed,
                         input_shapes=parse_input_shapes(args.input_shape),
                         tolerance=_tolerance(args),
                         kind="exact" if args.exact else "reassociating")

@@ -1,24 +1,25 @@
 """Loading, checking and saving models without losing anything.
 
 Load maps every failure (missing file, not protobuf, failed checker) to a one-line BadInputError.
-Save writes atomically (temporary file in the destination folder, then rename), keeps the original's
-opset imports, ir_version and metadata, and keeps external data for large models.
+External data is checked before onnx reads it (relative, inside the model's folder, a regular file
+long enough). Save writes atomically through outputs.py (model and external data as one unit), keeps
+the original's opset imports, ir_version and metadata, and keeps external data for large models.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
+from onnx.external_data_helper import load_external_data_for_model
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from .errors import BadInputError
+from .outputs import copy_file, save_model_files, tensors_of
 
 G_LOGGER.severity = G_LOGGER.ERROR      # gs's warnings (e.g. "colored is not installed") are noise
 G_LOGGER.colors = False
@@ -28,32 +29,157 @@ EXTERNAL_THRESHOLD = 1_800_000_000      # leave headroom below protobuf's 2 GB c
 
 
 def load_model(path: "str | os.PathLike") -> onnx.ModelProto:
+    return load_model_files(path)[0]
+
+
+def load_model_files(path: "str | os.PathLike") -> tuple[onnx.ModelProto, list[Path]]:
+    """The model and every file it was read from (itself, then its external-data files), so the
+    command line can refuse to write onto any of them."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"{path}: no such file")
     if not path.is_file():
         raise BadInputError(f"{path}: not a file")
     try:
-        model = onnx.load(str(path), load_external_data=True)
-    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, TypeError) as exc:
         raise BadInputError(f"{path}: not an ONNX model (cannot parse protobuf: "
                             f"{_first_line(exc)})") from None
-    except (FileNotFoundError, OSError) as exc:
-        raise BadInputError(f"{path}: cannot read model or its external data: "
-                            f"{_first_line(exc)}") from None
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read model: {_first_line(exc)}") from None
+    files = external_data_files(model, path)
+    if files:
+        try:
+            load_external_data_for_model(model, str(_folder_of(path)))
+        except Exception as exc:       # noqa: BLE001 - whatever onnx raises, it is the file
+            raise BadInputError(f"{path}: cannot read its external data: "
+                                f"{_first_line(exc)}") from None
     if not model.graph.node and not model.graph.output:
         raise BadInputError(f"{path}: not an ONNX model (no graph)")
-    check_model(model, str(path))
-    return model
+    check_model(model, str(path), path)
+    return model, [path, *files]
 
 
-def check_model(model: onnx.ModelProto, origin: str = "model") -> None:
+def _folder_of(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
+
+def external_data_files(model: onnx.ModelProto, path: Path) -> list[Path]:
+    """The external-data files ``model`` (read from ``path``, tensors not yet loaded) references,
+    each checked the way onnx's loader does not: a location is relative, inside the model's folder,
+    names an existing regular file, and that file holds every byte the tensor needs."""
+    folder = _folder_of(path)
+    root = os.path.realpath(folder)
+    files: dict[str, Path] = {}
+    for tensor in tensors_of(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        what = f"{path}: tensor {tensor.name!r}: external data"
+        if not location:
+            raise BadInputError(f"{what} has no location")
+        if os.path.isabs(location) or location.startswith(("/", "\\")):
+            raise BadInputError(f"{what} {location} is an absolute path; only files in the "
+                                "model's folder are read")
+        full = folder / location
+        real = os.path.realpath(full)
+        if os.path.commonpath([root, real]) != root:
+            raise BadInputError(f"{what} {location} is outside the model's folder")
+        if not full.exists():
+            raise BadInputError(f"{what} file {location} not found (beside {path})")
+        if not full.is_file():
+            raise BadInputError(f"{what} {location} is not a file")
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info["length"]) if info.get("length") else _tensor_nbytes(tensor)
+        except ValueError:
+            raise BadInputError(f"{what}: offset/length are not integers") from None
+        if offset < 0 or (length is not None and length < 0):
+            raise BadInputError(f"{what}: negative offset or length")
+        size = full.stat().st_size
+        if length is not None and offset + length > size:
+            raise BadInputError(f"{what} {location} is too short ({size} bytes; the tensor needs "
+                                f"bytes {offset} to {offset + length})")
+        files.setdefault(real, full)
+    return list(files.values())
+
+
+def _tensor_nbytes(tensor: onnx.TensorProto) -> int | None:
+    """Bytes of a fixed-width tensor's raw data (None for strings and sub-byte types)."""
     try:
-        if model.ByteSize() > PROTOBUF_LIMIT:
-            return          # the in-memory checker cannot take it; onnxruntime will complain
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    except Exception:       # noqa: BLE001 - unknown or exotic element type
+        return None
+    if dtype.kind in "OSU" or tensor.data_type in _SUB_BYTE:
+        return None
+    return dtype.itemsize * int(np.prod(tensor.dims, dtype=np.int64))
+
+
+_SUB_BYTE = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+             if hasattr(onnx.TensorProto, n)}
+
+
+def check_model(model: onnx.ModelProto, origin: str = "model",
+                path: "Path | None" = None) -> None:
+    """onnx's checker; a model too big for one protobuf is checked from its file (the checker
+    reads external data there), or not at all when it has none."""
+    check_tensor_sizes(model, origin)
+    try:
+        if not fits_in_protobuf(model):
+            if path is not None:
+                onnx.checker.check_model(str(path))
+            return
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise BadInputError(f"{origin}: invalid ONNX model: {_first_line(exc)}") from None
+
+
+def check_tensor_sizes(model: onnx.ModelProto, origin: str = "model") -> None:
+    """Every initializer holds as many values as its dims say (onnx's checker does not look:
+    a short raw_data reached numpy's reshape deep inside a pass, exit 4)."""
+    for t in tensors_of(model):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        if any(d < 0 for d in t.dims):
+            raise BadInputError(f"{origin}: tensor {t.name!r} has a negative dimension "
+                                f"{list(t.dims)}")
+        want = _tensor_nbytes(t)
+        if want is None:
+            continue
+        if t.raw_data:
+            have = len(t.raw_data)
+        else:
+            field = _TYPED_FIELD.get(t.data_type)
+            if field is None:
+                continue
+            count = len(getattr(t, field))
+            if t.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
+                count //= 2
+            have = count * (want // max(int(np.prod(t.dims, dtype=np.int64)), 1)) \
+                if want else count
+            if count == 0 and want == 0:
+                continue
+        if have != want:
+            raise BadInputError(f"{origin}: tensor {t.name!r} holds {have} bytes of data, its "
+                                f"shape {list(t.dims)} needs {want}")
+
+
+_TYPED_FIELD = {
+    onnx.TensorProto.FLOAT: "float_data", onnx.TensorProto.COMPLEX64: "float_data",
+    onnx.TensorProto.DOUBLE: "double_data", onnx.TensorProto.COMPLEX128: "double_data",
+    onnx.TensorProto.INT64: "int64_data", onnx.TensorProto.UINT64: "uint64_data",
+    onnx.TensorProto.UINT32: "uint64_data",
+    **{getattr(onnx.TensorProto, n): "int32_data" for n in
+       ("INT32", "INT16", "INT8", "UINT16", "UINT8", "BOOL", "FLOAT16", "BFLOAT16")},
+}
+
+
+def fits_in_protobuf(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` serializes as one protobuf (onnx's in-memory checker, shape inference and
+    onnxruntime's from-bytes sessions need that); tests lower PROTOBUF_LIMIT to take the big-model
+    paths on small models."""
+    return model.ByteSize() < PROTOBUF_LIMIT
 
 
 def _first_line(exc: BaseException) -> str:
@@ -62,11 +188,51 @@ def _first_line(exc: BaseException) -> str:
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shapes for every tensor we can know (data_prop resolves Shape->Reshape chains)."""
+    """Shapes for every tensor we can know (data_prop resolves Shape->Reshape chains).
+
+    A model too big for one protobuf is inferred on a copy without its large weights (their dims
+    and types are all inference reads), and the shapes found are put on a copy of the model.
+    """
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        if fits_in_protobuf(model):
+            return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        light = onnx.shape_inference.infer_shapes(_without_large_tensors(model), data_prop=True)
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        del out.graph.value_info[:]
+        out.graph.value_info.extend(light.graph.value_info)
+        del out.graph.output[:]
+        out.graph.output.extend(light.graph.output)
+        return out
     except Exception:           # noqa: BLE001 - inference is best effort; shapes stay unknown
         return model
+
+
+LARGE_TENSOR_BYTES = 1 << 16
+
+
+def _without_large_tensors(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every large initializer replaced by a data-less stand-in of the same name,
+    type and dims (marked external, so nothing reads its values)."""
+    light = onnx.ModelProto()
+    initializers = list(model.graph.initializer)
+    graph = model.graph
+    # copy everything but the initializers without touching the caller's model
+    light.CopyFrom(onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
+                                   functions=model.functions))
+    light.graph.CopyFrom(onnx.GraphProto(name=graph.name, node=graph.node, input=graph.input,
+                                         output=graph.output, value_info=graph.value_info,
+                                         sparse_initializer=graph.sparse_initializer))
+    for t in initializers:
+        if t.ByteSize() <= LARGE_TENSOR_BYTES:
+            light.graph.initializer.append(t)
+            continue
+        stub = light.graph.initializer.add()
+        stub.name, stub.data_type = t.name, t.data_type
+        stub.dims.extend(t.dims)
+        stub.data_location = onnx.TensorProto.EXTERNAL
+        stub.external_data.add(key="location", value="stand-in.bin")
+    return light
 
 
 def opset_version(model: onnx.ModelProto) -> int:
@@ -115,35 +281,20 @@ def file_uses_external_data(path: "str | os.PathLike") -> bool:
 
 
 def save_model(model: onnx.ModelProto, path: "str | os.PathLike", *,
-               external_data: bool | None = None) -> None:
-    """Write atomically; external data goes to ``<name>.data`` beside the model when the model is
-    too big for one protobuf (or when asked)."""
-    path = Path(path)
+               external_data: bool | None = None,
+               protected: "list[str | os.PathLike]" = ()) -> list[Path]:
+    """Write atomically; external data goes to one fresh ``<name>.<digest>.data`` beside the model
+    when the model is too big for one protobuf (or when asked), replaced with the model as one
+    unit (outputs.save_model_files). Returns the files written."""
     if external_data is None:
-        external_data = initializer_bytes(model) > EXTERNAL_THRESHOLD
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=f".{path.name}.") as tmp:
-        staged = Path(tmp) / path.name
-        data_name = f"{path.name}.data"
-        if external_data:
-            onnx.save_model(model, str(staged), save_as_external_data=True,
-                            all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
-        else:
-            onnx.save_model(model, str(staged))
-        if external_data and (Path(tmp) / data_name).exists():
-            os.replace(Path(tmp) / data_name, folder / data_name)
-        os.replace(staged, path)
+        external_data = initializer_bytes(model) > EXTERNAL_THRESHOLD or \
+            not fits_in_protobuf(model)
+    return save_model_files(model, path, external_data=external_data, protected=protected)
 
 
 def copy_model_file(src: "str | os.PathLike", dst: "str | os.PathLike") -> None:
     """Byte-for-byte copy (the idempotent case), atomic like save_model."""
-    dst = Path(dst)
-    with tempfile.NamedTemporaryFile(dir=dst.parent or ".", prefix=f".{dst.name}.",
-                                     delete=False) as tmp:
-        with open(src, "rb") as f:
-            shutil.copyfileobj(f, tmp)
-    os.replace(tmp.name, dst)
+    copy_file(src, dst)
 
 
 def isolate_node(node: gs.Node, graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
@@ -157,7 +308,8 @@ def isolate_region(nodes: list[gs.Node], data: "gs.Tensor | list[gs.Tensor]",
                    like: onnx.ModelProto) -> onnx.ModelProto:
     """Nodes that compute ``outputs`` from the tensor ``data`` (or several: a SparseConv's features
     and coordinates), with whatever else they read (constants, shape arithmetic on ``data``), as a
-    model of those inputs."""
+    model of those inputs. A graph input the region also reads (``Shape`` of the model's input, for
+    a dynamic batch) is declared as one more input after ``data``: the model is always valid."""
     inputs = list(data) if isinstance(data, (list, tuple)) else [data]
     is_input = lambda t: any(t is d for d in inputs)     # noqa: E731
     keep = list(nodes)
@@ -165,6 +317,9 @@ def isolate_region(nodes: list[gs.Node], data: "gs.Tensor | list[gs.Tensor]",
     while stack:
         tensor = stack.pop()
         if is_input(tensor):
+            continue
+        if not tensor.inputs and tensor.name and not isinstance(tensor, gs.Constant):
+            inputs.append(tensor)
             continue
         for producer in tensor.inputs:
             if producer not in keep:

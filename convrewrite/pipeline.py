@@ -22,6 +22,7 @@ from .build.onnx_read import conv_nodes, spec_of
 from .conv import CONV_OPS
 from .decline import Decline
 from .graph import from_graph, opset_version, to_graph
+from .legacy import for_rewriting, list_initializers_as_inputs
 from .legality import check
 from .naming import Names
 from .ops import DOMAIN
@@ -31,7 +32,9 @@ from .passes.protocol import GraphPass, NodeDecline, PassResult
 from .patterns import depthwise_separable_pairs
 from .record import Record, Remaining
 from .target import Target
-from .verify import Tolerance, verify_end_to_end, verify_records
+from .validate import validate_graph, validate_model
+from .walk import nested_scopes
+from .verify import Tolerance, engine_for, verify_end_to_end, verify_records
 
 MAX_ITERATIONS = 16
 
@@ -116,8 +119,12 @@ def run_rewrites(graph: gs.Graph, target: Target, like: onnx.ModelProto,
                  steps: tuple[Step, ...], sparse_inputs: tuple[str, ...] = (),
                  dry_run: bool = False) -> tuple[gs.Graph, RewriteResult]:
     """The rewriting steps of ``steps`` over ``graph`` (``like``: the model it came from, for
-    opsets and ir_version), then what the target still rejects."""
-    name_unnamed_nodes(graph)
+    opsets and ir_version), then what the target still rejects. A malformed conv (or model) is a
+    BadInputError naming it, before any pass looks at it."""
+    validate_model(like)
+    validate_graph(graph)
+    graph.cleanup(remove_unused_graph_inputs=False)     # a dead conv (reaching no output) does
+    name_unnamed_nodes(graph)                           # not run: nothing to rewrite or verify
     ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like),
                          names=Names.in_graph(graph), sparse_inputs=tuple(sparse_inputs))
     result = RewriteResult()
@@ -176,6 +183,26 @@ def _final_legality(graph: gs.Graph, target: Target, result: RewriteResult, dry_
                 reasons.append(f"{v.rule}: {owners[v.rule]} would rewrite it")
         result.remaining.append(Remaining(node.name, node.op, spec.describe(), violations,
                                           reasons))
+    _nested_legality(graph, target, result)
+
+
+def _nested_legality(graph: gs.Graph, target: Target, result: RewriteResult) -> None:
+    """Convs in If/Loop/Scan bodies and model-local functions: the lowerings rewrite the main
+    graph only, so each one the target rejects (or that cannot be checked: a weight of unknown
+    shape inside a function) is named with its path, never passed over as legal."""
+    for scope in nested_scopes(graph):
+        for node in conv_nodes(scope.graph):
+            result.convs_checked += 1
+            where = scope.where(node)
+            spec = spec_of(node)
+            if isinstance(spec, Decline):
+                result.remaining.append(Remaining(where, node.op, node.op, [], [
+                    f"inside {scope.path}, cannot be checked: {spec.reason}"]))
+                continue
+            violations = check(spec, target)
+            if violations:
+                result.remaining.append(Remaining(where, node.op, spec.describe(), violations, [
+                    f"inside {scope.path}: convs in subgraphs and functions are not rewritten"]))
 
 
 
@@ -210,9 +237,15 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
                  sparse_inputs: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, RewriteResult]:
     """Every step of ``steps`` in order. Verification runs when ``verify`` and something was
     rewritten, on ``feeds()`` (made once, on first use); a mismatch is in the result, for the
-    caller to fail on. The original proto comes back untouched when nothing was rewritten."""
-    graph, result = run_rewrites(to_graph(model), target, model, steps, sparse_inputs)
-    rewritten = drop_own_opset(from_graph(graph, model)) if result.records else model
+    caller to fail on. The original proto comes back untouched when nothing was rewritten.
+    A model below legacy.MIN_REWRITE_OPSET is rewritten in its up-converted form (noted)."""
+    work, upgrade = for_rewriting(model)
+    graph, result = run_rewrites(to_graph(work), target, work, steps, sparse_inputs)
+    rewritten = list_initializers_as_inputs(drop_own_opset(from_graph(graph, work))) \
+        if result.records else model
+    if result.records and upgrade:
+        result.notes.append(upgrade)
+    engine = None               # which runtime verifies (verify.engine_for), asked once
     for step in steps:
         if step.kind == "rewrite" or not result.records:
             continue
@@ -220,16 +253,18 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
         if step.kind == "tidy":
             rewritten = _tidy(rewritten, target, step.passes, result)
         elif verify and step.scope == "local":
+            engine = engine or engine_for(model)
             if result.inputs is None:
                 result.inputs = feeds()
-            verify_records(result.records, rewritten, result.inputs, tolerance, progress)
+            verify_records(result.records, rewritten, result.inputs, tolerance, progress, engine)
         elif verify and step.scope == "end_to_end":
+            engine = engine or engine_for(model)
             if result.inputs is None:
                 result.inputs = feeds()
             kind = "reassociating" if any(r.tolerance == "reassociating"
                                           for r in result.records) else "exact"
             result.end_to_end = verify_end_to_end(model, rewritten, result.inputs, tolerance,
-                                                  kind)
+                                                  kind, engine)
         else:
             continue
         result.timings[step.timing] = time.perf_counter() - started
@@ -249,7 +284,7 @@ def _tidy(model: onnx.ModelProto, target: Target, passes: tuple[GraphPass, ...],
         ctx.graph = outcome.graph
         result.notes += outcome.notes
         modified |= outcome.modified
-    return from_graph(ctx.graph, model) if modified else model
+    return list_initializers_as_inputs(from_graph(ctx.graph, model)) if modified else model
 
 
 def check_model_legality(model: onnx.ModelProto, target: Target) -> RewriteResult:

@@ -147,7 +147,10 @@ def render(report: Report) -> str:
             lines.append(f"end to end ({e['tolerance']} tolerance atol {e['atol']:.2g} rtol "
                          f"{e['rtol']:.2g}): {'ok' if e['passed'] else 'FAIL'}, max abs "
                          f"{e['max_abs']:.3g}, max rel {e['max_rel']:.3g}{where}, smallest atol "
-                         f"that passes {e['min_atol_to_pass']:.3g}")
+                         f"that passes {e['min_atol_to_pass']:.3g}{_floor_text(e)}")
+            if e.get("engine") == "onnx.reference":
+                lines.append("verified on onnx's reference evaluator: onnxruntime has no kernel "
+                             "for an op of the model (e.g. a float64 Conv)")
     elif report.mode != "check" and report.records and all(r.verify for r in report.records):
         lines.append("each rewrite verified on its own (no end-to-end check)")
     elif report.mode != "check" and report.records:
@@ -161,6 +164,14 @@ def render(report: Report) -> str:
     lines.append(f"status: {counts[report.status]} ({len(report.records)} rewritten, "
                  f"{len(report.remaining)} not legal, {report.convs_checked} convs in the result)")
     return "\n".join(lines)
+
+
+def _floor_text(e: dict) -> str:
+    """The original model's own noise floor, next to the error it calibrates."""
+    if e.get("noise_floor") is None:
+        return ""
+    return (f"; the original's own noise floor {e['noise_floor']:.3g} (onnxruntime all vs no "
+            f"optimisations; {e['noise_multiple']:g}x allowed)")
 
 
 REWRITE_COLUMN = 110       # the terminal table's rewrite column; the JSON has the whole text

@@ -7,9 +7,11 @@ shipped preset or another file. Presets live in ``convrewrite/targets/*.yaml``.
 
 from __future__ import annotations
 
+import codecs
 import copy
+import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -45,8 +47,8 @@ def _non_negative_int(path: str, v: Any) -> int:
 
 
 def _non_negative_float(path: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        _fail(path, "a non-negative number", v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        _fail(path, "a finite non-negative number", v)
     return float(v)
 
 
@@ -225,6 +227,9 @@ class Target:
     verify: VerifyRules = field(default_factory=VerifyRules)
     rewrite: RewriteRules = field(default_factory=RewriteRules)
     vendor: VendorRules = field(default_factory=VendorRules)
+    # The YAML files this target was read from (its own and every ``extends:``), so the command
+    # line can refuse to write onto one of them. Not part of what the target means.
+    files: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def allows_op(self, op_type: str) -> bool:
         return self.ops is None or op_type in self.ops
@@ -278,9 +283,60 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """The safe loader without anchors/aliases: a target never needs them, and an alias bomb
+    (``a: &a [*b, *b, ...]``, nested) would expand to billions of nodes in our merge/validation."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            key = f"{index.value}: " if isinstance(index, yaml.ScalarNode) else ""
+            raise _AliasFound(f"{key}YAML alias *{event.anchor} (line {event.start_mark.line + 1}) "
+                              "is not allowed in a target; write the value out")
+        return super().compose_node(parent, index)
+
+
+class _AliasFound(Exception):
+    pass
+
+
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _decode(data: bytes, origin: str) -> str:
+    """UTF-8 text (UTF-8/16/32 with a byte-order mark are decoded too); anything else is one line
+    naming the file and what it looks like."""
+    for bom, encoding in BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise TargetError(f"{origin}: not valid {encoding.upper()} text "
+                                  f"(byte {exc.start})") from None
+    if b"\0" in data:
+        head = data[:400]
+        halves = max(head[0::2].count(0), head[1::2].count(0))
+        looks = "looks like UTF-16 without a byte-order mark" if halves > len(head) // 2 * 0.4 \
+            else "looks like a binary file: it has NUL bytes"
+        raise TargetError(f"{origin}: not UTF-8 text ({looks}); save the target as UTF-8")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TargetError(f"{origin}: not UTF-8 text (invalid byte 0x{data[exc.start]:02x} at "
+                          f"offset {exc.start}); save the target as UTF-8") from None
+
+
 def _read_yaml(text: str, origin: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_NoAliasLoader)     # noqa: S506 - a SafeLoader subclass
+    except _AliasFound as exc:
+        raise TargetError(f"{origin}: {exc}") from None
+    except RecursionError:
+        raise TargetError(f"{origin}: not a target: YAML nested too deeply") from None
+    except ValueError as exc:           # e.g. an integer of more than 4300 digits
+        raise TargetError(f"{origin}: not a target: {str(exc).splitlines()[0]}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -288,22 +344,36 @@ def _read_yaml(text: str, origin: str) -> Any:
         raise TargetError(f"{origin}: not valid YAML{where}: {problem}") from None
 
 
-def _load_raw(spec: str, base_dir: Path | None, seen: tuple[str, ...]) -> dict:
-    """Read one YAML document and resolve its ``extends:`` chain into one merged mapping."""
-    if spec in preset_names():
+def _load_raw(spec: str, base_dir: Path | None, seen: tuple[str, ...], files: list[str],
+              key: str = "") -> dict:
+    """Read one YAML document and resolve its ``extends:`` chain into one merged mapping;
+    ``files`` collects every file read. ``key`` ("extends: ") prefixes errors about a parent."""
+    if "\0" in spec:
+        raise TargetError(f"{key}not a preset name or a path: {spec!r}")
+    if spec in preset_names() and not (base_dir is not None and (base_dir / spec).is_file()):
         origin = f"preset {spec}"
+        identity = origin
         text = (resources.files("convrewrite") / "targets" / f"{spec}.yaml").read_text()
         here = None
     else:
         path = Path(spec) if base_dir is None or os.path.isabs(spec) else base_dir / spec
-        if not path.is_file():
-            if not spec.endswith((".yaml", ".yml")) and os.sep not in spec:
+        if not path.exists():
+            if not spec.endswith((".yaml", ".yml")) and os.sep not in spec and not key:
                 raise TargetError(f"unknown target {spec!r} (presets: {', '.join(preset_names())};"
                                   " or give a path to a YAML file)")
-            raise TargetError(f"target file not found: {path}")
-        origin, text, here = str(path), path.read_text(), path.parent
-    if origin in seen:
-        raise TargetError(f"extends: cycle through {' -> '.join([*seen, origin])}")
+            raise TargetError(f"{key}target file not found: {path}")
+        if not path.is_file():
+            raise TargetError(f"{key}target {path} is not a file")
+        identity = os.path.realpath(path)
+        origin = str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise TargetError(f"{key}cannot read target {path}: {exc.strerror or exc}") from None
+        text, here = _decode(data, origin), path.parent
+        files.append(str(path))
+    if identity in seen:
+        raise TargetError(f"extends: cycle through {' -> '.join([*seen, identity])}")
     raw = _read_yaml(text, origin)
     if raw is None:
         raw = {}
@@ -313,8 +383,8 @@ def _load_raw(spec: str, base_dir: Path | None, seen: tuple[str, ...]) -> dict:
     if parent is None:
         return raw
     if not isinstance(parent, str):
-        _fail("extends", "a preset name or a path", parent)
-    merged = _merge(_load_raw(parent, here, (*seen, origin)), raw)
+        _fail(f"{origin}: extends", "a preset name or a path", parent)
+    merged = _merge(_load_raw(parent, here, (*seen, identity), files, f"{origin}: extends: "), raw)
     merged.pop("extends", None)
     merged.setdefault("name", raw.get("name", "custom"))
     return merged
@@ -339,11 +409,17 @@ def load_target(spec: "str | os.PathLike | dict | Target") -> Target:
         return spec
     if isinstance(spec, dict):
         raw = dict(spec)
+        files: list[str] = []
         if "extends" in raw:
             parent = raw["extends"]
             if not isinstance(parent, str):
                 _fail("extends", "a preset name or a path", parent)
-            raw = _merge(_load_raw(parent, None, ()), raw)
+            raw = _merge(_load_raw(parent, None, (), files, "extends: "), raw)
             raw.pop("extends", None)
-        return target_from_dict(raw)
-    return target_from_dict(_load_raw(os.fspath(spec), None, ()))
+        return replace(target_from_dict(raw), files=tuple(files))
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TargetError(f"target: expected a preset name, a YAML path, a mapping or a Target, "
+                          f"got {type(spec).__name__}")
+    files = []
+    target = target_from_dict(_load_raw(os.fspath(spec), None, (), files))
+    return replace(target, files=tuple(files))

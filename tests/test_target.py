@@ -19,7 +19,7 @@ from convrewrite.target import load_target
     ({"conv": {"input_height": [300, 4]}}, "conv.input_height: expected min <= max"),
     ({"conv": {"max_pad": 1.5}}, "conv.max_pad: expected a non-negative integer"),
     ({"conv": []}, "conv: expected a mapping"),
-    ({"verify": {"rtol": -1}}, "verify.rtol: expected a non-negative number"),
+    ({"verify": {"rtol": -1}}, "verify.rtol: expected a finite non-negative number"),
     ({"rewrite": {"accumulate": "sideways"}}, "rewrite.accumulate: expected one of chain, tree"),
     ({"ops": ["Conv", 3]}, "ops[1]: expected an ONNX operator name"),
     ({"colour": "red"}, "colour: unknown key"),

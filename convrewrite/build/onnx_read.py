@@ -247,6 +247,36 @@ def const_weight(tensor: gs.Tensor) -> ConstWeight | Decline:
                    "constants)")
 
 
+def runtime_operand(node: gs.Node) -> Decline | None:
+    """Why a conv's weight or bias cannot be sliced by a lowering: it is a graph input (or
+    computed from one), so its values are known only at run time; None when both are constant
+    or computed from constants only."""
+    _, w_pos, b_pos = IO_POSITIONS[node.op]
+    for role, pos in (("weight", w_pos), ("bias", b_pos)):
+        if pos is None or len(node.inputs) <= pos or not node.inputs[pos].name:
+            continue
+        source = _graph_input_behind(node.inputs[pos])
+        if source is not None:
+            return Decline(f"the {role} {node.inputs[pos].name!r} is "
+                           + ("a graph input" if source is node.inputs[pos] else
+                              f"computed from graph input {source.name!r}")
+                           + ": known only at run time, so no lowering can slice it")
+    return None
+
+
+def _graph_input_behind(tensor: gs.Tensor) -> gs.Tensor | None:
+    stack, seen = [tensor], set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or isinstance(t, gs.Constant):
+            continue
+        seen.add(id(t))
+        if not t.inputs:
+            return t
+        stack.extend(i for producer in t.inputs for i in producer.inputs)
+    return None
+
+
 def conv_nodes(graph: gs.Graph) -> list[gs.Node]:
     """The standard-domain conv nodes of a graph, in its order."""
     return [n for n in graph.nodes if n.op in CONV_OPS and n.domain in ("", "ai.onnx", None)]

@@ -9,7 +9,7 @@ import onnx_graphsurgeon as gs
 
 from ..build.builder import ConvSite
 from ..build.onnx import OnnxBuilder
-from ..build.onnx_read import conv_nodes, spec_of
+from ..build.onnx_read import conv_nodes, runtime_operand, spec_of
 from ..conv import ConvSpec
 from ..decline import Decline, need
 from ..graph import from_graph, isolate_node, to_graph
@@ -73,6 +73,8 @@ class LowerConvs(GraphPass):
             changed = False
             for node in conv_nodes(ctx.graph):
                 spec = spec_of(node)
+                if not isinstance(spec, Decline) and check(spec, ctx.target):
+                    spec = runtime_operand(node) or spec
                 if isinstance(spec, Decline):
                     result.decline(node, spec)
                     continue

@@ -146,6 +146,7 @@ def region_record(pass_name: str, nodes: list[gs.Node], data: gs.Tensor, outputs
                     nodes_before=len(nodes), nodes_after=len(added),
                     more_outputs=[t.name for t in outputs[1:]])
     record.before = isolate_region(nodes, data, outputs, ctx.graph, like)
+    record.more_inputs += [i.name for i in record.before.graph.input[1:]]    # graph inputs read
     return record
 
 

@@ -17,6 +17,7 @@ import onnxruntime as ort
 from ..decline import Decline
 from ..graph import isolate_region
 from ..rules import Violation
+from ..verify import ORT_LOG_SEVERITY
 from ..build.onnx_read import const_weight, constant_value, spec_of
 from ..weights import absorb_selection, selection_weight
 from ..plan.selection import fold_growth, plan_selection
@@ -117,20 +118,39 @@ def probe_selection(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor]
     names = [o.name for o in model.graph.output]
     del model.graph.output[:]
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-    del model.graph.input[:]
+    others = {i.name: i for i in model.graph.input if i.name != x.name}   # graph inputs the
+    del model.graph.input[:]                                              # region reads too
     model.graph.input.extend([onnx.helper.make_tensor_value_info(
         x.name, onnx.helper.np_dtype_to_tensor_dtype(np.dtype(np.float32)), dims)])
+    extra = {name: _probe_fill(info, dims[0]) for name, info in others.items()}
+    if any(v is None for v in extra.values()):
+        return Decline("the shuffle's region reads a graph input of a type it cannot probe")
+    model.graph.input.extend(others.values())
     try:
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = ORT_LOG_SEVERITY
         session = ort.InferenceSession(model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
         ramp, noise = probe_inputs(dims)
-        by_ramp = session.run(None, {x.name: ramp})
-        by_noise = session.run(None, {x.name: noise})
+        by_ramp = session.run(None, {x.name: ramp, **extra})
+        by_noise = session.run(None, {x.name: noise, **extra})
     except Exception as exc:       # onnxruntime refuses: not a region we understand
         return Decline(f"the region does not run alone on onnxruntime ({type(exc).__name__})")
     return decode_selections(dims, noise, by_ramp, by_noise)
+
+
+def _probe_fill(info: onnx.ValueInfoProto, batch: int) -> np.ndarray | None:
+    """Zeros for a graph input the region reads besides the shuffled tensor (shape arithmetic on
+    the model's input): its static dims, the probe's batch for a symbolic first dim."""
+    tensor_type = info.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    dims = [d.dim_value if d.HasField("dim_value") else (batch if i == 0 else PROBE_EXTENT[
+        min(i, 2)]) for i, d in enumerate(tensor_type.shape.dim)]
+    try:
+        return np.zeros(dims, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def probe_inputs(dims) -> tuple[np.ndarray, np.ndarray]:
