@@ -56,7 +56,7 @@ def load_model_files(path: "str | os.PathLike") -> tuple[onnx.ModelProto, list[P
                                 f"{_first_line(exc)}") from None
     if not model.graph.node and not model.graph.output:
         raise BadInputError(f"{path}: not an ONNX model (no graph)")
-    check_model(model, str(path))
+    check_model(model, str(path), path)
     return model, [path, *files]
 
 
@@ -120,13 +120,59 @@ _SUB_BYTE = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1
              if hasattr(onnx.TensorProto, n)}
 
 
-def check_model(model: onnx.ModelProto, origin: str = "model") -> None:
+def check_model(model: onnx.ModelProto, origin: str = "model",
+                path: "Path | None" = None) -> None:
+    """onnx's checker; a model too big for one protobuf is checked from its file (the checker
+    reads external data there), or not at all when it has none."""
+    check_tensor_sizes(model, origin)
     try:
         if not fits_in_protobuf(model):
-            return          # the in-memory checker cannot take it; onnxruntime will complain
+            if path is not None:
+                onnx.checker.check_model(str(path))
+            return
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise BadInputError(f"{origin}: invalid ONNX model: {_first_line(exc)}") from None
+
+
+def check_tensor_sizes(model: onnx.ModelProto, origin: str = "model") -> None:
+    """Every initializer holds as many values as its dims say (onnx's checker does not look:
+    a short raw_data reached numpy's reshape deep inside a pass, exit 4)."""
+    for t in tensors_of(model):
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        if any(d < 0 for d in t.dims):
+            raise BadInputError(f"{origin}: tensor {t.name!r} has a negative dimension "
+                                f"{list(t.dims)}")
+        want = _tensor_nbytes(t)
+        if want is None:
+            continue
+        if t.raw_data:
+            have = len(t.raw_data)
+        else:
+            field = _TYPED_FIELD.get(t.data_type)
+            if field is None:
+                continue
+            count = len(getattr(t, field))
+            if t.data_type in (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128):
+                count //= 2
+            have = count * (want // max(int(np.prod(t.dims, dtype=np.int64)), 1)) \
+                if want else count
+            if count == 0 and want == 0:
+                continue
+        if have != want:
+            raise BadInputError(f"{origin}: tensor {t.name!r} holds {have} bytes of data, its "
+                                f"shape {list(t.dims)} needs {want}")
+
+
+_TYPED_FIELD = {
+    onnx.TensorProto.FLOAT: "float_data", onnx.TensorProto.COMPLEX64: "float_data",
+    onnx.TensorProto.DOUBLE: "double_data", onnx.TensorProto.COMPLEX128: "double_data",
+    onnx.TensorProto.INT64: "int64_data", onnx.TensorProto.UINT64: "uint64_data",
+    onnx.TensorProto.UINT32: "uint64_data",
+    **{getattr(onnx.TensorProto, n): "int32_data" for n in
+       ("INT32", "INT16", "INT8", "UINT16", "UINT8", "BOOL", "FLOAT16", "BFLOAT16")},
+}
 
 
 def fits_in_protobuf(model: onnx.ModelProto) -> bool:
@@ -142,11 +188,51 @@ def _first_line(exc: BaseException) -> str:
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shapes for every tensor we can know (data_prop resolves Shape->Reshape chains)."""
+    """Shapes for every tensor we can know (data_prop resolves Shape->Reshape chains).
+
+    A model too big for one protobuf is inferred on a copy without its large weights (their dims
+    and types are all inference reads), and the shapes found are put on a copy of the model.
+    """
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        if fits_in_protobuf(model):
+            return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        light = onnx.shape_inference.infer_shapes(_without_large_tensors(model), data_prop=True)
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        del out.graph.value_info[:]
+        out.graph.value_info.extend(light.graph.value_info)
+        del out.graph.output[:]
+        out.graph.output.extend(light.graph.output)
+        return out
     except Exception:           # noqa: BLE001 - inference is best effort; shapes stay unknown
         return model
+
+
+LARGE_TENSOR_BYTES = 1 << 16
+
+
+def _without_large_tensors(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every large initializer replaced by a data-less stand-in of the same name,
+    type and dims (marked external, so nothing reads its values)."""
+    light = onnx.ModelProto()
+    initializers = list(model.graph.initializer)
+    graph = model.graph
+    # copy everything but the initializers without touching the caller's model
+    light.CopyFrom(onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
+                                   functions=model.functions))
+    light.graph.CopyFrom(onnx.GraphProto(name=graph.name, node=graph.node, input=graph.input,
+                                         output=graph.output, value_info=graph.value_info,
+                                         sparse_initializer=graph.sparse_initializer))
+    for t in initializers:
+        if t.ByteSize() <= LARGE_TENSOR_BYTES:
+            light.graph.initializer.append(t)
+            continue
+        stub = light.graph.initializer.add()
+        stub.name, stub.data_type = t.name, t.data_type
+        stub.dims.extend(t.dims)
+        stub.data_location = onnx.TensorProto.EXTERNAL
+        stub.external_data.add(key="location", value="stand-in.bin")
+    return light
 
 
 def opset_version(model: onnx.ModelProto) -> int:

@@ -20,8 +20,14 @@ import onnx
 import onnxruntime as ort
 
 from .errors import BadInputError
-from .graph import PROTOBUF_LIMIT, save_model
+from .graph import fits_in_protobuf, save_model
 from .ops.reference import standard_reference
+
+# onnxruntime's own logger writes coloured lines straight to stderr (fd 2), warnings and errors
+# alike (a failed kernel logs [E:onnxruntime:...] and then raises). Our messages are one line and
+# every onnxruntime error reaches us as an exception, so only FATAL may print.
+ORT_LOG_SEVERITY = 4
+ort.set_default_logger_severity(ORT_LOG_SEVERITY)
 
 DEFAULT_TOLERANCES = {          # onnxruntime's own test tolerances: (atol, rtol)
     "float32": (1e-5, 1e-4),
@@ -92,9 +98,9 @@ ONNXRUNTIME, REFERENCE = "onnxruntime", "onnx.reference"
 def session(model: onnx.ModelProto, level: str | None = None) -> ort.InferenceSession:
     """A CPU session at ``level`` (default: ``optimization_level(model)``)."""
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = ORT_LOG_SEVERITY
     so.graph_optimization_level = ORT_LEVELS[level or optimization_level(model)]
-    if model.ByteSize() < PROTOBUF_LIMIT:
+    if fits_in_protobuf(model):
         return ort.InferenceSession(model.SerializeToString(), so,
                                     providers=["CPUExecutionProvider"])
     with tempfile.TemporaryDirectory() as tmp:

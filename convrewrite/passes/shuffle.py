@@ -17,6 +17,7 @@ import onnxruntime as ort
 from ..decline import Decline
 from ..graph import isolate_region
 from ..rules import Violation
+from ..verify import ORT_LOG_SEVERITY
 from ..build.onnx_read import const_weight, constant_value, spec_of
 from ..weights import absorb_selection, selection_weight
 from ..plan.selection import fold_growth, plan_selection
@@ -127,7 +128,7 @@ def probe_selection(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor]
     model.graph.input.extend(others.values())
     try:
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = ORT_LOG_SEVERITY
         session = ort.InferenceSession(model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
         ramp, noise = probe_inputs(dims)
