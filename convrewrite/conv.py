@@ -31,6 +31,8 @@ class ConvSpec:
     pads: tuple[int, ...]                          # begins then ends, ONNX order
     auto_pad: str = "NOTSET"
     output_padding: tuple[int, ...] = ()
+    # ConvTranspose's ``output_shape`` attribute (its spatial extents), which overrides pads
+    output_size: tuple[int, ...] | None = None
     input_shape: tuple[int | None, ...] | None = None    # N, C, spatial...
     output_shape: tuple[int | None, ...] | None = None
     dtype: str = "float32"

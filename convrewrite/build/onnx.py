@@ -15,6 +15,14 @@ from ..plan.channels import sum_order
 from .onnx_read import constant_value
 
 INT64 = onnx.TensorProto.INT64
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def sliced_extent(extent, start: int, end: int, step: int):
+    """The extent ``extent[start:end:step]`` has (None where ``extent`` is not static)."""
+    if not isinstance(extent, int):
+        return None
+    return len(range(extent)[slice(start, None if end >= INT64_MAX else end, step)])
 
 
 def conv_output_shape(x: gs.Tensor, out_channels: int, kernel, strides, dilations, pads):
@@ -102,12 +110,12 @@ class OnnxBuilder:
         self.nodes.append(gs.Node(op_type, name, attrs, list(inputs), list(outputs)))
 
     def conv(self, site, inputs: list, name: str, attrs: dict, out: gs.Tensor | None = None,
-             shape: list | None = None) -> gs.Tensor:
-        """The site's op (Conv or ConvTranspose) on ``inputs`` with ``attrs``; ``name`` must be
-        unique already (``fresh``). The output's shape is ``shape``, else what the input's shape
-        and the attributes give."""
+             shape: list | None = None, op_type: str | None = None) -> gs.Tensor:
+        """The site's op (Conv or ConvTranspose; ``op_type`` when given) on ``inputs`` with
+        ``attrs``; ``name`` must be unique already (``fresh``). The output's shape is ``shape``,
+        else what the input's shape and the attributes give."""
         if out is None:
-            if shape is None:
+            if shape is None and (op_type or site.spec.op_type) == "Conv":
                 rank = len(attrs.get("kernel_shape", inputs[1].shape[2:]))
                 shape = conv_output_shape(inputs[0], inputs[1].shape[0],
                                           attrs.get("kernel_shape", list(inputs[1].shape[2:])),
@@ -115,7 +123,7 @@ class OnnxBuilder:
                                           attrs.get("dilations", [1] * rank),
                                           attrs.get("pads", [0] * (2 * rank)))
             out = self.variable(f"{name}.out", site.y, shape)
-        self.nodes.append(gs.Node(site.spec.op_type, name, attrs, list(inputs), [out]))
+        self.nodes.append(gs.Node(op_type or site.spec.op_type, name, attrs, list(inputs), [out]))
         return out
 
     def weight(self, weight, index: tuple, stem: str) -> gs.Tensor:
@@ -195,3 +203,64 @@ class OnnxBuilder:
             self.nodes.append(gs.Node("Slice", self.fresh(f"{slice_stem}.{i}"), {},
                                       [x, *consts], [chunks[i]]))
         return chunks
+
+    def slice_axes(self, x: gs.Tensor, axes: list, starts: list, ends: list, steps: list,
+                   stem: str, out: gs.Tensor | None = None) -> gs.Tensor:
+        """Slice ``axes`` of ``x``; ends may be negative or INT64_MAX (attributes before
+        opset 10, inputs from it on)."""
+        shape = None
+        if x.shape is not None and all(a < len(x.shape) for a in axes):
+            shape = list(x.shape)
+            for a, start, end, step in zip(axes, starts, ends, steps):
+                shape[a] = sliced_extent(shape[a], start, end, step)
+        result = out if out is not None else self.variable(f"{stem}.out", x, shape)
+        if self.opset < 10:
+            if any(step != 1 for step in steps):
+                raise ValueError("Slice before opset 10 takes no steps")
+            self.node("Slice", self.fresh(stem), {"starts": list(starts), "ends": list(ends),
+                                                  "axes": list(axes)}, [x], [result])
+            return result
+        inputs = [x, self.int64s(f"{stem}.starts", starts), self.int64s(f"{stem}.ends", ends),
+                  self.int64s(f"{stem}.axes", axes), self.int64s(f"{stem}.steps", steps)]
+        self.node("Slice", self.fresh(stem), {}, inputs, [result])
+        return result
+
+    def pad_spatial(self, x: gs.Tensor, begins: list, ends: list, stem: str,
+                    out: gs.Tensor | None = None) -> gs.Tensor:
+        """Zero-pad the axes after the first two; ``x`` itself when there is nothing to pad."""
+        if not any(begins) and not any(ends):
+            return x
+        pads = [0, 0, *begins, 0, 0, *ends]
+        shape, full = None, len(pads) // 2
+        if x.shape is not None and len(x.shape) == full:
+            shape = [e + pads[i] + pads[i + full] if isinstance(e, int) else None
+                     for i, e in enumerate(x.shape)]
+        result = out if out is not None else self.variable(f"{stem}.out", x, shape)
+        if self.opset >= 11:
+            self.node("Pad", self.fresh(stem), {"mode": "constant"},
+                      [x, self.int64s(f"{stem}.pads", pads)], [result])
+        else:
+            self.node("Pad", self.fresh(stem), {"mode": "constant", "pads": pads}, [x], [result])
+        return result
+
+    def reshape(self, x: gs.Tensor, shape: list, name: str, shape_name: str,
+                out: gs.Tensor | None = None) -> gs.Tensor:
+        """``x`` reshaped to ``shape`` (static extents, one -1 at most; no 0s)."""
+        if out is None:
+            known = None
+            if x.shape is not None and all(isinstance(d, int) for d in x.shape):
+                total, rest = int(np.prod(x.shape)), int(np.prod([d for d in shape if d != -1]))
+                known = [total // rest if d == -1 else d for d in shape]
+            out = self.variable(f"{name}.out", x, known)
+        if self.opset < 5:
+            raise ValueError("Reshape before opset 5 takes its shape as an attribute")
+        self.node("Reshape", self.fresh(name), {}, [x, self.int64s(shape_name, shape)], [out])
+        return out
+
+    def depth_to_space(self, x: gs.Tensor, blocksize: int, name: str,
+                       out: gs.Tensor | None = None) -> gs.Tensor:
+        """DepthToSpace (DCR): channel block ``(i * b + j) * C + c`` to pixel offset (i, j)."""
+        out = out if out is not None else self.variable(f"{name}.out", x)
+        self.node("DepthToSpace", self.fresh(name), {"blocksize": blocksize, "mode": "DCR"},
+                  [x], [out])
+        return out

@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 
 from .. import weight_sum
 from ..conv import CONV_OPS, ConvSpec
-from ..decline import Decline
+from ..decline import Decline, Declined
 from ..weights import block_diagonal
 
 # Input positions of the data, weight and bias tensors per op.
@@ -97,6 +97,7 @@ def spec_of(node: gs.Node) -> ConvSpec | Decline:
         pads=tuple(attrs.get("pads", (0,) * (2 * rank))),
         auto_pad=_text(attrs.get("auto_pad", "NOTSET")),
         output_padding=tuple(attrs.get("output_padding", ())),
+        output_size=tuple(attrs["output_shape"][-rank:]) if "output_shape" in attrs else None,
         input_shape=x_shape,
         output_shape=y_shape,
         dtype=dtype_name(x),
@@ -194,6 +195,21 @@ class ConstWeight:
             zp = np.asarray(constant_value(self.zero_point))
             fill = zp.reshape(-1, *[1] * (self.values.ndim - 1)) if zp.size > 1 else zp
         return self.with_values(block_diagonal(self.values, groups, fill))
+
+    def conv_layout(self, groups: int) -> "ConstWeight":
+        """A ConvTranspose weight [Cin, Cout/g, k...] as a Conv weight [Cout, Cin/g, k...]
+        (taps unflipped); per-channel parameters on its output axis (1) move to axis 0."""
+        cin, cout_g, *kernel = self.values.shape
+        values = self.values.reshape(groups, cin // groups, cout_g, *kernel)
+        values = values.swapaxes(1, 2).reshape(groups * cout_g, cin // groups, *kernel)
+        axis = self.axis
+        if self.quantized and np.asarray(constant_value(self.scale)).size > 1:
+            if groups != 1:
+                raise Declined("per-channel quantized grouped ConvTranspose weights are not "
+                               "lowered")
+            axis = {0: 1, 1: 0}.get(axis % self.values.ndim, axis)
+        return ConstWeight(np.ascontiguousarray(values), self.scale, self.zero_point, axis,
+                           self.out_dtype)
 
     def with_values(self, values: np.ndarray) -> "ConstWeight":
         """Rearranged taps (same output channels on axis 0, so per-channel parameters hold)."""

@@ -48,6 +48,14 @@ class RelaxWeight:
     def with_values(self, values: np.ndarray) -> "RelaxWeight":
         return RelaxWeight(np.ascontiguousarray(values), None)
 
+    def conv_layout(self, groups: int) -> "RelaxWeight":
+        """A transposed conv's [Cin, Cout/g, k...] weight as a conv's [Cout, Cin/g, k...]."""
+        values = self._constant("a transposed conv as convs")
+        cin, cout_g, *kernel = values.shape
+        values = values.reshape(groups, cin // groups, cout_g, *kernel).swapaxes(1, 2)
+        return RelaxWeight(np.ascontiguousarray(
+            values.reshape(groups * cout_g, cin // groups, *kernel)), None)
+
 
 def conv_like(call, x, w, groups: int, **overrides):
     """The same conv op and attributes as ``call`` on other operands and groups; ``overrides``
@@ -92,9 +100,13 @@ class RelaxBuilder:
         found = dims(x)
         return None if found is None else list(found)
 
-    def conv(self, site, inputs: list, name: str, attrs: dict, out=None, shape=None):
+    def conv(self, site, inputs: list, name: str, attrs: dict, out=None, shape=None,
+             op_type=None):
         if len(inputs) > 2:
             raise Declined("a Relax conv takes no bias")
+        if op_type is not None and op_type != RELAX_CONVS[op_name(self.call)][0]:
+            raise Declined(f"a {op_type} in place of a Relax {op_name(self.call)} is not built "
+                           f"here yet")
         overrides = {"strides": list(attrs["strides"]) if "strides" in attrs else None,
                      "padding": list(attrs["pads"]) if "pads" in attrs else None,
                      "dilation": list(attrs["dilations"]) if "dilations" in attrs else None}
@@ -149,6 +161,23 @@ class RelaxBuilder:
                     for i in range(len(ranges))]
         return [self._emit(relax.op.strided_slice(x, [axis], [a], [b]), f"{slice_stem}.{i}")
                 for i, (a, b) in enumerate(ranges)]
+
+
+    def slice_axes(self, x, axes: list, starts: list, ends: list, steps: list, stem: str,
+                   out=None):
+        return self._emit(_relax().op.strided_slice(x, list(axes), list(starts), list(ends),
+                                                    list(steps)), stem)
+
+    def pad_spatial(self, x, begins: list, ends: list, stem: str, out=None):
+        if not any(begins) and not any(ends):
+            return x
+        raise Declined("zero padding is not built in Relax here yet")
+
+    def reshape(self, x, shape: list, name: str, shape_name: str, out=None):
+        return self._emit(_relax().op.reshape(x, list(shape)), name)
+
+    def depth_to_space(self, x, blocksize: int, name: str, out=None):
+        raise Declined("DepthToSpace is not built in Relax here yet")
 
 
 def _hint(name: str) -> str:

@@ -20,8 +20,11 @@ from typing import Any, ClassVar
 from ..build.builder import Builder, ConvSite
 from ..conv import ConvSpec
 from ..decline import Decline
+from ..plan.limits import missing_ops
 from ..rules import FIXED_BY, LOWERING_ORDER
 from ..target import Target
+
+__all__ = ["LOWERINGS", "Lowering", "Planned", "missing_ops", "register"]
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,3 @@ def register(cls: type[Lowering]) -> type[Lowering]:
     for rule in cls.fixes:
         FIXED_BY[rule].append(cls.name)
     return cls
-
-
-def missing_ops(target: Target, ops) -> "Decline | None":
-    """The Decline for ops the target's ``ops:`` list lacks, or None."""
-    missing = sorted(op for op in set(ops) if not target.allows_op(op))
-    if missing:
-        return Decline(f"the target's ops list lacks {', '.join(missing)}")
-    return None

@@ -23,11 +23,10 @@ from .sparse_conv import SparseConvLowering
 from .stride import StrideSubsample
 from .sum_fusion import SumFusion
 from .tiling import SpatialTiling
-from .transposed import TransposedToConv
 from .transposed_shape import TransposedShape
 
 CONV_PASSES = {p.name: p for p in (RankLowering, DepthMultiplierLowering, DeadTaps,
-                                   TransposedShape, TransposedToConv, StrideSubsample,
+                                   TransposedShape, StrideSubsample,
                                    DilationLowering, KernelSplit, ExplicitPadding, SpatialTiling)}
 for _cls in CONV_PASSES.values():
     for _rule in _cls.fixes:
@@ -58,5 +57,5 @@ __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "Chan
            "DenseToSparse", "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding",
            "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RewriteContext",
            "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",
-           "StrideSubsample", "TransposedShape", "TransposedToConv", "conv_pass",
+           "StrideSubsample", "TransposedShape", "conv_pass",
            "default_conv_passes"]

@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..build.onnx import OnnxBuilder, conv_output_shape
+from ..build.onnx import INT64_MAX, OnnxBuilder, conv_output_shape
 from .protocol import RewriteContext
 
-INT64_MAX = np.iinfo(np.int64).max
+__all__ = ["INT64_MAX", "builder", "conv_copy", "int64s", "pad_spatial", "replace",
+           "slice_axes", "slice_spatial", "sum_terms", "variable"]
 
 
 def variable(ctx: RewriteContext, name: str, like: gs.Tensor, shape=None) -> gs.Variable:
@@ -36,12 +37,6 @@ def builder(ctx: RewriteContext, added: list[gs.Node]) -> OnnxBuilder:
     return b
 
 
-def _sliced(extent, start: int, end: int, step: int):
-    if not isinstance(extent, int):
-        return None
-    return len(range(extent)[slice(start, None if end >= INT64_MAX else end, step)])
-
-
 def slice_spatial(ctx: RewriteContext, x: gs.Tensor, starts: list[int], ends: list[int],
                   steps: list[int], stem: str, added: list[gs.Node],
                   out: gs.Tensor | None = None) -> gs.Tensor:
@@ -53,37 +48,14 @@ def slice_spatial(ctx: RewriteContext, x: gs.Tensor, starts: list[int], ends: li
 def slice_axes(ctx: RewriteContext, x: gs.Tensor, axes: list[int], starts: list[int],
                ends: list[int], steps: list[int], stem: str, added: list[gs.Node],
                out: gs.Tensor | None = None) -> gs.Tensor:
-    """Slice ``axes`` of ``x``; ends may be negative or INT64_MAX."""
-    shape = None
-    if x.shape is not None and all(a < len(x.shape) for a in axes):
-        shape = list(x.shape)
-        for a, start, end, step in zip(axes, starts, ends, steps):
-            shape[a] = _sliced(shape[a], start, end, step)
-    result = out if out is not None else variable(ctx, f"{stem}.out", x, shape)
-    inputs = [x, int64s(ctx, f"{stem}.starts", starts), int64s(ctx, f"{stem}.ends", ends),
-              int64s(ctx, f"{stem}.axes", axes), int64s(ctx, f"{stem}.steps", steps)]
-    added.append(gs.Node("Slice", ctx.fresh(stem), {}, inputs, [result]))
-    return result
+    """``OnnxBuilder.slice_axes`` for the passes not yet on the Builder."""
+    return builder(ctx, added).slice_axes(x, axes, starts, ends, steps, stem, out)
 
 
 def pad_spatial(ctx: RewriteContext, x: gs.Tensor, begins: list[int], ends: list[int],
                 stem: str, added: list[gs.Node], out: gs.Tensor | None = None) -> gs.Tensor:
-    """Zero-pad the spatial axes; returns ``x`` itself when there is nothing to pad."""
-    if not any(begins) and not any(ends):
-        return x
-    pads = [0, 0, *begins, 0, 0, *ends]
-    shape, full = None, len(pads) // 2
-    if x.shape is not None and len(x.shape) == full:
-        shape = [e + pads[i] + pads[i + full] if isinstance(e, int) else None
-                 for i, e in enumerate(x.shape)]
-    result = out if out is not None else variable(ctx, f"{stem}.out", x, shape)
-    if ctx.opset >= 11:
-        added.append(gs.Node("Pad", ctx.fresh(stem), {"mode": "constant"},
-                             [x, int64s(ctx, f"{stem}.pads", pads)], [result]))
-    else:
-        added.append(gs.Node("Pad", ctx.fresh(stem), {"mode": "constant", "pads": pads},
-                             [x], [result]))
-    return result
+    """``OnnxBuilder.pad_spatial`` for the passes not yet on the Builder."""
+    return builder(ctx, added).pad_spatial(x, begins, ends, stem, out)
 
 
 def conv_copy(ctx: RewriteContext, node: gs.Node, name: str, inputs: list[gs.Tensor],
@@ -97,10 +69,10 @@ def conv_copy(ctx: RewriteContext, node: gs.Node, name: str, inputs: list[gs.Ten
     rank = len(merged.get("kernel_shape", inputs[1].shape[2:]))
     merged.setdefault("kernel_shape", list(inputs[1].shape[2:]))
     out_channels = inputs[1].shape[0]
-    shape = conv_output_shape(inputs[0], out_channels, merged["kernel_shape"],
-                              merged.get("strides", [1] * rank),
-                              merged.get("dilations", [1] * rank),
-                              merged.get("pads", [0] * (2 * rank)))
+    shape = None if node.op != "Conv" else \
+        conv_output_shape(inputs[0], out_channels, merged["kernel_shape"],
+                          merged.get("strides", [1] * rank), merged.get("dilations", [1] * rank),
+                          merged.get("pads", [0] * (2 * rank)))     # (a Conv's formula)
     result = out if out is not None else variable(ctx, f"{name}.out", node.outputs[0], shape)
     added.append(gs.Node(node.op, name, merged, inputs, [result]))
     return result

@@ -1,13 +1,17 @@
-"""ConvTranspose as plain convs: the sub-pixel phases, or zero insertion.
+"""ConvTranspose as plain convs: the sub-pixel phases, or zero insertion, chosen by MACs, with
+every tensor the form emits kept within the target's rank and ops (``plan_transposed``).
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from math import prod
 
 from ..conv import ConvSpec
 from ..decline import Decline
+from ..target import Target
+from .limits import missing_ops
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,6 @@ def plan_subpixel(spec: ConvSpec, pads: tuple[int, ...]) -> SubPixelPlan | Decli
     if any(d != 1 for d in spec.dilations):
         return Decline("the sub-pixel form does not take dilated transposed convs yet")
     rank = spec.rank
-    if rank > 2:
-        return Decline("the sub-pixel form handles 1-D and 2-D transposed convs")
-    if rank == 2 and spec.strides[0] != spec.strides[1]:
-        return Decline("the sub-pixel form interleaves with DepthToSpace, which needs equal strides")
     lengths, per_axis = [], []
     for d in range(rank):
         size, k, s = spec.input_shape[2 + d], spec.kernel_shape[d], spec.strides[d]
@@ -87,3 +87,136 @@ def plan_zero_insertion(spec: ConvSpec, pads: tuple[int, ...]) -> ZeroInsertionP
         begins.append(span - pads[d])
         ends.append(span - pads[d + rank] + extra - (spec.strides[d] - 1))
     return ZeroInsertionPlan(tuple(spec.strides), tuple(begins + ends))
+
+
+def transposed_pads(spec: ConvSpec) -> tuple[int, ...] | Decline:
+    """Explicit begin/end pads of a ConvTranspose, resolving ``output_shape`` and auto_pad as
+    the ONNX spec does: the total padding is halved, the odd pixel at the end for SAME_UPPER
+    and at the start otherwise."""
+    rank = spec.rank
+    if spec.output_size is None and spec.auto_pad in ("NOTSET", ""):
+        return spec.pads or (0,) * (2 * rank)
+    if spec.output_size is None and spec.auto_pad == "VALID":
+        return (0,) * (2 * rank)
+    if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
+        return Decline("output_shape / auto_pad of a ConvTranspose need a static input size")
+    sizes = spec.input_shape[2:]
+    wanted = list(spec.output_size) if spec.output_size is not None else \
+        [n * s for n, s in zip(sizes, spec.strides)]
+    extra = spec.output_padding or (0,) * rank
+    begins, ends = [], []
+    for n, s, span, e, want in zip(sizes, spec.strides, spec.dilated_kernel, extra, wanted):
+        total = s * (n - 1) + e + span - want
+        half = total // 2
+        if spec.auto_pad == "SAME_UPPER":
+            begins.append(half)
+            ends.append(total - half)
+        else:
+            begins.append(total - half)
+            ends.append(half)
+    return tuple(begins + ends)
+
+
+@dataclass(frozen=True)
+class TransposedPlan:
+    """How a ConvTranspose becomes plain convs."""
+
+    form: str                                   # "subpixel" | "zero_insertion"
+    pads: tuple[int, ...]                       # its resolved begin/end pads
+    interleave: str                             # subpixel: "none" | "depth_to_space" | "reshape"
+    subpixel: SubPixelPlan | None = None
+    zero_insertion: ZeroInsertionPlan | None = None
+    macs: int | None = None
+
+
+def subpixel_macs(spec: ConvSpec, plan: SubPixelPlan) -> int:
+    batch = spec.input_shape[0] or 1
+    return sum(spec.out_channels * spec.in_per_group * prod(len(t) for t in phase.taps)
+               * prod(plan.phase_length) for phase in plan.phases) * batch
+
+
+def zero_insertion_macs(spec: ConvSpec, pads: tuple[int, ...]) -> int | None:
+    """Every output position reads the whole kernel over the upsampled input."""
+    if spec.input_shape is None or None in spec.input_shape[2:]:
+        return None
+    rank, extra = spec.rank, spec.output_padding or (0,) * spec.rank
+    outs = [s * (n - 1) + e + span - pads[d] - pads[d + rank]
+            for d, (n, s, span, e) in enumerate(zip(spec.input_shape[2:], spec.strides,
+                                                     spec.dilated_kernel, extra))]
+    return (spec.input_shape[0] or 1) * spec.out_channels * spec.in_per_group \
+        * prod(spec.kernel_shape) * prod(outs)
+
+
+def interleave_ops(interleave: str) -> list[str]:
+    return {"none": [], "depth_to_space": ["Concat", "DepthToSpace"],
+            "reshape": ["Reshape", "Concat"]}[interleave]
+
+
+def _subpixel_form(spec: ConvSpec, target: Target, pads) -> TransposedPlan | Decline:
+    plan = plan_subpixel(spec, pads)
+    if isinstance(plan, Decline):
+        return plan
+    if any(not taps for phase in plan.phases for taps in phase.taps):
+        return Decline("a kernel smaller than its stride leaves output phases without taps")
+    rank = spec.rank
+    if all(s == 1 for s in plan.stride):
+        interleave = "none"
+    elif rank == 2 and plan.stride[0] == plan.stride[1] and target.allows_op("DepthToSpace"):
+        interleave = "depth_to_space"       # one op, where the target runs it
+    else:
+        interleave = "reshape"              # per axis: Reshape to <= 4-D, Concat, Reshape back
+    crops = any(q < 0 for phase in plan.phases for q in phase.pads) or \
+        [q * s for q, s in zip(plan.phase_length, plan.stride)] != list(plan.output_length)
+    missing = missing_ops(target, ["Conv", *interleave_ops(interleave),
+                                *(["Slice"] if crops else [])])
+    if missing:
+        return missing
+    return TransposedPlan("subpixel", pads, interleave, subpixel=plan,
+                          macs=subpixel_macs(spec, plan))
+
+
+def _zero_insertion_form(spec: ConvSpec, target: Target, pads) -> TransposedPlan | Decline:
+    plan = plan_zero_insertion(spec, pads)
+    if isinstance(plan, Decline):
+        return plan
+    upsample = any(s > 1 for s in plan.stride)
+    crop = any(q < 0 for q in plan.pads)
+    missing = missing_ops(target, ["Conv"] + (["Reshape", "Pad"] if upsample else [])
+                       + (["Slice"] if crop else []))
+    if missing:
+        return missing
+    return TransposedPlan("zero_insertion", pads, "none", zero_insertion=plan,
+                          macs=zero_insertion_macs(spec, pads))
+
+
+FORM_NAMES = {"subpixel": "sub-pixel", "zero_insertion": "zero insertion"}
+
+
+def plan_transposed(spec: ConvSpec, target: Target) -> tuple[TransposedPlan, list[str]] | Decline:
+    """The cheaper (by MACs) of the forms the target's rewrite options allow and its ops list
+    can run, and why each other form was not taken. The sub-pixel form multiplies no inserted
+    zero, so it wins wherever it can be built; zero insertion takes dilated transposed convs and
+    kernels smaller than their stride. Both keep every tensor they make at most 4-D for 1-D and
+    2-D convs (the interleave and the upsampling reshape to [A, L, s, B])."""
+    if spec.op_type != "ConvTranspose":
+        return Decline(f"{spec.op_type} is not a transposed conv")
+    pads = transposed_pads(spec)
+    if isinstance(pads, Decline):
+        return pads
+    wanted = target.rewrite.transposed_form
+    built, reasons = [], []
+    for name, form in (("subpixel", _subpixel_form), ("zero_insertion", _zero_insertion_form)):
+        if wanted not in ("auto", name):
+            continue
+        plan = form(spec, target, pads)
+        if isinstance(plan, Decline):
+            reasons.append(f"{FORM_NAMES[name]}: {plan.reason}")
+        else:
+            built.append(plan)
+    if not built:
+        return Decline("; ".join(reasons))
+    best = min(built, key=lambda p: p.macs if p.macs is not None else 0)
+    for other in built:
+        if other is not best and best.macs and other.macs:
+            reasons.append(f"{FORM_NAMES[other.form]}: {other.macs / best.macs:.3g}x the MACs")
+    return best, reasons

@@ -15,7 +15,7 @@ from convrewrite.plan.kernel import plan_kernel_split
 from convrewrite.plan.padding import NO_END, plan_padding
 from convrewrite.plan.stride import plan_stride
 from convrewrite.target import load_target
-from tests.conv_cases import conv_model, op_count, random_input, run
+from tests.conv_cases import emitted_within, conv_model, op_count, random_input, run
 
 K210ISH = {"name": "k210ish", "conv": {"kernel_shapes": [[1, 1], [3, 3]], "max_stride": 1,
                                        "max_pad": 1, "same_pad_only": True,
@@ -214,10 +214,14 @@ def test_transposed_stride_limit():
     out, report = rewrite_and_compare(model, {"name": "u55ish",
                                               "conv": {"transposed_strides": [1, 2]}})
     assert op_count(out, "ConvTranspose") == 0
-    # the Ethos-U55 preset lists no DepthToSpace: zero insertion instead, and it says why
+    # the Ethos-U55 preset lists no DepthToSpace: the phases are interleaved by Reshape +
+    # Concat instead (zero insertion would cost 9x the MACs), and nothing above 4-D is made
     out, report = rewrite_and_compare(model, "ethos-u55")
-    assert report.records[0].rewrite.startswith("zero insertion")
-    assert "lacks DepthToSpace" in report.records[0].rewrite
+    assert report.records[0].rewrite.startswith("sub-pixel: 9 phase convs")
+    assert "Reshape + Concat" in report.records[0].rewrite
+    assert "zero insertion: 9x the MACs" in report.records[0].rewrite
+    assert op_count(out, "DepthToSpace") == 0
+    assert emitted_within(model, out, "ethos-u55") == []
 
 
 @st.composite
@@ -250,14 +254,29 @@ def test_transposed_property(model, form):
 
 @pytest.mark.parametrize("kernel,strides,dilations,pads", [
     ((3, 3), (2, 2), (2, 2), (1, 1, 1, 1)),            # dilated: no sub-pixel form
-    ((3, 3), (2, 3), (1, 1), (1, 0, 1, 2)),            # unequal strides
-    ((3, 3, 3), (2, 2, 2), (1, 1, 1), (1,) * 6),       # 3-D
+    ((2, 2), (3, 3), (1, 1), (0, 0, 0, 0)),            # kernel < stride: phases without taps
+    ((3, 3, 3), (3, 2, 2), (2, 1, 1), (1,) * 6),       # 3-D, dilated
 ])
 def test_zero_insertion_where_sub_pixel_cannot(kernel, strides, dilations, pads):
     model = conv_model(op="ConvTranspose", cin=3, cout=4, kernel=kernel, strides=strides,
                        dilations=dilations, pads=pads, spatial=(4,) * len(kernel))
-    out, report = rewrite_and_compare(model, NO_TRANSPOSE)
+    out, report = rewrite_and_compare(model, {**NO_TRANSPOSE, "max_tensor_rank": 2 + len(kernel)})
     assert report.records[0].rewrite.startswith("zero insertion")
+    assert emitted_within(model, out, {**NO_TRANSPOSE, "max_tensor_rank": 2 + len(kernel)}) == []
+
+
+@pytest.mark.parametrize("kernel,strides,pads", [
+    ((3, 3), (2, 3), (1, 0, 1, 2)),                    # unequal strides
+    ((3, 3, 3), (2, 2, 2), (1,) * 6),                  # 3-D
+])
+def test_sub_pixel_by_reshape_where_depth_to_space_cannot(kernel, strides, pads):
+    model = conv_model(op="ConvTranspose", cin=3, cout=4, kernel=kernel, strides=strides,
+                       pads=pads, spatial=(4,) * len(kernel))
+    target = {**NO_TRANSPOSE, "max_tensor_rank": 2 + len(kernel)}
+    out, report = rewrite_and_compare(model, target)
+    assert report.records[0].rewrite.startswith("sub-pixel")
+    assert "Reshape + Concat" in report.records[0].rewrite
+    assert emitted_within(model, out, target) == []
 
 
 def test_tiling_large_feature_map_on_k210():

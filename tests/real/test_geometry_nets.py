@@ -8,6 +8,7 @@ import pytest
 import convrewrite as cr
 from convrewrite.models import big_kernel_net, dcgan_generator, deeplab_head, unet
 from convrewrite.target import preset_names
+from tests.conv_cases import emitted_within
 
 NETS = {"deeplab_head": lambda: deeplab_head(size=17), "unet": lambda: unet(size=32),
         "dcgan_generator": dcgan_generator, "big_kernel_net": lambda: big_kernel_net(size=48)}
@@ -32,12 +33,15 @@ def test_geometry_net_for_preset(net, preset):
         assert report.end_to_end["passed"]
 
 
-def test_nvdla_upsamples_by_zero_insertion():
-    """NVDLA's op list has no DepthToSpace or Slice: the sub-pixel form is refused, zero
-    insertion (Unsqueeze, Pad, Reshape) is used, and the record says why."""
-    out, report = cr.rewrite(unet(size=32), "nvdla")
+def test_nvdla_upsamples_by_sub_pixel_without_depth_to_space():
+    """NVDLA's op list has no DepthToSpace or Slice: U-Net's 2x2 stride-2 up-convs need no
+    crop, so their sub-pixel phases are interleaved by Reshape + Concat (zero insertion would
+    cost 4x the MACs), and the record says so."""
+    model = unet(size=32)
+    out, report = cr.rewrite(model, "nvdla")
     assert report.status == "ok", report.render()
     transposed = [r for r in report.records if r.pass_name == "transposed"]
     assert len(transposed) == 3
-    assert all(r.rewrite.startswith("zero insertion") and "lacks" in r.rewrite
-               for r in transposed)
+    assert all(r.rewrite.startswith("sub-pixel") and "Reshape + Concat" in r.rewrite
+               and "zero insertion: 4x the MACs" in r.rewrite for r in transposed)
+    assert emitted_within(model, out, "nvdla") == []
