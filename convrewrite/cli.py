@@ -19,7 +19,7 @@ from . import api
 from .errors import BadInputError, ConvRewriteError
 from .graph import copy_model_file, file_uses_external_data, load_model_files, save_model
 from .models import BUILDERS
-from .outputs import check_outputs, write_text
+from .outputs import Reservation, check_outputs
 from .report import Report
 from .rules import describe_rules
 from .sparse.inputs import sparse_feeds
@@ -188,12 +188,24 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     output = None if args.check_only else _output_path(args, model_path, target.name)
     check_outputs([(flag, p) for flag, p in (("-o", output), ("--report", report_path)) if p],
                   reads)
+    reservation = Reservation(report_path) if report_path else None
+    try:
+        return _rewrite_checked(args, target, shapes, model_path, model, reads, output,
+                                reservation)
+    finally:
+        if reservation is not None:
+            reservation.discard()
+
+
+def _rewrite_checked(args, target, shapes, model_path, model, reads, output, reservation) -> int:
+    """The rewrite once every output path has passed its checks (and the report's staging file
+    exists)."""
     if args.check_only:
         report = api.check(model, target)
         report.model = str(model_path)
         if args.vendor_check:
             report.vendor = _vendor_check(model, None, target, args, shapes)
-        return _finish(report, args)
+        return _finish(report, args, reservation)
     started = time.perf_counter()
     rewritten, report = api.rewrite(model, target, verify=not args.no_verify, inputs=args.inputs,
                                     seed=args.seed, input_shapes=shapes,
@@ -213,7 +225,7 @@ def _rewrite(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.vendor_check:
             report.vendor = _vendor_check(model, rewritten, target, args, shapes)
     report.timings["total"] = time.perf_counter() - started
-    return _finish(report, args)
+    return _finish(report, args, reservation)
 
 
 def _target_reads(target) -> list[tuple[str, Path]]:
@@ -301,9 +313,10 @@ def _output_path(args: argparse.Namespace, model_path: Path, target_name: str) -
     return output
 
 
-def _finish(report: Report, args: argparse.Namespace) -> int:
+def _finish(report: Report, args: argparse.Namespace,
+            reservation: Reservation | None = None) -> int:
     if args.report:
-        write_text(Path(args.report), report.to_json() + "\n")
+        (reservation or Reservation(Path(args.report))).commit(report.to_json() + "\n")
     if args.quiet:
         print(f"status: {report.status}")
     else:

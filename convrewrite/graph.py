@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
 from onnx.external_data_helper import load_external_data_for_model
 from onnx_graphsurgeon.logger import G_LOGGER
 
@@ -47,6 +47,11 @@ def load_model_files(path: "str | os.PathLike") -> tuple[onnx.ModelProto, list[P
                             f"{_first_line(exc)})") from None
     except OSError as exc:
         raise BadInputError(f"{path}: cannot read model: {_first_line(exc)}") from None
+    try:
+        _decode_strings(model)
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path}: not an ONNX model (a name or string field is not UTF-8: "
+                            f"{exc.reason} at byte {exc.start})") from None
     files = external_data_files(model, path)
     if files:
         try:
@@ -58,6 +63,26 @@ def load_model_files(path: "str | os.PathLike") -> tuple[onnx.ModelProto, list[P
         raise BadInputError(f"{path}: not an ONNX model (no graph)")
     check_model(model, str(path), path)
     return model, [path, *files]
+
+
+def _repeated(field) -> bool:
+    """protobuf >= 5 has ``is_repeated`` (``label`` is gone from upb's descriptors)."""
+    repeated = getattr(field, "is_repeated", None)
+    return repeated if repeated is not None else field.label == field.LABEL_REPEATED
+
+
+def _decode_strings(message) -> None:
+    """Every string field is UTF-8: Python protobuf hands an invalid one back as bytes (or
+    decodes lazily), and the UnicodeDecodeError came wherever a pass first used it (exit 4)."""
+    for field, value in message.ListFields():
+        items = value if _repeated(field) else [value]
+        if field.type == field.TYPE_MESSAGE:
+            for item in items:
+                _decode_strings(item)
+        elif field.type == field.TYPE_STRING:
+            for item in items:          # proto2 hands invalid UTF-8 back as bytes
+                if isinstance(item, bytes):
+                    item.decode("utf-8")
 
 
 def _folder_of(path: Path) -> Path:
@@ -179,7 +204,10 @@ def fits_in_protobuf(model: onnx.ModelProto) -> bool:
     """Whether ``model`` serializes as one protobuf (onnx's in-memory checker, shape inference and
     onnxruntime's from-bytes sessions need that); tests lower PROTOBUF_LIMIT to take the big-model
     paths on small models."""
-    return model.ByteSize() < PROTOBUF_LIMIT
+    try:
+        return model.ByteSize() < PROTOBUF_LIMIT
+    except EncodeError:             # Python protobuf cannot even size a message past 2 GB
+        return False
 
 
 def _first_line(exc: BaseException) -> str:
@@ -197,8 +225,7 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         if fits_in_protobuf(model):
             return onnx.shape_inference.infer_shapes(model, data_prop=True)
         light = onnx.shape_inference.infer_shapes(_without_large_tensors(model), data_prop=True)
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+        out = copy_model(model)
         del out.graph.value_info[:]
         out.graph.value_info.extend(light.graph.value_info)
         del out.graph.output[:]
@@ -209,6 +236,36 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 LARGE_TENSOR_BYTES = 1 << 16
+
+
+def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy. Python protobuf copies a message by serializing it, which fails past 2 GB
+    ("Failed to serialize proto"), so a big model is copied field by field, each initializer on
+    its own (one tensor stays under 2 GB)."""
+    out = onnx.ModelProto()
+    if fits_in_protobuf(model):
+        out.CopyFrom(model)
+        return out
+    _copy_fields(model, out, skip={"graph"})
+    _copy_fields(model.graph, out.graph, skip=set())
+    return out
+
+
+def _copy_fields(src, dst, skip: set[str]) -> None:
+    for field, value in src.ListFields():
+        if field.name in skip:
+            continue
+        if _repeated(field):
+            target = getattr(dst, field.name)
+            if field.type == field.TYPE_MESSAGE:
+                for item in value:
+                    target.add().CopyFrom(item)
+            else:
+                target.extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
 
 
 def _without_large_tensors(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -22,6 +22,34 @@ def for_rewriting(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
     """``model`` at an opset the emitters write, and a note when it had to be up-converted
     (``None`` when it did not, or when onnx cannot convert it: the rewrite then keeps the
     model's own opset and the note says why)."""
+    work, note = _upgraded(model)
+    return _ir4(work), note
+
+
+def _ir4(model: onnx.ModelProto) -> onnx.ModelProto:
+    """IR < 4 lists initializers as graph inputs, which makes them overridable inputs to shape
+    inference (a weight slice of unknown value, wrong shapes after a rewrite): the passes work on
+    an IR-4 copy where initializers are constants only; ``restore`` puts the IR back."""
+    if model.ir_version >= 4:
+        return model
+    work = onnx.ModelProto()
+    work.CopyFrom(model)
+    work.ir_version = 4
+    inits = {t.name for t in work.graph.initializer}
+    kept = [i for i in work.graph.input if i.name not in inits]
+    del work.graph.input[:]
+    work.graph.input.extend(kept)
+    return work
+
+
+def restore(rewritten: onnx.ModelProto, original: onnx.ModelProto) -> onnx.ModelProto:
+    """The rewritten model at the original's IR version, with IR < 4's listing rule kept."""
+    if original.ir_version < 4:
+        rewritten.ir_version = original.ir_version
+    return list_initializers_as_inputs(rewritten)
+
+
+def _upgraded(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
     opset = opset_version(model)
     if opset >= MIN_REWRITE_OPSET or not model.graph.node:
         return model, None

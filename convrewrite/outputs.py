@@ -122,6 +122,40 @@ def write_text(path: "str | os.PathLike", text: str) -> None:
     write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
+class Reservation:
+    """A staging file made now for a text written later (the report, whose content is known only
+    after the model is written): if the folder refuses files, that shows before the model is
+    written, so a failing --report leaves nothing behind. ``commit`` writes and renames;
+    ``discard`` (always safe to call) removes the staging file if it was not committed."""
+
+    def __init__(self, path: "str | os.PathLike"):
+        self.path = Path(path)
+        try:
+            fd, name = tempfile.mkstemp(dir=_folder(self.path),
+                                        prefix=f"{STAGING_PREFIX}{self.path.name}.", suffix=".tmp")
+        except OSError as exc:
+            raise _cannot_write(self.path, exc) from None
+        os.close(fd)
+        self.staged: Path | None = Path(name)
+
+    def commit(self, text: str) -> None:
+        try:
+            with open(self.staged, "wb") as f:
+                f.write(text.encode("utf-8"))
+            os.chmod(self.staged, ordinary_mode())
+            os.replace(self.staged, self.path)
+            self.staged = None
+        except OSError as exc:
+            raise _cannot_write(self.path, exc) from None
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if self.staged is not None:
+            _remove(self.staged)
+            self.staged = None
+
+
 def copy_file(src: "str | os.PathLike", dst: "str | os.PathLike") -> None:
     """Byte-for-byte copy, atomic like every other write."""
     def write(f):
@@ -223,8 +257,8 @@ def save_model_files(model: onnx.ModelProto, path: "str | os.PathLike", *, exter
     placed_data = False
     try:
         if external_data:
-            copy = onnx.ModelProto()
-            copy.CopyFrom(model)
+            from .graph import copy_model       # graph imports this module
+            copy = copy_model(model)
             staging_name = "staged.data"
             onnx.save_model(copy, str(staged), save_as_external_data=True,
                             all_tensors_to_one_file=True, location=staging_name,

@@ -22,7 +22,7 @@ from .build.onnx_read import conv_nodes, spec_of
 from .conv import CONV_OPS
 from .decline import Decline
 from .graph import from_graph, opset_version, to_graph
-from .legacy import for_rewriting, list_initializers_as_inputs
+from .legacy import for_rewriting, restore
 from .legality import check
 from .naming import Names
 from .ops import DOMAIN
@@ -241,8 +241,7 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     A model below legacy.MIN_REWRITE_OPSET is rewritten in its up-converted form (noted)."""
     work, upgrade = for_rewriting(model)
     graph, result = run_rewrites(to_graph(work), target, work, steps, sparse_inputs)
-    rewritten = list_initializers_as_inputs(drop_own_opset(from_graph(graph, work))) \
-        if result.records else model
+    rewritten = drop_own_opset(from_graph(graph, work)) if result.records else model
     if result.records and upgrade:
         result.notes.append(upgrade)
     engine = None               # which runtime verifies (verify.engine_for), asked once
@@ -268,7 +267,7 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
         else:
             continue
         result.timings[step.timing] = time.perf_counter() - started
-    return rewritten, result
+    return (restore(rewritten, model) if rewritten is not model else model), result
 
 
 def _tidy(model: onnx.ModelProto, target: Target, passes: tuple[GraphPass, ...],
@@ -284,7 +283,7 @@ def _tidy(model: onnx.ModelProto, target: Target, passes: tuple[GraphPass, ...],
         ctx.graph = outcome.graph
         result.notes += outcome.notes
         modified |= outcome.modified
-    return list_initializers_as_inputs(from_graph(ctx.graph, model)) if modified else model
+    return from_graph(ctx.graph, model) if modified else model
 
 
 def check_model_legality(model: onnx.ModelProto, target: Target) -> RewriteResult:

@@ -20,7 +20,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import BadInputError
-from .graph import fits_in_protobuf, save_model
+from .graph import copy_model, fits_in_protobuf, save_model
 from .ops.reference import standard_reference
 
 # onnxruntime's own logger writes coloured lines straight to stderr (fd 2), warnings and errors
@@ -266,8 +266,8 @@ def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
 
 
 def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+    copy = copy_model(model)            # field by field past 2 GB
+
     typed = {v.name: v for v in copy.graph.value_info}
     for name in names:
         info = onnx.ValueInfoProto()

@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 
 import onnx
+import pytest
 
-from tests.robustness.harness import Case, cases_param, run_case, write_model
+from tests.robustness.harness import (Case, cases_param, run_case, through_subprocess,
+                                       write_model)
 from tests.robustness.models import small_model, wide_model, write_chip, write_npz
 
 
@@ -217,8 +219,101 @@ def external_data_cases():
 
 
 ALL = [*alias_cases(), *folder_cases(), *external_data_cases()]
+ALL += through_subprocess(ALL, 20)
 
 
 @cases_param(ALL)
 def test_file_case(case, tmp_path):
+    run_case(case, tmp_path)
+
+
+# ---------------------------------------------------------------- folders we cannot write
+
+def _plain(folder):
+    _setup()(folder)
+    return ["in.onnx", "--target", "chip.yaml", "-o", "out.onnx", "--report", "r.json"]
+
+
+def test_unwritable_folder_is_exit_2_before_any_work(tmp_path, monkeypatch):
+    """As root a chmod 555 folder is still writable, so the check is exercised through
+    os.access; the real chmod case runs below when not root."""
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if mode & os.W_OK else
+                        real(p, mode, **k))
+    run_case(Case("unwritable", _plain, expect=2, needle="not writable"), tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_for_real(tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    _setup()(tmp_path)
+    out.chmod(0o555)
+    try:
+        run_case(Case("read_only", lambda f: ["in.onnx", "--target", "chip.yaml", "-o",
+                                              "ro/out.onnx"], expect=2, needle="not writable"),
+                 tmp_path)
+    finally:
+        out.chmod(0o755)
+
+
+@pytest.mark.parametrize("where", ["tempfile.mkdtemp", "tempfile.mkstemp", "os.replace"])
+def test_write_failing_anyway_is_exit_2_and_leaves_nothing(tmp_path, monkeypatch, where):
+    """The folder passed the checks but the write fails (disk full, permissions changed)."""
+    import errno
+    import tempfile
+    mod, name = where.split(".")
+    module = {"tempfile": tempfile, "os": os}[mod]
+    real = getattr(module, name)
+
+    def failing(*a, **k):
+        folder = k.get("dir")
+        if mod == "os" or (folder is not None and os.path.realpath(folder) ==
+                           os.path.realpath(tmp_path)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **k)
+    monkeypatch.setattr(module, name, failing)
+    run_case(Case(f"fail_{name}", lambda f: ["in.onnx", "--target", "chip.yaml", "-o",
+                                             "out.onnx", "--report", "r.json"]
+                  if _setup()(f) else [], expect=2, needle="cannot write"), tmp_path)
+
+
+def test_copied_model_has_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run_case(Case("copy_perm", lambda f: _setup(model=small_model)(f) and
+                      ["in.onnx", "--target", "generic", "-o", "out.onnx", "--report", "r.json"]),
+                 tmp_path)
+    finally:
+        os.umask(old)
+    for name in ("out.onnx", "r.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
+def verify_report_cases():
+    for what in ("a.onnx", "b.onnx", "inputs.npz", "b.onnx.data"):
+        def setup(folder, what=what):
+            write_model(folder, "a.onnx", small_model())
+            write_model(folder, "b.onnx", small_model(), external="b.onnx.data")
+            write_npz(folder, "inputs.npz", small_model())
+            return ["verify", "a.onnx", "b.onnx", "--inputs", "inputs.npz", "--report", what]
+        yield Case(f"verify_report_is_{what}", setup, expect=2, needle="refusing")
+
+    def ok(folder):
+        write_model(folder, "a.onnx", small_model())
+        write_model(folder, "b.onnx", small_model(), external="b.onnx.data")
+        return ["verify", "a.onnx", "b.onnx", "--report", "r.json"]
+    yield Case("verify_report_ok", ok)
+
+    def mismatch_report(folder):
+        _setup()(folder)
+        return ["in.onnx", "--target", "chip.yaml", "-o", "out.onnx", "--atol", "0", "--rtol",
+                "0", "--seed", "1", "--report", "r.json"]
+    yield Case("mismatch_writes_report_not_model", mismatch_report, expect=1,
+               check=lambda f, r: (f / "r.json").exists() or (_ for _ in ()).throw(
+                   AssertionError("no report on mismatch")))
+
+
+@cases_param(verify_report_cases())
+def test_verify_report_case(case, tmp_path):
     run_case(case, tmp_path)

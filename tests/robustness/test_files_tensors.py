@@ -53,3 +53,18 @@ def tensor_cases():
 @cases_param(tensor_cases())
 def test_tensor_case(case, tmp_path):
     run_case(case, tmp_path)
+
+
+def _bad_utf8(folder):
+    data = wide_model().SerializeToString()
+    assert data.count(b"x_relu") >= 1
+    (folder / "in.onnx").write_bytes(data.replace(b"x_relu", b"x_\xff\xfelu"))
+    write_chip(folder)
+    return ["in.onnx", "--target", "chip.yaml", "-o", "out.onnx"]
+
+
+@cases_param([Case("string_not_utf8", _bad_utf8, expect=2, needle="not UTF-8"),
+              Case("string_not_utf8_check", lambda f: _bad_utf8(f)[:3] + ["--check-only"],
+                   expect=2, needle="not UTF-8")])
+def test_string_case(case, tmp_path):
+    run_case(case, tmp_path)
