@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
 from onnx.external_data_helper import load_external_data_for_model
 from onnx_graphsurgeon.logger import G_LOGGER
 
@@ -204,7 +204,10 @@ def fits_in_protobuf(model: onnx.ModelProto) -> bool:
     """Whether ``model`` serializes as one protobuf (onnx's in-memory checker, shape inference and
     onnxruntime's from-bytes sessions need that); tests lower PROTOBUF_LIMIT to take the big-model
     paths on small models."""
-    return model.ByteSize() < PROTOBUF_LIMIT
+    try:
+        return model.ByteSize() < PROTOBUF_LIMIT
+    except EncodeError:             # Python protobuf cannot even size a message past 2 GB
+        return False
 
 
 def _first_line(exc: BaseException) -> str:

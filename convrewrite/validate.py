@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 from .build.onnx_read import IO_POSITIONS, _shape
 from .conv import CONV_OPS
 from .errors import BadInputError
-from .graph import PROTOBUF_LIMIT, check_model
+from .graph import check_model, fits_in_protobuf
 from .walk import Scope, scopes
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -42,7 +42,7 @@ def check_in_memory(model: onnx.ModelProto, origin: str) -> None:
     files, except for one rule files from exporters always meet and hand-built models often do
     not: a tensor type without a shape (unknown rank) is fine here, as it is to onnxruntime.
     Checked on a copy; the caller's model is never changed."""
-    if model.ByteSize() > PROTOBUF_LIMIT:
+    if not fits_in_protobuf(model):     # ByteSize() itself raises past 2 GB
         return
     copy = onnx.ModelProto()
     copy.CopyFrom(model)

@@ -84,6 +84,14 @@ def cases_param(cases: Iterable[Case]):
     return pytest.mark.parametrize("case", cases, ids=names)
 
 
+def through_subprocess(cases: Iterable[Case], every: int) -> list[Case]:
+    """Every ``every``-th case again, through a real ``python -m convrewrite.cli`` (the console
+    behaviour: exit status, native libraries' stderr), named ``<case>_sub``."""
+    from dataclasses import replace
+    return [replace(c, name=f"{c.name}_sub", subprocess=True)
+            for i, c in enumerate(cases) if i % every == 0]
+
+
 # ---------------------------------------------------------------- snapshots
 
 def snapshot(folder: Path) -> dict[str, str]:

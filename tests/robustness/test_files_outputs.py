@@ -10,7 +10,8 @@ from pathlib import Path
 import onnx
 import pytest
 
-from tests.robustness.harness import Case, cases_param, run_case, write_model
+from tests.robustness.harness import (Case, cases_param, run_case, through_subprocess,
+                                       write_model)
 from tests.robustness.models import small_model, wide_model, write_chip, write_npz
 
 
@@ -218,6 +219,7 @@ def external_data_cases():
 
 
 ALL = [*alias_cases(), *folder_cases(), *external_data_cases()]
+ALL += through_subprocess(ALL, 20)
 
 
 @cases_param(ALL)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-from tests.robustness.harness import Case, cases_param, run_case, write_model
+from tests.robustness.harness import (Case, cases_param, run_case, through_subprocess,
+                                       write_model)
 from tests.robustness.models import CHIP_YAML, small_model
 
 GOOD = CHIP_YAML
@@ -158,6 +159,7 @@ def value_cases():
 
 
 ALL = [*encoding_cases(), *bomb_cases(), *extends_cases(), *value_cases()]
+ALL += through_subprocess(ALL, 20)
 
 
 @cases_param(ALL)
