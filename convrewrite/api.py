@@ -15,7 +15,7 @@ from .report import Report
 from .sparse.inputs import sparse_feeds
 from .target import Target, load_target
 from .validate import check_in_memory, validate_model
-from .verify import Tolerance, engine_for, make_inputs, verify_end_to_end
+from .verify import Tolerance, make_inputs, verify_end_to_end
 
 ModelLike = "onnx.ModelProto | str | os.PathLike"
 
@@ -100,6 +100,5 @@ def verify(original, rewritten, *, inputs=None, seed: int = 0, input_shapes: dic
     b, b_name = _as_model(rewritten)
     feeds = _feeds(a, inputs, seed, input_shapes)
     report = Report(model=a_name, target=b_name, mode="verify", inputs=_describe_feeds(feeds))
-    report.end_to_end = verify_end_to_end(a, b, feeds, tolerance or Tolerance(), kind,
-                                          engine_for(a))
+    report.end_to_end = verify_end_to_end(a, b, feeds, tolerance or Tolerance(), kind)
     return report

@@ -34,7 +34,7 @@ from .record import Record, Remaining
 from .target import Target
 from .validate import validate_graph, validate_model
 from .walk import nested_scopes
-from .verify import Tolerance, engine_for, verify_end_to_end, verify_records
+from .verify import Tolerance, reference_run, verify_end_to_end, verify_records
 
 MAX_ITERATIONS = 16
 
@@ -244,7 +244,7 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     rewritten = drop_own_opset(from_graph(graph, work)) if result.records else model
     if result.records and upgrade:
         result.notes.append(upgrade)
-    engine = None               # which runtime verifies (verify.engine_for), asked once
+    reference = None            # the original's outputs and engine (verify.reference_run), once
     for step in steps:
         if step.kind == "rewrite" or not result.records:
             continue
@@ -252,18 +252,19 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
         if step.kind == "tidy":
             rewritten = _tidy(rewritten, target, step.passes, result)
         elif verify and step.scope == "local":
-            engine = engine or engine_for(model)
             if result.inputs is None:
                 result.inputs = feeds()
-            verify_records(result.records, rewritten, result.inputs, tolerance, progress, engine)
+            reference = reference or reference_run(model, result.inputs)
+            verify_records(result.records, rewritten, result.inputs, tolerance, progress,
+                           reference.engine)
         elif verify and step.scope == "end_to_end":
-            engine = engine or engine_for(model)
             if result.inputs is None:
                 result.inputs = feeds()
+            reference = reference or reference_run(model, result.inputs)
             kind = "reassociating" if any(r.tolerance == "reassociating"
                                           for r in result.records) else "exact"
             result.end_to_end = verify_end_to_end(model, rewritten, result.inputs, tolerance,
-                                                  kind, engine)
+                                                  kind, reference)
         else:
             continue
         result.timings[step.timing] = time.perf_counter() - started

@@ -256,13 +256,14 @@ RULES: dict[str, Rule] = {
 # The order the conv fixpoint tries lowerings in, where one conv breaks several rules: ranks the
 # engine lacks become 2-D first (a 3-D conv may fold its depth into the batch), batches too big
 # are cut next (once, before other lowerings multiply the convs to cut), then group forms (the
-# dense convs they become may need a channel split), channels next (the pieces stay smaller), taps that only read padding are dropped (exact,
-# and it shrinks what follows), a ConvTranspose becomes plain convs next, then stride (so later
-# pieces run at stride 1), dilation (a dense kernel may then need splitting), kernel, padding (it
+# dense convs they become may need a channel split), channels next (the pieces stay smaller),
+# taps that only read padding are dropped (exact, and it shrinks what follows), a ConvTranspose
+# becomes plain convs next, then stride (so later pieces run at stride 1), dilation (a dense
+# kernel may then need splitting; the per-tap form where it is the cheaper), kernel, padding (it
 # may need stride 1 to crop), and tiling last (on the convs that remain).
 LOWERING_ORDER = ("rank", "batch", "groups", "depth_multiplier", "channel_split", "dead_taps",
-                  "transposed_shape", "transposed", "stride", "dilation", "kernel_split", "padding",
-                  "tiling")
+                  "transposed_shape", "transposed", "stride", "dilation", "dilation_taps",
+                  "kernel_split", "padding", "tiling")
 
 FIXED_BY: dict[str, list[str]] = {name: [] for name in RULES}   # filled as lowerings register
 

@@ -206,19 +206,29 @@ def _first(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def engine_for(original: onnx.ModelProto) -> str:
-    """Which engine runs the comparisons: onnxruntime, or onnx's reference evaluator where
-    onnxruntime has no kernel for an op of the original (a float64 Conv). A model onnxruntime
-    cannot load for another reason (an op of an unknown domain) cannot be verified: one line,
-    exit 2, and --no-verify skips verification."""
+@dataclass
+class Reference:
+    """The original model's outputs on the verification feeds, and the engine that computed them
+    (which then runs every comparison): made once, reused by the end-to-end check."""
+
+    engine: str
+    outputs: dict[str, np.ndarray]
+
+
+def reference_run(original: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Reference:
+    """The original on onnxruntime, or on onnx's reference evaluator where onnxruntime has no
+    kernel for one of its ops (a float64 Conv). A model onnxruntime cannot load for another
+    reason (an op of an unknown domain) cannot be verified: one line, exit 2, and --no-verify
+    skips verification."""
+    model = standard_reference(original)
     try:
-        session(standard_reference(original))
+        sess = session(model)
     except Exception as exc:        # noqa: BLE001 - onnxruntime raises its own exception types
         if "NOT_IMPLEMENTED" in str(exc) and _reference_runs(original):
-            return REFERENCE
+            return Reference(REFERENCE, run(model, feeds, engine=REFERENCE))
         raise BadInputError("onnxruntime cannot run the model, so the rewrite cannot be "
                             f"verified (--no-verify skips verification): {_first(exc)}") from None
-    return ONNXRUNTIME
+    return Reference(ONNXRUNTIME, _run_session(sess, feeds))
 
 
 def _reference_runs(model: onnx.ModelProto) -> bool:
@@ -254,15 +264,18 @@ def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
         out = _reference_run(model, feeds)
         out.update({k: v for k, v in feeds.items() if k in extra_outputs})
         return out
-    sess = session(model, level)
+    out = _run_session(session(model, level), feeds)
+    out.update({k: v for k, v in feeds.items() if k in extra_outputs})
+    return out
+
+
+def _run_session(sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     wanted = [o.name for o in sess.get_outputs()]
     try:
         values = sess.run(wanted, feeds)
     except Exception as exc:        # noqa: BLE001 - onnxruntime raises its own exception types
         raise BadInputError(f"onnxruntime failed to run the model: {_first(exc)}") from None
-    out = dict(zip(wanted, values))
-    out.update({k: v for k, v in feeds.items() if k in extra_outputs})
-    return out
+    return dict(zip(wanted, values))
 
 
 def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
@@ -442,12 +455,14 @@ def noise_floor(original: onnx.ModelProto, feeds: dict[str, np.ndarray],
 
 def verify_end_to_end(original: onnx.ModelProto, rewritten: onnx.ModelProto,
                       feeds: dict[str, np.ndarray], tolerance: Tolerance, kind: str,
-                      engine: str = ONNXRUNTIME, floor: bool = True) -> dict:
-    """Our domain's ops on either side run as their literal standard-ONNX definitions. With
-    ``floor`` (and onnxruntime), the original's noise floor is measured and NOISE_MULTIPLE of it
-    allowed on top of atol/rtol; the report carries the floor next to the error."""
+                      reference: Reference | None = None, floor: bool = True) -> dict:
+    """Our domain's ops on either side run as their literal standard-ONNX definitions.
+    ``reference``: the original's run (``reference_run``; made here when not given). With
+    ``floor`` (and onnxruntime), the original's noise floor is measured (one more session) and
+    NOISE_MULTIPLE of it allowed on top of atol/rtol; the report carries it next to the error."""
+    reference = reference or reference_run(original, feeds)
+    engine, ref = reference.engine, reference.outputs
     original, rewritten = standard_reference(original), standard_reference(rewritten)
-    ref = run(original, feeds, engine=engine)
     got = run(rewritten, feeds, engine=engine)
     names = [o.name for o in original.graph.output]
     missing = [n for n in names if n not in got]

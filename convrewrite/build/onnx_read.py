@@ -260,7 +260,8 @@ def runtime_operand(node: gs.Node) -> Decline | None:
             return Decline(f"the {role} {node.inputs[pos].name!r} is "
                            + ("a graph input" if source is node.inputs[pos] else
                               f"computed from graph input {source.name!r}")
-                           + ": known only at run time, so no lowering can slice it")
+                           + ", not a constant: known only at run time, so no lowering can "
+                           "slice it")
     return None
 
 

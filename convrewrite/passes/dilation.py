@@ -1,4 +1,5 @@
-"""Dilation over the engine's limit, two ways, chosen by cost (MACs, plus data moved for the
+"""Dilation over the engine's limit, two of the three forms ``plan.dilation.choose_dilation``
+weighs (the third, per-tap, is the ``dilation_taps`` lowering), chosen by cost (MACs, plus data moved for the
 layout changes; see plan.cost.LAYOUT_ELEMENT_COST_IN_MACS):
 
 - space-to-batch: the input's d**rank interleaved sub-images go to the batch axis, each is
@@ -15,14 +16,13 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
 from ..rules import Violation
-from ..plan.dilation import plan_dilation, plan_space_to_batch
+from ..plan.dilation import choose_dilation
 from ..record import Record
 from ..decline import Decline, Declined, need
 from .protocol import Pass, RewriteContext
 from .emit import conv_copy, int64s, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
 
-SPACE_TO_BATCH_OPS = ("Pad", "Reshape", "Transpose", "Slice")
 
 
 class DilationLowering(Pass):
@@ -32,17 +32,11 @@ class DilationLowering(Pass):
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
         pads = need(explicit_pads(node, spec))
-        dense = need(plan_dilation(spec, ctx.target))
-        batched = plan_space_to_batch(spec, ctx.target, pads)
-        missing = [op for op in SPACE_TO_BATCH_OPS if not ctx.target.allows_op(op)]
-        if isinstance(batched, Decline) or missing:
-            why = batched if isinstance(batched, Decline) else f"ops list lacks {', '.join(missing)}"
-            choice = None
-        else:
-            cost = batched.cost_factor(spec)
-            choice = batched if cost < dense.mac_factor(spec) else None
-            why = (f"cost x{cost:.2f} (MACs x{batched.mac_factor(spec):.2f} + layout moves) "
-                   f"vs dense x{dense.mac_factor(spec):.2f}")
+        chosen = need(choose_dilation(spec, ctx.target, pads))
+        if chosen.form == "per_tap":
+            raise Declined(f"the per-tap form is cheaper ({chosen.why}): dilation_taps builds it")
+        choice = chosen.plan if chosen.form == "space_to_batch" else None
+        dense, why = chosen.plan, chosen.why
         weight = self.weight(node)
         added: list[gs.Node] = []
         if choice is not None:
@@ -60,7 +54,7 @@ class DilationLowering(Pass):
                       dilations=list(dense.dilations), pads=list(pads))
             how = (f"{dims_text(spec.kernel_shape)} dilated "
                    f"{dims_text(spec.dilations)} -> dense "
-                   f"{dims_text(dense.kernel)} with zeros (space-to-batch: {why})")
+                   f"{dims_text(dense.kernel)} with zeros ({why})")
             factor, tolerance = dense.mac_factor(spec), "exact"
         record = self.record(node, spec, violations, how, added, tolerance=tolerance,
                              macs_factor=factor,

@@ -12,9 +12,10 @@ from ..conv import ConvSpec
 from ..rules import Violation
 from ..plan.tiling import plan_tiles
 from ..record import Record
-from ..decline import need
+from ..decline import Declined, need
+from ..plan.channels import ranges_of_sizes
 from .protocol import Pass, RewriteContext
-from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, variable
+from .emit import INT64_MAX, builder, conv_copy, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
 
 
@@ -26,8 +27,12 @@ class SpatialTiling(Pass):
                 ctx: RewriteContext) -> Record:
         pads = need(explicit_pads(node, spec))
         plan = need(plan_tiles(spec, ctx.target, pads))
-        self.require_ops(ctx, ["Slice", "Concat"] + (["Pad"] if any(plan.pads) or any(plan.grow)
-                                                     else []))
+        by_split = not ctx.target.allows_op("Slice") and not any(plan.grow)
+        if by_split and plan.split_sizes is None:
+            raise Declined("the tiles' input windows overlap (kernel extent > stride), so "
+                           "cutting them needs Slice, which the target's ops list lacks")
+        self.require_ops(ctx, ["Split" if by_split else "Slice", "Concat"]
+                         + (["Pad"] if any(plan.pads) or any(plan.grow) else []))
         rank, base, y = spec.rank, node.name, node.outputs[0]
         added: list[gs.Node] = []
         if any(plan.grow):
@@ -35,21 +40,27 @@ class SpatialTiling(Pass):
         x = pad_spatial(ctx, node.inputs[0], list(plan.pads[:rank]), list(plan.pads[rank:]),
                         f"{base}/tile_pad", added)
         conv_pads = [0 if (i % rank) in plan.axes else p for i, p in enumerate(pads)]
+        windows = _split_windows(ctx, x, plan, base, added) if by_split else None
         outputs = {}
         for combo in itertools.product(*plan.tiles):
-            starts, ends = [0] * rank, [INT64_MAX] * rank
-            for axis, (a, b) in zip(plan.axes, combo):
-                starts[axis] = a * spec.strides[axis]
-                ends[axis] = (b - 1) * spec.strides[axis] + spec.dilated_kernel[axis]
             tag = ".".join(str(a) for a, _ in combo)
-            window = slice_spatial(ctx, x, starts, ends, [1] * rank, f"{base}/tile{tag}/window",
-                                   added)
+            if windows is not None:
+                window = windows[combo]
+            else:
+                starts, ends = [0] * rank, [INT64_MAX] * rank
+                for axis, (a, b) in zip(plan.axes, combo):
+                    starts[axis] = a * spec.strides[axis]
+                    ends[axis] = (b - 1) * spec.strides[axis] + spec.dilated_kernel[axis]
+                window = slice_spatial(ctx, x, starts, ends, [1] * rank,
+                                       f"{base}/tile{tag}/window", added)
             outputs[combo] = conv_copy(ctx, node, ctx.fresh(f"{base}/tile{tag}"),
                                        [window, *node.inputs[1:]], added, pads=conv_pads)
         _concat_tiles(ctx, plan, outputs, base, y, added)
         sizes = " x ".join(f"{len(t)} tiles on axis {2 + a}" for a, t in zip(plan.axes, plan.tiles))
-        record = self.record(node, spec, violations, f"{sizes} (halo {spec.dilated_kernel})",
-                             added, tolerance="exact")
+        how = f"{sizes} (halo {spec.dilated_kernel})" + \
+            (", cut by Split (the target has no Slice; the windows do not overlap)"
+             if by_split else "")
+        record = self.record(node, spec, violations, how, added, tolerance="exact")
         replace(node, ctx, added)
         return record
 
@@ -66,6 +77,24 @@ class SpatialTiling(Pass):
         record = self.record(node, spec, violations, how, added, tolerance="exact")
         replace(node, ctx, added)
         return record
+
+
+def _split_windows(ctx: RewriteContext, x: gs.Tensor, plan, base: str,
+                   added: list[gs.Node]) -> dict:
+    """Each tile's input window, cut by one Split per tiled axis (nested: the pieces of the
+    first axis are split along the next), keyed like the tiles' product."""
+    b = builder(ctx, added)
+    pieces: dict = {(): x}
+    for depth, axis in enumerate(plan.axes):
+        cut: dict = {}
+        for prefix, tensor in pieces.items():
+            tag = "".join(f".{a}" for a, _ in prefix)
+            chunks = b.split_axis(tensor, 2 + axis, ranges_of_sizes(list(plan.split_sizes[depth])),
+                                  f"{base}/tile_split{depth}{tag}", True, "")
+            for tile, chunk in zip(plan.tiles[depth], plan.split_windows[depth]):
+                cut[prefix + (tile,)] = chunks[chunk]
+        pieces = cut
+    return pieces
 
 
 def _concat_tiles(ctx: RewriteContext, plan, outputs: dict, base: str, y: gs.Tensor,

@@ -19,6 +19,29 @@ class TilePlan:
     pads: tuple[int, ...]                               # explicit Pad for the tiled axes
     grow: tuple[int, ...] = ()                          # zeros appended to undersized axes
     out_length: tuple[int, ...] = ()                    # the original output extents
+    # per tiled axis, where the tiles' input windows can be cut by one Split (they do not
+    # overlap: the kernel's extent is at most its stride, a 1x1 stride-1 conv above all): the
+    # Split's chunk sizes over the padded axis, and which chunk is each tile's window
+    split_sizes: tuple[tuple[int, ...], ...] | None = None
+    split_windows: tuple[tuple[int, ...], ...] | None = None
+
+
+def window_split(tiles, span: int, stride: int, padded: int):
+    """The Split that cuts a padded axis of ``padded`` samples into the tiles' input windows
+    (gaps and the unread tail become chunks no tile reads), or None where windows overlap."""
+    if span > stride:
+        return None
+    sizes, windows, at = [], [], 0
+    for a, b in tiles:
+        start, end = a * stride, (b - 1) * stride + span
+        if start > at:
+            sizes.append(start - at)
+        windows.append(len(sizes))
+        sizes.append(end - start)
+        at = end
+    if padded > at:
+        sizes.append(padded - at)
+    return tuple(sizes), tuple(windows)
 
 
 def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePlan | Decline:
@@ -60,4 +83,10 @@ def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePla
     out_length = tuple(d for d in (spec.output_shape or ())[2:])
     if any(grow) and (len(out_length) != rank or None in out_length):
         return Decline("growing an undersized map needs a static output size")
-    return TilePlan(tuple(axes), tuple(tiles), tuple(explicit), tuple(grow), out_length)
+    cuts = [window_split(t, spec.dilated_kernel[a], spec.strides[a],
+                         spec.input_shape[2 + a] + pads[a] + pads[a + rank])
+            for a, t in zip(axes, tiles)]
+    split = None if not axes or None in cuts else cuts
+    return TilePlan(tuple(axes), tuple(tiles), tuple(explicit), tuple(grow), out_length,
+                    None if split is None else tuple(c[0] for c in split),
+                    None if split is None else tuple(c[1] for c in split))

@@ -117,17 +117,29 @@ def test_weight_forms_in_kernel_split(form):
                                    weight_form=form, spatial=(9, 9)), K210ISH)
 
 
+# An engine without Add: the per-tap form (which sums its taps) cannot be built.
+NO_ADD = ["Conv", "Relu", "Pad", "Reshape", "Transpose", "Slice", "Concat", "Split"]
+
+
 def test_dilation_space_to_batch_by_cost():
     model = conv_model(cin=64, cout=64, kernel=(3, 3), dilations=(6, 6), pads=(6,) * 4,
                        spatial=(24, 24))
-    out, report = rewrite_and_compare(model, {"name": "nodil", "conv": {"max_dilation": 1}})
+    target = {"name": "nodil", "conv": {"max_dilation": 1}, "ops": NO_ADD}
+    out, report = rewrite_and_compare(model, target)
     assert report.records[0].rewrite.startswith("space-to-batch: 36 sub-images")
+    assert "per-tap: the target's ops list lacks Add" in report.records[0].rewrite
     assert op_count(out, "Transpose") == 2
     # at dilation 2 moving the layout costs more than the zeros: dense is chosen
     small = conv_model(cin=64, cout=64, kernel=(3, 3), dilations=(2, 2), pads=(2,) * 4,
                        spatial=(24, 24))
-    out, report = rewrite_and_compare(small, {"name": "nodil", "conv": {"max_dilation": 1}})
+    out, report = rewrite_and_compare(small, target)
     assert "dense 5x5" in report.records[0].rewrite
+    # where Add runs, one 1x1 conv per tap beats both (MACs x1, a Slice per tap)
+    out, report = rewrite_and_compare(small, {"name": "nodil", "conv": {"max_dilation": 1}})
+    record = report.records[0]
+    assert record.pass_name == "dilation_taps" and record.rewrite.startswith("per-tap: 9")
+    assert "dense x2.78" in record.rewrite and record.macs_after == record.macs_before
+    assert op_count(out, "Conv") == 9 and op_count(out, "Slice") == 9
 
 
 def test_dilation_dense_when_batch_is_limited():
@@ -143,7 +155,8 @@ def test_dilation_dense_when_batch_is_limited():
 def test_dilation_keeps_what_the_engine_dilates():
     model = conv_model(cin=64, cout=64, kernel=(3, 3), dilations=(12, 12), pads=(12,) * 4,
                        spatial=(40, 40))
-    out, report = rewrite_and_compare(model, {"name": "dil2", "conv": {"max_dilation": 2}})
+    out, report = rewrite_and_compare(model, {"name": "dil2", "conv": {"max_dilation": 2},
+                                              "ops": NO_ADD})
     assert report.records[0].rewrite.startswith("space-to-batch: 36 sub-images")
     assert report.records[0].verify["passed"]
 
@@ -370,10 +383,17 @@ def test_undersized_maps_grow_to_the_engine_minimum():
 
 
 def test_blow_ups_decline_with_a_reason():
+    """Dilation 40 on a batch-1 engine: the dense kernel is too big and space-to-batch too wide,
+    and each says so; the per-tap form lowers it, and where it cannot (no Add) all three
+    reasons reach the report."""
     model = conv_model(cin=512, cout=512, kernel=(3, 3), dilations=(40, 40), pads=(40,) * 4,
                        spatial=(100, 100))
-    out, report = cr.rewrite(model, {"name": "nodil", "conv": {"max_dilation": 1,
-                                                                 "max_batch": 1}},
-                             verify=False)
+    conv = {"max_dilation": 1, "max_batch": 1}
+    out, report = cr.rewrite(model, {"name": "nodil", "conv": conv}, verify=False)
+    assert report.status == "ok"
+    rewrite = report.records[0].rewrite
+    assert rewrite.startswith("per-tap") and "would hold" in rewrite and "batch of 1600" in rewrite
+    out, report = cr.rewrite(model, {"name": "nodil", "conv": conv, "ops": NO_ADD}, verify=False)
     assert report.status == "illegal"
-    assert any("would hold" in reason for reason in report.remaining[0].reasons)
+    reasons = " ".join(report.remaining[0].reasons)
+    assert "would hold" in reasons and "batch of 1600" in reasons and "lacks Add" in reasons

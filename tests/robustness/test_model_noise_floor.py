@@ -72,3 +72,23 @@ def test_injected_mismatches_still_fail():
     weights[conv.input[1]].CopyFrom(numpy_helper.from_array(w, conv.input[1]))
     bad = cr.verify(original, wrong)
     assert bad.status == "mismatch" and bad.end_to_end["noise_floor"] is not None
+
+
+def test_the_floor_costs_one_more_session_of_the_original(monkeypatch):
+    """The original runs twice in all: at onnxruntime's default level (the reference the
+    comparisons reuse) and with optimisations off (the floor)."""
+    from convrewrite.ops.reference import standard_reference
+    model = conv_model(k=7)
+    original = standard_reference(model).SerializeToString()
+    levels = []
+    real = verify.session
+
+    def counting(m, level=None):
+        if m.SerializeToString() == original:
+            levels.append(level)
+        return real(m, level)
+
+    monkeypatch.setattr(verify, "session", counting)
+    _, report = cr.rewrite(model, "k210")
+    assert report.status == "ok" and report.records
+    assert sorted(levels, key=str) == [None, "disable"]
