@@ -131,17 +131,22 @@ def external_data_files(model: onnx.ModelProto, path: Path) -> list[Path]:
 
 
 def _tensor_nbytes(tensor: onnx.TensorProto) -> int | None:
-    """Bytes of a fixed-width tensor's raw data (None for strings and sub-byte types)."""
+    """Bytes of a tensor's raw data (sub-byte types packed; None for strings and unknown types)."""
+    count = int(np.prod(tensor.dims, dtype=np.int64))
+    if tensor.data_type in _SUB_BYTE:           # packed: 4-bit types two to a byte, 2-bit four
+        per_byte = _SUB_BYTE[tensor.data_type]
+        return (count + per_byte - 1) // per_byte
     try:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
     except Exception:       # noqa: BLE001 - unknown or exotic element type
         return None
-    if dtype.kind in "OSU" or tensor.data_type in _SUB_BYTE:
+    if dtype.kind in "OSU":
         return None
-    return dtype.itemsize * int(np.prod(tensor.dims, dtype=np.int64))
+    return dtype.itemsize * count
 
 
-_SUB_BYTE = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+_SUB_BYTE = {getattr(onnx.TensorProto, n): per for n, per in
+             (("INT4", 2), ("UINT4", 2), ("FLOAT4E2M1", 2), ("INT2", 4), ("UINT2", 4))
              if hasattr(onnx.TensorProto, n)}
 
 
@@ -174,6 +179,8 @@ def check_tensor_sizes(model: onnx.ModelProto, origin: str = "model") -> None:
             continue
         if t.raw_data:
             have = len(t.raw_data)
+        elif t.data_type in _SUB_BYTE:
+            continue
         else:
             field = _TYPED_FIELD.get(t.data_type)
             if field is None:
