@@ -60,7 +60,7 @@ class Tally:
             try:
                 result = run_case(Case("fuzz", setup, expect=(0, 1, 2, 3)), Path(tmp))
                 self.codes[result.code] += 1
-            except AssertionError as exc:
+            except Exception as exc:        # noqa: BLE001 - count every broken promise, go on
                 code = str(exc).split("exit ", 1)[-1].split()[0] if "exit " in str(exc) else "?"
                 self.codes[f"broken:{code}"] += 1
                 self.broken.append(str(exc).splitlines()[0][:300])
