@@ -1,4 +1,5 @@
-"""Feature maps larger than the engine takes (the K210 reads at most 256 rows and 512 columns):
+"""Feature maps larger than the engine takes (the K210 reads at most 256 rows and 512 columns;
+Ethos-U's Vela 3 no axis over 65535, a 1-D audio conv over 70,000 samples):
 the output is cut into tiles, each computed by the same conv from its input window (the tile's
 rows plus the kernel's halo), and the tiles are concatenated back. Seamless and exact."""
 
@@ -21,7 +22,7 @@ from .geometry_common import explicit_pads
 
 class SpatialTiling(Pass):
     name = "tiling"
-    fixes = frozenset({"input_height", "input_width"})
+    fixes = frozenset({"input_height", "input_width", "max_dim"})
 
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:

@@ -44,6 +44,22 @@ def window_split(tiles, span: int, stride: int, padded: int):
     return tuple(sizes), tuple(windows)
 
 
+def axis_limits(spec: ConvSpec, target: Target) -> dict[int, tuple[int, int]]:
+    """Per spatial axis the [min, max] input extent the engine reads: its height and width
+    rules on the last two axes, and ``max_dim`` (every tensor dimension, e.g. Ethos-U's 65535)
+    on every axis; a tile's output is never longer than its input window, so this bounds both."""
+    rank, cap = spec.rank, target.conv.max_dim
+    limits = {}
+    for axis, bounds in ((rank - 2, target.conv.input_height), (rank - 1, target.conv.input_width)):
+        if axis >= 0 and bounds is not None:
+            limits[axis] = tuple(bounds)
+    if cap is not None:
+        for axis in range(rank):
+            low, high = limits.get(axis, (1, cap))
+            limits[axis] = (low, min(high, cap))
+    return limits
+
+
 def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePlan | Decline:
     """Feature maps larger than the engine takes: cut the output into tiles whose input windows
     (with the kernel's halo) fit, as equal as possible. Maps smaller than it takes (a 1x1
@@ -52,7 +68,7 @@ def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePla
     if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
         return Decline("tiling needs a static input size")
     rank = spec.rank
-    limits = {rank - 2: target.conv.input_height, rank - 1: target.conv.input_width}
+    limits = axis_limits(spec, target)
     axes, tiles, grow = [], [], [0] * rank
     for axis in range(rank):
         bounds = limits.get(axis)
