@@ -12,7 +12,7 @@ from __future__ import annotations
 import onnx
 import onnx_graphsurgeon as gs
 
-from .build.onnx_read import IO_POSITIONS, _shape
+from .build.onnx_read import IO_POSITIONS, _shape, constant_value, quant_params_mismatch
 from .conv import CONV_OPS
 from .errors import BadInputError
 from .graph import check_model, fits_in_protobuf
@@ -89,6 +89,7 @@ def validate_conv(node: gs.Node, scope: Scope = Scope("", None)) -> None:
     group = node.attrs.get("group", 1)
     if not isinstance(group, int) or group < 1:
         fail(f"group {group}: expected a positive integer")
+    _validate_weight_dq(node.inputs[w_pos], fail)
     if w_shape is None or len(w_shape) == 0:
         return                               # unknown weight: passes decline it with a reason
     if len(w_shape) < 3:
@@ -145,3 +146,22 @@ def validate_conv(node: gs.Node, scope: Scope = Scope("", None)) -> None:
             if (k - 1) * d + 1 > padded:
                 fail(f"kernel {(k - 1) * d + 1} (dilated) is larger than the padded input "
                      f"{padded} on spatial axis {axis}")
+
+
+def _validate_weight_dq(weight: gs.Tensor, fail) -> None:
+    """A constant weight behind a DequantizeLinear whose scale or zero point cannot dequantize
+    it (a zero point wired to the weight itself, a per-axis scale of the wrong length):
+    onnxruntime fails on it only at run time, and our weight rules would read nonsense."""
+    if len(weight.inputs) != 1 or weight.inputs[0].op != "DequantizeLinear":
+        return
+    dq = weight.inputs[0]
+    if len(dq.inputs) < 2 or dq.attrs.get("block_size", 0):
+        return
+    q, scale = constant_value(dq.inputs[0]), constant_value(dq.inputs[1])
+    zero_point = dq.inputs[2] if len(dq.inputs) > 2 and dq.inputs[2].name else None
+    zp = None if zero_point is None else constant_value(zero_point)
+    if q is None or scale is None or (zero_point is not None and zp is None):
+        return                               # not constant: passes decline it with a reason
+    bad = quant_params_mismatch(q, int(dq.attrs.get("axis", 1)), scale, zp)
+    if bad:
+        fail(f"the weight's DequantizeLinear {dq.name!r} {bad}")

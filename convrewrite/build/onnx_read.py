@@ -242,9 +242,38 @@ def const_weight(tensor: gs.Tensor) -> ConstWeight | Decline:
         if q is None or constant_value(scale) is None or (
                 zero_point is not None and constant_value(zero_point) is None):
             return Decline("the weight's DequantizeLinear has non-constant inputs")
-        return ConstWeight(q, scale, zero_point, int(dq.attrs.get("axis", 1)), tensor.dtype)
+        axis = int(dq.attrs.get("axis", 1))
+        bad = quant_params_mismatch(q, axis, constant_value(scale),
+                                     None if zero_point is None else constant_value(zero_point))
+        if bad:
+            return Decline(f"the weight's DequantizeLinear {bad}")
+        return ConstWeight(q, scale, zero_point, axis, tensor.dtype)
     return Decline("the weight is not a constant (initializer, Constant or DequantizeLinear of "
                    "constants)")
+
+
+def quant_params_mismatch(q: np.ndarray, axis: int, scale: np.ndarray,
+                           zero_point: np.ndarray | None) -> str | None:
+    """Why a DequantizeLinear's scale / zero point cannot dequantize the weight ``q``: every
+    rule that reads the quantized weight (weight sums, slicing per-channel parameters) relies on
+    them being per-tensor (one value) or per-axis (1-D, one value per index of ``axis``); None
+    when they are."""
+    if not -q.ndim <= axis < q.ndim:
+        return f"has axis {axis}, out of range for a weight of rank {q.ndim}"
+    length = q.shape[axis]
+    for role, value in (("scale", scale), ("zero point", zero_point)):
+        if value is None:
+            continue
+        value = np.asarray(value)
+        if value.size == 1 and value.ndim <= 1:
+            continue
+        if value.ndim != 1 or value.shape[0] != length:
+            return (f"{role} has shape {list(value.shape)}: neither per-tensor nor per-axis "
+                    f"(length {length} on axis {axis})")
+    if zero_point is not None and np.asarray(zero_point).size != np.asarray(scale).size:
+        return (f"zero point has shape {list(np.asarray(zero_point).shape)}, its scale "
+                f"{list(np.asarray(scale).shape)}")
+    return None
 
 
 def runtime_operand(node: gs.Node) -> Decline | None:
