@@ -12,7 +12,8 @@ from __future__ import annotations
 import onnx
 import onnx_graphsurgeon as gs
 
-from .build.onnx_read import IO_POSITIONS, _shape, constant_value, quant_params_mismatch
+from .build.onnx_read import (IO_POSITIONS, _shape, constant_value, dtype_name,
+                               quant_params_mismatch)
 from .conv import CONV_OPS
 from .errors import BadInputError
 from .graph import check_model, fits_in_protobuf
@@ -20,6 +21,9 @@ from .walk import Scope, scopes
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 STANDARD_DOMAINS = ("", "ai.onnx")
+# Conv and ConvTranspose's type T in every opset (bfloat16 from opset 22): any other, or operands
+# of different types, is a model no runtime loads; our lowerings would emit more of the same.
+FLOAT_CONV_TYPES = ("float16", "float32", "float64", "bfloat16")
 
 
 def validate_model(model: onnx.ModelProto) -> None:
@@ -90,6 +94,8 @@ def validate_conv(node: gs.Node, scope: Scope = Scope("", None)) -> None:
     if not isinstance(group, int) or group < 1:
         fail(f"group {group}: expected a positive integer")
     _validate_weight_dq(node.inputs[w_pos], fail)
+    if node.op in ("Conv", "ConvTranspose"):
+        _validate_float_operands(node, fail)
     if w_shape is None or len(w_shape) == 0:
         return                               # unknown weight: passes decline it with a reason
     if len(w_shape) < 3:
@@ -165,3 +171,26 @@ def _validate_weight_dq(weight: gs.Tensor, fail) -> None:
     bad = quant_params_mismatch(q, int(dq.attrs.get("axis", 1)), scale, zp)
     if bad:
         fail(f"the weight's DequantizeLinear {dq.name!r} {bad}")
+
+
+def _validate_float_operands(node: gs.Node, fail) -> None:
+    """Conv / ConvTranspose: data, weight and bias of one float type (where known), and a bias
+    of one value per output channel."""
+    roles = ("input", "weight", "bias")
+    types = [(role, dtype_name(t)) for role, t in zip(roles, node.inputs) if t.name]
+    known = [(role, name) for role, name in types if name != "unknown"]
+    for role, name in known:
+        if name not in FLOAT_CONV_TYPES:
+            fail(f"{role} of type {name}: {node.op} takes {', '.join(FLOAT_CONV_TYPES)}")
+    if len({name for _, name in known}) > 1:
+        fail("operands of different types: " + ", ".join(f"{r} {n}" for r, n in known))
+    if len(node.inputs) < 3 or not node.inputs[2].name:
+        return
+    w_shape, b_shape = _shape(node.inputs[1]), _shape(node.inputs[2])
+    if w_shape is None or b_shape is None or len(w_shape) < 3:
+        return
+    group = node.attrs.get("group", 1)
+    out = w_shape[0] if node.op == "Conv" else (
+        None if w_shape[1] is None else w_shape[1] * group)
+    if len(b_shape) != 1 or (out is not None and b_shape[0] is not None and b_shape[0] != out):
+        fail(f"bias of shape {list(b_shape)}: expected [{out}], one value per output channel")
