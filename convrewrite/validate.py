@@ -69,6 +69,11 @@ def validate_graph(graph: gs.Graph) -> None:
                 validate_conv(node, scope)
 
 
+def dims_list(shape) -> list:
+    """A shape for a message: unknown extents as '?'."""
+    return ["?" if d is None else d for d in shape]
+
+
 def _ints(node: gs.Node, attr: str, default) -> tuple[int, ...]:
     value = node.attrs.get(attr, default)
     return tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
@@ -103,6 +108,10 @@ def validate_conv(node: gs.Node, scope: Scope = Scope("", None)) -> None:
     rank = len(w_shape) - 2
     if x_shape is not None and len(x_shape) != rank + 2:
         fail(f"input of rank {len(x_shape)} with a weight of rank {rank + 2}")
+    if x_shape is not None and 0 in x_shape[1:]:
+        # onnxruntime rejects a conv over no channels or no pixels, and every planner divides
+        # by the extents
+        fail(f"input of shape {dims_list(x_shape)} is empty on axis {x_shape.index(0, 1)}")
     for attr in ("strides", "dilations"):
         values = _ints(node, attr, (1,) * rank)
         if len(values) != rank:

@@ -162,3 +162,30 @@ OLD_OPSETS = [
 @cases_param(OLD_OPSETS)
 def test_old_opset_lowerings_are_valid(tmp_path, case):
     run_case(case, tmp_path)
+
+
+def _empty_input(build, axis: int):
+    def model():
+        m = build(13)
+        m.graph.input[0].type.tensor_type.shape.dim[axis].dim_value = 0
+        return m
+    return model
+
+
+# (e) a conv over no channels or no pixels (an input extent 0): the ConvTranspose planner divided
+# by it (ZeroDivisionError, exit 4). Validation refuses it naming the node and the axis.
+EMPTY_INPUT = [
+    model_case("convtranspose_empty_height_nvdla", _empty_input(_convtranspose, 2),
+               target="nvdla", expect=2, needle="is empty on axis 2"),
+    model_case("convtranspose_empty_width_nvdla", _empty_input(_convtranspose, 3),
+               target="nvdla", expect=2, needle="is empty on axis 3"),
+    model_case("conv3d_empty_depth_k210", _empty_input(_conv3d, 4), target="k210", expect=2,
+               needle="[1, 8, 4, 6, 0] is empty on axis 4"),
+    model_case("conv_empty_channels", _empty_input(lambda v: _conv(opset=v), 1),
+               target="generic", args=("--check-only",), expect=2, needle="is empty on axis 1"),
+]
+
+
+@cases_param(EMPTY_INPUT)
+def test_empty_conv_input(tmp_path, case):
+    run_case(case, tmp_path)
