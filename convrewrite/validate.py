@@ -24,6 +24,10 @@ STANDARD_DOMAINS = ("", "ai.onnx")
 # Conv and ConvTranspose's type T in every opset (bfloat16 from opset 22): any other, or operands
 # of different types, is a model no runtime loads; our lowerings would emit more of the same.
 FLOAT_CONV_TYPES = ("float16", "float32", "float64", "bfloat16")
+# Conv attributes that are extents: a value past 2**31 - 1 (a pad of 2**63 - 1) is no real model,
+# and the planners' arithmetic on it overflows the int64 tensors they emit.
+INT_ATTRS = ("strides", "dilations", "pads", "kernel_shape", "output_padding", "output_shape")
+MAX_EXTENT = 2**31 - 1
 
 
 def validate_model(model: onnx.ModelProto) -> None:
@@ -106,6 +110,10 @@ def validate_conv(node: gs.Node, scope: Scope = Scope("", None)) -> None:
     if len(w_shape) < 3:
         fail(f"weight of shape {list(w_shape)}: expected rank >= 3 (out, in, kernel...)")
     rank = len(w_shape) - 2
+    for attr in INT_ATTRS:
+        values = _ints(node, attr, ())
+        if any(abs(v) > MAX_EXTENT for v in values):
+            fail(f"{attr} {list(values)}: values beyond {MAX_EXTENT} are not supported")
     if x_shape is not None and len(x_shape) != rank + 2:
         fail(f"input of rank {len(x_shape)} with a weight of rank {rank + 2}")
     if x_shape is not None and 0 in x_shape[1:]:

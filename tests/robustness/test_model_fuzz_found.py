@@ -189,3 +189,29 @@ EMPTY_INPUT = [
 @cases_param(EMPTY_INPUT)
 def test_empty_conv_input(tmp_path, case):
     run_case(case, tmp_path)
+
+
+# (f) absurd attribute values (a pad of 2**63 - 1): the rank lowering's shape arithmetic
+# overflowed int64 (OverflowError, exit 4). Validation bounds every extent attribute.
+HUGE_ATTRS = [
+    model_case("conv3d_pad_int64_max", lambda: _set_attr(_conv3d(13), "pads",
+                                                         [1, 1, 1, 1, 1, 2**63 - 1]),
+               target="generic", args=("--no-verify", "-o", "out.onnx"), expect=2,
+               needle="pads [1, 1, 1, 1, 1, 9223372036854775807]"),
+    model_case("convtranspose_stride_2_40", lambda: _set_attr(_convtranspose(13), "strides",
+                                                              [2**40, 2]),
+               target="nvdla", expect=2, needle="strides"),
+]
+
+
+def _set_attr(model, name, values):
+    conv = next(n for n in model.graph.node if n.name == "conv")
+    kept = [a for a in conv.attribute if a.name != name]
+    del conv.attribute[:]
+    conv.attribute.extend(kept + [helper.make_attribute(name, values)])
+    return model
+
+
+@cases_param(HUGE_ATTRS)
+def test_huge_attribute_values(tmp_path, case):
+    run_case(case, tmp_path)
