@@ -116,3 +116,25 @@ def emitted_within(before: onnx.ModelProto, after: onnx.ModelProto, target) -> l
             if limit is not None and ranks.get(out, 0) > limit:
                 wrong.append(f"{node.name}: {out} is {ranks[out]}-D > {limit}")
     return wrong
+
+
+def rewrite_legal_and_close(model: onnx.ModelProto, target, *, rtol: float, atol: float,
+                            scale_atol: bool = False, full_check: bool = False,
+                            strict_rank: bool = True):
+    """Rewrite ``model`` for ``target`` and assert what every lowering owes: status ok, nothing
+    left illegal, every emitted node and tensor within the target (``strict_rank=False`` where
+    the model's own tensors already exceed its rank), and outputs close to the original's on
+    onnxruntime (``scale_atol`` scales ``atol`` by the output's magnitude, for summed taps)."""
+    import convrewrite as cr
+    out, report = cr.rewrite(model, target)
+    assert report.status == "ok", report.render()
+    if full_check:
+        onnx.checker.check_model(out, full_check=True)
+    assert not cr.check(out, target).remaining
+    if strict_rank:
+        assert emitted_within(model, out, target) == []
+    feeds = random_input(model)
+    ref, got = run(model, feeds)[0], run(out, feeds)[0]
+    bound = atol * max(1.0, float(np.abs(ref).max())) if scale_atol else atol
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=bound)
+    return out, report

@@ -1,6 +1,6 @@
 """Dilation over the engine's limit, two of the three forms ``plan.dilation.choose_dilation``
-weighs (the third, per-tap, is the ``dilation_taps`` lowering), chosen by cost (MACs, plus data moved for the
-layout changes; see plan.cost.LAYOUT_ELEMENT_COST_IN_MACS):
+weighs (the third, per-tap, is the ``dilation_taps`` lowering), chosen by cost (MACs, plus data
+moved for the layout changes; see plan.cost.LAYOUT_ELEMENT_COST_IN_MACS):
 
 - space-to-batch: the input's d**rank interleaved sub-images go to the batch axis, each is
   convolved densely, and the results are interleaved back (Pad, Reshape, Transpose, Slice); no MAC
@@ -18,7 +18,7 @@ from ..conv import ConvSpec, dims_text
 from ..rules import Violation
 from ..plan.dilation import choose_dilation
 from ..record import Record
-from ..decline import Decline, Declined, need
+from ..decline import Declined, need
 from .protocol import Pass, RewriteContext
 from .emit import conv_copy, int64s, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads

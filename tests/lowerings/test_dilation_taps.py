@@ -4,18 +4,15 @@ shapes x limits, and every emitted node and tensor re-checked against the target
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import convrewrite as cr
 from convrewrite.conv import ConvSpec
 from convrewrite.decline import Decline
 from convrewrite.plan.dilation import choose_dilation, plan_per_tap
 from convrewrite.target import load_target
-from tests.conv_cases import conv_model, emitted_within, op_count, random_input, run
+from tests.conv_cases import conv_model, op_count, rewrite_legal_and_close
 
 NO_DILATION = {"name": "nodil", "conv": {"max_dilation": 1, "max_batch": 1}}
 
@@ -64,16 +61,8 @@ def test_per_tap_declines_say_why():
 
 
 def rewrite_and_compare(model, target):
-    out, report = cr.rewrite(model, target)
-    assert report.status == "ok", report.render()
-    onnx.checker.check_model(out, full_check=True)
-    assert not cr.check(out, target).remaining
-    assert emitted_within(model, out, target) == []
-    feeds = random_input(model)
-    ref, got = run(model, feeds)[0], run(out, feeds)[0]
-    np.testing.assert_allclose(got, ref, atol=2e-5 * max(1.0, float(np.abs(ref).max())),
-                               rtol=1e-4)
-    return out, report
+    return rewrite_legal_and_close(model, target, rtol=1e-4, atol=2e-5, scale_atol=True,
+                                   full_check=True)
 
 
 def test_small_map_large_rate():

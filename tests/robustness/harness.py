@@ -9,8 +9,9 @@ failure, a substring of the one stderr line. ``run_case`` then checks, whatever 
   the problem (exit 1 prints its table on stdout; its stderr may be empty);
 - every file that existed before the run is byte-identical after it (inputs are never touched),
   except those the case names in ``may_change`` (an existing ``-o`` it overwrites);
-- on exit 2 nothing new is written at all, on exit 1 no model (a --report JSON may be); otherwise every new ``.onnx`` file passes
-  ``onnx.checker`` with its external data, and every new ``.json`` parses;
+- on exit 2 nothing new is written at all, on exit 1 no model (a --report JSON may be); otherwise
+  every new ``.onnx`` file passes ``onnx.checker`` with its external data, and every new ``.json``
+  parses;
 - no temporary file (a leftover ``.name.xxxx`` staging file or folder) is left anywhere under
   the folder.
 

@@ -7,7 +7,7 @@ import copy
 
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
 import convrewrite as cr
 from convrewrite.errors import ConvRewriteError
