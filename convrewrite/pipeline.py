@@ -29,6 +29,7 @@ from .ops import DOMAIN
 from .ops.reference import drop_own_opset
 from .passes import DEFAULT_PASSES, GRAPH_PASSES, TIDY_PASSES, LowerConvs, Pass, RewriteContext
 from .passes.protocol import GraphPass, NodeDecline, PassResult
+from .passes.shuffle import offence as movement_offence
 from .patterns import depthwise_separable_pairs
 from .record import Record, Remaining
 from .target import Target
@@ -157,8 +158,10 @@ def _final_legality(graph: gs.Graph, target: Target, result: RewriteResult, dry_
             pattern_reasons.setdefault(d.node, (d.op, d.decline.reason))
     live = {n.name: n for n in graph.nodes if n.outputs}
     for name, (op, reason) in pattern_reasons.items():
-        if name in live:
-            result.remaining.append(Remaining(name, op, op, [], [reason]))
+        if name in live:                # the rule it breaks, not only why no pass fixed it
+            broken = movement_offence(live[name], target)
+            result.remaining.append(Remaining(name, op, op, [broken] if broken else [],
+                                              [reason]))
     for node in live.values():
         if node.domain == DOMAIN and node.name not in pattern_reasons:
             reason = "a pattern pass lowers it (not run by --check-only)" if dry_run else \
