@@ -105,8 +105,7 @@ class RelaxBuilder:
         if len(inputs) > 2:
             raise Declined("a Relax conv takes no bias")
         if op_type is not None and op_type != RELAX_CONVS[op_name(self.call)][0]:
-            raise Declined(f"a {op_type} in place of a Relax {op_name(self.call)} is not built "
-                           f"here yet")
+            return self._emit(self._plain_conv(inputs[0], inputs[1], op_type, attrs), name)
         overrides = {"strides": list(attrs["strides"]) if "strides" in attrs else None,
                      "padding": list(attrs["pads"]) if "pads" in attrs else None,
                      "dilation": list(attrs["dilations"]) if "dilations" in attrs else None}
@@ -115,6 +114,27 @@ class RelaxBuilder:
         overrides = {k: v for k, v in overrides.items() if v is not None}
         return self._emit(conv_like(self.call, inputs[0], inputs[1], int(attrs.get("group", 1)),
                                     **overrides), name)
+
+    def _plain_conv(self, x, w, op_type: str, attrs: dict):
+        """A Conv where the call was a transposed conv (the transposed lowering's output):
+        the call's rank and data layout, the Conv kernel layout, ONNX attributes."""
+        if op_type != "Conv":
+            raise Declined(f"a {op_type} in place of a Relax {op_name(self.call)} is not built "
+                           f"here")
+        relax = _relax()
+        a = self.call.attrs
+        rank = RELAX_CONVS[op_name(self.call)][1]
+        conv_layout = next(v for v in RELAX_CONVS.values() if v[:2] == ("Conv", rank))
+        if str(a.data_layout) != conv_layout[2]:
+            raise Declined(f"a transposed conv in layout {a.data_layout} is lowered in "
+                           f"{conv_layout[2]} only")
+        out_dtype = None if str(a.out_dtype) in ("", "void", "None") else str(a.out_dtype)
+        op = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}[rank]
+        return op(x, w, strides=list(attrs.get("strides", [1] * rank)),
+                  padding=list(attrs.get("pads", [0] * 2 * rank)),
+                  dilation=list(attrs.get("dilations", [1] * rank)),
+                  groups=int(attrs.get("group", 1)), data_layout=conv_layout[2],
+                  kernel_layout=conv_layout[3], out_dtype=out_dtype)
 
     def weight(self, weight: RelaxWeight, index: tuple, stem: str):
         relax = _relax()
@@ -171,13 +191,28 @@ class RelaxBuilder:
     def pad_spatial(self, x, begins: list, ends: list, stem: str, out=None):
         if not any(begins) and not any(ends):
             return x
-        raise Declined("zero padding is not built in Relax here yet")
+        widths = [0, 0, 0, 0]                   # Relax: (before, after) per axis, flattened
+        for b, e in zip(begins, ends):
+            widths += [int(b), int(e)]
+        return self._emit(_relax().op.nn.pad(x, widths), stem)
 
     def reshape(self, x, shape: list, name: str, shape_name: str, out=None):
         return self._emit(_relax().op.reshape(x, list(shape)), name)
 
     def depth_to_space(self, x, blocksize: int, name: str, out=None):
-        raise Declined("DepthToSpace is not built in Relax here yet")
+        """DepthToSpace (DCR, as the ONNX builder emits it) as Reshape, permute, Reshape: Relax
+        has no such op."""
+        found = self.shape(x)
+        if found is None or len(found) != 4 or any(d is None for d in found[1:]):
+            raise Declined("DepthToSpace in Relax needs a 4-D input of static C, H, W")
+        n, c, h, w = found
+        b = blocksize
+        relax = _relax()
+        lead = -1 if n is None else n
+        blocks = self._emit(relax.op.reshape(x, [lead, b, b, c // (b * b), h, w]),
+                            f"{name}.blocks")
+        moved = self._emit(relax.op.permute_dims(blocks, [0, 3, 4, 1, 5, 2]), f"{name}.move")
+        return self._emit(relax.op.reshape(moved, [lead, c // (b * b), h * b, w * b]), name)
 
 
 def _hint(name: str) -> str:
