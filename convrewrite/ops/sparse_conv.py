@@ -272,6 +272,18 @@ def node_attrs(node: gs.Node) -> SparseConvAttrs:
 
 # ---------------------------------------------------------------- the reference
 
+def _scatter_dense(e: OnnxBuilder, features, c64, batches, grid_name: str, grid: list,
+                   rank: int):
+    """The sites' features scattered onto a zero [batches, *grid, C] tensor, as [N, C, *grid]:
+    the dense tensor the literal (reference) forms convolve; also the grid's shape constant."""
+    channels = e.op("Shape", [features], "channels", start=1, end=2)
+    grid = e.i64(grid_name, grid)
+    zeros = e.zeros(e.op("Concat", [batches, grid, channels], "dense_shape", axis=0), features,
+                    "dense_zeros")
+    scattered = e.op("ScatterND", [zeros, c64, features], "scatter")
+    return e.op("Transpose", [scattered], "to_nc", perm=[0, rank + 1, *range(1, rank + 1)]), grid
+
+
 def reference_nodes(features: gs.Tensor, coords: gs.Tensor, weight: gs.Tensor,
                     bias: gs.Tensor | None, attrs: SparseConvAttrs, out_features: gs.Tensor,
                     out_coords: gs.Tensor | None, e: OnnxBuilder) -> list[gs.Node]:
@@ -281,12 +293,7 @@ def reference_nodes(features: gs.Tensor, coords: gs.Tensor, weight: gs.Tensor,
     top = e.op("ReduceMax", [e.op("Concat", [batch, e.i64("zero", [0])], "batch_or_0", axis=0)],
                "batch_max", keepdims=1)
     batches = e.op("Add", [top, e.i64("one", [1])], "batches")
-    channels = e.op("Shape", [features], "channels", start=1, end=2)
-    grid = e.i64("grid", attrs.spatial_shape)
-    zeros = e.zeros(e.op("Concat", [batches, grid, channels], "dense_shape", axis=0), features,
-                    "dense_zeros")
-    scattered = e.op("ScatterND", [zeros, c64, features], "scatter")
-    dense = e.op("Transpose", [scattered], "to_nc", perm=[0, rank + 1, *range(1, rank + 1)])
+    dense, grid = _scatter_dense(e, features, c64, batches, "grid", attrs.spatial_shape, rank)
     conv_attrs = {"kernel_shape": list(attrs.kernel_shape), "strides": list(attrs.strides),
                   "pads": list(attrs.pads), "dilations": list(attrs.dilations)}
     y = e.op("Conv", [dense, weight, *([bias] if bias is not None else [])], "dense_conv",
@@ -338,12 +345,8 @@ def inverse_reference_nodes(features: gs.Tensor, coords: gs.Tensor, out_coords: 
                            e.i64("zero", [0])], "batches_or_0", axis=0)
     batches = e.op("Add", [e.op("ReduceMax", [both], "batch_max", keepdims=1), e.i64("one", [1])],
                    "batches")
-    channels = e.op("Shape", [features], "channels", start=1, end=2)
-    coarse = e.i64("coarse_grid", attrs.out_spatial_shape)
-    zeros = e.zeros(e.op("Concat", [batches, coarse, channels], "dense_shape", axis=0), features,
-                    "dense_zeros")
-    scattered = e.op("ScatterND", [zeros, c64, features], "scatter")
-    dense = e.op("Transpose", [scattered], "to_nc", perm=[0, rank + 1, *range(1, rank + 1)])
+    dense, _ = _scatter_dense(e, features, c64, batches, "coarse_grid",
+                              attrs.out_spatial_shape, rank)
     w_t = e.op("Transpose", [weight], "w_in_out", perm=[1, 0, *range(2, rank + 2)])
     y = e.op("ConvTranspose", [dense, w_t], "dense_conv_transpose",
              kernel_shape=list(attrs.kernel_shape), strides=list(attrs.strides),
