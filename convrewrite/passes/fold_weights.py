@@ -26,6 +26,7 @@ from ..verify import run
 from .protocol import GraphPass, PassResult, RewriteContext
 
 FOLD_LIMIT = 2**28                  # bytes, of the folded value and of anything computing it
+SHOWN = 6                           # convs the note names
 RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                         "Multinomial", "Bernoulli"})
 
@@ -118,7 +119,7 @@ class FoldWeights(GraphPass):
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         result = PassResult(ctx.graph)
-        folded: dict[int, gs.Constant] = {}         # a tensor two convs read is folded once
+        folded: dict[int, gs.Constant | Decline] = {}   # a tensor two convs read: looked at once
         convs: list[str] = []
         ops: set[str] = set()
         for node in conv_nodes(ctx.graph):
@@ -132,23 +133,27 @@ class FoldWeights(GraphPass):
                     nodes = producers(tensor)
                     value = nodes if isinstance(nodes, Decline) else \
                         evaluate(tensor, nodes, ctx.graph, like)
-                    if isinstance(value, Decline):
-                        result.decline(node, Decline(f"the {role} {tensor.name!r} is not folded: "
-                                                     f"{value.reason}").within(self.name))
-                        continue
-                    constant = gs.Constant(ctx.fresh(f"{tensor.name}_folded"), value)
+                    constant = value if isinstance(value, Decline) else \
+                        gs.Constant(ctx.fresh(f"{tensor.name}_folded"), value)
                     folded[id(tensor)] = constant
-                    ops |= {n.op for n in nodes}
+                    ops |= set() if isinstance(value, Decline) else {n.op for n in nodes}
+                if isinstance(constant, Decline):
+                    result.decline(node, Decline(f"the {role} {tensor.name!r} is not folded: "
+                                                 f"{constant.reason}").within(self.name))
+                    continue
                 for i, t in enumerate(reader.inputs):
                     if t is tensor:
                         reader.inputs[i] = constant
                 if node.name not in convs:
                     convs.append(node.name)
-        if folded:
+        count = sum(isinstance(c, gs.Constant) for c in folded.values())
+        if count:
             result.modified = True
+            shown = ", ".join(convs[:SHOWN]) + (f" and {len(convs) - SHOWN} more"
+                                                 if len(convs) > SHOWN else "")
             result.notes.append(
-                f"folded {len(folded)} conv weight/bias tensor(s) computed from constants only "
+                f"folded {count} conv weight/bias tensor(s) computed from constants only "
                 f"({', '.join(sorted(ops - {'Constant'}) or ['Constant'])}) into initializers, "
-                f"so the lowerings can slice them: {', '.join(convs)}")
+                f"so the lowerings can slice them: {shown}")
             ctx.graph = result.graph = to_graph(from_graph(ctx.graph, like))
         return result
