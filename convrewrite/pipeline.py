@@ -150,18 +150,18 @@ def _final_legality(graph: gs.Graph, target: Target, result: RewriteResult, dry_
     """Every conv (and op of our domain) still in ``graph`` that the target rejects, with every
     pass's reason, and each rule no lowering fixes named as such."""
     conv_reasons: dict[str, list[str]] = {}
-    pattern_reasons: dict[str, tuple[str, str]] = {}
+    pattern_reasons: dict[str, tuple[str, list[str]]] = {}   # every pattern pass's, once
     for d in result.declines:
         if d.op in CONV_OPS:
             conv_reasons.setdefault(d.node, []).append(d.decline.reason)
-        else:
-            pattern_reasons.setdefault(d.node, (d.op, d.decline.reason))
+        elif d.decline.reason not in pattern_reasons.setdefault(d.node, (d.op, []))[1]:
+            pattern_reasons[d.node][1].append(d.decline.reason)
     live = {n.name: n for n in graph.nodes if n.outputs}
-    for name, (op, reason) in pattern_reasons.items():
+    for name, (op, reasons) in pattern_reasons.items():
         if name in live:                # the rule it breaks, not only why no pass fixed it
             broken = movement_offence(live[name], target, graph)
             result.remaining.append(Remaining(name, op, op, [broken] if broken else [],
-                                              [reason]))
+                                              reasons))
     for node in live.values():
         if node.domain == DOMAIN and node.name not in pattern_reasons:
             reason = "a pattern pass lowers it (not run by --check-only)" if dry_run else \
