@@ -171,7 +171,7 @@ def _final_legality(graph: gs.Graph, target: Target, result: RewriteResult, dry_
     live = {n.name: n for n in graph.nodes if n.outputs}
     for name, (op, reason) in pattern_reasons.items():
         if name in live:                # the rule it breaks, not only why no pass fixed it
-            broken = movement_offence(live[name], target)
+            broken = movement_offence(live[name], target, graph)
             result.remaining.append(Remaining(name, op, op, [broken] if broken else [],
                                               [reason]))
     for node in live.values():
@@ -199,6 +199,25 @@ def _final_legality(graph: gs.Graph, target: Target, result: RewriteResult, dry_
         result.remaining.append(Remaining(node.name, node.op, spec.describe(), violations,
                                           reasons))
     _nested_legality(graph, target, result)
+    if dry_run:
+        movement_legality(graph, target, result,
+                          "the shuffle pass rewrites data movement (not run by --check-only)")
+
+
+def movement_legality(graph: gs.Graph, target: Target, result: RewriteResult,
+                      reason: str | None = None) -> None:
+    """Every data-movement node the target cannot run (a tensor of a rank it lacks, a Transpose
+    it does not take) that is not named yet: the lowerings make Reshapes and Transposes too, so
+    the final model is checked, not only the convs."""
+    named = {r.node for r in result.remaining}
+    for node in graph.nodes:
+        broken = movement_offence(node, target, graph) if node.name not in named else None
+        if broken is None:
+            continue
+        readers = sorted({r.op for out in node.outputs for r in out.outputs})
+        why = reason or (f"it feeds {', '.join(readers) or 'nothing'}: no view rewrite moves it "
+                         "past those to the model's interface")
+        result.remaining.append(Remaining(node.name, node.op, node.op, [broken], [why]))
 
 
 def _nested_legality(graph: gs.Graph, target: Target, result: RewriteResult) -> None:
@@ -305,6 +324,8 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
         else:
             continue
         result.timings[step.timing] = time.perf_counter() - started
+    if result.records:
+        movement_legality(to_graph(rewritten), target, result)
     return (restore(rewritten, model) if rewritten is not model else model), result
 
 

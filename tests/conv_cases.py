@@ -75,6 +75,63 @@ def conv_model(*, op: str = "Conv", cin: int = 8, cout: int = 8, kernel=(3, 3), 
     return model
 
 
+# Weights computed from constants (ConstantOfShape, arithmetic on initializers), as some exporters
+# write them; a 5x5 kernel, so k210 (1x1 and 3x3 only) has to slice them.
+COUT, CIN, K = 4, 4, 5
+
+
+def computed(model: onnx.ModelProto, name: str, nodes: list[onnx.NodeProto],
+             inits: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """``model`` with the initializer ``name`` computed by ``nodes`` (from ``inits``) instead."""
+    kept = [t for t in model.graph.initializer if t.name != name]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept + [numpy_helper.from_array(v, k)
+                                           for k, v in (inits or {}).items()])
+    for node in reversed(nodes):
+        model.graph.node.insert(0, node)
+    onnx.checker.check_model(model)
+    return model
+
+
+def const_of_shape(out: str, shape, value: float) -> list[onnx.NodeProto]:
+    return [helper.make_node("Constant", [], [f"{out}_shape"],
+                             value=numpy_helper.from_array(np.array(shape, np.int64))),
+            helper.make_node("ConstantOfShape", [f"{out}_shape"], [out],
+                             value=numpy_helper.from_array(np.array([value], np.float32)))]
+
+
+def _constant_of_shape_model() -> onnx.ModelProto:
+    model = conv_model(cin=CIN, cout=COUT, kernel=(K, K), pads=(2, 2, 2, 2))
+    model = computed(model, "W", const_of_shape("W", [COUT, CIN, K, K], 0.25))
+    return computed(model, "B", const_of_shape("B", [COUT], -0.5))
+
+
+def _mul_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(7)
+    model = conv_model(cin=CIN, cout=COUT, kernel=(K, K), pads=(2, 2, 2, 2))
+    model = computed(model, "W", [helper.make_node("Mul", ["W0", "S"], ["W"])], {
+        "W0": rng.standard_normal((COUT, CIN, K, K)).astype(np.float32),
+        "S": rng.uniform(0.5, 2, (COUT, 1, 1, 1)).astype(np.float32)})
+    return computed(model, "B", [helper.make_node("Add", ["B0", "B1"], ["B"])], {
+        "B0": rng.standard_normal(COUT).astype(np.float32),
+        "B1": rng.standard_normal(COUT).astype(np.float32)})
+
+
+def _qdq_model() -> onnx.ModelProto:
+    """A QDQ weight whose quantized integers are computed (Neg of an initializer)."""
+    model = conv_model(cin=CIN, cout=COUT, kernel=(K, K), pads=(2, 2, 2, 2),
+                       weight_form="qdq_tensor")
+    q = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "W_q"))
+    return computed(model, "W_q", [helper.make_node("Neg", ["W_q0"], ["W_q"])], {"W_q0": -q})
+
+
+def computed_weight_model(form: str) -> onnx.ModelProto:
+    """A 5x5 conv whose weight and bias are computed from constants only: ``constant_of_shape``,
+    ``mul`` (Mul / Add of initializers) or ``qdq`` (a DequantizeLinear of computed integers)."""
+    return {"constant_of_shape": _constant_of_shape_model, "mul": _mul_model,
+            "qdq": _qdq_model}[form]()
+
+
 def run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     so = ort.SessionOptions()
     so.log_severity_level = 3

@@ -19,6 +19,7 @@ from .protocol import GraphPass, Pass, RewriteContext
 from .rank import RankLowering
 from .shift import ShiftLowering
 from .shuffle import ShuffleRemoval
+from .view_sinking import ViewSinking
 from .sparse_conv import SparseConvLowering
 from .stride import StrideSubsample
 from .sum_fusion import SumFusion
@@ -48,7 +49,7 @@ GRAPH_PASSES: tuple[GraphPass, ...] = (DenseToSparse(), SparseConvLowering(), Ch
                                        ShuffleRemoval(), ShiftLowering())
 # Tidying passes run after local verification: they undo what the lowerings cost at run time and
 # move the boundary between a rewrite and what came before it.
-TIDY_PASSES: tuple[GraphPass, ...] = (ChunkFusion(), SumFusion(), PadFusion())
+TIDY_PASSES: tuple[GraphPass, ...] = (ViewSinking(), ChunkFusion(), SumFusion(), PadFusion())
 FIXED_BY["ops"] += ["channelwise", "shift", "sparse_conv"]
 FIXED_BY["max_tensor_rank"].append("shuffle")
 
@@ -57,5 +58,5 @@ __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "Chan
            "DenseToSparse", "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding",
            "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RewriteContext",
            "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",
-           "StrideSubsample", "TransposedShape", "conv_pass",
+           "StrideSubsample", "TransposedShape", "ViewSinking", "conv_pass",
            "default_conv_passes"]

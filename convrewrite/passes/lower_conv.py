@@ -18,6 +18,7 @@ from ..lowerings import Lowering
 from ..record import Record
 from ..rules import Violation
 from .emit import replace
+from .fold_weights import FoldWeights
 from .protocol import GraphPass, Pass, PassResult, RewriteContext
 
 MAX_ITERATIONS = 16
@@ -60,7 +61,9 @@ class LowerConvs(GraphPass):
     that made, until nothing changes (at most MAX_ITERATIONS rounds). After each round that
     changed something, shapes are inferred afresh, so the next round's legality checks (input
     sizes, batch) see the real extents of what the passes emitted. Every pass's reason for
-    declining a conv is kept for the report."""
+    declining a conv is kept for the report. First, weights computed from constants become
+    initializers (``FoldWeights``: lowerings slice constants); noted only when a conv was then
+    rewritten, since otherwise the original model is what the pipeline returns."""
 
     name = "lowerings"
 
@@ -68,7 +71,8 @@ class LowerConvs(GraphPass):
         self.passes = tuple(conv_pass(p) for p in passes)
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
-        result = PassResult(ctx.graph)
+        folding = FoldWeights().run(ctx, like)
+        result = PassResult(ctx.graph, declines=list(folding.declines))
         for _ in range(MAX_ITERATIONS):
             changed = False
             for node in conv_nodes(ctx.graph):
@@ -96,5 +100,7 @@ class LowerConvs(GraphPass):
             if not changed:
                 break
             ctx.graph = to_graph(from_graph(ctx.graph, like))
+        if result.records:
+            result.notes += folding.notes
         result.graph = ctx.graph
         return result

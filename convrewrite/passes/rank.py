@@ -1,11 +1,16 @@
 """Convs of a rank the engine lacks, as 2-D convs (``plan.rank.plan_rank_lowering``):
 
 - 1-D: Reshape [N, C, L] -> [N, C, 1, L], a 2-D conv with kernel 1 x k, Reshape back. Exact.
-- 3-D, depth on the batch axis: pad the depth, move it next to the batch, and per depth tap kt
-  slice the frames that tap reads, fold them into the batch and run the tap's 2-D kernel; sum
-  the taps, unfold. Reassociating (taps summed in another order).
+- 3-D, depth on the batch axis: view the input as 4-D [N, C, D, H*W], pad the depth, move it
+  next to the batch, and per depth tap kt slice the frames that tap reads, fold them into the
+  batch and run the tap's 2-D kernel; sum the taps, unfold. Reassociating (taps summed in
+  another order).
 - 3-D, per frame (engines that take batch 1): the same sum per output frame, frames joined
-  with Concat on the depth axis.
+  with Concat on the depth axis of the 4-D view.
+
+Only the interface Reshapes touch 5-D tensors; the tidy step's view sinking
+(``passes.view_sinking``) moves the 4 -> 5-D one on past layout-blind ops, so that between two
+lowered 3-D convs nothing 5-D is left for a rank-4 engine.
 """
 
 from __future__ import annotations
@@ -74,9 +79,12 @@ class RankLowering(Pass):
                              [out2, int64s(ctx, f"{base}/shape_1d", [0, 0, -1])], [y]))
 
     def _depth(self, node, spec, pads, plan: RankPlan, weight, ctx, added) -> None:
+        """Every tensor between the interface Reshapes is 4-D (depth and the flattened map on
+        the last two axes), so a target of rank 4 runs all of it; only the conv's own input
+        and output stay 5-D."""
         x, y, base = node.inputs[0], node.outputs[0], node.name
         kd, sd, dd = spec.kernel_shape[0], spec.strides[0], spec.dilations[0]
-        channels, (_, height, width) = spec.in_channels, spec.input_shape[2:]
+        channels, (depth, height, width) = spec.in_channels, spec.input_shape[2:]
         out_hw = [(n + pads[1 + i] + pads[4 + i] - (k - 1) * d - 1) // s + 1
                   for i, (n, k, s, d) in enumerate(zip((height, width), spec.kernel_shape[1:],
                                                        spec.strides[1:], spec.dilations[1:]))]
@@ -84,8 +92,14 @@ class RankLowering(Pass):
                  "dilations": list(spec.dilations[1:]),
                  "pads": [pads[1], pads[2], pads[4], pads[5]]}
         node.attrs.pop("auto_pad", None)
+        cout, out_map = spec.out_channels, out_hw[0] * out_hw[1]
+        volume = variable(ctx, f"{base}/as_4d", x)
+        added.append(gs.Node("Reshape", ctx.fresh(f"{base}/to_4d"), {},
+                             [x, int64s(ctx, f"{base}/shape_4d",
+                                        [0, channels, depth, height * width])], [volume]))
         if pads[0] or pads[3]:     # depth padding; height and width pads stay in the 2-D convs
-            x = pad_spatial(ctx, x, [pads[0], 0, 0], [pads[3], 0, 0], f"{base}/pad_depth", added)
+            volume = pad_spatial(ctx, volume, [pads[0], 0], [pads[3], 0], f"{base}/pad_depth",
+                                 added)
         taps = [weight.with_values(np.ascontiguousarray(weight.values[:, :, t])).slice(
             ctx.fresh(f"{base}/w_tap{t}"), (slice(None),)) for t in range(kd)]
         for _, dq in taps:
@@ -94,7 +108,7 @@ class RankLowering(Pass):
         if plan.form == "depth_batch":
             frames = variable(ctx, f"{base}/frames", x)
             added.append(gs.Node("Transpose", ctx.fresh(f"{base}/depth_first"),
-                                 {"perm": [0, 2, 1, 3, 4]}, [x], [frames]))
+                                 {"perm": [0, 2, 1, 3]}, [volume], [frames]))
             partial = []
             for t, (w, _) in enumerate(taps):
                 start = t * dd
@@ -111,20 +125,33 @@ class RankLowering(Pass):
             unfolded = variable(ctx, f"{base}/unfolded", x)
             added.append(gs.Node("Reshape", ctx.fresh(f"{base}/unfold"), {},
                                  [total, int64s(ctx, f"{base}/unfold_shape",
-                                                [-1, plan.out_depth, spec.out_channels,
-                                                 *out_hw])], [unfolded]))
+                                                [-1, plan.out_depth, cout, out_map])],
+                                 [unfolded]))
+            joined = variable(ctx, f"{base}/depth_back", x)
             added.append(gs.Node("Transpose", ctx.fresh(f"{base}/depth_back"),
-                                 {"perm": [0, 2, 1, 3, 4]}, [unfolded], [y]))
-            return
+                                 {"perm": [0, 2, 1, 3]}, [unfolded], [joined]))
+        else:
+            joined = self._per_frame(node, spec, volume, depth + pads[0] + pads[3], plan, taps,
+                                     bias, attrs, ctx, added, (cout, out_map))
+        added.append(gs.Node("Reshape", ctx.fresh(f"{base}/to_5d"), {},
+                             [joined, int64s(ctx, f"{base}/shape_5d",
+                                             [0, cout, plan.out_depth, *out_hw])], [y]))
+
+    def _per_frame(self, node, spec, volume, depth, plan: RankPlan, taps, bias, attrs, ctx,
+                   added, out_frame) -> gs.Tensor:
+        """The sum per output frame (engines that take batch 1), frames joined on axis 2 of
+        the 4-D [N, Cout, Dout, Ho*Wo] view."""
+        base, (cout, out_map) = node.name, out_frame
+        channels, (height, width) = spec.in_channels, spec.input_shape[3:]
         flat_frames: dict[int, gs.Tensor] = {}
-        split = self._split_frames(x, ctx, base, added) if ctx.target.allows_op("Split") \
-            else None
+        split = self._split_frames(volume, depth, ctx, base, added) \
+            if ctx.target.allows_op("Split") else None
 
         def frame_2d(f: int) -> gs.Tensor:
             if f not in flat_frames:
                 picked = split[f] if split is not None else slice_axes(
-                    ctx, x, [2], [f], [f + 1], [1], f"{base}/frame{f}", added)
-                flat = variable(ctx, f"{base}/frame{f}/2d", x)
+                    ctx, volume, [2], [f], [f + 1], [1], f"{base}/frame{f}", added)
+                flat = variable(ctx, f"{base}/frame{f}/2d", volume)
                 added.append(gs.Node("Reshape", ctx.fresh(f"{base}/frame{f}/squeeze"), {},
                                      [picked, int64s(ctx, f"{base}/frame{f}/shape",
                                                      [0, channels, height, width])], [flat]))
@@ -132,6 +159,7 @@ class RankLowering(Pass):
             return flat_frames[f]
 
         outputs = []
+        sd, dd = spec.strides[0], spec.dilations[0]
         for o in range(plan.out_depth):
             partial = [conv_copy(ctx, node, ctx.fresh(f"{base}/f{o}t{t}/conv"),
                                  [frame_2d(o * sd + t * dd), w, *(bias if t == 0 else [])],
@@ -139,19 +167,21 @@ class RankLowering(Pass):
                        for t, (w, _) in enumerate(taps)]
             total = sum_terms(ctx, partial, ctx.target.rewrite.accumulate, f"{base}/f{o}/sum",
                               added)
-            frame_out = variable(ctx, f"{base}/f{o}/5d", x)
-            added.append(gs.Node("Reshape", ctx.fresh(f"{base}/f{o}/unsqueeze"), {},
-                                 [total, int64s(ctx, f"{base}/f{o}/shape5",
-                                                [0, spec.out_channels, 1, *out_hw])], [frame_out]))
+            frame_out = variable(ctx, f"{base}/f{o}/row", volume)
+            added.append(gs.Node("Reshape", ctx.fresh(f"{base}/f{o}/as_row"), {},
+                                 [total, int64s(ctx, f"{base}/f{o}/row_shape",
+                                                [0, cout, 1, out_map])], [frame_out]))
             outputs.append(frame_out)
-        added.append(gs.Node("Concat", ctx.fresh(f"{base}/frames"), {"axis": 2}, outputs, [y]))
+        joined = variable(ctx, f"{base}/frames_joined", volume)
+        added.append(gs.Node("Concat", ctx.fresh(f"{base}/frames"), {"axis": 2}, outputs,
+                             [joined]))
+        return joined
 
     @staticmethod
-    def _split_frames(x: gs.Tensor, ctx: RewriteContext, base: str,
+    def _split_frames(x: gs.Tensor, depth: int, ctx: RewriteContext, base: str,
                       added: list[gs.Node]) -> list[gs.Tensor]:
-        """Every depth frame of ``x`` (depth padding included), by one Split."""
-        depth = x.shape[2]
-        frames = [variable(ctx, f"{base}/frame{f}/5d", x) for f in range(depth)]
+        """Every depth frame of the 4-D view ``x`` (depth padding included), by one Split."""
+        frames = [variable(ctx, f"{base}/frame{f}/row", x) for f in range(depth)]
         name = ctx.fresh(f"{base}/split_frames")
         if ctx.opset >= 13:
             added.append(gs.Node("Split", name, {"axis": 2},

@@ -57,9 +57,27 @@ def _rank(tensor: gs.Tensor, node: gs.Node) -> int | None:
     return None
 
 
-def offence(node: gs.Node, target) -> Violation | None:
-    """Why the target cannot run this data-movement node, if it cannot."""
+VIEW_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
+
+
+def _interface_view(node: gs.Node, graph: gs.Graph) -> bool:
+    if any(out is t for out in node.outputs for t in graph.outputs):
+        return True
+    source = node.inputs[0] if node.inputs else None
+    if source is None or not any(source is t for t in graph.inputs) or source.shape is None:
+        return False
+    rank = _rank(node.outputs[0], node)
+    return rank is not None and rank <= len(source.shape)
+
+
+def offence(node: gs.Node, target, graph: gs.Graph | None = None) -> Violation | None:
+    """Why the target cannot run this data-movement node, if it cannot. A view (the same bytes,
+    another shape) writing an output of ``graph``, or reading an input of ``graph`` into no more
+    axes than it has, is the model's own interface: its rank is the user's, not a tensor the
+    engine holds."""
     if node.op not in MOVEMENT_OPS or not node.outputs:
+        return None
+    if graph is not None and node.op in VIEW_OPS and _interface_view(node, graph):
         return None
     if node.op == "Transpose" and not target.allows_op("Transpose"):
         return Violation("ops", "Transpose", list(target.ops or []), "Transpose is not in the "
@@ -210,7 +228,7 @@ class ShuffleRemoval(GraphPass):
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         outcome = PassResult(ctx.graph)
         for node in list(ctx.graph.nodes):
-            violation = offence(node, ctx.target)
+            violation = offence(node, ctx.target, ctx.graph)
             if violation is None:
                 continue
             x, nodes, outputs = find_region(node, ctx.graph)

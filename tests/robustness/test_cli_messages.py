@@ -133,15 +133,7 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# The rank lowering of a 3-D conv emits 5-D Split/Reshape nodes; on a max_tensor_rank: 4 target
-# the first run's final check does not look at them (status ok) but the second run's shuffle
-# pattern pass does (exit 3). Left to the rank lowering's owner; strict, so a fix shows up here.
-IDEMPOTENCE_KNOWN_BAD = {"conv3d_generic": "rank lowering emits 5-D tensors on a 4-D target"}
-
-
-@pytest.mark.parametrize("scenario", [
-    pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=IDEMPOTENCE_KNOWN_BAD[s]))
-    if s in IDEMPOTENCE_KNOWN_BAD else s for s in sorted(SCENARIOS)])
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_rewriting_a_rewritten_model_changes_nothing(scenario, tmp_path):
     build, target = SCENARIOS[scenario]
     write_model(tmp_path, "in.onnx", build())
