@@ -1,6 +1,7 @@
 """The pass manager: the whole pipeline, its order as data (``PIPELINE``).
 
-    patterns -> lowerings (conv fixpoint) -> verify each rewrite -> tidy -> verify end to end
+    inline functions -> patterns -> lowerings (conv fixpoint) -> verify each rewrite -> tidy
+    -> verify end to end
 
 Every rewriting step runs passes of the one protocol (``passes.protocol.GraphPass`` ->
 ``PassResult``) over the graph; verification steps compare on onnxruntime. After the lowerings,
@@ -28,6 +29,7 @@ from .naming import Names
 from .ops import DOMAIN
 from .ops.reference import drop_own_opset
 from .passes import DEFAULT_PASSES, GRAPH_PASSES, TIDY_PASSES, LowerConvs, Pass, RewriteContext
+from .passes.inline_functions import inline_rejected_functions
 from .passes.protocol import GraphPass, NodeDecline, PassResult
 from .passes.shuffle import offence as movement_offence
 from .patterns import depthwise_separable_pairs
@@ -42,13 +44,15 @@ MAX_ITERATIONS = 16
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the pipeline: ``rewrite`` (its passes over the graph; ``repeat``: each pass
-    again while it rewrites, since shapes behind a rewrite may become known), ``tidy`` (its
+    """One step of the pipeline: ``inline`` (model-local functions holding a conv the target
+    rejects, inlined into the main graph the rewrites see: passes.inline_functions), ``rewrite``
+    (its passes over the graph; ``repeat``: each pass again while it rewrites, since shapes
+    behind a rewrite may become known), ``tidy`` (its
     passes over the rewritten model, after local verification), or ``verify`` (``local``: each
     record's original vs its replacement; ``end_to_end``: the whole model)."""
 
     name: str
-    kind: str                               # rewrite | tidy | verify
+    kind: str                               # inline | rewrite | tidy | verify
     passes: tuple[GraphPass, ...] = ()
     repeat: bool = False
     scope: str = ""                         # verify: local | end_to_end
@@ -56,6 +60,7 @@ class Step:
 
 
 PIPELINE: tuple[Step, ...] = (
+    Step("inline_functions", "inline", timing="rewrite"),
     Step("patterns", "rewrite", GRAPH_PASSES, repeat=True, timing="rewrite"),
     Step("lowerings", "rewrite", (LowerConvs(DEFAULT_PASSES),), timing="rewrite"),
     Step("verify_local", "verify", scope="local", timing="verify_local"),
@@ -76,6 +81,13 @@ class RewriteResult:
     end_to_end: dict | None = None
     inputs: dict[str, np.ndarray] | None = None             # the feeds verification used
     timings: dict[str, float] = field(default_factory=dict)
+    inlined: tuple[str, ...] = ()                           # functions inlined (domain::name)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the model was rewritten: a conv record, or a function inlined (which renames
+        its nodes and must be verified end to end even when no conv record results)."""
+        return bool(self.records or self.inlined)
 
 
 def name_unnamed_nodes(graph: gs.Graph) -> None:
@@ -245,11 +257,31 @@ def rewrite_model(model: onnx.ModelProto, target: Target,
     """Rewrite a model, no verification or tidying; when nothing changes the original proto is
     returned untouched. ``sparse_inputs`` names tensors known to be mostly zero (or masks): the
     convs reading them become SparseConvs (passes.dense_to_sparse)."""
-    graph, result = run_passes(to_graph(model), target, model, passes,
-                               graph_passes=graph_passes, sparse_inputs=tuple(sparse_inputs))
-    if not result.records:
+    steps = pipeline(passes, graph_passes)
+    work, inlined, seconds = _inline(model, target, steps)
+    graph, result = run_rewrites(to_graph(work), target, work, steps, tuple(sparse_inputs))
+    _note_inlined(result, inlined, seconds)
+    if not result.changed:
         return model, result
-    return drop_own_opset(from_graph(graph, model)), result
+    return drop_own_opset(from_graph(graph, work)), result
+
+
+def _inline(model: onnx.ModelProto, target: Target, steps: tuple[Step, ...]):
+    """The ``inline`` step, when ``steps`` has one: the model the rewrites see, what was
+    inlined, and how long it took."""
+    if not any(step.kind == "inline" for step in steps):
+        return model, None, 0.0
+    started = time.perf_counter()
+    work, inlined = inline_rejected_functions(model, target)
+    return work, inlined, time.perf_counter() - started
+
+
+def _note_inlined(result: RewriteResult, inlined, seconds: float) -> None:
+    if inlined is None:
+        return
+    result.inlined = inlined.functions
+    result.notes[:0] = inlined.notes
+    result.timings["rewrite"] = result.timings.get("rewrite", 0.0) + seconds
 
 
 def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, ...] = PIPELINE,
@@ -262,13 +294,15 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     caller to fail on. The original proto comes back untouched when nothing was rewritten.
     A model below legacy.MIN_REWRITE_OPSET is rewritten in its up-converted form (noted)."""
     work, upgrade = for_rewriting(model)
+    work, inlined, seconds = _inline(work, target, steps)
     graph, result = run_rewrites(to_graph(work), target, work, steps, sparse_inputs)
-    rewritten = drop_own_opset(from_graph(graph, work)) if result.records else model
-    if result.records and upgrade:
+    _note_inlined(result, inlined, seconds)
+    rewritten = drop_own_opset(from_graph(graph, work)) if result.changed else model
+    if result.changed and upgrade:
         result.notes.append(upgrade)
     reference = None            # the original's outputs and engine (verify.reference_run), once
     for step in steps:
-        if step.kind == "rewrite" or not result.records:
+        if step.kind in ("inline", "rewrite") or not result.changed:
             continue
         started = time.perf_counter()
         if step.kind == "tidy":

@@ -1,5 +1,6 @@
-"""Wrong answers that look right (issue 12, class 3): convs inside If/Loop bodies and model-local
-functions are checked against the target (exit 3, named with their path; never "ok"); NaN
+"""Wrong answers that look right (issue 12, class 3): convs inside If/Loop bodies are checked
+against the target (exit 3, named with their path; never "ok"), convs inside model-local
+functions are inlined and rewritten (--check-only names them where they are); NaN
 tolerances are rejected everywhere; Inf compares equal to Inf; models with Inf weights verify."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -57,16 +59,46 @@ def function_model() -> onnx.ModelProto:
         helper.make_opsetid("", 17), helper.make_opsetid("my.fn", 1)])
 
 
-@pytest.mark.parametrize("build, where", [(if_model, "branch/then_branch/inner"),
-                                          (function_model, "function my.fn::Block/fconv")])
-def test_conv_in_subgraph_or_function_is_not_legal(tmp_path, build, where):
-    got = run_cli(tmp_path, build(), "k210", "--report", str(tmp_path / "r.json"))
+def test_conv_in_subgraph_is_not_legal(tmp_path):
+    """If/Loop/Scan bodies are not rewritten yet: named with their path, exit 3."""
+    where = "branch/then_branch/inner"
+    got = run_cli(tmp_path, if_model(), "k210", "--report", str(tmp_path / "r.json"))
     assert got.code == 3, (got.stdout, got.stderr)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["status"] == "illegal"
     assert where in [r["node"] for r in report["remaining"]]
     assert f"NOT LEGAL {where}" in got.stdout
-    assert cr.check(build(), "k210").status == "illegal"
+    assert cr.check(if_model(), "k210").status == "illegal"
+
+
+def test_conv_in_function_is_inlined_and_rewritten(tmp_path):
+    """A function's illegal conv is inlined and lowered (issue 14 item 6): exit 0, the output
+    fits the target, computes what the original does, and the report names the inlining."""
+    model = function_model()        # seeded from the module's RNG: one draw for both runs
+    got = run_cli(tmp_path, model, "k210", "--report", str(tmp_path / "r.json"))
+    assert got.code == 0, (got.stdout, got.stderr)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["status"] == "ok" and report["end_to_end"]["passed"]
+    assert any("inlined model-local function my.fn::Block" in n and "fconv -> fconv__1" in n
+               for n in report["notes"])
+    out = onnx.load(str(got.output))
+    assert not out.functions and cr.check(out, "k210").status == "ok"
+    x = RNG.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    have = ort.InferenceSession(out.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4)
+
+
+def test_check_only_reports_conv_in_function(tmp_path):
+    """--check-only rewrites (and inlines) nothing: the function's conv is named where it is."""
+    where = "function my.fn::Block/fconv"
+    got = run_cli(tmp_path, function_model(), "k210", "--check-only")
+    assert got.code == 3, (got.stdout, got.stderr)
+    assert f"NOT LEGAL {where}" in got.stdout
+    report = cr.check(function_model(), "k210")
+    assert report.status == "illegal" and where in [r.node for r in report.remaining]
 
 
 def test_legal_conv_in_subgraph_passes(tmp_path):
