@@ -1,6 +1,6 @@
-"""Wrong answers that look right (issue 12, class 3): convs inside If/Loop bodies are checked
-against the target (exit 3, named with their path; never "ok"), convs inside model-local
-functions are inlined and rewritten (--check-only names them where they are); NaN
+"""Wrong answers that look right (issue 12, class 3): convs inside model-local functions and the
+main graph's If/Loop bodies are rewritten (issue 14 item 6), deeper ones checked against the
+target (exit 3, named with their path; never "ok"), and --check-only names them where they are; NaN
 tolerances are rejected everywhere; Inf compares equal to Inf; models with Inf weights verify."""
 
 from __future__ import annotations
@@ -59,30 +59,33 @@ def function_model() -> onnx.ModelProto:
         helper.make_opsetid("", 17), helper.make_opsetid("my.fn", 1)])
 
 
-def test_conv_in_subgraph_is_not_legal(tmp_path):
-    """If/Loop/Scan bodies are not rewritten yet: named with their path, exit 3."""
-    where = "branch/then_branch/inner"
-    got = run_cli(tmp_path, if_model(), "k210", "--report", str(tmp_path / "r.json"))
+def nested_if_model() -> onnx.ModelProto:
+    """``if_model``'s If inside the then-branch of another: a body two levels down."""
+    inner = if_model().graph.node[0]
+    outer_then = helper.make_graph([inner], "outer_then", [], [_vi("y", 4)])
+    outer_else = helper.make_graph([helper.make_node("Identity", ["x"], ["z"], name="skip")],
+                                   "outer_else", [], [_vi("z", 4)])
+    node = helper.make_node("If", ["cond"], ["out"], name="outer", then_branch=outer_then,
+                            else_branch=outer_else)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 4, 8, 8])], [_vi("out", 4)],
+        [_weight(), numpy_helper.from_array(np.array(True), "cond")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_conv_in_nested_subgraph_is_not_legal(tmp_path):
+    """A body inside a body is not rewritten: named with its path, exit 3."""
+    where = "outer/then_branch/branch/then_branch/inner"
+    got = run_cli(tmp_path, nested_if_model(), "k210", "--report", str(tmp_path / "r.json"))
     assert got.code == 3, (got.stdout, got.stderr)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["status"] == "illegal"
     assert where in [r["node"] for r in report["remaining"]]
     assert f"NOT LEGAL {where}" in got.stdout
-    assert cr.check(if_model(), "k210").status == "illegal"
+    assert cr.check(nested_if_model(), "k210").status == "illegal"
 
 
-def test_conv_in_function_is_inlined_and_rewritten(tmp_path):
-    """A function's illegal conv is inlined and lowered (issue 14 item 6): exit 0, the output
-    fits the target, computes what the original does, and the report names the inlining."""
-    model = function_model()        # seeded from the module's RNG: one draw for both runs
-    got = run_cli(tmp_path, model, "k210", "--report", str(tmp_path / "r.json"))
-    assert got.code == 0, (got.stdout, got.stderr)
-    report = json.loads((tmp_path / "r.json").read_text())
-    assert report["status"] == "ok" and report["end_to_end"]["passed"]
-    assert any("inlined model-local function my.fn::Block" in n and "fconv -> fconv__1" in n
-               for n in report["notes"])
-    out = onnx.load(str(got.output))
-    assert not out.functions and cr.check(out, "k210").status == "ok"
+def _same_outputs(model: onnx.ModelProto, out: onnx.ModelProto) -> None:
     x = RNG.standard_normal((1, 4, 8, 8)).astype(np.float32)
     want = ort.InferenceSession(model.SerializeToString(),
                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
@@ -91,13 +94,36 @@ def test_conv_in_function_is_inlined_and_rewritten(tmp_path):
     np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4)
 
 
-def test_check_only_reports_conv_in_function(tmp_path):
-    """--check-only rewrites (and inlines) nothing: the function's conv is named where it is."""
-    where = "function my.fn::Block/fconv"
-    got = run_cli(tmp_path, function_model(), "k210", "--check-only")
+@pytest.mark.parametrize("build, note", [
+    (function_model, "inlined model-local function my.fn::Block"),
+    (if_model, None)])
+def test_conv_in_function_or_body_is_rewritten(tmp_path, build, note):
+    """A function's illegal conv is inlined and lowered, an If body's lowered in place (issue 14
+    item 6): exit 0, the output fits the target and computes what the original does."""
+    model = build()                 # seeded from the module's RNG: one draw for both runs
+    got = run_cli(tmp_path, model, "k210", "--report", str(tmp_path / "r.json"))
+    assert got.code == 0, (got.stdout, got.stderr)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["status"] == "ok" and report["end_to_end"]["passed"]
+    assert all(r["verify"]["passed"] for r in report["rewrites"]) and report["rewrites"]
+    if note:
+        assert any(note in n and "fconv -> fconv__1" in n for n in report["notes"])
+    else:
+        assert report["rewrites"][0]["node"] == "branch/then_branch/inner"
+    out = onnx.load(str(got.output))
+    onnx.checker.check_model(out, full_check=True)
+    assert not out.functions and cr.check(out, "k210").status == "ok"
+    _same_outputs(model, out)
+
+
+@pytest.mark.parametrize("build, where", [(function_model, "function my.fn::Block/fconv"),
+                                          (if_model, "branch/then_branch/inner")])
+def test_check_only_reports_conv_in_function_or_body(tmp_path, build, where):
+    """--check-only rewrites (and inlines) nothing: the conv is named where it is."""
+    got = run_cli(tmp_path, build(), "k210", "--check-only")
     assert got.code == 3, (got.stdout, got.stderr)
     assert f"NOT LEGAL {where}" in got.stdout
-    report = cr.check(function_model(), "k210")
+    report = cr.check(build(), "k210")
     assert report.status == "illegal" and where in [r.node for r in report.remaining]
 
 
