@@ -175,3 +175,33 @@ def test_plan_declines_float_convs_and_missing_ops():
     from dataclasses import replace
     assert "not an integer conv" in IntegerSplit().plan(replace(spec, op_type="Conv"),
                                                         fits_out).reason
+
+
+@pytest.mark.parametrize("op, target, code, needle", [
+    ("QLinearConv", "max_out_channels: 4", 0, "integer_split"),
+    ("QLinearConv", "max_in_channels: 5", 0, "requantized once"),
+    ("ConvInteger", "max_in_channels: 5", 0, "int32 sums"),
+    # K210-like ops list without the requantizing ops: exit 3, the reason named
+    ("QLinearConv", "max_in_channels: 5\nops: [QLinearConv, Split, Add]", 3, "lacks Cast"),
+])
+def test_cli(tmp_path, op, target, code, needle):
+    import json
+
+    from tests.robustness.harness import run_cli, write_model
+    write_model(tmp_path, "in.onnx", integer_model(op, per_channel=op == "QLinearConv",
+                                                   bias=op == "QLinearConv"))
+    conv, _, ops_line = target.partition("\n")
+    (tmp_path / "chip.yaml").write_text(f"name: chip\nconv:\n  {conv}\n{ops_line}\n")
+    r = run_cli(["in.onnx", "--target", "chip.yaml", "-o", "out.onnx", "--report", "r.json"],
+                tmp_path)
+    assert r.code == code, r.stderr
+    report = (tmp_path / "r.json").read_text()
+    assert needle in report
+    if code == 0:
+        data = json.loads(report)
+        assert data["rewrites"] and all(rec["verify"]["bit_exact"] and rec["tolerance"] == "exact"
+                                        for rec in data["rewrites"])
+        assert data["end_to_end"]["bit_exact"]
+        assert data["end_to_end"]["onnxruntime_optimization"] == "basic"
+        ref, got = run_both(onnx.load(tmp_path / "in.onnx"), onnx.load(tmp_path / "out.onnx"))
+        assert np.array_equal(ref, got)
