@@ -1,6 +1,7 @@
 """The pass manager: the whole pipeline, its order as data (``PIPELINE``).
 
-    patterns -> lowerings (conv fixpoint) -> verify each rewrite -> tidy -> verify end to end
+    inline functions -> If/Loop/Scan bodies -> patterns -> lowerings (conv fixpoint)
+    -> verify each rewrite -> tidy -> verify end to end
 
 Every rewriting step runs passes of the one protocol (``passes.protocol.GraphPass`` ->
 ``PassResult``) over the graph; verification steps compare on onnxruntime. After the lowerings,
@@ -28,6 +29,8 @@ from .naming import Names
 from .ops import DOMAIN
 from .ops.reference import drop_own_opset
 from .passes import DEFAULT_PASSES, GRAPH_PASSES, TIDY_PASSES, LowerConvs, Pass, RewriteContext
+from .passes.bodies import Body, holds_body_convs, rewrite_bodies
+from .passes.inline_functions import inline_rejected_functions
 from .passes.protocol import GraphPass, NodeDecline, PassResult
 from .passes.shuffle import offence as movement_offence
 from .patterns import depthwise_separable_pairs
@@ -35,20 +38,23 @@ from .record import Record, Remaining
 from .target import Target
 from .validate import validate_graph, validate_model
 from .walk import nested_scopes
-from .verify import Tolerance, reference_run, verify_end_to_end, verify_records
+from .verify import Tolerance, make_inputs, reference_run, verify_end_to_end, verify_records
 
 MAX_ITERATIONS = 16
 
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the pipeline: ``rewrite`` (its passes over the graph; ``repeat``: each pass
-    again while it rewrites, since shapes behind a rewrite may become known), ``tidy`` (its
-    passes over the rewritten model, after local verification), or ``verify`` (``local``: each
-    record's original vs its replacement; ``end_to_end``: the whole model)."""
+    """One step of the pipeline: ``inline`` (model-local functions holding a conv the target
+    rejects, inlined into the main graph the rewrites see: passes.inline_functions), ``bodies``
+    (the rewrite steps over each If/Loop/Scan body of the main graph: passes.bodies), ``rewrite``
+    (its passes over the graph; ``repeat``: each pass again while it rewrites, since shapes
+    behind a rewrite may become known), ``tidy`` (its passes over the rewritten model, after
+    local verification), or ``verify`` (``local``: each record's original vs its replacement;
+    ``end_to_end``: the whole model)."""
 
     name: str
-    kind: str                               # rewrite | tidy | verify
+    kind: str                               # inline | bodies | rewrite | tidy | verify
     passes: tuple[GraphPass, ...] = ()
     repeat: bool = False
     scope: str = ""                         # verify: local | end_to_end
@@ -56,6 +62,8 @@ class Step:
 
 
 PIPELINE: tuple[Step, ...] = (
+    Step("inline_functions", "inline", timing="rewrite"),
+    Step("bodies", "bodies", timing="rewrite"),
     Step("patterns", "rewrite", GRAPH_PASSES, repeat=True, timing="rewrite"),
     Step("lowerings", "rewrite", (LowerConvs(DEFAULT_PASSES),), timing="rewrite"),
     Step("verify_local", "verify", scope="local", timing="verify_local"),
@@ -76,6 +84,14 @@ class RewriteResult:
     end_to_end: dict | None = None
     inputs: dict[str, np.ndarray] | None = None             # the feeds verification used
     timings: dict[str, float] = field(default_factory=dict)
+    inlined: tuple[str, ...] = ()                           # functions inlined (domain::name)
+    bodies: list[Body] = field(default_factory=list)        # If/Loop/Scan bodies rewritten
+
+    @property
+    def changed(self) -> bool:
+        """Whether the model was rewritten: a conv record, or a function inlined (which renames
+        its nodes and must be verified end to end even when no conv record results)."""
+        return bool(self.records or self.inlined)
 
 
 def name_unnamed_nodes(graph: gs.Graph) -> None:
@@ -118,16 +134,19 @@ def _run_pass(gp: GraphPass, ctx: RewriteContext, like: onnx.ModelProto, repeat:
 
 def run_rewrites(graph: gs.Graph, target: Target, like: onnx.ModelProto,
                  steps: tuple[Step, ...], sparse_inputs: tuple[str, ...] = (),
-                 dry_run: bool = False) -> tuple[gs.Graph, RewriteResult]:
+                 dry_run: bool = False, names: Names | None = None,
+                 ) -> tuple[gs.Graph, RewriteResult]:
     """The rewriting steps of ``steps`` over ``graph`` (``like``: the model it came from, for
-    opsets and ir_version), then what the target still rejects. A malformed conv (or model) is a
+    opsets and ir_version), then what the target still rejects (``names``: the model-wide set,
+    when ``graph`` is one If/Loop/Scan body made standalone). A malformed conv (or model) is a
     BadInputError naming it, before any pass looks at it."""
     validate_model(like)
     validate_graph(graph)
     graph.cleanup(remove_unused_graph_inputs=False)     # a dead conv (reaching no output) does
     name_unnamed_nodes(graph)                           # not run: nothing to rewrite or verify
     ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like),
-                         names=Names.in_graph(graph), sparse_inputs=tuple(sparse_inputs))
+                         names=names if names is not None else Names.in_graph(graph),
+                         sparse_inputs=tuple(sparse_inputs))
     result = RewriteResult()
     result.recognised += depthwise_separable_pairs(graph)
     for step in steps:
@@ -150,18 +169,18 @@ def _final_legality(graph: gs.Graph, target: Target, result: RewriteResult, dry_
     """Every conv (and op of our domain) still in ``graph`` that the target rejects, with every
     pass's reason, and each rule no lowering fixes named as such."""
     conv_reasons: dict[str, list[str]] = {}
-    pattern_reasons: dict[str, tuple[str, str]] = {}
+    pattern_reasons: dict[str, tuple[str, list[str]]] = {}   # every pattern pass's, once
     for d in result.declines:
         if d.op in CONV_OPS:
             conv_reasons.setdefault(d.node, []).append(d.decline.reason)
-        else:
-            pattern_reasons.setdefault(d.node, (d.op, d.decline.reason))
+        elif d.decline.reason not in pattern_reasons.setdefault(d.node, (d.op, []))[1]:
+            pattern_reasons[d.node][1].append(d.decline.reason)
     live = {n.name: n for n in graph.nodes if n.outputs}
-    for name, (op, reason) in pattern_reasons.items():
+    for name, (op, reasons) in pattern_reasons.items():
         if name in live:                # the rule it breaks, not only why no pass fixed it
             broken = movement_offence(live[name], target, graph)
             result.remaining.append(Remaining(name, op, op, [broken] if broken else [],
-                                              [reason]))
+                                              reasons))
     for node in live.values():
         if node.domain == DOMAIN and node.name not in pattern_reasons:
             reason = "a pattern pass lowers it (not run by --check-only)" if dry_run else \
@@ -210,8 +229,9 @@ def movement_legality(graph: gs.Graph, target: Target, result: RewriteResult,
 
 def _nested_legality(graph: gs.Graph, target: Target, result: RewriteResult) -> None:
     """Convs in If/Loop/Scan bodies and model-local functions: the lowerings rewrite the main
-    graph only, so each one the target rejects (or that cannot be checked: a weight of unknown
-    shape inside a function) is named with its path, never passed over as legal."""
+    graph and the bodies it holds directly (passes.bodies; a function with a conv the target
+    rejects is inlined first), so each one the target still rejects (or that cannot be checked:
+    a weight of unknown shape inside a function) is named with its path, never passed over."""
     for scope in nested_scopes(graph):
         for node in conv_nodes(scope.graph):
             result.convs_checked += 1
@@ -224,7 +244,8 @@ def _nested_legality(graph: gs.Graph, target: Target, result: RewriteResult) -> 
             violations = check(spec, target)
             if violations:
                 result.remaining.append(Remaining(where, node.op, spec.describe(), violations, [
-                    f"inside {scope.path}: convs in subgraphs and functions are not rewritten"]))
+                    f"inside {scope.path}: not made legal there (a rewrite reaches the main "
+                    "graph and the If/Loop/Scan bodies it holds directly; --check-only none)"]))
 
 
 
@@ -245,11 +266,74 @@ def rewrite_model(model: onnx.ModelProto, target: Target,
     """Rewrite a model, no verification or tidying; when nothing changes the original proto is
     returned untouched. ``sparse_inputs`` names tensors known to be mostly zero (or masks): the
     convs reading them become SparseConvs (passes.dense_to_sparse)."""
-    graph, result = run_passes(to_graph(model), target, model, passes,
-                               graph_passes=graph_passes, sparse_inputs=tuple(sparse_inputs))
-    if not result.records:
+    steps = pipeline(passes, graph_passes)
+    work, inlined, seconds = _inline(model, target, steps)
+    work, bodies = _bodies(work, target, steps, tuple(sparse_inputs))
+    graph, result = run_rewrites(to_graph(work), target, work, steps, tuple(sparse_inputs))
+    _note_inlined(result, inlined, seconds)
+    _note_bodies(result, *bodies)
+    if not result.changed:
         return model, result
-    return drop_own_opset(from_graph(graph, model)), result
+    return drop_own_opset(from_graph(graph, work)), result
+
+
+def _inline(model: onnx.ModelProto, target: Target, steps: tuple[Step, ...]):
+    """The ``inline`` step, when ``steps`` has one: the model the rewrites see, what was
+    inlined, and how long it took."""
+    if not any(step.kind == "inline" for step in steps):
+        return model, None, 0.0
+    started = time.perf_counter()
+    work, inlined = inline_rejected_functions(model, target)
+    return work, inlined, time.perf_counter() - started
+
+
+def _bodies(model: onnx.ModelProto, target: Target, steps: tuple[Step, ...],
+            sparse_inputs: tuple[str, ...]):
+    """The ``bodies`` step, when ``steps`` has one: the model with its main graph's If/Loop/Scan
+    bodies rewritten by the rewrite steps, and (bodies, notes, seconds)."""
+    if not any(step.kind == "bodies" for step in steps) or not holds_body_convs(model):
+        return model, ([], [], 0.0)
+    started = time.perf_counter()
+    validate_model(model)               # a malformed body conv is named with its path in the
+    validate_graph(to_graph(model))     # model, before its standalone form is looked at
+
+    def rewrite(standalone: onnx.ModelProto, names: Names):
+        graph, result = run_rewrites(to_graph(standalone), target, standalone, steps,
+                                     sparse_inputs, names=names)
+        if not result.records:
+            return standalone, [], []
+        return drop_own_opset(from_graph(graph, standalone)), result.records, result.notes
+
+    model, bodies, notes = rewrite_bodies(model, rewrite)
+    return model, (bodies, notes, time.perf_counter() - started)
+
+
+def _note_bodies(result: RewriteResult, bodies: list[Body], notes: list[str],
+                 seconds: float) -> None:
+    result.bodies = bodies
+    result.records += [r for b in bodies for r in b.records]
+    result.notes += notes
+    if seconds:
+        result.timings["rewrite"] = result.timings.get("rewrite", 0.0) + seconds
+
+
+def _verify_bodies(bodies: list[Body], tolerance: Tolerance,
+                   progress: Callable[[Iterable], Iterable]) -> None:
+    """A body's records on its standalone models (a body tensor is no output of the model):
+    seeded random feeds of the types the body reads."""
+    for body in bodies:
+        feeds = make_inputs(body.original)
+        reference = reference_run(body.original, feeds)
+        verify_records(body.records, body.rewritten, feeds, tolerance, progress,
+                       reference.engine)
+
+
+def _note_inlined(result: RewriteResult, inlined, seconds: float) -> None:
+    if inlined is None:
+        return
+    result.inlined = inlined.functions
+    result.notes[:0] = inlined.notes
+    result.timings["rewrite"] = result.timings.get("rewrite", 0.0) + seconds
 
 
 def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, ...] = PIPELINE,
@@ -262,13 +346,17 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     caller to fail on. The original proto comes back untouched when nothing was rewritten.
     A model below legacy.MIN_REWRITE_OPSET is rewritten in its up-converted form (noted)."""
     work, upgrade = for_rewriting(model)
+    work, inlined, seconds = _inline(work, target, steps)
+    work, bodies = _bodies(work, target, steps, tuple(sparse_inputs))
     graph, result = run_rewrites(to_graph(work), target, work, steps, sparse_inputs)
-    rewritten = drop_own_opset(from_graph(graph, work)) if result.records else model
-    if result.records and upgrade:
+    _note_inlined(result, inlined, seconds)
+    _note_bodies(result, *bodies)
+    rewritten = drop_own_opset(from_graph(graph, work)) if result.changed else model
+    if result.changed and upgrade:
         result.notes.append(upgrade)
     reference = None            # the original's outputs and engine (verify.reference_run), once
     for step in steps:
-        if step.kind == "rewrite" or not result.records:
+        if step.kind in ("inline", "bodies", "rewrite") or not result.changed:
             continue
         started = time.perf_counter()
         if step.kind == "tidy":
@@ -277,8 +365,10 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
             if result.inputs is None:
                 result.inputs = feeds()
             reference = reference or reference_run(model, result.inputs)
-            verify_records(result.records, rewritten, result.inputs, tolerance, progress,
-                           reference.engine)
+            in_bodies = {id(r) for b in result.bodies for r in b.records}
+            verify_records([r for r in result.records if id(r) not in in_bodies], rewritten,
+                           result.inputs, tolerance, progress, reference.engine)
+            _verify_bodies(result.bodies, tolerance, progress)
         elif verify and step.scope == "end_to_end":
             if result.inputs is None:
                 result.inputs = feeds()

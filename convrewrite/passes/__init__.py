@@ -17,6 +17,7 @@ from .pad_fusion import PadFusion
 from .padding import ExplicitPadding
 from .protocol import GraphPass, Pass, RewriteContext
 from .rank import RankLowering
+from .rank_reduction import RankReduction
 from .shift import ShiftLowering
 from .shuffle import ShuffleRemoval
 from .view_sinking import ViewSinking
@@ -43,20 +44,22 @@ def default_conv_passes() -> tuple[Pass, ...]:
 DEFAULT_PASSES: tuple[Pass, ...] = default_conv_passes()
 
 # Pattern rewrites run once before the conv passes: our ops become standard ONNX, shuffles lose
-# their 5-D tensors, and shifts take their cheapest form (the convs these emit then get legalised).
+# their 5-D tensors (then any other data movement through them: patch unfolds, pixel shuffles),
+# and shifts take their cheapest form (the convs these emit then get legalised).
 # Convs over --sparse-input tensors become SparseConvs first, and SparseConvs standard ONNX next.
 GRAPH_PASSES: tuple[GraphPass, ...] = (DenseToSparse(), SparseConvLowering(), ChannelwiseLowering(),
-                                       ShuffleRemoval(), ShiftLowering())
+                                       ShuffleRemoval(), RankReduction(), ShiftLowering())
 # Tidying passes run after local verification: they undo what the lowerings cost at run time and
 # move the boundary between a rewrite and what came before it.
 TIDY_PASSES: tuple[GraphPass, ...] = (ViewSinking(), ChunkFusion(), SumFusion(), PadFusion())
 FIXED_BY["ops"] += ["channelwise", "shift", "sparse_conv"]
-FIXED_BY["max_tensor_rank"].append("shuffle")
+FIXED_BY["max_tensor_rank"] += ["shuffle", "rank_reduction"]
 
 __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "ChannelwiseLowering",
            "ChunkFusion", "DeadTaps", "LowerConvs", "PadFusion", "SumFusion",
            "DenseToSparse", "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding",
-           "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RewriteContext",
+           "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RankReduction",
+           "RewriteContext",
            "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",
            "StrideSubsample", "TransposedShape", "ViewSinking", "conv_pass",
            "default_conv_passes"]

@@ -12,23 +12,19 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 
 from ..decline import Decline
-from ..graph import isolate_region
 from ..rules import Violation
-from ..verify import ORT_LOG_SEVERITY
 from ..build.onnx_read import const_weight, constant_value, spec_of
 from ..weights import absorb_selection, selection_weight
 from ..plan.selection import fold_growth, plan_selection
 from .protocol import RewriteContext
 from .emit import variable
+from .probe import PROBE_EXTENT, QDQ_OPS, run_region
 from .protocol import PassResult, GraphPass, detach, region_record
 
 MOVEMENT_OPS = {"Reshape", "Transpose", "Split", "Slice", "Gather", "Squeeze", "Unsqueeze",
                 "Flatten", "Identity"}
-PROBE_EXTENT = (3, 5, 7)     # sizes for dynamic axes: distinct, so a mix-up shows
-QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
 
 def quant_grid(node: gs.Node) -> tuple | None:
@@ -126,49 +122,11 @@ def probe_selection(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor]
         return Decline("the shuffle's input has no static channel count")
     dims = [d if isinstance(d, int) else PROBE_EXTENT[min(i, 2)] for i, d in enumerate(x.shape)]
     dims[0] = x.shape[0] if isinstance(x.shape[0], int) else 2
-    model = isolate_region(nodes, x, outputs, graph, like)
-    for node in model.graph.node:           # channel bookkeeping only: Q/DQ pass values through
-        if node.op_type in QDQ_OPS:
-            node.op_type, node.domain = "Identity", ""
-            del node.input[1:]
-            del node.attribute[:]
-    del model.graph.value_info[:]           # the types there are the quantized ones
-    names = [o.name for o in model.graph.output]
-    del model.graph.output[:]
-    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
-    others = {i.name: i for i in model.graph.input if i.name != x.name}   # graph inputs the
-    del model.graph.input[:]                                              # region reads too
-    model.graph.input.extend([onnx.helper.make_tensor_value_info(
-        x.name, onnx.helper.np_dtype_to_tensor_dtype(np.dtype(np.float32)), dims)])
-    extra = {name: _probe_fill(info, dims[0]) for name, info in others.items()}
-    if any(v is None for v in extra.values()):
-        return Decline("the shuffle's region reads a graph input of a type it cannot probe")
-    model.graph.input.extend(others.values())
-    try:
-        options = ort.SessionOptions()
-        options.log_severity_level = ORT_LOG_SEVERITY
-        session = ort.InferenceSession(model.SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
-        ramp, noise = probe_inputs(dims)
-        by_ramp = session.run(None, {x.name: ramp, **extra})
-        by_noise = session.run(None, {x.name: noise, **extra})
-    except Exception as exc:       # onnxruntime refuses: not a region we understand
-        return Decline(f"the region does not run alone on onnxruntime ({type(exc).__name__})")
-    return decode_selections(dims, noise, by_ramp, by_noise)
-
-
-def _probe_fill(info: onnx.ValueInfoProto, batch: int) -> np.ndarray | None:
-    """Zeros for a graph input the region reads besides the shuffled tensor (shape arithmetic on
-    the model's input): its static dims, the probe's batch for a symbolic first dim."""
-    tensor_type = info.type.tensor_type
-    if not tensor_type.HasField("shape"):
-        return None
-    dims = [d.dim_value if d.HasField("dim_value") else (batch if i == 0 else PROBE_EXTENT[
-        min(i, 2)]) for i, d in enumerate(tensor_type.shape.dim)]
-    try:
-        return np.zeros(dims, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
-    except (KeyError, TypeError, ValueError):
-        return None
+    ramp, noise = probe_inputs(dims)
+    runs = run_region(x, nodes, outputs, graph, like, [ramp, noise])
+    if isinstance(runs, Decline):
+        return runs
+    return decode_selections(dims, noise, *runs)
 
 
 def probe_inputs(dims) -> tuple[np.ndarray, np.ndarray]:

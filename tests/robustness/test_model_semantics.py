@@ -1,5 +1,6 @@
-"""Wrong answers that look right (issue 12, class 3): convs inside If/Loop bodies and model-local
-functions are checked against the target (exit 3, named with their path; never "ok"); NaN
+"""Wrong answers that look right (issue 12, class 3): convs inside model-local functions and the
+main graph's If/Loop bodies are rewritten (issue 14 item 6), deeper ones checked against the
+target (exit 3, named with their path; never "ok"), and --check-only names them where they are; NaN
 tolerances are rejected everywhere; Inf compares equal to Inf; models with Inf weights verify."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -57,16 +59,72 @@ def function_model() -> onnx.ModelProto:
         helper.make_opsetid("", 17), helper.make_opsetid("my.fn", 1)])
 
 
-@pytest.mark.parametrize("build, where", [(if_model, "branch/then_branch/inner"),
-                                          (function_model, "function my.fn::Block/fconv")])
-def test_conv_in_subgraph_or_function_is_not_legal(tmp_path, build, where):
-    got = run_cli(tmp_path, build(), "k210", "--report", str(tmp_path / "r.json"))
+def nested_if_model() -> onnx.ModelProto:
+    """``if_model``'s If inside the then-branch of another: a body two levels down."""
+    inner = if_model().graph.node[0]
+    outer_then = helper.make_graph([inner], "outer_then", [], [_vi("y", 4)])
+    outer_else = helper.make_graph([helper.make_node("Identity", ["x"], ["z"], name="skip")],
+                                   "outer_else", [], [_vi("z", 4)])
+    node = helper.make_node("If", ["cond"], ["out"], name="outer", then_branch=outer_then,
+                            else_branch=outer_else)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 4, 8, 8])], [_vi("out", 4)],
+        [_weight(), numpy_helper.from_array(np.array(True), "cond")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_conv_in_nested_subgraph_is_not_legal(tmp_path):
+    """A body inside a body is not rewritten: named with its path, exit 3."""
+    where = "outer/then_branch/branch/then_branch/inner"
+    got = run_cli(tmp_path, nested_if_model(), "k210", "--report", str(tmp_path / "r.json"))
     assert got.code == 3, (got.stdout, got.stderr)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["status"] == "illegal"
     assert where in [r["node"] for r in report["remaining"]]
     assert f"NOT LEGAL {where}" in got.stdout
-    assert cr.check(build(), "k210").status == "illegal"
+    assert cr.check(nested_if_model(), "k210").status == "illegal"
+
+
+def _same_outputs(model: onnx.ModelProto, out: onnx.ModelProto) -> None:
+    x = RNG.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    have = ort.InferenceSession(out.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("build, note", [
+    (function_model, "inlined model-local function my.fn::Block"),
+    (if_model, None)])
+def test_conv_in_function_or_body_is_rewritten(tmp_path, build, note):
+    """A function's illegal conv is inlined and lowered, an If body's lowered in place (issue 14
+    item 6): exit 0, the output fits the target and computes what the original does."""
+    model = build()                 # seeded from the module's RNG: one draw for both runs
+    got = run_cli(tmp_path, model, "k210", "--report", str(tmp_path / "r.json"))
+    assert got.code == 0, (got.stdout, got.stderr)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["status"] == "ok" and report["end_to_end"]["passed"]
+    assert all(r["verify"]["passed"] for r in report["rewrites"]) and report["rewrites"]
+    if note:
+        assert any(note in n and "fconv -> fconv__1" in n for n in report["notes"])
+    else:
+        assert report["rewrites"][0]["node"] == "branch/then_branch/inner"
+    out = onnx.load(str(got.output))
+    onnx.checker.check_model(out, full_check=True)
+    assert not out.functions and cr.check(out, "k210").status == "ok"
+    _same_outputs(model, out)
+
+
+@pytest.mark.parametrize("build, where", [(function_model, "function my.fn::Block/fconv"),
+                                          (if_model, "branch/then_branch/inner")])
+def test_check_only_reports_conv_in_function_or_body(tmp_path, build, where):
+    """--check-only rewrites (and inlines) nothing: the conv is named where it is."""
+    got = run_cli(tmp_path, build(), "k210", "--check-only")
+    assert got.code == 3, (got.stdout, got.stderr)
+    assert f"NOT LEGAL {where}" in got.stdout
+    report = cr.check(build(), "k210")
+    assert report.status == "illegal" and where in [r.node for r in report.remaining]
 
 
 def test_legal_conv_in_subgraph_passes(tmp_path):

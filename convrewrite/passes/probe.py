@@ -1,0 +1,64 @@
+"""Running a data-movement region alone on onnxruntime: the shuffle and rank-reduction passes
+learn what a region does from probe inputs instead of from the exporter's spelling of it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+
+from ..decline import Decline
+from ..graph import isolate_region
+from ..verify import ORT_LOG_SEVERITY
+
+PROBE_EXTENT = (3, 5, 7)     # sizes for dynamic axes: distinct, so a mix-up shows
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+
+
+def run_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor], graph: gs.Graph,
+               like: onnx.ModelProto, probes: list[np.ndarray]) -> list[list[np.ndarray]] | Decline:
+    """The region's outputs for each probe fed as ``x`` (all probes share one shape and dtype,
+    which replace x's: a Q/DQ in the region passes values through). Graph inputs the region
+    also reads (shape arithmetic on the model's input) get zeros; or why it cannot run."""
+    dims = list(probes[0].shape)
+    model = isolate_region(nodes, x, outputs, graph, like)
+    for node in model.graph.node:           # element bookkeeping only: Q/DQ pass values through
+        if node.op_type in QDQ_OPS:
+            node.op_type, node.domain = "Identity", ""
+            del node.input[1:]
+            del node.attribute[:]
+    del model.graph.value_info[:]           # the types there may be the quantized ones
+    names = [o.name for o in model.graph.output]
+    del model.graph.output[:]
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    others = {i.name: i for i in model.graph.input if i.name != x.name}   # graph inputs the
+    del model.graph.input[:]                                              # region reads too
+    model.graph.input.extend([onnx.helper.make_tensor_value_info(
+        x.name, onnx.helper.np_dtype_to_tensor_dtype(probes[0].dtype), dims)])
+    extra = {name: _probe_fill(info, dims[0]) for name, info in others.items()}
+    if any(v is None for v in extra.values()):
+        return Decline("the region reads a graph input of a type it cannot probe")
+    model.graph.input.extend(others.values())
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = ORT_LOG_SEVERITY
+        session = ort.InferenceSession(model.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        return [session.run(None, {x.name: probe, **extra}) for probe in probes]
+    except Exception as exc:       # onnxruntime refuses: not a region we understand
+        return Decline(f"the region does not run alone on onnxruntime ({type(exc).__name__})")
+
+
+def _probe_fill(info: onnx.ValueInfoProto, batch: int) -> np.ndarray | None:
+    """Zeros for a graph input the region reads besides the probed tensor (shape arithmetic on
+    the model's input): its static dims, the probe's batch for a symbolic first dim."""
+    tensor_type = info.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    dims = [d.dim_value if d.HasField("dim_value") else (batch if i == 0 else PROBE_EXTENT[
+        min(i, 2)]) for i, d in enumerate(tensor_type.shape.dim)]
+    try:
+        return np.zeros(dims, onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -1,0 +1,89 @@
+"""Element permutations as merged-axis transposes: the index map a data-movement region was
+probed to compute (output element -> flat index of the input element it copies) is factored into
+the fewest axes that move together, so it runs as Reshape -> Transpose -> Reshape; where that
+Transpose needs more axes than the target has, as a chain of block swaps each of at most its rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Transposes:
+    """``x`` viewed as ``views[k]`` then transposed by ``perms[k]``, step after step; the last
+    step's result, read in order, is the output."""
+
+    views: tuple[tuple[int, ...], ...]
+    perms: tuple[tuple[int, ...], ...]
+
+    @property
+    def rank(self) -> int:
+        return max((len(v) for v in self.views), default=0)
+
+
+def merged_axes(index: np.ndarray) -> list[tuple[int, int]] | None:
+    """(size, stride in the input) of each merged axis, outermost output axis first, such that
+    ``index[o] = sum(digit_k(o) * stride_k)``; None when the map is no permutation of axes (a
+    selection, a flip, a duplicate). Axes of size 1 vanish; adjacent axes that move together are
+    one: a run of consecutive outputs stepping by one stride is one axis, greedily, which is
+    minimal since two axes adjacent on both sides would have formed one run."""
+    flat = np.asarray(index, dtype=np.int64).reshape(-1)
+    if flat.size == 0 or flat[0] != 0:
+        return None
+    axes, current = [], flat
+    while current.size > 1:
+        stride = int(current[1] - current[0])
+        breaks = np.flatnonzero(np.diff(current) != stride)
+        run = int(breaks[0]) + 1 if breaks.size else current.size
+        if current.size % run:
+            return None
+        blocks = current.reshape(-1, run)
+        if not np.array_equal(blocks, blocks[:, :1] + np.arange(run, dtype=np.int64) * stride):
+            return None
+        axes.append((run, stride))
+        current = blocks[:, 0]
+    axes.reverse()
+    expected = 1                                # the strides must tile the input contiguously
+    for size, stride in sorted(axes, key=lambda a: a[1]):
+        if stride != expected:
+            return None
+        expected *= size
+    return axes if expected == flat.size else None
+
+
+def plan_transposes(index: np.ndarray, max_rank: int | None) -> Transposes | None:
+    """The permutation ``index`` (see ``merged_axes``) as transposes over views of at most
+    ``max_rank`` axes: one over the merged axes when they fit, else block swaps (the input axes
+    still out of place moved next to those already placed, each swap a [before, a, b, after]
+    view); None when it is no permutation of axes or a swap would not fit either."""
+    axes = merged_axes(index)
+    if axes is None:
+        return None
+    source = sorted(range(len(axes)), key=lambda k: -axes[k][1])    # input order, outermost first
+    sizes = [axes[k][0] for k in source]
+    perm = tuple(source.index(k) for k in range(len(axes)))
+    if max_rank is None or len(axes) <= max_rank:
+        return Transposes((tuple(sizes),), (perm,))
+    views, perms, order, i = [], [], list(range(len(axes))), 0
+    while i < len(order):
+        if order[i] == perm[i]:
+            i += 1
+            continue
+        j = order.index(perm[i])
+        run = 1
+        while j + run < len(order) and i + run < len(order) and order[j + run] == perm[i + run]:
+            run += 1
+        parts = [order[:i], order[i:j], order[j:j + run], order[j + run:]]
+        view = [prod(sizes[a] for a in part) for part in parts]
+        keep = [k for k, extent in enumerate(view) if extent > 1 or k in (1, 2)]
+        views.append(tuple(view[k] for k in keep))
+        swapped = [0, 2, 1, 3]
+        perms.append(tuple(keep.index(swapped[k]) for k in keep))
+        order = parts[0] + parts[2] + parts[1] + parts[3]
+        i += run
+    plan = Transposes(tuple(views), tuple(perms))
+    return plan if plan.rank <= max_rank else None
