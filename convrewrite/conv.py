@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from math import prod
 
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
+INTEGER_CONVS = ("QLinearConv", "ConvInteger")
 
 
 def dims_text(values) -> str:
@@ -41,6 +42,12 @@ class ConvSpec:
     # The largest per-output-channel sum of |int8 weight| under TFLite's per-channel symmetric
     # quantization (see weight_sum.py); None when the weight is not a constant.
     weight_sum: int | None = None
+    # Integer convs: the distinct values of the weight's zero point (one value for per-tensor and
+    # for symmetric per-channel weights; () when it is computed in the graph), and whether the
+    # scales are constants. An input-channel split of a QLinearConv needs both: its int32 partial
+    # sums come from ConvInteger (one weight zero point) and are requantized with the scales.
+    weight_zero_points: tuple[int, ...] = (0,)
+    constant_scales: bool = True
 
     @property
     def rank(self) -> int:

@@ -261,8 +261,8 @@ RULES: dict[str, Rule] = {
 # becomes plain convs next, then stride (so later pieces run at stride 1), dilation (a dense
 # kernel may then need splitting; the per-tap form where it is the cheaper), kernel, padding (it
 # may need stride 1 to crop), and tiling last (on the convs that remain).
-LOWERING_ORDER = ("rank", "batch", "groups", "depth_multiplier", "channel_split", "dead_taps",
-                  "transposed_shape", "transposed", "stride", "dilation", "dilation_taps",
+LOWERING_ORDER = ("rank", "batch", "groups", "depth_multiplier", "channel_split", "integer_split",
+                  "dead_taps", "transposed_shape", "transposed", "stride", "dilation", "dilation_taps",
                   "kernel_split", "padding", "tiling")
 
 FIXED_BY: dict[str, list[str]] = {name: [] for name in RULES}   # filled as lowerings register

@@ -35,6 +35,9 @@ class ConvSite:
     weight: Any                 # a Weight
     bias: Any = None            # its bias tensor, or None
     attrs: dict = field(default_factory=dict)   # its attributes, in ONNX's spelling
+    # an integer conv's quantization parameters by role (x_scale, x_zero_point, w_scale,
+    # w_zero_point, y_scale, y_zero_point; ``build.onnx_read.QUANT_POSITIONS``)
+    quant: dict = field(default_factory=dict)
 
 
 class Builder(Protocol):
@@ -50,6 +53,12 @@ class Builder(Protocol):
     def weight(self, weight, index: tuple, stem: str): ...
 
     def bias(self, site: ConvSite, start: int, stop: int, stem: str): ...
+
+    def channel_param(self, param, start: int, stop: int, name: str): ...
+
+    def uniform_param(self, param, name: str): ...
+
+    def requantize(self, acc, site: ConvSite, start: int, stop: int, stem: str, out=None): ...
 
     def sum(self, terms: list, accumulate: str, stem: str, out=None): ...
 

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..decline import Declined
 from ..plan.channels import sum_order
 from .onnx_read import constant_value
 
@@ -122,7 +123,8 @@ class OnnxBuilder:
                                           attrs.get("strides", [1] * rank),
                                           attrs.get("dilations", [1] * rank),
                                           attrs.get("pads", [0] * (2 * rank)))
-            out = self.variable(f"{name}.out", site.y, shape)
+            dtype = np.int32 if (op_type or site.spec.op_type) == "ConvInteger" else site.y.dtype
+            out = gs.Variable(self.fresh(f"{name}.out"), dtype=dtype, shape=shape)
         self.nodes.append(gs.Node(op_type or site.spec.op_type, name, attrs, list(inputs), [out]))
         return out
 
@@ -135,17 +137,81 @@ class OnnxBuilder:
     def bias(self, site, start: int, stop: int, stem: str) -> gs.Tensor:
         """The site's bias for output channels [start, stop): itself when that is all of them,
         else a slice (in the graph when the bias is computed)."""
-        bias = site.bias
         if start == 0 and stop == site.spec.out_channels:
-            return bias
-        values = constant_value(bias)
+            return site.bias
+        return self._rows(site.bias, start, stop, f"{stem}.b", f"{stem}/bias_slice")
+
+    def _rows(self, tensor: gs.Tensor, start: int, stop: int, name: str,
+              slice_name: str) -> gs.Tensor:
+        """Entries [start, stop) of a 1-D tensor: a constant slice, or a Slice node."""
+        values = constant_value(tensor)
         if values is None:
-            out = gs.Variable(f"{stem}.b", dtype=bias.dtype, shape=[stop - start])
-            consts = [gs.Constant(f"{stem}.b_{k}", np.array([v], dtype=np.int64))
+            out = gs.Variable(name, dtype=tensor.dtype, shape=[stop - start])
+            consts = [gs.Constant(f"{name}_{k}", np.array([v], dtype=np.int64))
                       for k, v in (("starts", start), ("ends", stop), ("axes", 0))]
-            self.nodes.append(gs.Node("Slice", f"{stem}/bias_slice", {}, [bias, *consts], [out]))
+            self.nodes.append(gs.Node("Slice", slice_name, {}, [tensor, *consts], [out]))
             return out
-        return gs.Constant(f"{stem}.b", np.ascontiguousarray(values[start:stop]))
+        return gs.Constant(name, np.ascontiguousarray(values[start:stop]))
+
+    def channel_param(self, param: gs.Tensor, start: int, stop: int, name: str) -> gs.Tensor:
+        """An integer conv's per-output-channel scale or zero point for channels [start, stop):
+        itself when per-tensor (one value, shared by every chunk) or when all are wanted."""
+        values = constant_value(param)
+        if values is not None and values.size <= 1 or param.shape is not None \
+                and list(param.shape) == [stop - start] and start == 0:
+            return param
+        return self._rows(param, start, stop, self.fresh(name), self.fresh(f"{name}/slice"))
+
+    def uniform_param(self, param: gs.Tensor, name: str) -> gs.Tensor:
+        """A per-channel parameter whose entries are all equal, as one scalar (ConvInteger takes
+        one weight zero point)."""
+        values = constant_value(param)
+        if values is None or values.size == 0 or np.any(values != values.ravel()[0]):
+            raise Declined(f"{param.name} is not one constant value")
+        if values.ndim == 0:
+            return param
+        return gs.Constant(self.fresh(name), np.array(values.ravel()[0], dtype=values.dtype))
+
+    def requantize(self, acc: gs.Tensor, site, start: int, stop: int, stem: str,
+                   out: gs.Tensor | None = None) -> gs.Tensor:
+        """A QLinearConv's int32 accumulator for output channels [start, stop) to its output,
+        the way onnxruntime's kernel does it: plus the bias (int32), to float32, times
+        x_scale * w_scale / y_scale (float32, multiplied then divided), rounded half to even,
+        plus y_zero_point, saturated (QuantizeLinear with scale 1). Measured bit-exact against
+        onnxruntime's QLinearConv (benchmarks/integer_split_exactness.py)."""
+        q = {role: constant_value(t) for role, t in site.quant.items()}
+        if any(q.get(r) is None for r in ("x_scale", "w_scale", "y_scale", "y_zero_point")):
+            raise Declined("requantizing needs constant scales and output zero point")
+        per_channel = [-1] + [1] * site.spec.rank
+        w_scale = q["w_scale"].astype(np.float32).ravel()
+        if w_scale.size > 1:
+            w_scale = w_scale[start:stop].reshape(per_channel)
+        else:
+            w_scale = w_scale.reshape(())
+        multiplier = (np.float32(q["x_scale"]) * w_scale) / np.float32(q["y_scale"])
+        if site.bias is not None:
+            bias = constant_value(site.bias)
+            if bias is None:
+                raise Declined("requantizing needs a constant bias")
+            bias = gs.Constant(self.fresh(f"{stem}.bias"), np.ascontiguousarray(
+                bias[start:stop].astype(np.int32).reshape(per_channel)))
+            acc = self._op1("Add", [acc, bias], f"{stem}.add_bias", np.int32, acc.shape)
+        real = self._op1("Cast", [acc], f"{stem}.to_float", np.float32, acc.shape,
+                         to=onnx.TensorProto.FLOAT)
+        scaled = self._op1("Mul", [real, gs.Constant(self.fresh(f"{stem}.multiplier"),
+                                                     np.asarray(multiplier, np.float32))],
+                           f"{stem}.scale", np.float32, acc.shape)
+        one = gs.Constant(self.fresh(f"{stem}.one"), np.array(1.0, np.float32))
+        result = out if out is not None else \
+            gs.Variable(self.fresh(f"{stem}.out"), dtype=site.y.dtype, shape=acc.shape)
+        self.nodes.append(gs.Node("QuantizeLinear", self.fresh(stem), {},
+                                  [scaled, one, site.quant["y_zero_point"]], [result]))
+        return result
+
+    def _op1(self, op_type: str, inputs: list, name: str, dtype, shape, **attrs) -> gs.Variable:
+        result = gs.Variable(self.fresh(f"{name}.out"), dtype=dtype, shape=shape)
+        self.nodes.append(gs.Node(op_type, self.fresh(name), attrs, list(inputs), [result]))
+        return result
 
     def sum(self, terms: list, accumulate: str, stem: str, out: gs.Tensor | None = None):
         """Add partial results in ``accumulate`` order (chain or tree); the last Add writes

@@ -26,6 +26,28 @@ IO_POSITIONS = {
     "QLinearConv": (0, 3, 8),
     "ConvInteger": (0, 1, None),
 }
+# Input positions of the quantization parameters of the integer convs, by role.
+QUANT_POSITIONS = {
+    "QLinearConv": {"x_scale": 1, "x_zero_point": 2, "w_scale": 4, "w_zero_point": 5,
+                    "y_scale": 6, "y_zero_point": 7},
+    "ConvInteger": {"x_zero_point": 2, "w_zero_point": 3},
+}
+SCALES = ("x_scale", "w_scale", "y_scale")
+
+
+def quant_operands(node: gs.Node) -> dict[str, gs.Tensor]:
+    """An integer conv's quantization parameters by role, as the node holds them (an optional
+    input left out is absent, or the unnamed placeholder where a later one is given); {} for
+    float convs."""
+    return {role: node.inputs[pos] for role, pos in QUANT_POSITIONS.get(node.op, {}).items()
+            if pos < len(node.inputs)}
+
+
+def _weight_zero_points(quant: dict[str, gs.Tensor]) -> tuple[int, ...]:
+    if "w_zero_point" not in quant or not quant["w_zero_point"].name:
+        return (0,)
+    values = constant_value(quant["w_zero_point"])
+    return () if values is None else tuple(sorted({int(v) for v in values.ravel()}))
 
 
 def _shape(tensor: gs.Tensor) -> tuple[int | None, ...] | None:
@@ -85,6 +107,7 @@ def spec_of(node: gs.Node) -> ConvSpec | Decline:
     if y_shape is not None and len(y_shape) != rank + 2:
         y_shape = None
     has_bias = b_pos is not None and len(node.inputs) > b_pos and bool(node.inputs[b_pos].name)
+    quant = quant_operands(node)
     return ConvSpec(
         name=node.name,
         op_type=node.op,
@@ -104,6 +127,8 @@ def spec_of(node: gs.Node) -> ConvSpec | Decline:
         has_bias=has_bias,
         constant_weight=not isinstance(const_weight(w), Decline),
         weight_sum=_weight_sum(w, node.op == "ConvTranspose", group),
+        weight_zero_points=_weight_zero_points(quant),
+        constant_scales=all(constant_value(quant[r]) is not None for r in SCALES if r in quant),
     )
 
 

@@ -18,6 +18,9 @@ from ..weights import block_diagonal
 from .relax_read import RELAX_CONVS, op_name
 
 
+INTEGER_CONVS_ONNX_ONLY = "integer convs (QLinearConv, ConvInteger) are split on ONNX only"
+
+
 def _relax():
     from tvm import relax
     return relax
@@ -157,6 +160,15 @@ class RelaxBuilder:
 
     def bias(self, site, start: int, stop: int, stem: str):
         raise Declined("a Relax conv takes no bias")
+
+    def channel_param(self, param, start: int, stop: int, name: str):
+        raise Declined(INTEGER_CONVS_ONNX_ONLY)
+
+    def uniform_param(self, param, name: str):
+        raise Declined(INTEGER_CONVS_ONNX_ONLY)
+
+    def requantize(self, acc, site, start: int, stop: int, stem: str, out=None):
+        raise Declined(INTEGER_CONVS_ONNX_ONLY)
 
     def sum(self, terms: list, accumulate: str, stem: str, out=None):
         relax = _relax()

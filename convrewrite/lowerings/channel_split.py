@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..build.builder import Builder, ConvSite
-from ..conv import ConvSpec, dims_text
+from ..conv import INTEGER_CONVS, ConvSpec, dims_text
 from ..decline import Decline
 from ..plan.channels import ChannelSplitPlan, SubConv, plan_channel_split
 from ..rules import rules_named
@@ -73,8 +73,8 @@ class ChannelSplit(Lowering):
     fixes = rules_named("max_in_channels", "max_out_channels", "max_weight_sum")
 
     def plan(self, spec: ConvSpec, target: Target) -> "Planned | Decline":
-        if spec.op_type not in ("Conv", "ConvTranspose"):
-            return Decline(f"{spec.op_type} cannot be split yet (only Conv and ConvTranspose)")
+        if spec.op_type in INTEGER_CONVS:
+            return Decline(f"{spec.op_type} is an integer conv: integer_split splits it")
         target = weight_sum_target(spec, target)
         if isinstance(target, Decline):
             return target
@@ -88,8 +88,26 @@ class ChannelSplit(Lowering):
         return emit_channel_plan(b, site, planned.detail)
 
 
-def emit_channel_plan(b: Builder, site: ConvSite, emit: ChannelEmit):
-    """The plan's sub-convs; returns the tensor they compute (the site's output)."""
+class FloatTerms:
+    """How a float conv's plan is built: each sub-conv a conv of the site's op (the bias on the
+    first term of a block), each block the sum of its terms. The integer split
+    (``integer_split``) builds its sub-convs and joins its blocks in its own way."""
+
+    def term(self, b: Builder, site: ConvSite, block, t: int, x, w, stem: str, attrs: dict,
+             out=None, shape=None):
+        inputs = [x, w]
+        if site.bias is not None and t == 0:
+            inputs.append(b.bias(site, block.out_start, block.out_stop, stem))
+        return b.conv(site, inputs, stem, attrs, out=out, shape=shape)
+
+    def join(self, b: Builder, site: ConvSite, block, terms: list, accumulate: str, stem: str,
+             out=None):
+        return b.sum(terms, accumulate, stem, out=out)
+
+
+def emit_channel_plan(b: Builder, site: ConvSite, emit: ChannelEmit, form=FloatTerms()):
+    """The plan's sub-convs, built the ``form``'s way; returns the tensor they compute (the
+    site's output)."""
     plan, spec, base = emit.plan, site.spec, site.name
     ranges = plan.input_ranges
     if len(ranges) == 1:
@@ -110,19 +128,16 @@ def emit_channel_plan(b: Builder, site: ConvSite, emit: ChannelEmit):
                 w = b.weight(rows.block_diagonal(sub.groups), (slice(None),), stem)
             else:
                 w = b.weight(site.weight, weight_index(spec, sub), stem)
-            inputs = [chunk_of[(sub.in_start, sub.in_stop)], w]
-            if site.bias is not None and t == 0:
-                inputs.append(b.bias(site, block.out_start, block.out_stop, stem))
             last = single_block and len(block.terms) == 1
             shape = None
             if y_shape is not None:
                 shape = list(y_shape)
                 shape[1] = block.out_stop - block.out_start
             attrs = dict(site.attrs, group=1 if sub.block_diagonal else sub.groups)
-            terms.append(b.conv(site, inputs, stem, attrs, out=site.y if last else None,
-                                shape=shape))
-        block_outputs.append(b.sum(terms, plan.accumulate, f"{base}/sum.o{i}",
-                                   out=site.y if single_block else None))
+            terms.append(form.term(b, site, block, t, chunk_of[(sub.in_start, sub.in_stop)], w,
+                                   stem, attrs, out=site.y if last else None, shape=shape))
+        block_outputs.append(form.join(b, site, block, terms, plan.accumulate,
+                                       f"{base}/sum.o{i}", out=site.y if single_block else None))
     if single_block:
         return block_outputs[0]
     return b.concat(block_outputs, 1, f"{base}/concat", out=site.y)

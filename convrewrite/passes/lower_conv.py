@@ -9,7 +9,7 @@ import onnx_graphsurgeon as gs
 
 from ..build.builder import ConvSite
 from ..build.onnx import OnnxBuilder
-from ..build.onnx_read import conv_nodes, runtime_operand, spec_of
+from ..build.onnx_read import IO_POSITIONS, conv_nodes, quant_operands, runtime_operand, spec_of
 from ..conv import ConvSpec
 from ..decline import Decline, need
 from ..graph import from_graph, isolate_node, to_graph
@@ -25,9 +25,10 @@ MAX_ITERATIONS = 16
 
 
 def onnx_site(node: gs.Node, spec: ConvSpec, weight) -> ConvSite:
-    bias = node.inputs[2] if spec.has_bias else None
+    """The node as a ConvSite: its bias where its op keeps it (QLinearConv: input 8)."""
+    bias = node.inputs[IO_POSITIONS[node.op][2]] if spec.has_bias else None
     return ConvSite(node.name, spec, node.inputs[0], node.outputs[0], weight, bias,
-                    dict(node.attrs))
+                    dict(node.attrs), quant_operands(node))
 
 
 class OnnxLowering(Pass):

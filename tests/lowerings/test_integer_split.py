@@ -1,0 +1,207 @@
+"""Integer split: tiny hand-built QLinearConv and ConvInteger models (uint8 and int8, per-tensor
+and per-channel weight scales, with and without bias) on targets that limit input or output
+channels, each rewrite run on onnxruntime here next to the original and required to be bit-exact
+(independently of convrewrite's verifier), plus what the lowering declines and why."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import convrewrite as cr
+from convrewrite.graph import to_graph
+from convrewrite.build.onnx_read import spec_of
+from convrewrite.lowerings.integer_split import IntegerSplit
+from convrewrite.target import load_target
+from convrewrite.verify import session
+
+ONNX_TYPE = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8}
+
+
+def _zero_point(rng, dtype, size=None):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min // 2, info.max // 2, size=size, endpoint=True).astype(dtype)
+
+
+def integer_model(op, x_dtype=np.uint8, w_dtype=np.int8, per_channel=False, bias=False,
+                  varying_zero_points=False, cin=12, cout=10, group=1, seed=0):
+    """One QLinearConv or ConvInteger (3x3, pads 1) on a [1, cin, 6, 6] input, random params."""
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(w_dtype)
+    w = rng.integers(info.min, info.max, (cout, cin // group, 3, 3), endpoint=True).astype(w_dtype)
+    n = cout if per_channel else 1
+    shape = (cout,) if per_channel else ()
+    centre = 128 if w_dtype == np.uint8 else 0
+    offsets = rng.integers(-4, 4, n, endpoint=True) if varying_zero_points else np.zeros(n, int)
+    inits = {"w": w, "xz": _zero_point(rng, x_dtype),
+             "wz": (offsets + centre).astype(w_dtype).reshape(shape)}
+    attrs = dict(pads=[1, 1, 1, 1], group=group)
+    if op == "QLinearConv":
+        inits.update(xs=np.float32(rng.uniform(0.005, 0.05)),
+                     ws=rng.uniform(0.001, 0.02, n).astype(np.float32).reshape(shape),
+                     ys=np.float32(rng.uniform(0.02, 0.3)), yz=_zero_point(rng, x_dtype))
+        names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
+        if bias:
+            inits["B"] = rng.integers(-3000, 3000, cout).astype(np.int32)
+            names.append("B")
+        y_type = ONNX_TYPE[np.dtype(x_dtype)]
+    else:
+        names, y_type = ["x", "w", "xz", "wz"], TensorProto.INT32
+    node = helper.make_node(op, names, ["y"], name="qconv", **attrs)
+    graph = helper.make_graph(
+        [node], "q", [helper.make_tensor_value_info("x", ONNX_TYPE[np.dtype(x_dtype)],
+                                                    [1, cin, 6, 6])],
+        [helper.make_tensor_value_info("y", y_type, [1, cout, 6, 6])],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    return model
+
+
+def limits(**conv):
+    return {"name": "t", "conv": conv}
+
+
+def run_both(original: onnx.ModelProto, rewritten: onnx.ModelProto, seed=1):
+    """Both models on onnxruntime (at the level verify uses) on the same random input."""
+    x_type = original.graph.input[0].type.tensor_type.elem_type
+    dtype = helper.tensor_dtype_to_np_dtype(x_type)
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(seed).integers(info.min, info.max, (1, 12, 6, 6), endpoint=True)
+    feeds = {"x": x.astype(dtype)}
+    return [session(m).run(None, feeds)[0] for m in (original, rewritten)]
+
+
+def ops(model):
+    return sorted(n.op_type for n in model.graph.node)
+
+
+QLINEAR_CASES = [
+    dict(x_dtype=np.uint8, w_dtype=np.int8),
+    dict(x_dtype=np.uint8, w_dtype=np.int8, bias=True),
+    dict(x_dtype=np.uint8, w_dtype=np.uint8, per_channel=True),
+    dict(x_dtype=np.uint8, w_dtype=np.int8, per_channel=True, bias=True),
+    dict(x_dtype=np.int8, w_dtype=np.int8, per_channel=True, bias=True),
+    dict(x_dtype=np.int8, w_dtype=np.int8, bias=True),
+]
+CASE_IDS = ["u8s8", "u8s8-bias", "u8u8-perch", "u8s8-perch-bias", "s8s8-perch-bias", "s8s8-bias"]
+
+
+@pytest.mark.parametrize("case", QLINEAR_CASES, ids=CASE_IDS)
+def test_qlinear_output_split_is_bit_exact(case):
+    model = integer_model("QLinearConv", **case, varying_zero_points=case.get("per_channel"))
+    out, report = cr.rewrite(model, limits(max_out_channels=4))
+    assert report.status == "ok", report.to_dict() if hasattr(report, "to_dict") else report
+    assert ops(out) == ["Concat", "QLinearConv", "QLinearConv", "QLinearConv"]
+    record = report.records[0]
+    assert record.pass_name == "integer_split" and record.tolerance == "exact"
+    assert record.verify["bit_exact"]
+    ref, got = run_both(model, out)
+    assert ref.dtype == got.dtype == case["x_dtype"] and np.array_equal(ref, got)
+    # each chunk carries its own rows of the per-channel parameters
+    if case.get("per_channel"):
+        chunks = [n for n in out.graph.node if n.op_type == "QLinearConv"]
+        inits = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+        assert [inits[n.input[4]].shape for n in chunks] == [(4,), (3,), (3,)]
+
+
+@pytest.mark.parametrize("case", QLINEAR_CASES, ids=CASE_IDS)
+def test_qlinear_input_split_is_requantized_bit_exact(case):
+    model = integer_model("QLinearConv", **case)
+    out, report = cr.rewrite(model, limits(max_in_channels=5))
+    assert report.status == "ok"
+    assert ops(out).count("ConvInteger") == 3 and "QLinearConv" not in ops(out)
+    assert ops(out).count("QuantizeLinear") == 1
+    assert "requantized once" in report.records[0].rewrite
+    assert report.records[0].tolerance == "exact" and report.records[0].verify["bit_exact"]
+    ref, got = run_both(model, out)
+    assert np.array_equal(ref, got), f"max {np.abs(ref.astype(int) - got.astype(int)).max()} LSB"
+
+
+def test_qlinear_both_limits_grid():
+    model = integer_model("QLinearConv", per_channel=True, bias=True)
+    out, report = cr.rewrite(model, limits(max_in_channels=6, max_out_channels=5))
+    assert report.status == "ok"
+    assert ops(out).count("ConvInteger") == 4 and ops(out).count("QuantizeLinear") == 2
+    ref, got = run_both(model, out)
+    assert np.array_equal(ref, got)
+
+
+@pytest.mark.parametrize("limit", [dict(max_in_channels=5), dict(max_out_channels=4),
+                                   dict(max_in_channels=6, max_out_channels=5)])
+@pytest.mark.parametrize("x_dtype", [np.uint8, np.int8])
+def test_conv_integer_split_is_exact(limit, x_dtype):
+    model = integer_model("ConvInteger", x_dtype=x_dtype)
+    out, report = cr.rewrite(model, limits(**limit))
+    assert report.status == "ok"
+    assert {"ConvInteger"} <= set(ops(out)) and ops(out).count("ConvInteger") > 1
+    assert report.records[0].tolerance == "exact"
+    ref, got = run_both(model, out)
+    assert ref.dtype == got.dtype == np.int32 and np.array_equal(ref, got)
+
+
+def test_grouped_qlinear_splits_on_group_boundaries():
+    model = integer_model("QLinearConv", per_channel=True, bias=True, cin=12, cout=12, group=3)
+    out, report = cr.rewrite(model, limits(max_in_channels=8, max_out_channels=8))
+    assert report.status == "ok" and ops(out).count("QLinearConv") == 2    # 2 + 1 groups
+    ref, got = run_both(model, out)
+    assert np.array_equal(ref, got)
+
+
+def test_input_split_declines_per_channel_zero_points():
+    """ConvInteger takes one weight zero point: a QLinearConv whose channels have their own
+    cannot be summed from ConvInteger chunks; the output split of the same conv still works."""
+    model = integer_model("QLinearConv", per_channel=True, varying_zero_points=True)
+    out, report = cr.rewrite(model, limits(max_in_channels=5))
+    assert out is model and report.status == "illegal"
+    reasons = report.remaining[0].reasons
+    assert any("different per-channel zero points" in r for r in reasons), reasons
+    assert any("integer_split splits it" in r for r in reasons), reasons
+
+
+def test_plan_declines_float_convs_and_missing_ops():
+    node = next(n for n in to_graph(integer_model("QLinearConv")).nodes)
+    spec = spec_of(node)
+    assert spec.weight_zero_points == (0,) and spec.constant_scales
+    no_quantize = load_target({"name": "t", "conv": {"max_in_channels": 5},
+                               "ops": ["QLinearConv", "ConvInteger", "Split", "Add", "Cast",
+                                       "Mul"]})
+    assert "QuantizeLinear" in IntegerSplit().plan(spec, no_quantize).reason
+    fits_out = load_target({"name": "t", "conv": {"max_out_channels": 4},
+                            "ops": ["QLinearConv", "Concat"]})
+    assert IntegerSplit().plan(spec, fits_out).tolerance == "exact"
+    from dataclasses import replace
+    assert "not an integer conv" in IntegerSplit().plan(replace(spec, op_type="Conv"),
+                                                        fits_out).reason
+
+
+@pytest.mark.parametrize("op, target, code, needle", [
+    ("QLinearConv", "max_out_channels: 4", 0, "integer_split"),
+    ("QLinearConv", "max_in_channels: 5", 0, "requantized once"),
+    ("ConvInteger", "max_in_channels: 5", 0, "int32 sums"),
+    # K210-like ops list without the requantizing ops: exit 3, the reason named
+    ("QLinearConv", "max_in_channels: 5\nops: [QLinearConv, Split, Add]", 3, "lacks Cast"),
+])
+def test_cli(tmp_path, op, target, code, needle):
+    import json
+
+    from tests.robustness.harness import run_cli, write_model
+    write_model(tmp_path, "in.onnx", integer_model(op, per_channel=op == "QLinearConv",
+                                                   bias=op == "QLinearConv"))
+    conv, _, ops_line = target.partition("\n")
+    (tmp_path / "chip.yaml").write_text(f"name: chip\nconv:\n  {conv}\n{ops_line}\n")
+    r = run_cli(["in.onnx", "--target", "chip.yaml", "-o", "out.onnx", "--report", "r.json"],
+                tmp_path)
+    assert r.code == code, r.stderr
+    report = (tmp_path / "r.json").read_text()
+    assert needle in report
+    if code == 0:
+        data = json.loads(report)
+        assert data["rewrites"] and all(rec["verify"]["bit_exact"] and rec["tolerance"] == "exact"
+                                        for rec in data["rewrites"])
+        assert data["end_to_end"]["bit_exact"]
+        assert data["end_to_end"]["onnxruntime_optimization"] == "basic"
+        ref, got = run_both(onnx.load(tmp_path / "in.onnx"), onnx.load(tmp_path / "out.onnx"))
+        assert np.array_equal(ref, got)
