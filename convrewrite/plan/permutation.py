@@ -7,9 +7,13 @@ Transpose needs more axes than the target has, as a chain of block swaps each of
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import permutations
 from math import prod
 
 import numpy as np
+
+
+MAX_SEARCHED = 8           # axes: a search for two Transposes tries every middle order (8! = 40320)
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,8 @@ def merged_axes(index: np.ndarray) -> list[tuple[int, int]] | None:
 
 def plan_transposes(index: np.ndarray, max_rank: int | None) -> Transposes | None:
     """The permutation ``index`` (see ``merged_axes``) as transposes over views of at most
-    ``max_rank`` axes: one over the merged axes when they fit, else block swaps (the input axes
-    still out of place moved next to those already placed, each swap a [before, a, b, after]
-    view); None when it is no permutation of axes or a swap would not fit either."""
+    ``max_rank`` axes: one over the merged axes when they fit, else two when some middle order
+    allows, else block swaps; None when it is no permutation of axes or a swap would not fit."""
     axes = merged_axes(index)
     if axes is None:
         return None
@@ -68,7 +71,53 @@ def plan_transposes(index: np.ndarray, max_rank: int | None) -> Transposes | Non
     perm = tuple(source.index(k) for k in range(len(axes)))
     if max_rank is None or len(axes) <= max_rank:
         return Transposes((tuple(sizes),), (perm,))
-    views, perms, order, i = [], [], list(range(len(axes))), 0
+    pair = _two_transposes(sizes, perm, max_rank) if len(axes) <= MAX_SEARCHED else None
+    return pair or _block_swaps(sizes, perm, max_rank)
+
+
+def _runs(before: tuple, after: tuple) -> list[tuple]:
+    """``before`` cut where its next axis does not follow in ``after``: the fewest blocks one
+    Transpose moves to make ``after`` from ``before`` (its view's rank is their count)."""
+    where = {a: k for k, a in enumerate(after)}
+    runs = [[before[0]]]
+    for a in before[1:]:
+        if where[a] == where[runs[-1][-1]] + 1:
+            runs[-1].append(a)
+        else:
+            runs.append([a])
+    return [tuple(r) for r in runs]
+
+
+def _step(sizes, before: tuple, after: tuple) -> tuple[tuple, tuple]:
+    """(view, perm) of the one Transpose making ``after`` from ``before``."""
+    runs = _runs(before, after)
+    view = tuple(prod(sizes[a] for a in run) for run in runs)
+    where = {a: k for k, a in enumerate(after)}
+    return view, tuple(sorted(range(len(runs)), key=lambda r: where[runs[r][0]]))
+
+
+def _two_transposes(sizes, perm, max_rank: int) -> Transposes | None:
+    """Two Transposes through the middle order that keeps both views smallest, if one exists
+    (every order of at most MAX_SEARCHED axes is tried)."""
+    start, best = tuple(range(len(perm))), None
+    for middle in permutations(start):
+        first, second = len(_runs(start, middle)), len(_runs(middle, perm))
+        if first <= max_rank and second <= max_rank and \
+                (best is None or (max(first, second), first + second) < best[0]):
+            best = ((max(first, second), first + second), middle)
+    if best is None:
+        return None
+    middle = best[1]
+    steps = [_step(sizes, start, middle), _step([sizes[a] for a in middle],
+                                                 tuple(range(len(perm))),
+                                                 tuple(middle.index(a) for a in perm))]
+    return Transposes(tuple(v for v, _ in steps), tuple(p for _, p in steps))
+
+
+def _block_swaps(sizes, perm, max_rank: int) -> Transposes | None:
+    """The input axes still out of place moved next to those already placed, each swap a
+    [before, a, b, after] view: at most one Transpose per axis."""
+    views, perms, order, i = [], [], list(range(len(perm))), 0
     while i < len(order):
         if order[i] == perm[i]:
             i += 1

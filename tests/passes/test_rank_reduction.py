@@ -136,6 +136,7 @@ def test_space_to_depth_is_transposed_in_4d():
 def test_mobilevit_unfold_and_fold(batch):
     out, records = rewrite_bit_equal(mobilevit_model(batch), batch=batch)
     assert len(records) == 2 and "Gather" not in ops_of(out)
+    assert ops_of(out).count("Transpose") == 4      # two each: no middle order needs more
 
 
 @pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax"])
