@@ -13,6 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 import convrewrite as cr
 from convrewrite.graph import to_graph
 from convrewrite.build.onnx_read import spec_of
+from convrewrite.build.relax import RelaxBuilder
+from convrewrite.decline import Declined
 from convrewrite.lowerings.integer_split import IntegerSplit
 from convrewrite.target import load_target
 from convrewrite.verify import session
@@ -150,21 +152,33 @@ def test_grouped_qlinear_splits_on_group_boundaries():
     assert np.array_equal(ref, got)
 
 
-def test_input_split_declines_per_channel_zero_points():
-    """ConvInteger takes one weight zero point: a QLinearConv whose channels have their own
-    cannot be summed from ConvInteger chunks; the output split of the same conv still works."""
-    model = integer_model("QLinearConv", per_channel=True, varying_zero_points=True)
-    out, report = cr.rewrite(model, limits(max_in_channels=5))
-    assert out is model and report.status == "illegal"
-    reasons = report.remaining[0].reasons
-    assert any("different per-channel zero points" in r for r in reasons), reasons
-    assert any("integer_split splits it" in r for r in reasons), reasons
+@pytest.mark.parametrize("case", [c for c in QLINEAR_CASES if c.get("per_channel")],
+                         ids=[i for i, c in zip(CASE_IDS, QLINEAR_CASES) if c.get("per_channel")])
+@pytest.mark.parametrize("limit", [dict(max_in_channels=5),
+                                   dict(max_in_channels=6, max_out_channels=5)])
+def test_input_split_centres_per_channel_zero_points(case, limit):
+    """ConvInteger takes one weight zero point: a QLinearConv whose channels have their own is
+    summed from zero-point-0 chunks less w_zp[c] times each window's input sum; bit-exact."""
+    model = integer_model("QLinearConv", **case, varying_zero_points=True)
+    assert len(spec_of(next(iter(to_graph(model).nodes))).weight_zero_points) > 1
+    out, report = cr.rewrite(model, limits(**limit))
+    assert report.status == "ok" and "per-channel weight zero points" in report.records[0].rewrite
+    assert ops(out).count("Sub") == ops(out).count("ConvInteger") // 2
+    assert report.records[0].tolerance == "exact" and report.records[0].verify["bit_exact"]
+    ref, got = run_both(model, out)
+    assert np.array_equal(ref, got), f"max {np.abs(ref.astype(int) - got.astype(int)).max()} LSB"
 
 
-def test_plan_declines_float_convs_and_missing_ops():
+def test_plan_declines_float_convs_missing_ops_and_relax():
     node = next(n for n in to_graph(integer_model("QLinearConv")).nodes)
     spec = spec_of(node)
     assert spec.weight_zero_points == (0,) and spec.constant_scales
+    relax = RelaxBuilder(None, None)
+    for call in (lambda: relax.requantize(None, None, 0, 1, "s"),
+                 lambda: relax.channel_param(None, 0, 1, "s"),
+                 lambda: relax.conv_integer_centred(None, None, None, 0, 1, "s", {})):
+        with pytest.raises(Declined, match="ONNX only"):
+            call()
     no_quantize = load_target({"name": "t", "conv": {"max_in_channels": 5},
                                "ops": ["QLinearConv", "ConvInteger", "Split", "Add", "Cast",
                                        "Mul"]})
