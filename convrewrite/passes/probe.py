@@ -18,10 +18,12 @@ QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
 def run_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor], graph: gs.Graph,
                like: onnx.ModelProto, probes: list[np.ndarray]) -> list[list[np.ndarray]] | Decline:
-    """The region's outputs for each probe fed as ``x`` (all probes share one shape and dtype,
-    which replace x's: a Q/DQ in the region passes values through). Graph inputs the region
-    also reads (shape arithmetic on the model's input) get zeros; or why it cannot run."""
-    dims = list(probes[0].shape)
+    """The region's outputs for each probe fed as ``x`` (the probes share one dtype, which
+    replaces x's: a Q/DQ in the region passes values through; an axis on which their extents
+    differ is symbolic). Graph inputs the region also reads (shape arithmetic on the model's
+    input) get zeros, of each probe's batch; or why it cannot run."""
+    dims = [d if all(p.shape[i] == d for p in probes) else f"probe_{i}"
+            for i, d in enumerate(probes[0].shape)]
     model = isolate_region(nodes, x, outputs, graph, like)
     for node in model.graph.node:           # element bookkeeping only: Q/DQ pass values through
         if node.op_type in QDQ_OPS:
@@ -36,8 +38,9 @@ def run_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor], gra
     del model.graph.input[:]                                              # region reads too
     model.graph.input.extend([onnx.helper.make_tensor_value_info(
         x.name, onnx.helper.np_dtype_to_tensor_dtype(probes[0].dtype), dims)])
-    extra = {name: _probe_fill(info, dims[0]) for name, info in others.items()}
-    if any(v is None for v in extra.values()):
+    extras = [{name: _probe_fill(info, probe.shape[0]) for name, info in others.items()}
+              for probe in probes]
+    if any(v is None for extra in extras for v in extra.values()):
         return Decline("the region reads a graph input of a type it cannot probe")
     model.graph.input.extend(others.values())
     try:
@@ -45,7 +48,8 @@ def run_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor], gra
         options.log_severity_level = ORT_LOG_SEVERITY
         session = ort.InferenceSession(model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
-        return [session.run(None, {x.name: probe, **extra}) for probe in probes]
+        return [session.run(None, {x.name: probe, **extra})
+                for probe, extra in zip(probes, extras)]
     except Exception as exc:       # onnxruntime refuses: not a region we understand
         return Decline(f"the region does not run alone on onnxruntime ({type(exc).__name__})")
 

@@ -1,7 +1,8 @@
 """Data movement through 5-D and 6-D tensors (pixel shuffle / space-to-depth spelt as Reshape ->
 Transpose -> Reshape, MobileViT's patch unfold and fold, ResNeSt's radix sum) is rewritten for a
 rank-4 target into merged-axis Transposes or a Gather: bit-equal on onnxruntime, nothing above
-4-D left, and the checker then finds nothing."""
+4-D left, and the checker then finds nothing; a symbolic batch is fine, another symbolic axis
+declines saying so."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import onnx
 import pytest
 
 import convrewrite as cr
+from convrewrite.decline import Decline
 from convrewrite.models.builder import GraphBuilder, T
 from convrewrite.ops.reference import standard_reference
+from convrewrite.plan.movement import unify
 from convrewrite.plan.permutation import merged_axes, plan_transposes
 from tests.conv_cases import random_input, run
 from tests.passes.variant_cases import ops_of
@@ -52,11 +55,13 @@ def space_to_depth_model(batch=1):
     return g.build()
 
 
-def mobilevit_model(batch=1, channels=8, patch=2, grid=(3, 4)):
-    """MobileViT's unfold b c (h ph) (w pw) -> b (ph pw) (h w) c, a per-token op, the fold back."""
+def mobilevit_model(batch=1, channels=8, patch=2, grid=(3, 4), symbolic=False):
+    """MobileViT's unfold b c (h ph) (w pw) -> b (ph pw) (h w) c, a per-token op, the fold back
+    (``symbolic``: a batch "N", ``batch`` -1 in the views)."""
     g = GraphBuilder("mobilevit", seed=5)
     h, w = grid
-    x = g.conv(g.input("input", 3, (h * patch, w * patch), batch), channels, 3, name="local")
+    x = g.conv(g.input("input", 3, (h * patch, w * patch), "N" if symbolic else batch),
+               channels, 3, name="local")
     p = patch
     tokens = view_permute_view(g, x.name, [batch, channels, h, p, w, p], (0, 3, 5, 2, 4, 1),
                                [batch, p * p, h * w, channels], "unfold")
@@ -151,11 +156,25 @@ def test_without_transpose_a_permutation_is_gathered_per_sample():
     assert "per sample" in records[0].rewrite
 
 
-def test_symbolic_batch_declines_saying_why():
-    _, report = cr.rewrite(pixel_shuffle_model(batch="N"), "generic")
+@pytest.mark.parametrize("build", [pixel_shuffle_model, mobilevit_model])
+def test_symbolic_batch_is_probed_at_two_sizes(build):
+    model = build(batch="N") if build is pixel_shuffle_model else build(batch=-1, symbolic=True)
+    out, records = rewrite_bit_equal(model)
+    for batch in (2, 3):        # the views' batch extent is -1: any batch runs
+        feeds = random_input(model, batch=batch)
+        assert np.array_equal(run(out, feeds)[0], run(standard_reference(model), feeds)[0])
+
+
+def test_symbolic_spatial_axis_declines_saying_why():
+    g = GraphBuilder("symbolic_h", seed=8)
+    x = g.relu(g.input("input", 12, ("H", 6), 1), "pre")
+    y = view_permute_view(g, x.name, [1, 3, 2, 2, -1, 6], (0, 1, 4, 2, 5, 3), [1, 3, -1, 12],
+                          "d2s")
+    g.output(T(y, 3, ("H2", 12)), "out")
+    _, report = cr.rewrite(g.build(), "generic")
     assert report.status != "ok"
-    assert "rank_reduction: the region's input" in report.render()
-    assert "symbolic shape" in report.render()
+    text = report.render()
+    assert "rank_reduction: the region's input pre.out has a symbolic shape" in text, text
 
 
 def test_legal_movement_is_left_alone():
@@ -185,3 +204,13 @@ def test_every_axis_permutation_fits_in_block_swaps(limit):
         for view, p in zip(plan.views, plan.perms):
             moved = moved.reshape(view).transpose(p)
         assert np.array_equal(moved.reshape(-1), index.reshape(-1)) and plan.rank <= limit
+
+
+def test_steps_made_one_across_batches_or_declined():
+    two = [("reshape", [6, 4]), ("transpose", [1, 0]), ("reshape", [4, 2, 3])]
+    three = [("reshape", [9, 4]), ("transpose", [1, 0]), ("reshape", [4, 3, 3])]
+    assert unify([two, three]) == [("reshape", [-1, 4]), ("transpose", [1, 0]),
+                                   ("reshape", [4, -1, 3])]
+    picked = [("gather", np.array([0, 2])), ("gather", np.array([0, 3]))]
+    assert isinstance(unify([[picked[0]], [picked[1]]]), Decline)
+    assert isinstance(unify([[("reshape", [6, 4])], [("reshape", [9, 6])]]), Decline)
