@@ -9,7 +9,9 @@ in quantization steps (LSBs):
   joined by Concat;
 * ``in``: input-channel chunks as ConvInteger (int32), summed, bias added, then requantized once:
   Cast to float, Mul by x_scale * w_scale / y_scale (float32, in that order, as onnxruntime's
-  kernel computes it), QuantizeLinear(scale 1, y_zp) (round half to even, saturate);
+  kernel computes it), QuantizeLinear(scale 1, y_zp) (round half to even, saturate); where the
+  per-channel weight zero points differ, each chunk is ConvInteger with zero point 0 less
+  w_zp[c] times a one-channel ConvInteger of ones;
 * ConvInteger models: input chunks summed in int32, output chunks concatenated.
 
 Run: ``python benchmarks/integer_split_exactness.py [trials]``.
@@ -101,13 +103,25 @@ def in_split(p, cin, cout, chunks):
         inits["m"] = inits["m"].reshape(-1, 1, 1)
     parts = [f"x{k}" for k in range(len(chunks))]
     nodes = [helper.make_node("Split", ["x", "sizes"], parts, axis=1)]
-    if p["wz"].ndim and len(set(p["wz"].tolist())) == 1:
+    centre = p["wz"].ndim and len(set(p["wz"].tolist())) > 1
+    if p["wz"].ndim and not centre:
         inits["wz"] = p["wz"][:1].reshape(())   # one zero point: the scalar ConvInteger takes
+    if centre:      # per-channel zero points: zero point 0, less w_zp[c] * the window's input sum
+        inits["wz"] = np.array(0, p["wz"].dtype)
+        inits["wzc"] = p["wz"].astype(np.int32).reshape(-1, 1, 1)
     sums = []
     for k, (a, b) in enumerate(chunks):
         inits[f"w{k}"] = p["w"][:, a:b]
         nodes.append(helper.make_node("ConvInteger", [f"x{k}", f"w{k}", "xz", "wz"], [f"acc{k}"],
                                       pads=[1, 1, 1, 1]))
+        if centre:
+            inits[f"ones{k}"] = np.ones((1, b - a, 3, 3), p["wz"].dtype)
+            nodes += [helper.make_node("ConvInteger", [f"x{k}", f"ones{k}", "xz", "wz"],
+                                       [f"win{k}"], pads=[1, 1, 1, 1]),
+                      helper.make_node("Mul", [f"win{k}", "wzc"], [f"zpt{k}"]),
+                      helper.make_node("Sub", [f"acc{k}", f"zpt{k}"], [f"cen{k}"])]
+            sums.append(f"cen{k}")
+            continue
         sums.append(f"acc{k}")
     acc = sums[0]
     for k in range(1, len(sums)):

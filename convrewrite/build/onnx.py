@@ -208,6 +208,27 @@ class OnnxBuilder:
                                   [scaled, one, site.quant["y_zero_point"]], [result]))
         return result
 
+    def conv_integer_centred(self, site, x, w: gs.Constant, start: int, stop: int, stem: str,
+                             attrs: dict, shape=None) -> gs.Tensor:
+        """int32 sums over ``x``'s channels of (x - x_zp) * (w - w_zp[c]) for output channels
+        [start, stop) whose weight zero points differ (ConvInteger takes one):
+        ConvInteger(x, w, x_zp, 0) - w_zp[c] * ConvInteger(x, ones, x_zp, 0), the second a
+        one-channel sum of the window's centred inputs. Integer arithmetic: exact."""
+        zero_points = constant_value(site.quant["w_zero_point"])
+        if zero_points is None:
+            raise Declined("per-channel weight zero points must be constants to centre")
+        dtype, x_zp = zero_points.dtype, site.quant["x_zero_point"]
+        zero = gs.Constant(self.fresh(f"{stem}.w_zero"), np.array(0, dtype))
+        acc = self.conv(site, [x, w, x_zp, zero], stem, attrs, shape=shape, op_type="ConvInteger")
+        ones = gs.Constant(self.fresh(f"{stem}.ones"), np.ones((1, *w.shape[1:]), dtype))
+        one_shape = None if shape is None else [shape[0], 1, *shape[2:]]
+        window = self.conv(site, [x, ones, x_zp, zero], self.fresh(f"{stem}.window_sum"), attrs,
+                           shape=one_shape, op_type="ConvInteger")
+        rows = zero_points.ravel()[start:stop].astype(np.int32).reshape(-1, *[1] * site.spec.rank)
+        term = self._op1("Mul", [window, gs.Constant(self.fresh(f"{stem}.w_zero_points"), rows)],
+                         f"{stem}.zero_point_term", np.int32, shape)
+        return self._op1("Sub", [acc, term], f"{stem}.centred", np.int32, shape)
+
     def _op1(self, op_type: str, inputs: list, name: str, dtype, shape, **attrs) -> gs.Variable:
         result = gs.Variable(self.fresh(f"{name}.out"), dtype=dtype, shape=shape)
         self.nodes.append(gs.Node(op_type, self.fresh(name), attrs, list(inputs), [result]))

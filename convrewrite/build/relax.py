@@ -170,6 +170,10 @@ class RelaxBuilder:
     def requantize(self, acc, site, start: int, stop: int, stem: str, out=None):
         raise Declined(INTEGER_CONVS_ONNX_ONLY)
 
+    def conv_integer_centred(self, site, x, w, start: int, stop: int, stem: str, attrs: dict,
+                             shape=None):
+        raise Declined(INTEGER_CONVS_ONNX_ONLY)
+
     def sum(self, terms: list, accumulate: str, stem: str, out=None):
         relax = _relax()
         operands = list(terms)

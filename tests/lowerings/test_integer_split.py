@@ -13,6 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 import convrewrite as cr
 from convrewrite.graph import to_graph
 from convrewrite.build.onnx_read import spec_of
+from convrewrite.build.relax import RelaxBuilder
+from convrewrite.decline import Declined
 from convrewrite.lowerings.integer_split import IntegerSplit
 from convrewrite.target import load_target
 from convrewrite.verify import session
@@ -150,21 +152,33 @@ def test_grouped_qlinear_splits_on_group_boundaries():
     assert np.array_equal(ref, got)
 
 
-def test_input_split_declines_per_channel_zero_points():
-    """ConvInteger takes one weight zero point: a QLinearConv whose channels have their own
-    cannot be summed from ConvInteger chunks; the output split of the same conv still works."""
-    model = integer_model("QLinearConv", per_channel=True, varying_zero_points=True)
-    out, report = cr.rewrite(model, limits(max_in_channels=5))
-    assert out is model and report.status == "illegal"
-    reasons = report.remaining[0].reasons
-    assert any("different per-channel zero points" in r for r in reasons), reasons
-    assert any("integer_split splits it" in r for r in reasons), reasons
+@pytest.mark.parametrize("case", [c for c in QLINEAR_CASES if c.get("per_channel")],
+                         ids=[i for i, c in zip(CASE_IDS, QLINEAR_CASES) if c.get("per_channel")])
+@pytest.mark.parametrize("limit", [dict(max_in_channels=5),
+                                   dict(max_in_channels=6, max_out_channels=5)])
+def test_input_split_centres_per_channel_zero_points(case, limit):
+    """ConvInteger takes one weight zero point: a QLinearConv whose channels have their own is
+    summed from zero-point-0 chunks less w_zp[c] times each window's input sum; bit-exact."""
+    model = integer_model("QLinearConv", **case, varying_zero_points=True)
+    assert len(spec_of(next(iter(to_graph(model).nodes))).weight_zero_points) > 1
+    out, report = cr.rewrite(model, limits(**limit))
+    assert report.status == "ok" and "per-channel weight zero points" in report.records[0].rewrite
+    assert ops(out).count("Sub") == ops(out).count("ConvInteger") // 2
+    assert report.records[0].tolerance == "exact" and report.records[0].verify["bit_exact"]
+    ref, got = run_both(model, out)
+    assert np.array_equal(ref, got), f"max {np.abs(ref.astype(int) - got.astype(int)).max()} LSB"
 
 
-def test_plan_declines_float_convs_and_missing_ops():
+def test_plan_declines_float_convs_missing_ops_and_relax():
     node = next(n for n in to_graph(integer_model("QLinearConv")).nodes)
     spec = spec_of(node)
     assert spec.weight_zero_points == (0,) and spec.constant_scales
+    relax = RelaxBuilder(None, None)
+    for call in (lambda: relax.requantize(None, None, 0, 1, "s"),
+                 lambda: relax.channel_param(None, 0, 1, "s"),
+                 lambda: relax.conv_integer_centred(None, None, None, 0, 1, "s", {})):
+        with pytest.raises(Declined, match="ONNX only"):
+            call()
     no_quantize = load_target({"name": "t", "conv": {"max_in_channels": 5},
                                "ops": ["QLinearConv", "ConvInteger", "Split", "Add", "Cast",
                                        "Mul"]})
@@ -205,3 +219,47 @@ def test_cli(tmp_path, op, target, code, needle):
         assert data["end_to_end"]["onnxruntime_optimization"] == "basic"
         ref, got = run_both(onnx.load(tmp_path / "in.onnx"), onnx.load(tmp_path / "out.onnx"))
         assert np.array_equal(ref, got)
+
+
+@pytest.mark.parametrize("weight_type", ["QInt8", "QUInt8"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_onnxruntime_quantized_net_splits_bit_exact(tmp_path, weight_type, per_channel):
+    """A float two-conv net quantized by onnxruntime's own quantizer (QOperator format: the
+    Relu fused into QLinearConv, per-channel weights symmetric) splits on both limits, and the
+    whole model's float output is bit-exact."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    rng = np.random.default_rng(0)
+    nodes, inits = [], []
+    for i, (x, y, cin, cout) in enumerate([("x", "c1", 16, 48), ("r1", "c2", 48, 20)]):
+        inits += [numpy_helper.from_array(rng.normal(0, 0.1, (cout, cin, 3, 3)).astype(np.float32),
+                                          f"w{i}"),
+                  numpy_helper.from_array(rng.normal(0, 0.1, cout).astype(np.float32), f"b{i}")]
+        nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [y], name=f"conv{i}",
+                                      pads=[1, 1, 1, 1]))
+    nodes.insert(1, helper.make_node("Relu", ["c1"], ["r1"]))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+        [helper.make_tensor_value_info("c2", TensorProto.FLOAT, [1, 20, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "f.onnx")
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            self.batches = [{"x": rng.uniform(-1, 1, (1, 16, 8, 8)).astype(np.float32)}
+                            for _ in range(3)]
+
+        def get_next(self):
+            return self.batches.pop() if self.batches else None
+
+    quantize_static(tmp_path / "f.onnx", tmp_path / "q.onnx", Calibration(),
+                    quant_format=QuantFormat.QOperator, per_channel=per_channel,
+                    activation_type=QuantType.QUInt8, weight_type=getattr(QuantType, weight_type))
+    quantized = onnx.load(tmp_path / "q.onnx")
+    assert ops(quantized).count("QLinearConv") == 2
+    out, report = cr.rewrite(quantized, limits(max_in_channels=16, max_out_channels=16))
+    assert report.status == "ok" and len(report.records) == 2
+    assert "requantized once" in report.records[1].rewrite          # 48 inputs: 3 chunks
+    assert all(r.verify["bit_exact"] for r in report.records)
+    assert report.end_to_end["bit_exact"]
