@@ -23,7 +23,7 @@ from ..plan.movement import movement_steps, reduction_view, replay, reproduces, 
 from .emit import int64s, variable
 from .probe import QDQ_OPS, run_region
 from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record
-from .shuffle import find_region, offence
+from .shuffle import find_region, offence, region_grid
 
 REDUCE_OPS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
 ORDER_FREE = {"ReduceMax", "ReduceMin"}       # reductions whose result no summation order moves
@@ -101,8 +101,9 @@ def plan_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor],
     limit = ctx.target.max_tensor_rank
     if x.shape is not None and len(x.shape) > limit:
         return Decline(f"the region's input {x.name} is {len(x.shape)}-D itself")
-    if any(n.op in QDQ_OPS for n in nodes):
-        return Decline("the region requantizes on the way (Q/DQ inside)")
+    nodes, outputs = _without_final_qdq(nodes, outputs)
+    if isinstance(region_grid(x, nodes), str):
+        return Decline("the region requantizes to another grid on the way (not a pure movement)")
     if not ctx.target.allows_op("Reshape"):
         return Decline("Reshape is not in the target's ops")
     ramps = _probes(x)
@@ -131,6 +132,21 @@ def plan_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor],
                 return piece
             pieces.append(piece)
     return region, pieces
+
+
+def _without_final_qdq(nodes: list[gs.Node], outputs: list[gs.Tensor]):
+    """The region less the Q/DQ at its ends: they quantize what the movement made and stay,
+    reading the rewrite's float output (a QDQ model's conv still reads a DequantizeLinear).
+    Those inside must keep x's own grid, and are then dropped: moving values on one grid and
+    rounding them to it again is exact."""
+    nodes, ends = list(nodes), []
+    for out in outputs:
+        while out.inputs and out.inputs[0] in nodes and out.inputs[0].op in QDQ_OPS:
+            nodes.remove(out.inputs[0])
+            out = out.inputs[0].inputs[0]
+        if not any(out is e for e in ends):
+            ends.append(out)
+    return nodes, ends
 
 
 def _piece(out: gs.Tensor, maps: list[np.ndarray], reducer: gs.Node | None,
@@ -202,7 +218,6 @@ def emit_piece(ctx: RewriteContext, x: gs.Tensor, piece: Piece, added: list[gs.N
                      for i, d in enumerate(piece.shapes[-1])]
     if not piece.steps:
         added.append(gs.Node("Identity", ctx.fresh(f"{out.name}/same"), {}, [x], [out]))
-        return
     current = x
     for k, ((kind, arg), shape) in enumerate(zip(piece.steps, piece.shapes)):
         result = out if k == len(piece.steps) - 1 else variable(ctx, f"{out.name}/{kind}", x,

@@ -193,7 +193,8 @@ class ShuffleRemoval(GraphPass):
             grid = region_grid(x, nodes)
             src = probe_selection(x, nodes, outputs, ctx.graph, like) \
                 if not isinstance(grid, str) else \
-                "the shuffle requantizes to another scale on the way (not a pure selection)"
+                Decline("the shuffle requantizes to another scale on the way (not a pure "
+                        "selection)")
             if isinstance(src, Decline):
                 outcome.decline(node, f"shuffle: {src}")
                 continue

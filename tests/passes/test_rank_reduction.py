@@ -215,3 +215,37 @@ def test_steps_made_one_across_batches_or_declined():
     picked = [("gather", np.array([0, 2])), ("gather", np.array([0, 3]))]
     assert isinstance(unify([[picked[0]], [picked[1]]]), Decline)
     assert isinstance(unify([[("reshape", [6, 4])], [("reshape", [9, 6])]]), Decline)
+
+
+@pytest.mark.parametrize("build", [pixel_shuffle_model, mobilevit_model])
+def test_qdq_movement_keeps_its_quantization_exactly(build, tmp_path):
+    """onnxruntime's QDQ quantizer wraps each Reshape/Transpose in Q/DQ on one grid: still a
+    pure movement, and what replaces it is requantized on that grid for the conv after it."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    model = build()
+    onnx.save(model, tmp_path / "f.onnx")
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"input": np.random.default_rng(i).uniform(-1, 1, shape).astype(
+                np.float32)} for i in range(2)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, op_types_to_quantize=["Conv", "Reshape",
+                                                                       "Transpose"])
+    quantized = onnx.load(tmp_path / "q.onnx")
+    assert max_rank(quantized) == 6 and "QuantizeLinear" in ops_of(quantized)
+    out, records = rewrite_bit_equal(quantized)
+    producers = {o: n.op_type for n in out.graph.node for o in n.output}
+    assert all(producers[n.input[0]] == "DequantizeLinear"          # still QDQ form
+               for n in out.graph.node if n.op_type == "Conv")
+    assert ops_of(out).count("QuantizeLinear") < ops_of(quantized).count("QuantizeLinear")
+    assert len(records) == (2 if build is mobilevit_model else 1)
+    assert all(r.tolerance == "exact" and r.verify["bit_exact"] for r in records)
