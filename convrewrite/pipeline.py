@@ -380,7 +380,7 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
         else:
             continue
         result.timings[step.timing] = time.perf_counter() - started
-    if result.records:
+    if result.changed:
         movement_legality(to_graph(rewritten), target, result)
     return (restore(rewritten, model) if rewritten is not model else model), result
 
