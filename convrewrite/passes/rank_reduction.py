@@ -174,8 +174,7 @@ def _piece(out: gs.Tensor, maps: list[np.ndarray], reducer: gs.Node | None,
             else:
                 index = index.reshape(want.shape)
             tail.append(("reshape", list(want.shape)))
-        steps = movement_steps(index, ramp.size, limit, target.allows_op("Transpose"),
-                               target.allows_op("Gather"))
+        steps = movement_steps(index, ramp.size, limit, target.allows_op)
         if isinstance(steps, Decline):
             return steps
         steps, form = steps
@@ -231,10 +230,22 @@ def emit_piece(ctx: RewriteContext, x: gs.Tensor, piece: Piece, added: list[gs.N
         elif kind == "gather":
             node = gs.Node("Gather", name, {"axis": 1},
                            [current, gs.Constant(ctx.fresh(f"{name}.indices"), arg)], [result])
+        elif kind == "slice":
+            node = _slice(ctx, name, current, arg, result)
         else:
             node = _reduce(ctx, piece.reducer, name, current, arg, result)
         added.append(node)
         current = result
+
+
+def _slice(ctx: RewriteContext, name: str, x: gs.Tensor, arg: list, out: gs.Tensor) -> gs.Node:
+    """Slice with step 1 (starts, ends and axes inputs from opset 10, attributes before)."""
+    starts, ends, axes = arg
+    if ctx.opset < 10:
+        return gs.Node("Slice", name, {"starts": starts, "ends": ends, "axes": axes}, [x], [out])
+    return gs.Node("Slice", name, {}, [x, int64s(ctx, f"{name}.starts", starts),
+                                       int64s(ctx, f"{name}.ends", ends),
+                                       int64s(ctx, f"{name}.axes", axes)], [out])
 
 
 def _reduce(ctx: RewriteContext, reducer: gs.Node, name: str, x: gs.Tensor, axes: list[int],

@@ -4,38 +4,50 @@ the probe in numpy, and made batch-agnostic by planning at two batch sizes: the 
 Reshape that scales with the batch becomes -1, everything else must agree.
 
 Steps: ``("reshape", dims)``, ``("transpose", perm)``, ``("gather", indices)`` (axis 1),
+``("slice", [starts, ends, axes])`` (step 1),
 ``("reduce", axes)`` (keepdims 0: the reduction the region fed, over a view merging its axes).
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from ..decline import Decline
-from .permutation import plan_transposes
+from .permutation import plan_transposes, strided_box
 
 
-def movement_steps(index: np.ndarray, total: int, max_rank: int | None, transpose: bool,
-                   gather: bool) -> tuple[list[tuple], str] | Decline:
-    """``x.flat[index]`` (x has ``total`` elements, its batch ``index`` may keep as axis 0):
-    Transposes over merged axes when the map permutes them and ``transpose``; else one Gather
-    over an [N, -1] view (per sample when the batch axis is kept) when ``gather``."""
-    if transpose and index.size == total:
-        plan = plan_transposes(index, max_rank)
-        if plan is not None:
-            steps = []
-            for view, perm in zip(plan.views, plan.perms):
-                steps.append(("reshape", list(view)))
-                if list(perm) != sorted(perm):
-                    steps.append(("transpose", list(perm)))
-            moves = sum(kind == "transpose" for kind, _ in steps)
-            form = "views only (the order is kept)" if not moves else \
-                f"one Transpose over {len(plan.views[0])} merged axes" if moves == 1 else \
-                f"{moves} Transposes of at most {plan.rank} axes"
-            return steps + [("reshape", list(index.shape))], form
-    if not gather:
-        return Decline("the target takes no Gather, and the region is no permutation of merged "
-                       "axes that its Transpose could do")
+def movement_steps(index: np.ndarray, total: int, max_rank: int | None,
+                   allows: Callable[[str], bool]) -> tuple[list[tuple], str] | Decline:
+    """``x.flat[index]`` (x has ``total`` elements, its batch ``index`` may keep as axis 0), by
+    preference: Transposes over merged axes when the map permutes them; a Slice of one box of a
+    view then Transposes when it selects a strided box (qkv[:, :, 0] of a 5-D attention view);
+    a Gather over an [N, -1] view (per sample when the batch axis is kept). ``allows``: the
+    target's ops."""
+    if index.size == total:
+        steps = _transposed(index, max_rank, allows)
+        if steps is not None:
+            return steps
+    box = strided_box(index, total) if allows("Slice") else None
+    if box is not None and len(box[0]) <= (max_rank or len(box[0])):
+        view, starts, ends = box
+        picked = np.arange(total, dtype=np.int64).reshape(view)[
+            tuple(slice(a, b) for a, b in zip(starts, ends))]
+        where = np.full(total, -1, dtype=np.int64)
+        where[picked.reshape(-1)] = np.arange(picked.size, dtype=np.int64)
+        moved = _transposed(where[index], max_rank, allows)
+        if moved is not None:
+            cut = [("reshape", view), ("slice", [[a for a, b, e in zip(starts, ends, view)
+                                                  if (a, b) != (0, e)],
+                                                 [b for a, b, e in zip(starts, ends, view)
+                                                  if (a, b) != (0, e)],
+                                                 [k for k, (a, b, e) in enumerate(
+                                                     zip(starts, ends, view)) if (a, b) != (0, e)]])]
+            return cut + moved[0], f"a Slice of a {len(view)}-D view, then {moved[1]}"
+    if not allows("Gather"):
+        return Decline("the target takes no Gather, and the region is no permutation or strided "
+                       "box of merged axes that its Transpose and Slice could do")
     batch = index.shape[0] if index.ndim else 1
     rows = index.reshape(batch, -1) if total % batch == 0 else None
     per_sample = total // batch
@@ -45,6 +57,27 @@ def movement_steps(index: np.ndarray, total: int, max_rank: int | None, transpos
     indices = np.ascontiguousarray(rows[0] if keeps else index.reshape(-1), dtype=np.int64)
     return [("reshape", view), ("gather", indices), ("reshape", list(index.shape))], \
         f"a Gather of {indices.size} elements{' per sample' if keeps else ''}"
+
+
+def _transposed(index: np.ndarray, max_rank: int | None,
+                allows: Callable[[str], bool]) -> tuple[list[tuple], str] | None:
+    """The permutation ``index`` as Reshapes and Transposes over merged axes, if it is one and
+    the target takes what it needs."""
+    plan = plan_transposes(index, max_rank)
+    if plan is None:
+        return None
+    steps = []
+    for view, perm in zip(plan.views, plan.perms):
+        steps.append(("reshape", list(view)))
+        if list(perm) != sorted(perm):
+            steps.append(("transpose", list(perm)))
+    moves = sum(kind == "transpose" for kind, _ in steps)
+    if moves and not allows("Transpose"):
+        return None
+    form = "views only (the order is kept)" if not moves else \
+        f"one Transpose over {len(plan.views[0])} merged axes" if moves == 1 else \
+        f"{moves} Transposes of at most {plan.rank} axes"
+    return steps + [("reshape", list(index.shape))], form
 
 
 def reduction_view(shape, axes: list[int], max_rank: int) -> tuple[list[int], list[int]] | Decline:
@@ -76,6 +109,11 @@ def replay(steps: list[tuple], x: np.ndarray) -> tuple[np.ndarray, list[tuple[in
             x = x.transpose(arg)
         elif kind == "gather":
             x = np.take(x, arg, axis=1)
+        elif kind == "slice":
+            cut = [slice(None)] * x.ndim
+            for start, end, axis in zip(*arg):
+                cut[axis] = slice(start, end)
+            x = x[tuple(cut)]
         else:
             x = x.sum(axis=tuple(arg))
         shapes.append(x.shape)

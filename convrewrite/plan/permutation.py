@@ -29,14 +29,14 @@ class Transposes:
         return max((len(v) for v in self.views), default=0)
 
 
-def merged_axes(index: np.ndarray) -> list[tuple[int, int]] | None:
-    """(size, stride in the input) of each merged axis, outermost output axis first, such that
-    ``index[o] = sum(digit_k(o) * stride_k)``; None when the map is no permutation of axes (a
-    selection, a flip, a duplicate). Axes of size 1 vanish; adjacent axes that move together are
-    one: a run of consecutive outputs stepping by one stride is one axis, greedily, which is
-    minimal since two axes adjacent on both sides would have formed one run."""
+def strided_axes(index: np.ndarray) -> tuple[int, list[tuple[int, int]]] | None:
+    """(offset, axes): (size, stride in the input) of each merged axis, outermost output axis
+    first, such that ``index[o] = offset + sum(digit_k(o) * stride_k)``; None when no such
+    axes exist. Axes of size 1 vanish; adjacent axes that move together are one: a run of
+    consecutive outputs stepping by one stride is one axis, greedily, which is minimal since
+    two axes adjacent on both sides would have formed one run."""
     flat = np.asarray(index, dtype=np.int64).reshape(-1)
-    if flat.size == 0 or flat[0] != 0:
+    if flat.size == 0:
         return None
     axes, current = [], flat
     while current.size > 1:
@@ -51,12 +51,54 @@ def merged_axes(index: np.ndarray) -> list[tuple[int, int]] | None:
         axes.append((run, stride))
         current = blocks[:, 0]
     axes.reverse()
-    expected = 1                                # the strides must tile the input contiguously
+    return int(flat[0]), axes
+
+
+def merged_axes(index: np.ndarray) -> list[tuple[int, int]] | None:
+    """``strided_axes`` of a permutation of axes (offset 0, the strides tiling the input
+    contiguously); None for a selection, a flip, a duplicate."""
+    parts = strided_axes(index)
+    if parts is None or parts[0] != 0:
+        return None
+    axes = parts[1]
+    expected = 1
     for size, stride in sorted(axes, key=lambda a: a[1]):
         if stride != expected:
             return None
         expected *= size
-    return axes if expected == flat.size else None
+    return axes if expected == index.size else None
+
+
+def strided_box(index: np.ndarray, total: int) -> tuple[list[int], list[int], list[int]] | None:
+    """(view, starts, ends): the input viewed so that ``index``'s elements are one box of it
+    (Slice with step 1), each merged axis of the map one axis of the view, reaching up to the
+    next larger stride (an innermost axis below the smallest, sliced to one position); None
+    when the map is no strided box (a flip, a duplicate, strides that do not nest)."""
+    parts = strided_axes(index)
+    if parts is None:
+        return None
+    offset, axes = parts
+    strides = sorted(stride for _, stride in axes)
+    if any(s <= 0 for s in strides) or len(set(strides)) < len(strides):
+        return None
+    sizes = {stride: size for size, stride in axes}
+    units = ([1] if not strides or strides[0] > 1 else []) + strides     # inner first
+    view, starts, ends, rest = [], [], [], offset
+    for k, unit in enumerate(units):
+        outer = units[k + 1] if k + 1 < len(units) else total
+        if outer % unit:
+            return None
+        extent = outer // unit
+        start, rest = rest % extent, rest // extent
+        stop = start + sizes.get(unit, 1)
+        if stop > extent:
+            return None
+        view.append(extent)
+        starts.append(start)
+        ends.append(stop)
+    if rest:
+        return None
+    return view[::-1], starts[::-1], ends[::-1]
 
 
 def plan_transposes(index: np.ndarray, max_rank: int | None) -> Transposes | None:

@@ -146,9 +146,39 @@ def test_radix_split_reduced_over_a_merged_view(op):
     assert records[0].tolerance == ("exact" if op == "ReduceMax" else "reassociating")
 
 
-def test_a_selection_is_gathered():
+def test_a_strided_selection_is_sliced():
     out, records = rewrite_bit_equal(subsample_model())
-    assert "Gather" in ops_of(out) and "Gather" in records[0].rewrite
+    assert "Gather" not in ops_of(out) and ops_of(out).count("Slice") == 1
+    assert "Slice" in records[0].rewrite
+
+
+def test_without_slice_a_selection_is_gathered():
+    out, records = rewrite_bit_equal(subsample_model(), NO_TRANSPOSE)
+    assert "Slice" not in ops_of(out) and "Gather" in records[0].rewrite
+
+
+def attention_model(tokens=6, heads=2, dim=4, batch=1):
+    """ViT/MobileViT attention: qkv viewed [B, N, 3, heads, d] (5-D), permuted (2, 0, 3, 1, 4),
+    q, k, v taken by Gather on axis 0, then softmax(q k^T) v."""
+    g = GraphBuilder("attention", seed=9)
+    x = g.relu(g.input("input", tokens, (3 * heads * dim,), batch), "qkv")
+    b = batch if isinstance(batch, int) else -1
+    y = g.node("Reshape", [x.name, shape_const(g, "qkv/v", [b, tokens, 3, heads, dim])],
+               "qkv/reshape")
+    y = g.node("Transpose", [y], "qkv/transpose", perm=[2, 0, 3, 1, 4])
+    q, k, v = (g.node("Gather", [y, g.const(f"pick{i}", np.array(i, np.int64))], f"pick{i}",
+                      axis=0) for i in range(3))
+    kt = g.node("Transpose", [k], "kt", perm=[0, 1, 3, 2])
+    att = g.node("Softmax", [g.node("MatMul", [q, kt], "qk")], "softmax", axis=-1)
+    g.output(T(g.node("MatMul", [att, v], "av"), heads, (tokens, dim)), "out")
+    return g.build()
+
+
+@pytest.mark.parametrize("batch", [1, "N"])
+def test_attention_qkv_split_is_sliced_and_transposed(batch):
+    out, records = rewrite_bit_equal(attention_model(batch=batch))
+    assert "Gather" not in ops_of(out) and ops_of(out).count("Slice") == 3
+    assert all("Slice" in part for part in records[0].rewrite.split(";"))
 
 
 def test_without_transpose_a_permutation_is_gathered_per_sample():
