@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -53,6 +54,24 @@ def _error_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def _remaining(report: Path) -> list[dict]:
+    """The report's NOT LEGAL nodes, each with every pass's reason (joined)."""
+    if not report.exists():
+        return []
+    return [{"node": r["node"], "op": r["op"], "conv": r["conv"],
+             "rules": [v["rule"] for v in r["violations"]],
+             "message": "; ".join(v["message"] for v in r["violations"]),
+             "why": " | ".join(r["reasons"])}
+            for r in json.loads(report.read_text()).get("remaining", [])]
+
+
+def _family(rem: dict) -> tuple:
+    """Nodes left for the same cause: op, rules, and the reasons with shapes and names blurred."""
+    why = re.sub(r"\[[^\]]*\]", "[..]", rem["why"])
+    why = re.sub(r"(input|output) \S+ has", r"\1 .. has", why)
+    return rem["op"], "/".join(rem["rules"]), re.sub(r"\d+", "N", why)
+
+
 def run_one(model: Path, preset: str, work: Path, timeout: float) -> dict:
     out_dir = work / f"{model.stem}.{preset}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,13 +90,7 @@ def run_one(model: Path, preset: str, work: Path, timeout: float) -> dict:
     result = {"model": model.name, "preset": preset, "exit": code,
               "seconds": round(time.time() - t0, 1), "input_unchanged":
               _inputs_state(model) == before, "remaining": [], "error": None}
-    if report.exists():
-        data = json.loads(report.read_text())
-        result["remaining"] = [
-            {"node": r["node"], "op": r["op"], "conv": r["conv"],
-             "rules": [v["rule"] for v in r["violations"]],
-             "message": "; ".join(v["message"] for v in r["violations"]),
-             "why": r["reasons"][0] if r["reasons"] else ""} for r in data.get("remaining", [])]
+    result["remaining"] = _remaining(report)
     if code != 0:
         not_legal = [ln for ln in text.splitlines() if ln.startswith("NOT LEGAL")]
         result["error"] = not_legal[0][:300] if code == 3 and not_legal else _error_line(text)
@@ -116,15 +129,15 @@ def markdown(results: list[dict], models: list[str], presets: list[str], header:
     for r in results:
         if r["exit"] == 3:
             for rem in r["remaining"]:
-                families[(rem["op"], "/".join(rem["rules"]))].append((r, rem))
+                families[_family(rem)].append((r, rem))
     if families:
-        lines += ["", "## Exit 3 families (op, rules still broken): runs, convs, an example", ""]
-        for (op, rules), hits in sorted(families.items(), key=lambda kv: -len(kv[1])):
+        lines += ["", "## Exit 3 families (op, rules, reasons): runs, nodes, an example", ""]
+        for (op, rules, _), hits in sorted(families.items(), key=lambda kv: -len(kv[1])):
             runs = sorted({f"{r['model']}@{r['preset']}" for r, _ in hits})
             r, rem = hits[0]
-            lines.append(f"- **{op} {rules}**: {len(runs)} runs, {len(hits)} convs; e.g. "
+            lines.append(f"- **{op} {rules}**: {len(runs)} runs, {len(hits)} nodes; e.g. "
                          f"{r['model']} on {r['preset']}: `{rem['node']}` ({rem['conv']}): "
-                         f"{rem['message']}; why: {rem['why'][:300]}")
+                         f"{rem['message']}; why: {rem['why'][:400]}")
             lines.append(f"  - runs: {', '.join(runs)}")
     others = [r for r in results if r["exit"] not in (0, 3)]
     if others:
@@ -169,13 +182,21 @@ def main(argv=None) -> int:
         m = json.loads(manifest.read_text())
         torch_version = m.get("torch", "?")
         failed = [f"- {e['name']}: {e['error']}" for e in m["exports"] if e["error"]]
-    header = [f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; torch {torch_version}, "
+    root = Path(__file__).resolve().parent.parent
+    code = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%h", "--", "convrewrite"],
+                          capture_output=True, text=True).stdout.strip() or "?"
+    header = [f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; convrewrite at {code} (last "
+              f"commit touching convrewrite/); torch {torch_version}, "
               f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}; timeout "
               f"{args.timeout:.0f} s per run",
               "Command: `" + " ".join(["python", "scripts/real_export_table.py"]
                                       + [a for a in (argv or sys.argv[1:])]) + "`"]
     if failed:
         header += ["", "Exports that failed (no row):", *failed]
+    for r in results:                   # reasons re-read from the kept reports
+        report = args.work / f"{Path(r['model']).stem}.{r['preset']}" / "report.json"
+        if report.exists():
+            r["remaining"] = _remaining(report)
     names = [p.name for p in models]
     wanted = [r for r in results if r["model"] in names and r["preset"] in presets]
     print(markdown(wanted, names, presets, header))

@@ -101,6 +101,9 @@ def models(torch):
         "deeplabv3_mobilenet_v3_large": (
             lambda: Seg(seg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None)),
             (1, 3, 96, 96)),
+        "fcn_resnet50": (                      # dilated convs (output stride 8)
+            lambda: Seg(seg.fcn_resnet50(weights=None, weights_backbone=None, aux_loss=False)),
+            (1, 3, 96, 96)),
         "lraspp_mobilenet_v3_large": (
             lambda: Seg(seg.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)),
             (1, 3, 96, 96)),
