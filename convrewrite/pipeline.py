@@ -30,7 +30,7 @@ from .ops import DOMAIN
 from .ops.reference import drop_own_opset
 from .passes import DEFAULT_PASSES, GRAPH_PASSES, TIDY_PASSES, LowerConvs, Pass, RewriteContext
 from .passes.bodies import Body, holds_body_convs, rewrite_bodies
-from .passes.inline_functions import inline_rejected_functions
+from .passes.inline_functions import inline_rejected_functions, legal_at_call_sites
 from .passes.protocol import GraphPass, NodeDecline, PassResult
 from .passes.shuffle import offence as movement_offence
 from .patterns import depthwise_separable_pairs
@@ -160,12 +160,12 @@ def run_rewrites(graph: gs.Graph, target: Target, like: onnx.ModelProto,
     result.regroupable_sums = ctx.regroupable_sums
     conv_passes = [p for step in steps for gp in step.passes if isinstance(gp, LowerConvs)
                    for p in gp.passes]
-    _final_legality(ctx.graph, target, result, dry_run, conv_passes)
+    _final_legality(ctx.graph, target, result, dry_run, conv_passes, like)
     return ctx.graph, result
 
 
 def _final_legality(graph: gs.Graph, target: Target, result: RewriteResult, dry_run: bool,
-                    conv_passes: list[Pass]) -> None:
+                    conv_passes: list[Pass], like: onnx.ModelProto) -> None:
     """Every conv (and op of our domain) still in ``graph`` that the target rejects, with every
     pass's reason, and each rule no lowering fixes named as such."""
     conv_reasons: dict[str, list[str]] = {}
@@ -205,7 +205,7 @@ def _final_legality(graph: gs.Graph, target: Target, result: RewriteResult, dry_
                 reasons.append(f"{v.rule}: {owners[v.rule]} would rewrite it")
         result.remaining.append(Remaining(node.name, node.op, spec.describe(), violations,
                                           reasons))
-    _nested_legality(graph, target, result)
+    _nested_legality(graph, target, result, like)
     if dry_run:
         movement_legality(graph, target, result,
                           "the shuffle pass rewrites data movement (not run by --check-only)")
@@ -227,16 +227,23 @@ def movement_legality(graph: gs.Graph, target: Target, result: RewriteResult,
         result.remaining.append(Remaining(node.name, node.op, node.op, [broken], [why]))
 
 
-def _nested_legality(graph: gs.Graph, target: Target, result: RewriteResult) -> None:
+def _nested_legality(graph: gs.Graph, target: Target, result: RewriteResult,
+                     like: onnx.ModelProto) -> None:
     """Convs in If/Loop/Scan bodies and model-local functions: the lowerings rewrite the main
     graph and the bodies it holds directly (passes.bodies; a function with a conv the target
     rejects is inlined first), so each one the target still rejects (or that cannot be checked:
     a weight of unknown shape inside a function) is named with its path, never passed over."""
+    at_call_sites = None        # function convs judged where they land (shapes known there)
     for scope in nested_scopes(graph):
         for node in conv_nodes(scope.graph):
             result.convs_checked += 1
             where = scope.where(node)
             spec = spec_of(node)
+            if isinstance(spec, Decline) and scope.path.startswith("function "):
+                if at_call_sites is None:
+                    at_call_sites = legal_at_call_sites(like, target)
+                if (scope.path.removeprefix("function "), node.name) in at_call_sites:
+                    continue
             if isinstance(spec, Decline):
                 result.remaining.append(Remaining(where, node.op, node.op, [], [
                     f"inside {scope.path}, cannot be checked: {spec.reason}"]))

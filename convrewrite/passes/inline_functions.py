@@ -73,11 +73,12 @@ def _reach(model: onnx.ModelProto) -> tuple[set[FunctionId], dict[FunctionId, se
     return reachable, reach
 
 
-def _rejected(model: onnx.ModelProto, candidates: list[FunctionId],
-              target: Target) -> dict[FunctionId, tuple[str, str]]:
-    """Each candidate with a conv the target rejects at some call site: the conv's name in the
-    function and the first rule it breaks. Found by inlining every candidate into a copy whose
-    conv names are tagged with their function, then checking the main graph's convs."""
+def call_site_verdicts(model: onnx.ModelProto, candidates: list[FunctionId],
+                       target: Target) -> dict[tuple[FunctionId, str], tuple[list, bool]]:
+    """Each conv of the candidate functions checked where it lands, at every call site: the
+    rules it breaks there, and whether some call site leaves it uncheckable. Found by inlining
+    every candidate into a copy whose conv names are tagged with their function, then checking
+    the main graph's convs."""
     trial = onnx.ModelProto()
     trial.CopyFrom(model)
     index = {fid: i for i, fid in enumerate(candidates)}
@@ -90,17 +91,42 @@ def _rejected(model: onnx.ModelProto, candidates: list[FunctionId],
                 original[(index[_fid(function)], j)] = node.name or f"{node.op_type} #{j}"
                 node.name = f"{_TAG}{index[_fid(function)]}_{j}."
     graph = to_graph(inliner.inline_selected_functions(trial, candidates))
-    found: dict[FunctionId, tuple[str, str]] = {}
+    verdicts: dict[tuple[FunctionId, str], tuple[list, bool]] = {}
     for node in conv_nodes(graph):
         tag = _TAGGED.match(node.name or "")
-        spec = spec_of(node) if tag else None
-        if spec is None or isinstance(spec, Decline):
-            continue            # not from a function, or still uncheckable: stays reported
-        violations = check(spec, target)
-        fid = candidates[int(tag.group(1))]
-        if violations and fid not in found:
-            found[fid] = (original[(int(tag.group(1)), int(tag.group(2)))],
-                          violations[0].message)
+        if not tag:
+            continue                    # not from a function
+        key = (candidates[int(tag.group(1))], original[(int(tag.group(1)), int(tag.group(2)))])
+        broken, unknown = verdicts.get(key, ([], False))
+        spec = spec_of(node)
+        if isinstance(spec, Decline):   # still uncheckable here: stays reported
+            verdicts[key] = (broken, True)
+        else:
+            verdicts[key] = (broken + check(spec, target), unknown)
+    return verdicts
+
+
+def legal_at_call_sites(model: onnx.ModelProto, target: Target) -> set[tuple[str, str]]:
+    """(``domain::name``, conv name) of every function conv that fits ``target`` at each of its
+    call sites: a conv whose weight is a function input has no shape in the function itself,
+    so this is where it can be judged. Empty when the inliner cannot say."""
+    candidates, _ = _reach(model)
+    try:
+        verdicts = call_site_verdicts(model, sorted(candidates), target)
+    except Exception:           # noqa: BLE001 - onnx's inliner and shape inference raise many
+        return set()            # types; the convs then stay reported as uncheckable
+    return {("::".join(fid), conv) for (fid, conv), (broken, unknown) in verdicts.items()
+            if not broken and not unknown}
+
+
+def _rejected(model: onnx.ModelProto, candidates: list[FunctionId],
+              target: Target) -> dict[FunctionId, tuple[str, str]]:
+    """Each candidate with a conv the target rejects at some call site: the conv's name in the
+    function and the first rule it breaks."""
+    found: dict[FunctionId, tuple[str, str]] = {}
+    for (fid, conv), (broken, _) in call_site_verdicts(model, candidates, target).items():
+        if broken and fid not in found:
+            found[fid] = (conv, broken[0].message)
     return found
 
 

@@ -44,6 +44,12 @@ def _static(shape) -> bool:
     return shape is not None and all(isinstance(d, int) and d >= 0 for d in shape)
 
 
+def _same_known_shape(a, b) -> bool:
+    """Equal shapes, every extent a size or a named symbol (the same batch ``N`` in both)."""
+    return a is not None and a == b and all(
+        isinstance(d, int) and d >= 0 or isinstance(d, str) and d for d in a)
+
+
 def widening_view(reshape: gs.Node, max_rank: int) -> bool:
     """A Reshape from a tensor the target holds to one of a rank it lacks."""
     shape = _shape_of(reshape)
@@ -141,7 +147,7 @@ class _Sinker:
                 continue
             twin = operand.inputs[0] if len(operand.inputs) == 1 else None
             if twin is not None and twin.op == "Reshape" and _shape_of(twin) == shape and \
-                    _static(twin.inputs[0].shape) and twin.inputs[0].shape == src.shape:
+                    _same_known_shape(twin.inputs[0].shape, src.shape):
                 inputs.append(twin.inputs[0])
                 continue
             value = constant_value(operand)

@@ -94,3 +94,17 @@ def test_inlining_alone_is_verified_end_to_end():
     assert result.end_to_end is not None and result.end_to_end["passed"]
     assert [r.node for r in result.remaining] == [rewritten.graph.node[0].name]
     assert not RewriteResult().changed
+
+
+def test_a_function_conv_legal_at_every_call_site_is_legal_and_the_model_is_kept():
+    """Its weight is a function input (no shape inside the function): judged where it lands,
+    a conv that fits at both call sites is neither inlined nor reported, in both modes."""
+    import convrewrite as cr
+    model = _model([("Small", "W3"), ("Small", "W3")], [_conv_fn("Small", "sconv")], {"W3": 3})
+    out, report = cr.rewrite(model, "k210")
+    assert report.status == "ok" and not report.remaining, report.render()
+    assert out is model
+    assert not cr.check(model, "k210").remaining
+    big = _model([("Small", "W3"), ("Small", "W7")], [_conv_fn("Small", "sconv")],
+                 {"W3": 3, "W7": 7})
+    assert cr.check(big, "k210").remaining       # one call site breaks a rule: reported
