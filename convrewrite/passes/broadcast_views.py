@@ -110,8 +110,10 @@ def find_island(trigger: gs.Node, graph: gs.Graph):
                     _rank(tensor) == rank:
                 stack.append(producer)
         for reader in node.outputs[0].outputs:
-            if reader.op in BINARY_OPS | UNARY_OPS:
+            if reader.op in BINARY_OPS | UNARY_OPS and _rank(reader.outputs[0]) == rank:
                 stack.append(reader)
+    if any(n.op in BINARY_OPS and len(n.inputs) != 2 for n in nodes):
+        return Decline("a variadic Max/Min is in the island")
     operands = []
     for node in nodes:
         for tensor in node.inputs[:1] if node.op in UNARY_OPS else node.inputs[:2]:
@@ -120,8 +122,8 @@ def find_island(trigger: gs.Node, graph: gs.Graph):
                 operands.append(tensor)
     exits, tensors = [], [n.outputs[0] for n in nodes] + operands
     for tensor in tensors:
-        if tensor in graph.outputs and _rank(tensor) > 2:
-            return Decline(f"{tensor.name} is a graph output of rank {_rank(tensor)}")
+        if tensor in graph.outputs:
+            return Decline(f"{tensor.name} is a graph output")
         for reader in tensor.outputs:
             if reader in nodes or reader in exits:
                 continue

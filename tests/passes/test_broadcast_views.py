@@ -66,3 +66,23 @@ def test_an_island_read_by_something_else_declines_saying_why():
     _, report = cr.rewrite(g.build(), "generic")
     assert report.status != "ok"
     assert "broadcast_views: sq.out is read by Softmax, not a reduction" in report.render()
+
+
+def test_weighted_sum_with_constants_and_a_unary_op():
+    """BiFPN-style fusion weights over a stacked view: [N, k, C, H, W] times a constant
+    [k, 1, 1, 1], plus a scalar, through a Relu, then a ReduceMax over k (exact)."""
+    g = GraphBuilder("weighted", seed=13)
+    x = g.conv(g.input("input", 3, (5, 5), 1), 8, 3, name="c")
+    x5 = g.node("Reshape", [x.name, shape_const(g, "v", [1, 2, 4, 5, 5])], "view")
+    w = g.const("w", np.array([0.25, 0.75], np.float32).reshape(2, 1, 1, 1))
+    y = g.node("Add", [g.node("Mul", [x5, w], "weigh"), g.const("b", np.float32(0.1))], "shift")
+    y = g.node("ReduceMax", [g.node("Relu", [y], "relu")], "fuse", axes=[1], keepdims=0)
+    g.output(g.conv(T(y, 4, (5, 5)), 2, 1, name="after"), "out")
+    model = g.build()
+    out, report = cr.rewrite(model, "generic")
+    assert report.status == "ok", report.render()
+    feeds = random_input(model)
+    assert np.array_equal(run(out, feeds)[0], run(standard_reference(model), feeds)[0])
+    assert max_rank(out) <= 4
+    record, = [r for r in report.records if r.pass_name == "broadcast_views"]
+    assert record.tolerance == "exact" and record.verify["bit_exact"]
