@@ -76,16 +76,20 @@ class BroadcastViews(GraphPass):
 
 
 def _offending_feeders(island, ctx: RewriteContext) -> list[gs.Node]:
-    """The movement nodes making the island's operands that the target rejects (for a node
-    whose island could not be found: those making its own inputs)."""
+    """The movement nodes making the island's operands (or the tensors a Concat stacks into
+    one) that the target rejects (for a node whose island could not be found: those making its
+    own inputs)."""
     nodes = island[0] if isinstance(island, tuple) else [island]
-    found = []
-    for node in nodes:
-        for tensor in node.inputs:
-            producer = tensor.inputs[0] if tensor.inputs else None
-            if producer is not None and producer not in found and producer not in nodes and \
-                    offence(producer, ctx.target, ctx.graph) is not None:
-                found.append(producer)
+    found, stack = [], [t for node in nodes for t in node.inputs]
+    while stack:
+        tensor = stack.pop()
+        producer = tensor.inputs[0] if tensor.inputs else None
+        if producer is None or producer in found or producer in nodes:
+            continue
+        if producer.op == "Concat":                     # a stack of moved tensors
+            stack += producer.inputs
+        elif offence(producer, ctx.target, ctx.graph) is not None:
+            found.append(producer)
     return found
 
 
@@ -136,15 +140,17 @@ def find_island(trigger: gs.Node, graph: gs.Graph):
     return nodes, operands, exits
 
 
-def _groups(shapes: list[tuple], reductions: list[list[int]], rank: int) -> list[list[int]]:
+def _groups(shapes: list[tuple], reductions: list[list[int]], rank: int,
+            cuts: set[int]) -> list[list[int]]:
     """The axes of ``rank`` merged: adjacent axes alike in every tensor (full or broadcast)
-    and every reduction (reduced or kept); axes of extent 1 everywhere dropped."""
+    and every reduction (reduced or kept), none of them in ``cuts`` (a Concat's axis and the
+    one after it); axes of extent 1 everywhere dropped."""
     groups, last = [], None
     for axis in range(rank):
         if all(s[axis] == 1 for s in shapes):
             continue
         signature = tuple(s[axis] == 1 for s in shapes) + tuple(axis in r for r in reductions)
-        if groups and signature == last:
+        if groups and signature == last and axis not in cuts:
             groups[-1].append(axis)
         else:
             groups.append([axis])
@@ -161,6 +167,13 @@ def plan_island(nodes, operands, exits, ctx: RewriteContext, like):
     tensors = [n.outputs[0] for n in nodes] + operands
     if any(t.shape is None or not all(isinstance(d, int) for d in t.shape) for t in tensors):
         return Decline("a tensor of the island has a symbolic or unknown shape")
+    stacks = [t.inputs[0] for t in operands if t.inputs and t.inputs[0].op == "Concat"]
+    parts = [p for c in stacks for p in c.inputs]
+    if any(p.shape is None or len(p.shape) != rank or not all(isinstance(d, int)
+                                                              for d in p.shape) for p in parts):
+        return Decline("a Concat in the island joins tensors of other or unknown shapes")
+    tensors += parts
+    cuts = {a % rank + k for c in stacks for a in [c.attrs.get("axis", 0)] for k in (0, 1)}
     padded = {id(t): (1,) * (rank - len(t.shape)) + tuple(t.shape) for t in tensors}
     reductions = []
     for reducer in exits:
@@ -168,13 +181,13 @@ def plan_island(nodes, operands, exits, ctx: RewriteContext, like):
         if reduced is None:
             return Decline(f"{reducer.name} reduces over axes not known before running")
         reductions.append(reduced[0])
-    groups = _groups(list(padded.values()), reductions, rank)
+    groups = _groups(list(padded.values()), reductions, rank, cuts)
     if len(groups) > limit:
         return Decline(f"the island's axes merge to {len(groups)}, not {limit}")
     view = {k: [prod(shape[a] for a in g) for g in groups] for k, shape in padded.items()}
     removed, inputs, makers = list(nodes), [], {}
     for operand in operands:
-        maker = _operand(operand, view[id(operand)], ctx, like, removed, inputs)
+        maker = _operand(operand, view, groups, ctx, like, removed, inputs)
         if isinstance(maker, Decline):
             return maker
         makers[id(operand)] = maker
@@ -202,15 +215,35 @@ def plan_island(nodes, operands, exits, ctx: RewriteContext, like):
     return removed, inputs, exits, emit
 
 
-def _operand(tensor: gs.Tensor, view: list[int], ctx: RewriteContext, like, removed: list,
-             inputs: list):
-    """How ``tensor`` is made in ``view``: a maker(added) -> the tensor, or why not."""
+def _operand(tensor: gs.Tensor, views: dict, groups: list[list[int]], ctx: RewriteContext,
+             like, removed: list, inputs: list):
+    """How ``tensor`` is made in its merged view (``views[id(tensor)]``): a maker(added) ->
+    the tensor, or why not. A Concat (torch.stack's Unsqueezes joined: BiFPN) joins its inputs'
+    views on the group its axis starts."""
+    view = views[id(tensor)]
     value = constant_value(tensor)
     if value is not None:
         merged = gs.Constant(ctx.fresh(f"{tensor.name}/merged"), np.ascontiguousarray(
             value.reshape(view)))
         return lambda added: merged
     producer = tensor.inputs[0] if tensor.inputs else None
+    if producer is not None and producer.op == "Concat":
+        axis = producer.attrs.get("axis", 0) % len(tensor.shape)
+        starts = [k for k, g in enumerate(groups) if g[0] == axis]
+        if not starts or any(len(p.outputs) != 1 for p in producer.inputs):
+            return Decline(f"{producer.name} joins tensors read elsewhere too")
+        makers = [_operand(p, views, groups, ctx, like, removed, inputs)
+                  for p in producer.inputs]
+        if any(isinstance(m, Decline) for m in makers):
+            return next(m for m in makers if isinstance(m, Decline))
+        removed.append(producer)
+
+        def join(added: list[gs.Node]) -> gs.Tensor:
+            out = variable(ctx, f"{tensor.name}/merged", tensor, view)
+            added.append(gs.Node("Concat", ctx.fresh(f"{producer.name}/merged"),
+                                 {"axis": starts[0]}, [m(added) for m in makers], [out]))
+            return out
+        return join
     if producer is None or producer.op not in MOVEMENT_OPS:
         if len(tensor.shape) > ctx.target.max_tensor_rank:
             return Decline(f"{tensor.name} is {len(tensor.shape)}-D and not moved from a "

@@ -86,3 +86,28 @@ def test_weighted_sum_with_constants_and_a_unary_op():
     assert max_rank(out) <= 4
     record, = [r for r in report.records if r.pass_name == "broadcast_views"]
     assert record.tolerance == "exact" and record.verify["bit_exact"]
+
+
+def test_bifpn_stack_and_weighted_sum():
+    """efficientdet-pytorch's fast fusion: torch.stack(nodes, -1) (Unsqueeze each to 5-D, a
+    Concat) times the normalised weights [k], summed over the last axis."""
+    g = GraphBuilder("bifpn", seed=14)
+    inp = g.input("input", 3, (5, 5), 1)
+    parts = []
+    for k in range(3):
+        c = g.conv(inp, 4, 3, name=f"level{k}")
+        parts.append(g.node("Unsqueeze", [c.name, shape_const(g, f"u{k}", [-1])], f"stack{k}"))
+    stacked = g.node("Concat", parts, "stack", axis=-1)
+    weights = g.const("fusion_w", np.array([0.2, 0.5, 0.3], np.float32))
+    fused = g.node("ReduceSum", [g.node("Mul", [stacked, weights], "weigh"),
+                                 shape_const(g, "last", [-1])], "fuse", keepdims=0)
+    g.output(g.conv(T(fused, 4, (5, 5)), 2, 1, name="after"), "out")
+    model = g.build()
+    assert max_rank(model) == 5
+    out, report = cr.rewrite(model, "generic")
+    assert report.status == "ok", report.render()
+    feeds = random_input(model)
+    assert np.array_equal(run(out, feeds)[0], run(standard_reference(model), feeds)[0])
+    assert max_rank(out) <= 4 and not cr.check(out, "generic").remaining
+    record, = [r for r in report.records if r.pass_name == "broadcast_views"]
+    assert record.verify["passed"] and ops_of(out).count("Concat") == 1
