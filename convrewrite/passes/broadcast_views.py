@@ -21,11 +21,10 @@ from ..plan.movement import movement_steps, replay, reproduces, tidy
 from .emit import variable
 from .probe import run_region
 from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record
-from .rank_reduction import REDUCE_OPS, ORDER_FREE, Piece, reduced_axes, emit_piece
+from .rank_reduction import (MAX_ELEMENTS, ORDER_FREE, REDUCE_OPS, Piece, emit_piece,
+                             reduced_axes)
 from .shuffle import MOVEMENT_OPS, find_region, offence
 from .view_sinking import BINARY_OPS, UNARY_OPS
-
-MAX_ELEMENTS = 1 << 24
 
 
 def _rank(tensor: gs.Tensor) -> int | None:

@@ -27,7 +27,7 @@ from .shuffle import find_region, offence, region_grid
 
 REDUCE_OPS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
 ORDER_FREE = {"ReduceMax", "ReduceMin"}       # reductions whose result no summation order moves
-MAX_ELEMENTS = 1 << 26                        # the ramp and a Gather's indices are int64s
+MAX_ELEMENTS = 1 << 23      # probed elements: the ramp and the index maps are int64s (64 MB)
 PROBE_BATCHES = (2, 3)                        # for a symbolic batch: distinct, so scaling shows
 
 
