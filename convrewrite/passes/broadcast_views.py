@@ -162,6 +162,8 @@ def plan_island(nodes, operands, exits, ctx: RewriteContext, like):
     planned (a movement region's output by its steps, a constant reshaped, a tensor within the
     target's rank viewed), or why not."""
     limit = ctx.target.max_tensor_rank
+    if not ctx.target.allows_op("Reshape"):
+        return Decline("Reshape is not in the target's ops")
     rank = _rank(nodes[0].outputs[0])
     tensors = [n.outputs[0] for n in nodes] + operands
     if any(t.shape is None or not all(isinstance(d, int) for d in t.shape) for t in tensors):
