@@ -20,6 +20,7 @@ from ..rules import Violation
 from .emit import replace
 from .fold_weights import FoldWeights
 from .protocol import GraphPass, Pass, PassResult, RewriteContext
+from .weight_shapes import find_weight_shapes
 
 MAX_ITERATIONS = 16
 
@@ -66,7 +67,8 @@ class LowerConvs(GraphPass):
     initializers (``FoldWeights``: lowerings slice constants); noted only when a conv was then
     rewritten, since otherwise the original model is what the pipeline returns. A weight or
     bias known only at run time is sliced in the graph (``build.onnx_read.RuntimeWeight``); a
-    record's local check feeds it as it reaches the conv, like the data input."""
+    record's local check feeds it as it reaches the conv, like the data input; where shape
+    inference cannot tell its shape, running what computes it does (``find_weight_shapes``)."""
 
     name = "lowerings"
 
@@ -76,6 +78,7 @@ class LowerConvs(GraphPass):
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         folding = FoldWeights().run(ctx, like)
         result = PassResult(ctx.graph, declines=list(folding.declines))
+        shaped = find_weight_shapes(ctx.graph, like)
         for _ in range(MAX_ITERATIONS):
             changed = False
             for node in conv_nodes(ctx.graph):
@@ -104,5 +107,8 @@ class LowerConvs(GraphPass):
             ctx.graph = to_graph(from_graph(ctx.graph, like))
         if result.records:
             result.notes += folding.notes
+            if shaped:
+                result.notes.append(f"shapes of {len(shaped)} weights computed at run time found "
+                                    f"by running what computes them: {', '.join(shaped)}")
         result.graph = ctx.graph
         return result

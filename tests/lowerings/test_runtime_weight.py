@@ -111,3 +111,27 @@ def test_a_dense_dilated_kernel_needs_the_weights_values():
     reasons = [r for remaining in report.remaining for r in remaining.reasons]
     assert any("needs the weight's values; it is computed at run time ('w' is a graph input)"
                in r for r in reasons), reasons
+
+
+def reshaped_by_unfollowed_shape_arithmetic() -> onnx.ModelProto:
+    """A modulated weight reshaped to Max(Shape(w0), Shape(w0)): shape inference (even with
+    data propagation) cannot tell its extents; running what computes it can."""
+    model = modulated()
+    for node in model.graph.node:
+        if node.op_type == "Mul":
+            node.output[0] = "wm"
+    model.graph.node.insert(len(model.graph.node) - 1, helper.make_node("Shape", ["w0"], ["s"]))
+    model.graph.node.insert(len(model.graph.node) - 1, helper.make_node("Max", ["s", "s"],
+                                                                        ["s2"]))
+    model.graph.node.insert(len(model.graph.node) - 1, helper.make_node("Reshape", ["wm", "s2"],
+                                                                        ["w"]))
+    del model.graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def test_a_weight_shape_inference_cannot_tell_is_found_by_running_it():
+    model = reshaped_by_unfollowed_shape_arithmetic()
+    report = cr.check(model, NARROW)
+    assert any("weight shape is unknown" in r for rem in report.remaining for r in rem.reasons)
+    _, report = rewritten_and_close(model, NARROW)
+    assert any("found by running" in n for n in report.notes), report.notes
