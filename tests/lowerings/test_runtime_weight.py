@@ -143,3 +143,20 @@ def test_a_weight_shape_inference_cannot_tell_is_found_by_running_it():
     assert any("weight shape is unknown" in r for rem in report.remaining for r in rem.reasons)
     _, report = rewritten_and_close(model, NARROW)
     assert any("found by running" in n for n in report.notes), report.notes
+
+
+def test_a_kernel_too_large_is_cut_from_the_zero_extended_weight():
+    """5x5 on 3x3 kernels: the weight is zero-extended to 6x6 by one Pad, then cut in taps."""
+    target = {"name": "t", "conv": {"kernel_shapes": [[3, 3]]}}
+    model = _model([], [helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 8, 5, 5]),
+                        helper.make_tensor_value_info("b", TensorProto.FLOAT, [8])],
+                   {}, cin=8, cout=8)
+    for attr in model.graph.node[0].attribute:
+        if attr.name == "kernel_shape":
+            attr.ints[:] = [5, 5]
+        if attr.name == "pads":
+            attr.ints[:] = [2, 2, 2, 2]
+    model = onnx.shape_inference.infer_shapes(model)
+    out, _ = rewritten_and_close(model, target)
+    pads = [n for n in out.graph.node if n.op_type == "Pad" and n.input[0] == "w"]
+    assert len(pads) == 1 and op_count(out, "Conv") == 4
