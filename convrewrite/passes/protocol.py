@@ -12,7 +12,7 @@ from typing import ClassVar
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..build.onnx_read import IO_POSITIONS, ConstWeight, const_weight
+from ..build.onnx_read import IO_POSITIONS, ConstWeight, RuntimeWeight, conv_weight
 from ..conv import ConvSpec
 from ..decline import Decline, Declined, need
 from ..graph import isolate_region
@@ -61,8 +61,10 @@ class Pass:
             raise Declined(f"the target's ops list lacks {', '.join(missing)}")
 
     @staticmethod
-    def weight(node: gs.Node) -> ConstWeight:
-        return need(const_weight(node.inputs[IO_POSITIONS[node.op][1]]))
+    def weight(node: gs.Node, opset: int = 17) -> "ConstWeight | RuntimeWeight":
+        """The conv's weight, constant or known only at run time (sliced in the graph; what
+        needs its values declines)."""
+        return need(conv_weight(node.inputs[IO_POSITIONS[node.op][1]], opset))
 
     def record(self, node: gs.Node, spec: ConvSpec, violations: list[Violation], rewrite: str,
                added: list[gs.Node], tolerance: str, macs_factor: float = 1.0,
