@@ -361,10 +361,12 @@ def copy_model_file(src: "str | os.PathLike", dst: "str | os.PathLike") -> None:
     copy_file(src, dst)
 
 
-def isolate_node(node: gs.Node, graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+def isolate_node(node: gs.Node, graph: gs.Graph, like: onnx.ModelProto,
+                 operands: list[gs.Tensor] = ()) -> onnx.ModelProto:
     """One node with the constant-producing nodes behind its non-data inputs, as a model whose
-    only input is the node's data input: the "before" side of a local check."""
-    return isolate_region([node], node.inputs[0], [node.outputs[0]], graph, like)
+    inputs are the node's data input and ``operands`` (a weight known only at run time): the
+    "before" side of a local check."""
+    return isolate_region([node], [node.inputs[0], *operands], [node.outputs[0]], graph, like)
 
 
 def isolate_region(nodes: list[gs.Node], data: "gs.Tensor | list[gs.Tensor]",

@@ -21,7 +21,7 @@ import onnx_graphsurgeon as gs
 
 from .build.onnx_read import conv_nodes, spec_of
 from .conv import CONV_OPS
-from .decline import Decline
+from .decline import Decline, Declined
 from .graph import from_graph, opset_version, to_graph
 from .legacy import for_rewriting, restore
 from .legality import check
@@ -197,18 +197,31 @@ def _final_legality(graph: gs.Graph, target: Target, result: RewriteResult, dry_
         if not violations:
             continue
         reasons = list(conv_reasons.get(node.name, []))
-        owners = {r: p.name for p in conv_passes for r in p.fixes}
         for v in violations:
-            if v.rule not in owners:
+            owners = [p for p in conv_passes if v.rule in p.fixes]
+            if not owners:
                 reasons.append(f"no lowering for rule {v.rule} on this target yet")
             elif dry_run:
-                reasons.append(f"{v.rule}: {owners[v.rule]} would rewrite it")
+                reasons.append(f"{v.rule}: {_first_taker(owners, spec, target)} would rewrite it")
         result.remaining.append(Remaining(node.name, node.op, spec.describe(), violations,
                                           reasons))
     _nested_legality(graph, target, result, like)
     if dry_run:
         movement_legality(graph, target, result,
                           "the shuffle pass rewrites data movement (not run by --check-only)")
+
+
+def _first_taker(owners: list[Pass], spec, target: Target) -> str:
+    """The first pass (in lowering order) owning a rule whose plan takes this conv: a float conv
+    goes to channel_split, a QLinearConv to integer_split, though both own the channel rules."""
+    for p in owners:
+        lowering = getattr(p, "lowering", None)
+        try:
+            if lowering is None or not isinstance(lowering.plan(spec, target), Decline):
+                return p.name
+        except Declined:
+            continue
+    return owners[0].name
 
 
 def movement_legality(graph: gs.Graph, target: Target, result: RewriteResult,

@@ -8,7 +8,7 @@ along when they are per-channel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -252,6 +252,148 @@ class ConstWeight:
         return gs.Constant(name, np.ascontiguousarray(value[index]))
 
 
+@dataclass
+class RuntimeWeight:
+    """A conv weight known only at run time (a graph input, or computed from one: NF-Nets' weight
+    standardisation, a modulated conv, weight norm kept in the graph). Lowerings that only cut
+    the weight (channel chunks, taps, the whole of it) get Slice nodes on the tensor itself,
+    and a kernel zero-extended at its end a Pad of it; whatever needs its values (taps respaced
+    into a dense dilated kernel, a block-diagonal or transposed layout, rearranged taps)
+    declines with the reason."""
+
+    tensor: gs.Tensor
+    shape: tuple[int, ...]
+    origin: str                         # where it comes from, for the reason
+    opset: int = 17
+    pad_ends: tuple[int, ...] = ()      # zeros to append per axis (``respaced``), else none
+    _padded: list = field(default_factory=list, compare=False)   # the Pad's output, once made
+
+    quantized = False
+
+    def _needs_values(self, what: str):
+        raise Declined(f"{what} needs the weight's values; it is computed at run time "
+                       f"({self.origin})")
+
+    @property
+    def values(self) -> np.ndarray:
+        self._needs_values("reading the weight")
+
+    def slice(self, graph_name: str, index: tuple[slice, ...]) -> tuple[gs.Tensor, list[gs.Node]]:
+        """A tensor holding ``W[index]``: the weight itself, or one Slice of it (of its
+        zero-extended form, padded once, with the first slice)."""
+        source, made = self._source(graph_name)
+        part, nodes = self._slice(source, graph_name, index)
+        return part, made + nodes
+
+    def _source(self, graph_name: str) -> tuple[gs.Tensor, list[gs.Node]]:
+        if not self.pad_ends:
+            return self.tensor, []
+        if self._padded:
+            return self._padded[0], []
+        out = gs.Variable(f"{graph_name}.w_padded", dtype=self.tensor.dtype,
+                          shape=list(self.shape))
+        pads = [0] * len(self.shape) + list(self.pad_ends)
+        if self.opset >= 11:
+            node = gs.Node("Pad", f"{graph_name}/w_pad", {"mode": "constant"},
+                           [self.tensor, gs.Constant(f"{graph_name}.w_pads",
+                                                     np.asarray(pads, dtype=np.int64))], [out])
+        else:
+            node = gs.Node("Pad", f"{graph_name}/w_pad", {"mode": "constant", "pads": pads},
+                           [self.tensor], [out])
+        self._padded.append(out)
+        return out, [node]
+
+    def _slice(self, source: gs.Tensor, graph_name: str,
+               index: tuple[slice, ...]) -> tuple[gs.Tensor, list[gs.Node]]:
+        axes, starts, ends, steps, shape = [], [], [], [], list(self.shape)
+        for axis, part in enumerate(index):
+            start, stop, step = part.indices(self.shape[axis])
+            if (start, stop, step) == (0, self.shape[axis], 1):
+                continue
+            if step < 0:
+                self._needs_values("a reversed weight slice")
+            axes.append(axis)
+            starts.append(start)
+            ends.append(stop)
+            steps.append(step)
+            shape[axis] = len(range(start, stop, step))
+        if not axes:
+            return source, []
+        out = gs.Variable(f"{graph_name}.w", dtype=self.tensor.dtype, shape=shape)
+        if self.opset < 10:
+            if any(step != 1 for step in steps):
+                raise Declined("a strided slice of a weight computed at run time needs opset 10")
+            return out, [gs.Node("Slice", f"{graph_name}/w_slice",
+                                 {"starts": starts, "ends": ends, "axes": axes},
+                                 [source], [out])]
+        consts = [gs.Constant(f"{graph_name}.w_{k}", np.asarray(v, dtype=np.int64))
+                  for k, v in (("starts", starts), ("ends", ends), ("axes", axes),
+                               ("steps", steps))]
+        return out, [gs.Node("Slice", f"{graph_name}/w_slice", {}, [source, *consts], [out])]
+
+    def respaced(self, kernel: tuple[int, ...],
+                 steps: tuple[int, ...] | None = None) -> "RuntimeWeight":
+        """The same taps in a kernel zero-extended at its end (a Pad of the weight, made where
+        it is first sliced); writing a dilation into the kernel needs its values."""
+        if any(step != 1 for step in steps or ()):
+            self._needs_values("a dilated dense kernel")
+        extra = tuple(k - n for k, n in zip(kernel, self.shape[2:]))
+        if any(e < 0 for e in extra) or len(extra) != len(self.shape) - 2:
+            raise ValueError(f"kernel {kernel} does not hold {self.shape[2:]}")
+        if not any(extra):
+            return self
+        padded = (*self.shape[:2], *kernel)
+        return RuntimeWeight(self.tensor, padded, self.origin, self.opset,
+                             tuple(a + b for a, b in zip(self.pad_ends, (0, 0, *extra)))
+                             if self.pad_ends else (0, 0, *extra))
+
+    def take_rows(self, rows: slice, name: str):
+        self._needs_values("a block-diagonal weight")
+
+    def block_diagonal(self, groups: int):
+        self._needs_values("a block-diagonal weight")
+
+    def conv_layout(self, groups: int):
+        self._needs_values("a transposed conv's weight in conv layout")
+
+    def with_values(self, values: np.ndarray):
+        self._needs_values("rearranging the weight's taps")
+
+
+def conv_weight(tensor: gs.Tensor, opset: int = 17) -> "ConstWeight | RuntimeWeight | Decline":
+    """The weight behind ``tensor`` as lowerings slice it: a constant one, or one computed at
+    run time (sliced in the graph; its shape must be known), or why neither."""
+    weight = const_weight(tensor)
+    source = _graph_input_behind(tensor)
+    if not isinstance(weight, Decline) or source is None:
+        return weight
+    shape = _shape(tensor)
+    if shape is None or None in shape:
+        return Decline(f"the weight {tensor.name!r} is computed at run time and its shape is "
+                       "unknown")
+    return RuntimeWeight(tensor, shape, _origin(tensor, source), opset)
+
+
+def _origin(tensor: gs.Tensor, source: gs.Tensor) -> str:
+    return f"{tensor.name!r} is " + ("a graph input" if source is tensor else
+                                     f"computed from graph input {source.name!r}")
+
+
+def runtime_operands(node: gs.Node) -> list[gs.Tensor]:
+    """The conv's weight and bias tensors known only at run time (behind a graph input): a local
+    check of its rewrite feeds them as they reach it, like its data input."""
+    _, w_pos, b_pos = IO_POSITIONS[node.op]
+    found: list[gs.Tensor] = []
+    for pos in (w_pos, b_pos):
+        if pos is None or len(node.inputs) <= pos or not node.inputs[pos].name:
+            continue
+        t = node.inputs[pos]
+        if _graph_input_behind(t) is not None and all(t is not f for f in found) \
+                and t is not node.inputs[0]:
+            found.append(t)
+    return found
+
+
 def const_weight(tensor: gs.Tensor) -> ConstWeight | Decline:
     """The constant weight behind ``tensor``, or why it is not one we can slice."""
     value = constant_value(tensor)
@@ -302,20 +444,17 @@ def quant_params_mismatch(q: np.ndarray, axis: int, scale: np.ndarray,
 
 
 def runtime_operand(node: gs.Node) -> Decline | None:
-    """Why a conv's weight or bias cannot be sliced by a lowering: it is a graph input (or
-    computed from one), so its values are known only at run time; None when both are constant
-    or computed from constants only."""
+    """That a conv's weight or bias is a graph input (or computed from one), so its values are
+    known only at run time (weight folding leaves it: ``conv_weight`` slices it in the graph);
+    None when both are constant or computed from constants only."""
     _, w_pos, b_pos = IO_POSITIONS[node.op]
     for role, pos in (("weight", w_pos), ("bias", b_pos)):
         if pos is None or len(node.inputs) <= pos or not node.inputs[pos].name:
             continue
         source = _graph_input_behind(node.inputs[pos])
         if source is not None:
-            return Decline(f"the {role} {node.inputs[pos].name!r} is "
-                           + ("a graph input" if source is node.inputs[pos] else
-                              f"computed from graph input {source.name!r}")
-                           + ", not a constant: known only at run time, so no lowering can "
-                           "slice it")
+            return Decline(f"the {role} {_origin(node.inputs[pos], source)}, not a constant: "
+                           "known only at run time")
     return None
 
 

@@ -11,6 +11,7 @@ from .dense_to_sparse import DenseToSparse
 from .depth_multiplier import DepthMultiplierLowering
 from .dilation import DilationLowering
 from .kernel_split import KernelSplit
+from .broadcast_views import BroadcastViews
 from .chunk_fusion import ChunkFusion
 from .lower_conv import LowerConvs, OnnxLowering, conv_pass
 from .pad_fusion import PadFusion
@@ -48,14 +49,16 @@ DEFAULT_PASSES: tuple[Pass, ...] = default_conv_passes()
 # and shifts take their cheapest form (the convs these emit then get legalised).
 # Convs over --sparse-input tensors become SparseConvs first, and SparseConvs standard ONNX next.
 GRAPH_PASSES: tuple[GraphPass, ...] = (DenseToSparse(), SparseConvLowering(), ChannelwiseLowering(),
-                                       ShuffleRemoval(), RankReduction(), ShiftLowering())
+                                       ShuffleRemoval(), RankReduction(), BroadcastViews(),
+                                       ShiftLowering())
 # Tidying passes run after local verification: they undo what the lowerings cost at run time and
 # move the boundary between a rewrite and what came before it.
 TIDY_PASSES: tuple[GraphPass, ...] = (ViewSinking(), ChunkFusion(), SumFusion(), PadFusion())
 FIXED_BY["ops"] += ["channelwise", "shift", "sparse_conv"]
-FIXED_BY["max_tensor_rank"] += ["shuffle", "rank_reduction"]
+FIXED_BY["max_tensor_rank"] += ["shuffle", "rank_reduction", "broadcast_views"]
 
-__all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "ChannelwiseLowering",
+__all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "BroadcastViews",
+           "ChannelwiseLowering",
            "ChunkFusion", "DeadTaps", "LowerConvs", "PadFusion", "SumFusion",
            "DenseToSparse", "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding",
            "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RankReduction",

@@ -34,7 +34,7 @@ class DeadTaps(Pass):
         plan = need(plan_dead_taps(spec, pads))
         stem = ctx.fresh(f"{node.name}/trimmed")
         index = (slice(None), slice(None), *(slice(a, b + 1) for a, b in plan.taps))
-        w, w_nodes = self.weight(node).slice(stem, index)
+        w, w_nodes = self.weight(node, ctx.opset).slice(stem, index)
         added = list(w_nodes)
         dilations = [d if k > 1 else 1 for d, k in zip(spec.dilations, plan.kernel)]
         conv_copy(ctx, node, stem, [node.inputs[0], w, *node.inputs[2:]], added,

@@ -9,7 +9,7 @@ import onnx_graphsurgeon as gs
 
 from ..build.builder import ConvSite
 from ..build.onnx import OnnxBuilder
-from ..build.onnx_read import IO_POSITIONS, conv_nodes, quant_operands, runtime_operand, spec_of
+from ..build.onnx_read import IO_POSITIONS, conv_nodes, quant_operands, runtime_operands, spec_of
 from ..conv import ConvSpec
 from ..decline import Decline, need
 from ..graph import from_graph, isolate_node, to_graph
@@ -20,6 +20,7 @@ from ..rules import Violation
 from .emit import replace
 from .fold_weights import FoldWeights
 from .protocol import GraphPass, Pass, PassResult, RewriteContext
+from .weight_shapes import find_weight_shapes
 
 MAX_ITERATIONS = 16
 
@@ -42,7 +43,7 @@ class OnnxLowering(Pass):
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
         planned = need(self.lowering.plan(spec, ctx.target))
-        site = onnx_site(node, spec, self.weight(node))
+        site = onnx_site(node, spec, self.weight(node, ctx.opset))
         b = OnnxBuilder(ctx.fresh, node.name, opset=ctx.opset, regroupable=ctx.regroupable_sums)
         self.lowering.emit(b, site, planned)
         record = self.record(node, spec, violations, planned.rewrite, b.nodes, planned.tolerance,
@@ -64,7 +65,10 @@ class LowerConvs(GraphPass):
     sizes, batch) see the real extents of what the passes emitted. Every pass's reason for
     declining a conv is kept for the report. First, weights computed from constants become
     initializers (``FoldWeights``: lowerings slice constants); noted only when a conv was then
-    rewritten, since otherwise the original model is what the pipeline returns."""
+    rewritten, since otherwise the original model is what the pipeline returns. A weight or
+    bias known only at run time is sliced in the graph (``build.onnx_read.RuntimeWeight``); a
+    record's local check feeds it as it reaches the conv, like the data input; where shape
+    inference cannot tell its shape, running what computes it does (``find_weight_shapes``)."""
 
     name = "lowerings"
 
@@ -74,12 +78,11 @@ class LowerConvs(GraphPass):
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         folding = FoldWeights().run(ctx, like)
         result = PassResult(ctx.graph, declines=list(folding.declines))
+        shaped = find_weight_shapes(ctx.graph, like)
         for _ in range(MAX_ITERATIONS):
             changed = False
             for node in conv_nodes(ctx.graph):
                 spec = spec_of(node)
-                if not isinstance(spec, Decline) and check(spec, ctx.target):
-                    spec = runtime_operand(node) or spec
                 if isinstance(spec, Decline):
                     result.decline(node, spec)
                     continue
@@ -88,10 +91,11 @@ class LowerConvs(GraphPass):
                 for p in self.passes:
                     if not rules & p.fixes:
                         continue
-                    before = isolate_node(node, ctx.graph, like)
+                    before = isolate_node(node, ctx.graph, like, runtime_operands(node))
                     outcome = p.run(node, spec, violations, ctx)
                     if isinstance(outcome, Record):
                         outcome.before = before
+                        outcome.more_inputs += [i.name for i in before.graph.input[1:]]
                         result.add(outcome)
                         changed = True
                         break
@@ -103,5 +107,8 @@ class LowerConvs(GraphPass):
             ctx.graph = to_graph(from_graph(ctx.graph, like))
         if result.records:
             result.notes += folding.notes
+            if shaped:
+                result.notes.append(f"shapes of {len(shaped)} weights computed at run time found "
+                                    f"by running what computes them: {', '.join(shaped)}")
         result.graph = ctx.graph
         return result

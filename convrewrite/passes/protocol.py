@@ -12,7 +12,7 @@ from typing import ClassVar
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..build.onnx_read import IO_POSITIONS, ConstWeight, const_weight
+from ..build.onnx_read import IO_POSITIONS, ConstWeight, RuntimeWeight, conv_weight
 from ..conv import ConvSpec
 from ..decline import Decline, Declined, need
 from ..graph import isolate_region
@@ -61,8 +61,10 @@ class Pass:
             raise Declined(f"the target's ops list lacks {', '.join(missing)}")
 
     @staticmethod
-    def weight(node: gs.Node) -> ConstWeight:
-        return need(const_weight(node.inputs[IO_POSITIONS[node.op][1]]))
+    def weight(node: gs.Node, opset: int = 17) -> "ConstWeight | RuntimeWeight":
+        """The conv's weight, constant or known only at run time (sliced in the graph; what
+        needs its values declines)."""
+        return need(conv_weight(node.inputs[IO_POSITIONS[node.op][1]], opset))
 
     def record(self, node: gs.Node, spec: ConvSpec, violations: list[Violation], rewrite: str,
                added: list[gs.Node], tolerance: str, macs_factor: float = 1.0,
@@ -133,15 +135,18 @@ def lower_each(pass_name: str, nodes: list[gs.Node], lower, graph: gs.Graph) -> 
     return result
 
 
-def region_record(pass_name: str, nodes: list[gs.Node], data: gs.Tensor, outputs: list[gs.Tensor],
-                  ctx: RewriteContext, like: onnx.ModelProto, rewrite: str, added: list[gs.Node],
-                  tolerance: str = "exact", rules: list[Violation] | None = None,
-                  macs_before: int | None = None, macs_after: int | None = None) -> Record:
+def region_record(pass_name: str, nodes: list[gs.Node], data: "gs.Tensor | list[gs.Tensor]",
+                  outputs: list[gs.Tensor], ctx: RewriteContext, like: onnx.ModelProto,
+                  rewrite: str, added: list[gs.Node], tolerance: str = "exact",
+                  rules: list[Violation] | None = None, macs_before: int | None = None,
+                  macs_after: int | None = None) -> Record:
     """The record of replacing ``nodes`` (call before they are detached); ``before`` is the
-    region alone, with the constants and shape arithmetic it reads."""
+    region alone, with the constants and shape arithmetic it reads, from ``data`` (or several
+    tensors: the first is the record's input, the others more inputs)."""
     head = nodes[0]
+    first = data[0] if isinstance(data, (list, tuple)) else data
     record = Record(node=head.name, op=head.op, pass_name=pass_name, rules=list(rules or []),
-                    rewrite=rewrite, input_name=data.name, output_name=outputs[0].name,
+                    rewrite=rewrite, input_name=first.name, output_name=outputs[0].name,
                     tolerance=tolerance, macs_before=macs_before, macs_after=macs_after,
                     nodes_before=len(nodes), nodes_after=len(added),
                     more_outputs=[t.name for t in outputs[1:]])

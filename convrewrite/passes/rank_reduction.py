@@ -27,7 +27,7 @@ from .shuffle import find_region, offence, region_grid
 
 REDUCE_OPS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
 ORDER_FREE = {"ReduceMax", "ReduceMin"}       # reductions whose result no summation order moves
-MAX_ELEMENTS = 1 << 26                        # the ramp and a Gather's indices are int64s
+MAX_ELEMENTS = 1 << 23      # probed elements: the ramp and the index maps are int64s (64 MB)
 PROBE_BATCHES = (2, 3)                        # for a symbolic batch: distinct, so scaling shows
 
 
@@ -158,7 +158,7 @@ def _piece(out: gs.Tensor, maps: list[np.ndarray], reducer: gs.Node | None,
     for index, ramp in zip(maps, ramps):
         tail, want = [], index
         if reducer is not None:
-            reduced = _reduced_axes(reducer, index.ndim)
+            reduced = reduced_axes(reducer, index.ndim)
             if reduced is None:
                 return Decline(f"{reducer.name} reduces over axes not known before running")
             axes, keepdims = reduced
@@ -194,7 +194,7 @@ def _piece(out: gs.Tensor, maps: list[np.ndarray], reducer: gs.Node | None,
     return Piece(out, steps, shapes, form, reducer)
 
 
-def _reduced_axes(node: gs.Node, rank: int) -> tuple[list[int], bool] | None:
+def reduced_axes(node: gs.Node, rank: int) -> tuple[list[int], bool] | None:
     """(axes, keepdims) of a reduction with constant axes."""
     axes = node.attrs.get("axes")
     if axes is None and len(node.inputs) > 1 and node.inputs[1].name:

@@ -50,6 +50,16 @@ def _same_known_shape(a, b) -> bool:
         isinstance(d, int) and d >= 0 or isinstance(d, str) and d for d in a)
 
 
+def _twin_sources(a, b, shape: list[int]) -> bool:
+    """Do two views by ``shape`` read sources that an elementwise op may take in their place?
+    The same extents after the batch, and the batch the same or copied by both views (a
+    batch-broadcast then broadcasts the sources alike; shape inference often names a batch
+    behind a -1 Reshape afresh, so the symbols need not match)."""
+    if a is None or b is None or len(a) != len(b) or not _static(a[1:]) or a[1:] != b[1:]:
+        return False
+    return shape[0] == 0 or _same_known_shape(a[:1], b[:1])
+
+
 def widening_view(reshape: gs.Node, max_rank: int) -> bool:
     """A Reshape from a tensor the target holds to one of a rank it lacks."""
     shape = _shape_of(reshape)
@@ -147,7 +157,7 @@ class _Sinker:
                 continue
             twin = operand.inputs[0] if len(operand.inputs) == 1 else None
             if twin is not None and twin.op == "Reshape" and _shape_of(twin) == shape and \
-                    _same_known_shape(twin.inputs[0].shape, src.shape):
+                    _twin_sources(twin.inputs[0].shape, src.shape, shape):
                 inputs.append(twin.inputs[0])
                 continue
             value = constant_value(operand)
@@ -160,6 +170,14 @@ class _Sinker:
         _replace_inputs(reader, inputs)
         self.view_after(reader, view, shape)
         return True
+
+
+def _keeps_every_extent(shape: list[int] | None, src) -> bool:
+    """A Reshape to ``shape`` that leaves a source of shape ``src`` as it is: each extent copied
+    (0) or equal, a symbolic batch included."""
+    if shape is None or src is None or len(shape) != len(src):
+        return False
+    return all(d == 0 or isinstance(e, int) and d == e for d, e in zip(shape, src))
 
 
 def _replace_inputs(node: gs.Node, inputs: list[gs.Tensor]) -> None:
@@ -176,7 +194,8 @@ def drop_identity_reshapes(graph: gs.Graph) -> int:
         if node.op != "Reshape" or not node.outputs or id(node.outputs[0]) in outputs:
             continue
         src, dst = node.inputs[0], node.outputs[0]
-        if not (_static(src.shape) and src.shape == dst.shape):
+        if not (_static(src.shape) and src.shape == dst.shape) and \
+                not _keeps_every_extent(_shape_of(node), src.shape):
             continue
         for reader in list(dst.outputs):
             _replace_inputs(reader, [src if t is dst else t for t in reader.inputs])

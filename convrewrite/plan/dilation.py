@@ -198,11 +198,14 @@ FORM_NAMES = {"dense": "dense", "space_to_batch": "space-to-batch", "per_tap": "
 def choose_dilation(spec: ConvSpec, target: Target,
                     pads: tuple[int, ...]) -> DilationChoice | Decline:
     """The cheapest of the three forms that can be built, and for each other form its cost or
-    why it cannot be (so no form declines silently)."""
+    why it cannot be (so no form declines silently). The dense form writes the taps into a
+    larger kernel: not for a weight known only at run time (the other two leave it whole or
+    slice it)."""
     if all(d <= (target.conv.max_dilation or d) for d in spec.dilations):
         return Decline("dilations already within the limit")
     built, reasons = {}, {}
-    dense = plan_dilation(spec, target)
+    dense = plan_dilation(spec, target) if spec.constant_weight else \
+        Decline("its kernel needs the weight's values; it is computed at run time")
     if isinstance(dense, Decline):
         reasons["dense"] = dense.reason
     else:

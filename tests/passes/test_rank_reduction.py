@@ -279,3 +279,20 @@ def test_qdq_movement_keeps_its_quantization_exactly(build, tmp_path):
     assert ops_of(out).count("QuantizeLinear") < ops_of(quantized).count("QuantizeLinear")
     assert len(records) == (2 if build is mobilevit_model else 1)
     assert all(r.tolerance == "exact" and r.verify["bit_exact"] for r in records)
+
+
+def test_swin_window_partition_and_reverse():
+    """Swin's window_partition ([B, H, W, C] viewed [B, H/ws, ws, W/ws, ws, C], permuted
+    (0, 1, 3, 2, 4, 5), viewed [-1, ws, ws, C]) and window_reverse around a per-window op; a
+    second rewrite of the result finds nothing to do."""
+    g = GraphBuilder("swin", seed=10)
+    x = g.relu(g.input("input", 8, (8, 6), 1), "pre")          # [1, 8(H), 8(W), 6(C)]
+    y = view_permute_view(g, x.name, [1, 2, 4, 2, 4, 6], (0, 1, 3, 2, 4, 5), [-1, 4, 4, 6],
+                          "partition")
+    y = g.node("Relu", [y], "attention")
+    y = view_permute_view(g, y, [1, 2, 2, 4, 4, 6], (0, 1, 3, 2, 4, 5), [1, 8, 8, 6], "reverse")
+    g.output(T(g.node("Relu", [y], "post"), 8, (8, 6)), "out")
+    out, records = rewrite_bit_equal(g.build())
+    assert len(records) == 2 and ops_of(out).count("Transpose") == 2    # one each, 4-D
+    again, report = cr.rewrite(out, "generic")
+    assert report.status == "ok" and not report.records
