@@ -217,7 +217,8 @@ def _first_taker(owners: list[Pass], spec, target: Target) -> str:
     for p in owners:
         lowering = getattr(p, "lowering", None)
         try:
-            if lowering is None or not isinstance(lowering.plan(spec, target), Decline):
+            if not isinstance(lowering.plan(spec, target), Decline) if lowering is not None \
+                    else p.takes(spec, target):
                 return p.name
         except Declined:
             continue

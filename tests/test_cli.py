@@ -91,31 +91,33 @@ def test_check_only_exit_3_and_writes_nothing(wide, tmp_path):
     assert set(tmp_path.iterdir()) == before | {path}
 
 
-def _graph_input_weight_model(path, cin: int, kernel: int):
+def _graph_input_weight_model(path, cin: int, op: str = "Conv", **attrs):
     from onnx import helper
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[kernel] * 2)],
+        [helper.make_node(op, ["x", "w"], ["y"], name="conv", kernel_shape=[1, 1], **attrs)],
         "g", [helper.make_tensor_value_info("x", 1, [1, cin, 6, 6]),
-              helper.make_tensor_value_info("w", 1, [8, cin, kernel, kernel])],
-        [helper.make_tensor_value_info("y", 1, [1, 8, 7 - kernel, 7 - kernel])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+              helper.make_tensor_value_info("w", 1, [cin, 8, 1, 1] if op == "ConvTranspose"
+                                            else [8, cin, 1, 1])],
+        [helper.make_tensor_value_info("y", 1, None)])
+    onnx.save(onnx.shape_inference.infer_shapes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])), path)
 
 
 def test_a_graph_input_weight_is_split_in_the_graph(tmp_path):
     """A 2048-channel conv whose weight is a graph input: its channels are cut by Slices of the
     weight itself, and the rewrite is verified fed that weight."""
     path = tmp_path / "dynamic_weight.onnx"
-    _graph_input_weight_model(path, 2048, 1)
+    _graph_input_weight_model(path, 2048)
     r = cli(path, "--target", "k210", "-o", tmp_path / "out.onnx")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 in x 1 out chunks" in r.stdout
 
 
 def test_remaining_illegal_conv_exit_3(tmp_path):
-    """A 5x5 conv whose weight is a graph input: k210's 3x3 kernels need its taps respaced, which
-    needs its values."""
+    """A ConvTranspose whose weight is a graph input, on k210 (no ConvTranspose): as convs its
+    weight needs another layout, which needs its values."""
     path = tmp_path / "dynamic_weight.onnx"
-    _graph_input_weight_model(path, 8, 5)
+    _graph_input_weight_model(path, 8, "ConvTranspose", strides=[2, 2])
     r = cli(path, "--target", "k210", "-o", tmp_path / "out.onnx")
     assert r.returncode == 3, r.stdout + r.stderr
     assert "NOT LEGAL conv" in r.stdout and "needs the weight's values" in r.stdout

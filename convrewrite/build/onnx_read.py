@@ -8,7 +8,7 @@ along when they are per-channel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -256,14 +256,17 @@ class ConstWeight:
 class RuntimeWeight:
     """A conv weight known only at run time (a graph input, or computed from one: NF-Nets' weight
     standardisation, a modulated conv, weight norm kept in the graph). Lowerings that only cut
-    the weight (channel chunks, taps, the whole of it) get Slice nodes on the tensor itself;
-    whatever needs its values (respacing taps into a dense dilated kernel, a block-diagonal or
-    transposed layout, rearranged taps) declines with the reason."""
+    the weight (channel chunks, taps, the whole of it) get Slice nodes on the tensor itself,
+    and a kernel zero-extended at its end a Pad of it; whatever needs its values (taps respaced
+    into a dense dilated kernel, a block-diagonal or transposed layout, rearranged taps)
+    declines with the reason."""
 
     tensor: gs.Tensor
     shape: tuple[int, ...]
     origin: str                         # where it comes from, for the reason
     opset: int = 17
+    pad_ends: tuple[int, ...] = ()      # zeros to append per axis (``respaced``), else none
+    _padded: list = field(default_factory=list, compare=False)   # the Pad's output, once made
 
     quantized = False
 
@@ -276,7 +279,32 @@ class RuntimeWeight:
         self._needs_values("reading the weight")
 
     def slice(self, graph_name: str, index: tuple[slice, ...]) -> tuple[gs.Tensor, list[gs.Node]]:
-        """A tensor holding ``W[index]``: the weight itself, or one Slice of it."""
+        """A tensor holding ``W[index]``: the weight itself, or one Slice of it (of its
+        zero-extended form, padded once, with the first slice)."""
+        source, made = self._source(graph_name)
+        part, nodes = self._slice(source, graph_name, index)
+        return part, made + nodes
+
+    def _source(self, graph_name: str) -> tuple[gs.Tensor, list[gs.Node]]:
+        if not self.pad_ends:
+            return self.tensor, []
+        if self._padded:
+            return self._padded[0], []
+        out = gs.Variable(f"{graph_name}.w_padded", dtype=self.tensor.dtype,
+                          shape=list(self.shape))
+        pads = [0] * len(self.shape) + list(self.pad_ends)
+        if self.opset >= 11:
+            node = gs.Node("Pad", f"{graph_name}/w_pad", {"mode": "constant"},
+                           [self.tensor, gs.Constant(f"{graph_name}.w_pads",
+                                                     np.asarray(pads, dtype=np.int64))], [out])
+        else:
+            node = gs.Node("Pad", f"{graph_name}/w_pad", {"mode": "constant", "pads": pads},
+                           [self.tensor], [out])
+        self._padded.append(out)
+        return out, [node]
+
+    def _slice(self, source: gs.Tensor, graph_name: str,
+               index: tuple[slice, ...]) -> tuple[gs.Tensor, list[gs.Node]]:
         axes, starts, ends, steps, shape = [], [], [], [], list(self.shape)
         for axis, part in enumerate(index):
             start, stop, step = part.indices(self.shape[axis])
@@ -290,22 +318,34 @@ class RuntimeWeight:
             steps.append(step)
             shape[axis] = len(range(start, stop, step))
         if not axes:
-            return self.tensor, []
+            return source, []
         out = gs.Variable(f"{graph_name}.w", dtype=self.tensor.dtype, shape=shape)
         if self.opset < 10:
             if any(step != 1 for step in steps):
                 raise Declined("a strided slice of a weight computed at run time needs opset 10")
             return out, [gs.Node("Slice", f"{graph_name}/w_slice",
                                  {"starts": starts, "ends": ends, "axes": axes},
-                                 [self.tensor], [out])]
+                                 [source], [out])]
         consts = [gs.Constant(f"{graph_name}.w_{k}", np.asarray(v, dtype=np.int64))
                   for k, v in (("starts", starts), ("ends", ends), ("axes", axes),
                                ("steps", steps))]
-        return out, [gs.Node("Slice", f"{graph_name}/w_slice", {}, [self.tensor, *consts],
-                             [out])]
+        return out, [gs.Node("Slice", f"{graph_name}/w_slice", {}, [source, *consts], [out])]
 
-    def respaced(self, kernel, steps=None):
-        self._needs_values("a respaced (dilated or zero-extended) kernel")
+    def respaced(self, kernel: tuple[int, ...],
+                 steps: tuple[int, ...] | None = None) -> "RuntimeWeight":
+        """The same taps in a kernel zero-extended at its end (a Pad of the weight, made where
+        it is first sliced); writing a dilation into the kernel needs its values."""
+        if any(step != 1 for step in steps or ()):
+            self._needs_values("a dilated dense kernel")
+        extra = tuple(k - n for k, n in zip(kernel, self.shape[2:]))
+        if any(e < 0 for e in extra) or len(extra) != len(self.shape) - 2:
+            raise ValueError(f"kernel {kernel} does not hold {self.shape[2:]}")
+        if not any(extra):
+            return self
+        padded = (*self.shape[:2], *kernel)
+        return RuntimeWeight(self.tensor, padded, self.origin, self.opset,
+                             tuple(a + b for a, b in zip(self.pad_ends, (0, 0, *extra)))
+                             if self.pad_ends else (0, 0, *extra))
 
     def take_rows(self, rows: slice, name: str):
         self._needs_values("a block-diagonal weight")

@@ -12,7 +12,7 @@ from ..conv import ConvSpec, dims_text
 from ..rules import Violation
 from ..plan.dead_taps import plan_dead_taps
 from ..record import Record
-from ..decline import Declined, need
+from ..decline import Decline, Declined, need
 from .protocol import Pass, RewriteContext
 from .emit import conv_copy, replace
 from .geometry_common import explicit_pads
@@ -25,6 +25,11 @@ GEOMETRY_RULES = frozenset({"max_dilation", "kernel_shapes", "max_kernel", "max_
 class DeadTaps(Pass):
     name = "dead_taps"
     fixes = GEOMETRY_RULES
+
+    def takes(self, spec: ConvSpec, target) -> bool:
+        if spec.op_type != "Conv" or spec.auto_pad not in ("NOTSET", "") or spec.pads is None:
+            return False
+        return not isinstance(plan_dead_taps(spec, spec.pads), Decline)
 
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:

@@ -54,6 +54,11 @@ class Pass:
                 ctx: RewriteContext) -> Record:
         raise NotImplementedError
 
+    def takes(self, spec: ConvSpec, target: Target) -> bool:
+        """Whether this pass would rewrite the conv, where that can be told from the spec alone
+        (``--check-only`` names the first pass that would); a pass that cannot tell says yes."""
+        return True
+
     @staticmethod
     def require_ops(ctx: RewriteContext, ops) -> None:
         missing = sorted(op for op in set(ops) if not ctx.target.allows_op(op))

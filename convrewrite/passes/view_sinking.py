@@ -6,10 +6,10 @@ away) or the model's interface (a graph output: the user's shape, kept).
 Between two lowered 3-D convs a Relu, a BatchNormalization or a residual Add would otherwise run
 on a 5-D tensor a rank-4 engine cannot hold. A Reshape that keeps the batch and channel axes
 commutes with every op below: elementwise ops (exact), per-channel affine ops and per-tensor
-Q/DQ (exact), per-(sample, channel) reductions over all the other axes (Global pools,
-InstanceNormalization: the same elements, summed in another order), Flatten from axis 1 and
-another Reshape (the same bytes). Runs with the tidying passes, after local verification,
-because it moves the boundary of the rank lowering's rewrite.
+Q/DQ (exact), per-(sample, channel) reductions over all the other axes (Global pools, Reduce*
+over every axis after the channels, InstanceNormalization: the same elements, summed in another
+order), Flatten from axis 1 and another Reshape (the same bytes). Runs with the tidying
+passes, after local verification, because it moves the boundary of the rank lowering's rewrite.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ UNARY_OPS = CHANNEL_LOCAL_OPS - {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"
 BINARY_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow"})
 PER_CHANNEL_OPS = frozenset({"BatchNormalization", "InstanceNormalization"})
 POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
+REDUCTIONS = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd",
+                        "ReduceL1", "ReduceL2", "ReduceLogSumExp", "ReduceSumSquare"})
 MAX_ROUNDS = 64
 
 
@@ -145,9 +147,32 @@ class _Sinker:
             reader.inputs[0] = src
             self.view_after(reader, view, [0, 0] + [1] * (rank - 2))
             return True
+        if op in REDUCTIONS and reader.inputs[0] is dst:
+            return self._sink_reduction(view, reader, src, rank)
         if op in BINARY_OPS and len(reader.inputs) == 2:
             return self._sink_binary(view, reader, src, dst, shape, rank, channels)
         return False
+
+    def _sink_reduction(self, view, reader, src, rank) -> bool:
+        """A reduction over every axis after the channels (PyTorch's AdaptiveAvgPool3d(1) as
+        ReduceMean over 2, 3, 4) is the same reduction over the view's source axes after 1."""
+        axes = reader.attrs.get("axes")
+        from_input = axes is None and len(reader.inputs) > 1 and reader.inputs[1].name
+        if from_input:
+            value = constant_value(reader.inputs[1])
+            axes = None if value is None else [int(a) for a in np.asarray(value).ravel()]
+        if axes is None or sorted(a % rank for a in axes) != list(range(2, rank)):
+            return False
+        inner = list(range(2, len(src.shape)))
+        reader.inputs[0] = src
+        if from_input:
+            reader.inputs[1] = gs.Constant(self.fresh(f"{reader.name}/axes_src"),
+                                           np.asarray(inner, np.int64))
+        else:
+            reader.attrs["axes"] = inner
+        if reader.attrs.get("keepdims", 1):
+            self.view_after(reader, view, [0, 0] + [1] * (rank - 2))
+        return True
 
     def _sink_binary(self, view, reader, src, dst, shape, rank, channels) -> bool:
         inputs = []

@@ -17,23 +17,23 @@ NARROW = {"name": "t", "conv": {"max_in_channels": 16, "max_out_channels": 16}}
 NO_DILATION = {"name": "t", "conv": {"max_dilation": 1}}
 
 
-def _model(nodes, inputs, inits, cin=40, cout=24, **attrs) -> onnx.ModelProto:
+def _model(nodes, inputs, inits, cin=40, cout=24, batch=1, **attrs) -> onnx.ModelProto:
     conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv",
                             kernel_shape=[3, 3], pads=[1, 1, 1, 1], **attrs)
     graph = helper.make_graph(
         [*nodes, conv], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 6, 6]), *inputs],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, 6, 6]), *inputs],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(v, k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return onnx.shape_inference.infer_shapes(model)
 
 
-def graph_input_weight(cin=40, cout=24, **attrs) -> onnx.ModelProto:
+def graph_input_weight(cin=40, cout=24, batch=1, **attrs) -> onnx.ModelProto:
     """The weight and bias are graph inputs of static shape."""
     return _model([], [helper.make_tensor_value_info("w", TensorProto.FLOAT, [cout, cin, 3, 3]),
                        helper.make_tensor_value_info("b", TensorProto.FLOAT, [cout])],
-                  {}, cin, cout, **attrs)
+                  {}, cin, cout, batch, **attrs)
 
 
 def modulated(cin=40, cout=24, standardised=False) -> onnx.ModelProto:
@@ -143,3 +143,55 @@ def test_a_weight_shape_inference_cannot_tell_is_found_by_running_it():
     assert any("weight shape is unknown" in r for rem in report.remaining for r in rem.reasons)
     _, report = rewritten_and_close(model, NARROW)
     assert any("found by running" in n for n in report.notes), report.notes
+
+
+def test_a_kernel_too_large_is_cut_from_the_zero_extended_weight():
+    """5x5 on 3x3 kernels: the weight is zero-extended to 6x6 by one Pad, then cut in taps."""
+    target = {"name": "t", "conv": {"kernel_shapes": [[3, 3]]}}
+    model = _model([], [helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 8, 5, 5]),
+                        helper.make_tensor_value_info("b", TensorProto.FLOAT, [8])],
+                   {}, cin=8, cout=8)
+    for attr in model.graph.node[0].attribute:
+        if attr.name == "kernel_shape":
+            attr.ints[:] = [5, 5]
+        if attr.name == "pads":
+            attr.ints[:] = [2, 2, 2, 2]
+    model = onnx.shape_inference.infer_shapes(model)
+    out, _ = rewritten_and_close(model, target)
+    pads = [n for n in out.graph.node if n.op_type == "Pad" and n.input[0] == "w"]
+    assert len(pads) == 1 and op_count(out, "Conv") == 4
+
+
+def stylegan2_grouped(batch=2, cin=12, cout=12) -> onnx.ModelProto:
+    """StyleGAN2's fused modulated conv: per-sample weights w0 * style, demodulated, reshaped to
+    [batch * cout, cin, 3, 3] and run as one conv of ``batch`` groups over the batch folded into
+    the channels ([1, batch * cin, H, W])."""
+    rng = np.random.default_rng(4)
+    inits = {"w0": rng.standard_normal((1, cout, cin, 3, 3)).astype(np.float32),
+             "b": rng.standard_normal(batch * cout).astype(np.float32),
+             "style_axes": np.array([1, 3, 4], np.int64),
+             "wshape": np.array([batch * cout, cin, 3, 3], np.int64),
+             "eps": np.array(1e-8, np.float32), "sum_axes": np.array([2, 3, 4], np.int64)}
+    nodes = [helper.make_node("Unsqueeze", ["style", "style_axes"], ["s5"]),
+             helper.make_node("Mul", ["w0", "s5"], ["wm"]),
+             helper.make_node("Mul", ["wm", "wm"], ["sq"]),
+             helper.make_node("ReduceSum", ["sq", "sum_axes"], ["ss"], keepdims=1),
+             helper.make_node("Add", ["ss", "eps"], ["ss_eps"]),
+             helper.make_node("Sqrt", ["ss_eps"], ["norm"]),
+             helper.make_node("Div", ["wm", "norm"], ["wd"]),
+             helper.make_node("Reshape", ["wd", "wshape"], ["w"])]
+    return _model(nodes, [helper.make_tensor_value_info("style", TensorProto.FLOAT,
+                                                        [batch, cin])],
+                  inits, cin=batch * cin, cout=batch * cout, group=batch)
+
+
+def test_a_stylegan2_fused_modulated_conv_is_cut_per_group():
+    out, _ = rewritten_and_close(stylegan2_grouped(), NARROW)
+    assert op_count(out, "Conv") == 2
+
+
+def test_a_batch_too_large_reuses_the_run_time_weight_whole():
+    model = graph_input_weight(cin=8, cout=8, batch=4)
+    out, _ = rewritten_and_close(model, {"name": "t", "conv": {"max_batch": 1}})
+    assert op_count(out, "Conv") == 4
+    assert all(n.input[1] == "w" for n in out.graph.node if n.op_type == "Conv")

@@ -111,3 +111,23 @@ def test_gs_graph_untouched_without_a_rank_limit():
     graph = gs.import_onnx(_view_pair_graph("Relu"))
     ctx = RewriteContext(graph=graph, target=load_target({"name": "any"}), opset=17)
     assert ViewSinking().run(ctx, _view_pair_graph("Relu")).graph is graph
+
+
+@pytest.mark.parametrize("opset,keepdims", [(17, 1), (18, 1), (18, 0)])
+def test_a_reduction_over_every_axis_after_the_channels_reads_the_4d_source(opset, keepdims):
+    # PyTorch's AdaptiveAvgPool3d(1) as dynamo exports it: ReduceMean over axes 2, 3, 4
+    g = GraphBuilder("reduce3d", seed=4)
+    x = g.input("clip", 4, (4, 6, 6), 1)
+    a = g.relu(g.conv(x, 8, 3, name="c1"), "r1")
+    if opset >= 18:
+        axes = g.const("axes", np.array([2, 3, 4], np.int64))
+        pooled = g.node("ReduceMean", [a.name, axes], "mean", keepdims=keepdims)
+    else:
+        pooled = g.node("ReduceMean", [a.name], "mean", axes=[2, 3, 4], keepdims=keepdims)
+    g.output(type(a)(pooled, 8, (1, 1, 1)), "y")
+    model = g.build(opset=opset)
+    out, report = cr.rewrite(model, "generic")
+    assert report.status == "ok", report.render()
+    assert all(rank <= 4 for rank in _ranks(out).values()), _ranks(out)
+    feeds = random_input(model)
+    np.testing.assert_allclose(run(out, feeds)[0], run(model, feeds)[0], atol=1e-6, rtol=1e-5)
