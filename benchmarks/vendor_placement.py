@@ -11,6 +11,23 @@ generator, ConvNeXt-Tiny, DeepLabV3 (MobileNetV3). Vela's estimate is determinis
 are byte-identical), so load on the machine does not change it; it covers NPU work only (Vela
 does not time CPU ops), so a model with CPU fallback looks faster than it runs. Each model's
 files stay under --out (TFLite, Vela output), so a second run reuses nothing but the exports.
+
+Measured 2026-12-02 (Vela 5.2.0, onnx2tf 2.6.9, torch 2.14.1; ``--target ethos-u55 --only
+mobilevit_xxs r3d_18``; ethos-u55-128; cells: NPU/CPU ops, convs on NPU/all, MACs on the NPU,
+Vela's estimate). Vela's regor core crashes (SIGSEGV, exit -11, in 1 s; twice of twice) on the
+*original* MobileViT-XXS TFLite, which ends the script there, so the rows below were compiled from
+the TFLites the run left under --out, both cores, with this module's ``summarise``; r3d_18 was not
+reached. The rewrite: 9 rank reductions (unfold/fold, max rank 5 -> 4), status ok.
+
+| mobilevit_xxs | original | rewritten |
+|---|---|---|
+| regor | Vela crashes | 509/42, 35/35, 100.00% of 407M, 275.38 ms |
+| legacy | 353/198, 35/35, 80.81% of 407M, 93.79 ms | 398/153, 35/35, 80.81% of 407M, 94.66 ms |
+
+Still on the CPU after the rewrite: regor 42 MEAN (LayerNorm's reduction over depth of
+[1, 4, 256, 64], [1, 4, 64, 80] and [1, 4, 16, 96] maps: Vela reduces depth only where h, w or c
+is 1); legacy 54 TRANSPOSE, 42 MEAN, 39 MUL, 18 BATCH_MATMUL (the original's 36
+RESHAPE and 27 STRIDED_SLICE are gone, its 36 TRANSPOSE became 54).
 """
 
 from __future__ import annotations

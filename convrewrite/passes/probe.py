@@ -16,12 +16,43 @@ PROBE_EXTENT = (3, 5, 7)     # sizes for dynamic axes: distinct, so a mix-up sho
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
 
+def model_batches(x: gs.Tensor, graph: gs.Graph, like: onnx.ModelProto,
+                  batches: tuple[int, ...]) -> list[int] | None:
+    """``x``'s batch when the model's inputs have batch b, for each b in ``batches`` (shape
+    inference with the shape arithmetic folded): a region behind a batch-folding Reshape
+    ([N, C, H, W] -> [N * k, ...], as TorchScript writes MobileViT's patches) must be probed with
+    the model inputs it was computed from. None where inference cannot tell."""
+    from ..graph import from_graph                      # graph -> proto, as the pipeline does
+    model = from_graph(graph.copy(), like)
+    found = []
+    for b in batches:
+        trial = onnx.ModelProto()
+        trial.CopyFrom(model)
+        for value in trial.graph.input:
+            dims = value.type.tensor_type.shape.dim
+            if dims and not dims[0].HasField("dim_value"):
+                dims[0].dim_value = b
+        del trial.graph.value_info[:]
+        try:
+            inferred = onnx.shape_inference.infer_shapes(trial, data_prop=True)
+        except Exception:           # noqa: BLE001 - inference raises many types; then unknown
+            return None
+        value = next((v for v in inferred.graph.value_info if v.name == x.name), None)
+        dims = value.type.tensor_type.shape.dim if value is not None else []
+        if not dims or not dims[0].HasField("dim_value"):
+            return None
+        found.append(dims[0].dim_value)
+    return found
+
+
 def run_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor], graph: gs.Graph,
-               like: onnx.ModelProto, probes: list[np.ndarray]) -> list[list[np.ndarray]] | Decline:
+               like: onnx.ModelProto, probes: list[np.ndarray],
+               fill_batches: list[int] | None = None) -> list[list[np.ndarray]] | Decline:
     """The region's outputs for each probe fed as ``x`` (the probes share one dtype, which
     replaces x's: a Q/DQ in the region passes values through; an axis on which their extents
     differ is symbolic). Graph inputs the region also reads (shape arithmetic on the model's
-    input) get zeros, of each probe's batch; or why it cannot run."""
+    input) get zeros, of each probe's batch (or of ``fill_batches``, the model batch each probe
+    stands for); or why it cannot run."""
     dims = [d if all(p.shape[i] == d for p in probes) else f"probe_{i}"
             for i, d in enumerate(probes[0].shape)]
     model = isolate_region(nodes, x, outputs, graph, like)
@@ -38,8 +69,9 @@ def run_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor], gra
     del model.graph.input[:]                                              # region reads too
     model.graph.input.extend([onnx.helper.make_tensor_value_info(
         x.name, onnx.helper.np_dtype_to_tensor_dtype(probes[0].dtype), dims)])
-    extras = [{name: _probe_fill(info, probe.shape[0]) for name, info in others.items()}
-              for probe in probes]
+    fills = fill_batches or [probe.shape[0] for probe in probes]
+    extras = [{name: _probe_fill(info, batch) for name, info in others.items()}
+              for batch in fills]
     if any(v is None for extra in extras for v in extra.values()):
         return Decline("the region reads a graph input of a type it cannot probe")
     model.graph.input.extend(others.values())

@@ -21,7 +21,7 @@ from ..build.onnx_read import constant_value
 from ..decline import Decline
 from ..plan.movement import movement_steps, reduction_view, replay, reproduces, tidy, unify
 from .emit import int64s, variable
-from .probe import QDQ_OPS, run_region
+from .probe import QDQ_OPS, model_batches, run_region
 from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record
 from .shuffle import find_region, offence, region_grid
 
@@ -78,20 +78,27 @@ class RankReduction(GraphPass):
         return record
 
 
-def _probes(x: gs.Tensor) -> list[np.ndarray] | Decline:
-    """Index ramps over x: one when its shape is static, one per PROBE_BATCHES size when only
-    the batch is symbolic."""
+def _probes(x: gs.Tensor, graph: gs.Graph, like: onnx.ModelProto):
+    """(index ramps over x, the model batch each stands for): one when x's shape is static, one
+    per PROBE_BATCHES model batch when only its batch is symbolic (x's batch found from the
+    model's, where the region's shapes are computed from the model's input)."""
     shape = list(x.shape) if x.shape is not None else None
     if shape is None or not shape or not all(isinstance(d, int) for d in shape[1:]):
         return Decline(f"the region's input {x.name} has a symbolic shape "
                        f"{shape if shape is not None else '(unknown)'}: which element goes "
                        "where is not fixed")
-    batches = [shape[0]] if isinstance(shape[0], int) else list(PROBE_BATCHES)
-    total = batches[-1] * prod(shape[1:])
+    fills = None
+    if isinstance(shape[0], int):
+        batches = [shape[0]]
+    else:
+        found = model_batches(x, graph, like, PROBE_BATCHES)
+        batches = found if found and len(set(found)) == len(found) else list(PROBE_BATCHES)
+        fills = list(PROBE_BATCHES) if batches is found else None
+    total = max(batches) * prod(shape[1:])
     if total > MAX_ELEMENTS or total == 0:
         return Decline(f"{total} elements: too many (or none) to map one by one")
     return [np.arange(b * prod(shape[1:]), dtype=np.int64).reshape(b, *shape[1:])
-            for b in batches]
+            for b in batches], fills
 
 
 def plan_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor],
@@ -106,10 +113,11 @@ def plan_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor],
         return Decline("the region requantizes to another grid on the way (not a pure movement)")
     if not ctx.target.allows_op("Reshape"):
         return Decline("Reshape is not in the target's ops")
-    ramps = _probes(x)
-    if isinstance(ramps, Decline):
-        return ramps
-    runs = run_region(x, nodes, outputs, ctx.graph, like, ramps)
+    probed = _probes(x, ctx.graph, like)
+    if isinstance(probed, Decline):
+        return probed
+    ramps, fills = probed
+    runs = run_region(x, nodes, outputs, ctx.graph, like, ramps, fills)
     if isinstance(runs, Decline):
         return runs
     region, pieces = list(nodes), []

@@ -36,10 +36,15 @@ MAX_ROUNDS = 64
 
 
 def _shape_of(reshape: gs.Node) -> list[int] | None:
-    if reshape.op != "Reshape" or len(reshape.inputs) < 2 or reshape.attrs.get("allowzero", 0):
+    """The constant target shape of a Reshape; 0 copies an extent (allowzero, which the dynamo
+    exporter sets, only changes what a 0 means, so a shape without one reads the same)."""
+    if reshape.op != "Reshape" or len(reshape.inputs) < 2:
         return None
     value = constant_value(reshape.inputs[1])
-    return None if value is None else [int(v) for v in np.asarray(value).ravel()]
+    if value is None:
+        return None
+    shape = [int(v) for v in np.asarray(value).ravel()]
+    return None if reshape.attrs.get("allowzero", 0) and 0 in shape else shape
 
 
 def _static(shape) -> bool:
