@@ -36,12 +36,18 @@ from .verify import Tolerance, make_inputs, parse_input_shapes
 DEMO_DEFAULT = "demo_wide"
 
 
+def one_line(text: object) -> str:
+    """A message as one printable line: a newline or control character inside it (a YAML key
+    or a file name the user wrote) is shown escaped, never breaking the one-line promise."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (``convrewrite: error: ...``, exit 2) like every other
     bad input, not the whole usage text."""
 
     def error(self, message: str):
-        text = " ".join(message.split())
+        text = one_line(" ".join(message.split()))
         print(f"convrewrite: error: {text} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(verify_parser().parse_args(argv[1:]))
         return _rewrite(rewrite_parser(), rewrite_parser().parse_args(argv))
     except ConvRewriteError as exc:
-        print(f"convrewrite: error: {exc}", file=sys.stderr)
+        print(f"convrewrite: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("convrewrite: interrupted; nothing written", file=sys.stderr)
@@ -144,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:        # noqa: BLE001 - a bug of ours: still one line, still no output
         if os.environ.get("CONVREWRITE_DEBUG"):
             raise
-        print(f"convrewrite: internal error: {type(exc).__name__}: {exc} (set CONVREWRITE_DEBUG=1 "
+        print(f"convrewrite: internal error: {type(exc).__name__}: {one_line(exc)} (set "
+              "CONVREWRITE_DEBUG=1 "
               "for the traceback; please report it)", file=sys.stderr)
         return 4
 

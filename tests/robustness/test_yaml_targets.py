@@ -151,6 +151,9 @@ def value_cases():
         "section_list": ("verify: [1, 2]", "verify"),
         "unknown_section": ("convv: {}", "convv"),
         "name_number": ("name: 3", "name"),
+        # a key with a newline in it (found by the YAML fuzzer): still one stderr line
+        "key_with_newline": ('verify: {"ato\\nle-5": 1}', "ato\\nle-5"),
+        "key_with_control": ('conv: {"max\\rx": 1}', "max\\rx"),
     }
     for name, (text, needle) in bad.items():
         yield Case(f"value_{name}", _with_yaml({"t.yaml": (text + "\n").encode()}), expect=2,
