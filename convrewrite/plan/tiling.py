@@ -96,7 +96,12 @@ def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePla
     explicit = [0] * (2 * rank)
     for axis in axes:
         explicit[axis], explicit[axis + rank] = pads[axis], pads[axis + rank]
-    out_length = tuple(d for d in (spec.output_shape or ())[2:])
+    if spec.transposed:
+        out_length = tuple(d for d in (spec.output_shape or ())[2:])
+    else:           # from the conv itself: a model's declared output shape may be stale
+        out_length = tuple((n + pads[a] + pads[a + rank] - spec.dilated_kernel[a])
+                           // spec.strides[a] + 1
+                           for a, n in enumerate(spec.input_shape[2:]))
     if any(grow) and (len(out_length) != rank or None in out_length):
         return Decline("growing an undersized map needs a static output size")
     cuts = [window_split(t, spec.dilated_kernel[a], spec.strides[a],

@@ -215,3 +215,21 @@ def _set_attr(model, name, values):
 @cases_param(HUGE_ATTRS)
 def test_huge_attribute_values(tmp_path, case):
     run_case(case, tmp_path)
+
+
+def test_a_stale_declared_output_shape_does_not_steer_the_crop(tmp_path):
+    # found by the model-field fuzzer (exit 1): a 3x3 map under the K210's 4-pixel minimum is
+    # grown and the output cropped back; the crop's extent came from the graph output's declared
+    # shape ([1, 48, 6, 6]), not from the conv ([1, 48, 3, 3])
+    from tests.robustness.model_cases import run_cli
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4, 3, 3))
+                                .astype(np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W"], ["y"], name="conv", kernel_shape=[3, 3],
+                          pads=[1, 1, 1, 1])], "stale",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    got = run_cli(tmp_path, model, "k210")
+    assert got.code == 0, got.stdout[-1500:]
+    assert got.written and got.input_unchanged
