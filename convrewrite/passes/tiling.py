@@ -1,7 +1,11 @@
 """Feature maps larger than the engine takes (the K210 reads at most 256 rows and 512 columns;
 Ethos-U's Vela 3 no axis over 65535, a 1-D audio conv over 70,000 samples):
 the output is cut into tiles, each computed by the same conv from its input window (the tile's
-rows plus the kernel's halo), and the tiles are concatenated back. Seamless and exact."""
+rows plus the kernel's halo), and the tiles are concatenated back. Seamless and exact.
+
+The windows are Slices where the target has Slice; where it has not (NVDLA), one Split per axis at
+every tile and halo boundary, each overlapping window the Concat of the chunks it covers
+(``plan.windows``); where it has no Pad either, the edge tiles' convs keep the conv's own pads."""
 
 from __future__ import annotations
 
