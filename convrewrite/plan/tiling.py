@@ -151,6 +151,10 @@ def _cut_plan(spec: ConvSpec, target: Target, pads: tuple[int, ...], axes: list[
         lengths = [spec.input_shape[2 + a] + (explicit[a] + explicit[a + rank])
                    for a in axes]
         cuts = tuple(cut_axis(w, n) for w, n in zip(windows, lengths))
+        for axis, cut in zip(axes, cuts):       # a chunk no tile reads (a gap, the tail) too
+            if max(cut.sizes) > limits[axis][1]:
+                return Decline(f"a Split chunk of {max(cut.sizes)} would exceed the engine's "
+                               f"{limits[axis][1]} on axis {2 + axis}")
         form = "split_concat" if any(c.overlapping for c in cuts) else "split"
     return TilePlan(tuple(axes), tuple(tiles), tuple(explicit), (), out_length, form,
                     tuple(windows), tuple(tile_pads), cuts)
