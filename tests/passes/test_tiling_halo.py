@@ -138,3 +138,18 @@ def test_audio1d_export_on_nvdla(path, tmp_path):
     result = json.loads(report.read_text())
     assert result["status"] == "ok" and not result["remaining"]
     assert op_count(onnx.load(out), "Slice") == 0
+
+
+@settings(max_examples=25, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 5), st.integers(2, 3), st.integers(1, 2), st.integers(1, 2),
+       st.integers(0, 2), st.sampled_from([1, 2]))
+def test_kernel_views_without_slice_property(extra, limit, stride, dilation, pad, rank):
+    k = limit + extra                               # always too big for the target
+    model = conv_model(cin=2, cout=2, kernel=(k,) * rank, strides=(stride,) * rank,
+                       dilations=(dilation,) * rank, pads=(pad,) * (2 * rank),
+                       spatial=((k - 1) * dilation + 6,) * rank)
+    target = {"name": "t", "conv": {"max_kernel": limit}, "ops": NO_SLICE}
+    out, report = rewrite_legal_and_close(model, target, rtol=1e-4, atol=1e-5, scale_atol=True)
+    assert op_count(out, "Slice") == 0
+    assert any("views cut by Split" in r.rewrite for r in report.records)
