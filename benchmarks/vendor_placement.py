@@ -21,7 +21,8 @@ mobilevit_xxs r3d_18``; ethos-u55-128; cells: NPU/CPU ops, convs on NPU/all, MAC
 Vela's estimate). Vela's regor core crashes (SIGSEGV, exit -11, in 1 s; twice of twice) on the
 *original* MobileViT-XXS TFLite, which then ended the script (now it is that cell's result), so
 the rows below were compiled from the TFLites the run left under --out, both cores, with this
-module's ``summarise``; r3d_18 was not reached then. The rewrite: 9 rank reductions (unfold/fold, max rank 5 -> 4), status ok.
+module's ``summarise``; r3d_18 was not reached then. The rewrite: 9 rank reductions
+(unfold/fold, max rank 5 -> 4), status ok.
 
 | mobilevit_xxs | original | rewritten |
 |---|---|---|
