@@ -13,7 +13,14 @@ verification) and that time as a ratio to onnxslim simplifying the same model in
 per-node profiler on both models (graph optimisations on), per ResNet stage (the conv outputs' map
 size) and in total, split into sub-convs vs the original's convs, glue (Split/Concat/Add/Sum/Slice
 and the NCHWc layout reorders), other ops and time between nodes (dispatch); the optimised graphs
-are saved (--save-optimized) to see the reorders. Profiles are fractions within one run.
+are saved (--save-optimized) to see the reorders, and a fit of conv kernel time against MACs
+gives a conv's fixed cost (what plan/cost.py's NODE_COST_IN_MACS stands for). Profiles are
+fractions within one run.
+
+--threads N and --spinning time (or profile) with N intra-op threads and with onnxruntime's default
+thread spinning on (what a user's single session gets; the models are then timed in blocks, not
+run by run, so that one session's spinning threads do not steal the next one's cores): many small
+sub-convs pay the thread pool's per-op wake-up, which spinning off makes dearer.
 
 Run (not a test): python benchmarks/split_overhead.py [--limits 256,128] [--forms chain-split]
                   python benchmarks/split_overhead.py --profile [--limits 256,128]
@@ -32,8 +39,9 @@ import onnx
 
 import convrewrite
 from convrewrite.models import resnet50
+from convrewrite.plan.cost import NODE_COST_IN_MACS
 from convrewrite.target import load_target, preset_names
-from node_profile import overhead_table, profile_models
+from node_profile import conv_cost_fit, overhead_table, profile_models
 from timing import copy_of, session, time_side_by_side
 
 # name -> (accumulate, input_split, fuse_chunks); the first is the default a target gets
@@ -82,19 +90,20 @@ def reorders(ops: Counter) -> int:
     return ops["ReorderInput"] + ops["ReorderOutput"]
 
 
-def controlled_ratio(model, out, feeds, rounds: int, tries: int, accept: int,
-                     tolerance: float) -> tuple[list[float], list[float], int]:
-    """Time [original, copy, rewritten] until ``accept`` timings have their control within
-    ``tolerance`` of 1 (at most ``tries``): the accepted ratios, every control, timings made."""
+def controlled_ratio(model, out, feeds, args) -> tuple[list[float], list[float], int]:
+    """Time [original, copy, rewritten] until ``args.accept`` timings have their control within
+    ``args.tolerance`` of 1 (at most ``args.tries``): the accepted ratios, every control, timings
+    made."""
     accepted, controls = [], []
-    for n in range(1, tries + 1):
-        ref, ctrl, new = time_side_by_side([model, copy_of(model), out], feeds, rounds)
+    for n in range(1, args.tries + 1):
+        ref, ctrl, new = time_side_by_side([model, copy_of(model), out], feeds, args.rounds,
+                                           threads=args.threads, spinning=args.spinning)
         controls.append(ctrl / ref)
-        if abs(ctrl / ref - 1) <= tolerance:
+        if abs(ctrl / ref - 1) <= args.tolerance:
             accepted.append(new / ref)
-            if len(accepted) >= accept:
+            if len(accepted) >= args.accept:
                 return accepted, controls, n
-    return accepted, controls, tries
+    return accepted, controls, args.tries
 
 
 def ratio_text(accepted: list[float], controls: list[float]) -> tuple[str, str]:
@@ -117,8 +126,7 @@ def time_rows(model, feeds, configs, args, slim) -> None:
     for label, target in configs:
         out, seconds = rewrite_seconds(model, target)
         convs = sum(n.op_type == "Conv" for n in out.graph.node)
-        accepted, controls, _ = controlled_ratio(model, out, feeds, args.rounds, args.tries,
-                                                 args.accept, args.tolerance)
+        accepted, controls, _ = controlled_ratio(model, out, feeds, args)
         vs_slim = f"{seconds / slim:.2f}x" if slim else "-"
         ops = optimized_ops(out, os.path.join(args.save_optimized, "bench_opt.onnx"))
         columns, warning = ratio_text(accepted, controls)
@@ -132,8 +140,9 @@ def profile_rows(model, feeds, configs, args) -> None:
         out, _ = rewrite_seconds(model, target)
         stem = label.replace(" ", "_")
         rewritten_path = os.path.join(args.save_optimized, f"{stem}_opt.onnx")
-        a, b = profile_models([model, out], feeds, runs=args.profile_runs,
-                              optimized_paths=[original_path, rewritten_path])
+        a, b = profile_models([model, out], feeds, runs=args.profile_runs, threads=args.threads,
+                              optimized_paths=[original_path, rewritten_path],
+                              spinning=args.spinning)
         total_a, total_b = (sum(n.micros for n in x) for x in (a, b))
         ops = Counter(n.op_type for n in onnx.load(rewritten_path).graph.node)
         print(f"\n{label}: profiled run {total_b / total_a:.3f}x the original's (one profile, "
@@ -144,6 +153,8 @@ def profile_rows(model, feeds, configs, args) -> None:
               "the original convs' in that stage)")
         for line in overhead_table(a, b):
             print("  " + line)
+        print(f"  {conv_cost_fit(a, b)}; plan/cost.py has NODE_COST_IN_MACS = "
+              f"{NODE_COST_IN_MACS / 1e6:.2f} M")
 
 
 def main() -> None:
@@ -160,6 +171,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="per-node profile per stage instead of latency ratios")
     parser.add_argument("--profile-runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    parser.add_argument("--spinning", action="store_true",
+                        help="onnxruntime's default thread spinning (what a user's one session "
+                             "gets), models timed in blocks instead of run by run")
     parser.add_argument("--save-optimized", default="/tmp",
                         help="folder for onnxruntime's optimised graphs")
     args = parser.parse_args()
@@ -178,9 +193,9 @@ def main() -> None:
         profile_rows(model, feeds, configs, args)
         return
     slim = onnxslim_seconds(model)
-    accepted, controls, _ = controlled_ratio(model, copy_of(model), feeds, args.rounds,
-                                             args.tries, args.accept, args.tolerance)
-    base_ms = time_side_by_side([model], feeds, args.rounds)[0] * 1e3
+    accepted, controls, _ = controlled_ratio(model, copy_of(model), feeds, args)
+    base_ms = time_side_by_side([model], feeds, args.rounds, threads=args.threads,
+                                spinning=args.spinning)[0] * 1e3
     original_ops = optimized_ops(model, os.path.join(args.save_optimized, "original_opt.onnx"))
     columns, warning = ratio_text(accepted, controls)
     print(f"ResNet-50 original: {base_ms:.1f} ms; reorders in the original: "
