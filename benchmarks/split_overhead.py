@@ -36,9 +36,14 @@ from collections import Counter
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 import convrewrite
 from convrewrite.models import resnet50
+from convrewrite.build.onnx_read import spec_of
+from convrewrite.decline import Decline
+from convrewrite.lowerings.channel_split import use_split
+from convrewrite.plan.channels import conv_alone_cost, plan_channel_split, split_cost
 from convrewrite.plan.cost import NODE_COST_IN_MACS
 from convrewrite.target import load_target, preset_names
 from node_profile import conv_cost_fit, overhead_table, profile_models
@@ -60,6 +65,26 @@ def limit_target(limit: int, form: str):
         "name": f"limit{limit}", "conv": {"max_in_channels": limit, "max_out_channels": limit,
                                           "channel_align": 8},
         "rewrite": {"accumulate": accumulate, "input_split": input_split, "fuse_chunks": fuse}})
+
+
+def predicted_ratio(model: onnx.ModelProto, target) -> float:
+    """The convs' cost after the channel split over before, by the cost model (plan/cost.py, the
+    figure each record shows), over every conv of the model: set beside the measured latency, it
+    says how well the model is calibrated (it still counts the Split/Concat chunk fusion removes;
+    ops other than convs are left out)."""
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    after = before = 0.0
+    for node in graph.nodes:
+        spec = spec_of(node) if node.op == "Conv" else None
+        if spec is None or isinstance(spec, Decline):
+            continue
+        plan = plan_channel_split(spec, target)
+        if isinstance(plan, Decline):            # within the limits: the conv alone
+            after, before = after + conv_alone_cost(spec), before + conv_alone_cost(spec)
+            continue
+        cost, alone, _ = split_cost(spec, plan, use_split(target))
+        after, before = after + cost, before + alone
+    return after / before
 
 
 def rewrite_seconds(model: onnx.ModelProto, target) -> tuple[onnx.ModelProto, float]:
@@ -120,7 +145,7 @@ def ratio_text(accepted: list[float], controls: list[float]) -> tuple[str, str]:
 
 def time_rows(model, feeds, configs, args, slim) -> None:
     header = (f"{'config':32s} {'convs':>5s} {'latency':>8s} {'spread':>13s} {'worst ctl':>9s} "
-              f"{'tries':>5s} {'reorders':>8s} {'rewrite s':>9s} {'vs slim':>8s}")
+              f"{'tries':>5s} {'model x':>7s} {'reorders':>8s} {'rewrite s':>9s} {'vs slim':>8s}")
     print(header)
     print("-" * len(header))
     for label, target in configs:
@@ -130,8 +155,8 @@ def time_rows(model, feeds, configs, args, slim) -> None:
         vs_slim = f"{seconds / slim:.2f}x" if slim else "-"
         ops = optimized_ops(out, os.path.join(args.save_optimized, "bench_opt.onnx"))
         columns, warning = ratio_text(accepted, controls)
-        print(f"{label:32s} {convs:5d} {columns} {reorders(ops):8d} {seconds:9.2f} "
-              f"{vs_slim:>8s}{warning}", flush=True)
+        print(f"{label:32s} {convs:5d} {columns} {predicted_ratio(model, target):6.3f}x "
+              f"{reorders(ops):8d} {seconds:9.2f} {vs_slim:>8s}{warning}", flush=True)
 
 
 def profile_rows(model, feeds, configs, args) -> None:
@@ -146,7 +171,8 @@ def profile_rows(model, feeds, configs, args) -> None:
         total_a, total_b = (sum(n.micros for n in x) for x in (a, b))
         ops = Counter(n.op_type for n in onnx.load(rewritten_path).graph.node)
         print(f"\n{label}: profiled run {total_b / total_a:.3f}x the original's (one profile, "
-              f"not a latency); optimised graph {rewritten_path}: {ops['Conv']} Conv, "
+              f"not a latency; the cost model says {predicted_ratio(model, target):.3f}x for the "
+              f"convs); optimised graph {rewritten_path}: {ops['Conv']} Conv, "
               f"{reorders(ops)} reorders, {ops['Concat']} Concat, {ops['Split']} Split, "
               f"{ops['Slice']} Slice, {ops['Add'] + ops['Sum']} unfused Add/Sum")
         print("  fractions of the rewritten model's extra time (conv x: sub-convs' time over "
