@@ -225,18 +225,17 @@ def _first_line(exc: BaseException) -> str:
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Shapes for every tensor we can know (data_prop resolves Shape->Reshape chains).
 
-    A model too big for one protobuf is inferred on a copy without its large weights (their dims
-    and types are all inference reads), and the shapes found are put on a copy of the model.
+    Inferred on a copy whose large weights are data-less stand-ins (``_without_large_tensors``:
+    inference reads their dims and types only), their data put back afterwards: onnx's
+    inference serializes the model and parses the result back, which for a model of 100 MB of
+    weights cost more than the inference itself, and a model too big for one protobuf could
+    not be inferred at all.
     """
     try:
-        if fits_in_protobuf(model):
-            return onnx.shape_inference.infer_shapes(model, data_prop=True)
-        light = onnx.shape_inference.infer_shapes(_without_large_tensors(model), data_prop=True)
-        out = copy_model(model)
-        del out.graph.value_info[:]
-        out.graph.value_info.extend(light.graph.value_info)
-        del out.graph.output[:]
-        out.graph.output.extend(light.graph.output)
+        light, stubbed = _without_large_tensors(model)
+        out = onnx.shape_inference.infer_shapes(light, data_prop=True)
+        for i in stubbed:
+            out.graph.initializer[i].CopyFrom(model.graph.initializer[i])
         return out
     except Exception:           # noqa: BLE001 - inference is best effort; shapes stay unknown
         return model
@@ -275,20 +274,21 @@ def _copy_fields(src, dst, skip: set[str]) -> None:
             setattr(dst, field.name, value)
 
 
-def _without_large_tensors(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with every large initializer replaced by a data-less stand-in of the same name,
-    type and dims (marked external, so nothing reads its values)."""
+# Element types whose values shape inference may read (shapes, axes, pads, repeats): kept whole.
+_SHAPE_TYPES = (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
+
+
+def _without_large_tensors(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[int]]:
+    """A copy of the model with every large initializer replaced by a data-less stand-in of the
+    same name, type and dims (marked external, so nothing reads its values), and the positions
+    of the stand-ins. Integer tensors of the types shapes are given in stay whole."""
     light = onnx.ModelProto()
-    initializers = list(model.graph.initializer)
-    graph = model.graph
-    # copy everything but the initializers without touching the caller's model
-    light.CopyFrom(onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
-                                   functions=model.functions))
-    light.graph.CopyFrom(onnx.GraphProto(name=graph.name, node=graph.node, input=graph.input,
-                                         output=graph.output, value_info=graph.value_info,
-                                         sparse_initializer=graph.sparse_initializer))
-    for t in initializers:
-        if t.ByteSize() <= LARGE_TENSOR_BYTES:
+    _copy_fields(model, light, skip={"graph"})
+    _copy_fields(model.graph, light.graph, skip={"initializer"})
+    stubbed = []
+    for i, t in enumerate(model.graph.initializer):
+        size = _tensor_nbytes(t)
+        if t.data_type in _SHAPE_TYPES or size is None or size <= LARGE_TENSOR_BYTES:
             light.graph.initializer.append(t)
             continue
         stub = light.graph.initializer.add()
@@ -296,7 +296,8 @@ def _without_large_tensors(model: onnx.ModelProto) -> onnx.ModelProto:
         stub.dims.extend(t.dims)
         stub.data_location = onnx.TensorProto.EXTERNAL
         stub.external_data.add(key="location", value="stand-in.bin")
-    return light
+        stubbed.append(i)
+    return light, stubbed
 
 
 def opset_version(model: onnx.ModelProto) -> int:
