@@ -9,6 +9,7 @@ along when they are per-channel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import onnx
@@ -126,7 +127,7 @@ def spec_of(node: gs.Node) -> ConvSpec | Decline:
         dtype=dtype_name(x),
         has_bias=has_bias,
         constant_weight=not isinstance(const_weight(w), Decline),
-        weight_sum=_weight_sum(w, node.op == "ConvTranspose", group),
+        weight_sum=partial(_weight_sum, w, node.op == "ConvTranspose", group),
         weight_zero_points=_weight_zero_points(quant),
         constant_scales=all(constant_value(quant[r]) is not None for r in SCALES if r in quant),
     )
