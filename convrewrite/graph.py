@@ -210,11 +210,38 @@ _TYPED_FIELD = {
 def fits_in_protobuf(model: onnx.ModelProto) -> bool:
     """Whether ``model`` serializes as one protobuf (onnx's in-memory checker, shape inference and
     onnxruntime's from-bytes sessions need that); tests lower PROTOBUF_LIMIT to take the big-model
-    paths on small models."""
+    paths on small models. Decided from bounds on the size (``_size_bounds``), exactly where the
+    bounds straddle the limit: sizing a whole model cost 5x sizing its parts (upb)."""
     try:
+        low, high = _size_bounds(model, depth=2)
+        if high < PROTOBUF_LIMIT or low >= PROTOBUF_LIMIT:
+            return high < PROTOBUF_LIMIT
         return model.ByteSize() < PROTOBUF_LIMIT
     except EncodeError:             # Python protobuf cannot even size a message past 2 GB
         return False
+
+
+# Per field on the wire, at most: a tag (field numbers below 2**29) and a length or a varint value.
+_TAG_BYTES, _VARINT_BYTES = 5, 10
+
+
+def _size_bounds(message, depth: int) -> tuple[int, int]:
+    """Lower and upper bounds on ``message.ByteSize()``: the exact sizes of its parts ``depth``
+    levels down, with what the wire format adds around each bounded from both sides."""
+    low = high = 0
+    for field, value in message.ListFields():
+        items = value if _repeated(field) else [value]
+        for item in items:
+            if field.type == field.TYPE_MESSAGE:
+                part = _size_bounds(item, depth - 1) if depth > 0 else (item.ByteSize(),) * 2
+            elif field.type in (field.TYPE_STRING, field.TYPE_BYTES):
+                size = len(item.encode("utf-8") if isinstance(item, str) else item)
+                part = (size, size)
+            else:
+                part = (1, _VARINT_BYTES)
+            low += part[0]
+            high += part[1] + _TAG_BYTES + _VARINT_BYTES
+    return low, high
 
 
 def _first_line(exc: BaseException) -> str:
