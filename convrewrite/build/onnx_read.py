@@ -146,7 +146,7 @@ def _weight_sum(w: gs.Tensor, transposed: bool, groups: int) -> int | None:
                 np.asarray(constant_value(weight.scale)).size > 1:
             return None                 # per-channel along another axis: not TFLite's scheme
         zero_point = None if weight.zero_point is None else constant_value(weight.zero_point)
-    return weight_sum.largest(weight.values, transposed, groups, zero_point)
+    return weight_sum.remembered_largest(weight.values, transposed, groups, zero_point)
 
 
 def _text(v: object) -> str:
