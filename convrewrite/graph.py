@@ -419,8 +419,11 @@ def isolate_region(nodes: list[gs.Node], data: "gs.Tensor | list[gs.Tensor]",
             if producer not in keep:
                 keep.append(producer)
                 stack.extend(t for t in producer.inputs if not is_input(t))
-    order = {id(n): i for i, n in enumerate(graph.nodes)}      # the graph is kept toposorted
-    keep.sort(key=lambda n: order.get(id(n), -1))
+    # In the graph's order (it is kept toposorted). A lone node needs no look at the whole graph:
+    # mapping thousands of nodes for each of thousands of records was quadratic.
+    if len(keep) > 1:
+        order = {id(n): i for i, n in enumerate(graph.nodes)}
+        keep.sort(key=lambda n: order.get(id(n), -1))
     sub = gs.Graph(nodes=keep, inputs=inputs, outputs=list(outputs))
     model = gs.export_onnx(sub, do_type_check=False, opset_imports=list(like.opset_import))
     model.ir_version = like.ir_version
