@@ -17,7 +17,7 @@ ARITHMETIC = {"Constant", "Shape", "Size", "Gather", "Unsqueeze", "Squeeze", "Co
               "Cast", "Add", "Sub", "Mul", "Div", "Mod", "Floor", "Ceil", "Neg", "Abs",
               "Identity", "Reshape", "Min", "Max", "Equal", "Where", "ReduceProd", "Range"}
 INTEGERS = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL}
-MAX_ROUNDS = 8
+MAX_ROUNDS = 64         # each round resolves one more level (a block's Shape after the last)
 MAX_ELEMENTS = 64       # a shape, not data
 
 
@@ -81,7 +81,8 @@ def _fold_round(model: onnx.ModelProto, inferred: onnx.ModelProto) -> int:
             derived.update(node.output)
         known.update(node.output)
         nodes.append(node)
-    readers = {i for node in model.graph.node if node not in nodes for i in node.input}
+    folding = {id(node) for node in nodes}
+    readers = {i for node in model.graph.node if id(node) not in folding for i in node.input}
     readers |= {o.name for o in model.graph.output}
     frontier = sorted(n for n in derived if n in readers)
     if not frontier:
@@ -89,9 +90,11 @@ def _fold_round(model: onnx.ModelProto, inferred: onnx.ModelProto) -> int:
     values = _evaluate(model, nodes, types, frontier)
     if values is None:
         return 0
+    folded = set(frontier)
+    for node in model.graph.node:
+        if folded.intersection(node.output):
+            node.output[:] = [f"{o}__folded" if o in folded else o for o in node.output]
     for name, value in zip(frontier, values):
-        for node in model.graph.node:
-            node.output[:] = [f"{o}__folded" if o == name else o for o in node.output]
         model.graph.node.insert(0, onnx.helper.make_node(
             "Constant", [], [name], value=onnx.numpy_helper.from_array(value, name)))
     return len(frontier)
