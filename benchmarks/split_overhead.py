@@ -1,17 +1,29 @@
 """What the channel split costs at run time, and how long the rewrite itself takes.
 
-On the ResNet-50 topology (batch 1, 224x224) with channel limits 512, 256 and 128 and each preset,
-prints the onnxruntime CPU latency of the rewritten model over the original's, for the chain and the
-tree accumulation and for both input forms (one Split vs a Slice per chunk), next to a control
-(the original against a copy of itself). Also the rewrite's own time (no verification) and that
-time as a ratio to onnxslim simplifying the same model in the same run.
+On the ResNet-50 topology (batch 1, 224x224) with channel limits 512, 256 and 128 (and each preset,
+with --presets), prints the onnxruntime CPU latency of the rewritten model over the original's, for
+the emitted forms asked for (chain or tree accumulation, one Split or a Slice per chunk, chunk fusion
+on or off) side by side. Each row is timed again until its control (the original against a copy of
+itself, in the same timing) is within --tolerance of 1.00, up to --tries times; the row prints the
+median and the spread of the accepted ratios, and how many timings it took. A row whose control
+never came within the tolerance says so: its ratio means nothing. Also the rewrite's own time (no
+verification) and that time as a ratio to onnxslim simplifying the same model in the same run.
 
-Run: python benchmarks/split_overhead.py [--rounds 40]      (not a test; takes a few minutes)
+--profile prints instead, per limit, where the rewritten model's extra time goes: onnxruntime's
+per-node profiler on both models (graph optimisations on), per ResNet stage (the conv outputs' map
+size) and in total, split into sub-convs vs the original's convs, glue (Split/Concat/Add/Sum/Slice
+and the NCHWc layout reorders), other ops and time between nodes (dispatch); the optimised graphs
+are saved (--save-optimized) to see the reorders. Profiles are fractions within one run.
+
+Run (not a test): python benchmarks/split_overhead.py [--limits 256,128] [--forms chain-split]
+                  python benchmarks/split_overhead.py --profile [--limits 256,128]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 from collections import Counter
 
@@ -21,7 +33,25 @@ import onnx
 import convrewrite
 from convrewrite.models import resnet50
 from convrewrite.target import load_target, preset_names
+from node_profile import overhead_table, profile_models
 from timing import copy_of, session, time_side_by_side
+
+# name -> (accumulate, input_split, fuse_chunks); the first is the default a target gets
+FORMS = {
+    "chain-split": ("chain", "split", True),
+    "tree-split": ("tree", "split", True),
+    "chain-slice": ("chain", "slice", True),
+    "chain-split-unfused": ("chain", "split", False),
+    "tree-split-unfused": ("tree", "split", False),
+}
+
+
+def limit_target(limit: int, form: str):
+    accumulate, input_split, fuse = FORMS[form]
+    return load_target({
+        "name": f"limit{limit}", "conv": {"max_in_channels": limit, "max_out_channels": limit,
+                                          "channel_align": 8},
+        "rewrite": {"accumulate": accumulate, "input_split": input_split, "fuse_chunks": fuse}})
 
 
 def rewrite_seconds(model: onnx.ModelProto, target) -> tuple[onnx.ModelProto, float]:
@@ -41,50 +71,123 @@ def onnxslim_seconds(model: onnx.ModelProto) -> float | None:
     return time.perf_counter() - start
 
 
-def reorders(model: onnx.ModelProto, tmp: str) -> int:
+def optimized_ops(model: onnx.ModelProto, path: str) -> Counter:
+    """Op counts of the graph onnxruntime runs (graph optimisations on), saved at ``path``."""
+    session(model, optimized_path=path)
+    return Counter(n.op_type for n in onnx.load(path).graph.node)
+
+
+def reorders(ops: Counter) -> int:
     """Layout reorders onnxruntime inserts (the real cost of Split/Concat, see FACTS.md)."""
-    session(model, optimized_path=tmp)
-    ops = Counter(n.op_type for n in onnx.load(tmp).graph.node)
     return ops["ReorderInput"] + ops["ReorderOutput"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=40)
-    args = parser.parse_args()
-    model = resnet50()
-    feeds = {model.graph.input[0].name:
-             np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32)}
-    slim = onnxslim_seconds(model)
-    base_ms, ctrl_ms = time_side_by_side([model, copy_of(model)], feeds, args.rounds)
-    print(f"ResNet-50 original: {base_ms * 1e3:.1f} ms; control (copy of itself): "
-          f"{ctrl_ms / base_ms:.3f}x; reorders in the original: "
-          f"{reorders(model, '/tmp/cr_bench_opt.onnx')}")
-    print(f"onnxslim.slim on the same model: {slim:.2f} s" if slim else "onnxslim not installed")
-    configs = []
-    for limit in (512, 256, 128):
-        for accumulate, input_split, fuse in (("chain", "split", True), ("tree", "split", True),
-                                              ("chain", "slice", True), ("chain", "split", False),
-                                              ("tree", "split", False)):
-            label = f"limit {limit} {accumulate} {input_split}{'' if fuse else ' unfused'}"
-            configs.append((label, load_target({
-                "name": f"limit{limit}", "conv": {"max_in_channels": limit,
-                                                  "max_out_channels": limit, "channel_align": 8},
-                "rewrite": {"accumulate": accumulate, "input_split": input_split,
-                            "fuse_chunks": fuse}})))
-    configs += [(f"preset {name}", load_target(name)) for name in preset_names()]
-    header = (f"{'config':32s} {'convs':>5s} {'latency':>8s} {'control':>8s} {'reorders':>8s} "
-              f"{'rewrite s':>9s} {'vs slim':>8s}")
+def controlled_ratio(model, out, feeds, rounds: int, tries: int, accept: int,
+                     tolerance: float) -> tuple[list[float], list[float], int]:
+    """Time [original, copy, rewritten] until ``accept`` timings have their control within
+    ``tolerance`` of 1 (at most ``tries``): the accepted ratios, every control, timings made."""
+    accepted, controls = [], []
+    for n in range(1, tries + 1):
+        ref, ctrl, new = time_side_by_side([model, copy_of(model), out], feeds, rounds)
+        controls.append(ctrl / ref)
+        if abs(ctrl / ref - 1) <= tolerance:
+            accepted.append(new / ref)
+            if len(accepted) >= accept:
+                return accepted, controls, n
+    return accepted, controls, tries
+
+
+def ratio_text(accepted: list[float], controls: list[float]) -> tuple[str, str]:
+    """The row's latency columns (median, spread of the accepted ratios, the control furthest
+    from 1, timings made/accepted) and a warning where no control was within tolerance."""
+    worst = max(controls, key=lambda c: abs(c - 1))
+    tries = f"{len(controls)}/{len(accepted)}"
+    if not accepted:
+        return (f"{'-':>8s} {'-':>13s} {worst:8.3f}x {tries:>5s}",
+                "  NO CONTROL WITHIN TOLERANCE: the machine is busy, this row means nothing")
+    spread = f"{min(accepted):.3f}-{max(accepted):.3f}"
+    return (f"{statistics.median(accepted):7.3f}x {spread:>13s} {worst:8.3f}x {tries:>5s}", "")
+
+
+def time_rows(model, feeds, configs, args, slim) -> None:
+    header = (f"{'config':32s} {'convs':>5s} {'latency':>8s} {'spread':>13s} {'worst ctl':>9s} "
+              f"{'tries':>5s} {'reorders':>8s} {'rewrite s':>9s} {'vs slim':>8s}")
     print(header)
     print("-" * len(header))
     for label, target in configs:
         out, seconds = rewrite_seconds(model, target)
         convs = sum(n.op_type == "Conv" for n in out.graph.node)
-        ref, ctrl, new = time_side_by_side([model, copy_of(model), out], feeds, args.rounds)
+        accepted, controls, _ = controlled_ratio(model, out, feeds, args.rounds, args.tries,
+                                                 args.accept, args.tolerance)
         vs_slim = f"{seconds / slim:.2f}x" if slim else "-"
-        print(f"{label:32s} {convs:5d} {new / ref:7.3f}x {ctrl / ref:7.3f}x "
-              f"{reorders(out, '/tmp/cr_bench_opt.onnx'):8d} {seconds:9.2f} {vs_slim:>8s}",
-              flush=True)
+        ops = optimized_ops(out, os.path.join(args.save_optimized, "bench_opt.onnx"))
+        columns, warning = ratio_text(accepted, controls)
+        print(f"{label:32s} {convs:5d} {columns} {reorders(ops):8d} {seconds:9.2f} "
+              f"{vs_slim:>8s}{warning}", flush=True)
+
+
+def profile_rows(model, feeds, configs, args) -> None:
+    original_path = os.path.join(args.save_optimized, "original_opt.onnx")
+    for label, target in configs:
+        out, _ = rewrite_seconds(model, target)
+        stem = label.replace(" ", "_")
+        rewritten_path = os.path.join(args.save_optimized, f"{stem}_opt.onnx")
+        a, b = profile_models([model, out], feeds, runs=args.profile_runs,
+                              optimized_paths=[original_path, rewritten_path])
+        total_a, total_b = (sum(n.micros for n in x) for x in (a, b))
+        ops = Counter(n.op_type for n in onnx.load(rewritten_path).graph.node)
+        print(f"\n{label}: profiled run {total_b / total_a:.3f}x the original's (one profile, "
+              f"not a latency); optimised graph {rewritten_path}: {ops['Conv']} Conv, "
+              f"{reorders(ops)} reorders, {ops['Concat']} Concat, {ops['Split']} Split, "
+              f"{ops['Slice']} Slice, {ops['Add'] + ops['Sum']} unfused Add/Sum")
+        print("  fractions of the rewritten model's extra time (conv x: sub-convs' time over "
+              "the original convs' in that stage)")
+        for line in overhead_table(a, b):
+            print("  " + line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved runs per timing")
+    parser.add_argument("--tries", type=int, default=6, help="timings at most per row")
+    parser.add_argument("--accept", type=int, default=3,
+                        help="timings with the control within tolerance that a row needs")
+    parser.add_argument("--tolerance", type=float, default=0.02)
+    parser.add_argument("--limits", default="512,256,128")
+    parser.add_argument("--forms", default=",".join(FORMS),
+                        help=f"comma-separated, of {', '.join(FORMS)}")
+    parser.add_argument("--presets", action="store_true", help="also a row per preset")
+    parser.add_argument("--profile", action="store_true",
+                        help="per-node profile per stage instead of latency ratios")
+    parser.add_argument("--profile-runs", type=int, default=20)
+    parser.add_argument("--save-optimized", default="/tmp",
+                        help="folder for onnxruntime's optimised graphs")
+    args = parser.parse_args()
+    model = resnet50()
+    feeds = {model.graph.input[0].name:
+             np.random.default_rng(0).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32)}
+    forms = [f for f in args.forms.split(",") if f]
+    unknown = [f for f in forms if f not in FORMS]
+    if unknown:
+        parser.error(f"unknown forms {unknown}; known: {', '.join(FORMS)}")
+    configs = [(f"limit {limit} {form}", limit_target(limit, form))
+               for limit in map(int, args.limits.split(",")) for form in forms]
+    if args.presets:
+        configs += [(f"preset {name}", load_target(name)) for name in preset_names()]
+    if args.profile:
+        profile_rows(model, feeds, configs, args)
+        return
+    slim = onnxslim_seconds(model)
+    accepted, controls, _ = controlled_ratio(model, copy_of(model), feeds, args.rounds,
+                                             args.tries, args.accept, args.tolerance)
+    base_ms = time_side_by_side([model], feeds, args.rounds)[0] * 1e3
+    original_ops = optimized_ops(model, os.path.join(args.save_optimized, "original_opt.onnx"))
+    columns, warning = ratio_text(accepted, controls)
+    print(f"ResNet-50 original: {base_ms:.1f} ms; reorders in the original: "
+          f"{reorders(original_ops)}; a copy of itself in place of the rewritten model "
+          f"(latency, spread, worst control, timings made/accepted): {columns}{warning}")
+    print(f"onnxslim.slim on the same model: {slim:.2f} s" if slim else "onnxslim not installed")
+    time_rows(model, feeds, configs, args, slim)
 
 
 if __name__ == "__main__":

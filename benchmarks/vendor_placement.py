@@ -4,6 +4,8 @@ original model and for our rewrite, and Vela's estimated inference time of both,
     python -m convrewrite.vendors.install            # onnx2tf, vela
     python -m convrewrite.vendors.install torch      # torch 2.14.1, torchvision 0.29.1, timm
     python benchmarks/vendor_placement.py [--target ethos-u55] [--only NAME ...] [--out DIR]
+        [--onnx NAME=PATH ...]        # judge a given export instead of exporting NAME
+    python benchmarks/vendor_placement.py --only builtin:deeplab_head   # a convrewrite.models net
 
 Models (random weights, exported by benchmarks/export_torch.py in the torch venv): ShuffleNetV2,
 R3D-18 (3-D convs), MobileViT-XXS (timm), a U-Net decoder with ConvTranspose, the DCGAN
@@ -11,13 +13,16 @@ generator, ConvNeXt-Tiny, DeepLabV3 (MobileNetV3). Vela's estimate is determinis
 are byte-identical), so load on the machine does not change it; it covers NPU work only (Vela
 does not time CPU ops), so a model with CPU fallback looks faster than it runs. Each model's
 files stay under --out (TFLite, Vela output), so a second run reuses nothing but the exports.
+A failure stays in its cell and the run goes on: Vela crashing on one model and core is printed
+as "vela crashed (signal N)", a rewrite or conversion error as the row's error.
 
 Measured 2026-12-02 (Vela 5.2.0, onnx2tf 2.6.9, torch 2.14.1; ``--target ethos-u55 --only
 mobilevit_xxs r3d_18``; ethos-u55-128; cells: NPU/CPU ops, convs on NPU/all, MACs on the NPU,
 Vela's estimate). Vela's regor core crashes (SIGSEGV, exit -11, in 1 s; twice of twice) on the
-*original* MobileViT-XXS TFLite, which ends the script there, so the rows below were compiled from
-the TFLites the run left under --out, both cores, with this module's ``summarise``; r3d_18 was not
-reached. The rewrite: 9 rank reductions (unfold/fold, max rank 5 -> 4), status ok.
+*original* MobileViT-XXS TFLite, which then ended the script (now it is that cell's result), so
+the rows below were compiled from the TFLites the run left under --out, both cores, with this
+module's ``summarise``; r3d_18 was not reached then. The rewrite: 9 rank reductions
+(unfold/fold, max rank 5 -> 4), status ok.
 
 | mobilevit_xxs | original | rewritten |
 |---|---|---|
@@ -37,17 +42,21 @@ import json
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import onnx
 
 import convrewrite as cr
+from convrewrite.errors import ConvRewriteError
+from convrewrite.models import BUILDERS
 from convrewrite.vendors.env import TORCH, vendor_dir
 from convrewrite.vendors.vela import vendor_check
 
 HERE = Path(__file__).resolve().parent
 MODELS = ["shufflenet_v2", "r3d_18", "mobilevit_xxs", "unet_decoder", "dcgan", "convnext_tiny",
           "deeplabv3_mobilenet"]
+BUILTIN = "builtin:"      # --only builtin:deeplab_head judges convrewrite.models.deeplab_head()
 
 
 def export(names: list[str], folder: Path) -> None:
@@ -57,8 +66,11 @@ def export(names: list[str], folder: Path) -> None:
 
 
 def summarise(result: dict) -> dict:
+    """One cell's numbers, or why there are none (Vela rejected the model or crashed on it)."""
+    if result.get("crashed"):
+        return {"failed": result["crashed"]}
     if result["rejected"]:
-        return {"rejected": result["rejected"]}
+        return {"failed": f"REJECTED: {result['rejected']}"}
     npu, cpu = result["npu"], result["cpu"]
     total = npu["macs"] + cpu["macs"]
     convs = npu["convs"] + cpu["convs"]
@@ -68,51 +80,94 @@ def summarise(result: dict) -> dict:
 
 
 def cell(s: dict) -> str:
-    if "rejected" in s:
-        return "REJECTED"
-    return (f"{s['npu_ops']}/{s['cpu_ops']} | {s['convs_npu']}/{s['convs']} | "
-            f"{100 * s['macs_npu_share']:.2f}% of {s['macs'] / 1e6:.0f}M | "
-            f"{s['time_s'] * 1e3:.2f} ms")
+    if "failed" in s:
+        return s["failed"]
+    time_ = "-" if s["time_s"] is None else f"{s['time_s'] * 1e3:.2f} ms"
+    return (f"{s['npu_ops']}/{s['cpu_ops']}, {s['convs_npu']}/{s['convs']}, "
+            f"{100 * s['macs_npu_share']:.2f}% of {s['macs'] / 1e6:.0f}M, {time_}")
+
+
+def ratio(before: dict, after: dict) -> str:
+    if "failed" in before or "failed" in after or not before["time_s"] or not after["time_s"]:
+        return "-"
+    return f"{after['time_s'] / before['time_s']:.2f}x"
+
+
+def cpu_reasons(result: dict) -> list[str]:
+    """Every CPU op of one compile as 'N x TYPE: reason', most frequent first."""
+    counts = Counter(f"{op['type']}: {op['reason']}" for op in result.get("cpu_ops", []))
+    return [f"{n} x {what}" for what, n in counts.most_common()]
+
+
+def load(name: str, files: dict[str, Path], exports: Path) -> onnx.ModelProto:
+    if name.startswith(BUILTIN):
+        return BUILDERS[name[len(BUILTIN):]]()
+    return onnx.load(files.get(name, exports / f"{name}.onnx"))
+
+
+def judge_model(name: str, original: onnx.ModelProto, target, out: Path) -> dict:
+    """One model's row: per core, the original's and the rewrite's placement, or what failed.
+    A failure (the rewrite, onnx2tf, Vela crashing) stays in this row; the run goes on."""
+    started = time.monotonic()
+    row = {"model": name, "status": "-", "rewrites": 0, "cores": {}, "error": None}
+    try:
+        rewritten, report = cr.rewrite(original, target)
+        row["status"], row["rewrites"] = report.status, len(report.records)
+        section = vendor_check(original, rewritten, target, out_dir=out)
+    except ConvRewriteError as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}"
+        row["seconds"] = time.monotonic() - started
+        return row
+    models = section["models"]
+    for core, before in models["original"].items():
+        after = models.get("rewritten", models["original"])[core]
+        row["cores"][core] = {"before": summarise(before), "after": summarise(after),
+                              "cpu_before": cpu_reasons(before), "cpu_after": cpu_reasons(after)}
+    row["seconds"] = time.monotonic() - started
+    return row
+
+
+def print_table(rows: list[dict], target) -> None:
+    print(f"\n{target.name} ({target.vendor.accelerator_config}); cells: NPU/CPU ops, convs on "
+          "NPU/all, MACs on the NPU, Vela's estimate (NPU work only)\n")
+    print("| model | core | rewrites | original | rewritten | estimate rewritten/original |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        if r["error"]:
+            print(f"| {r['model']} | - | {r['rewrites']} ({r['status']}) | {r['error']} | - | - |")
+        for core, c in r["cores"].items():
+            print(f"| {r['model']} | {core} | {r['rewrites']} ({r['status']}) | "
+                  f"{cell(c['before'])} | {cell(c['after'])} | {ratio(c['before'], c['after'])} |")
+    for r in rows:
+        for core, c in r["cores"].items():
+            for when in ("before", "after"):
+                for reason in c[f"cpu_{when}"]:
+                    print(f"  {r['model']} {core} {'original' if when == 'before' else 'rewritten'}"
+                          f" on the CPU: {reason}")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--target", default="ethos-u55")
-    p.add_argument("--only", nargs="*", default=MODELS)
+    p.add_argument("--only", nargs="*", default=MODELS,
+                   help=f"model names; {BUILTIN}NAME for a convrewrite.models builder")
+    p.add_argument("--onnx", nargs="*", default=[], metavar="NAME=PATH",
+                   help="judge this ONNX file as NAME instead of exporting it")
     p.add_argument("--out", type=Path, default=vendor_dir() / "placement")
     args = p.parse_args()
+    files = {k: Path(v) for k, v in (x.split("=", 1) for x in args.onnx)}
+    names = list(dict.fromkeys(args.only + list(files)))
     exports = args.out / "onnx"
-    export(args.only, exports)
+    to_export = [n for n in names if n not in files and not n.startswith(BUILTIN)]
+    if to_export:
+        export(to_export, exports)
     target = cr.load_target(args.target)
     rows = []
-    for name in args.only:
-        started = time.monotonic()
-        original = onnx.load(exports / f"{name}.onnx")
-        rewritten, report = cr.rewrite(original, target)
-        section = vendor_check(original, rewritten, target, out_dir=args.out / args.target / name)
-        core = target.vendor.core
-        before = summarise(section["models"]["original"][core])
-        after = summarise(section["models"].get("rewritten", section["models"]["original"])[core])
-        cpu_reasons = sorted({f"{op['type']}: {op['reason']}"
-                              for op in section["models"].get("rewritten", section["models"][
-                                  "original"])[core]["cpu_ops"]})
-        rows.append({"model": name, "status": report.status, "rewrites": len(report.records),
-                     "before": before, "after": after, "cpu_after": cpu_reasons,
-                     "seconds": time.monotonic() - started})
+    for name in names:
+        out = args.out / target.name / name.replace(BUILTIN, "builtin_")
+        rows.append(judge_model(name, load(name, files, exports), target, out))
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{args.target} ({target.vendor.accelerator_config}, Vela {core}); cells: NPU/CPU "
-          "ops | convs on NPU/all | MACs on the NPU | Vela's estimate (NPU work only)\n")
-    print("| model | rewrites | original | rewritten | estimate rewritten/original |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        b, a = r["before"], r["after"]
-        ratio = "-" if "rejected" in b or "rejected" in a or not b["time_s"] else \
-            f"{a['time_s'] / b['time_s']:.2f}x"
-        print(f"| {r['model']} | {r['rewrites']} ({r['status']}) | {cell(b)} | {cell(a)} | "
-              f"{ratio} |")
-    for r in rows:
-        for reason in r["cpu_after"]:
-            print(f"  {r['model']}: still on the CPU: {reason}")
+    print_table(rows, target)
     return 0
 
 

@@ -216,6 +216,10 @@ def _vendor_lines(v: dict) -> list[str]:
     rows, details = [], []
     for model, per_core in v["models"].items():
         for core, r in per_core.items():
+            if r.get("crashed"):
+                rows.append([model, core, "-", "-", "-", "-", "-", "CRASHED"])
+                details.append(f"  CRASHED {model}/{core}: {r['crashed']}")
+                continue
             if r["rejected"]:
                 rows.append([model, core, "-", "-", "-", "-", "-", "REJECTED"])
                 details.append(f"  REJECTED {model}/{core}: {r['rejected']}")
@@ -234,5 +238,6 @@ def _vendor_lines(v: dict) -> list[str]:
     if v.get("out_dir"):
         lines.append(f"  Vela's output: {v['out_dir']}")
     lines.append("  vendor check: " + ("every conv on the NPU" if v["passed"] else
-                                       "FAILED: convs on the CPU or the model rejected"))
+                                       "FAILED: convs on the CPU, or the model rejected or "
+                                       "crashed Vela"))
     return lines

@@ -28,7 +28,8 @@ def _ms(t):
 def cell(probe, target, original, rewritten) -> str:
     got = original[probe.name][preset_run(target)]
     broken = legality(probe, target)
-    vela = {"npu": "NPU", "cpu": "CPU", "rejected": "rejected", "failed": "no TFLite"}[got.verdict]
+    vela = {"npu": "NPU", "cpu": "CPU", "rejected": "rejected", "crashed": "Vela crashed",
+            "failed": "no TFLite"}[got.verdict]
     if not broken:
         return f"legal: {vela}" + ("" if got.verdict == "npu" else " (MISMATCH)")
     after = rewritten.get((target.name, probe.name), {}).get("outcome")

@@ -252,8 +252,9 @@ class OnnxBuilder:
             operands.append(result)
         return operands[-1]
 
-    def concat(self, xs: list, axis: int, name: str, out: gs.Tensor | None = None) -> gs.Tensor:
-        out = out if out is not None else self.variable(f"{name}.out", xs[0])
+    def concat(self, xs: list, axis: int, name: str, out: gs.Tensor | None = None,
+               shape: list | None = None) -> gs.Tensor:
+        out = out if out is not None else self.variable(f"{name}.out", xs[0], shape)
         self.nodes.append(gs.Node("Concat", self.fresh(name), {"axis": axis}, list(xs), [out]))
         return out
 

@@ -181,7 +181,7 @@ class RelaxBuilder:
             operands.append(self._emit(relax.op.add(operands[i], operands[j]), f"{stem}.{k}"))
         return operands[-1]
 
-    def concat(self, xs: list, axis: int, name: str, out=None):
+    def concat(self, xs: list, axis: int, name: str, out=None, shape=None):
         return self._emit(_relax().op.concat(list(xs), axis=axis), name)
 
     def split_channels(self, x, ranges: list, stem: str, use_split: bool,

@@ -13,12 +13,13 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec, dims_text
 from ..rules import Violation
-from ..plan.kernel import plan_kernel_split
+from ..plan.kernel import plan_kernel_split, view_cuts
 from ..record import Record
 from ..decline import need
 from .protocol import Pass, RewriteContext
-from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, sum_terms
+from .emit import INT64_MAX, builder, conv_copy, pad_spatial, replace, slice_spatial, sum_terms
 from .geometry_common import explicit_pads
+from .windows import cut_windows
 
 
 class KernelSplit(Pass):
@@ -32,7 +33,10 @@ class KernelSplit(Pass):
         count = 1
         for p in plan.pieces:
             count *= p
-        self.require_ops(ctx, ["Slice", "Pad"] + (["Add"] if count > 1 else []))
+        cuts = () if ctx.target.allows_op("Slice") else need(view_cuts(spec, plan, pads))
+        cut_ops = [] if count == 1 else ["Slice"] if not cuts else \
+            ["Split"] + (["Concat"] if any(c.overlapping for _, c in cuts) else [])
+        self.require_ops(ctx, cut_ops + ["Pad"] + (["Add"] if count > 1 else []))
         rank, base, y = spec.rank, node.name, node.outputs[0]
         weight = self.weight(node).respaced(plan.padded_kernel)
         overflow = [(kp - k) * d for kp, k, d in
@@ -40,6 +44,9 @@ class KernelSplit(Pass):
         added: list[gs.Node] = []
         x = pad_spatial(ctx, node.inputs[0], list(pads[:rank]),
                         [e + o for e, o in zip(pads[rank:], overflow)], f"{base}/pad", added)
+        views = None if not cuts else cut_windows(
+            builder(ctx, added), x, [2 + a for a, _ in cuts], [c for _, c in cuts],
+            lambda depth, prefix: f"{base}/view_split{depth}" + "".join(f".{i}" for i in prefix))
         terms = []
         for index in itertools.product(*(range(p) for p in plan.pieces)):
             tag = ".".join(map(str, index))
@@ -47,8 +54,12 @@ class KernelSplit(Pass):
             starts = [i * t * d for i, t, d in zip(index, plan.tile, spec.dilations)]
             ends = [-((p - 1 - i) * t * d) or INT64_MAX
                     for i, p, t, d in zip(index, plan.pieces, plan.tile, spec.dilations)]
-            view = x if not any(starts) and all(e == INT64_MAX for e in ends) else \
-                slice_spatial(ctx, x, starts, ends, [1] * rank, f"{stem}/view", added)
+            if views is not None:
+                view = views[tuple(index[a] for a, _ in cuts)]
+            elif not any(starts) and all(e == INT64_MAX for e in ends):
+                view = x
+            else:
+                view = slice_spatial(ctx, x, starts, ends, [1] * rank, f"{stem}/view", added)
             w_index = (slice(None), slice(None),
                        *(slice(i * t, (i + 1) * t) for i, t in zip(index, plan.tile)))
             w, w_nodes = weight.slice(stem, w_index)
@@ -68,7 +79,8 @@ class KernelSplit(Pass):
         alternatives = "; ".join(f"{dims_text(t)} cost {c}" for t, c in plan.alternatives)
         how = (f"{count} {dims_text(plan.tile)} sub-kernels "
                f"({dims_text(plan.padded_kernel)} zero-extended, cost {plan.cost}"
-               + (f"; rejected {alternatives}" if alternatives else "") + ")")
+               + (f"; rejected {alternatives}" if alternatives else "") + ")"
+               + (", views cut by Split and Concat (the target has no Slice)" if cuts else ""))
         record = self.record(node, spec, violations, how, added,
                              tolerance="reassociating" if count > 1 else "exact",
                              macs_factor=taps / original_taps,

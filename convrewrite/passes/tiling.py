@@ -1,7 +1,11 @@
 """Feature maps larger than the engine takes (the K210 reads at most 256 rows and 512 columns;
 Ethos-U's Vela 3 no axis over 65535, a 1-D audio conv over 70,000 samples):
 the output is cut into tiles, each computed by the same conv from its input window (the tile's
-rows plus the kernel's halo), and the tiles are concatenated back. Seamless and exact."""
+rows plus the kernel's halo), and the tiles are concatenated back. Seamless and exact.
+
+The windows are Slices where the target has Slice; where it has not (NVDLA), one Split per axis at
+every tile and halo boundary, each overlapping window the Concat of the chunks it covers
+(``plan.windows``); where it has no Pad either, the edge tiles' convs keep the conv's own pads."""
 
 from __future__ import annotations
 
@@ -13,11 +17,11 @@ from ..conv import ConvSpec
 from ..rules import Violation
 from ..plan.tiling import plan_tiles
 from ..record import Record
-from ..decline import Declined, need
-from ..plan.channels import ranges_of_sizes
+from ..decline import need
 from .protocol import Pass, RewriteContext
 from .emit import INT64_MAX, builder, conv_copy, pad_spatial, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
+from .windows import cut_windows
 
 
 class SpatialTiling(Pass):
@@ -28,43 +32,40 @@ class SpatialTiling(Pass):
                 ctx: RewriteContext) -> Record:
         pads = need(explicit_pads(node, spec))
         plan = need(plan_tiles(spec, ctx.target, pads))
-        by_split = not ctx.target.allows_op("Slice") and not any(plan.grow)
-        if by_split and plan.split_sizes is None:
-            raise Declined("the tiles' input windows overlap (kernel extent > stride), so "
-                           "cutting them needs Slice, which the target's ops list lacks")
-        self.require_ops(ctx, ["Split" if by_split else "Slice", "Concat"]
-                         + (["Pad"] if any(plan.pads) or any(plan.grow) else []))
+        if any(plan.grow):
+            self.require_ops(ctx, ["Slice", "Concat", "Pad"])
+            return self._grow(node, spec, violations, plan, ctx)
+        self.require_ops(ctx, plan.ops)
         rank, base, y = spec.rank, node.name, node.outputs[0]
         added: list[gs.Node] = []
-        if any(plan.grow):
-            return self._grow(node, spec, violations, plan, ctx)
         x = pad_spatial(ctx, node.inputs[0], list(plan.pads[:rank]), list(plan.pads[rank:]),
                         f"{base}/tile_pad", added)
-        conv_pads = [0 if (i % rank) in plan.axes else p for i, p in enumerate(pads)]
-        windows = _split_windows(ctx, x, plan, base, added) if by_split else None
+        windows = None if plan.form == "slice" else _split_windows(ctx, x, plan, base, added)
         outputs = {}
-        for combo in itertools.product(*plan.tiles):
+        for index in itertools.product(*(range(len(t)) for t in plan.tiles)):
+            combo = tuple(plan.tiles[d][i] for d, i in enumerate(index))
             tag = ".".join(str(a) for a, _ in combo)
+            conv_pads = list(pads)
+            for depth, (axis, i) in enumerate(zip(plan.axes, index)):
+                conv_pads[axis], conv_pads[axis + rank] = plan.tile_pads[depth][i]
             if windows is not None:
-                window = windows[combo]
+                window = windows[index]
             else:
                 starts, ends = [0] * rank, [INT64_MAX] * rank
-                for axis, (a, b) in zip(plan.axes, combo):
-                    starts[axis] = a * spec.strides[axis]
-                    ends[axis] = (b - 1) * spec.strides[axis] + spec.dilated_kernel[axis]
+                for depth, (axis, i) in enumerate(zip(plan.axes, index)):
+                    starts[axis], ends[axis] = plan.windows[depth][i]
                 window = slice_spatial(ctx, x, starts, ends, [1] * rank,
                                        f"{base}/tile{tag}/window", added)
             outputs[combo] = conv_copy(ctx, node, ctx.fresh(f"{base}/tile{tag}"),
                                        [window, *node.inputs[1:]], added, pads=conv_pads)
         _concat_tiles(ctx, plan, outputs, base, y, added)
         sizes = " x ".join(f"{len(t)} tiles on axis {2 + a}" for a, t in zip(plan.axes, plan.tiles))
-        how = f"{sizes} (halo {spec.dilated_kernel})" + \
-            (", cut by Split (the target has no Slice; the windows do not overlap)"
-             if by_split else "")
+        how = f"{sizes} (halo {spec.dilated_kernel})" + _FORMS[plan.form] + \
+            (", the edge tiles keep the conv's pads (the target has no Pad)"
+             if any(any(p) for kept in plan.tile_pads for p in kept) else "")
         record = self.record(node, spec, violations, how, added, tolerance="exact")
         replace(node, ctx, added)
         return record
-
 
     def _grow(self, node: gs.Node, spec: ConvSpec, violations: list[Violation], plan,
               ctx: RewriteContext) -> Record:
@@ -80,22 +81,20 @@ class SpatialTiling(Pass):
         return record
 
 
+_FORMS = {"slice": "",
+          "split": ", cut by Split (the target has no Slice; the windows do not overlap)",
+          "split_concat": ", cut by Split and joined with their neighbours' halos by Concat "
+                          "(the target has no Slice)"}
+
+
 def _split_windows(ctx: RewriteContext, x: gs.Tensor, plan, base: str,
                    added: list[gs.Node]) -> dict:
-    """Each tile's input window, cut by one Split per tiled axis (nested: the pieces of the
-    first axis are split along the next), keyed like the tiles' product."""
-    b = builder(ctx, added)
-    pieces: dict = {(): x}
-    for depth, axis in enumerate(plan.axes):
-        cut: dict = {}
-        for prefix, tensor in pieces.items():
-            tag = "".join(f".{a}" for a, _ in prefix)
-            chunks = b.split_axis(tensor, 2 + axis, ranges_of_sizes(list(plan.split_sizes[depth])),
-                                  f"{base}/tile_split{depth}{tag}", True, "")
-            for tile, chunk in zip(plan.tiles[depth], plan.split_windows[depth]):
-                cut[prefix + (tile,)] = chunks[chunk]
-        pieces = cut
-    return pieces
+    """Each tile's input window, cut by one Split per tiled axis (nested: the windows of the
+    first axis are split along the next), keyed by the tiles' index per axis."""
+    def stem(depth: int, prefix: tuple) -> str:
+        tag = "".join(f".{plan.tiles[d][i][0]}" for d, i in enumerate(prefix))
+        return f"{base}/tile_split{depth}{tag}"
+    return cut_windows(builder(ctx, added), x, [2 + a for a in plan.axes], list(plan.cuts), stem)
 
 
 def _concat_tiles(ctx: RewriteContext, plan, outputs: dict, base: str, y: gs.Tensor,

@@ -10,6 +10,7 @@ from ..decline import Decline
 from ..target import Target
 from .cost import NODE_COST_IN_TAPS
 from .limits import MAX_LOWERED_NODES
+from .windows import AxisCut, cut_axis
 
 
 @dataclass(frozen=True)
@@ -61,3 +62,21 @@ def plan_kernel_split(spec: ConvSpec, target: Target) -> KernelPlan | Decline:
         return Decline(f"{count} sub-kernels would be needed (limit {MAX_LOWERED_NODES})")
     others = tuple((t, c) for c, _, t, _ in scored[1:])
     return KernelPlan(tile, pieces, cost, others)
+
+
+def view_cuts(spec: ConvSpec, plan: KernelPlan,
+              pads: tuple[int, ...]) -> tuple[tuple[int, AxisCut], ...] | Decline:
+    """Where the target has no Slice: the sub-kernels' shifted views of the padded input as
+    Split + Concat windows (``plan.windows``), per spatial axis cut into more than one piece.
+    Piece i of an axis reads [i * tile * dilation, padded - (pieces - 1 - i) * tile * dilation)."""
+    if spec.input_shape is None or any(d is None for d in spec.input_shape[2:]):
+        return Decline("cutting the shifted views by Split needs a static input size")
+    rank, cuts = spec.rank, []
+    for axis, (t, p, k, d) in enumerate(zip(plan.tile, plan.pieces, spec.kernel_shape,
+                                            spec.dilations)):
+        if p == 1:
+            continue
+        padded = spec.input_shape[2 + axis] + pads[axis] + pads[axis + rank] + (t * p - k) * d
+        spans = [(i * t * d, padded - (p - 1 - i) * t * d) for i in range(p)]
+        cuts.append((axis, cut_axis(spans, padded)))
+    return tuple(cuts)

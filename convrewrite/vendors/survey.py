@@ -28,7 +28,8 @@ from .vela import CORES, VelaResult, calibration_samples, compile_tflite, cores_
 @dataclass
 class Outcome:
     """One compile of one model: ``npu`` (every op), ``cpu`` (some op falls back), ``rejected``
-    (Vela refused the model) or ``failed`` (it never reached Vela: conversion failed)."""
+    (Vela refused the model), ``crashed`` (Vela died on a signal) or ``failed`` (it never reached
+    Vela: conversion failed)."""
 
     verdict: str
     reason: str = ""
@@ -38,6 +39,8 @@ class Outcome:
 
     @classmethod
     def of(cls, result: VelaResult) -> "Outcome":
+        if result.crashed:
+            return cls("crashed", result.crashed, None, len(result.ops), len(result.ops))
         if result.rejected:
             return cls("rejected", result.rejected, None, len(result.ops), len(result.ops))
         cpu = result.cpu_ops

@@ -69,6 +69,7 @@ class VelaResult:
     core: str                         # regor | legacy
     ops: list[OpPlacement] = field(default_factory=list)
     rejected: str | None = None       # Vela refused the model: its message
+    crashed: str | None = None        # Vela died on a signal: "vela crashed (signal 11)"
     inference_time_s: float | None = None   # Vela's estimate (NPU work only)
     cycles: int | None = None
     output_dir: str | None = None
@@ -78,28 +79,36 @@ class VelaResult:
         return [op for op in self.ops if not op.npu]
 
     @property
+    def failure(self) -> str | None:
+        """Why there is no placement: Vela rejected the model or crashed on it."""
+        return self.crashed or self.rejected
+
+    @property
     def all_on_npu(self) -> bool:
-        return self.rejected is None and not self.cpu_ops
+        return self.failure is None and not self.cpu_ops
 
     @property
     def convs_on_npu(self) -> bool:
-        return self.rejected is None and not any(op.conv for op in self.cpu_ops)
+        return self.failure is None and not any(op.conv for op in self.cpu_ops)
 
     def counts(self) -> dict:
         def part(ops):
             return {"ops": len(ops), "convs": sum(op.conv for op in ops),
                     "macs": sum(op.macs for op in ops)}
-        npu = [op for op in self.ops if op.npu and self.rejected is None]
-        cpu = [op for op in self.ops if not op.npu or self.rejected is not None]
+        npu = [op for op in self.ops if op.npu and self.failure is None]
+        cpu = [op for op in self.ops if not op.npu or self.failure is not None]
         return {"npu": part(npu), "cpu": part(cpu)}
 
     def to_dict(self) -> dict:
         return {"config": self.config, "core": self.core, "rejected": self.rejected,
+                "crashed": self.crashed,
                 "inference_time_s": self.inference_time_s, "cycles": self.cycles,
                 **self.counts(), "cpu_ops": [asdict(op) for op in self.cpu_ops],
                 "output_dir": self.output_dir}
 
     def summary(self) -> str:
+        if self.crashed:
+            return f"{self.core}: {self.crashed}"
         if self.rejected:
             return f"{self.core}: REJECTED: {self.rejected}"
         c = self.counts()
@@ -228,6 +237,10 @@ def compile_tflite(tflite: Path, config: str, core: str = "regor", out_dir: Path
     result = VelaResult(config, core, output_dir=str(folder))
     compiled = folder / f"{tflite.stem}_vela.tflite"
     placed = [_placement(i, op) for i, op in enumerate(ops["ops"])]
+    if run.returncode < 0:          # killed by a signal (regor SIGSEGVs on some models)
+        result.crashed = f"vela crashed (signal {-run.returncode})"
+        result.ops = placed
+        return result
     if run.returncode != 0 or not compiled.is_file():
         if "Traceback" not in log and "Error" not in log:
             raise VendorFailed(f"vela ({core}) failed (exit {run.returncode}): {_last_line(log)}")
@@ -349,7 +362,8 @@ def vendor_check(original: onnx.ModelProto, rewritten: onnx.ModelProto | None, t
                     result["output_dir"] = None
     final = section["models"]["rewritten" if "rewritten" in models else "original"]
     verdict = final[target.vendor.core]
-    section["passed"] = verdict["rejected"] is None and verdict["cpu"]["convs"] == 0
+    section["passed"] = (verdict["rejected"] is None and verdict["crashed"] is None
+                         and verdict["cpu"]["convs"] == 0)
     return section
 
 

@@ -1,7 +1,7 @@
 """Tiling on an engine without Slice (NVDLA: ONNC has no Slice emitter): where the tiles' input
 windows do not overlap (kernel extent <= stride: YOLO's 1x1 DFL conv over 8400 anchors) they are
-cut by one Split per axis; where they overlap the tiler says why it cannot. Numbers checked on
-onnxruntime here; every emitted node and tensor re-checked against the target."""
+cut by one Split per axis (overlapping windows: tests/passes/test_tiling_halo.py). Numbers checked
+on onnxruntime here; every emitted node and tensor re-checked against the target."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import convrewrite as cr
-from convrewrite.plan.tiling import window_split
+from convrewrite.plan.tiling import tile_windows
+from convrewrite.plan.windows import cut_axis
 from tests.conv_cases import conv_model, op_count, rewrite_legal_and_close
 
 NO_SLICE = ["Conv", "Relu", "Split", "Concat", "Pad", "Add", "Reshape"]
@@ -23,8 +24,13 @@ def compare(model, target):
 def test_window_split_sizes():
     # stride 3, kernel 2 over 14 samples, tiles of outputs [0, 2) and [2, 4): windows [0, 5)
     # and [6, 11), a gap of 1 and a tail of 3 that no tile reads
-    assert window_split(((0, 2), (2, 4)), 2, 3, 14) == ((5, 1, 5, 3), (0, 2))
-    assert window_split(((0, 4), (4, 8)), 3, 1, 10) is None          # windows overlap
+    spans, pads = tile_windows(((0, 2), (2, 4)), 2, 3, 14, 0, 0, True)
+    cut = cut_axis(spans, 14)
+    assert (cut.sizes, cut.windows, cut.overlapping) == ((5, 1, 5, 3), ((0,), (2,)), False)
+    assert pads == ((0, 0), (0, 0))
+    # kernel 3, stride 1 over 10: windows [0, 6) and [4, 10) share the 2-sample halo [4, 6)
+    cut = cut_axis(tile_windows(((0, 4), (4, 8)), 3, 1, 10, 0, 0, True)[0], 10)
+    assert (cut.sizes, cut.windows, cut.overlapping) == ((4, 2, 4), ((0, 1), (1, 2)), True)
 
 
 def test_yolo_dfl_head_on_nvdla():
@@ -43,11 +49,13 @@ def test_both_axes_nested_split():
     assert op_count(out, "Slice") == 0 and op_count(out, "Split") >= 2
 
 
-def test_overlapping_windows_say_why():
+def test_no_slice_nor_split_says_why():
     model = conv_model(cin=4, cout=4, kernel=(3, 3), pads=(1,) * 4, spatial=(8, 9000))
-    out, report = cr.rewrite(model, "nvdla")
+    target = {"name": "t", "extends": "nvdla",
+              "ops": [op for op in NO_SLICE if op != "Split"]}
+    out, report = cr.rewrite(model, target)
     assert report.status == "illegal"
-    assert any("windows overlap" in r and "lacks" in r for r in report.remaining[0].reasons)
+    assert any("tiling" in r and "lacks Split" in r for r in report.remaining[0].reasons)
 
 
 @settings(max_examples=40, deadline=None, derandomize=True,

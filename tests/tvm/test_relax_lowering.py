@@ -77,7 +77,26 @@ CASES = [
 @pytest.mark.parametrize("pass_name,rules,conv", CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_relax_pass_equals_onnx_pass(pass_name, rules, conv):
-    target = load_target({"name": "t", "conv": rules})
+    relax_equals_onnx(pass_name, load_target({"name": "t", "conv": rules}), conv)
+
+
+NO_SLICE = ["Conv", "Relu", "Split", "Concat", "Pad", "Add"]
+
+
+@pytest.mark.parametrize("pass_name,rules,conv", [
+    ("tiling", {"input_height": [1, 8], "input_width": [1, 8]},
+     dict(cin=4, cout=8, spatial=(20, 20), pads=[1] * 4)),
+    ("tiling", {"input_width": [1, 12]},
+     dict(cin=2, cout=4, kernel=(5,), strides=(2,), spatial=(40,), pads=[2, 2])),
+    ("kernel_split", {"max_kernel": 3}, dict(cin=4, cout=8, kernel=(7, 7), spatial=(14, 14),
+                                             pads=[3] * 4))])
+def test_relax_pass_without_slice_equals_onnx_pass(pass_name, rules, conv):
+    """Split + Concat windows (no Slice in the target's ops) come to Relax the same way."""
+    relax_equals_onnx(pass_name, load_target({"name": "t", "conv": rules, "ops": NO_SLICE}),
+                      conv)
+
+
+def relax_equals_onnx(pass_name, target, conv):
     model = conv_model(**conv)
     onnx_pass = next(p for p in DEFAULT_PASSES if p.name == pass_name)
     onnx_out_model, result = rewrite_model(model, target, (onnx_pass,), graph_passes=())
