@@ -376,6 +376,7 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     if result.changed and upgrade:
         result.notes.append(upgrade)
     reference = None            # the original's outputs and engine (verify.reference_run), once
+    checked = (None, {})        # the model the local checks ran and its outputs in that run
     for step in steps:
         if step.kind in ("inline", "bodies", "rewrite") or not result.changed:
             continue
@@ -387,8 +388,10 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
                 result.inputs = feeds()
             reference = reference or reference_run(model, result.inputs)
             in_bodies = {id(r) for b in result.bodies for r in b.records}
-            verify_records([r for r in result.records if id(r) not in in_bodies], rewritten,
-                           result.inputs, tolerance, progress, reference.engine)
+            outputs = verify_records([r for r in result.records if id(r) not in in_bodies],
+                                     rewritten, result.inputs, tolerance, progress,
+                                     reference.engine)
+            checked = (rewritten, outputs)
             _verify_bodies(result.bodies, tolerance, progress)
         elif verify and step.scope == "end_to_end":
             if result.inputs is None:
@@ -396,8 +399,9 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
             reference = reference or reference_run(model, result.inputs)
             kind = "reassociating" if any(r.tolerance == "reassociating"
                                           for r in result.records) else "exact"
-            result.end_to_end = verify_end_to_end(model, rewritten, result.inputs, tolerance,
-                                                  kind, reference)
+            result.end_to_end = verify_end_to_end(   # tidy left it as checked: no new run
+                model, rewritten, result.inputs, tolerance, kind, reference,
+                outputs=checked[1] if checked[0] is rewritten else None)
         else:
             continue
         result.timings[step.timing] = time.perf_counter() - started

@@ -1,0 +1,161 @@
+"""Every record's local check as one model: the rewritten model with each record's original piece
+beside it, renamed apart and reading the real activations of the rewritten graph.
+
+One session and one run then give, for every record, its replacement's outputs (the rewritten
+graph's own tensors) and its original's outputs on the same activations, instead of two sessions
+per record (209 of 233 s on a 1-D net tiled into 2,786 rewrites). The rewritten model's outputs
+come out of the same run. A record whose piece cannot be merged (a subgraph attribute, local
+functions, an opset that differs from the rewritten model's) is checked alone, as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+from .errors import BadInputError
+from .ops.reference import standard_reference
+
+PREFIX = "verify"           # every renamed name starts with a prefix no rewritten name starts with
+CHUNK_BYTES = 1 << 30       # original pieces' weights per merged model (more: another run)
+
+
+@dataclass
+class Merged:
+    """The merged model and, per record (by position in the chunk), its original's output names
+    in it (in the order of ``[record.output_name, *record.more_outputs]``)."""
+
+    model: onnx.ModelProto
+    originals: dict[int, list[str]] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)        # every tensor the checks read
+
+
+class Producers:
+    """Which node of the rewritten graph writes each tensor, made once for every record."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.nodes = list(model.graph.node)
+        self.by_output = {o: i for i, n in enumerate(self.nodes) for o in n.output if o}
+        self.initializers = {t.name for t in model.graph.initializer}
+
+    def piece(self, inputs: list[str], outputs: list[str]) -> list[int]:
+        """Indices (in graph order) of the nodes computing ``outputs`` from ``inputs`` and
+        constants; a piece that reads any other tensor cannot be isolated (BadInputError)."""
+        keep, stack, seen = set(), list(outputs), set()
+        while stack:
+            name = stack.pop()
+            if name in seen or name in inputs or name in self.initializers or not name:
+                continue
+            seen.add(name)
+            index = self.by_output.get(name)
+            if index is None:
+                raise BadInputError(
+                    f"cannot isolate {outputs[0]!r}: it depends on {name!r}, which is "
+                    f"neither {' nor '.join(map(repr, inputs))} nor a constant")
+            if index not in keep:
+                keep.add(index)
+                stack.extend(self.nodes[index].input)
+        return sorted(keep)
+
+
+def mergeable(before: onnx.ModelProto, rewritten: onnx.ModelProto) -> bool:
+    """Whether ``before`` can sit in ``rewritten``'s graph with every name renamed: no subgraph
+    (its names would reach outer scopes), no local function, no opset of another version."""
+    if before.functions or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                               for n in before.graph.node for a in n.attribute):
+        return False
+    versions = {o.domain or "ai.onnx": o.version for o in rewritten.opset_import}
+    return all(versions.get(o.domain or "ai.onnx", o.version) == o.version
+               for o in before.opset_import)
+
+
+def _prefix(model: onnx.ModelProto) -> str:
+    g = model.graph
+    names = {n for node in g.node for n in (node.name, *node.input, *node.output)} | \
+        {t.name for t in g.initializer} | {v.name for v in (*g.input, *g.output, *g.value_info)}
+    prefix, k = PREFIX, 0
+    while any(n.startswith(prefix) for n in names):
+        k += 1
+        prefix = f"{PREFIX}{k}"
+    return prefix
+
+
+def _renamed(before: onnx.ModelProto, tag: str, keep: set[str]):
+    """``before``'s nodes and initializers with every name but ``keep`` (the activations it
+    reads) prefixed by ``tag``."""
+    def name(n: str) -> str:
+        return n if not n or n in keep else tag + n
+
+    nodes = []
+    for node in before.graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = tag + (node.name or node.op_type)
+        copy.input[:] = [name(n) for n in node.input]
+        copy.output[:] = [name(n) for n in node.output]
+        nodes.append(copy)
+    inits = []
+    for t in before.graph.initializer:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(t)
+        copy.name = name(t.name)
+        inits.append(copy)
+    return nodes, inits, name
+
+
+def chunks(befores: list[onnx.ModelProto]) -> list[list[int]]:
+    """Positions of ``befores`` grouped so that no group holds more than CHUNK_BYTES of weights
+    (a huge model's originals do not all sit in one session beside it)."""
+    groups, size = [[]], 0
+    for i, before in enumerate(befores):
+        weight = sum(t.ByteSize() for t in before.graph.initializer)
+        if groups[-1] and size + weight > CHUNK_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(i)
+        size += weight
+    return groups
+
+
+def merge(rewritten: onnx.ModelProto, records, befores: list[onnx.ModelProto],
+          producers: Producers) -> Merged:
+    """``rewritten`` with each record's original piece (``befores``: standard_reference'd) in
+    its graph, reading the tensors the record's replacement reads; every record's replacement
+    and original outputs are graph outputs."""
+    model = onnx.ModelProto()
+    model.CopyFrom(rewritten)
+    g = model.graph
+    prefix = _prefix(rewritten)
+    merged = Merged(model)
+    have = {o.name for o in g.output}
+    domains = {o.domain for o in model.opset_import}
+    wanted: list[str] = []
+    for i, (record, before) in enumerate(zip(records, befores)):
+        reads = [record.input_name, *record.more_inputs]
+        producers.piece(reads, [record.output_name, *record.more_outputs])
+        nodes, inits, name = _renamed(before, f"{prefix}{i}/", set(reads))
+        g.node.extend(nodes)
+        g.initializer.extend(inits)
+        for info in before.graph.input:         # an input it reads that the record does not
+            if info.name not in reads and info.name not in {t.name for t in before.graph.initializer}:
+                extra = g.input.add()
+                extra.CopyFrom(info)
+                extra.name = name(info.name)
+        for o in before.opset_import:
+            if o.domain not in domains:
+                model.opset_import.append(o)
+                domains.add(o.domain)
+        merged.originals[i] = [name(n) for n in (record.output_name, *record.more_outputs)]
+        wanted += [record.output_name, *record.more_outputs, *merged.originals[i]]
+    for n in dict.fromkeys(wanted):
+        if n not in have:
+            g.output.add().name = n
+            have.add(n)
+    merged.outputs = list(dict.fromkeys(wanted))
+    return merged
+
+
+def originals(records) -> list[onnx.ModelProto]:
+    """Each record's original piece with our domain's ops as their standard definitions."""
+    return [standard_reference(r.before) for r in records]

@@ -1,0 +1,91 @@
+"""The local checks run as one model (every record's original beside the rewritten graph): a
+single wrong record among many still fails, and is the one named."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from convrewrite.pipeline import rewrite_model
+from convrewrite.report import Report
+from convrewrite.target import load_target
+from convrewrite.verify import Tolerance, make_inputs
+from tests.conv_cases import conv_model
+
+verify = importlib.import_module("convrewrite.verify")     # the module (convrewrite.verify: a function)
+
+
+def _rewritten():
+    """A 1-D conv tiled for k210: nested records (conv -> 2-D form -> taps -> tiles) whose pieces
+    share tensors (one's output is the next one's input)."""
+    model = conv_model(cin=4, cout=4, kernel=(9,), pads=(4, 4), spatial=(3000,))
+    rewritten, result = rewrite_model(model, load_target("k210"))
+    assert len(result.records) >= 20
+    return model, rewritten, result.records
+
+
+def _mirrored(model: onnx.ModelProto, weight: str) -> None:
+    tensor = next(t for t in model.graph.initializer if t.name == weight)
+    w = numpy_helper.to_array(tensor)
+    tensor.CopyFrom(numpy_helper.from_array(np.flip(w, axis=-1).copy(), weight))
+
+
+def test_every_record_passes_and_carries_its_stats():
+    model, rewritten, records = _rewritten()
+    verify.verify_records(records, rewritten, make_inputs(model), Tolerance())
+    assert all(r.verify["passed"] and r.verify["elements"] > 0 for r in records)
+
+
+def test_one_wrong_replacement_among_many_fails_and_is_named():
+    model, rewritten, records = _rewritten()
+    feeds = make_inputs(model)
+    nested = {r.node for r in records for s in records if s.node.startswith(r.node + "/")}
+    leaf = next(r for r in records if r.node not in nested)
+    piece = verify.extract(rewritten, [leaf.input_name], [leaf.output_name],
+                           {leaf.input_name: np.zeros(1, np.float32)})
+    weights = {t.name for t in rewritten.graph.initializer}
+    conv = next(n for n in piece.graph.node if n.op_type == "Conv" and n.input[1] in weights)
+    wrong = onnx.ModelProto()
+    wrong.CopyFrom(rewritten)
+    node = next(n for n in wrong.graph.node if n.name == conv.name)
+    w = numpy_helper.to_array(next(t for t in wrong.graph.initializer if t.name == node.input[1]))
+    node.input[1] = "mirrored_taps"                 # this sub-conv alone reads wrong taps
+    wrong.graph.initializer.append(numpy_helper.from_array(np.flip(w, axis=-1).copy(),
+                                                           "mirrored_taps"))
+    verify.verify_records(records, wrong, feeds, Tolerance())
+    failed = [r.node for r in records if not r.verify["passed"]]
+    holding = [r.node for r in records if r.node == leaf.node or
+               leaf.node.startswith(r.node + "/")]  # the leaf and the records it is part of
+    assert leaf.node in failed and sorted(failed) == sorted(holding)
+    assert len(failed) < len(records) // 2
+    assert Report(model="m", target="k210", records=records).mismatches == failed
+
+
+def test_one_wrong_original_among_many_fails_alone():
+    """The originals sit in one graph renamed apart: a wrong one is checked against its own
+    replacement only."""
+    model, rewritten, records = _rewritten()
+    k = len(records) // 2
+    before = records[k].before
+    weight = next(n.input[1] for n in before.graph.node if n.op_type == "Conv")
+    _mirrored(before, weight)
+    verify.verify_records(records, rewritten, make_inputs(model), Tolerance())
+    assert [r.node for r in records if not r.verify["passed"]] == [records[k].node]
+    assert records[k].verify["mismatches"] > 0
+
+
+def test_a_record_that_cannot_merge_is_checked_alone(monkeypatch):
+    """The fallback (two models of its own) gives the same verdicts and statistics."""
+    model, rewritten, records = _rewritten()
+    feeds = make_inputs(model)
+    verify.verify_records(records, rewritten, feeds, Tolerance())
+    together = [dict(r.verify) for r in records]
+    monkeypatch.setattr(verify.local_checks, "mergeable", lambda before, model: False)
+    verify.verify_records(records, rewritten, feeds, Tolerance())
+    for stats, record in zip(together, records):
+        assert record.verify["passed"] and stats["passed"]
+        assert record.verify["elements"] == stats["elements"]
+        assert np.isclose(record.verify["max_abs"], stats["max_abs"], atol=1e-5)
