@@ -336,7 +336,7 @@ def opset_version(model: onnx.ModelProto) -> int:
 
 def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose large initializers are data-less stand-ins: enough for shape inference."""
-    return _without_large_tensors(model)
+    return _without_large_tensors(model)[0]
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
