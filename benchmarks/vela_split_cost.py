@@ -23,8 +23,10 @@ built-in ResNet-50 224x224, ``--forms chain``; 31 convs split into 224):
 
 Above the 1.03x goal. Where the +5.6M cycles go (per-layer CSV, share of the original's cycles):
 the Adds of partial sums, 32 -> 236 ADD ops, +7.93% (Vela runs each as a separate elementwise pass
-reading two int8 maps; nothing fuses it into the conv); 34 new TRANSPOSE ops +0.90%; 16 CONCAT
-+0.52%; the sub-convs themselves +1.28% over the whole convs (86 -> 242 Vela conv ops). So on the
+reading two int8 maps; nothing fuses it into the conv; 16 -> 163 ADD in the TFLite); 34 new
+TRANSPOSE ops +0.90% and 16 CONCAT +0.52% (onnx2tf's: 17 TRANSPOSEs of [1, 7, 7, 256] chunks to
+NCHW before 2 CONCATENATIONs at the last stage, none in the original); the sub-convs
+themselves +1.28% over the whole convs (86 -> 242 Vela conv ops). So on the
 NPU the in-channel split's partial-sum Adds are the cost, not the convs. The tree form (same
 number of Adds) was not measured: its conversion did not finish in the session.
 """
