@@ -10,6 +10,7 @@ import onnx
 
 from .errors import BadInputError
 from .graph import load_model
+from .input_binding import bind_input_shapes
 from .pipeline import check_model_legality, run_pipeline
 from .report import Report
 from .sparse.inputs import sparse_feeds
@@ -62,10 +63,14 @@ def rewrite(model, target, *, verify: bool = True, inputs=None, seed: int = 0,
     original, name = _as_model(model)
     target = load_target(target)
     sparse_inputs = tuple(sparse_inputs or ())
+    sized, bound = bind_input_shapes(original, input_shapes)
     rewritten, result = run_pipeline(
-        original, target, verify=verify, tolerance=tolerance_for(target, tolerance),
+        sized, target, verify=verify, tolerance=tolerance_for(target, tolerance),
         feeds=lambda: _feeds(original, inputs, seed, input_shapes, sparse_inputs),
         progress=progress, sparse_inputs=sparse_inputs)
+    if rewritten is sized:          # nothing rewritten: the caller's model, sizes and all
+        rewritten = original
+    result.notes[:0] = bound
     report = Report(model=name, target=target.name, records=result.records,
                     remaining=result.remaining, convs_checked=result.convs_checked,
                     recognised=result.recognised, notes=result.notes,
@@ -80,13 +85,16 @@ def tolerance_for(target: Target, override: Tolerance | None) -> Tolerance:
     return base.merged(override) if override is not None else base
 
 
-def check(model, target) -> Report:
-    """What ``target`` rejects in ``model``, rewriting nothing."""
+def check(model, target, *, input_shapes: dict | None = None) -> Report:
+    """What ``target`` rejects in ``model``, rewriting nothing; ``input_shapes`` fixes symbolic
+    sizes for the check as for ``rewrite``."""
     original, name = _as_model(model)
     target = load_target(target)
-    result = check_model_legality(original, target)
+    sized, bound = bind_input_shapes(original, input_shapes)
+    result = check_model_legality(sized, target)
     return Report(model=name, target=target.name, remaining=result.remaining,
-                  convs_checked=result.convs_checked, mode="check", recognised=result.recognised)
+                  convs_checked=result.convs_checked, mode="check", recognised=result.recognised,
+                  notes=bound)
 
 
 def verify(original, rewritten, *, inputs=None, seed: int = 0, input_shapes: dict | None = None,

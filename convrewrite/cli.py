@@ -208,7 +208,7 @@ def _rewrite_checked(args, target, shapes, model_path, model, reads, output, res
     """The rewrite once every output path has passed its checks (and the report's staging file
     exists)."""
     if args.check_only:
-        report = api.check(model, target)
+        report = api.check(model, target, input_shapes=shapes)
         report.model = str(model_path)
         if args.vendor_check:
             report.vendor = _vendor_check(model, None, target, args, shapes)
