@@ -10,7 +10,7 @@ import onnx
 
 from .errors import BadInputError
 from .graph import load_model
-from .input_binding import bind_input_shapes
+from .input_binding import bind_input_shapes, unsized_inputs
 from .pipeline import check_model_legality, run_pipeline
 from .report import Report
 from .sparse.inputs import sparse_feeds
@@ -72,7 +72,8 @@ def rewrite(model, target, *, verify: bool = True, inputs=None, seed: int = 0,
         rewritten = original
     result.notes[:0] = bound
     report = Report(model=name, target=target.name, records=result.records,
-                    remaining=result.remaining, convs_checked=result.convs_checked,
+                    remaining=unsized_inputs(sized, target) + result.remaining,
+                    convs_checked=result.convs_checked,
                     recognised=result.recognised, notes=result.notes,
                     end_to_end=result.end_to_end, timings=result.timings)
     if result.inputs is not None:
@@ -92,7 +93,8 @@ def check(model, target, *, input_shapes: dict | None = None) -> Report:
     target = load_target(target)
     sized, bound = bind_input_shapes(original, input_shapes)
     result = check_model_legality(sized, target)
-    return Report(model=name, target=target.name, remaining=result.remaining,
+    return Report(model=name, target=target.name,
+                  remaining=unsized_inputs(sized, target) + result.remaining,
                   convs_checked=result.convs_checked, mode="check", recognised=result.recognised,
                   notes=bound)
 

@@ -13,6 +13,9 @@ import onnx
 
 from .errors import BadInputError
 from .graph import copy_model
+from .record import Remaining
+from .rules import Violation
+from .target import Target
 
 
 def bind_input_shapes(model: onnx.ModelProto,
@@ -66,3 +69,37 @@ def bind_input_shapes(model: onnx.ModelProto,
 def _drop_stale_shapes(model: onnx.ModelProto) -> None:
     """Inner shapes recorded with the old symbols would contradict what inference now derives."""
     del model.graph.value_info[:]
+
+
+SIZE_RULES = ("input_height", "input_width", "max_dim")
+
+
+def unsized_inputs(model: onnx.ModelProto, target: Target) -> list[Remaining]:
+    """The inputs whose symbolic map size keeps the target's size rules from being proven: a
+    model that may run at any size is not "ok" on a chip that bounds sizes, whatever its convs
+    look like at the size verification happens to use."""
+    stated = [(name, getattr(target.conv, name)) for name in SIZE_RULES
+              if getattr(target.conv, name) is not None]
+    if not stated:
+        return []
+    initializers = {t.name for t in model.graph.initializer}
+    found = []
+    for info in model.graph.input:
+        t = info.type.tensor_type if info.type.HasField("tensor_type") else None
+        if info.name in initializers or t is None or not t.HasField("shape"):
+            continue
+        dims = [d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
+                for d in t.shape.dim]
+        symbolic = [dims[a] for a, d in enumerate(t.shape.dim)
+                    if a > 0 and not d.HasField("dim_value")]
+        if len(dims) < 3 or not symbolic:
+            continue
+        rule, limit = stated[0]
+        message = (f"{', '.join(symbolic)} symbolic: the target's {', '.join(n for n, _ in stated)} "
+                   f"cannot be proven on a size nobody fixed")
+        found.append(Remaining(
+            node=info.name, op="input", describe=f"input [{', '.join(dims)}]",
+            violations=[Violation(rule, "unknown", limit, message)],
+            reasons=[f"give --input-shape {info.name}:{'x'.join(dims)} with numbers for "
+                     f"{', '.join(symbolic)} (the size the chip runs)"]))
+    return found

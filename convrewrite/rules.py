@@ -197,23 +197,10 @@ def _spatial_extent(spec: ConvSpec, from_end: int) -> int | None:
     return spec.input_shape[-from_end]
 
 
-UNKNOWN_SIZE = "unknown"
-UNKNOWN_SIZE_HINT = "unprovable; give --input-shape NAME:DIMS, the size the chip runs"
-
-
 def _size_rule(name: str, label: str, from_end: int) -> RuleCheck:
-    """A size the target bounds and the model leaves symbolic is reported, never passed: the conv
-    may be run at any size, and "ok" would be a claim we cannot back."""
     def check(spec: ConvSpec, r: ConvRules) -> Violation | None:
-        bounds = getattr(r, name)
-        if bounds is None or spec.rank < from_end:
-            return None
-        size = _spatial_extent(spec, from_end)
-        if size is None:
-            return Violation(name, UNKNOWN_SIZE, bounds,
-                             f"input {label} must be in [{bounds[0]}, {bounds[1]}]; node's input "
-                             f"{label} is symbolic ({UNKNOWN_SIZE_HINT})")
-        if not bounds[0] <= size <= bounds[1]:
+        bounds, size = getattr(r, name), _spatial_extent(spec, from_end)
+        if bounds is not None and size is not None and not bounds[0] <= size <= bounds[1]:
             return Violation(name, size, bounds,
                              f"input {label} must be in [{bounds[0]}, {bounds[1]}]; node has {size}")
         return None
@@ -231,24 +218,7 @@ def _largest_dim(spec: ConvSpec) -> tuple[object, "int | None"]:
     return (max(dims), max(dims)) if dims else (None, None)
 
 
-_max_dim_known = _upper_bound("max_dim", "every tensor dimension", _largest_dim)
-
-
-def max_dim(spec: ConvSpec, r: ConvRules) -> Violation | None:
-    """As the other size rules: a symbolic spatial extent cannot be proven within the limit (the
-    batch is not read here: ``max_batch`` says what it may be)."""
-    found = _max_dim_known(spec, r)
-    if found is not None or r.max_dim is None:
-        return found
-    spatial = [s[2:] if s is not None else (None,) for s in (spec.input_shape, spec.output_shape)]
-    if any(d is None for dims in spatial for d in dims):
-        return Violation("max_dim", UNKNOWN_SIZE, r.max_dim,
-                         f"every tensor dimension must be at most {r.max_dim}; node's map size "
-                         f"is symbolic ({UNKNOWN_SIZE_HINT})")
-    return None
-
-
-CHECKS["max_dim"] = max_dim
+_upper_bound("max_dim", "every tensor dimension", _largest_dim)
 _upper_bound("max_batch", "batch", lambda s: (s.input_shape[0], s.input_shape[0])
              if s.input_shape else (None, None))
 
