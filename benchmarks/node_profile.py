@@ -32,6 +32,7 @@ class NodeTime:
     op: str
     spatial: int | None      # output height (a stage's map size), None for a non-map output
     micros: float            # mean kernel time per run
+    macs: int = 0            # a conv's multiply-accumulates (output pixels x weight elements)
 
 
 BETWEEN_NODES = "(between nodes)"   # a run's time outside every kernel: the executor's dispatch
@@ -46,6 +47,18 @@ def kind_of(op: str) -> str:
     return "glue" if op in GLUE_OPS else "other"
 
 
+def _macs(event: dict) -> int:
+    if event["args"].get("op_name") not in CONV_OPS:
+        return 0
+    inputs = event["args"].get("input_type_shape") or []
+    outputs = event["args"].get("output_type_shape") or []
+    if len(inputs) < 2 or not outputs:
+        return 0
+    weight = next(iter(inputs[1].values()))
+    out = next(iter(outputs[0].values()))
+    return math.prod(out[2:]) * math.prod(weight)
+
+
 def _spatial(event: dict) -> int | None:
     shapes = event.get("args", {}).get("output_type_shape") or []
     for entry in shapes:
@@ -58,25 +71,32 @@ def _spatial(event: dict) -> int | None:
 
 def profile_models(models: list[onnx.ModelProto], feeds: dict[str, np.ndarray], runs: int = 20,
                    warmup: int = 3, threads: int = 2,
-                   optimized_paths: list[str | None] | None = None) -> list[list[NodeTime]]:
+                   optimized_paths: list[str | None] | None = None,
+                   spinning: bool = False) -> list[list[NodeTime]]:
     """Mean kernel time per run of every node of each model's optimised graph (the profiler's
     'Node' events, the first ``warmup`` runs left out); the models' runs are interleaved so that
-    a change of machine load hits all of them alike."""
+    a change of machine load hits all of them alike (with ``spinning``, one model after the
+    other)."""
     paths = optimized_paths or [None] * len(models)
     with tempfile.TemporaryDirectory() as tmp:
-        sessions = [_profiling_session(m, os.path.join(tmp, f"prof{i}"), threads, path)
+        sessions = [_profiling_session(m, os.path.join(tmp, f"prof{i}"), threads, path, spinning)
                     for i, (m, path) in enumerate(zip(models, paths))]
-        for r in range(warmup + runs):
-            for i in range(len(sessions)):
-                sessions[(i + r) % len(sessions)].run(None, feeds)
+        if spinning:        # a spinning session steals the next one's cores: one at a time
+            for s in sessions:
+                for _ in range(warmup + runs):
+                    s.run(None, feeds)
+        else:
+            for r in range(warmup + runs):
+                for i in range(len(sessions)):
+                    sessions[(i + r) % len(sessions)].run(None, feeds)
         files = [s.end_profiling() for s in sessions]
         return [_node_times(_load(f), warmup, runs) for f in files]
 
 
 def _profiling_session(model: onnx.ModelProto, prefix: str, threads: int,
-                       optimized_path: str | None) -> ort.InferenceSession:
+                       optimized_path: str | None, spinning: bool) -> ort.InferenceSession:
     so = ort.SessionOptions()
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
     so.enable_profiling = True
@@ -103,10 +123,11 @@ def _node_times(events: list[dict], warmup: int, runs: int) -> list[NodeTime]:
         counts[name] += 1
         if counts[name] <= warmup:
             continue
-        entry = totals.setdefault(name, [e["args"].get("op_name", "?"), _spatial(e), 0.0])
+        entry = totals.setdefault(name, [e["args"].get("op_name", "?"), _spatial(e), 0.0,
+                                         _macs(e)])
         entry[2] += e["dur"]
-    nodes = [NodeTime(name, op, spatial, micros / runs)
-             for name, (op, spatial, micros) in totals.items()]
+    nodes = [NodeTime(name, op, spatial, micros / runs, macs)
+             for name, (op, spatial, micros, macs) in totals.items()]
     between = sum(run_times) / max(len(run_times), 1) - sum(n.micros for n in nodes)
     return nodes + [NodeTime(BETWEEN_NODES, BETWEEN_NODES, None, between)]
 
@@ -149,3 +170,19 @@ def _row(label: str, a: dict, b: dict) -> str:
             f"{a['conv']:7.0f}>{b['conv']:<7.0f} "
             f"{int(b['n_glue']):3d}:{a['glue']:5.0f}>{b['glue']:<5.0f} {extra:9.0f} "
             f"{frac} {conv_x:6.2f}x")
+
+
+def conv_cost_fit(*profiles: list[NodeTime]) -> str:
+    """A conv's kernel time fitted as fixed + per-MAC over every conv profiled, and the time
+    between nodes per node: the figures plan/cost.py's NODE_COST_IN_MACS stands for."""
+    convs = [n for p in profiles for n in p if n.macs]
+    if len(convs) < 2:
+        return "conv cost fit: too few convs"
+    macs = np.array([n.macs for n in convs], dtype=float)
+    micros = np.array([n.micros for n in convs])
+    per_mac, fixed = np.polyfit(macs, micros, 1, w=1 / np.maximum(micros, 1e-3))   # relative
+    between = [(sum(n.micros for n in p if n.op == BETWEEN_NODES), len(p) - 1) for p in profiles]
+    dispatch = ", ".join(f"{t / max(k, 1):.1f}" for t, k in between)
+    return (f"conv kernel time ~ {fixed:.1f} us + {per_mac * 1e3:.4f} ns/MAC x MACs (fit over "
+            f"{len(convs)} convs): a conv's fixed cost ~ {fixed / per_mac / 1e6:.2f} M MACs; "
+            f"between nodes {dispatch} us per node ({dispatch.count(',') + 1} models)")

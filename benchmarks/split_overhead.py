@@ -13,7 +13,14 @@ verification) and that time as a ratio to onnxslim simplifying the same model in
 per-node profiler on both models (graph optimisations on), per ResNet stage (the conv outputs' map
 size) and in total, split into sub-convs vs the original's convs, glue (Split/Concat/Add/Sum/Slice
 and the NCHWc layout reorders), other ops and time between nodes (dispatch); the optimised graphs
-are saved (--save-optimized) to see the reorders. Profiles are fractions within one run.
+are saved (--save-optimized) to see the reorders, and a fit of conv kernel time against MACs
+gives a conv's fixed cost (what plan/cost.py's NODE_COST_IN_MACS stands for). Profiles are
+fractions within one run.
+
+--threads N and --spinning time (or profile) with N intra-op threads and with onnxruntime's default
+thread spinning on (what a user's single session gets; the models are then timed in blocks, not
+run by run, so that one session's spinning threads do not steal the next one's cores): many small
+sub-convs pay the thread pool's per-op wake-up, which spinning off makes dearer.
 
 Run (not a test): python benchmarks/split_overhead.py [--limits 256,128] [--forms chain-split]
                   python benchmarks/split_overhead.py --profile [--limits 256,128]
@@ -29,11 +36,17 @@ from collections import Counter
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 import convrewrite
 from convrewrite.models import resnet50
+from convrewrite.build.onnx_read import spec_of
+from convrewrite.decline import Decline
+from convrewrite.lowerings.channel_split import use_split
+from convrewrite.plan.channels import conv_alone_cost, plan_channel_split, split_cost
+from convrewrite.plan.cost import NODE_COST_IN_MACS
 from convrewrite.target import load_target, preset_names
-from node_profile import overhead_table, profile_models
+from node_profile import conv_cost_fit, overhead_table, profile_models
 from timing import copy_of, session, time_side_by_side
 
 # name -> (accumulate, input_split, fuse_chunks); the first is the default a target gets
@@ -52,6 +65,26 @@ def limit_target(limit: int, form: str):
         "name": f"limit{limit}", "conv": {"max_in_channels": limit, "max_out_channels": limit,
                                           "channel_align": 8},
         "rewrite": {"accumulate": accumulate, "input_split": input_split, "fuse_chunks": fuse}})
+
+
+def predicted_ratio(model: onnx.ModelProto, target) -> float:
+    """The convs' cost after the channel split over before, by the cost model (plan/cost.py, the
+    figure each record shows), over every conv of the model: set beside the measured latency, it
+    says how well the model is calibrated (it still counts the Split/Concat chunk fusion removes;
+    ops other than convs are left out)."""
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
+    after = before = 0.0
+    for node in graph.nodes:
+        spec = spec_of(node) if node.op == "Conv" else None
+        if spec is None or isinstance(spec, Decline):
+            continue
+        plan = plan_channel_split(spec, target)
+        if isinstance(plan, Decline):            # within the limits: the conv alone
+            after, before = after + conv_alone_cost(spec), before + conv_alone_cost(spec)
+            continue
+        cost, alone, _ = split_cost(spec, plan, use_split(target))
+        after, before = after + cost, before + alone
+    return after / before
 
 
 def rewrite_seconds(model: onnx.ModelProto, target) -> tuple[onnx.ModelProto, float]:
@@ -82,19 +115,20 @@ def reorders(ops: Counter) -> int:
     return ops["ReorderInput"] + ops["ReorderOutput"]
 
 
-def controlled_ratio(model, out, feeds, rounds: int, tries: int, accept: int,
-                     tolerance: float) -> tuple[list[float], list[float], int]:
-    """Time [original, copy, rewritten] until ``accept`` timings have their control within
-    ``tolerance`` of 1 (at most ``tries``): the accepted ratios, every control, timings made."""
+def controlled_ratio(model, out, feeds, args) -> tuple[list[float], list[float], int]:
+    """Time [original, copy, rewritten] until ``args.accept`` timings have their control within
+    ``args.tolerance`` of 1 (at most ``args.tries``): the accepted ratios, every control, timings
+    made."""
     accepted, controls = [], []
-    for n in range(1, tries + 1):
-        ref, ctrl, new = time_side_by_side([model, copy_of(model), out], feeds, rounds)
+    for n in range(1, args.tries + 1):
+        ref, ctrl, new = time_side_by_side([model, copy_of(model), out], feeds, args.rounds,
+                                           threads=args.threads, spinning=args.spinning)
         controls.append(ctrl / ref)
-        if abs(ctrl / ref - 1) <= tolerance:
+        if abs(ctrl / ref - 1) <= args.tolerance:
             accepted.append(new / ref)
-            if len(accepted) >= accept:
+            if len(accepted) >= args.accept:
                 return accepted, controls, n
-    return accepted, controls, tries
+    return accepted, controls, args.tries
 
 
 def ratio_text(accepted: list[float], controls: list[float]) -> tuple[str, str]:
@@ -111,19 +145,18 @@ def ratio_text(accepted: list[float], controls: list[float]) -> tuple[str, str]:
 
 def time_rows(model, feeds, configs, args, slim) -> None:
     header = (f"{'config':32s} {'convs':>5s} {'latency':>8s} {'spread':>13s} {'worst ctl':>9s} "
-              f"{'tries':>5s} {'reorders':>8s} {'rewrite s':>9s} {'vs slim':>8s}")
+              f"{'tries':>5s} {'model x':>7s} {'reorders':>8s} {'rewrite s':>9s} {'vs slim':>8s}")
     print(header)
     print("-" * len(header))
     for label, target in configs:
         out, seconds = rewrite_seconds(model, target)
         convs = sum(n.op_type == "Conv" for n in out.graph.node)
-        accepted, controls, _ = controlled_ratio(model, out, feeds, args.rounds, args.tries,
-                                                 args.accept, args.tolerance)
+        accepted, controls, _ = controlled_ratio(model, out, feeds, args)
         vs_slim = f"{seconds / slim:.2f}x" if slim else "-"
         ops = optimized_ops(out, os.path.join(args.save_optimized, "bench_opt.onnx"))
         columns, warning = ratio_text(accepted, controls)
-        print(f"{label:32s} {convs:5d} {columns} {reorders(ops):8d} {seconds:9.2f} "
-              f"{vs_slim:>8s}{warning}", flush=True)
+        print(f"{label:32s} {convs:5d} {columns} {predicted_ratio(model, target):6.3f}x "
+              f"{reorders(ops):8d} {seconds:9.2f} {vs_slim:>8s}{warning}", flush=True)
 
 
 def profile_rows(model, feeds, configs, args) -> None:
@@ -132,18 +165,22 @@ def profile_rows(model, feeds, configs, args) -> None:
         out, _ = rewrite_seconds(model, target)
         stem = label.replace(" ", "_")
         rewritten_path = os.path.join(args.save_optimized, f"{stem}_opt.onnx")
-        a, b = profile_models([model, out], feeds, runs=args.profile_runs,
-                              optimized_paths=[original_path, rewritten_path])
+        a, b = profile_models([model, out], feeds, runs=args.profile_runs, threads=args.threads,
+                              optimized_paths=[original_path, rewritten_path],
+                              spinning=args.spinning)
         total_a, total_b = (sum(n.micros for n in x) for x in (a, b))
         ops = Counter(n.op_type for n in onnx.load(rewritten_path).graph.node)
         print(f"\n{label}: profiled run {total_b / total_a:.3f}x the original's (one profile, "
-              f"not a latency); optimised graph {rewritten_path}: {ops['Conv']} Conv, "
+              f"not a latency; the cost model says {predicted_ratio(model, target):.3f}x for the "
+              f"convs); optimised graph {rewritten_path}: {ops['Conv']} Conv, "
               f"{reorders(ops)} reorders, {ops['Concat']} Concat, {ops['Split']} Split, "
               f"{ops['Slice']} Slice, {ops['Add'] + ops['Sum']} unfused Add/Sum")
         print("  fractions of the rewritten model's extra time (conv x: sub-convs' time over "
               "the original convs' in that stage)")
         for line in overhead_table(a, b):
             print("  " + line)
+        print(f"  {conv_cost_fit(a, b)}; plan/cost.py has NODE_COST_IN_MACS = "
+              f"{NODE_COST_IN_MACS / 1e6:.2f} M")
 
 
 def main() -> None:
@@ -160,6 +197,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="per-node profile per stage instead of latency ratios")
     parser.add_argument("--profile-runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    parser.add_argument("--spinning", action="store_true",
+                        help="onnxruntime's default thread spinning (what a user's one session "
+                             "gets), models timed in blocks instead of run by run")
     parser.add_argument("--save-optimized", default="/tmp",
                         help="folder for onnxruntime's optimised graphs")
     args = parser.parse_args()
@@ -178,9 +219,9 @@ def main() -> None:
         profile_rows(model, feeds, configs, args)
         return
     slim = onnxslim_seconds(model)
-    accepted, controls, _ = controlled_ratio(model, copy_of(model), feeds, args.rounds,
-                                             args.tries, args.accept, args.tolerance)
-    base_ms = time_side_by_side([model], feeds, args.rounds)[0] * 1e3
+    accepted, controls, _ = controlled_ratio(model, copy_of(model), feeds, args)
+    base_ms = time_side_by_side([model], feeds, args.rounds, threads=args.threads,
+                                spinning=args.spinning)[0] * 1e3
     original_ops = optimized_ops(model, os.path.join(args.save_optimized, "original_opt.onnx"))
     columns, warning = ratio_text(accepted, controls)
     print(f"ResNet-50 original: {base_ms:.1f} ms; reorders in the original: "

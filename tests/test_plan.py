@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convrewrite.decline import Decline
 from convrewrite.conv import ConvSpec
-from convrewrite.plan.channels import balanced_chunks, plan_channel_split, sum_order
+from convrewrite.plan.channels import balanced_chunks, plan_channel_split, split_cost, sum_order
 from convrewrite.target import load_target
 
 
@@ -73,3 +75,26 @@ def test_plan_covers_every_weight_once(groups, cin_g, cout_g, max_in, max_out):
     assert covered == {(o, i) for o in range(s.out_channels) for i in range(cin_g)}
     blocks = plan.blocks
     assert blocks[0].out_start == 0 and blocks[-1].out_stop == s.out_channels
+
+
+def test_split_cost_by_the_model():
+    """The record's cost figure: more sub-convs on a small map cost relatively more (each pays a
+    node's fixed cost), a tree's Adds of partial sums cost copies a chain's fused Adds do not, and
+    a map of unknown size is costed and says so."""
+    def sized(cin, cout, side):
+        return replace(spec(cin, cout), input_shape=(1, cin, side, side),
+                       output_shape=(1, cout, side, side))
+
+    def cost(s, limit, accumulate="chain"):
+        target = load_target({"name": "t", "conv": {"max_in_channels": limit,
+                                                    "max_out_channels": limit},
+                              "rewrite": {"accumulate": accumulate}})
+        after, before, known = split_cost(s, plan_channel_split(s, target), use_split=True)
+        return after / before, known
+
+    small, known = cost(sized(2048, 512, 7), 128)
+    large, _ = cost(sized(2048, 512, 56), 128)
+    assert known and small > large > 1.0
+    assert cost(sized(2048, 512, 7), 512)[0] < small          # fewer sub-convs
+    assert cost(sized(2048, 512, 7), 128, "tree")[0] > small   # unfused Adds
+    assert cost(spec(2048, 512), 128)[1] is False

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from ..build.builder import Builder, ConvSite
 from ..conv import INTEGER_CONVS, ConvSpec, dims_text
 from ..decline import Decline
-from ..plan.channels import ChannelSplitPlan, SubConv, plan_channel_split
+from ..plan.channels import ChannelSplitPlan, SubConv, plan_channel_split, split_cost
 from ..rules import rules_named
 from ..target import Target
 from .contract import Lowering, Planned, missing_ops, register
@@ -81,11 +81,18 @@ class ChannelSplit(Lowering):
         detail = channel_emit(plan_channel_split(spec, target), target)
         if isinstance(detail, Decline):
             return detail
-        return Planned(detail, detail.plan.strategy,
+        return Planned(detail, f"{detail.plan.strategy} ({cost_text(spec, detail)})",
                        "reassociating" if detail.plan.reassociates else "exact")
 
     def emit(self, b: Builder, site: ConvSite, planned: Planned):
         return emit_channel_plan(b, site, planned.detail)
+
+
+def cost_text(spec: ConvSpec, emit: ChannelEmit) -> str:
+    """What the split costs by plan/cost.py's model, for the record: the user sees what each
+    split is expected to cost at run time next to how it was cut."""
+    after, before, known = split_cost(spec, emit.plan, emit.use_split)
+    return f"cost model x{after / before:.2f} the conv" + ("" if known else ", map size unknown")
 
 
 class FloatTerms:

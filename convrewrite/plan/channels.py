@@ -18,7 +18,7 @@ from ..conv import ConvSpec
 from ..decline import Decline
 from ..target import Target
 from .cost import (COPY_ELEMENT_COST_IN_MACS, COPY_NODE_COST_IN_MACS, COSTING_PIXELS,
-                   NODE_COST_IN_MACS, shallow_gemm_penalty)
+                   NODE_COST_IN_MACS, costed_pixels, shallow_gemm_penalty)
 
 
 @dataclass(frozen=True)
@@ -229,3 +229,58 @@ def plan_group_lowering(spec: ConvSpec, target: Target,
     strategy = f"{form} (cost x{cost / macs:.1f}" + \
         (f"; rejected {rejected}" if rejected else "") + ")"
     return ChannelSplitPlan(blocks, target.rewrite.accumulate, strategy)
+
+
+def _conv_costing(spec: ConvSpec):
+    """(cost of a share of the conv's MACs at a GEMM depth, pixels in, pixels out, batch, known)."""
+    pixels_out, known_out = costed_pixels(spec.output_shape[2:] if spec.output_shape else None)
+    pixels_in, known_in = costed_pixels(spec.input_shape[2:] if spec.input_shape else None)
+    batch = (spec.input_shape[0] if spec.input_shape else None) or 1
+    pixels_mac = pixels_in if spec.transposed else pixels_out
+    macs = batch * pixels_mac * spec.out_channels * spec.in_channels // spec.groups \
+        * math.prod(spec.kernel_shape)
+
+    def conv_cost(share: float, depth: int) -> float:
+        return share * macs * shallow_gemm_penalty(depth, spec.kernel_shape) + NODE_COST_IN_MACS
+
+    return conv_cost, pixels_in, pixels_out, batch, known_out and known_in
+
+
+def conv_alone_cost(spec: ConvSpec) -> float:
+    """The conv's cost by the cost model, unsplit, in MACs."""
+    conv_cost = _conv_costing(spec)[0]
+    return conv_cost(1.0, spec.in_per_group * math.prod(spec.kernel_shape))
+
+
+def split_cost(spec: ConvSpec, plan: ChannelSplitPlan,
+               use_split: bool) -> tuple[float, float, bool]:
+    """What the split costs and what the conv alone costs by the cost model (plan/cost.py), in
+    MACs, and whether the map size was known (else COSTING_PIXELS stands for it).
+
+    Each sub-conv pays its share of the MACs (more per MAC where its GEMM is shallow) and one
+    NODE_COST_IN_MACS; cutting the input and joining the blocks are copies (COPY_*); Adds of a
+    chain are free (onnxruntime fuses each into its conv operand's accumulation), a tree's Adds of
+    two partial sums are copies. The Split/Concat that chunk fusion removes later still count: this
+    is the cost of the split alone, as the record shows it."""
+    conv_cost, pixels_in, pixels_out, batch, known = _conv_costing(spec)
+    taps = math.prod(spec.kernel_shape)
+    whole = spec.out_channels * spec.in_channels // spec.groups
+    before = conv_alone_cost(spec)
+    after = 0.0
+    for sub in plan.sub_convs:
+        groups = 1 if sub.block_diagonal else sub.groups
+        after += conv_cost(sub.out_channels * sub.in_channels / groups / whole,
+                           sub.in_channels // groups * taps)
+    if len(plan.input_ranges) > 1:
+        cuts = 1 if use_split else len(plan.input_ranges)
+        after += cuts * COPY_NODE_COST_IN_MACS \
+            + COPY_ELEMENT_COST_IN_MACS * batch * spec.in_channels * pixels_in
+    for block in plan.blocks:
+        n = len(block.terms)
+        unfused = sum(1 for a, b in sum_order(n, plan.accumulate) if a >= n and b >= n)
+        after += unfused * (COPY_NODE_COST_IN_MACS + COPY_ELEMENT_COST_IN_MACS * batch
+                            * (block.out_stop - block.out_start) * pixels_out)
+    if len(plan.blocks) > 1:
+        after += COPY_NODE_COST_IN_MACS \
+            + COPY_ELEMENT_COST_IN_MACS * batch * spec.out_channels * pixels_out
+    return after, before, known
