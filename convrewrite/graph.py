@@ -210,11 +210,38 @@ _TYPED_FIELD = {
 def fits_in_protobuf(model: onnx.ModelProto) -> bool:
     """Whether ``model`` serializes as one protobuf (onnx's in-memory checker, shape inference and
     onnxruntime's from-bytes sessions need that); tests lower PROTOBUF_LIMIT to take the big-model
-    paths on small models."""
+    paths on small models. Decided from bounds on the size (``_size_bounds``), exactly where the
+    bounds straddle the limit: sizing a whole model cost 5x sizing its parts (upb)."""
     try:
+        low, high = _size_bounds(model, depth=2)
+        if high < PROTOBUF_LIMIT or low >= PROTOBUF_LIMIT:
+            return high < PROTOBUF_LIMIT
         return model.ByteSize() < PROTOBUF_LIMIT
     except EncodeError:             # Python protobuf cannot even size a message past 2 GB
         return False
+
+
+# Per field on the wire, at most: a tag (field numbers below 2**29) and a length or a varint value.
+_TAG_BYTES, _VARINT_BYTES = 5, 10
+
+
+def _size_bounds(message, depth: int) -> tuple[int, int]:
+    """Lower and upper bounds on ``message.ByteSize()``: the exact sizes of its parts ``depth``
+    levels down, with what the wire format adds around each bounded from both sides."""
+    low = high = 0
+    for field, value in message.ListFields():
+        items = value if _repeated(field) else [value]
+        for item in items:
+            if field.type == field.TYPE_MESSAGE:
+                part = _size_bounds(item, depth - 1) if depth > 0 else (item.ByteSize(),) * 2
+            elif field.type in (field.TYPE_STRING, field.TYPE_BYTES):
+                size = len(item.encode("utf-8") if isinstance(item, str) else item)
+                part = (size, size)
+            else:
+                part = (1, _VARINT_BYTES)
+            low += part[0]
+            high += part[1] + _TAG_BYTES + _VARINT_BYTES
+    return low, high
 
 
 def _first_line(exc: BaseException) -> str:
@@ -225,18 +252,17 @@ def _first_line(exc: BaseException) -> str:
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """Shapes for every tensor we can know (data_prop resolves Shape->Reshape chains).
 
-    A model too big for one protobuf is inferred on a copy without its large weights (their dims
-    and types are all inference reads), and the shapes found are put on a copy of the model.
+    Inferred on a copy whose large weights are data-less stand-ins (``_without_large_tensors``:
+    inference reads their dims and types only), their data put back afterwards: onnx's
+    inference serializes the model and parses the result back, which for a model of 100 MB of
+    weights cost more than the inference itself, and a model too big for one protobuf could
+    not be inferred at all.
     """
     try:
-        if fits_in_protobuf(model):
-            return onnx.shape_inference.infer_shapes(model, data_prop=True)
-        light = onnx.shape_inference.infer_shapes(_without_large_tensors(model), data_prop=True)
-        out = copy_model(model)
-        del out.graph.value_info[:]
-        out.graph.value_info.extend(light.graph.value_info)
-        del out.graph.output[:]
-        out.graph.output.extend(light.graph.output)
+        light, stubbed = _without_large_tensors(model)
+        out = onnx.shape_inference.infer_shapes(light, data_prop=True)
+        for i in stubbed:
+            out.graph.initializer[i].CopyFrom(model.graph.initializer[i])
         return out
     except Exception:           # noqa: BLE001 - inference is best effort; shapes stay unknown
         return model
@@ -275,20 +301,21 @@ def _copy_fields(src, dst, skip: set[str]) -> None:
             setattr(dst, field.name, value)
 
 
-def _without_large_tensors(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with every large initializer replaced by a data-less stand-in of the same name,
-    type and dims (marked external, so nothing reads its values)."""
+# Element types whose values shape inference may read (shapes, axes, pads, repeats): kept whole.
+_SHAPE_TYPES = (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
+
+
+def _without_large_tensors(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[int]]:
+    """A copy of the model with every large initializer replaced by a data-less stand-in of the
+    same name, type and dims (marked external, so nothing reads its values), and the positions
+    of the stand-ins. Integer tensors of the types shapes are given in stay whole."""
     light = onnx.ModelProto()
-    initializers = list(model.graph.initializer)
-    graph = model.graph
-    # copy everything but the initializers without touching the caller's model
-    light.CopyFrom(onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
-                                   functions=model.functions))
-    light.graph.CopyFrom(onnx.GraphProto(name=graph.name, node=graph.node, input=graph.input,
-                                         output=graph.output, value_info=graph.value_info,
-                                         sparse_initializer=graph.sparse_initializer))
-    for t in initializers:
-        if t.ByteSize() <= LARGE_TENSOR_BYTES:
+    _copy_fields(model, light, skip={"graph"})
+    _copy_fields(model.graph, light.graph, skip={"initializer"})
+    stubbed = []
+    for i, t in enumerate(model.graph.initializer):
+        size = _tensor_nbytes(t)
+        if t.data_type in _SHAPE_TYPES or size is None or size <= LARGE_TENSOR_BYTES:
             light.graph.initializer.append(t)
             continue
         stub = light.graph.initializer.add()
@@ -296,7 +323,8 @@ def _without_large_tensors(model: onnx.ModelProto) -> onnx.ModelProto:
         stub.dims.extend(t.dims)
         stub.data_location = onnx.TensorProto.EXTERNAL
         stub.external_data.add(key="location", value="stand-in.bin")
-    return light
+        stubbed.append(i)
+    return light, stubbed
 
 
 def opset_version(model: onnx.ModelProto) -> int:
@@ -306,8 +334,16 @@ def opset_version(model: onnx.ModelProto) -> int:
     return 1
 
 
+def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose large initializers are data-less stand-ins: enough for shape inference."""
+    return _without_large_tensors(model)[0]
+
+
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
-    return gs.import_onnx(infer_shapes(model))
+    """The graph with every shape we can know: inferred, then the dims inference leaves unknown
+    only because they are computed from a symbolic batch learned (``batch_shapes``)."""
+    from .batch_shapes import with_learned_shapes
+    return gs.import_onnx(with_learned_shapes(infer_shapes(model)))
 
 
 def from_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
@@ -391,8 +427,11 @@ def isolate_region(nodes: list[gs.Node], data: "gs.Tensor | list[gs.Tensor]",
             if producer not in keep:
                 keep.append(producer)
                 stack.extend(t for t in producer.inputs if not is_input(t))
-    order = {id(n): i for i, n in enumerate(graph.nodes)}      # the graph is kept toposorted
-    keep.sort(key=lambda n: order.get(id(n), -1))
+    # In the graph's order (it is kept toposorted). A lone node needs no look at the whole graph:
+    # mapping thousands of nodes for each of thousands of records was quadratic.
+    if len(keep) > 1:
+        order = {id(n): i for i, n in enumerate(graph.nodes)}
+        keep.sort(key=lambda n: order.get(id(n), -1))
     sub = gs.Graph(nodes=keep, inputs=inputs, outputs=list(outputs))
     model = gs.export_onnx(sub, do_type_check=False, opset_imports=list(like.opset_import))
     model.ir_version = like.ir_version

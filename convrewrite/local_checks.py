@@ -94,10 +94,10 @@ def _renamed(before: onnx.ModelProto, tag: str, keep: set[str],
         return same.get(n) or (n if not n or n in keep else tag + n)
 
     nodes = []
-    for node in before.graph.node:
+    for k, node in enumerate(before.graph.node):
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
-        copy.name = tag + (node.name or node.op_type)
+        copy.name = tag + (node.name or f"{node.op_type}#{k}")     # unnamed nodes stay distinct
         copy.input[:] = [name(n) for n in node.input]
         copy.output[:] = [name(n) for n in node.output]
         nodes.append(copy)

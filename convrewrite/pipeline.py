@@ -377,13 +377,14 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     if result.changed and upgrade:
         result.notes.append(upgrade)
     reference = None            # the original's outputs and engine (verify.reference_run), once
+    tidied = None               # the tidy step's graph of ``rewritten``, when it has its shapes
     checked = (None, {})        # the model the local checks ran and its outputs in that run
     for step in steps:
         if step.kind in ("inline", "bodies", "rewrite") or not result.changed:
             continue
         started = time.perf_counter()
         if step.kind == "tidy":
-            rewritten = _tidy(rewritten, target, step.passes, result)
+            rewritten, tidied = _tidy(rewritten, target, step.passes, result)
         elif verify and step.scope == "local":
             if result.inputs is None:
                 result.inputs = feeds()
@@ -410,14 +411,17 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
             continue
         result.timings[step.timing] = time.perf_counter() - started
     if result.changed:
-        movement_legality(to_graph(rewritten), target, result)
+        movement_legality(tidied if tidied is not None else to_graph(rewritten), target, result)
     return (restore(rewritten, model) if rewritten is not model else model), result
 
 
 def _tidy(model: onnx.ModelProto, target: Target, passes: tuple[GraphPass, ...],
-          result: RewriteResult) -> onnx.ModelProto:
+          result: RewriteResult) -> tuple[onnx.ModelProto, gs.Graph | None]:
     """The tidying passes over the rewritten model: what the lowerings cost at run time undone
-    (Concat->Split round trips, sums a runtime cannot fuse into convs, Pads of Pads)."""
+    (Concat->Split round trips, sums a runtime cannot fuse into convs, Pads of Pads). Also the
+    graph the passes left, for ``movement_legality`` to judge without importing the model again,
+    where it holds what that reads: the model's nodes in order, and, where the target limits
+    tensor ranks, the shapes inference gives (nothing tidied); else None."""
     graph = to_graph(model)
     ctx = RewriteContext(graph=graph, target=target, opset=opset_version(model),
                          regroupable_sums=result.regroupable_sums)
@@ -427,7 +431,10 @@ def _tidy(model: onnx.ModelProto, target: Target, passes: tuple[GraphPass, ...],
         ctx.graph = outcome.graph
         result.notes += outcome.notes
         modified |= outcome.modified
-    return from_graph(ctx.graph, model) if modified else model
+    if not modified:
+        return model, ctx.graph
+    tidied = from_graph(ctx.graph, model)
+    return tidied, (ctx.graph if target.max_tensor_rank is None else None)
 
 
 def check_model_legality(model: onnx.ModelProto, target: Target) -> RewriteResult:

@@ -103,8 +103,10 @@ def _upper_bound(name: str, what: str,
     show and the number to compare (None: unknown, so no violation)."""
     def check(spec: ConvSpec, r: ConvRules) -> Violation | None:
         limit = getattr(r, name)
+        if limit is None:               # nothing measured where no limit is set (weight sums)
+            return None
         shown, number = measure(spec)
-        if limit is not None and number is not None and number > limit:
+        if number is not None and number > limit:
             text = dims_text(shown) if isinstance(shown, tuple) else shown
             return Violation(name, shown, limit,
                              f"{what} must be at most {limit}; node has {text}")

@@ -49,15 +49,26 @@ def check_in_memory(model: onnx.ModelProto, origin: str) -> None:
     """onnx.checker on a model handed over in memory (the API), as ``graph.load_model`` does for
     files, except for one rule files from exporters always meet and hand-built models often do
     not: a tensor type without a shape (unknown rank) is fine here, as it is to onnxruntime.
-    Checked on a copy; the caller's model is never changed."""
+    Checked on a copy where one needs that (the caller's model is never changed)."""
     if not fits_in_protobuf(model):     # ByteSize() itself raises past 2 GB
+        return
+    if not any(_rank_unknown(info) for info in _value_infos(model)):
+        check_model(model, origin)      # nothing to change: no copy of every weight
         return
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    for info in (*copy.graph.input, *copy.graph.output, *copy.graph.value_info):
-        if info.type.HasField("tensor_type") and not info.type.tensor_type.HasField("shape"):
+    for info in _value_infos(copy):
+        if _rank_unknown(info):
             info.type.tensor_type.shape.SetInParent()
     check_model(copy, origin)
+
+
+def _value_infos(model: onnx.ModelProto):
+    return (*model.graph.input, *model.graph.output, *model.graph.value_info)
+
+
+def _rank_unknown(info: onnx.ValueInfoProto) -> bool:
+    return info.type.HasField("tensor_type") and not info.type.tensor_type.HasField("shape")
 
 
 def validate_graph(graph: gs.Graph) -> None:

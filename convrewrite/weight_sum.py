@@ -12,6 +12,8 @@ on its own weights (a chunk without the channel's largest weight is quantized at
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 INT8_MAX = 127
@@ -54,3 +56,26 @@ def largest(values: np.ndarray, transposed: bool = False, groups: int = 1,
             zero_point=None) -> int:
     """The largest per-output-channel sum of |int8 weight| of a conv."""
     return int(per_output_channel(values, transposed, groups, zero_point).max(initial=0))
+
+
+_REMEMBERED: dict[tuple, tuple[weakref.ref, int]] = {}
+
+
+def remembered_largest(values: np.ndarray, transposed: bool = False, groups: int = 1,
+                       zero_point=None) -> int:
+    """``largest``, remembered per weight array while that array lives: a conv is described many
+    times per rewrite (every round, every pass), and its weight array never changes in place
+    (passes cut new arrays)."""
+    zp = None if zero_point is None else np.asarray(zero_point)
+    key = (id(values), transposed, groups,
+           None if zp is None else (zp.dtype.str, zp.shape, zp.tobytes()))
+    hit = _REMEMBERED.get(key)
+    if hit is not None and hit[0]() is values:
+        return hit[1]
+    result = largest(values, transposed, groups, zero_point)
+    try:
+        ref = weakref.ref(values, lambda _, k=key: _REMEMBERED.pop(k, None))
+    except TypeError:               # not an ndarray: nothing to remember it by
+        return result
+    _REMEMBERED[key] = (ref, result)
+    return result

@@ -86,3 +86,15 @@ def test_the_split_repeats_until_every_chunk_fits():
     sums = [spec_of(n).weight_sum for n in to_graph(rewritten).nodes if n.op == "Conv"]
     # the all-ones channels alone quantize to 127 each: one per chunk
     assert max(sums) <= 150 and len(sums) >= 33
+
+
+def test_remembered_sum_is_per_array_and_forgotten_with_it():
+    w = np.ones((2, 3, 3, 3), dtype=np.float32)
+    assert weight_sum.remembered_largest(w) == weight_sum.largest(w) == 127 * 27
+    other = w.copy()
+    other[:, 0, 0, 0] = 0.0             # another array: its own sum, never the first one's
+    assert weight_sum.remembered_largest(other) == 127 * 26
+    assert weight_sum.remembered_largest(w, zero_point=np.array([0])) == 127 * 27
+    remembered = len(weight_sum._REMEMBERED)
+    del w, other
+    assert len(weight_sum._REMEMBERED) == remembered - 3

@@ -9,6 +9,7 @@ along when they are per-channel.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import onnx
@@ -126,7 +127,7 @@ def spec_of(node: gs.Node) -> ConvSpec | Decline:
         dtype=dtype_name(x),
         has_bias=has_bias,
         constant_weight=not isinstance(const_weight(w), Decline),
-        weight_sum=_weight_sum(w, node.op == "ConvTranspose", group),
+        weight_sum=partial(_weight_sum, w, node.op == "ConvTranspose", group),
         weight_zero_points=_weight_zero_points(quant),
         constant_scales=all(constant_value(quant[r]) is not None for r in SCALES if r in quant),
     )
@@ -145,7 +146,7 @@ def _weight_sum(w: gs.Tensor, transposed: bool, groups: int) -> int | None:
                 np.asarray(constant_value(weight.scale)).size > 1:
             return None                 # per-channel along another axis: not TFLite's scheme
         zero_point = None if weight.zero_point is None else constant_value(weight.zero_point)
-    return weight_sum.largest(weight.values, transposed, groups, zero_point)
+    return weight_sum.remembered_largest(weight.values, transposed, groups, zero_point)
 
 
 def _text(v: object) -> str:

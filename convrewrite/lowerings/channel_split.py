@@ -54,8 +54,9 @@ def weight_sum_target(spec: ConvSpec, target: Target) -> "Target | Decline":
     taps. A chunk is quantized on its own, at a scale no larger than the whole channel's, so its
     sum can still exceed the limit; the fixpoint then checks that sub-conv's own exact sum and
     splits it again (each round at least halves its channels)."""
-    limit, total = target.conv.max_weight_sum, spec.weight_sum
-    if limit is None or total is None or total <= limit:
+    limit = target.conv.max_weight_sum
+    total = None if limit is None else spec.weight_sum
+    if total is None or total <= limit:
         return target
     if spec.in_per_group == 1:
         return Decline(f"one input channel's {dims_text(spec.kernel_shape)} kernel alone sums "

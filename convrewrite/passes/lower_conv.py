@@ -79,12 +79,14 @@ class LowerConvs(GraphPass):
         folding = FoldWeights().run(ctx, like)
         result = PassResult(ctx.graph, declines=list(folding.declines))
         shaped = find_weight_shapes(ctx.graph, like)
+        said = {(d.node, d.decline) for d in result.declines}     # each reason once per node
         for _ in range(MAX_ITERATIONS):
             changed = False
             for node in conv_nodes(ctx.graph):
                 spec = spec_of(node)
                 if isinstance(spec, Decline):
                     result.decline(node, spec)
+                    said.add((node.name, spec))
                     continue
                 violations = check(spec, ctx.target)
                 rules = {v.rule for v in violations}
@@ -100,7 +102,8 @@ class LowerConvs(GraphPass):
                         changed = True
                         break
                     reason = outcome.within(p.name)
-                    if all(d.decline != reason for d in result.declines if d.node == node.name):
+                    if (node.name, reason) not in said:
+                        said.add((node.name, reason))
                         result.decline(node, reason)
             if not changed:
                 break
