@@ -15,7 +15,6 @@ from .broadcast_views import BroadcastViews
 from .chunk_fusion import ChunkFusion
 from .lower_conv import LowerConvs, OnnxLowering, conv_pass
 from .pad_fusion import PadFusion
-from .padding import ExplicitPadding
 from .protocol import GraphPass, Pass, RewriteContext
 from .rank import RankLowering
 from .rank_reduction import RankReduction
@@ -30,7 +29,7 @@ from .transposed_shape import TransposedShape
 
 CONV_PASSES = {p.name: p for p in (RankLowering, DepthMultiplierLowering, DeadTaps,
                                    TransposedShape, StrideSubsample,
-                                   DilationLowering, KernelSplit, ExplicitPadding, SpatialTiling)}
+                                   DilationLowering, KernelSplit, SpatialTiling)}
 for _cls in CONV_PASSES.values():
     for _rule in _cls.fixes:
         FIXED_BY[_rule].append(_cls.name)
@@ -60,7 +59,7 @@ FIXED_BY["max_tensor_rank"] += ["shuffle", "rank_reduction", "broadcast_views"]
 __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "BroadcastViews",
            "ChannelwiseLowering",
            "ChunkFusion", "DeadTaps", "LowerConvs", "PadFusion", "SumFusion",
-           "DenseToSparse", "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding",
+           "DenseToSparse", "DepthMultiplierLowering", "DilationLowering",
            "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RankReduction",
            "RewriteContext",
            "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",
