@@ -13,6 +13,7 @@ tvm = pytest.importorskip("tvm")
 
 from tvm import relax, tirx  # noqa: E402
 
+from convrewrite.lowerings.dead_taps import DeadTaps  # noqa: E402
 from convrewrite.lowerings.padding import ExplicitPadding  # noqa: E402
 from convrewrite.target import load_target  # noqa: E402
 from convrewrite.tvm.build import build  # noqa: E402
@@ -70,6 +71,10 @@ CASES = [
      dict(padding=[0, 0, 0, 0], strides=[2, 2]), {"relax.nn.pad": 1, "relax.strided_slice": 1}),
     ("padding-1d", ExplicitPadding(), {"conv": {"max_pad": 0}}, (1, 3, 12), (5, 3, 3),
      dict(padding=[2, 1]), {"relax.nn.pad": 1}),
+    ("dead_taps", DeadTaps(), {"conv": {"max_dilation": 1}}, (1, 8, 6, 6), (4, 8, 3, 3),
+     dict(padding=[36] * 4, dilation=[36, 36]), {"relax.nn.conv2d": 1}),
+    ("dead_taps-one-axis", DeadTaps(), {"conv": {"max_dilated_kernel_area": 25}}, (1, 4, 8, 8),
+     (4, 4, 3, 3), dict(padding=[2, 12, 2, 12], dilation=[2, 12]), {"relax.nn.conv2d": 1}),
 ]
 
 
