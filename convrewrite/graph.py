@@ -334,8 +334,16 @@ def opset_version(model: onnx.ModelProto) -> int:
     return 1
 
 
+def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose large initializers are data-less stand-ins: enough for shape inference."""
+    return _without_large_tensors(model)[0]
+
+
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
-    return gs.import_onnx(infer_shapes(model))
+    """The graph with every shape we can know: inferred, then the dims inference leaves unknown
+    only because they are computed from a symbolic batch learned (``batch_shapes``)."""
+    from .batch_shapes import with_learned_shapes
+    return gs.import_onnx(with_learned_shapes(infer_shapes(model)))
 
 
 def from_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:

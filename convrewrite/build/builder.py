@@ -38,6 +38,9 @@ class ConvSite:
     # an integer conv's quantization parameters by role (x_scale, x_zero_point, w_scale,
     # w_zero_point, y_scale, y_zero_point; ``build.onnx_read.QUANT_POSITIONS``)
     quant: dict = field(default_factory=dict)
+    # the weight operand as the conv reads it: what a lowering that keeps the weight whole passes
+    # on (``Builder.weight`` makes a slice of it, a new tensor)
+    weight_operand: Any = None
 
 
 class Builder(Protocol):

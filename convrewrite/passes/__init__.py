@@ -6,7 +6,6 @@ their own (``Pass``) take their place in ``rules.LOWERING_ORDER`` by name. Patte
 from ..lowerings import LOWERINGS
 from ..rules import FIXED_BY, LOWERING_ORDER
 from .channelwise import ChannelwiseLowering
-from .dead_taps import DeadTaps
 from .dense_to_sparse import DenseToSparse
 from .depth_multiplier import DepthMultiplierLowering
 from .dilation import DilationLowering
@@ -15,7 +14,6 @@ from .broadcast_views import BroadcastViews
 from .chunk_fusion import ChunkFusion
 from .lower_conv import LowerConvs, OnnxLowering, conv_pass
 from .pad_fusion import PadFusion
-from .padding import ExplicitPadding
 from .protocol import GraphPass, Pass, RewriteContext
 from .rank import RankLowering
 from .rank_reduction import RankReduction
@@ -28,9 +26,9 @@ from .sum_fusion import SumFusion
 from .tiling import SpatialTiling
 from .transposed_shape import TransposedShape
 
-CONV_PASSES = {p.name: p for p in (RankLowering, DepthMultiplierLowering, DeadTaps,
+CONV_PASSES = {p.name: p for p in (RankLowering, DepthMultiplierLowering,
                                    TransposedShape, StrideSubsample,
-                                   DilationLowering, KernelSplit, ExplicitPadding, SpatialTiling)}
+                                   DilationLowering, KernelSplit, SpatialTiling)}
 for _cls in CONV_PASSES.values():
     for _rule in _cls.fixes:
         FIXED_BY[_rule].append(_cls.name)
@@ -59,8 +57,8 @@ FIXED_BY["max_tensor_rank"] += ["shuffle", "rank_reduction", "broadcast_views"]
 
 __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "BroadcastViews",
            "ChannelwiseLowering",
-           "ChunkFusion", "DeadTaps", "LowerConvs", "PadFusion", "SumFusion",
-           "DenseToSparse", "DepthMultiplierLowering", "DilationLowering", "ExplicitPadding",
+           "ChunkFusion", "LowerConvs", "PadFusion", "SumFusion",
+           "DenseToSparse", "DepthMultiplierLowering", "DilationLowering",
            "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RankReduction",
            "RewriteContext",
            "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",

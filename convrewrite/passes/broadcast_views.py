@@ -17,12 +17,11 @@ import onnx_graphsurgeon as gs
 from ..build.onnx_read import constant_value
 from ..decline import Decline
 from ..rules import Violation
-from ..plan.movement import movement_steps, replay, reproduces, tidy
 from .emit import variable
-from .probe import run_region
+from .probe import run_region, why_shape_unknown
 from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record
-from .rank_reduction import (MAX_ELEMENTS, ORDER_FREE, REDUCE_OPS, Piece, emit_piece,
-                             reduced_axes)
+from .rank_reduction import (ORDER_FREE, REDUCE_OPS, Piece, emit_piece, plan_piece,
+                             probe_ramps, reduced_axes)
 from .shuffle import MOVEMENT_OPS, find_region, offence
 from .view_sinking import BINARY_OPS, UNARY_OPS
 
@@ -61,7 +60,6 @@ class BroadcastViews(GraphPass):
 
     def _rewrite(self, removed, inputs, exits, emit, ctx, like, violation):
         added: list[gs.Node] = []
-        emit(added)
         exact = all(r.op in ORDER_FREE for r in exits)
         record = region_record(self.name, removed, inputs, [r.outputs[0] for r in exits],
                                ctx, like, f"{len(nodes_of(removed))} arithmetic node(s) and "
@@ -69,7 +67,9 @@ class BroadcastViews(GraphPass):
                                f"{ctx.target.max_tensor_rank} axes", added,
                                "exact" if exact else "reassociating", rules=[violation],
                                macs_before=0, macs_after=0)
-        detach(removed)
+        emit(added)     # after the record: an exit's output can feed the shape arithmetic of
+        record.nodes_after = len(added)     # an operand (ResNeSt's attention), and the region
+        detach(removed)                     # alone must not see the replacement writing it
         ctx.graph.nodes.extend(added)
         return record
 
@@ -166,15 +166,17 @@ def plan_island(nodes, operands, exits, ctx: RewriteContext, like):
         return Decline("Reshape is not in the target's ops")
     rank = _rank(nodes[0].outputs[0])
     tensors = [n.outputs[0] for n in nodes] + operands
-    if any(t.shape is None or not all(isinstance(d, int) for d in t.shape) for t in tensors):
-        return Decline("a tensor of the island has a symbolic or unknown shape")
     stacks = [t.inputs[0] for t in operands if t.inputs and t.inputs[0].op == "Concat"]
     parts = [p for c in stacks for p in c.inputs]
-    if any(p.shape is None or len(p.shape) != rank or not all(isinstance(d, int)
-                                                              for d in p.shape) for p in parts):
+    if any(p.shape is None or len(p.shape) != rank for p in parts):
         return Decline("a Concat in the island joins tensors of other or unknown shapes")
     tensors += parts
+    batch = _batch(tensors, rank, ctx.graph, like)
+    if isinstance(batch, Decline):
+        return batch
     cuts = {a % rank + k for c in stacks for a in [c.attrs.get("axis", 0)] for k in (0, 1)}
+    if batch is not None:
+        cuts.add(1)                 # a symbolic batch is an axis of its own in every view
     padded = {id(t): (1,) * (rank - len(t.shape)) + tuple(t.shape) for t in tensors}
     reductions = []
     for reducer in exits:
@@ -185,7 +187,8 @@ def plan_island(nodes, operands, exits, ctx: RewriteContext, like):
     groups = _groups(list(padded.values()), reductions, rank, cuts)
     if len(groups) > limit:
         return Decline(f"the island's axes merge to {len(groups)}, not {limit}")
-    view = {k: [prod(shape[a] for a in g) for g in groups] for k, shape in padded.items()}
+    view = {k: [shape[g[0]] if len(g) == 1 else prod(shape[a] for a in g) for g in groups]
+            for k, shape in padded.items()}
     removed, inputs, makers = list(nodes), [], {}
     for operand in operands:
         maker = _operand(operand, view, groups, ctx, like, removed, inputs)
@@ -208,7 +211,7 @@ def plan_island(nodes, operands, exits, ctx: RewriteContext, like):
             keepdims = reduced_axes(reducer, rank)[1]
             shape = [1 if a in axes else d for a, d in enumerate(padded[id(reducer.inputs[0])])
                      if keepdims or a not in axes]
-            steps = ([("reduce", merged)] if merged else []) + [("reshape", shape)]
+            steps = ([("reduce", merged)] if merged else []) + [("reshape", _target(shape))]
             piece = Piece(reducer.outputs[0], steps, [None] * (len(steps) - 1) + [shape], "",
                           reducer)
             emit_piece(ctx, made[id(reducer.inputs[0])], piece, added)
@@ -250,39 +253,63 @@ def _operand(tensor: gs.Tensor, views: dict, groups: list[list[int]], ctx: Rewri
             return Decline(f"{tensor.name} is {len(tensor.shape)}-D and not moved from a "
                            "tensor within the target's rank")
         inputs.append(tensor)
-        return _viewer(tensor, tensor, [("reshape", view)], ctx)
+        return _viewer(tensor, tensor, Piece(tensor, [("reshape", _target(view))], [view], ""),
+                       ctx)
     x, nodes, outputs = find_region(producer, ctx.graph)
     if len(outputs) != 1 or outputs[0] is not tensor:
         return Decline(f"the movement making {tensor.name} has other outputs")
-    if x.shape is None or not all(isinstance(d, int) for d in x.shape) or \
-            len(x.shape) > ctx.target.max_tensor_rank or prod(x.shape) > MAX_ELEMENTS:
-        return Decline(f"{tensor.name} is moved from {x.name}, of no static shape within the "
+    if x.shape is None or len(x.shape) > ctx.target.max_tensor_rank:
+        return Decline(f"{tensor.name} is moved from {x.name}, of no shape within the "
                        "target's rank")
-    ramp = np.arange(prod(x.shape), dtype=np.int64).reshape(x.shape)
-    runs = run_region(x, nodes, outputs, ctx.graph, like, [ramp])
+    probed = probe_ramps(x, ctx.graph, like)
+    if isinstance(probed, Decline):
+        return probed
+    ramps, fills = probed
+    runs = run_region(x, nodes, outputs, ctx.graph, like, ramps, fills)
     if isinstance(runs, Decline):
         return runs
-    index = runs[0][0].reshape(view)
-    steps = movement_steps(index, ramp.size, ctx.target.max_tensor_rank, ctx.target.allows_op)
-    if isinstance(steps, Decline):
-        return steps
-    steps = tidy(steps[0], [ramp])
-    if not reproduces(steps, ramp, index):
-        return Decline("the planned steps do not reproduce the probe (a planner bug)")
+    maps = [run[0].reshape([d if isinstance(d, int) else run[0].shape[0] for d in view])
+            for run in runs]
+    piece = plan_piece(tensor, maps, None, ramps, ctx.target)
+    if isinstance(piece, Decline):
+        return piece
     removed += [n for n in nodes if n not in removed]
     if not any(x is t for t in inputs):
         inputs.append(x)
-    return _viewer(tensor, x, steps, ctx, ramp)
+    return _viewer(tensor, x, piece, ctx)
 
 
-def _viewer(tensor: gs.Tensor, source: gs.Tensor, steps: list[tuple], ctx: RewriteContext,
-            ramp: np.ndarray | None = None):
-    """A maker of ``tensor``'s merged view by ``steps`` from ``source``."""
-    start = ramp if ramp is not None else np.zeros(source.shape, dtype=np.int64)
-    shapes = [list(s) for s in replay(steps, start)[1]]
+def _batch(tensors: list[gs.Tensor], rank: int, graph: gs.Graph, like
+           ) -> "str | None | Decline":
+    """The island's symbolic batch (every symbolic extent is one, on axis 0 of a tensor of
+    the island's rank), None where all is static; or why the shapes are not known enough."""
+    symbols = set()
+    for tensor in tensors:
+        shape = tensor.shape
+        if shape is None or any(not isinstance(d, int) for d in shape[1:]) or \
+                (shape and not isinstance(shape[0], int) and len(shape) != rank):
+            return Decline(f"{tensor.name} in the island has a symbolic or unknown shape "
+                           f"{shape if shape is not None else '(unknown)'} beyond the batch"
+                           + why_shape_unknown(tensor, graph, like))
+        if shape and not isinstance(shape[0], int):
+            symbols.add(shape[0])
+    if len(symbols) > 1:
+        return Decline(f"the island's tensors have batches {sorted(map(str, symbols))}")
+    return next(iter(symbols), None)
 
+
+def _target(dims: list) -> list[int]:
+    """A Reshape's target: the symbolic batch as -1."""
+    return [d if isinstance(d, int) else -1 for d in dims]
+
+
+def _viewer(tensor: gs.Tensor, source: gs.Tensor, piece: Piece, ctx: RewriteContext):
+    """A maker of ``tensor``'s merged view by ``piece``'s steps from ``source``."""
     def make(added: list[gs.Node]) -> gs.Tensor:
-        out = variable(ctx, f"{tensor.name}/merged", tensor, shapes[-1] if shapes else None)
-        emit_piece(ctx, source, Piece(out, steps, shapes, ""), added)
+        shape = piece.shapes[-1] if piece.shapes else None
+        if shape is not None and tensor.shape and not isinstance(tensor.shape[0], int):
+            shape = [tensor.shape[0] if d is None and i == 0 else d for i, d in enumerate(shape)]
+        out = variable(ctx, f"{tensor.name}/merged", tensor, shape)
+        emit_piece(ctx, source, Piece(out, piece.steps, piece.shapes, ""), added)
         return out
     return make

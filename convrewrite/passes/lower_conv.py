@@ -29,7 +29,8 @@ def onnx_site(node: gs.Node, spec: ConvSpec, weight) -> ConvSite:
     """The node as a ConvSite: its bias where its op keeps it (QLinearConv: input 8)."""
     bias = node.inputs[IO_POSITIONS[node.op][2]] if spec.has_bias else None
     return ConvSite(node.name, spec, node.inputs[0], node.outputs[0], weight, bias,
-                    dict(node.attrs), quant_operands(node))
+                    dict(node.attrs), quant_operands(node),
+                    node.inputs[IO_POSITIONS[node.op][1]])
 
 
 class OnnxLowering(Pass):

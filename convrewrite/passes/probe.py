@@ -45,6 +45,15 @@ def model_batches(x: gs.Tensor, graph: gs.Graph, like: onnx.ModelProto,
     return found
 
 
+def why_shape_unknown(x: gs.Tensor, graph: gs.Graph, like: onnx.ModelProto) -> str:
+    """" (why)" where ``x``'s shape is not learned from the batch (``batch_shapes``), else "":
+    the note a decline over x's unknown shape ends with."""
+    from ..batch_shapes import why_unknown
+    from ..graph import from_graph
+    why = why_unknown(from_graph(graph.copy(), like), x.name)
+    return f" ({why})" if why else ""
+
+
 def run_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor], graph: gs.Graph,
                like: onnx.ModelProto, probes: list[np.ndarray],
                fill_batches: list[int] | None = None) -> list[list[np.ndarray]] | Decline:

@@ -21,7 +21,7 @@ from ..build.onnx_read import constant_value
 from ..decline import Decline
 from ..plan.movement import movement_steps, reduction_view, replay, reproduces, tidy, unify
 from .emit import int64s, variable
-from .probe import QDQ_OPS, model_batches, run_region
+from .probe import QDQ_OPS, model_batches, run_region, why_shape_unknown
 from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record
 from .shuffle import find_region, offence, region_grid
 
@@ -78,7 +78,7 @@ class RankReduction(GraphPass):
         return record
 
 
-def _probes(x: gs.Tensor, graph: gs.Graph, like: onnx.ModelProto):
+def probe_ramps(x: gs.Tensor, graph: gs.Graph, like: onnx.ModelProto):
     """(index ramps over x, the model batch each stands for): one when x's shape is static, one
     per PROBE_BATCHES model batch when only its batch is symbolic (x's batch found from the
     model's, where the region's shapes are computed from the model's input)."""
@@ -86,7 +86,7 @@ def _probes(x: gs.Tensor, graph: gs.Graph, like: onnx.ModelProto):
     if shape is None or not shape or not all(isinstance(d, int) for d in shape[1:]):
         return Decline(f"the region's input {x.name} has a symbolic shape "
                        f"{shape if shape is not None else '(unknown)'}: which element goes "
-                       "where is not fixed")
+                       "where is not fixed" + why_shape_unknown(x, graph, like))
     fills = None
     if isinstance(shape[0], int):
         batches = [shape[0]]
@@ -113,7 +113,7 @@ def plan_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor],
         return Decline("the region requantizes to another grid on the way (not a pure movement)")
     if not ctx.target.allows_op("Reshape"):
         return Decline("Reshape is not in the target's ops")
-    probed = _probes(x, ctx.graph, like)
+    probed = probe_ramps(x, ctx.graph, like)
     if isinstance(probed, Decline):
         return probed
     ramps, fills = probed
@@ -135,7 +135,7 @@ def plan_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor],
             writers = [(r.outputs[0], r) for r in readers]
             region += readers
         for tensor, reducer in writers:
-            piece = _piece(tensor, maps, reducer, ramps, ctx.target)
+            piece = plan_piece(tensor, maps, reducer, ramps, ctx.target)
             if isinstance(piece, Decline):
                 return piece
             pieces.append(piece)
@@ -157,7 +157,7 @@ def _without_final_qdq(nodes: list[gs.Node], outputs: list[gs.Tensor]):
     return nodes, ends
 
 
-def _piece(out: gs.Tensor, maps: list[np.ndarray], reducer: gs.Node | None,
+def plan_piece(out: gs.Tensor, maps: list[np.ndarray], reducer: gs.Node | None,
            ramps: list[np.ndarray], target) -> "Piece | Decline":
     """The steps writing ``out`` (the region's output, or ``reducer`` of it), planned at each
     probe's batch, made one, and replayed against every probe."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..conv import ConvSpec
+from ..conv import ConvSpec, effective_pads
 from ..decline import Decline
 from ..target import Target
 
@@ -23,6 +23,17 @@ class PadPlan:
 
 
 NO_END = 2**63 - 1
+
+
+def explicit_pads(spec: ConvSpec) -> tuple[int, ...] | Decline:
+    """A Conv's begin/end pads (auto_pad resolved), or why they are not known (SAME_* on a
+    dynamic input): what the geometry lowerings start from."""
+    if spec.op_type != "Conv":
+        return Decline(f"{spec.op_type} is not lowered by this pass yet (only Conv)")
+    pads = effective_pads(spec)
+    if pads is None:
+        return Decline(f"auto_pad {spec.auto_pad} needs a static input size to resolve")
+    return pads
 
 
 def plan_padding(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> PadPlan | Decline:

@@ -56,7 +56,8 @@ class RelaxLog:
 def relax_site(call, spec) -> ConvSite:
     weight = call.args[1]
     return ConvSite(spec.name, spec, call.args[0], None,
-                    RelaxWeight(constant_value(weight), weight), None, conv_attrs(call))
+                    RelaxWeight(constant_value(weight), weight), None, conv_attrs(call),
+                    weight_operand=weight)
 
 
 def Lower(target, lowerings: tuple[Lowering, ...] | None = None,  # noqa: N802 - a TVM pass
@@ -189,7 +190,7 @@ def verify_rewrite(record: Record, call, spec, lowering: Lowering, planned,
             piece_call = relax.Call(call.op, [x, w], call.attrs)
             piece_spec = conv_spec_of(bb.normalize(piece_call), spec.name)
             site = ConvSite(spec.name, piece_spec, x, None, RelaxWeight(value, w), None,
-                            conv_attrs(call))
+                            conv_attrs(call), weight_operand=w)
             out = bb.emit_output(lowering.emit(RelaxBuilder(bb, piece_call), site, planned))
         bb.emit_func_output(out)
     executable = build(bb.get(), "llvm", schedules=False)

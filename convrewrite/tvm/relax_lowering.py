@@ -4,12 +4,10 @@ A Relax conv the target rejects is written out as a one-conv ONNX model (its inp
 constant weight, its attributes), the ONNX passes rewrite that model — the same planners and the
 same emitters as ``convrewrite model.onnx``, so no decision and no emission exists twice — and
 TVM's ONNX frontend brings the rewritten piece back; its bindings replace the conv in place.
-``Lower(target)`` runs the whole per-conv pipeline (rank, groups, depth multiplier, channels,
-dead taps, transposed, stride, dilation, kernel, padding, tiling, and the shift forms of one-hot
-depthwise convs); ``lowering_pass(name, target)`` runs one ONNX pass alone, for tests and for
-users who want a single rewrite.
+``Lower(target)`` runs the whole per-conv pipeline; ``lowering_pass(name, target)`` runs one
+pass alone, for tests and for users who want a single rewrite.
 
-The registered lowerings (``lowerings``: channel split, group lowering, ...) do not come this way:
+The registered lowerings (``lowerings``: channel split, groups, padding, ...) do not come this way:
 they run natively on Relax (``relax_lower``), with computed weights and symbolic shapes where
 their plans allow. This bridge carries only the conv passes not yet on the lowering contract,
 and goes when they are.

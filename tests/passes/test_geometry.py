@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 import convrewrite as cr
 from convrewrite.conv import ConvSpec
 from convrewrite.plan.kernel import plan_kernel_split
-from convrewrite.plan.padding import NO_END, plan_padding
 from convrewrite.plan.stride import plan_stride
 from convrewrite.target import load_target
 from tests.conv_cases import emitted_within, conv_model, op_count, random_input, run
@@ -47,22 +46,6 @@ def test_stride_plans():
     assert plan.conv_strides == (2, 1) and plan.output_steps == (2, 3)
     plan = plan_stride(spec(kernel_shape=(1, 1), strides=(4, 4), pads=(0,) * 4), t, (0,) * 4)
     assert plan.input_steps == (2, 2) and plan.output_steps == (1, 1) and plan.mac_factor == 1
-
-
-def test_padding_plans():
-    t = load_target(K210ISH)
-    plan = plan_padding(spec(pads=(0, 2, 1, 0)), t, (0, 2, 1, 0))
-    assert plan.conv_pads == (1, 1, 1, 1)
-    assert plan.input_pads == (0, 1, 0, 0)
-    assert plan.crop_starts == (1, 0) and plan.crop_ends == (NO_END, -1)
-    strided = spec(pads=(0, 0, 0, 0), strides=(2, 2), output_shape=(1, 4, 4, 4))
-    plan = plan_padding(strided, t, (0, 0, 0, 0))
-    assert plan.input_pads == (1, 1, 0, 0)          # one more zero keeps the stride grid
-    assert plan.crop_starts == (1, 1) and plan.crop_ends == (5, 5)
-    assert "even" in plan_padding(spec(kernel_shape=(2, 2)), t, (0, 0, 1, 1)).reason
-    capped = load_target({"conv": {"max_pad": 2, "symmetric_pad": True}})
-    plan = plan_padding(spec(pads=(3, 1, 2, 2)), capped, (3, 1, 2, 2))
-    assert plan.conv_pads == (2, 1, 2, 1) and plan.input_pads == (1, 0, 0, 1)
 
 
 def test_kernel_plan_chooses_by_cost():
@@ -347,32 +330,6 @@ def test_conv_transpose_output_shape_and_auto_pad(attrs):
     model.graph.output[0].type.tensor_type.ClearField("shape")
     out, report = rewrite_and_compare(model, NO_TRANSPOSE)
     assert op_count(out, "ConvTranspose") == 0
-
-
-def test_explicit_pad_folds_into_a_preceding_pad():
-    """A TF-style export: Pad then a conv with no padding; the K210 needs more padding moved out
-    of a 5x5 conv... here a 3x3 with pads (2, 2) on a 1-pad engine: one Pad in the result."""
-    model = conv_model(cin=4, cout=4, kernel=(3, 3), pads=(2, 2, 2, 2), spatial=(9, 9))
-    relu = model.graph.node[0]
-    pad_values = onnx.numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
-                                              "pre_pads")
-    model.graph.initializer.append(pad_values)
-    model.graph.node.insert(1, onnx.helper.make_node("Pad", [relu.output[0], "pre_pads"],
-                                                     ["x_padded"], name="pre_pad"))
-    model.graph.node[-1].input[0] = "x_padded"
-    out, report = rewrite_and_compare(model, {"name": "pad1", "conv": {"max_pad": 1}})
-    assert op_count(out, "Pad") == 1
-
-
-def test_taps_that_only_read_padding_are_dropped():
-    """DeepLab's ASPP at low resolution: dilation 36 on a 6x6 map only ever reads data through
-    the centre tap."""
-    model = conv_model(cin=8, cout=4, kernel=(3, 3), dilations=(36, 36), pads=(36,) * 4,
-                       spatial=(6, 6))
-    out, report = rewrite_and_compare(model, "k210")
-    assert report.records[0].pass_name == "dead_taps"
-    assert "3x3 -> 1x1" in report.records[0].rewrite
-    assert report.records[0].verify["bit_exact"]
 
 
 def test_undersized_maps_grow_to_the_engine_minimum():
