@@ -33,6 +33,28 @@ Still on the CPU after the rewrite: regor 42 MEAN (LayerNorm's reduction over de
 [1, 4, 256, 64], [1, 4, 64, 80] and [1, 4, 16, 96] maps: Vela reduces depth only where h, w or c
 is 1); legacy 54 TRANSPOSE, 42 MEAN, 39 MUL, 18 BATCH_MATMUL (the original's 36
 RESHAPE and 27 STRIDED_SLICE are gone, its 36 TRANSPOSE became 54).
+
+Measured 2026-12-02 at 7b7b70d (same versions; ``--only builtin:deeplab_head --onnx
+r3d_18=/work/exports/r3d_18.ts.onnx deeplabv3_mobilenet=... convnext_tiny=...``; the /work/exports
+TorchScript exports are small-input: r3d_18 8x32x32, DeepLabV3 96x96, ConvNeXt 64x64):
+
+| model | core | rewrites | original | rewritten | estimate rewritten/original |
+|---|---|---|---|---|---|
+| builtin:deeplab_head | regor | 0 (ok) | 7/0, 6/6, 100.00% of 73M, 21.17 ms | same model | 1.00x |
+| builtin:deeplab_head | legacy | 0 (ok) | 7/0, 6/6, 100.00% of 73M, 26.49 ms | same model | 1.00x |
+| r3d_18 | regor | 20 | 23/60, 0/20, 0.01%, 4.32 ms | 356/0, 54/54, 100.00%, 126.42 ms | 29.29x |
+| r3d_18 | legacy | 20 | 0/83, 0/20, 0.00%, 0.00 ms | 205/151, 13/54, 6.01%, 60.67 ms | - |
+
+(r3d_18: 1661M MACs, status ok; the estimate is NPU work only: the original, convs on CPU, "4 ms".)
+CPU ops and Vela's reasons: r3d_18 original, regor: 20 CONV_3D and 20 DEQUANTIZE "Unsupported
+opType", 20 QUANTIZE "Operation has tensor with unsupported DataType Float32" (onnx2tf runs
+CONV_3D in float between them); legacy: all 83 ops, "Input(s) and Output tensors must not be
+greater than 4D". r3d_18 rewritten (the 3-D convs lowered to 2-D, depth folded into the batch):
+regor none; legacy 151 (41 CONV_2D, ADD, TRANSPOSE, PAD) "IFM Tensor batch size must be 1" (batch
+8/4/2 = the folded depth) -- the ethos-u55 preset is regor's (batch > 1 compiles there).
+The built-in ASPP head (dilations 6/12/18, dilated kernel height <= 37) is legal on both cores:
+nothing to rewrite, every op on the NPU. DeepLabV3-MobileNetV3 and ConvNeXt-Tiny were not reached
+in the session (onnx2tf took ~15 min per ResNet-sized model on the loaded machine).
 """
 
 from __future__ import annotations

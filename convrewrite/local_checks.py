@@ -29,6 +29,7 @@ class Merged:
     model: onnx.ModelProto
     originals: dict[int, list[str]] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)        # every tensor the checks read
+    reference: dict[str, str] = field(default_factory=dict)  # original model's outputs, renamed
 
 
 class Producers:
@@ -81,11 +82,16 @@ def _prefix(model: onnx.ModelProto) -> str:
     return prefix
 
 
-def _renamed(before: onnx.ModelProto, tag: str, keep: set[str]):
+def _renamed(before: onnx.ModelProto, tag: str, keep: set[str],
+             shared: dict[str, tuple[str, onnx.TensorProto]] | None = None):
     """``before``'s nodes and initializers with every name but ``keep`` (the activations it
-    reads) prefixed by ``tag``."""
+    reads) prefixed by ``tag``; an initializer equal to one in ``shared`` (name -> its name in
+    the merged graph and the tensor) is read from there, not copied."""
+    same = {t.name: shared[t.name][0] for t in before.graph.initializer
+            if shared and t.name in shared and _equal(t, shared[t.name][1])}
+
     def name(n: str) -> str:
-        return n if not n or n in keep else tag + n
+        return same.get(n) or (n if not n or n in keep else tag + n)
 
     nodes = []
     for k, node in enumerate(before.graph.node):
@@ -97,11 +103,33 @@ def _renamed(before: onnx.ModelProto, tag: str, keep: set[str]):
         nodes.append(copy)
     inits = []
     for t in before.graph.initializer:
+        if t.name in same:
+            continue
         copy = onnx.TensorProto()
         copy.CopyFrom(t)
         copy.name = name(t.name)
         inits.append(copy)
     return nodes, inits, name
+
+
+def _equal(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
+    if a.data_type != b.data_type or list(a.dims) != list(b.dims) or a.data_location or \
+            b.data_location:
+        return False
+    if a.raw_data and b.raw_data:
+        return a.raw_data == b.raw_data
+    return a.SerializeToString() == b.SerializeToString()
+
+
+def foldable(original: onnx.ModelProto, rewritten: onnx.ModelProto) -> bool:
+    """Whether the original model itself can sit in the merged graph (its reference run made in
+    the same run, sharing its weights with the records' originals): mergeable, the same ir
+    version and the same graph inputs by name and type."""
+    def inputs(m):
+        inits = {t.name for t in m.graph.initializer}
+        return [i.SerializeToString() for i in m.graph.input if i.name not in inits]
+    return mergeable(original, rewritten) and original.ir_version == rewritten.ir_version \
+        and inputs(original) == inputs(rewritten)
 
 
 def chunks(befores: list[onnx.ModelProto]) -> list[list[int]]:
@@ -119,10 +147,12 @@ def chunks(befores: list[onnx.ModelProto]) -> list[list[int]]:
 
 
 def merge(rewritten: onnx.ModelProto, records, befores: list[onnx.ModelProto],
-          producers: Producers) -> Merged:
+          producers: Producers, original: onnx.ModelProto | None = None) -> Merged:
     """``rewritten`` with each record's original piece (``befores``: standard_reference'd) in
     its graph, reading the tensors the record's replacement reads; every record's replacement
-    and original outputs are graph outputs."""
+    and original outputs are graph outputs. ``original`` (``foldable``, standard_reference'd):
+    the whole original model too, on the same graph inputs, its outputs renamed
+    (``Merged.reference``); a piece's weight equal to the original's is read from it."""
     model = onnx.ModelProto()
     model.CopyFrom(rewritten)
     g = model.graph
@@ -131,10 +161,19 @@ def merge(rewritten: onnx.ModelProto, records, befores: list[onnx.ModelProto],
     have = {o.name for o in g.output}
     domains = {o.domain for o in model.opset_import}
     wanted: list[str] = []
+    shared: dict[str, tuple[str, onnx.TensorProto]] = {}
+    if original is not None:
+        feeds = {i.name for i in original.graph.input} - {t.name for t in original.graph.initializer}
+        nodes, inits, name = _renamed(original, f"{prefix}o/", feeds)
+        g.node.extend(nodes)
+        g.initializer.extend(inits)
+        shared = {t.name: (name(t.name), t) for t in original.graph.initializer}
+        merged.reference = {o.name: name(o.name) for o in original.graph.output}
+        wanted += merged.reference.values()
     for i, (record, before) in enumerate(zip(records, befores)):
         reads = [record.input_name, *record.more_inputs]
         producers.piece(reads, [record.output_name, *record.more_outputs])
-        nodes, inits, name = _renamed(before, f"{prefix}{i}/", set(reads))
+        nodes, inits, name = _renamed(before, f"{prefix}{i}/", set(reads), shared)
         g.node.extend(nodes)
         g.initializer.extend(inits)
         for info in before.graph.input:         # an input it reads that the record does not

@@ -452,19 +452,56 @@ def verify_records(records, rewritten: onnx.ModelProto, feeds: dict[str, np.ndar
     rewritten graph in one model (``local_checks``), so one run checks them all (a record whose
     original cannot be merged is checked on two models of its own, fed from that run). Returns
     the run's values, the rewritten model's outputs among them."""
+    return _check(records, rewritten, feeds, tolerance, progress, engine)[0]
+
+
+def verify_with_reference(original: onnx.ModelProto, records, rewritten: onnx.ModelProto,
+                          feeds: dict[str, np.ndarray], tolerance: Tolerance,
+                          progress: Callable[[Iterable], Iterable] = iter,
+                          ) -> tuple[Reference, dict[str, np.ndarray]]:
+    """``reference_run(original)`` and ``verify_records`` in one onnxruntime run where they can
+    share it: the original model sits in the merged graph too (its weights read once by it and
+    the records' originals), at the level it runs at alone. Else (another level, an engine
+    fallback, a model that does not merge) the two as they are, separately."""
+    model = standard_reference(original)
     befores = local_checks.originals(records)
+    level = optimization_level(model)
+    if records and local_checks.foldable(model, rewritten) and level == optimization_level(
+            rewritten) and all(optimization_level(b) == level for b in befores):
+        try:
+            outputs, reference = _check(records, rewritten, feeds, tolerance, progress,
+                                        ONNXRUNTIME, model, befores)
+            return Reference(ONNXRUNTIME, reference), outputs
+        except Exception:           # noqa: BLE001 - said again, or run, by the separate path
+            pass
+    reference = reference_run(original, feeds)
+    return reference, verify_records(records, rewritten, feeds, tolerance, progress,
+                                     reference.engine)
+
+
+def _check(records, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray],
+           tolerance: Tolerance, progress: Callable[[Iterable], Iterable], engine: str,
+           original: onnx.ModelProto | None = None, befores: list | None = None,
+           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``verify_records``' work; with ``original``, its outputs from the first run as well."""
+    befores = befores if befores is not None else local_checks.originals(records)
     alone = [i for i, b in enumerate(befores) if not local_checks.mergeable(b, rewritten)]
     together = [i for i in range(len(records)) if i not in set(alone)]
     reads = [n for i in alone for n in (records[i].input_name, *records[i].more_inputs)]
     producers = local_checks.Producers(rewritten)
     originals: dict[int, dict[str, np.ndarray]] = {}
     values: dict[str, np.ndarray] = {}
-    for group in local_checks.chunks([befores[i] for i in together]) if together else []:
+    reference: dict[str, np.ndarray] = {}
+    groups = local_checks.chunks([befores[i] for i in together]) if together else []
+    if original is not None and not groups:
+        raise ValueError("nothing to fold the original into")
+    for group in groups:
         chosen = [together[k] for k in group]
         merged = local_checks.merge(rewritten, [records[i] for i in chosen],
-                                    [befores[i] for i in chosen], producers)
+                                    [befores[i] for i in chosen], producers, original)
         values = {**values, **run(merged.model, feeds, extra_outputs=reads, engine=engine)}
-        reads = []
+        reads, original = [], None
+        reference = reference or {o: values[n] for o, n in merged.reference.items()}
         for k, i in enumerate(chosen):
             names = [records[i].output_name, *records[i].more_outputs]
             originals[i] = dict(zip(names, (values[n] for n in merged.originals[k])))
@@ -475,7 +512,7 @@ def verify_records(records, rewritten: onnx.ModelProto, feeds: dict[str, np.ndar
             record.verify = _worst(record, originals[i], values, tolerance)
         else:
             _verify_alone(record, befores[i], rewritten, values, tolerance, engine)
-    return _own_outputs(rewritten, values, merged.model if together else rewritten)
+    return _own_outputs(rewritten, values, merged.model if together else rewritten), reference
 
 
 def _own_outputs(rewritten: onnx.ModelProto, values: dict[str, np.ndarray],

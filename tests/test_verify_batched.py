@@ -89,3 +89,21 @@ def test_a_record_that_cannot_merge_is_checked_alone(monkeypatch):
         assert record.verify["passed"] and stats["passed"]
         assert record.verify["elements"] == stats["elements"]
         assert np.isclose(record.verify["max_abs"], stats["max_abs"], atol=1e-5)
+
+
+def test_the_original_folded_into_the_checks_run_gives_its_own_reference(monkeypatch):
+    """The reference made inside the checks' run is the original's own run, output for output;
+    when the original cannot be folded the separate runs give the same verdicts."""
+    model, rewritten, records = _rewritten()
+    feeds = make_inputs(model)
+    alone = verify.reference_run(model, feeds)
+    folded, _ = verify.verify_with_reference(model, records, rewritten, feeds, Tolerance())
+    assert folded.engine == alone.engine == verify.ONNXRUNTIME
+    assert folded.outputs.keys() == alone.outputs.keys()
+    for name, value in alone.outputs.items():
+        assert np.allclose(folded.outputs[name], value, rtol=1e-5, atol=1e-5)
+    verdicts = [r.verify["passed"] for r in records]
+    monkeypatch.setattr(verify.local_checks, "foldable", lambda original, rewritten: False)
+    separate, _ = verify.verify_with_reference(model, records, rewritten, feeds, Tolerance())
+    assert separate.outputs.keys() == alone.outputs.keys()
+    assert [r.verify["passed"] for r in records] == verdicts == [True] * len(records)

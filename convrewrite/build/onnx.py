@@ -13,6 +13,7 @@ import onnx_graphsurgeon as gs
 
 from ..decline import Declined
 from ..plan.channels import sum_order
+from ..weights import selection_weight
 from .onnx_read import constant_value
 
 INT64 = onnx.TensorProto.INT64
@@ -343,6 +344,24 @@ class OnnxBuilder:
         if self.opset < 5:
             raise ValueError("Reshape before opset 5 takes its shape as an attribute")
         self.node("Reshape", self.fresh(name), {}, [x, self.int64s(shape_name, shape)], [out])
+        return out
+
+    def take_channels(self, x: gs.Tensor, source: np.ndarray, channels: int, rank: int,
+                      use_gather: bool, stem: str, out_stem: str) -> gs.Tensor:
+        """Channel ``source[j]`` of ``x`` as channel j (repeats allowed), into a tensor named
+        ``out_stem``: one Gather on axis 1, or (a target without Gather) a 1x1 conv whose
+        one-hot weight has a single 1 per row."""
+        shape = None if x.shape is None else [x.shape[0], len(source), *x.shape[2:]]
+        out = self.variable(out_stem, x, shape)
+        name = self.fresh(stem)
+        if use_gather:
+            self.node("Gather", name, {"axis": 1}, [x, gs.Constant(f"{name}.indices", source)],
+                      [out])
+            return out
+        dtype = np.dtype(x.dtype) if x.dtype is not None else np.float32
+        self.node("Conv", name, {"kernel_shape": [1] * rank},
+                  [x, gs.Constant(f"{name}.w", selection_weight(source, channels, rank, dtype))],
+                  [out])
         return out
 
     def depth_to_space(self, x: gs.Tensor, blocksize: int, name: str,

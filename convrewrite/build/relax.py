@@ -14,7 +14,7 @@ import numpy as np
 
 from ..decline import Declined
 from ..plan.channels import sum_order
-from ..weights import block_diagonal
+from ..weights import block_diagonal, selection_weight
 from .relax_read import RELAX_CONVS, op_name
 
 
@@ -214,6 +214,16 @@ class RelaxBuilder:
 
     def reshape(self, x, shape: list, name: str, shape_name: str, out=None):
         return self._emit(_relax().op.reshape(x, list(shape)), name)
+
+    def take_channels(self, x, source, channels: int, rank: int, use_gather: bool, stem: str,
+                      out_stem: str):
+        relax = _relax()
+        if use_gather:
+            return self._emit(relax.op.take(x, relax.const(np.asarray(source, np.int64)), axis=1),
+                              out_stem)
+        weight = selection_weight(source, channels, rank, np.dtype(str(x.ty.dtype)))
+        conv = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}[rank]
+        return self._emit(conv(x, relax.const(weight)), out_stem)
 
     def depth_to_space(self, x, blocksize: int, name: str, out=None):
         """DepthToSpace (DCR, as the ONNX builder emits it) as Reshape, permute, Reshape: Relax

@@ -6,9 +6,7 @@ their own (``Pass``) take their place in ``rules.LOWERING_ORDER`` by name. Patte
 from ..lowerings import LOWERINGS
 from ..rules import FIXED_BY, LOWERING_ORDER
 from .channelwise import ChannelwiseLowering
-from .dead_taps import DeadTaps
 from .dense_to_sparse import DenseToSparse
-from .depth_multiplier import DepthMultiplierLowering
 from .dilation import DilationLowering
 from .kernel_split import KernelSplit
 from .broadcast_views import BroadcastViews
@@ -27,7 +25,7 @@ from .sum_fusion import SumFusion
 from .tiling import SpatialTiling
 from .transposed_shape import TransposedShape
 
-CONV_PASSES = {p.name: p for p in (RankLowering, DepthMultiplierLowering, DeadTaps,
+CONV_PASSES = {p.name: p for p in (RankLowering,
                                    TransposedShape, StrideSubsample,
                                    DilationLowering, KernelSplit, SpatialTiling)}
 for _cls in CONV_PASSES.values():
@@ -58,8 +56,8 @@ FIXED_BY["max_tensor_rank"] += ["shuffle", "rank_reduction", "broadcast_views"]
 
 __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "BroadcastViews",
            "ChannelwiseLowering",
-           "ChunkFusion", "DeadTaps", "LowerConvs", "PadFusion", "SumFusion",
-           "DenseToSparse", "DepthMultiplierLowering", "DilationLowering",
+           "ChunkFusion", "LowerConvs", "PadFusion", "SumFusion",
+           "DenseToSparse", "DilationLowering",
            "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RankReduction",
            "RewriteContext",
            "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",

@@ -332,17 +332,6 @@ def test_conv_transpose_output_shape_and_auto_pad(attrs):
     assert op_count(out, "ConvTranspose") == 0
 
 
-def test_taps_that_only_read_padding_are_dropped():
-    """DeepLab's ASPP at low resolution: dilation 36 on a 6x6 map only ever reads data through
-    the centre tap."""
-    model = conv_model(cin=8, cout=4, kernel=(3, 3), dilations=(36, 36), pads=(36,) * 4,
-                       spatial=(6, 6))
-    out, report = rewrite_and_compare(model, "k210")
-    assert report.records[0].pass_name == "dead_taps"
-    assert "3x3 -> 1x1" in report.records[0].rewrite
-    assert report.records[0].verify["bit_exact"]
-
-
 def test_undersized_maps_grow_to_the_engine_minimum():
     """A squeeze-excite 1x1 conv on a 1x1 map, on the K210 (inputs of at least 4x4)."""
     model = conv_model(cin=16, cout=8, kernel=(1, 1), spatial=(1, 1))

@@ -13,6 +13,8 @@ tvm = pytest.importorskip("tvm")
 
 from tvm import relax, tirx  # noqa: E402
 
+from convrewrite.lowerings.dead_taps import DeadTaps  # noqa: E402
+from convrewrite.lowerings.depth_multiplier import DepthMultiplierLowering  # noqa: E402
 from convrewrite.lowerings.padding import ExplicitPadding  # noqa: E402
 from convrewrite.target import load_target  # noqa: E402
 from convrewrite.tvm.build import build  # noqa: E402
@@ -70,6 +72,18 @@ CASES = [
      dict(padding=[0, 0, 0, 0], strides=[2, 2]), {"relax.nn.pad": 1, "relax.strided_slice": 1}),
     ("padding-1d", ExplicitPadding(), {"conv": {"max_pad": 0}}, (1, 3, 12), (5, 3, 3),
      dict(padding=[2, 1]), {"relax.nn.pad": 1}),
+    ("dead_taps", DeadTaps(), {"conv": {"max_dilation": 1}}, (1, 8, 6, 6), (4, 8, 3, 3),
+     dict(padding=[36] * 4, dilation=[36, 36]), {"relax.nn.conv2d": 1}),
+    ("dead_taps-one-axis", DeadTaps(), {"conv": {"max_dilated_kernel_area": 25}}, (1, 4, 8, 8),
+     (4, 4, 3, 3), dict(padding=[2, 12, 2, 12], dilation=[2, 12]), {"relax.nn.conv2d": 1}),
+    ("depth_multiplier-gather", DepthMultiplierLowering(), {"conv": {"max_depth_multiplier": 1}},
+     (1, 4, 8, 8), (12, 1, 3, 3), dict(padding=[1] * 4, groups=4),
+     {"relax.take": 1, "relax.nn.conv2d": 1}),
+    ("depth_multiplier-one-hot", DepthMultiplierLowering(),
+     {"conv": {"max_depth_multiplier": 1}, "ops": ["Conv"]}, (1, 3, 7, 7), (6, 1, 3, 3),
+     dict(padding=[1] * 4, groups=3, strides=[2, 2]), {"relax.take": 0, "relax.nn.conv2d": 2}),
+    ("depth_multiplier-1d-vela3", DepthMultiplierLowering(), "ethos-u55-vela3", (1, 4, 16),
+     (8, 1, 3), dict(padding=[1, 1], groups=4), {"relax.take": 0, "relax.nn.conv1d": 2}),
 ]
 
 
@@ -79,7 +93,7 @@ CASES = [
                          [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_lowering_on_a_blockbuilder_module(lowering, target, x_shape, w_shape, attrs, ops,
                                            weight_param, symbolic_batch):
-    target = load_target({"name": "t", **target})
+    target = load_target(target if isinstance(target, str) else {"name": "t", **target})
     mod, w_value = conv_module(x_shape, w_shape, weight_param, symbolic_batch, **attrs)
     log = RelaxLog()
     lowered = Lower(target, (lowering,), log)(mod)

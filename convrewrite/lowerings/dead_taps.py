@@ -1,0 +1,53 @@
+"""Taps that only ever read zero padding are dropped before any geometry lowering
+(``plan.dead_taps``).
+
+Segmentation nets run dilated convs on small maps (DeepLab's ASPP: rates 12/24/36 on 8x8 at low
+resolution), where most taps fall in the padding for every output. Lowering those taps as written
+would build 73x73 dense kernels; dropping them is exact and usually leaves a 1x1 or 3x3 conv."""
+
+from __future__ import annotations
+
+from math import prod
+
+from ..build.builder import Builder, ConvSite
+from ..conv import ConvSpec, dims_text
+from ..decline import Decline
+from ..plan.dead_taps import plan_dead_taps
+from ..plan.padding import explicit_pads
+from ..rules import rules_named
+from ..target import Target
+from .contract import Lowering, Planned, register
+
+
+@register
+class DeadTaps(Lowering):
+    name = "dead_taps"
+    fixes = rules_named("max_dilation", "kernel_shapes", "max_kernel", "max_pad",
+                        "max_dilated_kernel_height", "max_dilated_kernel_area", "same_pad_only",
+                        "symmetric_pad")
+
+    def plan(self, spec: ConvSpec, target: Target) -> "Planned | Decline":
+        if spec.op_type != "Conv":
+            return Decline(f"{spec.op_type} taps are not trimmed")
+        pads = explicit_pads(spec)
+        if isinstance(pads, Decline):
+            return pads
+        plan = plan_dead_taps(spec, pads)
+        if isinstance(plan, Decline):
+            return plan
+        kept, total = prod(plan.kernel), prod(spec.kernel_shape)
+        how = (f"{dims_text(spec.kernel_shape)} -> {dims_text(plan.kernel)}: "
+               f"taps that only read padding dropped")
+        return Planned(plan, how, "exact", macs_factor=kept / total,
+                       params_after=spec.params * kept // total)
+
+    def emit(self, b: Builder, site: ConvSite, planned: Planned):
+        plan, spec = planned.detail, site.spec
+        stem = b.fresh(f"{site.name}/trimmed")
+        w = b.weight(site.weight, (slice(None), slice(None),
+                                   *(slice(a, b + 1) for a, b in plan.taps)), stem)
+        attrs = dict(site.attrs, kernel_shape=list(plan.kernel), pads=list(plan.pads),
+                     dilations=[d if k > 1 else 1 for d, k in zip(spec.dilations, plan.kernel)])
+        attrs.pop("auto_pad", None)
+        inputs = [site.x, w] + ([site.bias] if site.bias is not None else [])
+        return b.conv(site, inputs, stem, attrs, out=site.y)
