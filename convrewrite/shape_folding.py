@@ -41,7 +41,7 @@ def _types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
 
 
 def _static_dims(tensor_type) -> list[int] | None:
-    if not tensor_type.HasField("tensor_type") or \
+    if tensor_type is None or not tensor_type.HasField("tensor_type") or \
             not tensor_type.tensor_type.HasField("shape"):
         return None
     dims = tensor_type.tensor_type.shape.dim
