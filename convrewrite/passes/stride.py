@@ -30,6 +30,12 @@ class StrideSubsample(Pass):
         pads = need(explicit_pads(node, spec))
         plan = need(plan_stride(spec, ctx.target, pads))
         folded = plan_space_to_depth(spec, ctx.target, pads)
+        runtime_weight = not spec.constant_weight and not isinstance(folded, Decline)
+        if runtime_weight:
+            # space-to-depth rearranges the weight's taps (needs its values); subsampling passes
+            # a run-time weight on whole
+            folded = Decline("space-to-depth: it rearranges the weight's taps, computed at run "
+                             "time")
         usable = not isinstance(folded, Decline) and ctx.target.allows_op("SpaceToDepth") \
             and ctx.target.allows_op("Pad") and (ctx.target.conv.max_stride or 1) == 1
         if usable and all(s == 1 for s in plan.input_steps) and folded.cost < folded.subsample_cost:
@@ -53,7 +59,9 @@ class StrideSubsample(Pass):
             how.append(f"input subsampled by {dims_text(plan.input_steps)}")
         if subsample_out:
             how.append(f"output subsampled by {dims_text(plan.output_steps)}")
-        if not isinstance(folded, Decline):
+        if runtime_weight:
+            how.append(f"not {folded.reason}")
+        elif not isinstance(folded, Decline):
             how.append(f"not space-to-depth: cost x{folded.cost:.2f} vs x{folded.subsample_cost:.2f}")
         record = self.record(node, spec, violations, ", ".join(how), added, tolerance="exact",
                              macs_factor=plan.mac_factor)
