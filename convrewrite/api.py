@@ -91,7 +91,7 @@ def check(model, target, *, input_shapes: dict | None = None) -> Report:
     sizes for the check as for ``rewrite``."""
     original, name = _as_model(model)
     target = load_target(target)
-    sized, bound = bind_input_shapes(original, input_shapes)
+    sized, bound = bind_input_shapes(original, input_shapes, rewriting=False)
     result = check_model_legality(sized, target)
     return Report(model=name, target=target.name,
                   remaining=unsized_inputs(sized, target) + result.remaining,

@@ -18,10 +18,11 @@ from .rules import Violation
 from .target import Target
 
 
-def bind_input_shapes(model: onnx.ModelProto,
-                      shapes: dict[str, tuple[int, ...]] | None) -> tuple[onnx.ModelProto, list[str]]:
+def bind_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None,
+                      rewriting: bool = True) -> tuple[onnx.ModelProto, list[str]]:
     """``model`` with the symbolic non-batch dims of the named inputs set to the given sizes (a
-    copy; the caller's model is untouched), and a note per bound input. The model itself comes
+    copy; the caller's model is untouched), and a note per bound input (``rewriting``: whether
+    the model is then rewritten too, or only checked, as the note says). The model itself comes
     back when nothing is symbolic there. A rank or fixed size that disagrees is the user's error."""
     if not shapes:
         return model, []
@@ -50,6 +51,7 @@ def bind_input_shapes(model: onnx.ModelProto,
         return model, []
     bound = copy_model(model)
     notes = []
+    done = "checked and rewritten" if rewriting else "checked"
     for info in bound.graph.input:
         bind = plans.get(info.name)
         if not bind:
@@ -61,7 +63,7 @@ def bind_input_shapes(model: onnx.ModelProto,
             dims[axis].dim_value = size
         notes.append(f"input {info.name}: symbolic dims {', '.join(was)} fixed to "
                      f"{', '.join(str(bind[a]) for a in sorted(bind))} by --input-shape "
-                     f"(checked and rewritten for that size)")
+                     f"({done} for that size)")
     _drop_stale_shapes(bound)
     return bound, notes
 

@@ -49,8 +49,15 @@ def test_input_shape_fixes_the_map_and_keeps_the_batch():
     assert report.records                           # 600 rows > K210's 256: tiled
     assert input_dims(out) == ["N", 3, 600, 300]
     assert input_dims(model) == ["N", 3, "H", "W"]  # the caller's model is untouched
-    assert any("fixed to 600, 300" in n for n in report.notes)
+    assert any("fixed to 600, 300" in n and "checked and rewritten for that size" in n
+               for n in report.notes)
     assert not cr.check(out, "k210").remaining
+
+
+def test_check_only_note_claims_no_rewrite():
+    report = cr.check(symbolic_conv(), "k210", input_shapes={"x": (2, 3, 600, 300)})
+    bound = [n for n in report.notes if "fixed to 600, 300" in n]
+    assert bound and all("(checked for that size)" in n and "rewritten" not in n for n in bound)
 
 
 def test_nothing_to_rewrite_gives_back_the_callers_model():
