@@ -21,6 +21,7 @@ import onnxruntime as ort
 from google.protobuf.message import EncodeError
 
 from .errors import BadInputError
+from .exact_kernels import exact_integer_kernels
 from . import graph, local_checks
 from .graph import copy_model, save_model
 from .ops.reference import has_own_ops, standard_reference
@@ -103,7 +104,9 @@ ONNXRUNTIME, REFERENCE = "onnxruntime", "onnx.reference"
 
 
 def session(model: onnx.ModelProto, level: str | None = None) -> ort.InferenceSession:
-    """A CPU session at ``level`` (default: ``optimization_level(model)``)."""
+    """A CPU session at ``level`` (default: ``optimization_level(model)``), its integer convs on
+    kernels that compute them exactly (``exact_kernels``)."""
+    model = exact_integer_kernels(model)
     so = ort.SessionOptions()
     so.log_severity_level = ORT_LOG_SEVERITY
     so.graph_optimization_level = ORT_LEVELS[level or optimization_level(model)]

@@ -62,18 +62,38 @@ def integer_model(op, x_dtype=np.uint8, w_dtype=np.int8, per_channel=False, bias
     return model
 
 
+def exact_qlinear(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """The model's one QLinearConv (3x3, pads 1, group 1) in int64, requantized as ONNX says."""
+    p = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    w = p["w"].astype(np.int64) - p["wz"].astype(np.int64).reshape(-1, 1, 1, 1)
+    xp = np.pad(x.astype(np.int64) - int(p["xz"]), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    h, wd = x.shape[2:]
+    acc = sum(np.einsum("nchw,oc->nohw", xp[:, :, i:i + h, j:j + wd], w[:, :, i, j])
+              for i in range(3) for j in range(3))
+    if "B" in p:
+        acc = acc + p["B"].reshape(1, -1, 1, 1)
+    scale = (p["xs"].astype(np.float32) * p["ws"].astype(np.float32) / p["ys"]).reshape(1, -1, 1, 1)
+    info = np.iinfo(p["yz"].dtype)
+    y = np.rint(acc.astype(np.float32) * scale.astype(np.float32)) + int(p["yz"])
+    return np.clip(y, info.min, info.max).astype(p["yz"].dtype)
+
+
 def limits(**conv):
     return {"name": "t", "conv": conv}
 
 
 def run_both(original: onnx.ModelProto, rewritten: onnx.ModelProto, seed=1):
     """Both models on onnxruntime (at the level verify uses) on the same random input."""
-    x_type = original.graph.input[0].type.tensor_type.elem_type
-    dtype = helper.tensor_dtype_to_np_dtype(x_type)
+    feeds = {"x": random_input(original, seed)}
+    return [session(m).run(None, feeds)[0] for m in (original, rewritten)]
+
+
+def random_input(model: onnx.ModelProto, seed=1) -> np.ndarray:
+    """A full-range input of the model's integer type."""
+    dtype = helper.tensor_dtype_to_np_dtype(model.graph.input[0].type.tensor_type.elem_type)
     info = np.iinfo(dtype)
     x = np.random.default_rng(seed).integers(info.min, info.max, (1, 12, 6, 6), endpoint=True)
-    feeds = {"x": x.astype(dtype)}
-    return [session(m).run(None, feeds)[0] for m in (original, rewritten)]
+    return x.astype(dtype)
 
 
 def ops(model):
@@ -120,6 +140,9 @@ def test_qlinear_input_split_is_requantized_bit_exact(case):
     assert report.records[0].tolerance == "exact" and report.records[0].verify["bit_exact"]
     ref, got = run_both(model, out)
     assert np.array_equal(ref, got), f"max {np.abs(ref.astype(int) - got.astype(int)).max()} LSB"
+    # and both are the conv's ONNX semantics, computed here in int64 (onnxruntime's own u8s8
+    # kernel saturates on CPUs without VNNI: verify runs it as u8u8, see exact_kernels)
+    assert np.abs(got.astype(int) - exact_qlinear(model, random_input(model)).astype(int)).max() <= 1
 
 
 def test_qlinear_both_limits_grid():
@@ -167,6 +190,9 @@ def test_input_split_centres_per_channel_zero_points(case, limit):
     assert report.records[0].tolerance == "exact" and report.records[0].verify["bit_exact"]
     ref, got = run_both(model, out)
     assert np.array_equal(ref, got), f"max {np.abs(ref.astype(int) - got.astype(int)).max()} LSB"
+    # and both are the conv's ONNX semantics, computed here in int64 (onnxruntime's own u8s8
+    # kernel saturates on CPUs without VNNI: verify runs it as u8u8, see exact_kernels)
+    assert np.abs(got.astype(int) - exact_qlinear(model, random_input(model)).astype(int)).max() <= 1
 
 
 def test_plan_declines_float_convs_missing_ops_and_relax():
