@@ -510,32 +510,43 @@ def verify_records(records, rewritten: onnx.ModelProto, feeds: dict[str, np.ndar
 def verify_with_reference(original: onnx.ModelProto, records, rewritten: onnx.ModelProto,
                           feeds: dict[str, np.ndarray], tolerance: Tolerance,
                           progress: Callable[[Iterable], Iterable] = iter,
-                          ) -> tuple[Reference, dict[str, np.ndarray]]:
+                          tidied: onnx.ModelProto | None = None,
+                          ) -> tuple[Reference, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``reference_run(original)`` and ``verify_records`` in one onnxruntime run where they can
     share it: the original model sits in the merged graph too (its weights read once by it and
     the records' originals), at the level it runs at alone. Else (another level, an engine
-    fallback, a model that does not merge) the two as they are, separately."""
+    fallback, a model that does not merge) the two as they are, separately. ``tidied``: the
+    model the end-to-end check will compare (``rewritten`` after the tidy passes), folded into
+    the same run where it merges at the same level (its weights equal to ``rewritten``'s read
+    from there), so that check needs no session of its own; its outputs are the third value,
+    empty where it was not run."""
     model = standard_reference(original)
     befores = local_checks.originals(records)
     level = optimization_level(model)
     if records and local_checks.foldable(model, rewritten) and level == optimization_level(
             rewritten) and all(optimization_level(b) == level for b in befores):
+        fold = standard_reference(tidied) if tidied is not None else None
+        if fold is not None and not (local_checks.foldable(fold, rewritten)
+                                     and optimization_level(fold) == level):
+            fold = None
         try:
-            outputs, reference = _check(records, rewritten, feeds, tolerance, progress,
-                                        ONNXRUNTIME, model, befores)
-            return Reference(ONNXRUNTIME, reference), outputs
+            outputs, reference, also = _check(records, rewritten, feeds, tolerance, progress,
+                                              ONNXRUNTIME, model, befores, fold)
+            return Reference(ONNXRUNTIME, reference), outputs, also
         except Exception:           # noqa: BLE001 - said again, or run, by the separate path
             pass
     reference = reference_run(original, feeds)
     return reference, verify_records(records, rewritten, feeds, tolerance, progress,
-                                     reference.engine)
+                                     reference.engine), {}
 
 
 def _check(records, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray],
            tolerance: Tolerance, progress: Callable[[Iterable], Iterable], engine: str,
            original: onnx.ModelProto | None = None, befores: list | None = None,
-           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``verify_records``' work; with ``original``, its outputs from the first run as well."""
+           tidied: onnx.ModelProto | None = None,
+           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``verify_records``' work; with ``original`` (and ``tidied``), its outputs from the first
+    run as well."""
     befores = befores if befores is not None else local_checks.originals(records)
     alone = [i for i, b in enumerate(befores) if not local_checks.mergeable(b, rewritten)]
     together = [i for i in range(len(records)) if i not in set(alone)]
@@ -544,15 +555,18 @@ def _check(records, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray],
     originals: dict[int, dict[str, np.ndarray]] = {}
     values: dict[str, np.ndarray] = {}
     reference: dict[str, np.ndarray] = {}
+    also: dict[str, np.ndarray] = {}
     groups = local_checks.chunks([befores[i] for i in together]) if together else []
     if original is not None and not groups:
         raise ValueError("nothing to fold the original into")
     for group in groups:
         chosen = [together[k] for k in group]
         merged = local_checks.merge(rewritten, [records[i] for i in chosen],
-                                    [befores[i] for i in chosen], producers, original)
+                                    [befores[i] for i in chosen], producers, original, tidied)
         values = {**values, **run(merged.model, feeds, extra_outputs=reads, engine=engine)}
-        reads, original = [], None
+        if tidied is not None and optimization_level(merged.model) == optimization_level(tidied):
+            also = {o: values[n] for o, n in merged.tidied.items()}
+        reads, original, tidied = [], None, None
         reference = reference or {o: values[n] for o, n in merged.reference.items()}
         for k, i in enumerate(chosen):
             names = [records[i].output_name, *records[i].more_outputs]
@@ -564,7 +578,8 @@ def _check(records, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray],
             record.verify = _worst(record, originals[i], values, tolerance)
         else:
             _verify_alone(record, befores[i], rewritten, values, tolerance, engine)
-    return _own_outputs(rewritten, values, merged.model if together else rewritten), reference
+    return (_own_outputs(rewritten, values, merged.model if together else rewritten), reference,
+            also)
 
 
 def _own_outputs(rewritten: onnx.ModelProto, values: dict[str, np.ndarray],

@@ -97,13 +97,68 @@ def test_the_original_folded_into_the_checks_run_gives_its_own_reference(monkeyp
     model, rewritten, records = _rewritten()
     feeds = make_inputs(model)
     alone = verify.reference_run(model, feeds)
-    folded, _ = verify.verify_with_reference(model, records, rewritten, feeds, Tolerance())
+    folded, _, _ = verify.verify_with_reference(model, records, rewritten, feeds, Tolerance())
     assert folded.engine == alone.engine == verify.ONNXRUNTIME
     assert folded.outputs.keys() == alone.outputs.keys()
     for name, value in alone.outputs.items():
         assert np.allclose(folded.outputs[name], value, rtol=1e-5, atol=1e-5)
     verdicts = [r.verify["passed"] for r in records]
     monkeypatch.setattr(verify.local_checks, "foldable", lambda original, rewritten: False)
-    separate, _ = verify.verify_with_reference(model, records, rewritten, feeds, Tolerance())
+    separate, _, _ = verify.verify_with_reference(model, records, rewritten, feeds, Tolerance())
     assert separate.outputs.keys() == alone.outputs.keys()
     assert [r.verify["passed"] for r in records] == verdicts == [True] * len(records)
+
+
+def test_the_tidied_model_folded_into_the_checks_run_gives_its_own_outputs():
+    """The model the end-to-end check compares, run inside the checks' run, gives what its own
+    run gives; a wrong one (a weight mirrored) gives its own wrong outputs, not the rewritten
+    model's, so the end-to-end check still fails on it."""
+    model, rewritten, records = _rewritten()
+    feeds = make_inputs(model)
+    wrong = onnx.ModelProto()
+    wrong.CopyFrom(rewritten)
+    conv = next(n for n in wrong.graph.node if n.op_type == "Conv")
+    _mirrored(wrong, conv.input[1])
+    for tidied in (rewritten, wrong):
+        _, own, also = verify.verify_with_reference(model, records, rewritten, feeds,
+                                                    Tolerance(), tidied=tidied)
+        alone = verify.run(tidied, feeds)
+        assert also.keys() == alone.keys() == own.keys()
+        for name, value in alone.items():
+            assert np.array_equal(also[name], value)
+    assert not all(np.array_equal(also[n], own[n]) for n in own)
+    assert all(r.verify["passed"] for r in records)
+
+
+def test_a_verified_rewrite_makes_two_sessions(monkeypatch):
+    """The original, every record's check and the tidied model in one session; the original's
+    noise floor in the other (before: a third, for the tidied model alone); the end-to-end
+    verdict passes, and fails on a wrong tidied model."""
+    from convrewrite import api, pipeline
+    from convrewrite.models import demo_wide
+    model = demo_wide()         # channel splits whose Concat -> Split round trips tidy fuses
+    target = {"name": "c64", "conv": {"max_in_channels": 64, "max_out_channels": 64}}
+    made, tidied = [], []
+    session, tidy = verify.session, pipeline._tidy
+    monkeypatch.setattr(verify, "session", lambda m, level=None: made.append(level) or
+                        session(m, level))
+
+    def counted_tidy(m, *args):
+        out = tidy(m, *args)
+        tidied.append(out[0] is not m)
+        return out
+    monkeypatch.setattr(pipeline, "_tidy", counted_tidy)
+    _, report = api.rewrite(model, target)
+    assert report.status == "ok" and report.end_to_end["passed"] and tidied == [True]
+    assert made == [None, "disable"]
+
+    def wrong_tidy(m, target, passes, result):
+        wrong = onnx.ModelProto()
+        wrong.CopyFrom(m)
+        conv = next(n for n in wrong.graph.node if n.op_type == "Conv")
+        _mirrored(wrong, conv.input[1])
+        return wrong, None
+    monkeypatch.setattr(pipeline, "_tidy", wrong_tidy)
+    _, report = api.rewrite(model, target)
+    assert report.status == "mismatch" and not report.end_to_end["passed"]
+    assert all(r.verify["passed"] for r in report.records)
