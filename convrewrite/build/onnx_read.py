@@ -281,10 +281,35 @@ class RuntimeWeight:
 
     def slice(self, graph_name: str, index: tuple[slice, ...]) -> tuple[gs.Tensor, list[gs.Node]]:
         """A tensor holding ``W[index]``: the weight itself, or one Slice of it (of its
-        zero-extended form, padded once, with the first slice)."""
+        zero-extended form, padded once, with the first slice). A zero-extended weight taken
+        whole is extended by Concat with zeros instead: onnxruntime (1.32) fuses a Pad that
+        feeds only a Conv into that Conv's pads without asking which input it feeds, and
+        fails to load the model when it is the weight."""
+        if self.pad_ends and all(range(*part.indices(n)) == range(n)
+                                 for part, n in zip(index, self.shape)):
+            return self._concat_zeros(graph_name)
         source, made = self._source(graph_name)
         part, nodes = self._slice(source, graph_name, index)
         return part, made + nodes
+
+    def _concat_zeros(self, graph_name: str) -> tuple[gs.Tensor, list[gs.Node]]:
+        """The zero-extended weight whole: per extended axis a Concat with zeros."""
+        source, made = self.tensor, []
+        shape = [n - e for n, e in zip(self.shape, self.pad_ends)]
+        dtype = self.tensor.dtype if self.tensor.dtype is not None else np.float32
+        for axis, extra in enumerate(self.pad_ends):
+            if not extra:
+                continue
+            zeros = list(shape)
+            zeros[axis] = extra
+            shape[axis] += extra
+            out = gs.Variable(f"{graph_name}.w_zero_extended{axis}", dtype=self.tensor.dtype,
+                              shape=list(shape))
+            made.append(gs.Node("Concat", f"{graph_name}/w_zero_extend{axis}", {"axis": axis},
+                                [source, gs.Constant(f"{graph_name}.w_zeros{axis}",
+                                                     np.zeros(zeros, dtype=dtype))], [out]))
+            source = out
+        return source, made
 
     def _source(self, graph_name: str) -> tuple[gs.Tensor, list[gs.Node]]:
         if not self.pad_ends:

@@ -40,6 +40,9 @@ CASES = {
     "batch": ("generic", dict(batch=2, pads=(1, 1, 1, 1)), "batch", None),
     "tiling": ("k210", dict(spatial=(300, 300), cin=2, cout=2, pads=(1, 1, 1, 1)), "tiling",
                None),
+    # a 2x2 kernel zero-extended to k210's 3x3 and taken whole: Concat with zeros, not a Pad
+    # (onnxruntime fuses a Pad feeding a Conv's weight into its pads and fails to load)
+    "kernel_split_zero_extended": ("k210", dict(kernel=(2, 2)), "kernel_split", None),
     "transposed": ("nvdla", dict(op="ConvTranspose", strides=(2, 2)), "transposed",
                    f"transposed: a transposed conv's weight in conv layout {NEEDS_VALUES}"),
     "rank": ("nvdla", dict(kernel=(3,), pads=(1, 1), spatial=(16,)), "rank",
