@@ -22,6 +22,7 @@ from tests.conv_cases import conv_model, run
 S2D = {"name": "s2d", "conv": {"max_stride": 1}}
 NARROW = {"name": "narrow", "conv": {"max_in_channels": 16, "max_out_channels": 16}}
 NEEDS_VALUES = "needs the weight's values; it is computed at run time"
+RANK_2D = {"name": "rank_2d", "conv": {"spatial_ranks": [2]}}
 
 # name: (target, conv_model arguments, lowering expected, reason when a graph-input weight
 # leaves the conv illegal)
@@ -45,8 +46,13 @@ CASES = {
     "kernel_split_zero_extended": ("k210", dict(kernel=(2, 2)), "kernel_split", None),
     "transposed": ("nvdla", dict(op="ConvTranspose", strides=(2, 2)), "transposed",
                    f"transposed: a transposed conv's weight in conv layout {NEEDS_VALUES}"),
-    "rank": ("nvdla", dict(kernel=(3,), pads=(1, 1), spatial=(16,)), "rank",
-             f"rank: reading the weight {NEEDS_VALUES}"),
+    "rank": ("nvdla", dict(kernel=(3,), pads=(1, 1), spatial=(16,)), "rank", None),
+    # 3-D: the depth taps cut by Split (NVDLA has no Slice: frames per output frame) or by
+    # strided Slices (frames on the batch axis)
+    "rank_3d_split": ("nvdla", dict(kernel=(3, 3, 3), pads=(1,) * 6, spatial=(4, 5, 6)), "rank",
+                      None),
+    "rank_3d_slice": (RANK_2D, dict(kernel=(3, 3, 3), pads=(1,) * 6, spatial=(4, 5, 6)), "rank",
+                      None),
 }
 
 
