@@ -19,7 +19,7 @@ import onnx_graphsurgeon as gs
 from .. import weight_sum
 from ..conv import CONV_OPS, ConvSpec
 from ..decline import Decline, Declined
-from ..weights import block_diagonal
+from ..weights import block_diagonal, conv_layout_views
 
 # Input positions of the data, weight and bias tensors per op.
 IO_POSITIONS = {
@@ -35,6 +35,7 @@ QUANT_POSITIONS = {
     "ConvInteger": {"x_zero_point": 2, "w_zero_point": 3},
 }
 SCALES = ("x_scale", "w_scale", "y_scale")
+INT64_MAX = np.iinfo(np.int64).max
 
 
 def quant_operands(node: gs.Node) -> dict[str, gs.Tensor]:
@@ -270,11 +271,12 @@ class ConstWeight:
 class RuntimeWeight:
     """A conv weight known only at run time (a graph input, or computed from one: NF-Nets' weight
     standardisation, a modulated conv, weight norm kept in the graph). Lowerings that only cut
-    the weight (channel chunks, taps, the whole of it) get Slice nodes on the tensor itself, a
-    kernel zero-extended at its end a Pad of it, a new shape (``reshaped``) a Reshape of it;
-    whatever needs its values (taps respaced into a dense dilated kernel, a block-diagonal or
-    transposed layout, rearranged taps) declines with the reason. The Reshape and the Pad are
-    made once, where the weight is first sliced, and shared by every slice of it."""
+    the weight (channel chunks, taps, the whole of it, reversed) get Slice nodes on the tensor
+    itself, a kernel zero-extended at its end a Pad of it, a new layout (``reshaped``, a
+    ConvTranspose weight in conv layout) Reshape / Transpose nodes on it; whatever needs its
+    values (taps respaced into a dense dilated kernel, a block-diagonal weight, rearranged taps)
+    declines with the reason. The layout ops and the Pad are made once, where the weight is
+    first sliced, and shared by every slice of it."""
 
     tensor: gs.Tensor
     shape: tuple[int, ...]
@@ -283,7 +285,8 @@ class RuntimeWeight:
     pad_ends: tuple[int, ...] = ()      # zeros to append per axis (``respaced``), else none
     _padded: list = field(default_factory=list, compare=False)   # the Pad's output, once made
     # the layout ops applied to ``tensor`` before any pad: (op, output shape, perm or ())
-    # (``reshaped``); their last output, once made, shared by the weights derived from it
+    # (``reshaped``, ``conv_layout``); their last output, once made, shared by the weights
+    # derived from it
     views: tuple = ()
     _viewed: list = field(default_factory=list, compare=False)
 
@@ -419,11 +422,11 @@ class RuntimeWeight:
             start, stop, step = part.indices(self.shape[axis])
             if range(start, stop, step) == range(self.shape[axis]):
                 continue
-            if step < 0:
-                self._needs_values("a reversed weight slice")
             axes.append(axis)
             starts.append(start)
-            ends.append(stop)
+            # a reversed slice through index 0: an end before the first element (ONNX reads a
+            # negative end from the back)
+            ends.append(-INT64_MAX if stop < 0 else stop)
             steps.append(step)
             shape[axis] = len(range(start, stop, step))
         if not axes:
@@ -463,8 +466,11 @@ class RuntimeWeight:
     def block_diagonal(self, groups: int):
         self._needs_values("a block-diagonal weight")
 
-    def conv_layout(self, groups: int):
-        self._needs_values("a transposed conv's weight in conv layout")
+    def conv_layout(self, groups: int) -> "RuntimeWeight":
+        """A ConvTranspose weight [Cin, Cout/g, k...] as a Conv weight [Cout, Cin/g, k...]
+        (taps unflipped): Reshape / Transpose of it (``weights.conv_layout_views``)."""
+        views = conv_layout_views(self.shape, groups)
+        return self._viewing(*views) if views else self
 
     def with_values(self, values: np.ndarray):
         self._needs_values("rearranging the weight's taps")
