@@ -25,12 +25,7 @@ from .exact_kernels import exact_integer_kernels
 from . import graph, local_checks
 from .graph import copy_model, save_model
 from .ops.reference import has_own_ops, standard_reference
-
-# onnxruntime's own logger writes coloured lines straight to stderr (fd 2), warnings and errors
-# alike (a failed kernel logs [E:onnxruntime:...] and then raises). Our messages are one line and
-# every onnxruntime error reaches us as an exception, so only FATAL may print.
-ORT_LOG_SEVERITY = 4
-ort.set_default_logger_severity(ORT_LOG_SEVERITY)
+from .ort_setup import session_options
 
 DEFAULT_TOLERANCES = {          # onnxruntime's own test tolerances: (atol, rtol)
     "float32": (1e-5, 1e-4),
@@ -107,8 +102,7 @@ def session(model: onnx.ModelProto, level: str | None = None) -> ort.InferenceSe
     """A CPU session at ``level`` (default: ``optimization_level(model)``), its integer convs on
     kernels that compute them exactly (``exact_kernels``)."""
     model = exact_integer_kernels(model)
-    so = ort.SessionOptions()
-    so.log_severity_level = ORT_LOG_SEVERITY
+    so = session_options()
     so.graph_optimization_level = ORT_LEVELS[level or optimization_level(model)]
     data = _serialized(model)
     if data is not None:

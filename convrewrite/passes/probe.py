@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from ..decline import Decline
 from ..graph import isolate_region
-from ..verify import ORT_LOG_SEVERITY
+from ..ort_setup import session_options
 
 PROBE_EXTENT = (3, 5, 7)     # sizes for dynamic axes: distinct, so a mix-up shows
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
@@ -85,9 +85,7 @@ def run_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor], gra
         return Decline("the region reads a graph input of a type it cannot probe")
     model.graph.input.extend(others.values())
     try:
-        options = ort.SessionOptions()
-        options.log_severity_level = ORT_LOG_SEVERITY
-        session = ort.InferenceSession(model.SerializeToString(), options,
+        session = ort.InferenceSession(model.SerializeToString(), session_options(),
                                        providers=["CPUExecutionProvider"])
         return [session.run(None, {x.name: probe, **extra})
                 for probe, extra in zip(probes, extras)]
