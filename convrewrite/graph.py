@@ -385,11 +385,13 @@ def save_model(model: onnx.ModelProto, path: "str | os.PathLike", *,
                protected: "list[str | os.PathLike]" = ()) -> list[Path]:
     """Write atomically; external data goes to one fresh ``<name>.<digest>.data`` beside the model
     when the model is too big for one protobuf (or when asked), replaced with the model as one
-    unit (outputs.save_model_files). Returns the files written."""
+    unit (outputs.save_model_files). Returns the files written. ``model`` is not modified (onnx's
+    external-data save clears raw_data: a copy is saved then)."""
     if external_data is None:
         external_data = initializer_bytes(model) > EXTERNAL_THRESHOLD or \
             not fits_in_protobuf(model)
-    return save_model_files(model, path, external_data=external_data, protected=protected)
+    return save_model_files(copy_model(model) if external_data else model, path,
+                            external_data=external_data, protected=protected)
 
 
 def copy_model_file(src: "str | os.PathLike", dst: "str | os.PathLike") -> None:
