@@ -22,7 +22,8 @@ import onnx_graphsurgeon as gs
 from .build.onnx_read import conv_nodes, spec_of
 from .conv import CONV_OPS
 from .decline import Decline, Declined
-from .graph import from_graph, opset_version, to_graph
+from .graph import opset_version
+from .gs_graph import from_graph, to_graph
 from .legacy import for_rewriting, restore
 from .legality import check
 from .naming import Names

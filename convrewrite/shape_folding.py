@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from .graph import infer_shapes
 from .ort_setup import session_options
 
 ARITHMETIC = {"Constant", "Shape", "Size", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice",
@@ -23,7 +24,6 @@ MAX_ELEMENTS = 64       # a shape, not data
 
 def folded_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` (a scratch copy: it is changed) shape-inferred, its shape arithmetic folded."""
-    from .graph import infer_shapes
     inferred = infer_shapes(model)
     for _ in range(MAX_ROUNDS):
         folded = _fold_round(model, inferred)
