@@ -394,6 +394,11 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
             if reference is None:       # the original's run folded into the checks' run
                 reference, outputs = verify_with_reference(model, records, rewritten,
                                                            result.inputs, tolerance, progress)
+                if reference.fallback is not None:
+                    result.notes.append(
+                        f"local checks: the original model did not run in the checks' run "
+                        f"({reference.fallback}); it ran on its own, and every check on "
+                        f"{reference.engine}")
             else:
                 outputs = verify_records(records, rewritten, result.inputs, tolerance,
                                          progress, reference.engine)

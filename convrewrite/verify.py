@@ -25,7 +25,7 @@ from .exact_kernels import exact_integer_kernels
 from . import graph, local_checks
 from .graph import copy_model, save_model
 from .ops.reference import has_own_ops, standard_reference
-from .ort_setup import session_options
+from .ort_setup import ORT_ERRORS, session_options
 
 DEFAULT_TOLERANCES = {          # onnxruntime's own test tolerances: (atol, rtol)
     "float32": (1e-5, 1e-4),
@@ -227,6 +227,9 @@ class Reference:
 
     engine: str
     outputs: dict[str, np.ndarray]
+    # why the original did not run folded into the local checks' run where that was tried
+    # (``verify_with_reference``): the failure's first line; None where it ran or was not tried
+    fallback: str | None = None
 
 
 def reference_run(original: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Reference:
@@ -472,22 +475,39 @@ def verify_with_reference(original: onnx.ModelProto, records, rewritten: onnx.Mo
                           ) -> tuple[Reference, dict[str, np.ndarray]]:
     """``reference_run(original)`` and ``verify_records`` in one onnxruntime run where they can
     share it: the original model sits in the merged graph too (its weights read once by it and
-    the records' originals), at the level it runs at alone. Else (another level, an engine
-    fallback, a model that does not merge) the two as they are, separately."""
+    the records' originals), at the level it runs at alone. Else (another level, a model or no
+    record that merges) the two as they are, separately; and so again where the one run fails
+    (``FOLD_FAILURES``: onnxruntime has no kernel for an op, so the original runs on onnx's
+    reference evaluator, say), which ``Reference.fallback`` then tells, and each record's
+    ``verify`` names the engine its check ran on. Any other error is raised."""
     model = standard_reference(original)
     befores = local_checks.originals(records)
     level = optimization_level(model)
+    fallback = None
     if records and local_checks.foldable(model, rewritten) and level == optimization_level(
-            rewritten) and all(optimization_level(b) == level for b in befores):
+            rewritten) and all(optimization_level(b) == level for b in befores) and \
+            any(local_checks.mergeable(b, rewritten) for b in befores):
         try:
             outputs, reference = _check(records, rewritten, feeds, tolerance, progress,
                                         ONNXRUNTIME, model, befores)
             return Reference(ONNXRUNTIME, reference), outputs
-        except Exception:           # noqa: BLE001 - said again, or run, by the separate path
-            pass
+        except FOLD_FAILURES as exc:    # said again, or run, by the separate path
+            fallback = _first(exc)
     reference = reference_run(original, feeds)
-    return reference, verify_records(records, rewritten, feeds, tolerance, progress,
-                                     reference.engine)
+    outputs = verify_records(records, rewritten, feeds, tolerance, progress, reference.engine)
+    if fallback is not None:
+        reference.fallback = fallback
+        for record in records:
+            if record.verify is not None:
+                record.verify["engine"] = reference.engine
+    return reference, outputs
+
+
+# What the one run of the original with the local checks may fail with, the separate runs then
+# saying it again or running: onnxruntime refusing the merged model (its own exception types:
+# a kernel it lacks, a graph it rejects) or failing to run it, a piece that does not isolate
+# (BadInputError, the one-line errors of ``run`` and ``local_checks``).
+FOLD_FAILURES = (BadInputError, *ORT_ERRORS)
 
 
 def _check(records, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray],
