@@ -22,7 +22,8 @@ import onnx_graphsurgeon as gs
 from .build.onnx_read import conv_nodes, spec_of
 from .conv import CONV_OPS
 from .decline import Decline, Declined
-from .graph import from_graph, opset_version, to_graph
+from .graph import opset_version
+from .gs_graph import from_graph, to_graph
 from .legacy import for_rewriting, restore
 from .legality import check
 from .naming import Names
@@ -403,6 +404,11 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
                 reference, outputs, also = verify_with_reference(
                     model, records, untidied, result.inputs, tolerance, progress,
                     tidied=rewritten if rewritten is not untidied else None)
+                if reference.fallback is not None:
+                    result.notes.append(
+                        f"local checks: the original model did not run in the checks' run "
+                        f"({reference.fallback}); it ran on its own, and every check on "
+                        f"{reference.engine}")
             else:
                 outputs, also = verify_records(records, untidied, result.inputs, tolerance,
                                                progress, reference.engine), {}

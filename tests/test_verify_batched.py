@@ -7,6 +7,7 @@ import importlib
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 from convrewrite.pipeline import rewrite_model
@@ -162,3 +163,54 @@ def test_a_verified_rewrite_makes_two_sessions(monkeypatch):
     _, report = api.rewrite(model, target)
     assert report.status == "mismatch" and not report.end_to_end["passed"]
     assert all(r.verify["passed"] for r in report.records)
+
+
+def _float64_rewritten():
+    """A float64 conv tiled for k210: onnxruntime has no float64 Conv kernel, so the run with the
+    original folded in fails and the checks run on onnx's reference evaluator."""
+    model = conv_model(cin=2, cout=2, kernel=(7, 7), pads=(3, 3, 3, 3), spatial=(12, 12),
+                       dtype=np.float64)
+    rewritten, result = rewrite_model(model, load_target("k210"))
+    assert result.records
+    return model, rewritten, result.records
+
+
+def test_a_failed_folded_run_falls_back_and_says_on_which_engine():
+    model, rewritten, records = _float64_rewritten()
+    feeds = make_inputs(model)
+    reference, _, _ = verify.verify_with_reference(model, records, rewritten, feeds, Tolerance())
+    assert reference.engine == verify.REFERENCE
+    assert reference.fallback and "NOT_IMPLEMENTED" in reference.fallback
+    assert all(r.verify["passed"] and r.verify["engine"] == verify.REFERENCE for r in records)
+
+
+def test_a_folded_run_that_works_names_no_engine_per_record():
+    model, rewritten, records = _rewritten()
+    reference, _, _ = verify.verify_with_reference(model, records, rewritten, make_inputs(model),
+                                                Tolerance())
+    assert reference.fallback is None
+    assert all("engine" not in r.verify for r in records)
+
+
+def test_an_error_of_ours_in_the_folded_run_is_raised_not_swallowed(monkeypatch):
+    """Only onnxruntime's failures and our one-line errors send the checks down the separate
+    path; a bug in folding the original in (here a KeyError) surfaces."""
+    model, rewritten, records = _rewritten()
+    merge = verify.local_checks.merge
+
+    def broken(rewritten, records, befores, producers, original=None, tidied=None):
+        if original is not None:
+            raise KeyError("a bug")
+        return merge(rewritten, records, befores, producers)
+
+    monkeypatch.setattr(verify.local_checks, "merge", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        verify.verify_with_reference(model, records, rewritten, make_inputs(model), Tolerance())
+
+
+def test_the_report_says_the_checks_fell_back_and_on_which_engine():
+    from convrewrite.api import rewrite
+    model, _, _ = _float64_rewritten()
+    _, report = rewrite(model, "k210")
+    assert any("every check on onnx.reference" in note for note in report.notes)
+    assert all(r.verify["engine"] == "onnx.reference" for r in report.records)

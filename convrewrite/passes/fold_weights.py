@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 from ..build.onnx_read import (IO_POSITIONS, conv_nodes, const_weight, constant_value,
                                runtime_operand, spec_of)
 from ..decline import Decline
-from ..graph import from_graph, isolate_region, to_graph
+from ..gs_graph import from_graph, isolate_region, to_graph
 from ..legality import check
 from ..verify import run
 from .protocol import GraphPass, PassResult, RewriteContext
