@@ -8,6 +8,8 @@ the original's opset imports, ir_version and metadata, and keeps external data f
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 from pathlib import Path
 
@@ -131,17 +133,22 @@ def external_data_files(model: onnx.ModelProto, path: Path) -> list[Path]:
 
 def _tensor_nbytes(tensor: onnx.TensorProto) -> int | None:
     """Bytes of a tensor's raw data (sub-byte types packed; None for strings and unknown types)."""
-    count = int(np.prod(tensor.dims, dtype=np.int64))
-    if tensor.data_type in _SUB_BYTE:           # packed: 4-bit types two to a byte, 2-bit four
+    count = math.prod(tensor.dims)      # not np.prod: 10x its cost on a few dims, per tensor of
+    if tensor.data_type in _SUB_BYTE:   # every shape inference (0.23 s on the 1-D net's rounds)
         per_byte = _SUB_BYTE[tensor.data_type]
         return (count + per_byte - 1) // per_byte
+    itemsize = _itemsize(tensor.data_type)
+    return None if itemsize is None else itemsize * count
+
+
+@functools.lru_cache(maxsize=None)
+def _itemsize(data_type: int) -> int | None:
+    """Bytes per element of an ONNX element type; None for strings and unknown types."""
     try:
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type))
     except Exception:       # noqa: BLE001 - unknown or exotic element type
         return None
-    if dtype.kind in "OSU":
-        return None
-    return dtype.itemsize * count
+    return None if dtype.kind in "OSU" else dtype.itemsize
 
 
 _SUB_BYTE = {getattr(onnx.TensorProto, n): per for n, per in
