@@ -39,8 +39,8 @@ from .record import Record, Remaining
 from .target import Target
 from .validate import validate_graph, validate_model
 from .walk import nested_scopes
-from .verify import (Tolerance, make_inputs, reference_run, verify_end_to_end, verify_records,
-                     verify_with_reference)
+from .verify import (Tolerance, make_inputs, optimization_level, reference_run, verify_end_to_end,
+                     verify_records, verify_with_reference)
 
 MAX_ITERATIONS = 16
 
@@ -394,7 +394,7 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
                 result.inputs = feeds()
             in_bodies = {id(r) for b in result.bodies for r in b.records}
             records = [r for r in result.records if id(r) not in in_bodies]
-            early = _tidy_early(steps, step, reference)
+            early = _tidy_early(steps, step, reference, rewritten)
             untidied = rewritten
             if early is not None:       # the model the end-to-end check compares, made now
                 rewritten, tidied = _tidy(rewritten, target, early.passes, result)
@@ -431,11 +431,18 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     return (restore(rewritten, model) if rewritten is not model else model), result
 
 
-def _tidy_early(steps: tuple[Step, ...], local: Step, reference) -> Step | None:
+def _tidy_early(steps: tuple[Step, ...], local: Step, reference,
+                rewritten: onnx.ModelProto) -> Step | None:
     """The tidy step after ``local`` when an end-to-end check follows it (and the original's
-    run is still to be made): run before the local checks, its model is folded into their
-    onnxruntime run, so the end-to-end check needs no session of its own. The local checks
-    still run on the model the lowerings made (the records name its tensors)."""
+    run is still to be made) and the model is compared at onnxruntime's basic level (quantized):
+    run before the local checks, its model is folded into their onnxruntime run, so the
+    end-to-end check needs no session at that level of its own. A model compared at the full
+    level is not: the end-to-end check loads it alone at that level anyway (it must load as a
+    user loads it, ``verify.default_load_error``), and that session's run is the comparison.
+    The local checks still run on the model the lowerings made (the records name its
+    tensors)."""
+    if optimization_level(rewritten) == "all":
+        return None
     later = steps[steps.index(local) + 1:]
     tidy = [s for s in later if s.kind == "tidy"]
     if reference is not None or len(tidy) != 1 or not any(
