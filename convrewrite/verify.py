@@ -135,9 +135,13 @@ def _weights_apart(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], 
     onnxruntime puts the very bytes in place of the stand-ins before it optimises the graph, so
     the session computes what it would from the whole protobuf, without the weights being
     serialized by us and parsed by onnxruntime (ResNet-50: 100 MB serialized per session before,
-    0.6 MB after). A model with none of them is itself."""
+    0.6 MB after). Only weights a main-graph node reads: onnxruntime drops an unused initializer
+    when it loads the graph, and then refuses to replace it (exact_kernels leaves the int8 weight
+    it moved unused). A model with none of them is itself."""
+    read = {name for node in model.graph.node for name in node.input}
     big = [i for i, t in enumerate(model.graph.initializer)
-           if t.data_type in _APART_TYPES and t.data_location != onnx.TensorProto.EXTERNAL
+           if t.name in read and t.data_type in _APART_TYPES
+           and t.data_location != onnx.TensorProto.EXTERNAL
            and t.HasField("raw_data")
            and int(np.prod(t.dims, dtype=np.int64)) * _APART_TYPES[t.data_type].itemsize
            > APART_BYTES]
