@@ -1,0 +1,163 @@
+"""Regression guards for the verification speed paths (review of 2026-12-03): sessions whose large
+weights go to onnxruntime beside the protobuf (``verify._weights_apart``), the graph built inside
+the model (``gs_graph._export_onnx``) and the bit-exact check by bytes first
+(``verify._bit_exact``), each on the unusual models that could break it: weights shared, read in
+If/Loop bodies or a local function, initializers that are graph inputs or outputs or unread,
+fp16/bf16 weights."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from convrewrite.gs_graph import _export_onnx, to_graph
+
+verify = importlib.import_module("convrewrite.verify")   # the package exports a function of it
+
+X = h.make_tensor_value_info("x", T.FLOAT, [1, 2, 4, 4])
+Y = h.make_tensor_value_info("y", T.FLOAT, None)
+PADS = [1, 1, 1, 1]
+
+
+def _w(name, shape, dtype=np.float32, seed=0):
+    return nh.from_array(np.random.default_rng(seed).standard_normal(shape).astype(dtype), name)
+
+
+def _model(nodes, inits, inputs=(X,), outputs=(Y,), ir=8, opset=17):
+    g = h.make_graph(nodes, "g", list(inputs), list(outputs), initializer=inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+    m.ir_version = ir
+    return m
+
+
+def _out(name):
+    return h.make_tensor_value_info(name, T.FLOAT, None)
+
+
+def _models() -> dict[str, onnx.ModelProto]:
+    w, c = _w("w", [3, 2, 3, 3]), nh.from_array(np.array(True), "c")
+    conv = lambda out, x="x": h.make_node("Conv", [x, "w"], [out], pads=PADS)   # noqa: E731
+    then = h.make_graph([conv("t")], "then", [], [_out("t")])
+    other = h.make_graph([h.make_node("Identity", ["a"], ["e"])], "else", [], [_out("e")])
+    models = {
+        "shared": _model([conv("a"), conv("b"), h.make_node("Add", ["a", "b"], ["y"])], [w]),
+        "main_and_if_body": _model([conv("a"), h.make_node("If", ["c"], ["y"], then_branch=then,
+                                                           else_branch=other)], [w, c]),
+        "if_body_only": _model([h.make_node("If", ["c"], ["y"], then_branch=then,
+                                            else_branch=h.make_graph([conv("e")], "e", [],
+                                                                     [_out("e")]))], [w, c]),
+        "ir3_initializer_is_input": _model(
+            [conv("y")], [w], inputs=(X, h.make_tensor_value_info("w", T.FLOAT, [3, 2, 3, 3])),
+            ir=3, opset=9),
+        "ir8_initializer_is_input": _model(
+            [conv("y")], [w], inputs=(X, h.make_tensor_value_info("w", T.FLOAT, [3, 2, 3, 3]))),
+        "initializer_is_output": _model([conv("y")], [w], outputs=(Y, _out("w"))),
+        "unread_initializer": _model([conv("y")], [w, _w("unread", [100], seed=1)]),
+        "fp16": _model([h.make_node("Cast", ["x"], ["xh"], to=T.FLOAT16), conv("yh", "xh"),
+                        h.make_node("Cast", ["yh"], ["y"], to=T.FLOAT)],
+                       [_w("w", [3, 2, 3, 3], np.float16)]),
+        "bf16": _model([h.make_node("Cast", ["b"], ["w"], to=T.FLOAT), conv("y")], [
+            h.make_tensor("b", T.BFLOAT16, [3, 2, 3, 3],
+                          (np.arange(54, dtype=np.uint16) + 0x3F00).tobytes(), raw=True)]),
+        "int8_dequantized": _model(
+            [h.make_node("DequantizeLinear", ["q", "s"], ["w"]), conv("y")],
+            [nh.from_array(np.arange(-27, 27, dtype=np.int8).reshape(3, 2, 3, 3), "q"),
+             nh.from_array(np.array(0.1, np.float32), "s")]),
+    }
+    body = h.make_graph(
+        [h.make_node("Identity", ["cond_in"], ["cond_out"]),
+         h.make_node("Conv", ["v_in", "w"], ["v_out"], pads=PADS)], "body",
+        [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("cond_in", T.BOOL, []),
+         _out("v_in")], [h.make_tensor_value_info("cond_out", T.BOOL, []), _out("v_out")])
+    models["main_and_loop_body"] = _model(
+        [h.make_node("Conv", ["x", "w"], ["a"], pads=PADS),
+         h.make_node("Loop", ["n", "c", "a"], ["y"], body=body)],
+        [_w("w", [2, 2, 3, 3]), c, nh.from_array(np.array(2, np.int64), "n")])
+    local = _model([h.make_node("F", ["x", "w"], ["y"], domain="local")], [w])
+    local.opset_import.append(h.make_opsetid("local", 1))
+    local.functions.append(h.make_function("local", "F", ["a", "b"], ["c"], [
+        h.make_node("Conv", ["a", "b"], ["c"], pads=PADS)], [h.make_opsetid("", 17)]))
+    models["local_function"] = local
+    return models
+
+
+MODELS = _models()
+FEEDS = {"x": np.random.default_rng(2).standard_normal([1, 2, 4, 4]).astype(np.float32)}
+
+
+def _plain(model, level, feeds):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = verify.ORT_LEVELS[level]
+    return ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+@pytest.mark.parametrize("level", ["disable", "all"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_weights_beside_the_protobuf_compute_what_the_protobuf_does(name, level, monkeypatch):
+    """Every weight a main-graph node reads goes beside the protobuf (APART_BYTES 0); the session
+    computes the same bits as one from the whole protobuf, and an unread initializer (which
+    onnxruntime drops, then refuses to replace) or one read only in a body stays inside."""
+    monkeypatch.setattr(verify, "APART_BYTES", 0)
+    model = MODELS[name]
+    _, names, _ = verify._weights_apart(model)
+    read = {i for n in model.graph.node for i in n.input}
+    assert set(names) == {t.name for t in model.graph.initializer if t.name in read
+                          and t.data_type in verify._APART_TYPES}
+    assert "unread" not in names and (name != "if_body_only" or not names)
+    feeds = dict(FEEDS)
+    if name == "ir8_initializer_is_input":       # a fed value replaces the initializer
+        feeds["w"] = np.full([3, 2, 3, 3], 0.5, np.float32)
+    for f in ({**FEEDS}, feeds):
+        want = _plain(model, level, f)
+        got = verify.session(model, level).run(None, f)
+        assert len(got) == len(want)
+        assert all(a.dtype == b.dtype and a.tobytes() == b.tobytes() for a, b in zip(want, got))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_export_inside_the_model_matches_graphsurgeon(name):
+    """``_export_onnx`` gives gs.export_onnx's bytes (do_type_check=False), doc strings,
+    value_info, functions and bodies included."""
+    model = onnx.ModelProto()
+    model.CopyFrom(MODELS[name])
+    model.doc_string, model.graph.doc_string = "model doc", "graph doc"
+    model.producer_name, model.producer_version = "probe", "9"
+    model.metadata_props.add(key="k", value="v")
+    model.graph.node[0].doc_string = "node doc"
+    opsets = list(model.opset_import)
+    for make in (gs.import_onnx, to_graph):
+        want = gs.export_onnx(make(model), do_type_check=False, opset_imports=opsets)
+        got = _export_onnx(make(model), opsets)
+        assert got.SerializeToString(deterministic=True) == \
+            want.SerializeToString(deterministic=True)
+
+
+def test_bit_exact_by_bytes_decides_as_value_by_value():
+    """-0 equals 0, NaN equals NaN whatever its payload, shapes and dtypes must match: the bytes
+    shortcut changes no verdict of numpy's array_equal(equal_nan)."""
+    other_nan = np.frombuffer(np.array([0x7FC00001], np.uint32).tobytes(), np.float32)
+    values = [np.array([0.0], np.float32), np.array([-0.0], np.float32),
+              np.array([np.nan], np.float32), other_nan, np.array([-np.nan], np.float32),
+              np.array([1.0], np.float32), np.array([0.0], np.float64),
+              np.array([[0.0]], np.float32), np.array(0.0, np.float32),
+              np.zeros((0,), np.float32), np.zeros((0, 2), np.float32),
+              np.array([0], np.int32), np.array([0.0, -0.0], np.float16),
+              np.array([complex(np.nan, 0)], np.complex64),
+              np.arange(6, dtype=np.float32).reshape(2, 3)[:, ::2],
+              np.array([0.0, 2.0], np.float32)]
+    for a, b in itertools.product(values, values):
+        want = a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+        assert verify._bit_exact(a, b) == want, (a, b)
+    assert verify._bit_exact(np.array([-0.0], np.float32), np.array([0.0], np.float32))
+    assert verify._bit_exact(other_nan, np.array([np.nan], np.float32))
