@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 import convrewrite as cr
-from convrewrite.graph import to_graph
+from convrewrite.gs_graph import to_graph
 from convrewrite.models.builder import GraphBuilder
 from convrewrite.build.onnx_read import spec_of
 from convrewrite.build.onnx_read import conv_nodes

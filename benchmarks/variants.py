@@ -21,7 +21,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from convrewrite.conv import ConvSpec
-from convrewrite.graph import from_graph, to_graph
+from convrewrite.gs_graph import from_graph, to_graph
 from convrewrite.models.variants import shufflenet_v2
 from convrewrite.ops.shift import one_hot_depthwise_weight, shift_offsets
 from convrewrite.lowerings.groups import GroupLowering

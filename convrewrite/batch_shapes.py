@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import onnx
 
+from .graph import copy_model, light_copy
 from .shape_folding import folded_shapes
 
 PROBE_BATCHES = (2, 3, 5)       # distinct, so a constant and a multiple of the batch differ
@@ -51,7 +52,6 @@ def _unknown(dims: list | None, known: set[str]) -> bool:
 def _at_batch(model: onnx.ModelProto, symbol: str, batch: int
               ) -> dict[str, onnx.ValueInfoProto]:
     """Every inner tensor's type with the inputs' batch bound to ``batch``."""
-    from .graph import light_copy
     trial = light_copy(model)
     for value in trial.graph.input:
         dims = value.type.tensor_type.shape.dim
@@ -117,7 +117,6 @@ def _learned(dims: list | None, probed: list[list | None], symbol: str) -> list 
 def with_learned_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` (shapes inferred) with every inner tensor's unknown dims filled in where the
     probe batches tell them; the model itself where none is unknown."""
-    from .graph import copy_model
     learned = {n: d for n, d in learn(model).items() if not isinstance(d, str)}
     if not learned:
         return model

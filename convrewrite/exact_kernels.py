@@ -29,8 +29,7 @@ WEIGHT, WEIGHT_ZERO_POINT, INPUT_ZERO_POINT = 3, 5, 2
 def exact_integer_kernels(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with every uint8-input, int8-weight QLinearConv moved to uint8 weights (the model
     itself where there is none: no copy)."""
-    if not any(_saturating(node, _constants(graph)) for graph in _graphs(model)
-               for node in graph.node):
+    if not _any_saturating(model):
         return model
     model = copy_model(model)
     for graph in _graphs(model):
@@ -39,6 +38,19 @@ def exact_integer_kernels(model: onnx.ModelProto) -> onnx.ModelProto:
             for index in (WEIGHT, WEIGHT_ZERO_POINT):
                 node.input[index] = _as_uint8(graph, node.input[index], constants)
     return model
+
+
+def _any_saturating(model: onnx.ModelProto) -> bool:
+    """Whether any graph holds a saturating QLinearConv: each graph's constants are mapped once,
+    and only where it has a QLinearConv at all (mapping them per node was quadratic: 8.8 of 18 s
+    of a verified k210 rewrite of a 1-D net with 303 records, three sessions)."""
+    for graph in _graphs(model):
+        if not any(n.op_type == "QLinearConv" for n in graph.node):
+            continue
+        constants = _constants(graph)
+        if any(_saturating(node, constants) for node in graph.node):
+            return True
+    return False
 
 
 def _graphs(model: onnx.ModelProto) -> Iterator[onnx.GraphProto]:

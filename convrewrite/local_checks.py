@@ -30,6 +30,7 @@ class Merged:
     originals: dict[int, list[str]] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)        # every tensor the checks read
     reference: dict[str, str] = field(default_factory=dict)  # original model's outputs, renamed
+    tidied: dict[str, str] = field(default_factory=dict)     # the tidied model's, renamed
 
 
 class Producers:
@@ -147,12 +148,16 @@ def chunks(befores: list[onnx.ModelProto]) -> list[list[int]]:
 
 
 def merge(rewritten: onnx.ModelProto, records, befores: list[onnx.ModelProto],
-          producers: Producers, original: onnx.ModelProto | None = None) -> Merged:
+          producers: Producers, original: onnx.ModelProto | None = None,
+          tidied: onnx.ModelProto | None = None) -> Merged:
     """``rewritten`` with each record's original piece (``befores``: standard_reference'd) in
     its graph, reading the tensors the record's replacement reads; every record's replacement
     and original outputs are graph outputs. ``original`` (``foldable``, standard_reference'd):
     the whole original model too, on the same graph inputs, its outputs renamed
-    (``Merged.reference``); a piece's weight equal to the original's is read from it."""
+    (``Merged.reference``); a piece's weight equal to the original's is read from it.
+    ``tidied`` (``foldable``, standard_reference'd): the rewritten model after the tidy passes,
+    on the same graph inputs, its outputs renamed (``Merged.tidied``); a weight of it equal to
+    the rewritten model's is read from there."""
     model = onnx.ModelProto()
     model.CopyFrom(rewritten)
     g = model.graph
@@ -170,6 +175,14 @@ def merge(rewritten: onnx.ModelProto, records, befores: list[onnx.ModelProto],
         shared = {t.name: (name(t.name), t) for t in original.graph.initializer}
         merged.reference = {o.name: name(o.name) for o in original.graph.output}
         wanted += merged.reference.values()
+    if tidied is not None:
+        feeds = {i.name for i in tidied.graph.input} - {t.name for t in tidied.graph.initializer}
+        own = {t.name: (t.name, t) for t in rewritten.graph.initializer}
+        nodes, inits, name = _renamed(tidied, f"{prefix}t/", feeds, own)
+        g.node.extend(nodes)
+        g.initializer.extend(inits)
+        merged.tidied = {o.name: name(o.name) for o in tidied.graph.output}
+        wanted += merged.tidied.values()
     for i, (record, before) in enumerate(zip(records, befores)):
         reads = [record.input_name, *record.more_inputs]
         producers.piece(reads, [record.output_name, *record.more_outputs])

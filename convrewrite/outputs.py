@@ -242,7 +242,8 @@ def save_model_files(model: onnx.ModelProto, path: "str | os.PathLike", *, exter
     """Write ``model`` to ``path`` (with its tensors in one fresh external-data file beside it when
     ``external_data``), as one unit; never onto a ``protected`` file. Returns the files written.
 
-    The caller's ModelProto is not modified (onnx's own external-data save clears raw_data).
+    With ``external_data`` the model given is spent: onnx's external-data save clears its tensors'
+    raw_data (``graph.save_model`` hands over a copy, so its caller's model is not modified).
     """
     path = Path(path)
     folder = _folder(path)
@@ -257,10 +258,8 @@ def save_model_files(model: onnx.ModelProto, path: "str | os.PathLike", *, exter
     placed_data = False
     try:
         if external_data:
-            from .graph import copy_model       # graph imports this module
-            copy = copy_model(model)
             staging_name = "staged.data"
-            onnx.save_model(copy, str(staged), save_as_external_data=True,
+            onnx.save_model(model, str(staged), save_as_external_data=True,
                             all_tensors_to_one_file=True, location=staging_name,
                             size_threshold=1024)
             staged_data = Path(tmp) / staging_name

@@ -22,7 +22,8 @@ import onnx_graphsurgeon as gs
 from .build.onnx_read import conv_nodes, spec_of
 from .conv import CONV_OPS
 from .decline import Decline, Declined
-from .graph import from_graph, opset_version, to_graph
+from .graph import opset_version
+from .gs_graph import from_graph, to_graph
 from .legacy import for_rewriting, restore
 from .legality import check
 from .naming import Names
@@ -38,8 +39,8 @@ from .record import Record, Remaining
 from .target import Target
 from .validate import validate_graph, validate_model
 from .walk import nested_scopes
-from .verify import (Tolerance, make_inputs, reference_run, verify_end_to_end, verify_records,
-                     verify_with_reference)
+from .verify import (Tolerance, make_inputs, optimization_level, reference_run, verify_end_to_end,
+                     verify_records, verify_with_reference)
 
 MAX_ITERATIONS = 16
 
@@ -379,8 +380,11 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     reference = None            # the original's outputs and engine (verify.reference_run), once
     tidied = None               # the tidy step's graph of ``rewritten``, when it has its shapes
     checked = (None, {})        # the model the local checks ran and its outputs in that run
+    early = None                # the tidy step, when it runs before the local checks
     for step in steps:
         if step.kind in ("inline", "bodies", "rewrite") or not result.changed:
+            continue
+        if step is early:
             continue
         started = time.perf_counter()
         if step.kind == "tidy":
@@ -390,13 +394,25 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
                 result.inputs = feeds()
             in_bodies = {id(r) for b in result.bodies for r in b.records}
             records = [r for r in result.records if id(r) not in in_bodies]
+            early = _tidy_early(steps, step, reference, rewritten)
+            untidied = rewritten
+            if early is not None:       # the model the end-to-end check compares, made now
+                rewritten, tidied = _tidy(rewritten, target, early.passes, result)
+                result.timings[early.timing] = time.perf_counter() - started
+                started = time.perf_counter()
             if reference is None:       # the original's run folded into the checks' run
-                reference, outputs = verify_with_reference(model, records, rewritten,
-                                                           result.inputs, tolerance, progress)
+                reference, outputs, also = verify_with_reference(
+                    model, records, untidied, result.inputs, tolerance, progress,
+                    tidied=rewritten if rewritten is not untidied else None)
+                if reference.fallback is not None:
+                    result.notes.append(
+                        f"local checks: the original model did not run in the checks' run "
+                        f"({reference.fallback}); it ran on its own, and every check on "
+                        f"{reference.engine}")
             else:
-                outputs = verify_records(records, rewritten, result.inputs, tolerance,
-                                         progress, reference.engine)
-            checked = (rewritten, outputs)
+                outputs, also = verify_records(records, untidied, result.inputs, tolerance,
+                                               progress, reference.engine), {}
+            checked = (rewritten, also) if rewritten is not untidied else (untidied, outputs)
             _verify_bodies(result.bodies, tolerance, progress)
         elif verify and step.scope == "end_to_end":
             if result.inputs is None:
@@ -413,6 +429,26 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     if result.changed:
         movement_legality(tidied if tidied is not None else to_graph(rewritten), target, result)
     return (restore(rewritten, model) if rewritten is not model else model), result
+
+
+def _tidy_early(steps: tuple[Step, ...], local: Step, reference,
+                rewritten: onnx.ModelProto) -> Step | None:
+    """The tidy step after ``local`` when an end-to-end check follows it (and the original's
+    run is still to be made) and the model is compared at onnxruntime's basic level (quantized):
+    run before the local checks, its model is folded into their onnxruntime run, so the
+    end-to-end check needs no session at that level of its own. A model compared at the full
+    level is not: the end-to-end check loads it alone at that level anyway (it must load as a
+    user loads it, ``verify.default_load_error``), and that session's run is the comparison.
+    The local checks still run on the model the lowerings made (the records name its
+    tensors)."""
+    if optimization_level(rewritten) == "all":
+        return None
+    later = steps[steps.index(local) + 1:]
+    tidy = [s for s in later if s.kind == "tidy"]
+    if reference is not None or len(tidy) != 1 or not any(
+            s.kind == "verify" and s.scope == "end_to_end" for s in later[later.index(tidy[0]):]):
+        return None
+    return tidy[0]
 
 
 def _tidy(model: onnx.ModelProto, target: Target, passes: tuple[GraphPass, ...],

@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .verify import ORT_LOG_SEVERITY
+from .graph import infer_shapes
+from .ort_setup import session_options
 
 ARITHMETIC = {"Constant", "Shape", "Size", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice",
               "Cast", "Add", "Sub", "Mul", "Div", "Mod", "Floor", "Ceil", "Neg", "Abs",
@@ -23,7 +24,6 @@ MAX_ELEMENTS = 64       # a shape, not data
 
 def folded_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` (a scratch copy: it is changed) shape-inferred, its shape arithmetic folded."""
-    from .graph import infer_shapes
     inferred = infer_shapes(model)
     for _ in range(MAX_ROUNDS):
         folded = _fold_round(model, inferred)
@@ -123,9 +123,7 @@ def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], types: dict,
         o for o in model.opset_import if o.domain in ("", "ai.onnx")])
     small.ir_version = model.ir_version
     try:
-        options = ort.SessionOptions()
-        options.log_severity_level = ORT_LOG_SEVERITY
-        session = ort.InferenceSession(small.SerializeToString(), options,
+        session = ort.InferenceSession(small.SerializeToString(), session_options(),
                                        providers=["CPUExecutionProvider"])
         return session.run(None, {})
     except Exception:          # noqa: BLE001 - onnxruntime refuses: the shapes stay unknown

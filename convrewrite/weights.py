@@ -31,3 +31,30 @@ def absorb_selection(values: np.ndarray, channels: int, src: np.ndarray) -> np.n
     wide = np.zeros((values.shape[0], channels, *values.shape[2:]), dtype=values.dtype)
     np.add.at(wide, (slice(None), np.asarray(src)), values)
     return wide
+
+
+def conv_layout_views(shape: tuple[int, ...], groups: int) -> list[tuple[str, tuple, tuple]]:
+    """A ConvTranspose weight of ``shape`` [Cin, Cout/g, k...] as a Conv weight
+    [Cout, Cin/g, k...] (taps unflipped; the flip is a reversed slice), as layout ops on a tensor
+    known only at run time: ("Reshape", output shape, ()) or ("Transpose", output shape, perm).
+    The in/out axes swap per group: one Transpose for one group, Reshape-Transpose-Reshape for
+    more; where a group has one input or one output channel, the swap keeps the element order
+    and a Reshape is all (none when the shape stays)."""
+    cin, cout_g, *kernel = shape
+    cin_g = cin // groups
+    out = (groups * cout_g, cin_g, *kernel)
+    if cin_g == 1 or cout_g == 1:
+        return [] if tuple(shape) == out else [("Reshape", out, ())]
+    if groups == 1:
+        return [("Transpose", out, (1, 0, *range(2, len(shape))))]
+    return [("Reshape", (groups, cin_g, cout_g, *kernel), ()),
+            ("Transpose", (groups, cout_g, cin_g, *kernel), (0, 2, 1, *range(3, len(shape) + 1))),
+            ("Reshape", out, ())]
+
+
+def runtime_conv_layout_ops(shape: tuple[int, ...], groups: int) -> list[str]:
+    """The ops ``conv_layout_views`` emits, and the Slice that flips the kernel (reversed, so
+    a kernel of one tap needs none): what a transposed conv's weight known only at run time
+    needs from the target to become a Conv weight."""
+    ops = [op for op, _, _ in conv_layout_views(shape, groups)]
+    return sorted(set(ops + (["Slice"] if any(k > 1 for k in shape[2:]) else [])))

@@ -7,7 +7,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import convrewrite as cr
-from convrewrite.graph import to_graph
+from convrewrite.gs_graph import to_graph
 from convrewrite.build.onnx_read import spec_of
 from tests.conv_cases import conv_model
 

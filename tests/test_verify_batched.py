@@ -7,6 +7,7 @@ import importlib
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 from convrewrite.pipeline import rewrite_model
@@ -97,13 +98,119 @@ def test_the_original_folded_into_the_checks_run_gives_its_own_reference(monkeyp
     model, rewritten, records = _rewritten()
     feeds = make_inputs(model)
     alone = verify.reference_run(model, feeds)
-    folded, _ = verify.verify_with_reference(model, records, rewritten, feeds, Tolerance())
+    folded, _, _ = verify.verify_with_reference(model, records, rewritten, feeds, Tolerance())
     assert folded.engine == alone.engine == verify.ONNXRUNTIME
     assert folded.outputs.keys() == alone.outputs.keys()
     for name, value in alone.outputs.items():
         assert np.allclose(folded.outputs[name], value, rtol=1e-5, atol=1e-5)
     verdicts = [r.verify["passed"] for r in records]
     monkeypatch.setattr(verify.local_checks, "foldable", lambda original, rewritten: False)
-    separate, _ = verify.verify_with_reference(model, records, rewritten, feeds, Tolerance())
+    separate, _, _ = verify.verify_with_reference(model, records, rewritten, feeds, Tolerance())
     assert separate.outputs.keys() == alone.outputs.keys()
     assert [r.verify["passed"] for r in records] == verdicts == [True] * len(records)
+
+
+def test_the_tidied_model_folded_into_the_checks_run_gives_its_own_outputs():
+    """The model the end-to-end check compares, run inside the checks' run, gives what its own
+    run gives; a wrong one (a weight mirrored) gives its own wrong outputs, not the rewritten
+    model's, so the end-to-end check still fails on it."""
+    model, rewritten, records = _rewritten()
+    feeds = make_inputs(model)
+    wrong = onnx.ModelProto()
+    wrong.CopyFrom(rewritten)
+    conv = next(n for n in wrong.graph.node if n.op_type == "Conv")
+    _mirrored(wrong, conv.input[1])
+    for tidied in (rewritten, wrong):
+        _, own, also = verify.verify_with_reference(model, records, rewritten, feeds,
+                                                    Tolerance(), tidied=tidied)
+        alone = verify.run(tidied, feeds)
+        assert also.keys() == alone.keys() == own.keys()
+        for name, value in alone.items():
+            assert np.array_equal(also[name], value)
+    assert not all(np.array_equal(also[n], own[n]) for n in own)
+    assert all(r.verify["passed"] for r in records)
+
+
+def test_a_float_rewrite_runs_its_tidied_model_alone_as_shipped(monkeypatch):
+    """A model compared at onnxruntime's full level: the original and every record's check in
+    one session, the tidied model alone at the level a user loads it (the end-to-end run and the
+    load check at once), the original's noise floor; the verdict fails on a wrong tidied model."""
+    from convrewrite import api, pipeline
+    from convrewrite.models import demo_wide
+    model = demo_wide()         # channel splits whose Concat -> Split round trips tidy fuses
+    target = {"name": "c64", "conv": {"max_in_channels": 64, "max_out_channels": 64}}
+    made, tidied = [], []
+    session, tidy = verify.session, pipeline._tidy
+    monkeypatch.setattr(verify, "session", lambda m, level=None: made.append(level) or
+                        session(m, level))
+
+    def counted_tidy(m, *args):
+        out = tidy(m, *args)
+        tidied.append(out[0] is not m)
+        return out
+    monkeypatch.setattr(pipeline, "_tidy", counted_tidy)
+    _, report = api.rewrite(model, target)
+    assert report.status == "ok" and report.end_to_end["passed"] and tidied == [True]
+    assert made == [None, None, "disable"]
+
+    def wrong_tidy(m, target, passes, result):
+        wrong = onnx.ModelProto()
+        wrong.CopyFrom(m)
+        conv = next(n for n in wrong.graph.node if n.op_type == "Conv")
+        _mirrored(wrong, conv.input[1])
+        return wrong, None
+    monkeypatch.setattr(pipeline, "_tidy", wrong_tidy)
+    _, report = api.rewrite(model, target)
+    assert report.status == "mismatch" and not report.end_to_end["passed"]
+    assert all(r.verify["passed"] for r in report.records)
+
+
+def _float64_rewritten():
+    """A float64 conv tiled for k210: onnxruntime has no float64 Conv kernel, so the run with the
+    original folded in fails and the checks run on onnx's reference evaluator."""
+    model = conv_model(cin=2, cout=2, kernel=(7, 7), pads=(3, 3, 3, 3), spatial=(12, 12),
+                       dtype=np.float64)
+    rewritten, result = rewrite_model(model, load_target("k210"))
+    assert result.records
+    return model, rewritten, result.records
+
+
+def test_a_failed_folded_run_falls_back_and_says_on_which_engine():
+    model, rewritten, records = _float64_rewritten()
+    feeds = make_inputs(model)
+    reference, _, _ = verify.verify_with_reference(model, records, rewritten, feeds, Tolerance())
+    assert reference.engine == verify.REFERENCE
+    assert reference.fallback and "NOT_IMPLEMENTED" in reference.fallback
+    assert all(r.verify["passed"] and r.verify["engine"] == verify.REFERENCE for r in records)
+
+
+def test_a_folded_run_that_works_names_no_engine_per_record():
+    model, rewritten, records = _rewritten()
+    reference, _, _ = verify.verify_with_reference(model, records, rewritten, make_inputs(model),
+                                                Tolerance())
+    assert reference.fallback is None
+    assert all("engine" not in r.verify for r in records)
+
+
+def test_an_error_of_ours_in_the_folded_run_is_raised_not_swallowed(monkeypatch):
+    """Only onnxruntime's failures and our one-line errors send the checks down the separate
+    path; a bug in folding the original in (here a KeyError) surfaces."""
+    model, rewritten, records = _rewritten()
+    merge = verify.local_checks.merge
+
+    def broken(rewritten, records, befores, producers, original=None, tidied=None):
+        if original is not None:
+            raise KeyError("a bug")
+        return merge(rewritten, records, befores, producers)
+
+    monkeypatch.setattr(verify.local_checks, "merge", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        verify.verify_with_reference(model, records, rewritten, make_inputs(model), Tolerance())
+
+
+def test_the_report_says_the_checks_fell_back_and_on_which_engine():
+    from convrewrite.api import rewrite
+    model, _, _ = _float64_rewritten()
+    _, report = rewrite(model, "k210")
+    assert any("every check on onnx.reference" in note for note in report.notes)
+    assert all(r.verify["engine"] == "onnx.reference" for r in report.records)

@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 import convrewrite as cr
 from convrewrite import weight_sum
-from convrewrite.graph import to_graph
+from convrewrite.gs_graph import to_graph
 from convrewrite.build.onnx_read import spec_of
 from tests.conv_cases import conv_model
 

@@ -14,10 +14,9 @@ import onnx_graphsurgeon as gs
 from ..decline import Declined
 from ..plan.channels import sum_order
 from ..weights import selection_weight
-from .onnx_read import constant_value
+from .onnx_read import INT64_MAX, constant_value
 
 INT64 = onnx.TensorProto.INT64
-INT64_MAX = np.iinfo(np.int64).max
 
 
 def sliced_extent(extent, start: int, end: int, step: int):

@@ -8,6 +8,7 @@ along when they are per-channel.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -18,7 +19,7 @@ import onnx_graphsurgeon as gs
 from .. import weight_sum
 from ..conv import CONV_OPS, ConvSpec
 from ..decline import Decline, Declined
-from ..weights import block_diagonal
+from ..weights import block_diagonal, conv_layout_views
 
 # Input positions of the data, weight and bias tensors per op.
 IO_POSITIONS = {
@@ -34,6 +35,7 @@ QUANT_POSITIONS = {
     "ConvInteger": {"x_zero_point": 2, "w_zero_point": 3},
 }
 SCALES = ("x_scale", "w_scale", "y_scale")
+INT64_MAX = np.iinfo(np.int64).max
 
 
 def quant_operands(node: gs.Node) -> dict[str, gs.Tensor]:
@@ -237,6 +239,18 @@ class ConstWeight:
         return ConstWeight(np.ascontiguousarray(values), self.scale, self.zero_point, axis,
                            self.out_dtype)
 
+    def reshaped(self, shape: tuple[int, ...]) -> "ConstWeight":
+        """The weight as ``shape`` (same elements in the same order; output channels stay on
+        axis 0)."""
+        return self.with_values(self.values.reshape(shape))
+
+    def kernel_taps(self, names: list[str], use_split: bool = False
+                    ) -> list[tuple[gs.Tensor, list[gs.Node]]]:
+        """``W[:, :, t]`` for every tap t of the first kernel axis (one per name): a constant
+        each (dequantized like the original when QDQ)."""
+        return [self.with_values(self.values[:, :, t]).slice(name, (slice(None),))
+                for t, name in enumerate(names)]
+
     def with_values(self, values: np.ndarray) -> "ConstWeight":
         """Rearranged taps (same output channels on axis 0, so per-channel parameters hold)."""
         if self.quantized and np.asarray(constant_value(self.scale)).size > 1 \
@@ -257,10 +271,12 @@ class ConstWeight:
 class RuntimeWeight:
     """A conv weight known only at run time (a graph input, or computed from one: NF-Nets' weight
     standardisation, a modulated conv, weight norm kept in the graph). Lowerings that only cut
-    the weight (channel chunks, taps, the whole of it) get Slice nodes on the tensor itself,
-    and a kernel zero-extended at its end a Pad of it; whatever needs its values (taps respaced
-    into a dense dilated kernel, a block-diagonal or transposed layout, rearranged taps)
-    declines with the reason."""
+    the weight (channel chunks, taps, the whole of it, reversed) get Slice nodes on the tensor
+    itself, a kernel zero-extended at its end a Pad of it, a new layout (``reshaped``, a
+    ConvTranspose weight in conv layout) Reshape / Transpose nodes on it; whatever needs its
+    values (taps respaced into a dense dilated kernel, a block-diagonal weight, rearranged taps)
+    declines with the reason. The layout ops and the Pad are made once, where the weight is
+    first sliced, and shared by every slice of it."""
 
     tensor: gs.Tensor
     shape: tuple[int, ...]
@@ -268,6 +284,11 @@ class RuntimeWeight:
     opset: int = 17
     pad_ends: tuple[int, ...] = ()      # zeros to append per axis (``respaced``), else none
     _padded: list = field(default_factory=list, compare=False)   # the Pad's output, once made
+    # the layout ops applied to ``tensor`` before any pad: (op, output shape, perm or ())
+    # (``reshaped``, ``conv_layout``); their last output, once made, shared by the weights
+    # derived from it
+    views: tuple = ()
+    _viewed: list = field(default_factory=list, compare=False)
 
     quantized = False
 
@@ -281,41 +302,131 @@ class RuntimeWeight:
 
     def slice(self, graph_name: str, index: tuple[slice, ...]) -> tuple[gs.Tensor, list[gs.Node]]:
         """A tensor holding ``W[index]``: the weight itself, or one Slice of it (of its
-        zero-extended form, padded once, with the first slice)."""
+        zero-extended form, padded once, with the first slice). A zero-extended weight taken
+        whole is extended by Concat with zeros instead: onnxruntime (1.32) fuses a Pad that
+        feeds only a Conv into that Conv's pads without asking which input it feeds, and
+        fails to load the model when it is the weight."""
+        if self.pad_ends and all(range(*part.indices(n)) == range(n)
+                                 for part, n in zip(index, self.shape)):
+            return self._concat_zeros(graph_name)
         source, made = self._source(graph_name)
         part, nodes = self._slice(source, graph_name, index)
         return part, made + nodes
 
+    def _concat_zeros(self, graph_name: str) -> tuple[gs.Tensor, list[gs.Node]]:
+        """The zero-extended weight whole: per extended axis a Concat with zeros."""
+        source, made = self._view_source(graph_name)
+        shape = [n - e for n, e in zip(self.shape, self.pad_ends)]
+        dtype = self.tensor.dtype if self.tensor.dtype is not None else np.float32
+        for axis, extra in enumerate(self.pad_ends):
+            if not extra:
+                continue
+            zeros = list(shape)
+            zeros[axis] = extra
+            shape[axis] += extra
+            out = gs.Variable(f"{graph_name}.w_zero_extended{axis}", dtype=self.tensor.dtype,
+                              shape=list(shape))
+            made.append(gs.Node("Concat", f"{graph_name}/w_zero_extend{axis}", {"axis": axis},
+                                [source, gs.Constant(f"{graph_name}.w_zeros{axis}",
+                                                     np.zeros(zeros, dtype=dtype))], [out]))
+            source = out
+        return source, made
+
     def _source(self, graph_name: str) -> tuple[gs.Tensor, list[gs.Node]]:
+        viewed, made = self._view_source(graph_name)
         if not self.pad_ends:
-            return self.tensor, []
+            return viewed, made
         if self._padded:
-            return self._padded[0], []
+            return self._padded[0], made
         out = gs.Variable(f"{graph_name}.w_padded", dtype=self.tensor.dtype,
                           shape=list(self.shape))
         pads = [0] * len(self.shape) + list(self.pad_ends)
         if self.opset >= 11:
             node = gs.Node("Pad", f"{graph_name}/w_pad", {"mode": "constant"},
-                           [self.tensor, gs.Constant(f"{graph_name}.w_pads",
-                                                     np.asarray(pads, dtype=np.int64))], [out])
+                           [viewed, gs.Constant(f"{graph_name}.w_pads",
+                                                np.asarray(pads, dtype=np.int64))], [out])
         else:
             node = gs.Node("Pad", f"{graph_name}/w_pad", {"mode": "constant", "pads": pads},
-                           [self.tensor], [out])
+                           [viewed], [out])
         self._padded.append(out)
-        return out, [node]
+        return out, made + [node]
+
+    def _view_source(self, graph_name: str) -> tuple[gs.Tensor, list[gs.Node]]:
+        """The tensor in its new layout (``views`` applied), made once."""
+        if not self.views:
+            return self.tensor, []
+        if self._viewed:
+            return self._viewed[0], []
+        source, made = self.tensor, []
+        for n, (op, shape, perm) in enumerate(self.views):
+            out = gs.Variable(f"{graph_name}.w_view{n}", dtype=self.tensor.dtype,
+                              shape=list(shape))
+            if op == "Transpose":
+                made.append(gs.Node("Transpose", f"{graph_name}/w_transpose{n}",
+                                    {"perm": list(perm)}, [source], [out]))
+            else:
+                made.append(gs.Node("Reshape", f"{graph_name}/w_reshape{n}", {},
+                                    [source, gs.Constant(f"{graph_name}.w_shape{n}",
+                                                         np.asarray(shape, dtype=np.int64))],
+                                    [out]))
+            source = out
+        self._viewed.append(source)
+        return source, made
+
+    def _viewing(self, *views) -> "RuntimeWeight":
+        """This weight with layout ``views`` ((op, output shape, perm)) applied after its own."""
+        if self.pad_ends:
+            raise ValueError("a zero-extended weight is not laid out anew")
+        return RuntimeWeight(self.tensor, tuple(views[-1][1]), self.origin, self.opset,
+                             views=self.views + tuple(views))
+
+    def reshaped(self, shape: tuple[int, ...]) -> "RuntimeWeight":
+        """The weight as ``shape`` (same elements in the same order): a Reshape of it."""
+        if tuple(shape) == tuple(self.shape):
+            return self
+        return self._viewing(("Reshape", tuple(shape), ()))
+
+    def kernel_taps(self, names: list[str], use_split: bool = False
+                    ) -> list[tuple[gs.Tensor, list[gs.Node]]]:
+        """``W[:, :, t]`` for every tap t of the first kernel axis (one per name): a weight one
+        rank lower. Per tap a strided Slice of the weight viewed as [O, I*k, rest...] (input
+        channel i of tap t is channel i*k + t); or, ``use_split``, one Split of it viewed as
+        [O, I, k, rest] and a Reshape per piece."""
+        out_c, in_c, k, *rest = self.shape
+        if use_split:
+            flat = math.prod(rest)
+            source, made = self.reshaped((out_c, in_c, k, flat))._source(f"{names[0]}.taps")
+            pieces = [gs.Variable(f"{name}.w_tap", dtype=self.tensor.dtype,
+                                  shape=[out_c, in_c, 1, flat]) for name in names]
+            if self.opset >= 13:
+                made.append(gs.Node("Split", f"{names[0]}/w_split", {"axis": 2},
+                                    [source, gs.Constant(f"{names[0]}.w_split_sizes",
+                                                         np.ones(k, dtype=np.int64))], pieces))
+            else:
+                made.append(gs.Node("Split", f"{names[0]}/w_split",
+                                    {"axis": 2, "split": [1] * k}, [source], pieces))
+            taps = []
+            for t, (piece, name) in enumerate(zip(pieces, names)):
+                tensor, nodes = RuntimeWeight(piece, (out_c, in_c, 1, flat), self.origin,
+                                              self.opset).reshaped((out_c, in_c, *rest)).slice(
+                                                  name, ())
+                taps.append((tensor, (made if t == 0 else []) + nodes))
+            return taps
+        folded = self.reshaped((out_c, in_c * k, *rest))
+        return [folded.slice(name, (slice(None), slice(t, None, k))) for t, name in enumerate(names)]
 
     def _slice(self, source: gs.Tensor, graph_name: str,
                index: tuple[slice, ...]) -> tuple[gs.Tensor, list[gs.Node]]:
         axes, starts, ends, steps, shape = [], [], [], [], list(self.shape)
         for axis, part in enumerate(index):
             start, stop, step = part.indices(self.shape[axis])
-            if (start, stop, step) == (0, self.shape[axis], 1):
+            if range(start, stop, step) == range(self.shape[axis]):
                 continue
-            if step < 0:
-                self._needs_values("a reversed weight slice")
             axes.append(axis)
             starts.append(start)
-            ends.append(stop)
+            # a reversed slice through index 0: an end before the first element (ONNX reads a
+            # negative end from the back)
+            ends.append(-INT64_MAX if stop < 0 else stop)
             steps.append(step)
             shape[axis] = len(range(start, stop, step))
         if not axes:
@@ -346,7 +457,8 @@ class RuntimeWeight:
         padded = (*self.shape[:2], *kernel)
         return RuntimeWeight(self.tensor, padded, self.origin, self.opset,
                              tuple(a + b for a, b in zip(self.pad_ends, (0, 0, *extra)))
-                             if self.pad_ends else (0, 0, *extra))
+                             if self.pad_ends else (0, 0, *extra), views=self.views,
+                             _viewed=self._viewed)
 
     def take_rows(self, rows: slice, name: str):
         self._needs_values("a block-diagonal weight")
@@ -354,8 +466,11 @@ class RuntimeWeight:
     def block_diagonal(self, groups: int):
         self._needs_values("a block-diagonal weight")
 
-    def conv_layout(self, groups: int):
-        self._needs_values("a transposed conv's weight in conv layout")
+    def conv_layout(self, groups: int) -> "RuntimeWeight":
+        """A ConvTranspose weight [Cin, Cout/g, k...] as a Conv weight [Cout, Cin/g, k...]
+        (taps unflipped): Reshape / Transpose of it (``weights.conv_layout_views``)."""
+        views = conv_layout_views(self.shape, groups)
+        return self._viewing(*views) if views else self
 
     def with_values(self, values: np.ndarray):
         self._needs_values("rearranging the weight's taps")

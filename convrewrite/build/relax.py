@@ -15,7 +15,7 @@ import numpy as np
 from ..decline import Declined
 from ..plan.channels import sum_order
 from ..weights import block_diagonal, selection_weight
-from .relax_read import RELAX_CONVS, op_name
+from .relax_read import RELAX_CONVS, dims, op_name
 
 
 INTEGER_CONVS_ONNX_ONLY = "integer convs (QLinearConv, ConvInteger) are split on ONNX only"
@@ -99,7 +99,6 @@ class RelaxBuilder:
         return wanted
 
     def shape(self, x) -> list | None:
-        from .relax_read import dims
         found = dims(x)
         return None if found is None else list(found)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import onnx
 
-from ..graph import from_graph, to_graph
+from ..gs_graph import from_graph, to_graph
 from ..naming import Names
 from . import DOMAIN, REFERENCES, channelwise, shift, sparse_conv  # noqa: F401 - they register
 

@@ -21,7 +21,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..conv import CONV_OPS
-from ..graph import infer_shapes, to_graph
+from ..graph import infer_shapes
+from ..gs_graph import to_graph
 from ..naming import Names
 from ..record import Record
 

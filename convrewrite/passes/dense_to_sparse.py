@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 from ..build.onnx import OnnxBuilder
 from ..build.onnx_read import constant_value
 from ..errors import BadInputError
-from ..graph import isolate_region
+from ..gs_graph import isolate_region
 from ..record import Record
 from ..sparse.onnx_form import IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS
 from ..sparse.region import REGION_OPS, Densify, Region

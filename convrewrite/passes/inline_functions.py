@@ -21,7 +21,7 @@ from onnx import inliner
 from ..build.onnx_read import conv_nodes, spec_of
 from ..conv import CONV_OPS
 from ..decline import Decline
-from ..graph import to_graph
+from ..gs_graph import to_graph
 from ..legality import check
 from ..target import Target
 

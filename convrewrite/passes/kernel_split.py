@@ -36,9 +36,14 @@ class KernelSplit(Pass):
         cuts = () if ctx.target.allows_op("Slice") else need(view_cuts(spec, plan, pads))
         cut_ops = [] if count == 1 else ["Slice"] if not cuts else \
             ["Split"] + (["Concat"] if any(c.overlapping for _, c in cuts) else [])
-        self.require_ops(ctx, cut_ops + ["Pad"] + (["Add"] if count > 1 else []))
+        # a weight computed at run time, zero-extended and taken whole: Concat with zeros
+        # (``RuntimeWeight.slice``)
+        whole_extended = count == 1 and not spec.constant_weight and \
+            tuple(plan.padded_kernel) != tuple(spec.kernel_shape)
+        self.require_ops(ctx, cut_ops + ["Pad"] + (["Add"] if count > 1 else [])
+                         + (["Concat"] if whole_extended else []))
         rank, base, y = spec.rank, node.name, node.outputs[0]
-        weight = self.weight(node).respaced(plan.padded_kernel)
+        weight = self.weight(node, ctx.opset).respaced(plan.padded_kernel)
         overflow = [(kp - k) * d for kp, k, d in
                     zip(plan.padded_kernel, spec.kernel_shape, spec.dilations)]
         added: list[gs.Node] = []

@@ -12,7 +12,7 @@ from ..build.onnx import OnnxBuilder
 from ..build.onnx_read import IO_POSITIONS, conv_nodes, quant_operands, runtime_operands, spec_of
 from ..conv import ConvSpec
 from ..decline import Decline, need
-from ..graph import from_graph, isolate_node, to_graph
+from ..gs_graph import from_graph, isolate_node, to_graph
 from ..legality import check
 from ..lowerings import Lowering
 from ..record import Record

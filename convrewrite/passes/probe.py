@@ -8,9 +8,10 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
+from ..batch_shapes import why_unknown
 from ..decline import Decline
-from ..graph import isolate_region
-from ..verify import ORT_LOG_SEVERITY
+from ..gs_graph import from_graph, isolate_region
+from ..ort_setup import session_options
 
 PROBE_EXTENT = (3, 5, 7)     # sizes for dynamic axes: distinct, so a mix-up shows
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
@@ -22,8 +23,7 @@ def model_batches(x: gs.Tensor, graph: gs.Graph, like: onnx.ModelProto,
     inference with the shape arithmetic folded): a region behind a batch-folding Reshape
     ([N, C, H, W] -> [N * k, ...], as TorchScript writes MobileViT's patches) must be probed with
     the model inputs it was computed from. None where inference cannot tell."""
-    from ..graph import from_graph                      # graph -> proto, as the pipeline does
-    model = from_graph(graph.copy(), like)
+    model = from_graph(graph.copy(), like)             # graph -> proto, as the pipeline does
     found = []
     for b in batches:
         trial = onnx.ModelProto()
@@ -48,8 +48,6 @@ def model_batches(x: gs.Tensor, graph: gs.Graph, like: onnx.ModelProto,
 def why_shape_unknown(x: gs.Tensor, graph: gs.Graph, like: onnx.ModelProto) -> str:
     """" (why)" where ``x``'s shape is not learned from the batch (``batch_shapes``), else "":
     the note a decline over x's unknown shape ends with."""
-    from ..batch_shapes import why_unknown
-    from ..graph import from_graph
     why = why_unknown(from_graph(graph.copy(), like), x.name)
     return f" ({why})" if why else ""
 
@@ -85,9 +83,7 @@ def run_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor], gra
         return Decline("the region reads a graph input of a type it cannot probe")
     model.graph.input.extend(others.values())
     try:
-        options = ort.SessionOptions()
-        options.log_severity_level = ORT_LOG_SEVERITY
-        session = ort.InferenceSession(model.SerializeToString(), options,
+        session = ort.InferenceSession(model.SerializeToString(), session_options(),
                                        providers=["CPUExecutionProvider"])
         return [session.run(None, {x.name: probe, **extra})
                 for probe, extra in zip(probes, extras)]

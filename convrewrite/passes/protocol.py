@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 from ..build.onnx_read import IO_POSITIONS, ConstWeight, RuntimeWeight, conv_weight
 from ..conv import ConvSpec
 from ..decline import Decline, Declined, need
-from ..graph import isolate_region
+from ..gs_graph import isolate_region
 from ..rules import Violation
 from ..naming import Names
 from ..record import Record

@@ -11,11 +11,14 @@
 Only the interface Reshapes touch 5-D tensors; the tidy step's view sinking
 (``passes.view_sinking``) moves the 4 -> 5-D one on past layout-blind ops, so that between two
 lowered 3-D convs nothing 5-D is left for a rank-4 engine.
+
+A weight known only at run time (``build.onnx_read.RuntimeWeight``) is reshaped in the graph
+(1-D: a Reshape to [O, I, 1, k]) or cut into its depth taps there (3-D), with the ops the form
+already runs.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
@@ -41,7 +44,7 @@ class RankLowering(Pass):
         else:
             pads = need(explicit_pads(node, spec))
         plan = need(plan_rank_lowering(spec, ctx.target, pads))
-        weight = self.weight(node)
+        weight = self.weight(node, ctx.opset)
         added: list[gs.Node] = []
         if plan.form == "lift":
             self.require_ops(ctx, ["Reshape"])
@@ -53,7 +56,7 @@ class RankLowering(Pass):
             self.require_ops(ctx, [cut, "Reshape", "Add"] + (
                 ["Transpose"] if plan.form == "depth_batch" else ["Concat"])
                 + (["Pad"] if pads[0] or pads[3] else []))
-            self._depth(node, spec, pads, plan, weight, ctx, added)
+            self._depth(node, spec, pads, plan, weight, ctx, added, use_split=cut == "Split")
             tolerance = "reassociating"
         record = self.record(node, spec, violations, plan.strategy, added, tolerance=tolerance)
         replace(node, ctx, added)
@@ -65,7 +68,7 @@ class RankLowering(Pass):
                         [*x.shape[:2], 1, x.shape[2]])
         added.append(gs.Node("Reshape", ctx.fresh(f"{base}/to_2d"), {},
                              [x, int64s(ctx, f"{base}/shape_2d", [0, 0, 1, -1])], [rows]))
-        w2, dq = weight.with_values(weight.values.reshape(*weight.values.shape[:2], 1, -1)).slice(
+        w2, dq = weight.reshaped((*spec.weight_shape[:2], 1, spec.kernel_shape[0])).slice(
             ctx.fresh(f"{base}/w2d"), (slice(None),))
         added += dq
         attrs = {"kernel_shape": [1, spec.kernel_shape[0]], "strides": [1, spec.strides[0]],
@@ -78,10 +81,12 @@ class RankLowering(Pass):
         added.append(gs.Node("Reshape", ctx.fresh(f"{base}/to_1d"), {},
                              [out2, int64s(ctx, f"{base}/shape_1d", [0, 0, -1])], [y]))
 
-    def _depth(self, node, spec, pads, plan: RankPlan, weight, ctx, added) -> None:
+    def _depth(self, node, spec, pads, plan: RankPlan, weight, ctx, added,
+               use_split: bool) -> None:
         """Every tensor between the interface Reshapes is 4-D (depth and the flattened map on
         the last two axes), so a target of rank 4 runs all of it; only the conv's own input
-        and output stay 5-D."""
+        and output stay 5-D. A weight known only at run time is cut into its depth taps in the
+        graph, by the op that cuts the frames (``kernel_taps``)."""
         x, y, base = node.inputs[0], node.outputs[0], node.name
         kd, sd, dd = spec.kernel_shape[0], spec.strides[0], spec.dilations[0]
         channels, (depth, height, width) = spec.in_channels, spec.input_shape[2:]
@@ -100,8 +105,7 @@ class RankLowering(Pass):
         if pads[0] or pads[3]:     # depth padding; height and width pads stay in the 2-D convs
             volume = pad_spatial(ctx, volume, [pads[0], 0], [pads[3], 0], f"{base}/pad_depth",
                                  added)
-        taps = [weight.with_values(np.ascontiguousarray(weight.values[:, :, t])).slice(
-            ctx.fresh(f"{base}/w_tap{t}"), (slice(None),)) for t in range(kd)]
+        taps = weight.kernel_taps([ctx.fresh(f"{base}/w_tap{t}") for t in range(kd)], use_split)
         for _, dq in taps:
             added += dq
         bias = [t for t in node.inputs[2:3] if t.name]

@@ -18,7 +18,7 @@ import onnx_graphsurgeon as gs
 from ..build.onnx import OnnxBuilder
 from ..build.onnx_read import constant_value
 from ..decline import Decline
-from ..graph import isolate_region
+from ..gs_graph import isolate_region
 from ..ops import DOMAIN
 from ..ops.sparse_conv import (INVERSE_OP_TYPE, OP_TYPE, SparseConvAttrs, SparseConvError,
                                check_weight, node_attrs, tap_weights)

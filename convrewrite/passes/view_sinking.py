@@ -19,7 +19,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..build.onnx_read import constant_value
-from ..graph import from_graph, to_graph
+from ..gs_graph import from_graph, to_graph
 from ..naming import Names
 from .chunk_fusion import CHANNEL_LOCAL_OPS
 from .protocol import GraphPass, PassResult, RewriteContext

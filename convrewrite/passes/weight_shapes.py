@@ -17,7 +17,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..build.onnx_read import IO_POSITIONS, conv_nodes, runtime_operands
-from ..graph import isolate_region
+from ..gs_graph import isolate_region
 from ..verify import run
 
 FEED_LIMIT = 2**26                  # bytes of graph inputs fed to find one weight's shape

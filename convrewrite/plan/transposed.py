@@ -11,6 +11,7 @@ from math import prod
 from ..conv import ConvSpec
 from ..decline import Decline
 from ..target import Target
+from ..weights import runtime_conv_layout_ops
 from .limits import missing_ops
 
 
@@ -196,13 +197,20 @@ def plan_transposed(spec: ConvSpec, target: Target) -> tuple[TransposedPlan, lis
     """The cheaper (by MACs) of the forms the target's rewrite options allow and its ops list
     can run, and why each other form was not taken. The sub-pixel form multiplies no inserted
     zero, so it wins wherever it can be built; zero insertion takes dilated transposed convs and
-    kernels smaller than their stride. Both keep every tensor they make at most 4-D for 1-D and
+    kernels smaller than their stride. A weight known only at run time is laid out in the
+    graph (Transpose / Reshape, a reversed Slice: ``weights.runtime_conv_layout_ops``), where the
+    target runs those ops. Both keep every tensor they make at most 4-D for 1-D and
     2-D convs (the interleave and the upsampling reshape to [A, L, s, B])."""
     if spec.op_type != "ConvTranspose":
         return Decline(f"{spec.op_type} is not a transposed conv")
     pads = transposed_pads(spec)
     if isinstance(pads, Decline):
         return pads
+    if not spec.constant_weight:    # laid out in the graph: both forms read it as a Conv weight
+        missing = missing_ops(target, runtime_conv_layout_ops(spec.weight_shape, spec.groups))
+        if missing:
+            return Decline(f"{missing.reason}, to lay out its weight (computed at run time) as a "
+                           "conv's: in/out channels swapped, taps flipped")
     wanted = target.rewrite.transposed_form
     built, reasons = [], []
     for name, form in (("subpixel", _subpixel_form), ("zero_insertion", _zero_insertion_form)):

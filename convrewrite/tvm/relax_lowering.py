@@ -23,7 +23,7 @@ from onnx import helper, numpy_helper
 
 from ..conv import ConvSpec
 from ..decline import Decline
-from ..graph import to_graph
+from ..gs_graph import to_graph
 from ..legality import check
 from ..build.onnx_read import spec_of
 from ..ops.reference import has_own_ops

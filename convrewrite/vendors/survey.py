@@ -16,7 +16,7 @@ import onnx
 
 from ..api import rewrite
 from ..build.onnx_read import spec_of
-from ..graph import to_graph
+from ..gs_graph import to_graph
 from ..legality import check
 from ..pipeline import conv_nodes
 from ..target import Target, load_target, preset_names

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import convrewrite as cr
-from convrewrite.graph import to_graph
+from convrewrite.gs_graph import to_graph
 from convrewrite.build.onnx_read import spec_of
 from convrewrite.build.relax import RelaxBuilder
 from convrewrite.decline import Declined

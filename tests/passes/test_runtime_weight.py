@@ -21,7 +21,9 @@ from tests.conv_cases import conv_model, run
 
 S2D = {"name": "s2d", "conv": {"max_stride": 1}}
 NARROW = {"name": "narrow", "conv": {"max_in_channels": 16, "max_out_channels": 16}}
-NEEDS_VALUES = "needs the weight's values; it is computed at run time"
+ZERO_INSERTION = {"name": "zero_insertion", "conv": {"transposed": False},
+                  "rewrite": {"transposed_form": "zero_insertion"}}
+RANK_2D = {"name": "rank_2d", "conv": {"spatial_ranks": [2]}}
 
 # name: (target, conv_model arguments, lowering expected, reason when a graph-input weight
 # leaves the conv illegal)
@@ -40,10 +42,29 @@ CASES = {
     "batch": ("generic", dict(batch=2, pads=(1, 1, 1, 1)), "batch", None),
     "tiling": ("k210", dict(spatial=(300, 300), cin=2, cout=2, pads=(1, 1, 1, 1)), "tiling",
                None),
-    "transposed": ("nvdla", dict(op="ConvTranspose", strides=(2, 2)), "transposed",
-                   f"transposed: a transposed conv's weight in conv layout {NEEDS_VALUES}"),
-    "rank": ("nvdla", dict(kernel=(3,), pads=(1, 1), spatial=(16,)), "rank",
-             f"rank: reading the weight {NEEDS_VALUES}"),
+    # a 2x2 kernel zero-extended to k210's 3x3 and taken whole: Concat with zeros, not a Pad
+    # (onnxruntime fuses a Pad feeding a Conv's weight into its pads and fails to load)
+    "kernel_split_zero_extended": ("k210", dict(kernel=(2, 2)), "kernel_split", None),
+    # the weight laid out for Conv in the graph: Transpose (one group), Reshape-Transpose-Reshape
+    # (groups), a Reshape (one channel per group); taps flipped by reversed Slices
+    "transposed": ("k210", dict(op="ConvTranspose", strides=(2, 2)), "transposed", None),
+    "transposed_groups": ("k210", dict(op="ConvTranspose", strides=(2, 2), groups=2),
+                          "transposed", None),
+    "transposed_depthwise": ("k210", dict(op="ConvTranspose", strides=(2, 2), groups=8),
+                             "transposed", None),
+    "transposed_zero_insertion": (ZERO_INSERTION, dict(op="ConvTranspose", strides=(2, 2)),
+                                  "transposed", None),
+    # NVDLA runs no Slice: a run-time weight cannot be flipped there
+    "transposed_without_slice": ("nvdla", dict(op="ConvTranspose", strides=(2, 2)),
+                                 "transposed", "transposed: the target's ops list lacks Slice, to "
+                                 "lay out its weight (computed at run time) as a conv's"),
+    "rank": ("nvdla", dict(kernel=(3,), pads=(1, 1), spatial=(16,)), "rank", None),
+    # 3-D: the depth taps cut by Split (NVDLA has no Slice: frames per output frame) or by
+    # strided Slices (frames on the batch axis)
+    "rank_3d_split": ("nvdla", dict(kernel=(3, 3, 3), pads=(1,) * 6, spatial=(4, 5, 6)), "rank",
+                      None),
+    "rank_3d_slice": (RANK_2D, dict(kernel=(3, 3, 3), pads=(1,) * 6, spatial=(4, 5, 6)), "rank",
+                      None),
 }
 
 
@@ -125,3 +146,23 @@ def test_space_to_depth_says_why_a_run_time_weight_is_subsampled_instead():
     _, report = cr.rewrite(runtime_weight(conv_model(**kwargs), "input"), S2D)
     assert "not space-to-depth: it rearranges the weight's taps, computed at run time" in \
         report.records[0].rewrite
+
+
+@pytest.mark.parametrize("shape,groups", [((8, 4, 3, 3), 1), ((8, 4, 3, 3), 2), ((8, 1, 3), 8),
+                                          ((8, 1, 2, 2), 4), ((4, 6, 3, 1, 2), 2),
+                                          ((6, 2, 3), 6)])
+def test_the_run_time_conv_layout_is_the_constant_one(shape, groups):
+    """``weights.conv_layout_views`` (the Reshape / Transpose ops a run-time weight gets)
+    computes what ``ConstWeight.conv_layout`` does with numpy."""
+    from convrewrite.build.onnx_read import ConstWeight
+    from convrewrite.weights import conv_layout_views, runtime_conv_layout_ops
+
+    values = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    got = values
+    for op, out_shape, perm in conv_layout_views(shape, groups):
+        got = got.transpose(perm) if op == "Transpose" else got.reshape(out_shape)
+        assert got.shape == out_shape
+    np.testing.assert_array_equal(got, ConstWeight(values).conv_layout(groups).values)
+    ops = runtime_conv_layout_ops(shape, groups)
+    assert ("Transpose" in ops) == (shape[0] // groups > 1 and shape[1] > 1)
+    assert ("Slice" in ops) == any(k > 1 for k in shape[2:])

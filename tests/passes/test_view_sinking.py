@@ -85,7 +85,7 @@ def _view_pair_graph(middle: str, allowzero: int = 0) -> onnx.ModelProto:
 
 
 def _sink(model, target):
-    from convrewrite.graph import from_graph, to_graph
+    from convrewrite.gs_graph import from_graph, to_graph
     ctx = RewriteContext(graph=to_graph(model), target=load_target(target), opset=17)
     result = ViewSinking().run(ctx, model)
     return from_graph(result.graph, model), result
