@@ -73,7 +73,7 @@ import convrewrite as cr
 from convrewrite.errors import ConvRewriteError
 from convrewrite.models import BUILDERS
 from convrewrite.vendors.env import TORCH, vendor_dir
-from convrewrite.vendors.vela import vendor_check
+from convrewrite.vendors.vela import DEFAULT_TIMEOUT_S, vendor_check
 
 HERE = Path(__file__).resolve().parent
 MODELS = ["shufflenet_v2", "r3d_18", "mobilevit_xxs", "unet_decoder", "dcgan", "convnext_tiny",
@@ -127,7 +127,8 @@ def load(name: str, files: dict[str, Path], exports: Path) -> onnx.ModelProto:
     return onnx.load(files.get(name, exports / f"{name}.onnx"))
 
 
-def judge_model(name: str, original: onnx.ModelProto, target, out: Path) -> dict:
+def judge_model(name: str, original: onnx.ModelProto, target, out: Path,
+                vela_timeout: float = DEFAULT_TIMEOUT_S) -> dict:
     """One model's row: per core, the original's and the rewrite's placement, or what failed.
     A failure (the rewrite, onnx2tf, Vela crashing) stays in this row; the run goes on."""
     started = time.monotonic()
@@ -135,7 +136,8 @@ def judge_model(name: str, original: onnx.ModelProto, target, out: Path) -> dict
     try:
         rewritten, report = cr.rewrite(original, target)
         row["status"], row["rewrites"] = report.status, len(report.records)
-        section = vendor_check(original, rewritten, target, out_dir=out)
+        section = vendor_check(original, rewritten, target, out_dir=out,
+                               vela_timeout=vela_timeout)
     except ConvRewriteError as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
         row["seconds"] = time.monotonic() - started
@@ -176,6 +178,8 @@ def main() -> int:
     p.add_argument("--onnx", nargs="*", default=[], metavar="NAME=PATH",
                    help="judge this ONNX file as NAME instead of exporting it")
     p.add_argument("--out", type=Path, default=vendor_dir() / "placement")
+    p.add_argument("--vela-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                   help="per Vela compile; past it the cell says 'vela did not finish in S s'")
     args = p.parse_args()
     files = {k: Path(v) for k, v in (x.split("=", 1) for x in args.onnx)}
     names = list(dict.fromkeys(args.only + list(files)))
@@ -187,7 +191,8 @@ def main() -> int:
     rows = []
     for name in names:
         out = args.out / target.name / name.replace(BUILTIN, "builtin_")
-        rows.append(judge_model(name, load(name, files, exports), target, out))
+        rows.append(judge_model(name, load(name, files, exports), target, out,
+                                args.vela_timeout))
         print(json.dumps(rows[-1]), flush=True)
     print_table(rows, target)
     return 0
