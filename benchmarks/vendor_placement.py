@@ -55,6 +55,27 @@ regor none; legacy 151 (41 CONV_2D, ADD, TRANSPOSE, PAD) "IFM Tensor batch size 
 The built-in ASPP head (dilations 6/12/18, dilated kernel height <= 37) is legal on both cores:
 nothing to rewrite, every op on the NPU. DeepLabV3-MobileNetV3 and ConvNeXt-Tiny were not reached
 in the session (onnx2tf took ~15 min per ResNet-sized model on the loaded machine).
+
+Measured 2026-12-03 (same versions; exports of benchmarks/export_torch.py at the sizes it names,
+torch 2.14.1 / torchvision 0.29.1, in /work/exports; ``--only --onnx NAME=PATH``):
+
+| model | core | rewrites | original | rewritten | estimate rewritten/original |
+|---|---|---|---|---|---|
+| deeplabv3_mobilenet | regor | 0 (ok) | 131/1, 70/70, 100.00% of 2458M, 2164.94 ms | same | 1.00x |
+| deeplabv3_mobilenet | legacy | 0 (ok) | vela did not finish in 900 s | same | - |
+
+DeepLabV3-MobileNetV3-Large, 1x3x256x256: every conv is legal on ethos-u55 (nothing rewritten)
+and on the NPU (regor); the one CPU op is the final RESIZE_BILINEAR 16x16 -> 256x256 ("Scaling
+matches and operation has unsupported scale-factor=16": Vela takes 2x/4x/8x), not a conv, 0
+MACs. The legacy core ran past 900 s (that timeout lost the whole row then; now it is the
+cell). Vela's own MAC count is 136.8G for the model's 2.46G: the ASPP convs (3x3, dilation
+12/24/36 on the 16x16 map, pads = dilation) are legal on regor but costed far above their MACs;
+dilation 24 and 36 only ever read padding off the centre tap, so the dead-taps lowering (exact:
+1x1) would remove most of it, but it runs only to fix a broken rule and ethos-u55 has no dilation
+rule: not measured yet which form Vela estimates faster.
+ConvNeXt-Tiny, 1x3x224x224: 1 rewrite (the 4x4 stride-4 stem: stride <= 3); onnx2tf
+(-tb tf_converter -oiqt) wrote the SavedModel of both the original and the rewrite, then exited 0
+without any TFLite (853 s for both), so there is no placement yet.
 """
 
 from __future__ import annotations
@@ -73,7 +94,7 @@ import convrewrite as cr
 from convrewrite.errors import ConvRewriteError
 from convrewrite.models import BUILDERS
 from convrewrite.vendors.env import TORCH, vendor_dir
-from convrewrite.vendors.vela import vendor_check
+from convrewrite.vendors.vela import DEFAULT_TIMEOUT_S, vendor_check
 
 HERE = Path(__file__).resolve().parent
 MODELS = ["shufflenet_v2", "r3d_18", "mobilevit_xxs", "unet_decoder", "dcgan", "convnext_tiny",
@@ -127,7 +148,8 @@ def load(name: str, files: dict[str, Path], exports: Path) -> onnx.ModelProto:
     return onnx.load(files.get(name, exports / f"{name}.onnx"))
 
 
-def judge_model(name: str, original: onnx.ModelProto, target, out: Path) -> dict:
+def judge_model(name: str, original: onnx.ModelProto, target, out: Path,
+                vela_timeout: float = DEFAULT_TIMEOUT_S) -> dict:
     """One model's row: per core, the original's and the rewrite's placement, or what failed.
     A failure (the rewrite, onnx2tf, Vela crashing) stays in this row; the run goes on."""
     started = time.monotonic()
@@ -135,7 +157,8 @@ def judge_model(name: str, original: onnx.ModelProto, target, out: Path) -> dict
     try:
         rewritten, report = cr.rewrite(original, target)
         row["status"], row["rewrites"] = report.status, len(report.records)
-        section = vendor_check(original, rewritten, target, out_dir=out)
+        section = vendor_check(original, rewritten, target, out_dir=out,
+                               vela_timeout=vela_timeout)
     except ConvRewriteError as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
         row["seconds"] = time.monotonic() - started
@@ -176,6 +199,8 @@ def main() -> int:
     p.add_argument("--onnx", nargs="*", default=[], metavar="NAME=PATH",
                    help="judge this ONNX file as NAME instead of exporting it")
     p.add_argument("--out", type=Path, default=vendor_dir() / "placement")
+    p.add_argument("--vela-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                   help="per Vela compile; past it the cell says 'vela did not finish in S s'")
     args = p.parse_args()
     files = {k: Path(v) for k, v in (x.split("=", 1) for x in args.onnx)}
     names = list(dict.fromkeys(args.only + list(files)))
@@ -187,7 +212,8 @@ def main() -> int:
     rows = []
     for name in names:
         out = args.out / target.name / name.replace(BUILTIN, "builtin_")
-        rows.append(judge_model(name, load(name, files, exports), target, out))
+        rows.append(judge_model(name, load(name, files, exports), target, out,
+                                args.vela_timeout))
         print(json.dumps(rows[-1]), flush=True)
     print_table(rows, target)
     return 0

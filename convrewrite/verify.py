@@ -135,15 +135,13 @@ def _weights_apart(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], 
     onnxruntime puts the very bytes in place of the stand-ins before it optimises the graph, so
     the session computes what it would from the whole protobuf, without the weights being
     serialized by us and parsed by onnxruntime (ResNet-50: 100 MB serialized per session before,
-    0.6 MB after). Only weights some node reads: onnxruntime removes an unread initializer
-    before it puts the arrays in place, and then fails ('Failed to find existing initializer');
-    a model with an unread large weight (the uint8 twins of ``exact_integer_kernels`` leave
-    the int8 originals unread) was refused as one onnxruntime cannot run (exit 2). A model with
-    none of them is itself."""
-    read = _read_names(model.graph)
+    0.6 MB after). Only weights a main-graph node reads: onnxruntime drops an unused initializer
+    when it loads the graph, and then refuses to replace it (exact_kernels leaves the int8 weight
+    it moved unused). A model with none of them is itself."""
+    read = {name for node in model.graph.node for name in node.input}
     big = [i for i, t in enumerate(model.graph.initializer)
-           if t.name in read          # onnxruntime drops an unread one, then cannot replace it
-           and t.data_type in _APART_TYPES and t.data_location != onnx.TensorProto.EXTERNAL
+           if t.name in read and t.data_type in _APART_TYPES
+           and t.data_location != onnx.TensorProto.EXTERNAL
            and t.HasField("raw_data")
            and int(np.prod(t.dims, dtype=np.int64)) * _APART_TYPES[t.data_type].itemsize
            > APART_BYTES]
@@ -166,17 +164,6 @@ def _weights_apart(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], 
         arrays.append(np.frombuffer(t.raw_data, dtype=_APART_TYPES[t.data_type].newbyteorder("<"))
                       .reshape(tuple(t.dims)))
     return light, names, arrays
-
-
-def _read_names(g: onnx.GraphProto) -> set[str]:
-    """Every name a node of ``g`` or of its subgraphs (If, Loop, Scan bodies) reads."""
-    names = set()
-    for node in g.node:
-        names.update(node.input)
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                names |= _read_names(sub)
-    return names
 
 
 def _serialized(model: onnx.ModelProto) -> bytes | None:

@@ -112,3 +112,33 @@ def test_check_only_changes_nothing_and_names_the_lowering():
     assert model.SerializeToString() == before
     assert report.status == "illegal" and not report.records
     assert any("kernel_split would rewrite it" in r for r in _reasons(report)), _reasons(report)
+
+
+@pytest.mark.parametrize("form", ["constant_of_shape", "mul", "qdq"])
+def test_every_computed_operand_is_evaluated_in_one_session(form, monkeypatch):
+    """Every computed operand in one run (one session, not one each), folding the same bytes
+    as evaluating each alone; where that run fails, each is evaluated alone."""
+    model = computed_weight_model(form)
+    runs = []
+    real = fold_weights.run
+    monkeypatch.setattr(fold_weights, "run", lambda m, feeds: runs.append(len(m.graph.output))
+                        or real(m, feeds))
+    monkeypatch.setattr(fold_weights, "evaluate_all", lambda wanted, graph, like: {})
+    alone, _ = cr.rewrite(model, "k210", verify=False)
+    assert runs and set(runs) == {1}
+    operands, runs[:] = len(runs), []
+    monkeypatch.undo()
+    monkeypatch.setattr(fold_weights, "run", lambda m, feeds: runs.append(len(m.graph.output))
+                        or real(m, feeds))
+    together, _ = cr.rewrite(model, "k210", verify=False)
+    assert runs == [operands]
+    assert together.SerializeToString() == alone.SerializeToString()
+
+    def failing(m, feeds):
+        if len(m.graph.output) > 1:
+            raise RuntimeError("the joint run fails")
+        return real(m, feeds)
+    monkeypatch.setattr(fold_weights, "run", failing)
+    fallback, report = cr.rewrite(model, "k210", verify=False)
+    assert report.status == "ok"
+    assert fallback.SerializeToString() == alone.SerializeToString()

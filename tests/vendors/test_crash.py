@@ -104,3 +104,35 @@ def test_benchmark_records_the_crash_per_core_and_goes_on(fake_vela, tmp_path, m
     table = capsys.readouterr().out
     assert table.count("| vela crashed (signal 11) | vela crashed (signal 11) | - |") == 2
     assert "| first | legacy |" in table and "| second | legacy |" in table
+
+
+SLOW_VELA = """#!/bin/sh
+# Fake Vela: the legacy core runs past any short timeout; the default core "compiles".
+case " $* " in *" --debug-force-legacy-core "*) exec sleep 30 ;; esac
+out=; prev=; last=
+for a in "$@"; do [ "$prev" = "--output-dir" ] && out=$a; prev=$a; last=$a; done
+: > "$out/$(basename "$last" .tflite)_vela.tflite"
+"""
+
+
+def test_a_timeout_is_that_cells_result_and_the_row_goes_on(fake_vela, tmp_path, monkeypatch,
+                                                            capsys):
+    # The legacy core ran past 900 s on DeepLabV3-MobileNetV3 (256x256) and the exception lost
+    # the whole benchmark row, regor's finished compile with it.
+    fake_vela.write_text(SLOW_VELA)
+    tflite = tmp_path / "model.tflite"
+    tflite.write_bytes(b"")
+    r = vela.compile_tflite(tflite, "ethos-u55-128", "legacy", tmp_path / "out", ops=OPS,
+                            timeout=0.5)
+    assert r.crashed == "vela did not finish in 0 s"
+    assert not r.convs_on_npu and r.counts()["cpu"]["convs"] == 1
+    monkeypatch.setattr(tflite_conversion, "convert_many", _fake_conversion)
+    bench = _benchmark()
+    target = bench.cr.load_target("ethos-u55")
+    row = bench.judge_model("slow", deeplab_head(size=9), target, tmp_path / "slow",
+                            vela_timeout=1)
+    assert row["error"] is None
+    assert row["cores"]["regor"]["before"]["cpu_ops"] == 0
+    assert row["cores"]["legacy"]["before"] == {"failed": "vela did not finish in 1 s"}
+    bench.print_table([row], target)
+    assert "| slow | legacy |" in capsys.readouterr().out
