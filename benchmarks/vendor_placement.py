@@ -55,6 +55,27 @@ regor none; legacy 151 (41 CONV_2D, ADD, TRANSPOSE, PAD) "IFM Tensor batch size 
 The built-in ASPP head (dilations 6/12/18, dilated kernel height <= 37) is legal on both cores:
 nothing to rewrite, every op on the NPU. DeepLabV3-MobileNetV3 and ConvNeXt-Tiny were not reached
 in the session (onnx2tf took ~15 min per ResNet-sized model on the loaded machine).
+
+Measured 2026-12-03 (same versions; exports of benchmarks/export_torch.py at the sizes it names,
+torch 2.14.1 / torchvision 0.29.1, in /work/exports; ``--only --onnx NAME=PATH``):
+
+| model | core | rewrites | original | rewritten | estimate rewritten/original |
+|---|---|---|---|---|---|
+| deeplabv3_mobilenet | regor | 0 (ok) | 131/1, 70/70, 100.00% of 2458M, 2164.94 ms | same | 1.00x |
+| deeplabv3_mobilenet | legacy | 0 (ok) | vela did not finish in 900 s | same | - |
+
+DeepLabV3-MobileNetV3-Large, 1x3x256x256: every conv is legal on ethos-u55 (nothing rewritten)
+and on the NPU (regor); the one CPU op is the final RESIZE_BILINEAR 16x16 -> 256x256 ("Scaling
+matches and operation has unsupported scale-factor=16": Vela takes 2x/4x/8x), not a conv, 0
+MACs. The legacy core ran past 900 s (that timeout lost the whole row then; now it is the
+cell). Vela's own MAC count is 136.8G for the model's 2.46G: the ASPP convs (3x3, dilation
+12/24/36 on the 16x16 map, pads = dilation) are legal on regor but costed far above their MACs;
+dilation 24 and 36 only ever read padding off the centre tap, so the dead-taps lowering (exact:
+1x1) would remove most of it, but it runs only to fix a broken rule and ethos-u55 has no dilation
+rule: not measured yet which form Vela estimates faster.
+ConvNeXt-Tiny, 1x3x224x224: 1 rewrite (the 4x4 stride-4 stem: stride <= 3); onnx2tf
+(-tb tf_converter -oiqt) wrote the SavedModel of both the original and the rewrite, then exited 0
+without any TFLite (853 s for both), so there is no placement yet.
 """
 
 from __future__ import annotations

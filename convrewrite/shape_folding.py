@@ -2,8 +2,10 @@
 and the integer ops computing a Reshape's (Expand's, Tile's, ...) target from it, evaluated on
 onnxruntime and put in as constants, round after round, until inference knows what it can.
 onnx's own data propagation stops at Div and Cast, which TorchScript writes for C // radix.
-Only integer tensors of rank <= 1 derived from shapes are folded: no value of the data is
-ever read, so what is found holds for every input of those shapes."""
+Only small integer tensors (rank <= 2: TorchScript's F.pad computes its pads as a [3, 2]
+ConstantOfShape/Concat/Reshape/Slice/Transpose chain from constants alone) derived from shapes
+or constants are folded: no value of the data is ever read, so what is found holds for every
+input of those shapes."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from .ort_setup import session_options
 
 ARITHMETIC = {"Constant", "Shape", "Size", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice",
               "Cast", "Add", "Sub", "Mul", "Div", "Mod", "Floor", "Ceil", "Neg", "Abs",
-              "Identity", "Reshape", "Min", "Max", "Equal", "Where", "ReduceProd", "Range"}
+              "Identity", "Reshape", "Min", "Max", "Equal", "Where", "ReduceProd", "Range",
+              "ConstantOfShape", "Transpose"}
 INTEGERS = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL}
 MAX_ROUNDS = 64         # each round resolves one more level (a block's Shape after the last)
 MAX_ELEMENTS = 64       # a shape, not data
@@ -54,8 +57,8 @@ def _small_integers(tensor_type) -> bool:
         return False
     dims = tensor_type.tensor_type.shape.dim if tensor_type.tensor_type.HasField("shape") \
         else None
-    return dims is not None and len(dims) <= 1 and \
-        all(not d.HasField("dim_value") or d.dim_value <= MAX_ELEMENTS for d in dims)
+    known = [d.dim_value for d in dims or () if d.HasField("dim_value")]
+    return dims is not None and len(dims) <= 2 and int(np.prod(known)) <= MAX_ELEMENTS
 
 
 def _fold_round(model: onnx.ModelProto, inferred: onnx.ModelProto) -> int:
@@ -77,7 +80,7 @@ def _fold_round(model: onnx.ModelProto, inferred: onnx.ModelProto) -> int:
             derived.update(node.output)
         elif not all(i in known for i in ins):
             continue
-        elif any(i in derived for i in ins):
+        elif node.op_type != "Constant":    # computed: from a Shape, or from constants only
             derived.update(node.output)
         known.update(node.output)
         nodes.append(node)
