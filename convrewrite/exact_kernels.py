@@ -32,8 +32,7 @@ def exact_integer_kernels(model: onnx.ModelProto) -> onnx.ModelProto:
     if not _any_saturating(model):
         return model
     model = copy_model(model)
-    for graph in _graphs(model):
-        constants = _constants(graph)
+    for graph, constants in _scopes(model):
         for node in [n for n in graph.node if _saturating(n, constants)]:
             for index in (WEIGHT, WEIGHT_ZERO_POINT):
                 node.input[index] = _as_uint8(graph, node.input[index], constants)
@@ -41,28 +40,41 @@ def exact_integer_kernels(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _any_saturating(model: onnx.ModelProto) -> bool:
-    """Whether any graph holds a saturating QLinearConv: each graph's constants are mapped once,
-    and only where it has a QLinearConv at all (mapping them per node was quadratic: 8.8 of 18 s
-    of a verified k210 rewrite of a 1-D net with 303 records, three sessions)."""
-    for graph in _graphs(model):
-        if not any(n.op_type == "QLinearConv" for n in graph.node):
-            continue
-        constants = _constants(graph)
-        if any(_saturating(node, constants) for node in graph.node):
-            return True
-    return False
+    """Whether any graph holds a saturating QLinearConv: each graph's constants are mapped once
+    (mapping them per node was quadratic: 8.8 of 18 s of a verified k210 rewrite of a 1-D net with
+    303 records, three sessions), and not at all in a model without a QLinearConv."""
+    if not any(n.op_type == "QLinearConv" for graph in _graphs(model) for n in graph.node):
+        return False
+    return any(_saturating(node, constants) for graph, constants in _scopes(model)
+               for node in graph.node)
 
 
-def _graphs(model: onnx.ModelProto) -> Iterator[onnx.GraphProto]:
-    """The main graph, every If/Loop/Scan body at any depth, and the bodies inside functions."""
-    todo = [model.graph] + [f for f in model.functions]
+def _graphs(model: onnx.ModelProto) -> Iterator:
+    """The main graph, the functions, and every If/Loop/Scan body in them at any depth."""
+    return (graph for graph, _ in _walk(model, lambda graph, outer: None))
+
+
+def _scopes(model: onnx.ModelProto) -> Iterator[tuple[object, dict[str, TensorProto]]]:
+    """Every graph with the constants it reads: its own, and an If/Loop/Scan body's enclosing
+    graphs' where it does not shadow their names (a function reads only its own)."""
+    def constants(graph, outer):
+        shadowed = {getattr(i, "name", i) for i in graph.input} | {
+            o for n in graph.node for o in n.output}
+        return {**{k: v for k, v in (outer or {}).items() if k not in shadowed},
+                **_constants(graph)}
+    return _walk(model, constants)
+
+
+def _walk(model: onnx.ModelProto, scope) -> Iterator[tuple[object, object]]:
+    todo = [(model.graph, None)] + [(f, None) for f in model.functions]
     while todo:
-        graph = todo.pop()
-        if isinstance(graph, onnx.GraphProto):
-            yield graph
+        graph, outer = todo.pop()
+        inner = scope(graph, outer)
+        yield graph, inner
         for node in graph.node:
             for attr in node.attribute:
-                todo.extend([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs)
+                bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs
+                todo.extend((body, inner) for body in bodies)
 
 
 def _constants(graph) -> dict[str, TensorProto]:

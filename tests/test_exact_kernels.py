@@ -88,3 +88,25 @@ def test_conv_inside_an_if_branch_is_moved():
     x = full_range_input()
     got = session(moved).run(None, {"x": x, "c": np.array(True)})[0]
     assert np.abs(got.astype(int) - exact_qlinear(inner, x).astype(int)).max() <= 1
+
+
+def test_conv_in_a_branch_reading_the_outer_scope_is_moved():
+    """The branch's QLinearConv reads its weight and zero points from the main graph's
+    initializers (outer scope): they are found there, and moved by nodes inside the branch."""
+    inner = integer_model("QLinearConv", per_channel=True, bias=True)
+    branch = helper.make_graph(list(inner.graph.node), "then", [], list(inner.graph.output))
+    other = helper.make_graph([helper.make_node("Identity", ["x"], ["y2"])], "else", [],
+                              [helper.make_tensor_value_info("y2", TensorProto.UINT8, None)])
+    node = helper.make_node("If", ["c"], ["out"], then_branch=branch, else_branch=other)
+    graph = helper.make_graph(
+        [node], "g", [inner.graph.input[0], helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("out", TensorProto.UINT8, None)],
+        list(inner.graph.initializer))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    moved = exact_integer_kernels(model)
+    then = next(a.g for a in moved.graph.node[0].attribute if a.name == "then_branch")
+    assert then.node[-1].op_type == "QLinearConv" and then.node[-1].input[3].endswith("__uint8")
+    x = full_range_input()
+    got = session(moved).run(None, {"x": x, "c": np.array(True)})[0]
+    assert np.abs(got.astype(int) - exact_qlinear(inner, x).astype(int)).max() <= 1
