@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .graph import copy_model
+from .walk import proto_graphs
 
 WEIGHT, WEIGHT_ZERO_POINT, INPUT_ZERO_POINT = 3, 5, 2
 
@@ -51,7 +52,7 @@ def _any_saturating(model: onnx.ModelProto) -> bool:
 
 def _graphs(model: onnx.ModelProto) -> Iterator:
     """The main graph, the functions, and every If/Loop/Scan body in them at any depth."""
-    return (graph for graph, _ in _walk(model, lambda graph, outer: None))
+    return (graph for graph, _ in proto_graphs(model, lambda graph, outer: None))
 
 
 def _scopes(model: onnx.ModelProto) -> Iterator[tuple[object, dict[str, TensorProto]]]:
@@ -62,19 +63,7 @@ def _scopes(model: onnx.ModelProto) -> Iterator[tuple[object, dict[str, TensorPr
             o for n in graph.node for o in n.output}
         return {**{k: v for k, v in (outer or {}).items() if k not in shadowed},
                 **_constants(graph)}
-    return _walk(model, constants)
-
-
-def _walk(model: onnx.ModelProto, scope) -> Iterator[tuple[object, object]]:
-    todo = [(model.graph, None)] + [(f, None) for f in model.functions]
-    while todo:
-        graph, outer = todo.pop()
-        inner = scope(graph, outer)
-        yield graph, inner
-        for node in graph.node:
-            for attr in node.attribute:
-                bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs
-                todo.extend((body, inner) for body in bodies)
+    return proto_graphs(model, constants)
 
 
 def _constants(graph) -> dict[str, TensorProto]:

@@ -17,7 +17,7 @@ from .build.onnx_read import (IO_POSITIONS, _shape, constant_value, dtype_name,
 from .conv import CONV_OPS
 from .errors import BadInputError
 from .graph import check_model, fits_in_protobuf
-from .walk import Scope, scopes
+from .walk import Scope, proto_graphs, scopes
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -43,6 +43,29 @@ def validate_model(model: onnx.ModelProto) -> None:
         name = model.graph.sparse_initializer[0].values.name
         raise BadInputError(f"sparse initializer {name!r}: sparse initializers are not supported "
                             "(store the tensor dense)")
+    _validate_element_types(model)
+
+
+KNOWN_ELEMENT_TYPES = frozenset(onnx.TensorProto.DataType.values())
+
+
+def _validate_element_types(model: onnx.ModelProto) -> None:
+    """Every tensor's element type is one onnx knows: onnx.checker lets an unknown one through
+    (a weight of type 35) and onnx-graphsurgeon's importer then fails on it with a KeyError."""
+    for graph, _ in proto_graphs(model):
+        tensors = [(t.name, t.data_type) for t in getattr(graph, "initializer", [])]
+        tensors += [(f"{n.op_type} {n.name}'s attribute {a.name}", a.t.data_type)
+                    for n in graph.node for a in n.attribute
+                    if a.type == onnx.AttributeProto.TENSOR]
+        infos = [*getattr(graph, "value_info", [])]
+        if isinstance(graph, onnx.GraphProto):
+            infos += [*graph.input, *graph.output]
+        tensors += [(i.name, i.type.tensor_type.elem_type) for i in infos
+                    if i.type.HasField("tensor_type")]
+        for name, kind in tensors:
+            if kind not in KNOWN_ELEMENT_TYPES:
+                raise BadInputError(f"tensor {name!r} has element type {kind}, which onnx "
+                                    f"{onnx.__version__} does not know")
 
 
 def check_in_memory(model: onnx.ModelProto, origin: str) -> None:

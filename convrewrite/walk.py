@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+import onnx
 import onnx_graphsurgeon as gs
 
 
@@ -57,3 +58,19 @@ def scopes(graph: gs.Graph) -> Iterator[Scope]:
 def nested_scopes(graph: gs.Graph) -> Iterator[Scope]:
     """Every graph but the main one."""
     return (s for s in scopes(graph) if not s.main)
+
+
+def proto_graphs(model: onnx.ModelProto, scope=lambda graph, outer: None) -> Iterator[tuple]:
+    """Every graph of a protobuf model (the main graph, the functions, and the If/Loop/Scan bodies
+    in them at any depth) before onnx-graphsurgeon sees it, each with ``scope(graph, outer)``:
+    what the caller makes of it given its enclosing graph's (None for the main graph and the
+    functions, which read no outer scope)."""
+    todo = [(model.graph, None)] + [(f, None) for f in model.functions]
+    while todo:
+        graph, outer = todo.pop()
+        inner = scope(graph, outer)
+        yield graph, inner
+        for node in graph.node:
+            for attr in node.attribute:
+                bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs
+                todo.extend((body, inner) for body in bodies)
