@@ -12,6 +12,7 @@ import functools
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -312,23 +313,34 @@ _SHAPE_TYPES = (onnx.TensorProto.INT32, onnx.TensorProto.INT64)
 
 
 def _without_large_tensors(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[int]]:
-    """A copy of the model with every large initializer replaced by a data-less stand-in of the
-    same name, type and dims (marked external, so nothing reads its values), and the positions
-    of the stand-ins. Integer tensors of the types shapes are given in stay whole."""
+    """A copy of the model with every large initializer a stand-in (``with_stand_ins``), and
+    the positions of the stand-ins. Integer tensors of the types shapes are given in stay whole."""
+    return with_stand_ins(model, _large, "stand-in.bin")
+
+
+def _large(tensor: onnx.TensorProto) -> bool:
+    size = _tensor_nbytes(tensor)
+    return tensor.data_type not in _SHAPE_TYPES and size is not None and size > LARGE_TENSOR_BYTES
+
+
+def with_stand_ins(model: onnx.ModelProto, chosen: Callable[[onnx.TensorProto], bool],
+                   location: str) -> tuple[onnx.ModelProto, list[int]]:
+    """A copy of the model with each main-graph initializer that ``chosen`` picks replaced by a
+    data-less stand-in of the same name, type and dims, marked external at ``location`` (so
+    nothing reads its values), and the positions of the stand-ins."""
     light = onnx.ModelProto()
     _copy_fields(model, light, skip={"graph"})
     _copy_fields(model.graph, light.graph, skip={"initializer"})
     stubbed = []
     for i, t in enumerate(model.graph.initializer):
-        size = _tensor_nbytes(t)
-        if t.data_type in _SHAPE_TYPES or size is None or size <= LARGE_TENSOR_BYTES:
+        if not chosen(t):
             light.graph.initializer.append(t)
             continue
         stub = light.graph.initializer.add()
         stub.name, stub.data_type = t.name, t.data_type
         stub.dims.extend(t.dims)
         stub.data_location = onnx.TensorProto.EXTERNAL
-        stub.external_data.add(key="location", value="stand-in.bin")
+        stub.external_data.add(key="location", value=location)
         stubbed.append(i)
     return light, stubbed
 

@@ -139,30 +139,19 @@ def _weights_apart(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], 
     when it loads the graph, and then refuses to replace it (exact_kernels leaves the int8 weight
     it moved unused). A model with none of them is itself."""
     read = {name for node in model.graph.node for name in node.input}
-    big = [i for i, t in enumerate(model.graph.initializer)
-           if t.name in read and t.data_type in _APART_TYPES
-           and t.data_location != onnx.TensorProto.EXTERNAL
-           and t.HasField("raw_data")
-           and int(np.prod(t.dims, dtype=np.int64)) * _APART_TYPES[t.data_type].itemsize
-           > APART_BYTES]
-    if not big:
+
+    def apart(t: onnx.TensorProto) -> bool:
+        return (t.name in read and t.data_type in _APART_TYPES
+                and t.data_location != onnx.TensorProto.EXTERNAL and t.HasField("raw_data")
+                and int(np.prod(t.dims, dtype=np.int64)) * _APART_TYPES[t.data_type].itemsize
+                > APART_BYTES)
+    if not any(apart(t) for t in model.graph.initializer):
         return model, [], []
-    light = onnx.ModelProto()
-    graph._copy_fields(model, light, skip={"graph"})
-    graph._copy_fields(model.graph, light.graph, skip={"initializer"})
-    names, arrays, apart = [], [], set(big)
-    for i, t in enumerate(model.graph.initializer):
-        if i not in apart:
-            light.graph.initializer.append(t)
-            continue
-        stub = light.graph.initializer.add()
-        stub.name, stub.data_type = t.name, t.data_type
-        stub.dims.extend(t.dims)
-        stub.data_location = onnx.TensorProto.EXTERNAL
-        stub.external_data.add(key="location", value="in-memory.bin")
-        names.append(t.name)
-        arrays.append(np.frombuffer(t.raw_data, dtype=_APART_TYPES[t.data_type].newbyteorder("<"))
-                      .reshape(tuple(t.dims)))
+    light, positions = graph.with_stand_ins(model, apart, "in-memory.bin")
+    tensors = [model.graph.initializer[i] for i in positions]
+    names = [t.name for t in tensors]
+    arrays = [np.frombuffer(t.raw_data, dtype=_APART_TYPES[t.data_type].newbyteorder("<"))
+              .reshape(tuple(t.dims)) for t in tensors]
     return light, names, arrays
 
 
