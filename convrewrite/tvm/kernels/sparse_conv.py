@@ -22,6 +22,12 @@ channel), its sum in a fixed order, and written once: no scatter-add, no atomics
 is the same on any number of threads and on every run. Weights are [K, Cin, Cout]
 (``ops.sparse_conv.tap_weights``); the feature, weight and output dtype is float32.
 
+On the CPU a row's accumulators are a "global"-scope buffer of the row's loop body: TVM puts such
+a small constant-size buffer on the stack (an alloca the registers take over), where a "local"
+one was a TVMBackendAllocWorkspace / FreeWorkspace call pair per row and vector chunk (measured
+on the benchmark's U-Net, 31k voxels, one thread: 4 -> 16 channels, 27 taps 7.4 -> 2.2 ms; the
+inverse 32 -> 16 conv, one pair per row, 5.3 -> 2.5 ms; same bits).
+
 TVM is optional: nothing here imports it before a kernel is built.
 """
 
@@ -127,7 +133,7 @@ def sparse_conv_prim_func(in_channels: int, out_channels: int, taps: int, kind: 
         if cpu:         # a Python bool: one of the two loop nests is generated
             for o in T.parallel(m):
                 for c in T.serial(chunks):
-                    acc = T.alloc_buffer((vb,), "float32", scope="local")
+                    acc = T.alloc_buffer((vb,), "float32", scope="global")  # stack (below)
                     for v in T.vectorized(vb):
                         acc[v] = B[c * vb + v]
                     for q in T.serial(PTR[o], PTR[o + T.int64(1)]):
@@ -181,7 +187,7 @@ def _with_epilogue(cin: int, cout: int, k: int, cpu: bool, epilogue: str):
         if cpu:
             for o in T.parallel(m):
                 for c in T.serial(chunks):
-                    acc = T.alloc_buffer((vb,), "float32", scope="local")
+                    acc = T.alloc_buffer((vb,), "float32", scope="global")  # stack
                     for v in T.vectorized(vb):
                         acc[v] = B[c * vb + v]
                     for q in T.serial(PTR[o], PTR[o + T.int64(1)]):
