@@ -23,7 +23,8 @@ import onnx_graphsurgeon as gs
 from ..build.onnx_read import constant_value
 from ..errors import BadInputError
 from ..ops import DOMAIN
-from .rulebook import build_inverse_rulebook, build_rulebook, reverse
+from .rulebook import (build_inverse_rulebook, build_rulebook, check_sites, output_sites,
+                       reverse)
 from ..ops.sparse_conv import (INVERSE_OP_TYPE, OP_TYPE, SparseConvAttrs, node_attrs,
                                optional_input, tap_weights)
 from ..tvm.build import TvmCheck, build, export
@@ -311,7 +312,8 @@ class SparseTvmModel:
             value = constant_value(t) if name in self.coord_tensors else None
             if value is not None:
                 coords[name] = value
-        books = {}
+        books: dict = {}
+        sites: dict = {}        # (coordinates tensor, grid) -> Sites: checked, sorted once
         for conv in self.convs:
             if conv.key not in books:
                 if conv.key[-1] == "reversed":
@@ -320,9 +322,14 @@ class SparseTvmModel:
                     books[conv.key] = build_inverse_rulebook(coords[conv.coords_in],
                                                              coords[conv.coords_out], conv.attrs)
                 else:
-                    books[conv.key] = build_rulebook(coords[conv.coords_in], conv.attrs)
+                    at = (conv.coords_in, tuple(conv.attrs.spatial_shape))
+                    if at not in sites:
+                        sites[at] = check_sites(coords[conv.coords_in], conv.attrs)
+                    books[conv.key] = build_rulebook(coords[conv.coords_in], conv.attrs, sites[at])
             if not conv.inverse and conv.coords_out is not None and not conv.attrs.submanifold:
                 coords[conv.coords_out] = books[conv.key].out_coords
+                sites.setdefault((conv.coords_out, tuple(conv.attrs.out_spatial_shape)),
+                                 output_sites(books[conv.key]))
         return books, coords
 
     def arguments(self, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], dict]:
