@@ -42,6 +42,27 @@ class ConvSite:
     # on (``Builder.weight`` makes a slice of it, a new tensor)
     weight_operand: Any = None
 
+    @property
+    def pad_value(self):
+        """What the conv pads with, as ``Builder.pad_spatial`` takes it: None (zeros) for a float
+        conv, an integer conv's input zero point (its real zero)."""
+        return self.quant.get("x_zero_point")
+
+    def operands(self, x, w=None) -> list:
+        """The conv's inputs in its op's order with ``x`` as data input and ``w`` (default: the
+        weight operand) as weight: a Conv's [x, w, bias], a QLinearConv's [x, x_scale,
+        x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point, bias], a ConvInteger's
+        [x, w, x_zero_point, w_zero_point] (optional ones as the node holds them)."""
+        w = self.weight_operand if w is None else w
+        bias = [self.bias] if self.bias is not None else []
+        q = self.quant
+        if self.spec.op_type == "QLinearConv":
+            return [x, q["x_scale"], q["x_zero_point"], w, q["w_scale"], q["w_zero_point"],
+                    q["y_scale"], q["y_zero_point"], *bias]
+        if self.spec.op_type == "ConvInteger":
+            return [x, w, *(q[r] for r in ("x_zero_point", "w_zero_point") if r in q)]
+        return [x, w, *bias]
+
 
 class Builder(Protocol):
     """What an emitter may build. Every method returns the tensor it makes (``out`` when given)."""
@@ -80,7 +101,7 @@ class Builder(Protocol):
     def slice_axes(self, x, axes: list, starts: list, ends: list, steps: list, stem: str,
                    out=None): ...
 
-    def pad_spatial(self, x, begins: list, ends: list, stem: str, out=None): ...
+    def pad_spatial(self, x, begins: list, ends: list, stem: str, out=None, value=None): ...
 
     def reshape(self, x, shape: list, name: str, shape_name: str, out=None): ...
 

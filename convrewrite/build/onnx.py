@@ -314,10 +314,13 @@ class OnnxBuilder:
         return result
 
     def pad_spatial(self, x: gs.Tensor, begins: list, ends: list, stem: str,
-                    out: gs.Tensor | None = None) -> gs.Tensor:
-        """Zero-pad the axes after the first two; ``x`` itself when there is nothing to pad."""
+                    out: gs.Tensor | None = None, value: gs.Tensor | None = None) -> gs.Tensor:
+        """Pad the axes after the first two with zeros, or with ``value`` (an integer conv's
+        input zero point: its real zero, what the conv itself pads with); ``x`` itself when there
+        is nothing to pad."""
         if not any(begins) and not any(ends):
             return x
+        fill = self.pad_fill(value, stem)
         pads = [0, 0, *begins, 0, 0, *ends]
         shape, full = None, len(pads) // 2
         if x.shape is not None and len(x.shape) == full:
@@ -326,10 +329,28 @@ class OnnxBuilder:
         result = out if out is not None else self.variable(f"{stem}.out", x, shape)
         if self.opset >= 11:
             self.node("Pad", self.fresh(stem), {"mode": "constant"},
-                      [x, self.int64s(f"{stem}.pads", pads)], [result])
+                      [x, self.int64s(f"{stem}.pads", pads)] + ([fill] if fill is not None else []),
+                      [result])
+        elif fill is not None:
+            raise Declined("padding with a zero point needs opset 11 (Pad's constant_value)")
         else:
             self.node("Pad", self.fresh(stem), {"mode": "constant", "pads": pads}, [x], [result])
         return result
+
+    def pad_fill(self, value: gs.Tensor | None, stem: str) -> gs.Constant | None:
+        """``value`` as Pad's scalar constant_value: None for an absent (or unnamed optional)
+        zero point or one that is 0 (Pad's default); a one-element constant as a scalar."""
+        if value is None or not value.name:
+            return None
+        values = constant_value(value)
+        if values is None or values.size != 1:
+            raise Declined(f"padding with the input zero point {value.name!r} needs it as one "
+                           "constant value")
+        if not values.any():
+            return None
+        if isinstance(value, gs.Constant) and values.ndim == 0:
+            return value
+        return gs.Constant(self.fresh(f"{stem}.value"), values.reshape(()))
 
     def reshape(self, x: gs.Tensor, shape: list, name: str, shape_name: str,
                 out: gs.Tensor | None = None) -> gs.Tensor:

@@ -46,6 +46,20 @@ def quant_operands(node: gs.Node) -> dict[str, gs.Tensor]:
             if pos < len(node.inputs)}
 
 
+def conv_inputs(node: gs.Node, x: gs.Tensor | None = None,
+                w: gs.Tensor | None = None) -> list[gs.Tensor]:
+    """The conv node's inputs with the data input replaced by ``x`` and the weight by ``w``
+    (where given), at their op's positions (``IO_POSITIONS``: a QLinearConv's weight is input
+    3); every other input (quantization parameters, bias) as the node holds it."""
+    inputs = list(node.inputs)
+    x_pos, w_pos, _ = IO_POSITIONS[node.op]
+    if x is not None:
+        inputs[x_pos] = x
+    if w is not None:
+        inputs[w_pos] = w
+    return inputs
+
+
 def _weight_zero_points(quant: dict[str, gs.Tensor]) -> tuple[int, ...]:
     if "w_zero_point" not in quant or not quant["w_zero_point"].name:
         return (0,)
@@ -185,15 +199,18 @@ class ConstWeight:
         attrs = {"axis": self.axis} if np.asarray(constant_value(self.scale)).size > 1 else {}
         return out, [gs.Node("DequantizeLinear", f"{graph_name}/w_dq", attrs, inputs, [out])]
 
-    def respaced(self, kernel: tuple[int, ...],
-                 steps: tuple[int, ...] | None = None) -> "ConstWeight":
+    def respaced(self, kernel: tuple[int, ...], steps: tuple[int, ...] | None = None,
+                 empty: np.ndarray | None = None) -> "ConstWeight":
         """The same taps in a larger kernel: tap i lands at ``i * step`` and every other
-        position is zero (for QDQ weights: the zero point, which dequantizes to zero). Steps of 1
+        position is zero (for QDQ weights: the zero point, which dequantizes to zero; ``empty``
+        where given, per output channel: an integer conv's weight zero point). Steps of 1
         zero-extend the kernel at its end; larger steps write a dilation into it."""
         steps = steps or (1,) * len(kernel)
         shape = (*self.values.shape[:2], *kernel)
         fill = np.zeros(shape, dtype=self.values.dtype)
-        if self.quantized and self.zero_point is not None:
+        if empty is not None:
+            fill[...] = np.asarray(empty, self.values.dtype).reshape(-1, *[1] * (len(shape) - 1))
+        elif self.quantized and self.zero_point is not None:
             zp = np.asarray(constant_value(self.zero_point))
             if zp.size > 1:
                 axis_shape = [1] * len(shape)

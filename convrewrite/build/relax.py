@@ -203,7 +203,9 @@ class RelaxBuilder:
         return self._emit(_relax().op.strided_slice(x, list(axes), list(starts), list(ends),
                                                     list(steps)), stem)
 
-    def pad_spatial(self, x, begins: list, ends: list, stem: str, out=None):
+    def pad_spatial(self, x, begins: list, ends: list, stem: str, out=None, value=None):
+        if value is not None:
+            raise Declined(INTEGER_CONVS_ONNX_ONLY)
         if not any(begins) and not any(ends):
             return x
         widths = [0, 0, 0, 0]                   # Relax: (before, after) per axis, flattened

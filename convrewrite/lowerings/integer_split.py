@@ -40,7 +40,6 @@ REQUANTIZE_OPS = frozenset({"ConvInteger", "Add", "Cast", "Mul", "QuantizeLinear
 class IntegerEmit:
     split: ChannelEmit
     requantize: bool            # a QLinearConv's block that sums input chunks is requantized
-    centre: bool = False        # its weight's zero points differ per channel (ConvInteger: one)
 
 
 @register
@@ -56,30 +55,62 @@ class IntegerSplit(Lowering):
             return split
         requantize = spec.op_type == "QLinearConv" and split.plan.reassociates
         strategy = split.plan.strategy
-        centre = requantize and len(spec.weight_zero_points) > 1
         if requantize:
-            if not spec.weight_zero_points:
-                return Decline("an input-channel split of a QLinearConv needs its weight zero "
-                               "point; this one is computed in the graph")
-            if not spec.constant_scales:
-                return Decline("an input-channel split of a QLinearConv requantizes its int32 "
-                               "sum, which needs constant scales")
-            missing = missing_ops(target, REQUANTIZE_OPS | ({"Sub"} if centre else set()))
-            if missing:
-                return missing
-            strategy += " (int32 ConvInteger partial sums"
-            if centre:
-                strategy += (f", each less its {len(spec.weight_zero_points)} per-channel weight "
-                             "zero points times its window's input sum")
-            strategy += ", bias added, requantized once)"
+            how = plan_requantize(spec, target, "an input-channel split")
+            if isinstance(how, Decline):
+                return how
+            strategy += f" ({how})"
         elif split.plan.reassociates:
             strategy += " (int32 sums)"
-        return Planned(IntegerEmit(split, requantize, centre), strategy, "exact")
+        return Planned(IntegerEmit(split, requantize), strategy, "exact")
 
     def emit(self, b: Builder, site: ConvSite, planned: Planned):
         detail = planned.detail
         return emit_channel_plan(b, site, detail.split,
-                                 IntegerTerms(detail.requantize, detail.centre))
+                                 IntegerTerms(detail.requantize))
+
+
+def plan_requantize(spec: ConvSpec, target: Target, what: str) -> "str | Decline":
+    """Whether a QLinearConv cut into parts summed (``what``: an input-channel split, a kernel
+    split) can be built exactly: int32 ConvInteger partial sums, added, then the bias added and
+    the sum requantized once; the words for the record, or why not."""
+    if not spec.weight_zero_points:
+        return Decline(f"{what} of a QLinearConv needs its weight zero point; this one is "
+                       "computed in the graph")
+    if not spec.constant_scales:
+        return Decline(f"{what} of a QLinearConv requantizes its int32 sum, which needs "
+                       "constant scales")
+    centre = len(spec.weight_zero_points) > 1
+    missing = missing_ops(target, REQUANTIZE_OPS | ({"Sub"} if centre else set()))
+    if missing:
+        return Decline(f"{what} of a QLinearConv sums int32 partial sums and requantizes them "
+                       f"once: {missing.reason}")
+    how = "int32 ConvInteger partial sums"
+    if centre:
+        how += (f", each less its {len(spec.weight_zero_points)} per-channel weight zero points "
+                "times its window's input sum")
+    return how + ", bias added, requantized once"
+
+
+def integer_partial(b: Builder, site: ConvSite, x, w, rows: tuple[int, int], stem: str,
+                    attrs: dict, shape=None, out=None):
+    """The int32 sum of (x - x_zp) * (w - w_zp) over ``w``'s taps for output channels ``rows``,
+    the part of an integer conv that parts of it add up exactly: a ConvInteger with the site's
+    zero points (a ConvInteger site: its own op and zero points, the weight's cut to ``rows``;
+    a QLinearConv site's per-channel weight zero points that differ: centred,
+    ``Builder.conv_integer_centred``)."""
+    q = site.quant
+    if site.spec.op_type == "ConvInteger":
+        inputs = [x, w]
+        if "x_zero_point" in q:         # the omitted-input placeholder when only w's is set
+            inputs.append(q["x_zero_point"])
+        if "w_zero_point" in q and q["w_zero_point"].name:
+            inputs.append(b.channel_param(q["w_zero_point"], *rows, f"{stem}.w_zero_point"))
+        return b.conv(site, inputs, stem, attrs, out=out, shape=shape)
+    if len(site.spec.weight_zero_points) > 1:
+        return b.conv_integer_centred(site, x, w, *rows, stem, attrs, shape=shape)
+    inputs = [x, w, q["x_zero_point"], b.uniform_param(q["w_zero_point"], f"{stem}.w_zero_point")]
+    return b.conv(site, inputs, stem, attrs, shape=shape, op_type="ConvInteger")
 
 
 @dataclass(frozen=True)
@@ -87,24 +118,14 @@ class IntegerTerms:
     """How an integer conv's sub-convs and blocks are built (``emit_channel_plan``'s form)."""
 
     requantize: bool
-    centre: bool = False
 
     def term(self, b: Builder, site: ConvSite, block, t: int, x, w, stem: str, attrs: dict,
              out=None, shape=None):
         q, rows = site.quant, (block.out_start, block.out_stop)
         if site.spec.op_type == "ConvInteger":
-            inputs = [x, w]
-            if "x_zero_point" in q:         # the omitted-input placeholder when only w's is set
-                inputs.append(q["x_zero_point"])
-            if "w_zero_point" in q and q["w_zero_point"].name:
-                inputs.append(b.channel_param(q["w_zero_point"], *rows, f"{stem}.w_zero_point"))
-            return b.conv(site, inputs, stem, attrs, out=out, shape=shape)
-        if len(block.terms) > 1 and self.centre:
-            return b.conv_integer_centred(site, x, w, *rows, stem, attrs, shape=shape)
+            return integer_partial(b, site, x, w, rows, stem, attrs, shape=shape, out=out)
         if len(block.terms) > 1:            # a partial sum: int32, requantized in ``join``
-            inputs = [x, w, q["x_zero_point"], b.uniform_param(q["w_zero_point"],
-                                                               f"{stem}.w_zero_point")]
-            return b.conv(site, inputs, stem, attrs, shape=shape, op_type="ConvInteger")
+            return integer_partial(b, site, x, w, rows, stem, attrs, shape=shape)
         inputs = [x, q["x_scale"], q["x_zero_point"], w,
                   b.channel_param(q["w_scale"], *rows, f"{stem}.w_scale"),
                   b.channel_param(q["w_zero_point"], *rows, f"{stem}.w_zero_point"),

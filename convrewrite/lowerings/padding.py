@@ -1,7 +1,9 @@
 """Padding the engine cannot do: an explicit Pad before the conv, and, where the engine pads more
 than the conv did (the K210 pads 3x3 by exactly 1), a crop of the extra outputs after it
 (``plan.padding``). auto_pad SAME_UPPER / SAME_LOWER are resolved to explicit pads on the way.
-Zeros are zeros whoever adds them: exact."""
+Zeros are zeros whoever adds them: exact. An integer conv (QLinearConv, ConvInteger) pads with
+its input zero point, its real zero, so the Pad writes that (bit-exact), and the conv keeps its
+op and quantization parameters."""
 
 from __future__ import annotations
 
@@ -41,12 +43,11 @@ class ExplicitPadding(Lowering):
     def emit(self, b: Builder, site: ConvSite, planned: Planned):
         plan, rank, base = planned.detail, site.spec.rank, site.name
         x = b.pad_spatial(site.x, list(plan.input_pads[:rank]), list(plan.input_pads[rank:]),
-                          f"{base}/pad")
+                          f"{base}/pad", value=site.pad_value)
         attrs = dict(site.attrs, pads=list(plan.conv_pads))
         attrs.pop("auto_pad", None)
         attrs.setdefault("kernel_shape", list(site.spec.kernel_shape))
-        inputs = [x, site.weight_operand] + ([site.bias] if site.bias is not None else [])
-        y = b.conv(site, inputs, b.fresh(f"{base}/conv"), attrs,
+        y = b.conv(site, site.operands(x), b.fresh(f"{base}/conv"), attrs,
                    out=None if plan.crops else site.y)
         if not plan.crops:
             return y

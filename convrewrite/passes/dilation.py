@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from ..conv import ConvSpec, dims_text
+from ..conv import INTEGER_CONVS, ConvSpec, dims_text
 from ..rules import Violation
 from ..plan.dilation import choose_dilation
 from ..record import Record
@@ -31,6 +31,9 @@ class DilationLowering(Pass):
 
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
+        if node.op in INTEGER_CONVS:
+            raise Declined(f"not built for {node.op}: the dense kernel's holes would need the "
+                           "weight zero point, space-to-batch its padding the input's")
         pads = need(explicit_pads(node, spec))
         chosen = need(choose_dilation(spec, ctx.target, pads))
         if chosen.form == "per_tap":

@@ -10,9 +10,10 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..build.onnx import INT64_MAX, OnnxBuilder, conv_output_shape
+from ..build.onnx_read import IO_POSITIONS, quant_operands
 from .protocol import RewriteContext
 
-__all__ = ["INT64_MAX", "builder", "conv_copy", "int64s", "pad_spatial", "replace",
+__all__ = ["INT64_MAX", "builder", "conv_copy", "int64s", "pad_spatial", "pad_value", "replace",
            "slice_axes", "slice_spatial", "sum_terms", "variable"]
 
 
@@ -53,9 +54,15 @@ def slice_axes(ctx: RewriteContext, x: gs.Tensor, axes: list[int], starts: list[
 
 
 def pad_spatial(ctx: RewriteContext, x: gs.Tensor, begins: list[int], ends: list[int],
-                stem: str, added: list[gs.Node], out: gs.Tensor | None = None) -> gs.Tensor:
+                stem: str, added: list[gs.Node], out: gs.Tensor | None = None,
+                value: gs.Tensor | None = None) -> gs.Tensor:
     """``OnnxBuilder.pad_spatial`` for the passes not yet on the Builder."""
-    return builder(ctx, added).pad_spatial(x, begins, ends, stem, out)
+    return builder(ctx, added).pad_spatial(x, begins, ends, stem, out, value)
+
+
+def pad_value(node: gs.Node) -> gs.Tensor | None:
+    """What the conv pads with (``ConvSite.pad_value``): an integer conv's input zero point."""
+    return quant_operands(node).get("x_zero_point")
 
 
 def conv_copy(ctx: RewriteContext, node: gs.Node, name: str, inputs: list[gs.Tensor],
@@ -66,9 +73,10 @@ def conv_copy(ctx: RewriteContext, node: gs.Node, name: str, inputs: list[gs.Ten
     merged.update(attrs)
     if "pads" in attrs:
         merged.pop("auto_pad", None)
-    rank = len(merged.get("kernel_shape", inputs[1].shape[2:]))
-    merged.setdefault("kernel_shape", list(inputs[1].shape[2:]))
-    out_channels = inputs[1].shape[0]
+    weight = inputs[IO_POSITIONS[node.op][1]]       # a QLinearConv's is input 3
+    rank = len(merged.get("kernel_shape", weight.shape[2:]))
+    merged.setdefault("kernel_shape", list(weight.shape[2:]))
+    out_channels = weight.shape[0]
     shape = None if node.op != "Conv" else \
         conv_output_shape(inputs[0], out_channels, merged["kernel_shape"],
                           merged.get("strides", [1] * rank), merged.get("dilations", [1] * rank),

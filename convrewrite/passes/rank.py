@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from ..conv import ConvSpec
+from ..build.onnx_read import conv_inputs
+from ..conv import INTEGER_CONVS, ConvSpec
 from ..rules import Violation
 from ..plan.rank import RankPlan, plan_rank_lowering
 from ..record import Record
@@ -44,6 +45,9 @@ class RankLowering(Pass):
         else:
             pads = need(explicit_pads(node, spec))
         plan = need(plan_rank_lowering(spec, ctx.target, pads))
+        if node.op in INTEGER_CONVS and plan.form != "lift":
+            raise Declined(f"a 3-D {node.op}'s depth taps would be summed: not built for integer "
+                           "convs (only the 1-D lift)")
         weight = self.weight(node, ctx.opset)
         added: list[gs.Node] = []
         if plan.form == "lift":
@@ -76,7 +80,7 @@ class RankLowering(Pass):
         if spec.output_padding:
             attrs["output_padding"] = [0, spec.output_padding[0]]
         node.attrs.pop("auto_pad", None)
-        out2 = conv_copy(ctx, node, ctx.fresh(f"{base}/conv2d"), [rows, w2, *node.inputs[2:]],
+        out2 = conv_copy(ctx, node, ctx.fresh(f"{base}/conv2d"), conv_inputs(node, rows, w2),
                          added, **attrs)
         added.append(gs.Node("Reshape", ctx.fresh(f"{base}/to_1d"), {},
                              [out2, int64s(ctx, f"{base}/shape_1d", [0, 0, -1])], [y]))

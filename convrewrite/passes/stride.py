@@ -1,7 +1,8 @@
 """Stride over the engine's limit, two ways, chosen by cost:
 
 - subsample: run the conv at a legal stride and keep every s-th output (nncase's K210 path); a
-  1x1 kernel without padding subsamples its input instead and wastes nothing. Exact.
+  1x1 kernel without padding subsamples its input instead and wastes nothing. Exact; an integer
+  conv (QLinearConv, ConvInteger) stays one, since slicing a quantized tensor is exact.
 - space-to-depth: fold the stride into channels (SpaceToDepth, then a stride-1 conv with
   ceil(k/s) taps over s*s times the channels, weights rearranged to match). Fewer MACs for
   k > 1, one pass over the input. Products are summed in another order: reassociating.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from ..conv import ConvSpec, dims_text
+from ..conv import INTEGER_CONVS, ConvSpec, dims_text
 from ..rules import Violation
 from ..plan.stride import plan_space_to_depth, plan_stride
 from ..record import Record
@@ -30,6 +31,10 @@ class StrideSubsample(Pass):
         pads = need(explicit_pads(node, spec))
         plan = need(plan_stride(spec, ctx.target, pads))
         folded = plan_space_to_depth(spec, ctx.target, pads)
+        integer = spec.op_type in INTEGER_CONVS and not isinstance(folded, Decline)
+        if integer:
+            folded = Decline(f"space-to-depth: not built for {spec.op_type} (its zero-extended "
+                             "taps would need the weight zero point)")
         runtime_weight = not spec.constant_weight and not isinstance(folded, Decline)
         if runtime_weight:
             # space-to-depth rearranges the weight's taps (needs its values); subsampling passes
@@ -59,7 +64,7 @@ class StrideSubsample(Pass):
             how.append(f"input subsampled by {dims_text(plan.input_steps)}")
         if subsample_out:
             how.append(f"output subsampled by {dims_text(plan.output_steps)}")
-        if runtime_weight:
+        if runtime_weight or integer:
             how.append(f"not {folded.reason}")
         elif not isinstance(folded, Decline):
             how.append(f"not space-to-depth: cost x{folded.cost:.2f} vs x{folded.subsample_cost:.2f}")

@@ -5,7 +5,9 @@ rows plus the kernel's halo), and the tiles are concatenated back. Seamless and 
 
 The windows are Slices where the target has Slice; where it has not (NVDLA), one Split per axis at
 every tile and halo boundary, each overlapping window the Concat of the chunks it covers
-(``plan.windows``); where it has no Pad either, the edge tiles' convs keep the conv's own pads."""
+(``plan.windows``); where it has no Pad either, the edge tiles' convs keep the conv's own pads.
+An integer conv (QLinearConv, ConvInteger) stays one: each tile is the same op on its window, its
+padding its input zero point (what the conv pads with)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from ..plan.tiling import plan_tiles
 from ..record import Record
 from ..decline import need
 from .protocol import Pass, RewriteContext
-from .emit import INT64_MAX, builder, conv_copy, pad_spatial, replace, slice_spatial, variable
+from .emit import (INT64_MAX, builder, conv_copy, pad_spatial, pad_value, replace, slice_spatial,
+                   variable)
 from .geometry_common import explicit_pads
 from .windows import cut_windows
 
@@ -39,7 +42,7 @@ class SpatialTiling(Pass):
         rank, base, y = spec.rank, node.name, node.outputs[0]
         added: list[gs.Node] = []
         x = pad_spatial(ctx, node.inputs[0], list(plan.pads[:rank]), list(plan.pads[rank:]),
-                        f"{base}/tile_pad", added)
+                        f"{base}/tile_pad", added, value=pad_value(node))
         windows = None if plan.form == "slice" else _split_windows(ctx, x, plan, base, added)
         outputs = {}
         for index in itertools.product(*(range(len(t)) for t in plan.tiles)):
@@ -71,7 +74,8 @@ class SpatialTiling(Pass):
               ctx: RewriteContext) -> Record:
         rank, base, y = spec.rank, node.name, node.outputs[0]
         added: list[gs.Node] = []
-        x = pad_spatial(ctx, node.inputs[0], [0] * rank, list(plan.grow), f"{base}/grow", added)
+        x = pad_spatial(ctx, node.inputs[0], [0] * rank, list(plan.grow), f"{base}/grow", added,
+                        value=pad_value(node))
         out = conv_copy(ctx, node, ctx.fresh(f"{base}/conv"), [x, *node.inputs[1:]], added)
         slice_spatial(ctx, out, [0] * rank, list(plan.out_length), [1] * rank, f"{base}/crop",
                       added, out=y)

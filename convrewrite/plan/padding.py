@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..conv import ConvSpec, effective_pads
+from ..conv import INTEGER_CONVS, ConvSpec, effective_pads
 from ..decline import Decline
 from ..target import Target
 
@@ -26,10 +26,13 @@ NO_END = 2**63 - 1
 
 
 def explicit_pads(spec: ConvSpec) -> tuple[int, ...] | Decline:
-    """A Conv's begin/end pads (auto_pad resolved), or why they are not known (SAME_* on a
-    dynamic input): what the geometry lowerings start from."""
-    if spec.op_type != "Conv":
-        return Decline(f"{spec.op_type} is not lowered by this pass yet (only Conv)")
+    """A Conv's (or an integer conv's) begin/end pads (auto_pad resolved), or why they are not
+    known (SAME_* on a dynamic input): what the geometry lowerings start from. An integer conv
+    pads with its input zero point (the real zero), so the lowerings pad it with that
+    (``OnnxBuilder.pad_spatial``'s ``value``)."""
+    if spec.op_type != "Conv" and spec.op_type not in INTEGER_CONVS:
+        return Decline(f"{spec.op_type} is not lowered by this pass yet (only Conv, QLinearConv "
+                       "and ConvInteger)")
     pads = effective_pads(spec)
     if pads is None:
         return Decline(f"auto_pad {spec.auto_pad} needs a static input size to resolve")

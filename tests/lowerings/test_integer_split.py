@@ -18,64 +18,19 @@ from convrewrite.decline import Declined
 from convrewrite.lowerings.integer_split import IntegerSplit
 from convrewrite.target import load_target
 from convrewrite.verify import session
-
-ONNX_TYPE = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8}
-
-
-def _zero_point(rng, dtype, size=None):
-    info = np.iinfo(dtype)
-    return rng.integers(info.min // 2, info.max // 2, size=size, endpoint=True).astype(dtype)
+from tests.lowerings.integer_models import exact_integer_conv, integer_conv, random_input
 
 
 def integer_model(op, x_dtype=np.uint8, w_dtype=np.int8, per_channel=False, bias=False,
                   varying_zero_points=False, cin=12, cout=10, group=1, seed=0):
     """One QLinearConv or ConvInteger (3x3, pads 1) on a [1, cin, 6, 6] input, random params."""
-    rng = np.random.default_rng(seed)
-    info = np.iinfo(w_dtype)
-    w = rng.integers(info.min, info.max, (cout, cin // group, 3, 3), endpoint=True).astype(w_dtype)
-    n = cout if per_channel else 1
-    shape = (cout,) if per_channel else ()
-    centre = 128 if w_dtype == np.uint8 else 0
-    offsets = rng.integers(-4, 4, n, endpoint=True) if varying_zero_points else np.zeros(n, int)
-    inits = {"w": w, "xz": _zero_point(rng, x_dtype),
-             "wz": (offsets + centre).astype(w_dtype).reshape(shape)}
-    attrs = dict(pads=[1, 1, 1, 1], group=group)
-    if op == "QLinearConv":
-        inits.update(xs=np.float32(rng.uniform(0.005, 0.05)),
-                     ws=rng.uniform(0.001, 0.02, n).astype(np.float32).reshape(shape),
-                     ys=np.float32(rng.uniform(0.02, 0.3)), yz=_zero_point(rng, x_dtype))
-        names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
-        if bias:
-            inits["B"] = rng.integers(-3000, 3000, cout).astype(np.int32)
-            names.append("B")
-        y_type = ONNX_TYPE[np.dtype(x_dtype)]
-    else:
-        names, y_type = ["x", "w", "xz", "wz"], TensorProto.INT32
-    node = helper.make_node(op, names, ["y"], name="qconv", **attrs)
-    graph = helper.make_graph(
-        [node], "q", [helper.make_tensor_value_info("x", ONNX_TYPE[np.dtype(x_dtype)],
-                                                    [1, cin, 6, 6])],
-        [helper.make_tensor_value_info("y", y_type, [1, cout, 6, 6])],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
-    model.ir_version = 9
-    return model
+    return integer_conv(op, pads=(1, 1, 1, 1), cin=cin, cout=cout, size=(6, 6), x_dtype=x_dtype,
+                        w_dtype=w_dtype, per_channel=per_channel,
+                        varying_zero_points=varying_zero_points, bias=bias, group=group,
+                        seed=seed)
 
 
-def exact_qlinear(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    """The model's one QLinearConv (3x3, pads 1, group 1) in int64, requantized as ONNX says."""
-    p = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    w = p["w"].astype(np.int64) - p["wz"].astype(np.int64).reshape(-1, 1, 1, 1)
-    xp = np.pad(x.astype(np.int64) - int(p["xz"]), ((0, 0), (0, 0), (1, 1), (1, 1)))
-    h, wd = x.shape[2:]
-    acc = sum(np.einsum("nchw,oc->nohw", xp[:, :, i:i + h, j:j + wd], w[:, :, i, j])
-              for i in range(3) for j in range(3))
-    if "B" in p:
-        acc = acc + p["B"].reshape(1, -1, 1, 1)
-    scale = (p["xs"].astype(np.float32) * p["ws"].astype(np.float32) / p["ys"]).reshape(1, -1, 1, 1)
-    info = np.iinfo(p["yz"].dtype)
-    y = np.rint(acc.astype(np.float32) * scale.astype(np.float32)) + int(p["yz"])
-    return np.clip(y, info.min, info.max).astype(p["yz"].dtype)
+exact_qlinear = exact_integer_conv      # the model's QLinearConv in int64, as ONNX says
 
 
 def limits(**conv):
@@ -86,14 +41,6 @@ def run_both(original: onnx.ModelProto, rewritten: onnx.ModelProto, seed=1):
     """Both models on onnxruntime (at the level verify uses) on the same random input."""
     feeds = {"x": random_input(original, seed)}
     return [session(m).run(None, feeds)[0] for m in (original, rewritten)]
-
-
-def random_input(model: onnx.ModelProto, seed=1) -> np.ndarray:
-    """A full-range input of the model's integer type."""
-    dtype = helper.tensor_dtype_to_np_dtype(model.graph.input[0].type.tensor_type.elem_type)
-    info = np.iinfo(dtype)
-    x = np.random.default_rng(seed).integers(info.min, info.max, (1, 12, 6, 6), endpoint=True)
-    return x.astype(dtype)
 
 
 def ops(model):
