@@ -26,6 +26,7 @@ from .graph import opset_version
 from .gs_graph import from_graph, reimported, to_graph
 from .legacy import for_rewriting, restore
 from .legality import check
+from . import memory
 from .naming import Names
 from .ops import DOMAIN
 from .ops.reference import drop_own_opset
@@ -393,7 +394,7 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
                                                  made_from)
         elif verify and step.scope == "local":
             if result.inputs is None:
-                result.inputs = feeds()
+                result.inputs = _feeds_that_fit(feeds, graph)
             in_bodies = {id(r) for b in result.bodies for r in b.records}
             records = [r for r in result.records if id(r) not in in_bodies]
             early = _tidy_early(steps, step, reference, rewritten)
@@ -419,7 +420,7 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
             _verify_bodies(result.bodies, tolerance, progress)
         elif verify and step.scope == "end_to_end":
             if result.inputs is None:
-                result.inputs = feeds()
+                result.inputs = _feeds_that_fit(feeds, graph)
             reference = reference or reference_run(model, result.inputs)
             kind = "reassociating" if any(r.tolerance == "reassociating"
                                           for r in result.records) else "exact"
@@ -433,6 +434,31 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
         movement_legality(tidied if tidied is not None else _import(rewritten, made_from),
                           target, result)
     return (restore(rewritten, model) if rewritten is not model else model), result
+
+
+def _feeds_that_fit(feeds: Callable[[], dict[str, np.ndarray]], graph: gs.Graph):
+    """The verification feeds, refused (one line, exit 2) where the run would not fit in memory:
+    onnxruntime would be killed, not fail. The estimate: the feeds plus memory.RUN_PEAK_FACTOR
+    times every tensor of the rewritten graph whose size is known."""
+    made = feeds()
+    shapes = {}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Variable) and tensor.shape is not None:
+            try:
+                shapes[tensor.name] = (tensor.shape, np.dtype(tensor.dtype))
+            except TypeError:       # no dtype known, or one numpy lacks (bfloat16)
+                continue
+    sizes = memory.known_sizes(shapes)
+    if sizes:
+        name = max(sizes, key=sizes.get)
+        tensors = sum(sizes.values())
+        memory.require(sum(v.nbytes for v in made.values()) + memory.RUN_PEAK_FACTOR * tensors,
+                       f"{memory.RUN_PEAK_FACTOR}x the {memory.gib(tensors)} that the run's "
+                       f"{len(sizes)} tensors add up to; the largest, {name!r}, is "
+                       f"{memory.gib(sizes[name])}",
+                       resizable=any(not isinstance(d, int) for t in graph.inputs
+                                     for d in (t.shape or ())))
+    return made
 
 
 def _tidy_early(steps: tuple[Step, ...], local: Step, reference,
