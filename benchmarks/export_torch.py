@@ -1,9 +1,11 @@
 """Export the real architectures benchmarks/vendor_placement.py judges, with random weights, as
 ONNX: run *inside the torch venv* (python -m convrewrite.vendors.install torch), by path.
 
-    python benchmarks/export_torch.py OUT_DIR [NAME ...]
+    python benchmarks/export_torch.py OUT_DIR [--small] [NAME ...]
 
-One file per model, OUT_DIR/NAME.onnx, opset 17, static shapes, batch 1. Weights are seeded
+One file per model, OUT_DIR/NAME.onnx, opset 17, static shapes, batch 1. ``--small`` exports at
+the input sizes of SMALL (so onnx2tf and both Vela cores finish each model in minutes on a shared
+2-core machine; the layer structure is the same, only the maps are smaller). Weights are seeded
 (torch.manual_seed(0)), so the same torch gives the same files.
 """
 
@@ -68,6 +70,15 @@ def models():
     }
 
 
+# Small inputs: every model still goes through all of its stages (ConvNeXt and ShuffleNet
+# downsample 32x: 64 -> 2x2; MobileViT needs multiples of 32 for its 2x2 patches after 8x).
+SMALL = {"shufflenet_v2": [(1, 3, 96, 96)], "r3d_18": [(1, 3, 8, 32, 32)],
+         "mobilevit_xxs": [(1, 3, 128, 128)],
+         "unet_decoder": [(1, 128, 8, 8), (1, 64, 16, 16), (1, 32, 32, 32), (1, 16, 64, 64)],
+         "dcgan": [(1, 100, 1, 1)], "convnext_tiny": [(1, 3, 64, 64)],
+         "deeplabv3_mobilenet": [(1, 3, 128, 128)]}
+
+
 class _DeepLab(nn.Module):
     """torchvision's segmentation models return a dict; export its 'out'."""
 
@@ -82,10 +93,12 @@ class _DeepLab(nn.Module):
 def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    wanted = sys.argv[2:]
+    small = "--small" in sys.argv[2:]
+    wanted = [a for a in sys.argv[2:] if a != "--small"]
     for name, (make, shapes) in models().items():
         if wanted and name not in wanted:
             continue
+        shapes = SMALL[name] if small else shapes
         path = out / f"{name}.onnx"
         if path.is_file():
             continue

@@ -6,6 +6,8 @@ original model and for our rewrite, and Vela's estimated inference time of both,
     python benchmarks/vendor_placement.py [--target ethos-u55] [--only NAME ...] [--out DIR]
         [--onnx NAME=PATH ...]        # judge a given export instead of exporting NAME
     python benchmarks/vendor_placement.py --only builtin:deeplab_head   # a convrewrite.models net
+    python benchmarks/vendor_placement.py --small --cores regor   # small inputs, one core: the
+        # layer structure of each model at export_torch.SMALL's sizes, minutes per model
 
 Models (random weights, exported by benchmarks/export_torch.py in the torch venv): ShuffleNetV2,
 R3D-18 (3-D convs), MobileViT-XXS (timm), a U-Net decoder with ConvTranspose, the DCGAN
@@ -14,7 +16,8 @@ are byte-identical), so load on the machine does not change it; it covers NPU wo
 does not time CPU ops), so a model with CPU fallback looks faster than it runs. Each model's
 files stay under --out (TFLite, Vela output), so a second run reuses nothing but the exports.
 A failure stays in its cell and the run goes on: Vela crashing on one model and core is printed
-as "vela crashed (signal N)", a rewrite or conversion error as the row's error.
+as "vela crashed (signal N)", a model onnx2tf writes no int8 TFLite for as "no int8 TFLite:
+<onnx2tf's reason>", a rewrite error as the row's error.
 
 Measured 2026-12-02 (Vela 5.2.0, onnx2tf 2.6.9, torch 2.14.1; ``--target ethos-u55 --only
 mobilevit_xxs r3d_18``; ethos-u55-128; cells: NPU/CPU ops, convs on NPU/all, MACs on the NPU,
@@ -94,7 +97,7 @@ import convrewrite as cr
 from convrewrite.errors import ConvRewriteError
 from convrewrite.models import BUILDERS
 from convrewrite.vendors.env import TORCH, vendor_dir
-from convrewrite.vendors.vela import DEFAULT_TIMEOUT_S, vendor_check
+from convrewrite.vendors.vela import CORES, DEFAULT_TIMEOUT_S, vendor_check
 
 HERE = Path(__file__).resolve().parent
 MODELS = ["shufflenet_v2", "r3d_18", "mobilevit_xxs", "unet_decoder", "dcgan", "convnext_tiny",
@@ -102,14 +105,17 @@ MODELS = ["shufflenet_v2", "r3d_18", "mobilevit_xxs", "unet_decoder", "dcgan", "
 BUILTIN = "builtin:"      # --only builtin:deeplab_head judges convrewrite.models.deeplab_head()
 
 
-def export(names: list[str], folder: Path) -> None:
+def export(names: list[str], folder: Path, small: bool = False) -> None:
     python = TORCH.require()
-    subprocess.run([str(python), str(HERE / "export_torch.py"), str(folder), *names],
-                   check=True)
+    subprocess.run([str(python), str(HERE / "export_torch.py"), str(folder),
+                    *(["--small"] if small else []), *names], check=True)
 
 
 def summarise(result: dict) -> dict:
-    """One cell's numbers, or why there are none (Vela rejected the model or crashed on it)."""
+    """One cell's numbers, or why there are none (onnx2tf wrote no int8 TFLite, Vela rejected the
+    model or crashed on it)."""
+    if result.get("no_tflite"):
+        return {"failed": result["no_tflite"]}
     if result.get("crashed"):
         return {"failed": result["crashed"]}
     if result["rejected"]:
@@ -149,7 +155,8 @@ def load(name: str, files: dict[str, Path], exports: Path) -> onnx.ModelProto:
 
 
 def judge_model(name: str, original: onnx.ModelProto, target, out: Path,
-                vela_timeout: float = DEFAULT_TIMEOUT_S) -> dict:
+                vela_timeout: float = DEFAULT_TIMEOUT_S,
+                cores: tuple[str, ...] | None = None) -> dict:
     """One model's row: per core, the original's and the rewrite's placement, or what failed.
     A failure (the rewrite, onnx2tf, Vela crashing) stays in this row; the run goes on."""
     started = time.monotonic()
@@ -158,7 +165,7 @@ def judge_model(name: str, original: onnx.ModelProto, target, out: Path,
         rewritten, report = cr.rewrite(original, target)
         row["status"], row["rewrites"] = report.status, len(report.records)
         section = vendor_check(original, rewritten, target, out_dir=out,
-                               vela_timeout=vela_timeout)
+                               vela_timeout=vela_timeout, cores=cores)
     except ConvRewriteError as exc:
         row["error"] = f"{type(exc).__name__}: {exc}"
         row["seconds"] = time.monotonic() - started
@@ -201,19 +208,24 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=vendor_dir() / "placement")
     p.add_argument("--vela-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help="per Vela compile; past it the cell says 'vela did not finish in S s'")
+    p.add_argument("--cores", nargs="*", choices=CORES, default=None,
+                   help="which Vela cores to compile with (default: the target's, then the other)")
+    p.add_argument("--small", action="store_true",
+                   help="export at export_torch.py's SMALL input sizes (minutes per model)")
     args = p.parse_args()
     files = {k: Path(v) for k, v in (x.split("=", 1) for x in args.onnx)}
     names = list(dict.fromkeys(args.only + list(files)))
-    exports = args.out / "onnx"
+    exports = args.out / ("onnx-small" if args.small else "onnx")
     to_export = [n for n in names if n not in files and not n.startswith(BUILTIN)]
     if to_export:
-        export(to_export, exports)
+        export(to_export, exports, args.small)
     target = cr.load_target(args.target)
     rows = []
     for name in names:
-        out = args.out / target.name / name.replace(BUILTIN, "builtin_")
+        out = args.out / target.name / (name.replace(BUILTIN, "builtin_")
+                                         + ("-small" if args.small else ""))
         rows.append(judge_model(name, load(name, files, exports), target, out,
-                                args.vela_timeout))
+                                args.vela_timeout, tuple(args.cores) if args.cores else None))
         print(json.dumps(rows[-1]), flush=True)
     print_table(rows, target)
     return 0

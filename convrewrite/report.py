@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from .conv import dims_text
 from .record import Record, Remaining
 
-STATUS_EXIT = {"ok": 0, "mismatch": 1, "illegal": 3, "fallback": 3}
+# unjudged: --vendor-check could not judge the result (onnx2tf wrote no int8 TFLite of it): the
+# vendor tool failed on the model, exit 6, with the report (and the original's placement) kept.
+STATUS_EXIT = {"ok": 0, "mismatch": 1, "illegal": 3, "fallback": 3, "unjudged": 6}
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Report:
             return "mismatch"
         if self.remaining:
             return "illegal"
+        if self.vendor is not None and self.vendor.get("failed"):
+            return "unjudged"
         if self.vendor is not None and not self.vendor["passed"]:
             return "fallback"
         return "ok"
@@ -160,7 +164,8 @@ def render(report: Report) -> str:
     if report.vendor is not None:
         lines += _vendor_lines(report.vendor)
     counts = {"ok": "ok", "mismatch": "FAILED: outputs differ", "illegal": "convs remain that "
-              "the target cannot run", "fallback": "the vendor compiler keeps convs off the NPU"}
+              "the target cannot run", "fallback": "the vendor compiler keeps convs off the NPU",
+              "unjudged": "the vendor compiler could not judge the result"}
     lines.append(f"status: {counts[report.status]} ({len(report.records)} rewritten, "
                  f"{len(report.remaining)} not legal, {report.convs_checked} convs in the result)")
     return "\n".join(lines)
@@ -216,6 +221,10 @@ def _vendor_lines(v: dict) -> list[str]:
     rows, details = [], []
     for model, per_core in v["models"].items():
         for core, r in per_core.items():
+            if r.get("no_tflite"):
+                rows.append([model, core, "-", "-", "-", "-", "-", "NO TFLITE"])
+                details.append(f"  NO TFLITE {model}/{core}: {r['no_tflite']}")
+                continue
             if r.get("crashed"):
                 rows.append([model, core, "-", "-", "-", "-", "-", "CRASHED"])
                 details.append(f"  CRASHED {model}/{core}: {r['crashed']}")
@@ -238,6 +247,7 @@ def _vendor_lines(v: dict) -> list[str]:
     if v.get("out_dir"):
         lines.append(f"  Vela's output: {v['out_dir']}")
     lines.append("  vendor check: " + ("every conv on the NPU" if v["passed"] else
+                                       f"NOT JUDGED: {v['failed']}" if v.get("failed") else
                                        "FAILED: convs on the CPU, or the model rejected or "
                                        "crashed Vela"))
     return lines

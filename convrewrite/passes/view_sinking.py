@@ -19,7 +19,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..build.onnx_read import constant_value
-from ..gs_graph import from_graph, to_graph
+from ..gs_graph import reimported
 from ..naming import Names
 from .chunk_fusion import CHANNEL_LOCAL_OPS
 from .protocol import GraphPass, PassResult, RewriteContext
@@ -251,7 +251,7 @@ class ViewSinking(GraphPass):
                 break
             moved += changed
             graph.cleanup(remove_unused_graph_inputs=False)
-            graph = to_graph(from_graph(graph, like))      # shapes of what moved, afresh
+            graph = reimported(graph, like)      # shapes of what moved, afresh
             dropped += drop_identity_reshapes(graph)
         if not moved:
             return PassResult(ctx.graph)

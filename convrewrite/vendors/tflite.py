@@ -70,7 +70,12 @@ class Job:
         self.work.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.work / "tf", ignore_errors=True)
         onnx.save(self.model, self.work / "model.onnx")     # a copy: onnx2tf writes over -i
-        args = ["-i", "model.onnx", "-o", "tf", "-tb", "tf_converter", "-oiqt", "-n"]
+        # -rtpo erf: Erf (GELU's) as onnx2tf's elementwise pseudo-op (Abramowitz-Stegun 7.1.26,
+        # |error| < 1.5e-7) instead of TensorFlow's Erf, which has no TFLite builtin: it became
+        # FlexErf, which int8 calibration cannot run, so no int8 TFLite was written (ConvNeXt).
+        # -v warn, not -n: onnx2tf says why an int8 conversion failed only as a warning.
+        args = ["-i", "model.onnx", "-o", "tf", "-tb", "tf_converter", "-oiqt",
+                "-rtpo", "erf", "-v", "warn"]
         shapes = []
         for k, (name, (data, mean, std)) in enumerate(calibration_set(self.samples).items()):
             np.save(self.work / f"calibration_{k}.npy", data)
@@ -79,12 +84,15 @@ class Job:
         return args + (["-ois", *shapes] if shapes else [])
 
     def finish(self, exit_code: int) -> Path | VendorFailed:
+        """The int8 TFLite, or VendorFailed("no int8 TFLite: <onnx2tf's reason> (log: ...)").
+        onnx2tf exits 0 when only its int8 step failed (it warns and goes on), so the file is
+        what counts, never the exit code alone."""
         made = self.work / "tf" / "model_full_integer_quant.tflite"
         log = self.work / "onnx2tf.log"
         if exit_code != 0 or not made.is_file():
             text = log.read_text(errors="replace") if log.is_file() else ""
-            return VendorFailed(f"onnx2tf could not convert the model (exit {exit_code}): "
-                                f"{last_error(text)} (log: {log})")
+            return VendorFailed(f"no int8 TFLite: {no_tflite_reason(text, exit_code)} "
+                                f"(log: {log})")
         shutil.copyfile(made, self.tflite)
         return self.tflite
 
@@ -109,7 +117,8 @@ def convert_many(jobs: list[Job], timeout: float = DEFAULT_TIMEOUT_S) -> list[Pa
             item = json.loads(line)
             codes[item["index"]] = item["exit_code"]
     if run.returncode != 0 and len(codes) < len(jobs):
-        crash = VendorFailed(f"onnx2tf crashed (exit {run.returncode}): {last_error(run.stderr)}")
+        crash = VendorFailed(f"no int8 TFLite: onnx2tf crashed (exit {run.returncode}): "
+                             f"{last_error(run.stderr)}")
         return [job.finish(codes[i]) if i in codes else crash for i, job in enumerate(jobs)]
     return [job.finish(codes.get(i, 1)) for i, job in enumerate(jobs)]
 
@@ -126,6 +135,27 @@ def convert(model: onnx.ModelProto, samples: list[dict[str, np.ndarray]], work: 
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+INT8_FAILED = "Full INT8 Quantization tflite output failed"
+EXCEPTION = re.compile(r"^\w+(Error|Exception)\b")
+
+
+def no_tflite_reason(log: str, exit_code: int) -> str:
+    """Why onnx2tf wrote no full-int8 TFLite: the exception of its failed int8 step (which it only
+    warns about, exit 0), naming the TensorFlow ops TFLite has no builtin for (FlexErf, ...),
+    else its failing exit and error line."""
+    lines = [ANSI.sub("", line).strip() for line in log.splitlines()]
+    failed = next((i for i, line in enumerate(lines) if INT8_FAILED in line), None)
+    if failed is not None:
+        exc = next((x for x in reversed(lines[:failed]) if EXCEPTION.match(x)), "")
+        flex = sorted(set(re.findall(r"\((Flex\w+)\)", exc)))
+        if flex:
+            return (f"onnx2tf's int8 quantization failed: TensorFlow op(s) with no TFLite "
+                    f"builtin ({', '.join(flex)}), which calibration cannot run")
+        return f"onnx2tf's int8 quantization failed: {exc or 'no exception in its log'}"
+    if exit_code != 0:
+        return f"onnx2tf failed (exit {exit_code}): {last_error(log)}"
+    return (f"onnx2tf exited 0 without writing model_full_integer_quant.tflite "
+            f"(last line: {last_error(log)})")
 
 
 def last_error(log: str) -> str:

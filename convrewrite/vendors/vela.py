@@ -71,6 +71,8 @@ class VelaResult:
     rejected: str | None = None       # Vela refused the model: its message
     crashed: str | None = None        # Vela died on a signal: "vela crashed (signal 11)", or
     #                                   ran past the timeout: "vela did not finish in 900 s"
+    no_tflite: str | None = None      # Vela never ran: onnx2tf wrote no int8 TFLite
+    #                                   ("no int8 TFLite: <onnx2tf's reason>")
     inference_time_s: float | None = None   # Vela's estimate (NPU work only)
     cycles: int | None = None
     output_dir: str | None = None
@@ -81,8 +83,9 @@ class VelaResult:
 
     @property
     def failure(self) -> str | None:
-        """Why there is no placement: Vela rejected the model or crashed on it."""
-        return self.crashed or self.rejected
+        """Why there is no placement: no int8 TFLite to compile, or Vela rejected the model or
+        crashed on it."""
+        return self.no_tflite or self.crashed or self.rejected
 
     @property
     def all_on_npu(self) -> bool:
@@ -102,12 +105,14 @@ class VelaResult:
 
     def to_dict(self) -> dict:
         return {"config": self.config, "core": self.core, "rejected": self.rejected,
-                "crashed": self.crashed,
+                "crashed": self.crashed, "no_tflite": self.no_tflite,
                 "inference_time_s": self.inference_time_s, "cycles": self.cycles,
                 **self.counts(), "cpu_ops": [asdict(op) for op in self.cpu_ops],
                 "output_dir": self.output_dir}
 
     def summary(self) -> str:
+        if self.no_tflite:
+            return f"{self.core}: {self.no_tflite}"
         if self.crashed:
             return f"{self.core}: {self.crashed}"
         if self.rejected:
@@ -333,12 +338,17 @@ def vendor_check(original: onnx.ModelProto, rewritten: onnx.ModelProto | None, t
                  feeds: dict | None = None, seed: int = 0, input_shapes: dict | None = None,
                  out_dir: "str | os.PathLike | None" = None,
                  timeout: float = tflite_conversion.DEFAULT_TIMEOUT_S,
-                 vela_timeout: float = DEFAULT_TIMEOUT_S) -> dict:
+                 vela_timeout: float = DEFAULT_TIMEOUT_S,
+                 cores: tuple[str, ...] | None = None) -> dict:
     """The report's ``vendor`` section: the original and the rewritten model (None or the same
     object: only the original) through onnx2tf and Vela on the target's core and the other core
     as a second opinion (``timeout``: onnx2tf's per model; ``vela_timeout``: each compile's, past
-    which that cell says so and the rest goes on). ``passed`` is False when the target's core
-    puts a conv of the result on the CPU or rejects it."""
+    which that cell says so and the rest goes on; ``cores``: which to compile, default the
+    target's and the other). A model onnx2tf writes no int8 TFLite for is that model's result on
+    every core ("no int8 TFLite: <onnx2tf's reason>"), and the other model goes on. ``passed`` is
+    False when the target's core puts a conv of the result on the CPU, rejects it or crashes, or
+    the result has no int8 TFLite; ``failed`` then says why the verdict could not be made (no
+    TFLite), else is None."""
     target = load_target(target)
     config, options = vela_config(target)
     models = {"original": original}
@@ -352,15 +362,19 @@ def vendor_check(original: onnx.ModelProto, rewritten: onnx.ModelProto | None, t
         made = tflite_conversion.convert_many(list(jobs.values()), timeout)
         section = {"compiler": f"vela {_vela_version()}", "accelerator_config": config,
                    "core": target.vendor.core, "models": {}, "out_dir": None}
+        wanted = cores_for(config, cores or (target.vendor.core, *[c for c in CORES
+                                                                 if c != target.vendor.core]))
         for (name, job), tflite in zip(jobs.items(), made):
             if isinstance(tflite, VendorFailed):
-                raise VendorFailed(f"{name} model: {tflite}")
+                section["models"][name] = {core: VelaResult(config, core,
+                                                            no_tflite=str(tflite)).to_dict()
+                                           for core in wanted}
+                continue
             ops = read_ops(tflite)
             section["models"][name] = {
                 core: compile_tflite(tflite, config, core, root / name / f"vela_{core}",
                                      options, ops, vela_timeout).to_dict()
-                for core in cores_for(config, (target.vendor.core,
-                                               *[c for c in CORES if c != target.vendor.core]))}
+                for core in wanted}
         if out_dir is not None:
             section["out_dir"] = str(root)
         else:
@@ -368,9 +382,10 @@ def vendor_check(original: onnx.ModelProto, rewritten: onnx.ModelProto | None, t
                 for result in per_core.values():
                     result["output_dir"] = None
     final = section["models"]["rewritten" if "rewritten" in models else "original"]
-    verdict = final[target.vendor.core]
+    verdict = final[target.vendor.core if target.vendor.core in final else next(iter(final))]
+    section["failed"] = verdict["no_tflite"]
     section["passed"] = (verdict["rejected"] is None and verdict["crashed"] is None
-                         and verdict["cpu"]["convs"] == 0)
+                         and verdict["no_tflite"] is None and verdict["cpu"]["convs"] == 0)
     return section
 
 
