@@ -47,7 +47,8 @@ class GatherSum:
     order: np.ndarray | None            # [N] input rows in coordinate order (None: keep)
     tap_inputs: list                    # per used tap: (tap, rows of the ordered input, or None
     #                                     for all rows in order: no gather)
-    groups: list                        # per pair count w: [rows, w] pool rows (w = 1: [rows])
+    groups: list                        # per pair count w: [rows, w] pool rows (w = 1: [rows];
+    #                                     None: every pool row once, in order)
     final: np.ndarray | None            # [M] row of the concatenated groups for each output
     #                                     (None: the groups are already in output order)
     empty_rows: int                     # outputs no pair reaches (zero rows after the groups)
@@ -137,7 +138,11 @@ def gather_sum(rb: Rulebook) -> GatherSum:
         if w == 0:
             continue
         table = by_out[starts[rows][:, None] + np.arange(w)[None, :]].astype(np.int64)
-        groups.append(table[:, 0] if w == 1 else table)
+        if w == 1 and len(rows) == len(outs) and np.array_equal(table[:, 0],
+                                                                 np.arange(len(outs))):
+            groups.append(None)     # the pool itself, in order: no gather
+        else:
+            groups.append(table[:, 0] if w == 1 else table)
         placed.append(rows)
     empty = np.flatnonzero(counts == 0)     # rows no tap reaches: a zero row after the groups
     where = np.empty(m, dtype=np.int64)
@@ -174,6 +179,8 @@ def choose_form(rb: Rulebook, in_channels: int, out_channels: int, plans: dict |
     if "gather-sum" not in plans:
         plans["gather-sum"] = gather_sum(rb)
     summed = plans["gather-sum"]
+    if rb.attrs.submanifold and rb.attrs.kernel_volume == 1:
+        return summed, "gather-sum: a pointwise conv, one MatMul of the rows in place"
     if fill < IMPLICIT_MIN_FILL:
         return summed, (f"gather-sum: {fill:.0%} of the {used} used taps' neighbours are active "
                         "(an implicit GEMM would multiply mostly zero rows)")

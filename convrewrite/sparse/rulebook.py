@@ -142,13 +142,46 @@ def _index_dtype(n: int) -> type:
     return np.int32 if n < 2 ** 31 else np.int64
 
 
-def build_rulebook(coords, attrs: SparseConvAttrs) -> Rulebook:
-    """The rulebook of ``attrs`` on these coordinates (validated: dtype, shape, range, duplicates)."""
+@dataclass
+class Sites:
+    """A set of active sites, checked once, for the rulebooks built on it (``build_rulebook``'s
+    ``sites``): the coordinates as int64 and the rows in coordinate order (batch, then spatial,
+    row-major; None: already in that order). A site order does not depend on the margins a
+    rulebook's keys add, so every rulebook on these sites shares one sort."""
+
+    coords: np.ndarray              # [N, 1 + D] int64, validated
+    dtype: np.dtype                 # the coordinates' own dtype
+    order: np.ndarray | None        # [N] int64, or None: the rows are in coordinate order
+
+    def ordered(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(order, keys[order]) for keys that grow with the coordinate order."""
+        if self.order is None:
+            return np.arange(len(keys), dtype=np.int64), keys
+        return self.order, keys[self.order]
+
+
+def check_sites(coords, attrs: SparseConvAttrs) -> Sites:
+    """The coordinates validated (dtype, shape, range, duplicates) and sorted, once."""
     c = check_coordinates(coords, attrs)
-    out_dtype = np.asarray(coords).dtype
+    keys, _ = _keys(c, attrs.spatial_shape, [0] * attrs.rank)
+    order, _ = _sorted_unique(keys, c)
+    return Sites(c, np.asarray(coords).dtype, order)
+
+
+def output_sites(rb: Rulebook) -> Sites:
+    """A regular conv's output sites (distinct, already in coordinate order) as ``Sites``."""
+    return Sites(rb.out_coords.astype(np.int64, copy=False), rb.out_coords.dtype, None)
+
+
+def build_rulebook(coords, attrs: SparseConvAttrs, sites: Sites | None = None) -> Rulebook:
+    """The rulebook of ``attrs`` on these coordinates (validated: dtype, shape, range, duplicates).
+    ``sites``: the same coordinates already checked and sorted (``check_sites``, ``output_sites``)
+    -- the rulebooks of one site set then validate and sort it once."""
+    if sites is None:
+        sites = check_sites(coords, attrs)
     if attrs.submanifold:
-        return _submanifold(c, attrs, out_dtype)
-    return _regular(c, attrs, out_dtype)
+        return _submanifold(sites, attrs)
+    return _regular(sites, attrs)
 
 
 def _assemble(attrs, num_in, out_coords, ins: list, outs: list, dtype) -> Rulebook:
@@ -159,13 +192,19 @@ def _assemble(attrs, num_in, out_coords, ins: list, outs: list, dtype) -> Rulebo
     return Rulebook(attrs, num_in, out_coords, cat(ins), cat(outs), offsets)
 
 
-def _submanifold(c: np.ndarray, attrs: SparseConvAttrs, out_dtype) -> Rulebook:
+def _submanifold(sites: Sites, attrs: SparseConvAttrs) -> Rulebook:
+    c, out_dtype = sites.coords, sites.dtype
     n = len(c)
+    dtype = _index_dtype(n)
+    if attrs.kernel_volume == 1:
+        # one tap, the centre: every site onto itself, in order. No neighbour is read, so the
+        # site order is no use to any form (sorted_rows None: no reordering gathers)
+        rows = np.arange(n, dtype=dtype)
+        return _assemble(attrs, n, c.astype(out_dtype, copy=False), [rows], [rows], dtype)
     margins = [(k // 2) * d for k, d in zip(attrs.kernel_shape, attrs.dilations)]
     extents = [s + 2 * m for s, m in zip(attrs.spatial_shape, margins)]
     keys, strides = _keys(c, extents, margins)
-    order, skeys = _sorted_unique(keys, c)
-    dtype = _index_dtype(n)
+    order, skeys = sites.ordered(keys)
     order = order.astype(dtype)
     taps = attrs.taps()
     centre = np.asarray([k // 2 for k in attrs.kernel_shape])
@@ -232,11 +271,12 @@ def _batches(*coords: np.ndarray) -> int:
     return max([int(c[:, 0].max()) + 1 for c in coords if len(c)] or [1])
 
 
-def _regular(c: np.ndarray, attrs: SparseConvAttrs, out_dtype) -> Rulebook:
-    n, rank = len(c), attrs.rank
-    keys, _ = _keys(c, attrs.spatial_shape, [0] * rank)
-    order, _ = _sorted_unique(keys, c)
-    c = c[order]            # sorted sites: each tap's candidate output keys come out sorted
+def _regular(sites: Sites, attrs: SparseConvAttrs) -> Rulebook:
+    c, out_dtype = sites.coords, sites.dtype
+    n = len(c)
+    order = np.arange(n, dtype=np.int64) if sites.order is None else sites.order
+    if sites.order is not None:
+        c = c[order]        # sorted sites: each tap's candidate output keys come out sorted
     batches = _batches(c)
     valid, okey = _candidates(c, attrs, batches)
     counts = valid.sum(axis=1)
