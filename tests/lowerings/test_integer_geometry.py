@@ -92,6 +92,20 @@ def test_geometry_lowerings_are_bit_exact(form, case):
         assert len(pad.input) == 3 and inits[pad.input[2]] == zero and zero != 0
 
 
+@pytest.mark.parametrize("case", ["qlinear-u8s8-bias", "qlinear-u8u8-perch-zps",
+                                  "convinteger-u8s8"])
+def test_batch_split_keeps_the_integer_op(case):
+    """A batch of 3 on an engine that takes 1: three convs of the same op over a Split of the
+    batch, joined by Concat; exact (before: 'batches are not split yet')."""
+    params = CASES[case]
+    model = integer_conv(params["op"], pads=(1, 1, 1, 1), batch=3,
+                         **{k: v for k, v in params.items() if k != "op"})
+    out, report = cr.rewrite(model, {"name": "t", "conv": {"max_batch": 1}})
+    assert [r.pass_name for r in report.records] == ["batch"]
+    assert ops(out).count(params["op"]) == 3 and "Concat" in ops(out)
+    assert_exact(model, out, report)
+
+
 def test_kernel_split_extends_the_kernel_with_the_weight_zero_point():
     """5x5 -> 6x6 zero-extended (four 3x3 tiles): the extra taps hold w_zp (128 for uint8
     weights), so they add nothing although they read real inputs."""
