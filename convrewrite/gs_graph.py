@@ -14,6 +14,7 @@ from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from .batch_shapes import with_learned_shapes
+from .gs_order import cleanup_and_toposort
 from .graph import STAND_IN_LOCATION, infer_shapes, large_tensor
 
 
@@ -29,7 +30,7 @@ def from_graph(graph: gs.Graph, like: onnx.ModelProto,
     ``stand_ins`` (a dict to fill): each large weight is exported as the data-less stand-in
     shape inference sees in its place anyway (``graph.with_stand_ins``), and noted there by
     name (``reimported``)."""
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    cleanup_and_toposort(graph)
     model = _export_onnx(graph, list(like.opset_import), stand_ins)
     model.ir_version = like.ir_version
     model.producer_name = like.producer_name

@@ -19,6 +19,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..build.onnx_read import constant_value
+from ..gs_order import cleanup_and_toposort
 from ..gs_graph import reimported
 from ..naming import Names
 from .chunk_fusion import CHANNEL_LOCAL_OPS
@@ -255,7 +256,7 @@ class ViewSinking(GraphPass):
             dropped += drop_identity_reshapes(graph)
         if not moved:
             return PassResult(ctx.graph)
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        cleanup_and_toposort(graph)
         return PassResult(graph, True, notes=[
             f"view sinking: {moved} moves of a Reshape to rank {limit + 1}+ past layout-blind "
             f"ops, {dropped} Reshape pairs folded away"])

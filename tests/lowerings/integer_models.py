@@ -17,8 +17,9 @@ def _zero_point(rng, dtype, size=None):
 
 def integer_conv(op, kernel=(3, 3), strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
                  cin=4, cout=5, size=(9, 9), x_dtype=np.uint8, w_dtype=np.int8,
-                 per_channel=False, varying_zero_points=False, bias=False, group=1, seed=0):
-    """One QLinearConv or ConvInteger on a [1, cin, *size] input, random parameters (a uint8
+                 per_channel=False, varying_zero_points=False, bias=False, group=1, batch=1,
+                 seed=0):
+    """One QLinearConv or ConvInteger on a [batch, cin, *size] input, random parameters (a uint8
     weight's zero point near 128; ``varying_zero_points``: one per output channel)."""
     rng = np.random.default_rng(seed)
     info = np.iinfo(w_dtype)
@@ -49,8 +50,8 @@ def integer_conv(op, kernel=(3, 3), strides=(1, 1), pads=(0, 0, 0, 0), dilations
     node = helper.make_node(op, names, ["y"], name="qconv", **attrs)
     graph = helper.make_graph(
         [node], "q", [helper.make_tensor_value_info("x", ONNX_TYPE[np.dtype(x_dtype)],
-                                                    [1, cin, *size])],
-        [helper.make_tensor_value_info("y", y_type, [1, cout, *out])],
+                                                    [batch, cin, *size])],
+        [helper.make_tensor_value_info("y", y_type, [batch, cout, *out])],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
     model.ir_version = 9
