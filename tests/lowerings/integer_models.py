@@ -69,14 +69,15 @@ def random_input(model: onnx.ModelProto, seed=1) -> np.ndarray:
 
 
 def exact_integer_conv(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    """The model's one integer conv (group 1) as ONNX defines it, in int64: the input padded
-    with its zero point, sum of (x - x_zp) * (w - w_zp), then (QLinearConv) plus the bias, times
+    """The model's one integer conv (2-D) as ONNX defines it, in int64: the input padded with
+    its zero point, sum of (x - x_zp) * (w - w_zp), then (QLinearConv) plus the bias, times
     x_scale * w_scale / y_scale in float32, rounded half to even, plus y_zp, saturated."""
     p = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     node = model.graph.node[0]
     attrs = {a.name: list(a.ints) for a in node.attribute}
     kernel, strides, dilations, pads = (attrs[k] for k in ("kernel_shape", "strides",
                                                           "dilations", "pads"))
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
     w = p["w"].astype(np.int64) - p["wz"].astype(np.int64).reshape(-1, 1, 1, 1)
     xp = np.pad(x.astype(np.int64) - int(p["xz"]),
                 ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
@@ -86,7 +87,11 @@ def exact_integer_conv(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             window = xp[:, :, i * dilations[0]::strides[0], j * dilations[1]::strides[1]]
-            acc = acc + np.einsum("nchw,oc->nohw", window[:, :, :out[0], :out[1]], w[:, :, i, j])
+            window = window[:, :, :out[0], :out[1]]
+            cin, cout = window.shape[1] // group, w.shape[0] // group
+            acc = acc + np.concatenate([np.einsum(
+                "nchw,oc->nohw", window[:, g * cin:(g + 1) * cin], w[g * cout:(g + 1) * cout, :, i, j])
+                for g in range(group)], axis=1)
     if node.op_type == "ConvInteger":
         return acc.astype(np.int32)
     if "B" in p:

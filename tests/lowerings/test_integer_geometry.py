@@ -106,6 +106,28 @@ def test_batch_split_keeps_the_integer_op(case):
     assert_exact(model, out, report)
 
 
+@pytest.mark.parametrize("case, form", [
+    ("qlinear-u8s8-bias", "block-diagonal groups"),        # weight zero point 0
+    ("qlinear-s8s8-perch", "block-diagonal groups"),
+    ("qlinear-u8u8-perch-zps", "per-group convs"),          # zero points 128 +- 4
+    ("convinteger-u8s8", "block-diagonal groups"),
+    ("convinteger-u8u8", "per-group convs"),
+])
+def test_groups_on_a_regular_only_engine(case, form):
+    """A 3-group conv on an engine of regular convs only: chunks of the same op with their rows
+    of the per-channel parameters; block-diagonal (zeros off the diagonal) only where the
+    weight zero point is 0, else one conv per group; exact."""
+    params = CASES[case]
+    model = integer_conv(params["op"], pads=(1, 1, 1, 1), cin=12, cout=12, group=3,
+                         **{k: v for k, v in params.items() if k != "op"})
+    out, report = cr.rewrite(model, {"name": "t", "conv": {"groups": ["regular"]}})
+    assert [r.pass_name for r in report.records] == ["groups"]
+    assert form in report.records[0].rewrite
+    assert_exact(model, out, report)
+    assert {a.i for n in out.graph.node if n.op_type == params["op"] for a in n.attribute
+            if a.name == "group"} == {1}
+
+
 def test_kernel_split_extends_the_kernel_with_the_weight_zero_point():
     """5x5 -> 6x6 zero-extended (four 3x3 tiles): the extra taps hold w_zp (128 for uint8
     weights), so they add nothing although they read real inputs."""
