@@ -43,6 +43,12 @@ SECONDS_PER_COPIED_FLOAT = 0.2e-9
 # implicit GEMM on the six layers with 32-58% of their neighbours active 63 ms; implicit on the
 # two inverse convs too (12%) 77 ms. Gather-sum writes ~2 nodes per tap and per pair count.
 SECONDS_PER_NODE = 30e-6
+# The implicit GEMM's MACs are one MatMul [rows, K' x Cin] x [K' x Cin, Cout] (MLAS's large-K
+# case, its gathered block reused in cache) against the gather-sum's per-tap [pairs, Cin] x
+# [Cin, Cout]; charged half of SECONDS_PER_MAC -- an effective rate fitted on the U-Net at
+# 61,741 voxels (400x400x40): its four SubM / down convs with 40-43% of the neighbours active
+# ran 189 ms as chosen by the rates alone (gather-sum), 156 ms implicit (thread CPU, 1 thread).
+SECONDS_PER_IMPLICIT_MAC = SECONDS_PER_MAC / 2
 IMPLICIT_BLOCK_BYTES = 32 << 20      # the gathered [rows, K' x Cin] block of one implicit chunk
 
 
@@ -106,7 +112,7 @@ class ImplicitGemm:
 
     def cost(self, cin: int, cout: int) -> float:
         rows = self.num_in + len(self.table)
-        return (self.macs(cin, cout) * SECONDS_PER_MAC
+        return (self.macs(cin, cout) * SECONDS_PER_IMPLICIT_MAC
                 + self.table.size * cin * SECONDS_PER_GATHERED_FLOAT
                 + rows * max(cin, cout) * SECONDS_PER_GATHERED_FLOAT
                 + self.nodes(cin) * SECONDS_PER_NODE)
