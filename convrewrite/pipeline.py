@@ -23,9 +23,10 @@ from .build.onnx_read import conv_nodes, spec_of
 from .conv import CONV_OPS
 from .decline import Decline, Declined
 from .graph import opset_version
-from .gs_graph import from_graph, to_graph
+from .gs_graph import from_graph, reimported, to_graph
 from .legacy import for_rewriting, restore
 from .legality import check
+from . import memory
 from .naming import Names
 from .ops import DOMAIN
 from .ops.reference import drop_own_opset
@@ -127,7 +128,7 @@ def _run_pass(gp: GraphPass, ctx: RewriteContext, like: onnx.ModelProto, repeat:
         result.notes += outcome.notes
         noted += [r for r in outcome.recognised if r not in noted]
         if outcome.records and repeat:
-            ctx.graph = to_graph(from_graph(ctx.graph, like))
+            ctx.graph = reimported(ctx.graph, like)
         if not (repeat and outcome.records):
             break
     result.recognised += noted
@@ -375,7 +376,8 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     _note_inlined(result, inlined, seconds)
     _note_bodies(result, *bodies)
     rewritten = drop_own_opset(from_graph(graph, work)) if result.changed else model
-    if result.changed and upgrade:
+    made_from = (rewritten, graph)      # a model and the graph it was exported from, to import
+    if result.changed and upgrade:      # it again without copying its weights (reimported)
         result.notes.append(upgrade)
     reference = None            # the original's outputs and engine (verify.reference_run), once
     tidied = None               # the tidy step's graph of ``rewritten``, when it has its shapes
@@ -388,16 +390,18 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
             continue
         started = time.perf_counter()
         if step.kind == "tidy":
-            rewritten, tidied = _tidy(rewritten, target, step.passes, result)
+            rewritten, tidied, made_from = _tidy(rewritten, target, step.passes, result,
+                                                 made_from)
         elif verify and step.scope == "local":
             if result.inputs is None:
-                result.inputs = feeds()
+                result.inputs = _feeds_that_fit(feeds, graph)
             in_bodies = {id(r) for b in result.bodies for r in b.records}
             records = [r for r in result.records if id(r) not in in_bodies]
             early = _tidy_early(steps, step, reference, rewritten)
             untidied = rewritten
             if early is not None:       # the model the end-to-end check compares, made now
-                rewritten, tidied = _tidy(rewritten, target, early.passes, result)
+                rewritten, tidied, made_from = _tidy(rewritten, target, early.passes, result,
+                                                     made_from)
                 result.timings[early.timing] = time.perf_counter() - started
                 started = time.perf_counter()
             if reference is None:       # the original's run folded into the checks' run
@@ -416,7 +420,7 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
             _verify_bodies(result.bodies, tolerance, progress)
         elif verify and step.scope == "end_to_end":
             if result.inputs is None:
-                result.inputs = feeds()
+                result.inputs = _feeds_that_fit(feeds, graph)
             reference = reference or reference_run(model, result.inputs)
             kind = "reassociating" if any(r.tolerance == "reassociating"
                                           for r in result.records) else "exact"
@@ -427,8 +431,34 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
             continue
         result.timings[step.timing] = time.perf_counter() - started
     if result.changed:
-        movement_legality(tidied if tidied is not None else to_graph(rewritten), target, result)
+        movement_legality(tidied if tidied is not None else _import(rewritten, made_from),
+                          target, result)
     return (restore(rewritten, model) if rewritten is not model else model), result
+
+
+def _feeds_that_fit(feeds: Callable[[], dict[str, np.ndarray]], graph: gs.Graph):
+    """The verification feeds, refused (one line, exit 2) where the run would not fit in memory:
+    onnxruntime would be killed, not fail. The estimate: the feeds plus memory.RUN_PEAK_FACTOR
+    times every tensor of the rewritten graph whose size is known."""
+    made = feeds()
+    shapes = {}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Variable) and tensor.shape is not None:
+            try:
+                shapes[tensor.name] = (tensor.shape, np.dtype(tensor.dtype))
+            except TypeError:       # no dtype known, or one numpy lacks (bfloat16)
+                continue
+    sizes = memory.known_sizes(shapes)
+    if sizes:
+        name = max(sizes, key=sizes.get)
+        tensors = sum(sizes.values())
+        memory.require(sum(v.nbytes for v in made.values()) + memory.RUN_PEAK_FACTOR * tensors,
+                       f"{memory.RUN_PEAK_FACTOR}x the {memory.gib(tensors)} that the run's "
+                       f"{len(sizes)} tensors add up to; the largest, {name!r}, is "
+                       f"{memory.gib(sizes[name])}",
+                       resizable=any(not isinstance(d, int) for t in graph.inputs
+                                     for d in (t.shape or ())))
+    return made
 
 
 def _tidy_early(steps: tuple[Step, ...], local: Step, reference,
@@ -451,14 +481,25 @@ def _tidy_early(steps: tuple[Step, ...], local: Step, reference,
     return tidy[0]
 
 
+def _import(model: onnx.ModelProto, made_from: tuple) -> gs.Graph:
+    """``to_graph(model)``; from the graph ``model`` was exported from where ``made_from`` holds
+    it (``gs_graph.reimported``: the same graph, its weights not copied)."""
+    if made_from[0] is model:
+        return reimported(made_from[1], model)
+    return to_graph(model)
+
+
 def _tidy(model: onnx.ModelProto, target: Target, passes: tuple[GraphPass, ...],
-          result: RewriteResult) -> tuple[onnx.ModelProto, gs.Graph | None]:
+          result: RewriteResult, made_from: tuple = (None, None),
+          ) -> tuple[onnx.ModelProto, gs.Graph | None, tuple]:
     """The tidying passes over the rewritten model: what the lowerings cost at run time undone
     (Concat->Split round trips, sums a runtime cannot fuse into convs, Pads of Pads). Also the
     graph the passes left, for ``movement_legality`` to judge without importing the model again,
     where it holds what that reads: the model's nodes in order, and, where the target limits
-    tensor ranks, the shapes inference gives (nothing tidied); else None."""
-    graph = to_graph(model)
+    tensor ranks, the shapes inference gives (nothing tidied); else None. ``made_from``: a
+    model and the graph it was exported from (the model is imported from that graph where it
+    is this one), and the same of the model returned."""
+    graph = _import(model, made_from)
     ctx = RewriteContext(graph=graph, target=target, opset=opset_version(model),
                          regroupable_sums=result.regroupable_sums)
     modified = False
@@ -468,9 +509,9 @@ def _tidy(model: onnx.ModelProto, target: Target, passes: tuple[GraphPass, ...],
         result.notes += outcome.notes
         modified |= outcome.modified
     if not modified:
-        return model, ctx.graph
+        return model, ctx.graph, made_from
     tidied = from_graph(ctx.graph, model)
-    return tidied, (ctx.graph if target.max_tensor_rank is None else None)
+    return tidied, (ctx.graph if target.max_tensor_rank is None else None), (tidied, ctx.graph)
 
 
 def check_model_legality(model: onnx.ModelProto, target: Target) -> RewriteResult:

@@ -22,7 +22,7 @@ from google.protobuf.message import EncodeError
 
 from .errors import BadInputError
 from .exact_kernels import exact_integer_kernels
-from . import graph, local_checks
+from . import graph, local_checks, memory
 from .graph import copy_model, save_model
 from .ops.reference import has_own_ops, standard_reference
 from .ort_setup import ORT_ERRORS, session_options
@@ -201,14 +201,30 @@ def make_inputs(model: onnx.ModelProto, *, seed: int = 0,
     if unknown:
         raise BadInputError(f"--input-shape names {unknown[0]!r}, which is not a model input "
                             f"(inputs: {', '.join(names)})")
-    rng = np.random.default_rng(seed)
-    feeds = {}
+    planned = {}
     for info in inputs:
         tensor_type = info.type.tensor_type
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        shape = shapes.get(info.name) or _default_shape(tensor_type.shape)
-        feeds[info.name] = _random(rng, dtype, shape)
-    return feeds
+        planned[info.name] = (shapes.get(info.name) or _default_shape(tensor_type.shape), dtype)
+    memory.require(*_feeds_need(planned),
+                   resizable=any(not d.HasField("dim_value") for i in inputs
+                                 for d in i.type.tensor_type.shape.dim))
+    rng = np.random.default_rng(seed)
+    return {name: _random(rng, dtype, shape) for name, (shape, dtype) in planned.items()}
+
+
+def _feeds_need(planned: dict[str, tuple[tuple[int, ...], np.dtype]]) -> tuple[int, str]:
+    """Bytes the seeded feeds take, with the widest one's float64/int64 draw made before its cast
+    (``_random``), and words naming the largest."""
+    sizes = {name: memory.tensor_bytes(shape, dtype) for name, (shape, dtype) in planned.items()}
+    draws = [memory.tensor_bytes(shape, np.float64) for shape, _ in planned.values()]
+    if not sizes:
+        return 0, "no inputs"
+    name = max(sizes, key=sizes.get)
+    shape, dtype = planned[name]
+    return (sum(sizes.values()) + max(draws),
+            f"seeded inputs; {name!r} {list(shape)} {np.dtype(dtype)} alone is "
+            f"{memory.gib(sizes[name])}")
 
 
 def _default_shape(shape: onnx.TensorShapeProto) -> tuple[int, ...]:

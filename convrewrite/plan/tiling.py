@@ -12,6 +12,7 @@ from ..decline import Decline
 from ..legality import check
 from ..target import Target
 from .channels import ranges_of_sizes
+from .limits import MAX_LOWERED_TILES
 from .windows import AxisCut, cut_axis
 
 
@@ -84,7 +85,7 @@ def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePla
         return Decline("tiling needs a static input size")
     rank = spec.rank
     limits = axis_limits(spec, target)
-    axes, tiles, grow = [], [], [0] * rank
+    axes, tiles, grow, total = [], [], [0] * rank, 1
     for axis in range(rank):
         bounds = limits.get(axis)
         size = spec.input_shape[2 + axis]
@@ -100,6 +101,10 @@ def plan_tiles(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> TilePla
         if per_tile < 1:
             return Decline(f"a {span}-wide kernel window does not fit the engine's {bounds[1]} input")
         count = -(-out // per_tile)
+        total *= count
+        if total > MAX_LOWERED_TILES:
+            return Decline(f"{total} tiles would be needed (limit {MAX_LOWERED_TILES} per conv: "
+                           f"each is a conv of its own)")
         ranges = ranges_of_sizes([out // count + (1 if i < out % count else 0) for i in range(count)])
         smallest = min(b - a for a, b in ranges)
         if (smallest - 1) * stride + span < bounds[0]:
