@@ -5,14 +5,17 @@ models of their own, the "before" side of a local check. Loading, checking and s
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter, check_duplicate_node_names
-from onnx_graphsurgeon.ir.tensor import SparseValues
+from onnx_graphsurgeon.exporters.onnx_exporter import (OnnxExporter, check_duplicate_node_names,
+                                                        constant_to_onnx_tensor, dtype_to_onnx)
+from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 from onnx_graphsurgeon.logger import G_LOGGER
 
 from .batch_shapes import with_learned_shapes
-from .graph import infer_shapes
+from .gs_order import cleanup_and_toposort
+from .graph import LARGE_TENSOR_BYTES, STAND_IN_LOCATION, infer_shapes, large_tensor
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
@@ -21,10 +24,14 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
     return gs.import_onnx(with_learned_shapes(infer_shapes(model)))
 
 
-def from_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
-    """Export a graph with everything the original model carried besides its graph."""
-    graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    model = _export_onnx(graph, list(like.opset_import))
+def from_graph(graph: gs.Graph, like: onnx.ModelProto,
+               stand_ins: "dict[str, gs.Constant] | None" = None) -> onnx.ModelProto:
+    """Export a graph with everything the original model carried besides its graph.
+    ``stand_ins`` (a dict to fill): each large weight is exported as the data-less stand-in
+    shape inference sees in its place anyway (``graph.with_stand_ins``), and noted there by
+    name (``reimported``)."""
+    cleanup_and_toposort(graph)
+    model = _export_onnx(graph, list(like.opset_import), stand_ins)
     model.ir_version = like.ir_version
     model.producer_name = like.producer_name
     model.producer_version = like.producer_version
@@ -38,7 +45,114 @@ def from_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _export_onnx(graph: gs.Graph, opset_imports: list) -> onnx.ModelProto:
+def reimported(graph: gs.Graph, like: onnx.ModelProto) -> gs.Graph:
+    """``to_graph(from_graph(graph, like))`` (the graph with every shape inferred afresh after a
+    rewrite), without copying a large weight: each goes out as the stand-in inference sees in
+    its place anyway, and the Constant imported for it takes the values it had (read as the
+    exported tensor would be, ``_Deferred``). Same model, same graph; every fixpoint round
+    copied each weight two or three times (export, inference's copy back, the batch-shape
+    copy): ResNet-50 at c256, 100 MB a round."""
+    stand_ins: dict[str, gs.Constant] = {}
+    light = from_graph(graph, like, stand_ins)
+    out = to_graph(light)
+    if stand_ins:
+        for tensor in out.tensors().values():
+            source = stand_ins.get(tensor.name) if isinstance(tensor, gs.Constant) else None
+            if source is not None:
+                tensor._values = _values_of(source, tensor._values)
+                tensor.data_location = _location_of(source)
+    return out
+
+
+class _Deferred(LazyValues):
+    """A Constant's numpy values as ``LazyValues`` of the tensor ``from_graph`` would export
+    for them (shape and dtype read from that tensor's stand-in, the values a fresh copy on each
+    load): the tensor itself is made only when something asks for it."""
+
+    def __init__(self, stand_in: LazyValues, name: str, array: np.ndarray,
+                 location: "int | None"):
+        self.shape, self.dtype, self.nbytes = stand_in.shape, stand_in.dtype, stand_in.nbytes
+        self._source = (name, array, location)
+        self._tensor = None
+
+    @property
+    def tensor(self) -> onnx.TensorProto:
+        if self._tensor is None:
+            name, array, location = self._source
+            self._tensor = constant_to_onnx_tensor(gs.Constant(name, array))
+            if location is not None:
+                self._tensor.data_location = location
+        return self._tensor
+
+    @tensor.setter
+    def tensor(self, value: onnx.TensorProto) -> None:
+        self._tensor = value
+
+    def load(self) -> np.ndarray:
+        """What ``LazyValues.load`` reads back from the exported tensor: a C-ordered copy of
+        the same values and dtype (plain numpy types only, ``_stand_in``)."""
+        return np.array(self._source[1], order="C")
+
+    @property
+    def location(self) -> "int | None":
+        return self._source[2]
+
+
+def _values_of(source: gs.Constant, stand_in: LazyValues) -> LazyValues:
+    values = source._values
+    if isinstance(values, LazyValues):
+        return values
+    return _Deferred(stand_in, source.name, values, source.data_location)
+
+
+def _location_of(source: gs.Constant) -> "int | None":
+    """The ``data_location`` gs's importer gives the Constant of ``source`` exported."""
+    values = source._values
+    if isinstance(values, _Deferred):
+        location = values.location
+        return None if location is None else int(location)
+    if isinstance(values, LazyValues):
+        proto = values.tensor
+        return int(proto.data_location) if proto.HasField("data_location") else None
+    return None if source.data_location is None else int(source.data_location)
+
+
+_PLAIN = {np.dtype(t) for t in (np.float32, np.float64, np.float16, np.int8, np.int16, np.int32,
+                                np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)}
+
+
+def _stand_in(constant: gs.Constant) -> "onnx.TensorProto | None":
+    """The stand-in ``graph.with_stand_ins`` would make of ``constant`` exported, where it
+    would make one and the Constant's values come back unchanged from an export (a tensor of
+    gs's importer, or a plain numpy array exported as it is); else None."""
+    values = constant._values
+    if isinstance(values, SparseValues):
+        return None
+    if isinstance(values, LazyValues):
+        proto = values.tensor if not isinstance(values, _Deferred) else None
+        if proto is not None and not large_tensor(proto):   # its dims and type alone decide
+            return None
+        if proto is None and values.nbytes <= LARGE_TENSOR_BYTES:     # plain numpy: exact
+            return None
+        data_type = proto.data_type if proto is not None else dtype_to_onnx(values.dtype)
+        dims = list(proto.dims) if proto is not None else list(values.shape)
+    elif isinstance(values, np.ndarray) and values.dtype in _PLAIN and values.dtype.isnative \
+            and constant._export_dtype in (None, values.dtype):
+        if values.nbytes <= LARGE_TENSOR_BYTES:     # what large_tensor counts, for these types
+            return None
+        data_type, dims = dtype_to_onnx(values.dtype), list(values.shape)
+    else:
+        return None
+    stub = onnx.TensorProto(name=constant.name, data_type=data_type, dims=dims)
+    if not large_tensor(stub):
+        return None
+    stub.data_location = onnx.TensorProto.EXTERNAL
+    stub.external_data.add(key="location", value=STAND_IN_LOCATION)
+    return stub
+
+
+def _export_onnx(graph: gs.Graph, opset_imports: list,
+                 stand_ins: "dict[str, gs.Constant] | None" = None) -> onnx.ModelProto:
     """``gs.export_onnx(graph, do_type_check=False, opset_imports=...)``, field for field, with
     the graph built inside the model: gs builds a GraphProto that ``onnx.helper.make_model``
     then copies whole into the model, so every weight was copied twice per export (ConvNeXt-tiny
@@ -56,7 +170,7 @@ def _export_onnx(graph: gs.Graph, opset_imports: list) -> onnx.ModelProto:
     g.output.extend([exporter.export_value_info_proto(t, False) for t in graph.outputs])
     tensor_map = graph.tensors()
     constants = [t for t in tensor_map.values() if isinstance(t, gs.Constant)]
-    g.initializer.extend([exporter.export_tensor_proto(t) for t in constants
+    g.initializer.extend([_initializer(t, stand_ins) for t in constants
                           if not isinstance(t._values, SparseValues)])
     g.sparse_initializer.extend([exporter.export_sparse_tensor_proto(t) for t in constants
                                  if isinstance(t._values, SparseValues)])
@@ -74,6 +188,15 @@ def _export_onnx(graph: gs.Graph, opset_imports: list) -> onnx.ModelProto:
     if graph.ir_version is not None:
         model.ir_version = graph.ir_version
     return model
+
+
+def _initializer(constant: gs.Constant, stand_ins: "dict[str, gs.Constant] | None"
+                 ) -> onnx.TensorProto:
+    stub = _stand_in(constant) if stand_ins is not None else None
+    if stub is None:
+        return OnnxExporter.export_tensor_proto(constant)
+    stand_ins[constant.name] = constant
+    return stub
 
 
 def isolate_node(node: gs.Node, graph: gs.Graph, like: onnx.ModelProto,

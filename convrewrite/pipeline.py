@@ -23,7 +23,7 @@ from .build.onnx_read import conv_nodes, spec_of
 from .conv import CONV_OPS
 from .decline import Decline, Declined
 from .graph import opset_version
-from .gs_graph import from_graph, to_graph
+from .gs_graph import from_graph, reimported, to_graph
 from .legacy import for_rewriting, restore
 from .legality import check
 from . import memory
@@ -128,7 +128,7 @@ def _run_pass(gp: GraphPass, ctx: RewriteContext, like: onnx.ModelProto, repeat:
         result.notes += outcome.notes
         noted += [r for r in outcome.recognised if r not in noted]
         if outcome.records and repeat:
-            ctx.graph = to_graph(from_graph(ctx.graph, like))
+            ctx.graph = reimported(ctx.graph, like)
         if not (repeat and outcome.records):
             break
     result.recognised += noted
@@ -375,8 +375,14 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     graph, result = run_rewrites(to_graph(work), target, work, steps, sparse_inputs)
     _note_inlined(result, inlined, seconds)
     _note_bodies(result, *bodies)
-    rewritten = drop_own_opset(from_graph(graph, work)) if result.changed else model
-    if result.changed and upgrade:
+    # Without verification the untidied model only feeds the tidy step (its metadata, and the
+    # graph it came from): exported with its large weights as stand-ins, and for real only if
+    # tidying leaves it as it is (ResNet-50 c256: one full export of 100 MB of weights less).
+    light = {} if result.changed and not verify else None
+    rewritten = drop_own_opset(from_graph(graph, work, light)) if result.changed else model
+    untidied = rewritten if light is not None else None
+    made_from = (rewritten, graph)      # a model and the graph it was exported from, to import
+    if result.changed and upgrade:      # it again without copying its weights (reimported)
         result.notes.append(upgrade)
     reference = None            # the original's outputs and engine (verify.reference_run), once
     tidied = None               # the tidy step's graph of ``rewritten``, when it has its shapes
@@ -389,7 +395,8 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
             continue
         started = time.perf_counter()
         if step.kind == "tidy":
-            rewritten, tidied = _tidy(rewritten, target, step.passes, result)
+            rewritten, tidied, made_from = _tidy(rewritten, target, step.passes, result,
+                                                 made_from)
         elif verify and step.scope == "local":
             if result.inputs is None:
                 result.inputs = _feeds_that_fit(feeds, graph)
@@ -398,7 +405,8 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
             early = _tidy_early(steps, step, reference, rewritten)
             untidied = rewritten
             if early is not None:       # the model the end-to-end check compares, made now
-                rewritten, tidied = _tidy(rewritten, target, early.passes, result)
+                rewritten, tidied, made_from = _tidy(rewritten, target, early.passes, result,
+                                                     made_from)
                 result.timings[early.timing] = time.perf_counter() - started
                 started = time.perf_counter()
             if reference is None:       # the original's run folded into the checks' run
@@ -427,8 +435,12 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
         else:
             continue
         result.timings[step.timing] = time.perf_counter() - started
+    if untidied is not None and rewritten is untidied:      # the light one: the model itself
+        rewritten = drop_own_opset(from_graph(graph, work))
+        made_from = (rewritten, graph)
     if result.changed:
-        movement_legality(tidied if tidied is not None else to_graph(rewritten), target, result)
+        movement_legality(tidied if tidied is not None else _import(rewritten, made_from),
+                          target, result)
     return (restore(rewritten, model) if rewritten is not model else model), result
 
 
@@ -477,14 +489,25 @@ def _tidy_early(steps: tuple[Step, ...], local: Step, reference,
     return tidy[0]
 
 
+def _import(model: onnx.ModelProto, made_from: tuple) -> gs.Graph:
+    """``to_graph(model)``; from the graph ``model`` was exported from where ``made_from`` holds
+    it (``gs_graph.reimported``: the same graph, its weights not copied)."""
+    if made_from[0] is model:
+        return reimported(made_from[1], model)
+    return to_graph(model)
+
+
 def _tidy(model: onnx.ModelProto, target: Target, passes: tuple[GraphPass, ...],
-          result: RewriteResult) -> tuple[onnx.ModelProto, gs.Graph | None]:
+          result: RewriteResult, made_from: tuple = (None, None),
+          ) -> tuple[onnx.ModelProto, gs.Graph | None, tuple]:
     """The tidying passes over the rewritten model: what the lowerings cost at run time undone
     (Concat->Split round trips, sums a runtime cannot fuse into convs, Pads of Pads). Also the
     graph the passes left, for ``movement_legality`` to judge without importing the model again,
     where it holds what that reads: the model's nodes in order, and, where the target limits
-    tensor ranks, the shapes inference gives (nothing tidied); else None."""
-    graph = to_graph(model)
+    tensor ranks, the shapes inference gives (nothing tidied); else None. ``made_from``: a
+    model and the graph it was exported from (the model is imported from that graph where it
+    is this one), and the same of the model returned."""
+    graph = _import(model, made_from)
     ctx = RewriteContext(graph=graph, target=target, opset=opset_version(model),
                          regroupable_sums=result.regroupable_sums)
     modified = False
@@ -494,9 +517,9 @@ def _tidy(model: onnx.ModelProto, target: Target, passes: tuple[GraphPass, ...],
         result.notes += outcome.notes
         modified |= outcome.modified
     if not modified:
-        return model, ctx.graph
+        return model, ctx.graph, made_from
     tidied = from_graph(ctx.graph, model)
-    return tidied, (ctx.graph if target.max_tensor_rank is None else None)
+    return tidied, (ctx.graph if target.max_tensor_rank is None else None), (tidied, ctx.graph)
 
 
 def check_model_legality(model: onnx.ModelProto, target: Target) -> RewriteResult:

@@ -153,12 +153,12 @@ def test_a_float_rewrite_runs_its_tidied_model_alone_as_shipped(monkeypatch):
     assert report.status == "ok" and report.end_to_end["passed"] and tidied == [True]
     assert made == [None, None, "disable"]
 
-    def wrong_tidy(m, target, passes, result):
+    def wrong_tidy(m, target, passes, result, made_from=(None, None)):
         wrong = onnx.ModelProto()
         wrong.CopyFrom(m)
         conv = next(n for n in wrong.graph.node if n.op_type == "Conv")
         _mirrored(wrong, conv.input[1])
-        return wrong, None
+        return wrong, None, (None, None)
     monkeypatch.setattr(pipeline, "_tidy", wrong_tidy)
     _, report = api.rewrite(model, target)
     assert report.status == "mismatch" and not report.end_to_end["passed"]

@@ -60,6 +60,19 @@ def conv_inputs(node: gs.Node, x: gs.Tensor | None = None,
     return inputs
 
 
+def weight_zero_points(node: gs.Node, spec: ConvSpec) -> np.ndarray:
+    """An integer conv's weight zero point per output channel (0 where it has none), what an
+    empty tap of its kernel holds; Declined where it is computed in the graph."""
+    zero_point = quant_operands(node).get("w_zero_point")
+    if zero_point is None or not zero_point.name:
+        return np.zeros(spec.out_channels, np.int64)
+    values = constant_value(zero_point)
+    if values is None:
+        raise Declined(f"an empty tap of {node.name}'s kernel holds its weight zero point "
+                       f"{zero_point.name!r}, computed in the graph")
+    return np.broadcast_to(np.asarray(values).ravel(), (spec.out_channels,))
+
+
 def _weight_zero_points(quant: dict[str, gs.Tensor]) -> tuple[int, ...]:
     if "w_zero_point" not in quant or not quant["w_zero_point"].name:
         return (0,)

@@ -1,7 +1,8 @@
 """Batch split: a conv over more batch items than the engine takes becomes one conv per chunk of
 the batch (``plan.batch``), the input cut on axis 0 (one Split, or a Slice per chunk where the
 target has no Split) and the chunk outputs joined by Concat on axis 0. Every chunk conv reads the
-same weight and bias tensors (no copies), and each computes exactly its rows: exact."""
+same weight and bias tensors (no copies), and each computes exactly its rows: exact. An integer
+conv (QLinearConv, ConvInteger) stays one per chunk, with its quantization parameters."""
 
 from __future__ import annotations
 
@@ -29,9 +30,6 @@ class BatchSplit(Lowering):
     fixes = rules_named("max_batch")
 
     def plan(self, spec: ConvSpec, target: Target) -> "Planned | Decline":
-        if spec.op_type not in ("Conv", "ConvTranspose"):
-            return Decline(f"{spec.op_type} batches are not split yet (only Conv and "
-                           f"ConvTranspose)")
         plan = plan_batch_split(spec, target)
         if isinstance(plan, Decline):
             return plan
@@ -54,7 +52,7 @@ class BatchSplit(Lowering):
         y_shape = b.shape(site.y) if site.y is not None else None
         outputs = []
         for i, ((start, stop), part) in enumerate(zip(chunks, parts)):
-            inputs = [part, w] + ([site.bias] if site.bias is not None else [])
+            inputs = site.operands(part, w)
             shape = None
             if y_shape is not None:
                 shape = [stop - start, *y_shape[1:]]

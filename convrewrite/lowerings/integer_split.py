@@ -81,6 +81,9 @@ def plan_requantize(spec: ConvSpec, target: Target, what: str) -> "str | Decline
         return Decline(f"{what} of a QLinearConv requantizes its int32 sum, which needs "
                        "constant scales")
     centre = len(spec.weight_zero_points) > 1
+    if centre and spec.groups > 1:
+        return Decline(f"{what} of a grouped QLinearConv whose weight zero points differ per "
+                       "channel would centre each group's window sums: not built")
     missing = missing_ops(target, REQUANTIZE_OPS | ({"Sub"} if centre else set()))
     if missing:
         return Decline(f"{what} of a QLinearConv sums int32 partial sums and requantizes them "

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..gs_order import cleanup_and_toposort
 from ..naming import Names
 from ..build.onnx_read import constant_value
 from .protocol import GraphPass, PassResult, RewriteContext
@@ -53,7 +54,7 @@ def fuse_chunks(graph: gs.Graph) -> int:
     fusion.concat_full_tensors()
     graph.nodes.extend(fusion.new_nodes)
     if removed:
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        cleanup_and_toposort(graph)
     return removed
 
 

@@ -7,20 +7,23 @@ moved for the layout changes; see plan.cost.LAYOUT_ELEMENT_COST_IN_MACS):
   touches a zero, but the batch grows d**rank times;
 - dense: the holes are written into a larger kernel as zeros (Vela's answer for dilation > 2);
   one conv, but (k-1)*d+1 taps per axis instead of k.
-Both compute the same products; space-to-batch may sum them in another order.
+Both compute the same products; space-to-batch may sum them in another order. An integer conv
+(QLinearConv, ConvInteger) stays one and is exact in both: the dense kernel's holes hold the
+weight zero point, space-to-batch pads with the input zero point.
 """
 
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from ..build.onnx_read import conv_inputs, weight_zero_points
 from ..conv import INTEGER_CONVS, ConvSpec, dims_text
 from ..rules import Violation
 from ..plan.dilation import choose_dilation
 from ..record import Record
 from ..decline import Declined, need
 from .protocol import Pass, RewriteContext
-from .emit import conv_copy, int64s, pad_spatial, replace, slice_spatial, variable
+from .emit import conv_copy, int64s, pad_spatial, pad_value, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
 
 
@@ -31,9 +34,7 @@ class DilationLowering(Pass):
 
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
-        if node.op in INTEGER_CONVS:
-            raise Declined(f"not built for {node.op}: the dense kernel's holes would need the "
-                           "weight zero point, space-to-batch its padding the input's")
+        integer = node.op in INTEGER_CONVS
         pads = need(explicit_pads(node, spec))
         chosen = need(choose_dilation(spec, ctx.target, pads))
         if chosen.form == "per_tap":
@@ -46,13 +47,16 @@ class DilationLowering(Pass):
             _space_to_batch(node, spec, choice, ctx, added)
             how = (f"space-to-batch: {choice.phases} sub-images of dilation "
                    f"{dims_text(spec.dilations)} on the batch axis ({why})")
-            factor, tolerance = choice.mac_factor(spec), "reassociating"
+            factor = choice.mac_factor(spec)
+            tolerance = "exact" if integer else "reassociating"
         else:
             factors = tuple(d // keep for d, keep in zip(spec.dilations, dense.dilations))
             name = ctx.fresh(f"{node.name}/dense")
-            w, w_nodes = weight.respaced(dense.kernel, factors).slice(name, (slice(None),))
+            dense_weight = weight.respaced(dense.kernel, factors, empty=weight_zero_points(
+                node, spec)) if integer else weight.respaced(dense.kernel, factors)
+            w, w_nodes = dense_weight.slice(name, (slice(None),))
             added.extend(w_nodes)
-            conv_copy(ctx, node, name, [node.inputs[0], w, *node.inputs[2:]], added,
+            conv_copy(ctx, node, name, conv_inputs(node, w=w), added,
                       out=node.outputs[0], kernel_shape=list(dense.kernel),
                       dilations=list(dense.dilations), pads=list(pads))
             how = (f"{dims_text(spec.kernel_shape)} dilated "
@@ -73,10 +77,12 @@ def _space_to_batch(node: gs.Node, spec: ConvSpec, plan, ctx: RewriteContext,
         raise Declined("space-to-batch is for Conv")
     rank, base, y = spec.rank, node.name, node.outputs[0]
     x = pad_spatial(ctx, node.inputs[0], list(plan.pads[:rank]), list(plan.pads[rank:]),
-                    f"{base}/s2b_pad", added)
+                    f"{base}/s2b_pad", added, value=pad_value(node))
 
     def op(kind: str, inputs, tag: str, out: gs.Tensor | None = None, **attrs) -> gs.Tensor:
-        out = out if out is not None else variable(ctx, f"{base}/{tag}.out", y)
+        # of its input's type: the conv's input's before it, its output's after (ConvInteger:
+        # uint8 in, int32 out)
+        out = out if out is not None else variable(ctx, f"{base}/{tag}.out", inputs[0])
         added.append(gs.Node(kind, ctx.fresh(f"{base}/{tag}"), attrs, inputs, [out]))
         return out
 
@@ -86,7 +92,7 @@ def _space_to_batch(node: gs.Node, spec: ConvSpec, plan, ctx: RewriteContext,
     x = op("Transpose", [x], "s2b_phases_first", perm=perm)
     x = op("Reshape", [x, int64s(ctx, f"{base}/s2b_batch.shape",
                                  [-1, spec.in_channels, *plan.blocks])], "s2b_batch")
-    conv_out = conv_copy(ctx, node, ctx.fresh(f"{base}/conv"), [x, *node.inputs[1:]], added,
+    conv_out = conv_copy(ctx, node, ctx.fresh(f"{base}/conv"), conv_inputs(node, x), added,
                          dilations=list(plan.dilations), pads=[0] * (2 * rank))
     per_phase = [b - (k - 1) * d for b, k, d in zip(plan.blocks, spec.kernel_shape,
                                                     plan.dilations)]

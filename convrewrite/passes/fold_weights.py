@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 from ..build.onnx_read import (IO_POSITIONS, conv_nodes, const_weight, constant_value,
                                runtime_operand, spec_of)
 from ..decline import Decline
-from ..gs_graph import from_graph, isolate_region, to_graph
+from ..gs_graph import isolate_region, reimported
 from ..legality import check
 from ..verify import run
 from .protocol import GraphPass, PassResult, RewriteContext
@@ -176,7 +176,7 @@ class FoldWeights(GraphPass):
                 f"folded {count} conv weight/bias tensor(s) computed from constants only "
                 f"({', '.join(sorted(ops - {'Constant'}) or ['Constant'])}) into initializers, "
                 f"so the lowerings can slice them: {shown}")
-            ctx.graph = result.graph = to_graph(from_graph(ctx.graph, like))
+            ctx.graph = result.graph = reimported(ctx.graph, like)
         return result
 
     @staticmethod

@@ -17,9 +17,7 @@ import itertools
 
 import onnx_graphsurgeon as gs
 
-import numpy as np
-
-from ..build.onnx_read import conv_inputs, constant_value, quant_operands
+from ..build.onnx_read import conv_inputs, weight_zero_points
 from ..conv import INTEGER_CONVS, ConvSpec, dims_text
 from ..lowerings.integer_split import integer_partial, plan_requantize
 from ..rules import Violation
@@ -139,10 +137,3 @@ def integer_plan(spec: ConvSpec, ctx: RewriteContext, count: int) -> str | None:
                        "zero point; this one is computed in the graph")
     return None
 
-
-def weight_zero_points(node: gs.Node, spec: ConvSpec) -> np.ndarray:
-    """An integer conv's weight zero point per output channel (0 where it has none)."""
-    zero_point = quant_operands(node).get("w_zero_point")
-    values = None if zero_point is None or not zero_point.name else constant_value(zero_point)
-    values = np.zeros(1, np.int64) if values is None else np.asarray(values).ravel()
-    return np.broadcast_to(values, (spec.out_channels,))

@@ -12,7 +12,7 @@ from ..build.onnx import OnnxBuilder
 from ..build.onnx_read import IO_POSITIONS, conv_nodes, quant_operands, runtime_operands, spec_of
 from ..conv import ConvSpec
 from ..decline import Decline, need
-from ..gs_graph import from_graph, isolate_node, to_graph
+from ..gs_graph import isolate_node, reimported
 from ..legality import check
 from ..lowerings import Lowering
 from ..record import Record
@@ -108,7 +108,7 @@ class LowerConvs(GraphPass):
                         result.decline(node, reason)
             if not changed:
                 break
-            ctx.graph = to_graph(from_graph(ctx.graph, like))
+            ctx.graph = reimported(ctx.graph, like)
         if result.records:
             result.notes += folding.notes
             if shaped:

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..gs_order import cleanup_and_toposort
 from ..build.onnx_read import constant_value
 from .protocol import GraphPass, PassResult, RewriteContext
 
@@ -54,7 +55,7 @@ def fuse_pads(graph: gs.Graph, opset: int) -> int:
             outer.attrs["pads"] = [int(v) for v in total]
         merged += 1
     if merged:
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        cleanup_and_toposort(graph)
     return merged
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..gs_order import toposort
 from .protocol import GraphPass, PassResult, RewriteContext
 
 
@@ -59,7 +60,7 @@ def fuse_sums(graph: gs.Graph, regroupable: set[str]) -> int:
             moved += 1
             node = inner                           # keep bubbling ``extra`` towards the front
     if moved:
-        graph.toposort()
+        toposort(graph)
     return moved
 
 

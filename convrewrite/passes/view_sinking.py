@@ -19,7 +19,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..build.onnx_read import constant_value
-from ..gs_graph import from_graph, to_graph
+from ..gs_order import cleanup_and_toposort
+from ..gs_graph import reimported
 from ..naming import Names
 from .chunk_fusion import CHANNEL_LOCAL_OPS
 from .protocol import GraphPass, PassResult, RewriteContext
@@ -251,11 +252,11 @@ class ViewSinking(GraphPass):
                 break
             moved += changed
             graph.cleanup(remove_unused_graph_inputs=False)
-            graph = to_graph(from_graph(graph, like))      # shapes of what moved, afresh
+            graph = reimported(graph, like)      # shapes of what moved, afresh
             dropped += drop_identity_reshapes(graph)
         if not moved:
             return PassResult(ctx.graph)
-        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        cleanup_and_toposort(graph)
         return PassResult(graph, True, notes=[
             f"view sinking: {moved} moves of a Reshape to rank {limit + 1}+ past layout-blind "
             f"ops, {dropped} Reshape pairs folded away"])

@@ -116,6 +116,9 @@ def _gather_sum(x: gs.Tensor, taps: np.ndarray, plan: GatherSum, e: OnnxBuilder,
     if products:
         pool = products[0] if len(products) == 1 else e.op("Concat", products, "pool", axis=0)
         for table in plan.groups:
+            if table is None:
+                parts.append(pool)
+                continue
             width = 1 if table.ndim == 1 else table.shape[1]
             picked = e.op("Gather", [pool, consts.get(e, f"sum{width}", table)],
                           f"sum{width}.gather", axis=0)

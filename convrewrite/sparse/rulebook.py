@@ -142,13 +142,46 @@ def _index_dtype(n: int) -> type:
     return np.int32 if n < 2 ** 31 else np.int64
 
 
-def build_rulebook(coords, attrs: SparseConvAttrs) -> Rulebook:
-    """The rulebook of ``attrs`` on these coordinates (validated: dtype, shape, range, duplicates)."""
+@dataclass
+class Sites:
+    """A set of active sites, checked once, for the rulebooks built on it (``build_rulebook``'s
+    ``sites``): the coordinates as int64 and the rows in coordinate order (batch, then spatial,
+    row-major; None: already in that order). A site order does not depend on the margins a
+    rulebook's keys add, so every rulebook on these sites shares one sort."""
+
+    coords: np.ndarray              # [N, 1 + D] int64, validated
+    dtype: np.dtype                 # the coordinates' own dtype
+    order: np.ndarray | None        # [N] int64, or None: the rows are in coordinate order
+
+    def ordered(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(order, keys[order]) for keys that grow with the coordinate order."""
+        if self.order is None:
+            return np.arange(len(keys), dtype=np.int64), keys
+        return self.order, keys[self.order]
+
+
+def check_sites(coords, attrs: SparseConvAttrs) -> Sites:
+    """The coordinates validated (dtype, shape, range, duplicates) and sorted, once."""
     c = check_coordinates(coords, attrs)
-    out_dtype = np.asarray(coords).dtype
+    keys, _ = _keys(c, attrs.spatial_shape, [0] * attrs.rank)
+    order, _ = _sorted_unique(keys, c)
+    return Sites(c, np.asarray(coords).dtype, order)
+
+
+def output_sites(rb: Rulebook) -> Sites:
+    """A regular conv's output sites (distinct, already in coordinate order) as ``Sites``."""
+    return Sites(rb.out_coords.astype(np.int64, copy=False), rb.out_coords.dtype, None)
+
+
+def build_rulebook(coords, attrs: SparseConvAttrs, sites: Sites | None = None) -> Rulebook:
+    """The rulebook of ``attrs`` on these coordinates (validated: dtype, shape, range, duplicates).
+    ``sites``: the same coordinates already checked and sorted (``check_sites``, ``output_sites``)
+    -- the rulebooks of one site set then validate and sort it once."""
+    if sites is None:
+        sites = check_sites(coords, attrs)
     if attrs.submanifold:
-        return _submanifold(c, attrs, out_dtype)
-    return _regular(c, attrs, out_dtype)
+        return _submanifold(sites, attrs)
+    return _regular(sites, attrs)
 
 
 def _assemble(attrs, num_in, out_coords, ins: list, outs: list, dtype) -> Rulebook:
@@ -159,13 +192,19 @@ def _assemble(attrs, num_in, out_coords, ins: list, outs: list, dtype) -> Rulebo
     return Rulebook(attrs, num_in, out_coords, cat(ins), cat(outs), offsets)
 
 
-def _submanifold(c: np.ndarray, attrs: SparseConvAttrs, out_dtype) -> Rulebook:
+def _submanifold(sites: Sites, attrs: SparseConvAttrs) -> Rulebook:
+    c, out_dtype = sites.coords, sites.dtype
     n = len(c)
+    dtype = _index_dtype(n)
+    if attrs.kernel_volume == 1:
+        # one tap, the centre: every site onto itself, in order. No neighbour is read, so the
+        # site order is no use to any form (sorted_rows None: no reordering gathers)
+        rows = np.arange(n, dtype=dtype)
+        return _assemble(attrs, n, c.astype(out_dtype, copy=False), [rows], [rows], dtype)
     margins = [(k // 2) * d for k, d in zip(attrs.kernel_shape, attrs.dilations)]
     extents = [s + 2 * m for s, m in zip(attrs.spatial_shape, margins)]
     keys, strides = _keys(c, extents, margins)
-    order, skeys = _sorted_unique(keys, c)
-    dtype = _index_dtype(n)
+    order, skeys = sites.ordered(keys)
     order = order.astype(dtype)
     taps = attrs.taps()
     centre = np.asarray([k // 2 for k in attrs.kernel_shape])
@@ -232,17 +271,51 @@ def _batches(*coords: np.ndarray) -> int:
     return max([int(c[:, 0].max()) + 1 for c in coords if len(c)] or [1])
 
 
-def _regular(c: np.ndarray, attrs: SparseConvAttrs, out_dtype) -> Rulebook:
-    n, rank = len(c), attrs.rank
-    keys, _ = _keys(c, attrs.spatial_shape, [0] * rank)
-    order, _ = _sorted_unique(keys, c)
-    c = c[order]            # sorted sites: each tap's candidate output keys come out sorted
+def _tiling(attrs: SparseConvAttrs) -> bool:
+    """Kernel = stride, no dilation (the 2x2x2 stride-2 down convs of U-Nets): the taps tile the
+    grid, so every site has exactly one candidate output, through one tap."""
+    return all(k == st and d == 1 for k, st, d in zip(attrs.kernel_shape, attrs.strides,
+                                                      attrs.dilations)) and \
+        attrs.kernel_volume < 256
+
+
+def _tiling_candidates(c: np.ndarray, order: np.ndarray, attrs: SparseConvAttrs, batches: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_candidates`` compressed, for a tiling conv: (pairs per tap, candidate output keys,
+    source rows), tap-major and within a tap in the order of ``c`` -- what the general path
+    yields -- from one candidate per site instead of K."""
+    out_shape = attrs.out_spatial_shape
+    out_strides = _row_major_strides((batches, *out_shape))
+    key = c[:, 0] * out_strides[0]
+    tap = np.zeros(len(c), dtype=np.int64)
+    ok = np.ones(len(c), dtype=bool)
+    for i in range(attrs.rank):
+        q, r = np.divmod(c[:, 1 + i] + attrs.pads[i], attrs.strides[i])
+        ok &= q < out_shape[i]
+        key += q * out_strides[1 + i]
+        tap = tap * attrs.kernel_shape[i] + r
+    if not ok.all():
+        key, tap, order = key[ok], tap[ok], order[ok]
+    by_tap = np.argsort(tap.astype(np.uint8), kind="stable")     # a radix sort
+    counts = np.bincount(tap, minlength=attrs.kernel_volume)
+    return counts, key[by_tap], order[by_tap]
+
+
+def _regular(sites: Sites, attrs: SparseConvAttrs) -> Rulebook:
+    c, out_dtype = sites.coords, sites.dtype
+    n = len(c)
+    order = np.arange(n, dtype=np.int64) if sites.order is None else sites.order
+    if sites.order is not None:
+        c = c[order]        # sorted sites: each tap's candidate output keys come out sorted
     batches = _batches(c)
-    valid, okey = _candidates(c, attrs, batches)
-    counts = valid.sum(axis=1)
-    flat = valid.reshape(-1)
-    cand = okey.reshape(-1)[flat]
-    src = np.broadcast_to(order, valid.shape).reshape(-1)[flat]
+    if _tiling(attrs):
+        counts, cand, src = _tiling_candidates(c, order, attrs, batches)
+    else:
+        valid, okey = _candidates(c, attrs, batches)
+        counts = valid.sum(axis=1)
+        flat = valid.reshape(-1)
+        cand = okey.reshape(-1)[flat]
+        src = np.broadcast_to(order, valid.shape).reshape(-1)[flat]
     uniq, dst = _unique_inverse(cand)
     dtype = _index_dtype(max(n, len(uniq)))
     dst = dst.astype(dtype, copy=False)

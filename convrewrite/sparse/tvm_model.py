@@ -23,7 +23,8 @@ import onnx_graphsurgeon as gs
 from ..build.onnx_read import constant_value
 from ..errors import BadInputError
 from ..ops import DOMAIN
-from .rulebook import build_inverse_rulebook, build_rulebook, reverse
+from .rulebook import (build_inverse_rulebook, build_rulebook, check_sites, output_sites,
+                       reverse)
 from ..ops.sparse_conv import (INVERSE_OP_TYPE, OP_TYPE, SparseConvAttrs, node_attrs,
                                optional_input, tap_weights)
 from ..tvm.build import TvmCheck, build, export
@@ -34,6 +35,13 @@ from ..verify import Tolerance, compare_outputs, run
 
 GLUE = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "BatchNormalization", "Add", "Sub", "Mul", "Div",
         "Concat", "Identity")
+
+
+def _batchnorm_affine(node: gs.Node) -> tuple[np.ndarray, np.ndarray]:
+    """An inference BatchNormalization as float32 (a, b) with ``y = x * a + b`` per channel."""
+    scale, b, mean, var = (np.asarray(constant_value(t), np.float64) for t in node.inputs[1:5])
+    a = scale / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
+    return a.astype(np.float32), (b - mean * a).astype(np.float32)
 
 
 def has_sparse_convs(model: onnx.ModelProto) -> bool:
@@ -49,6 +57,28 @@ class _Conv:
     key: tuple                      # the rulebook it uses
     coords_in: str                  # coordinate tensors (names, Identities followed)
     coords_out: str | None          # inverse: the given fine sites; regular: its output
+    absorbed: list = field(default_factory=list)    # the BatchNorm / Relu its kernel applies
+
+
+def _sole_reader(t: gs.Tensor, outputs: set[str]) -> gs.Node | None:
+    """The only node reading ``t`` (as its first input), when ``t`` is not a graph output."""
+    if t.name in outputs or len(t.outputs) != 1 or t.outputs[0].inputs[0] is not t:
+        return None
+    return t.outputs[0]
+
+
+def _epilogue(conv_node: gs.Node, outputs: set[str]) -> list[gs.Node]:
+    """The inference BatchNormalization and / or Relu right after a sparse conv that its kernel
+    can apply at write-back: each the sole reader of the one before, none a graph output."""
+    absorbed: list[gs.Node] = []
+    nxt = _sole_reader(conv_node.outputs[0], outputs)
+    if nxt is not None and nxt.op == "BatchNormalization" and len(nxt.outputs) == 1 and all(
+            constant_value(t) is not None for t in nxt.inputs[1:5]):
+        absorbed.append(nxt)
+        nxt = _sole_reader(nxt.outputs[0], outputs)
+    if nxt is not None and nxt.op == "Relu":
+        absorbed.append(nxt)
+    return absorbed
 
 
 @dataclass
@@ -99,9 +129,11 @@ class SparseTvmModel:
                 self.feature_inputs.append(t.name)
         self.outputs = [(t.name, "coords" if t.name in coords else "features")
                         for t in graph.outputs]
+        graph_outputs = {t.name for t in graph.outputs}
         for node in graph.nodes:
             if node.domain == DOMAIN and node.op in (OP_TYPE, INVERSE_OP_TYPE):
                 self.convs.append(self._conv(node))
+                self.convs[-1].absorbed = _epilogue(node, graph_outputs)
             elif node.name and node.outputs and node.outputs[0].name in coords:
                 continue
             elif node.op not in GLUE:
@@ -173,14 +205,17 @@ class SparseTvmModel:
             params += layouts[key]
         kernels: dict = {}
         convs = {id(c.node): c for c in self.convs}
+        absorbed = {id(n) for c in self.convs for n in c.absorbed}
         with bb.function("main", params):
             with bb.dataflow():
                 for node in self.graph.nodes:
-                    if node.outputs and node.outputs[0].name in self.coord_tensors:
+                    if node.outputs and node.outputs[0].name in self.coord_tensors or \
+                            id(node) in absorbed:
                         continue
                     conv = convs.get(id(node))
                     if conv is not None:
                         y = self._emit_conv(bb, conv, values, layouts[conv.key], kernels)
+                        node = conv.absorbed[-1] if conv.absorbed else node
                     else:
                         y = self._emit_glue(bb, node, values)
                     values[node.outputs[0].name] = y
@@ -203,17 +238,28 @@ class SparseTvmModel:
         bias_in = optional_input(node, w_index + 1)
         cout, cin = weight.shape[:2]
         bias = np.zeros(cout, np.float32) if bias_in is None else constant_value(bias_in)
+        ops = [n.op for n in conv.absorbed]
+        epilogue = {(): "none", ("BatchNormalization",): "affine", ("Relu",): "relu",
+                    ("BatchNormalization", "Relu"): "affine_relu"}[tuple(ops)]
         shape = (cin, cout, conv.attrs.kernel_volume)
-        if shape not in kernels:
-            name = f"sparse_conv_{cin}x{cout}x{shape[2]}"
-            func = sparse_conv_prim_func(*shape, self.kind).with_attr(
+        if (shape, epilogue) not in kernels:
+            name = f"sparse_conv_{cin}x{cout}x{shape[2]}" + \
+                ("" if epilogue == "none" else f"_{epilogue}")
+            func = sparse_conv_prim_func(*shape, self.kind, epilogue).with_attr(
                 "global_symbol", name).with_attr("tirx.is_scheduled", True)  # dlight: leave it
-            kernels[shape] = bb.add_func(func, name)
+            kernels[shape, epilogue] = bb.add_func(func, name)
+        extra = []
+        if epilogue != "none":
+            scale, shift = np.ones(cout, np.float32), np.zeros(cout, np.float32)
+            if ops[0] == "BatchNormalization":
+                scale, shift = _batchnorm_affine(conv.absorbed[0])
+            extra = [relax.const(scale), relax.const(shift)]
         rows = layout[0].ty.shape[0]
         return bb.emit(relax.call_tir(
-            kernels[shape], [values[node.inputs[0].name],
-                             relax.const(tap_weights(weight).astype(np.float32)),
-                             relax.const(np.asarray(bias, np.float32)), *layout],
+            kernels[shape, epilogue], [values[node.inputs[0].name],
+                                       relax.const(tap_weights(weight).astype(np.float32)),
+                                       relax.const(np.asarray(bias, np.float32)), *extra,
+                                       *layout],
             relax.TensorType([rows, cout], "float32")))
 
     @staticmethod
@@ -241,10 +287,8 @@ class SparseTvmModel:
         if node.op in ("Sigmoid", "Tanh"):
             return bb.emit(getattr(op, node.op.lower())(arg(x[0])))
         if node.op == "BatchNormalization":     # inference: x * a + b per channel
-            scale, b, mean, var = (np.asarray(constant_value(t), np.float64) for t in x[1:5])
-            a = scale / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
-            return bb.emit(op.add(op.multiply(arg(x[0]), relax.const(a.astype(np.float32))),
-                                  relax.const((b - mean * a).astype(np.float32))))
+            a, b = _batchnorm_affine(node)
+            return bb.emit(op.add(op.multiply(arg(x[0]), relax.const(a)), relax.const(b)))
         if node.op == "Concat":
             return bb.emit(op.concat([arg(t) for t in x], axis=1))
         fn = {"Add": op.add, "Sub": op.subtract, "Mul": op.multiply, "Div": op.divide}[node.op]
@@ -268,7 +312,8 @@ class SparseTvmModel:
             value = constant_value(t) if name in self.coord_tensors else None
             if value is not None:
                 coords[name] = value
-        books = {}
+        books: dict = {}
+        sites: dict = {}        # (coordinates tensor, grid) -> Sites: checked, sorted once
         for conv in self.convs:
             if conv.key not in books:
                 if conv.key[-1] == "reversed":
@@ -277,9 +322,14 @@ class SparseTvmModel:
                     books[conv.key] = build_inverse_rulebook(coords[conv.coords_in],
                                                              coords[conv.coords_out], conv.attrs)
                 else:
-                    books[conv.key] = build_rulebook(coords[conv.coords_in], conv.attrs)
+                    at = (conv.coords_in, tuple(conv.attrs.spatial_shape))
+                    if at not in sites:
+                        sites[at] = check_sites(coords[conv.coords_in], conv.attrs)
+                    books[conv.key] = build_rulebook(coords[conv.coords_in], conv.attrs, sites[at])
             if not conv.inverse and conv.coords_out is not None and not conv.attrs.submanifold:
                 coords[conv.coords_out] = books[conv.key].out_coords
+                sites.setdefault((conv.coords_out, tuple(conv.attrs.out_spatial_shape)),
+                                 output_sites(books[conv.key]))
         return books, coords
 
     def arguments(self, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], dict]:

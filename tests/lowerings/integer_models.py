@@ -17,8 +17,9 @@ def _zero_point(rng, dtype, size=None):
 
 def integer_conv(op, kernel=(3, 3), strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
                  cin=4, cout=5, size=(9, 9), x_dtype=np.uint8, w_dtype=np.int8,
-                 per_channel=False, varying_zero_points=False, bias=False, group=1, seed=0):
-    """One QLinearConv or ConvInteger on a [1, cin, *size] input, random parameters (a uint8
+                 per_channel=False, varying_zero_points=False, bias=False, group=1, batch=1,
+                 seed=0):
+    """One QLinearConv or ConvInteger on a [batch, cin, *size] input, random parameters (a uint8
     weight's zero point near 128; ``varying_zero_points``: one per output channel)."""
     rng = np.random.default_rng(seed)
     info = np.iinfo(w_dtype)
@@ -49,8 +50,8 @@ def integer_conv(op, kernel=(3, 3), strides=(1, 1), pads=(0, 0, 0, 0), dilations
     node = helper.make_node(op, names, ["y"], name="qconv", **attrs)
     graph = helper.make_graph(
         [node], "q", [helper.make_tensor_value_info("x", ONNX_TYPE[np.dtype(x_dtype)],
-                                                    [1, cin, *size])],
-        [helper.make_tensor_value_info("y", y_type, [1, cout, *out])],
+                                                    [batch, cin, *size])],
+        [helper.make_tensor_value_info("y", y_type, [batch, cout, *out])],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
     model.ir_version = 9
@@ -68,14 +69,15 @@ def random_input(model: onnx.ModelProto, seed=1) -> np.ndarray:
 
 
 def exact_integer_conv(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    """The model's one integer conv (group 1) as ONNX defines it, in int64: the input padded
-    with its zero point, sum of (x - x_zp) * (w - w_zp), then (QLinearConv) plus the bias, times
+    """The model's one integer conv (2-D) as ONNX defines it, in int64: the input padded with
+    its zero point, sum of (x - x_zp) * (w - w_zp), then (QLinearConv) plus the bias, times
     x_scale * w_scale / y_scale in float32, rounded half to even, plus y_zp, saturated."""
     p = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     node = model.graph.node[0]
     attrs = {a.name: list(a.ints) for a in node.attribute}
     kernel, strides, dilations, pads = (attrs[k] for k in ("kernel_shape", "strides",
                                                           "dilations", "pads"))
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
     w = p["w"].astype(np.int64) - p["wz"].astype(np.int64).reshape(-1, 1, 1, 1)
     xp = np.pad(x.astype(np.int64) - int(p["xz"]),
                 ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
@@ -85,7 +87,11 @@ def exact_integer_conv(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             window = xp[:, :, i * dilations[0]::strides[0], j * dilations[1]::strides[1]]
-            acc = acc + np.einsum("nchw,oc->nohw", window[:, :, :out[0], :out[1]], w[:, :, i, j])
+            window = window[:, :, :out[0], :out[1]]
+            cin, cout = window.shape[1] // group, w.shape[0] // group
+            acc = acc + np.concatenate([np.einsum(
+                "nchw,oc->nohw", window[:, g * cin:(g + 1) * cin], w[g * cout:(g + 1) * cout, :, i, j])
+                for g in range(group)], axis=1)
     if node.op_type == "ConvInteger":
         return acc.astype(np.int32)
     if "B" in p:

@@ -92,6 +92,42 @@ def test_geometry_lowerings_are_bit_exact(form, case):
         assert len(pad.input) == 3 and inits[pad.input[2]] == zero and zero != 0
 
 
+@pytest.mark.parametrize("case", ["qlinear-u8s8-bias", "qlinear-u8u8-perch-zps",
+                                  "convinteger-u8s8"])
+def test_batch_split_keeps_the_integer_op(case):
+    """A batch of 3 on an engine that takes 1: three convs of the same op over a Split of the
+    batch, joined by Concat; exact (before: 'batches are not split yet')."""
+    params = CASES[case]
+    model = integer_conv(params["op"], pads=(1, 1, 1, 1), batch=3,
+                         **{k: v for k, v in params.items() if k != "op"})
+    out, report = cr.rewrite(model, {"name": "t", "conv": {"max_batch": 1}})
+    assert [r.pass_name for r in report.records] == ["batch"]
+    assert ops(out).count(params["op"]) == 3 and "Concat" in ops(out)
+    assert_exact(model, out, report)
+
+
+@pytest.mark.parametrize("case, form", [
+    ("qlinear-u8s8-bias", "block-diagonal groups"),        # weight zero point 0
+    ("qlinear-s8s8-perch", "block-diagonal groups"),
+    ("qlinear-u8u8-perch-zps", "per-group convs"),          # zero points 128 +- 4
+    ("convinteger-u8s8", "block-diagonal groups"),
+    ("convinteger-u8u8", "per-group convs"),
+])
+def test_groups_on_a_regular_only_engine(case, form):
+    """A 3-group conv on an engine of regular convs only: chunks of the same op with their rows
+    of the per-channel parameters; block-diagonal (zeros off the diagonal) only where the
+    weight zero point is 0, else one conv per group; exact."""
+    params = CASES[case]
+    model = integer_conv(params["op"], pads=(1, 1, 1, 1), cin=12, cout=12, group=3,
+                         **{k: v for k, v in params.items() if k != "op"})
+    out, report = cr.rewrite(model, {"name": "t", "conv": {"groups": ["regular"]}})
+    assert [r.pass_name for r in report.records] == ["groups"]
+    assert form in report.records[0].rewrite
+    assert_exact(model, out, report)
+    assert {a.i for n in out.graph.node if n.op_type == params["op"] for a in n.attribute
+            if a.name == "group"} == {1}
+
+
 def test_kernel_split_extends_the_kernel_with_the_weight_zero_point():
     """5x5 -> 6x6 zero-extended (four 3x3 tiles): the extra taps hold w_zp (128 for uint8
     weights), so they add nothing although they read real inputs."""
@@ -118,12 +154,61 @@ def test_a_1d_integer_conv_is_lifted_to_2d(op):
                           session(model).run(None, {"x": x})[0])
 
 
+DILATION_OPS = ["Conv", "Pad", "Slice", "Add", "ConvInteger", "Cast", "Mul", "QuantizeLinear",
+                "Sub"]
+
+
+@pytest.mark.parametrize("form, dense, ops_list, passes, words", [
+    ("dense", True, None, ["dilation"], "dense 9x9 with zeros"),
+    ("space-to-batch", False, None, ["dilation"], "space-to-batch: 16 sub-images"),
+    ("per-tap", False, DILATION_OPS, ["dilation_taps"], "per-tap: 9 1x1 convs"),
+])
+@pytest.mark.parametrize("case", ["qlinear-u8s8-bias", "qlinear-u8u8-perch-zps",
+                                  "convinteger-u8u8"])
+def test_dilation_forms_are_bit_exact(monkeypatch, form, dense, ops_list, passes, words, case):
+    """Each of the three dilation forms on an integer conv: the dense kernel's holes hold the
+    weight zero point, space-to-batch pads with the input zero point, per-tap sums int32
+    partial sums (one requantisation). The dense form is the cheapest on this map, so it is
+    switched off to reach the other two; the per-tap one on a target without Reshape."""
+    import convrewrite.plan.dilation as plan_dilation
+    from convrewrite.decline import Decline
+    if not dense:
+        monkeypatch.setattr(plan_dilation, "plan_dilation",
+                            lambda spec, target: Decline("switched off by the test"))
+    params = CASES[case]
+    model = integer_conv(params["op"], dilations=(4, 4), pads=(4, 4, 4, 4), size=(16, 16),
+                         **{k: v for k, v in params.items() if k != "op"})
+    target = {"name": "t", "conv": {"max_dilation": 1}}
+    if ops_list:
+        target["ops"] = ops_list
+    out, report = cr.rewrite(model, target)
+    assert [r.pass_name for r in report.records] == passes
+    assert words in report.records[0].rewrite
+    assert_exact(model, out, report)
+
+
+def test_depthwise_kernel_split_and_what_is_not_built_declines():
+    """A depthwise QLinearConv (one weight zero point) is kernel-split exactly; one whose
+    per-channel zero points differ would need each group's window sums centred: declined, with
+    the reason."""
+    kinds = {"name": "t", "conv": {"kernel_shapes": [[1, 1], [3, 3]]}}
+    model = integer_conv("QLinearConv", kernel=(5, 5), pads=(2, 2, 2, 2), cin=6, cout=6,
+                         group=6, per_channel=True, bias=True)
+    out, report = cr.rewrite(model, kinds)
+    assert report.status == "ok" and report.records[0].verify["bit_exact"]
+    x = random_input(model)
+    assert np.array_equal(session(out).run(None, {"x": x})[0],
+                          session(model).run(None, {"x": x})[0])
+    varying = integer_conv("QLinearConv", kernel=(5, 5), pads=(2, 2, 2, 2), cin=6, cout=6,
+                           group=6, w_dtype=np.uint8, per_channel=True,
+                           varying_zero_points=True)
+    _, report = cr.rewrite(varying, kinds)
+    assert report.status == "illegal" and any(
+        "kernel split of a grouped QLinearConv whose weight zero points differ" in why
+        for r in report.remaining for why in r.reasons)
+
+
 def test_what_is_not_built_for_integer_convs_declines_with_its_reason():
-    dilated = integer_conv("QLinearConv", dilations=(2, 2), pads=(2, 2, 2, 2))
-    _, report = cr.rewrite(dilated, {"name": "t", "conv": {"max_dilation": 1}})
-    assert report.status == "illegal" and not report.records
-    assert any("dilation: not built for QLinearConv" in why
-               for r in report.remaining for why in r.reasons)
     volume = integer_conv("ConvInteger", kernel=(3, 3, 3), strides=(1, 1, 1), pads=(1,) * 6,
                           dilations=(1, 1, 1), size=(4, 6, 6))
     _, report = cr.rewrite(volume, "k210")

@@ -133,3 +133,17 @@ def test_declined_without_the_ops_or_the_opset():
     assert "lacks" in report.remaining[0].reasons[0] and "ScatterND" in report.remaining[0].reasons[0]
     _, report = api.rewrite(sparse_model(attrs, w, b, opset=15), HOST)
     assert report.status == "illegal" and "opset >= 16" in report.remaining[0].reasons[0]
+
+
+def test_pointwise_submanifold_conv_is_one_matmul():
+    """A 1x1 submanifold conv reads no neighbour: its precomputed form is the MatMul alone (it
+    was put in coordinate order and back: two Gathers of every row)."""
+    attrs = SparseConvAttrs.create([1, 1, 1], (6, 5, 7), None, None, None, True)
+    rng, coords, features = random_sparse(3, 2, (6, 5, 7), 50, 5)     # rows in random order
+    w = rng.uniform(-1, 1, (6, 5, 1, 1, 1)).astype(np.float32)
+    lowered, _ = rewrite_model(sparse_model(attrs, w, None, coords=coords), load_target(HOST))
+    ops = sorted(n.op_type for n in lowered.graph.node)
+    assert "Gather" not in ops and ops.count("MatMul") == 1, ops
+    ref_f, _ = dense_reference(features, coords, w, None, attrs)
+    np.testing.assert_allclose(run(lowered, {"features": features})["out_features"], ref_f,
+                               rtol=1e-5, atol=1e-5)

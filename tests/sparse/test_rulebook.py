@@ -168,3 +168,70 @@ def test_same_result_every_run(sub):
     first = sparse_conv(features, coords, w, attrs=attrs)[0]
     assert all(np.array_equal(first, sparse_conv(features, coords, w, attrs=attrs)[0])
                for _ in range(3))
+
+
+def test_sites_checked_and_sorted_once_per_site_set(monkeypatch):
+    """The TVM build's rulebooks validate and sort each site set once: the U-Net's six rulebooks
+    (on the input sites and two strided convs' outputs, which come out sorted) sort the input
+    sites alone (was: once per rulebook). The rulebooks are those built on their own."""
+    from convrewrite.models.sparse_nets import sparse_unet_3d
+    from convrewrite.sparse import rulebook as rulebook_module
+    from convrewrite.sparse.inputs import random_sites
+    from convrewrite.sparse.tvm_model import SparseTvmModel
+    grid = (24, 20, 12)
+    model = SparseTvmModel(sparse_unet_3d(grid))
+    rng = np.random.default_rng(0)
+    feeds = {"coordinates": random_sites(rng, 400, grid, dtype=np.int32),
+             "features": rng.uniform(-1, 1, (400, 4)).astype(np.float32)}
+    sorts = []
+    real = rulebook_module._sorted_unique
+    monkeypatch.setattr(rulebook_module, "_sorted_unique",
+                        lambda keys, c: sorts.append(len(keys)) or real(keys, c))
+    books, coords = model.rulebooks(feeds)
+    assert model.built_rulebooks == 6 and sorts == [400]
+    monkeypatch.setattr(rulebook_module, "_sorted_unique", real)
+    for conv in model.convs:
+        if conv.key[-1] != "reversed" and not conv.inverse:
+            alone = build_rulebook(coords[conv.coords_in], conv.attrs)
+            got = books[conv.key]
+            for field in ("in_index", "out_index", "offsets", "out_coords"):
+                np.testing.assert_array_equal(getattr(got, field), getattr(alone, field))
+            assert (got.sorted_rows is None) == (alone.sorted_rows is None)
+            if got.sorted_rows is not None:
+                np.testing.assert_array_equal(got.sorted_rows, alone.sorted_rows)
+
+
+def test_pointwise_submanifold_rulebook_is_the_identity_without_a_site_order():
+    attrs = SparseConvAttrs.create([1, 1], (9, 8), None, None, None, True)
+    coords = np.array([[0, 5, 1], [0, 0, 7], [1, 2, 2], [0, 3, 3]], np.int32)
+    rb = build_rulebook(coords, attrs)
+    np.testing.assert_array_equal(rb.in_index, np.arange(4))
+    np.testing.assert_array_equal(rb.out_index, np.arange(4))
+    assert rb.sorted_rows is None
+    with pytest.raises(SparseConvError, match="same site"):
+        build_rulebook(np.concatenate([coords, coords[:1]]), attrs)
+
+
+@pytest.mark.parametrize("rank, kernel, pads, batches", [
+    (3, [2, 2, 2], [0] * 6, 1), (3, [2, 1, 3], [1, 0, 0, 0, 1, 2], 2), (2, [3, 2], [0, 1, 1, 0], 2),
+    (2, [1, 1], [0] * 4, 1)])
+def test_tiling_conv_takes_one_candidate_per_site(monkeypatch, rank, kernel, pads, batches):
+    """Kernel = stride (a U-Net's 2x2x2 down conv): each site's one candidate output is computed
+    directly, not K candidates per site (``_candidates`` is not called), and the rulebook is the
+    general path's, array for array."""
+    from convrewrite.sparse import rulebook as rulebook_module
+    grid = (9, 8, 7)[:rank]
+    attrs = SparseConvAttrs.create(kernel, grid, kernel, pads, None, False)
+    _, coords, _ = random_sparse(1, batches, grid, 60, 1)
+    general = rulebook_module._candidates
+    calls = []
+    monkeypatch.setattr(rulebook_module, "_candidates",
+                        lambda *a: calls.append(1) or general(*a))
+    fast = build_rulebook(coords, attrs)
+    assert calls == []
+    monkeypatch.setattr(rulebook_module, "_tiling", lambda attrs: False)
+    slow = build_rulebook(coords, attrs)
+    assert calls == [1]
+    for field in ("in_index", "out_index", "offsets", "out_coords"):
+        np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
+        assert getattr(fast, field).dtype == getattr(slow, field).dtype

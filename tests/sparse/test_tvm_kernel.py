@@ -93,3 +93,14 @@ def test_cuda_kernel_generates_and_compiles():
     got = kernel(features, rb, tap_weights(w), b)
     ref, _ = dense_reference(features, coords, w, b, attrs)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("epilogue", ["none", "affine_relu"])
+def test_cpu_kernel_keeps_its_accumulators_off_the_heap(epilogue):
+    """The per-row accumulators are on the stack: the compiled CPU kernel calls no
+    TVMBackendAllocWorkspace (it did once per output row and vector chunk)."""
+    from convrewrite.tvm.kernels.sparse_conv import sparse_conv_prim_func
+    from convrewrite.tvm.machines import cpu_target
+    lib = tvm.compile(tvm.IRModule({"main": sparse_conv_prim_func(4, 16, 27, "llvm", epilogue)}),
+                      target=cpu_target())
+    assert "TVMBackendAllocWorkspace" not in lib.mod.inspect_source("ll")

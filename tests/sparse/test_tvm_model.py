@@ -103,3 +103,51 @@ def test_cuda_build_generates_and_compiles():
     feeds = _feeds((12, 10, 8), 3)
     np.testing.assert_allclose(built.run(feeds)["out_features"],
                                run(lowered, feeds)["out_features"], rtol=1e-4, atol=1e-4)
+
+
+def _main_ops(built: SparseTvmModel) -> dict[str, int]:
+    from collections import Counter
+    from tvm import relax
+    ops: Counter = Counter()
+
+    def visit(e):
+        if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op):
+            ops[e.op.name] += 1
+    relax.analysis.post_order_visit(built.relax_module()["main"].body, visit)
+    return dict(ops)
+
+
+def test_batchnorm_and_relu_after_a_conv_run_in_its_kernel():
+    """A BatchNorm / ReLU right after a sparse conv is applied in the conv kernel's write-back
+    (no elementwise pass over the features of its own); one that is not (the LeakyReLU here) stays
+    a Relax op. Outputs still equal spconv's."""
+    layers, data = load_layers(Path(__file__).with_name("spconv_net_fixture") / "unet3d.npz")
+    built = SparseTvmModel(to_onnx(layers, tuple(data["grid"]), 4))
+    assert _main_ops(built) == {"relax.call_tir": len(built.convs), "relax.nn.leakyrelu": 1}
+    assert [[n.op for n in c.absorbed] for c in built.convs] == [
+        ["BatchNormalization", "Relu"], ["BatchNormalization", "Relu"], ["BatchNormalization"],
+        [], ["BatchNormalization", "Relu"], []]
+    got = built.build().run({"features": data["features"], "coordinates": data["coords"]})
+    assert keyed_difference(got["out_coordinates"], got["out_features"], data["out_coordinates"],
+                            data["out_features"]) < 1e-4
+
+
+def test_a_tensor_read_elsewhere_is_not_fused_away():
+    """A conv or BatchNorm output that is also a graph output is still computed as it is: the
+    chain is fused only up to it, and every output equals the lowered model's."""
+    layers, data = load_layers(Path(__file__).with_name("spconv_net_fixture") / "unet3d.npz")
+    model = to_onnx(layers, tuple(data["grid"]), 4)
+    first_conv, first_bn = model.graph.node[0].output[0], model.graph.node[1].output[0]
+    second_conv = model.graph.node[3].output[0]
+    for name in (first_bn, second_conv):
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT,
+                                                                     None))
+    built = SparseTvmModel(model)
+    assert model.graph.node[0].output[0] == first_conv
+    assert [n.op for n in built.convs[0].absorbed] == ["BatchNormalization"]
+    assert built.convs[1].absorbed == []
+    feeds = {"features": data["features"], "coordinates": data["coords"]}
+    got = built.build().run(feeds)
+    lowered, _ = rewrite_model(model, load_target(HOST))
+    for name, value in run(lowered, feeds).items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-4)
