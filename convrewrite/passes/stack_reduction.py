@@ -56,9 +56,10 @@ def match(concat: gs.Node, graph: gs.Graph):
             return None
         xs.append(producer.inputs[0])
         unsqueezes.append(producer)
-    shapes = {tuple(x.shape) if x.shape is not None else None for x in xs}
-    if len(shapes) != 1 or None in shapes:
-        return None                                 # Concat would need equal shapes anyway
+    # Equal shapes follow (a Concat of size-1 slices on its axis), even where shape inference
+    # names a TorchScript export's unknown dims apart (['unk__136', ..] and ['unk__142', ..]).
+    if any(x.shape is None or len(x.shape) != rank - 1 for x in xs):
+        return None
     return xs, unsqueezes, reduce
 
 

@@ -63,3 +63,23 @@ def test_a_stack_reduced_over_another_axis_is_left_to_the_other_passes():
     g.output(T(out, 6, (6, 2)), "out")
     _, report = cr.rewrite(g.build(), "generic")
     assert not [r for r in report.records if r.pass_name == "stack_reduction"]
+
+
+def test_levels_whose_unknown_dims_shape_inference_names_apart():
+    """TorchScript's effdet export: 'same' padding computed from the input shape leaves each
+    level's H, W unknown, and shape inference names them apart (['unk__136', ..] vs
+    ['unk__142', ..]); the Concat still makes them equal, so the stack sum is rewritten."""
+    g = GraphBuilder("stack_sum_symbolic", seed=23)
+    levels = [g.relu(g.input(f"level{i}", 8, (f"h{i}", f"w{i}"), 1), f"act{i}") for i in range(2)]
+    stacked = [g.node("Unsqueeze", [t.name, shape_const(g, f"u{i}/axes", [-1])], f"unsqueeze{i}")
+               for i, t in enumerate(levels)]
+    out = g.node("ReduceSum", [g.node("Concat", stacked, "stack", axis=-1),
+                               shape_const(g, "r/axes", [-1])], "fuse", keepdims=0)
+    g.output(g.relu(T(out, 8, ("h0", "w0")), "after"), "out")
+    model = g.build()
+    assert max_rank(model) == 5
+    out_model, report = cr.rewrite(model, "generic")
+    assert report.status == "ok", report.render()
+    assert max_rank(out_model) <= 4
+    assert [r.verify["passed"] for r in report.records if r.pass_name == "stack_reduction"] == \
+        [True]
