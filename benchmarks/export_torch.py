@@ -65,6 +65,11 @@ def models():
                                                  (1, 32, 64, 64), (1, 16, 128, 128)]),
         "dcgan": (lambda: DCGANGenerator(), [(1, 100, 1, 1)]),
         "convnext_tiny": (lambda: tv.convnext_tiny(), [(1, 3, 224, 224)]),
+        # timm's smallest ConvNeXt (3.7M parameters, the same blocks: 4x4/4 stem, 7x7 depthwise,
+        # LayerNorm, GELU): onnx2tf converts its 7 TFLite variants in minutes where
+        # ConvNeXt-Tiny's (114 MB of float weights) took over 20 minutes each on a shared machine.
+        "convnext_atto": (lambda: timm.create_model("convnext_atto", pretrained=False),
+                          [(1, 3, 224, 224)]),
         "deeplabv3_mobilenet": (lambda: _DeepLab(seg.deeplabv3_mobilenet_v3_large(
             weights=None, weights_backbone=None, aux_loss=False)), [(1, 3, 256, 256)]),
     }
@@ -76,6 +81,7 @@ SMALL = {"shufflenet_v2": [(1, 3, 96, 96)], "r3d_18": [(1, 3, 8, 32, 32)],
          "mobilevit_xxs": [(1, 3, 128, 128)],
          "unet_decoder": [(1, 128, 8, 8), (1, 64, 16, 16), (1, 32, 32, 32), (1, 16, 64, 64)],
          "dcgan": [(1, 100, 1, 1)], "convnext_tiny": [(1, 3, 64, 64)],
+         "convnext_atto": [(1, 3, 64, 64)],
          "deeplabv3_mobilenet": [(1, 3, 128, 128)]}
 
 

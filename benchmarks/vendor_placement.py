@@ -78,7 +78,36 @@ dilation 24 and 36 only ever read padding off the centre tap, so the dead-taps l
 rule: not measured yet which form Vela estimates faster.
 ConvNeXt-Tiny, 1x3x224x224: 1 rewrite (the 4x4 stride-4 stem: stride <= 3); onnx2tf
 (-tb tf_converter -oiqt) wrote the SavedModel of both the original and the rewrite, then exited 0
-without any TFLite (853 s for both), so there is no placement yet.
+without any TFLite (853 s for both), so there is no placement yet. (Since then: GELU's Erf had
+become FlexErf, which int8 calibration cannot run; the judge now passes -rtpo erf, and a model
+without an int8 TFLite is that cell's "no int8 TFLite: <onnx2tf's reason>".)
+
+Measured 2026-12-03 (same versions, ``--small --cores regor``, ethos-u55-128; exports at
+export_torch.SMALL sizes; machine shared, but Vela's estimate does not depend on load):
+
+| model (regor) | rewrites (all ok) | original | rewritten | estimate |
+|---|---|---|---|---|
+| dcgan | 0 | 13/0, 5/5, 100.00% of 105M, 13.43 ms | same model | 1.00x |
+| unet_decoder | 3 | 14/3, 4/7, 80.04% of 71M, 1.44 ms | 17/0, 7/7, 100.00%, 2.50 ms | 1.74x |
+| shufflenet_v2 | 16 | 202/0, 56/56, 100% of 27M, 7.61 ms | 98/0, 71/71, 100% of 50M, 5.95 ms | 0.78x |
+| mobilevit_xxs | 9 | vela crashed (signal 11) | 520/32, 35/35, 100.00% of 87M, 32.15 ms | - |
+
+The legacy core on the same TFLites: dcgan 1.00x (all on the NPU); unet_decoder 13/4 -> 16/1
+(4/7 -> 7/7 convs; the one CPU op left is onnx2tf's layout TRANSPOSE perm 0 2 3 1, in both),
+1.51 -> 2.69 ms; shufflenet_v2 109/93 -> 98/0 (the 93: 5-D shuffle RESHAPE/TRANSPOSEs and
+TRANSPOSEs the legacy core does not run), 6.32 -> 6.48 ms.
+unet_decoder's 1.74x is not a slowdown: the original's estimate leaves out its three
+TRANSPOSE_CONVs, which run on the CPU ((Padding::VALID) Unsupported IFM/OFM shapes, 8 -> 18 for
+k3 s2 p1 op1: 20% of the MACs). Vela's per-layer figures (--verbose-performance) for the rewrite:
+those three (now pads 1,1,0,0, output_padding 0: output = input*2, SAME) cost 532,523 of its
+1,252,439 cycles; the other layers 719,916 cycles = 1.44 ms, the original's estimate exactly.
+The sub-pixel lowering instead (4 phase convs + Reshape/Concat interleave, a target with
+``transposed: false``) is all on the NPU too but 4.98 ms, so the padding fix is the cheaper form.
+mobilevit_xxs: regor SIGSEGVs on the original TFLite (its 5-D/6-D unfold views; twice of twice);
+the rewrite's 32 CPU ops are LayerNorm MEANs over depth ("Unsupported depth-reduction"), no conv.
+ConvNeXt-Tiny, r3d_18 and DeepLabV3 did not finish onnx2tf's seven TFLite conversions (float32,
+float16, dynamic range, integer, full integer, two int16 variants; each ~7-10 min for a 30M-weight
+model at load 6-12) in this session; ``--only convnext_atto`` is timm's 3.7M-parameter ConvNeXt.
 """
 
 from __future__ import annotations

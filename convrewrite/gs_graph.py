@@ -15,7 +15,7 @@ from onnx_graphsurgeon.logger import G_LOGGER
 
 from .batch_shapes import with_learned_shapes
 from .gs_order import cleanup_and_toposort
-from .graph import STAND_IN_LOCATION, infer_shapes, large_tensor
+from .graph import LARGE_TENSOR_BYTES, STAND_IN_LOCATION, infer_shapes, large_tensor
 
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
@@ -130,10 +130,16 @@ def _stand_in(constant: gs.Constant) -> "onnx.TensorProto | None":
         return None
     if isinstance(values, LazyValues):
         proto = values.tensor if not isinstance(values, _Deferred) else None
+        if proto is not None and not large_tensor(proto):   # its dims and type alone decide
+            return None
+        if proto is None and values.nbytes <= LARGE_TENSOR_BYTES:     # plain numpy: exact
+            return None
         data_type = proto.data_type if proto is not None else dtype_to_onnx(values.dtype)
         dims = list(proto.dims) if proto is not None else list(values.shape)
     elif isinstance(values, np.ndarray) and values.dtype in _PLAIN and values.dtype.isnative \
             and constant._export_dtype in (None, values.dtype):
+        if values.nbytes <= LARGE_TENSOR_BYTES:     # what large_tensor counts, for these types
+            return None
         data_type, dims = dtype_to_onnx(values.dtype), list(values.shape)
     else:
         return None

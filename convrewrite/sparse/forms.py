@@ -37,6 +37,18 @@ from .rulebook import Rulebook
 SECONDS_PER_MAC = 1 / 40e9
 SECONDS_PER_GATHERED_FLOAT = 0.5e-9
 SECONDS_PER_COPIED_FLOAT = 0.2e-9
+# Per node of the form: onnxruntime's dispatch, output allocation and the small-GEMM / Concat /
+# ReduceSum inefficiency the per-float constants miss. Fitted on the benchmark's U-Net (31k
+# voxels, 200x200x40, 1 thread, thread CPU time): all gather-sum (as chosen before it) 95 ms;
+# implicit GEMM on the six layers with 32-58% of their neighbours active 63 ms; implicit on the
+# two inverse convs too (12%) 77 ms. Gather-sum writes ~2 nodes per tap and per pair count.
+SECONDS_PER_NODE = 30e-6
+# The implicit GEMM's MACs are one MatMul [rows, K' x Cin] x [K' x Cin, Cout] (MLAS's large-K
+# case, its gathered block reused in cache) against the gather-sum's per-tap [pairs, Cin] x
+# [Cin, Cout]; charged half of SECONDS_PER_MAC -- an effective rate fitted on the U-Net at
+# 61,741 voxels (400x400x40): its four SubM / down convs with 40-43% of the neighbours active
+# ran 189 ms as chosen by the rates alone (gather-sum), 156 ms implicit (thread CPU, 1 thread).
+SECONDS_PER_IMPLICIT_MAC = SECONDS_PER_MAC / 2
 IMPLICIT_BLOCK_BYTES = 32 << 20      # the gathered [rows, K' x Cin] block of one implicit chunk
 
 
@@ -61,12 +73,20 @@ class GatherSum:
     def macs(self, cin: int, cout: int) -> int:
         return self.pairs * cin * cout
 
+    def nodes(self) -> int:
+        """Nodes the form writes (``onnx_form._gather_sum``, order and final gathers included)."""
+        taps = sum(1 + (rows is not None) for _, rows in self.tap_inputs)
+        sums = sum(0 if t is None else 1 + (t.ndim > 1) for t in self.groups)
+        return taps + sums + (len(self.tap_inputs) > 1) + (len(self.groups) > 1) + \
+            (self.order is not None) + (self.final is not None)
+
     def cost(self, cin: int, cout: int) -> float:
         rows = self.num_in + self.num_out
         return (self.macs(cin, cout) * SECONDS_PER_MAC
                 + self.pairs * cin * SECONDS_PER_GATHERED_FLOAT
                 + self.pairs * cout * (SECONDS_PER_COPIED_FLOAT + SECONDS_PER_GATHERED_FLOAT)
-                + rows * max(cin, cout) * SECONDS_PER_GATHERED_FLOAT)
+                + rows * max(cin, cout) * SECONDS_PER_GATHERED_FLOAT
+                + self.nodes() * SECONDS_PER_NODE)
 
 
 @dataclass
@@ -83,11 +103,19 @@ class ImplicitGemm:
     def macs(self, cin: int, cout: int) -> int:
         return self.table.size * cin * cout
 
+    def nodes(self, cin: int) -> int:
+        """Nodes the form writes (``onnx_form._implicit_gemm``): the zero row, a Gather, Reshape
+        and MatMul per chunk, their Concat, the order and final gathers."""
+        chunks = -(-max(len(self.table), 1) // self.chunk(cin))
+        return 1 + 3 * chunks + (chunks > 1) + (self.order is not None) + \
+            (self.final is not None)
+
     def cost(self, cin: int, cout: int) -> float:
         rows = self.num_in + len(self.table)
-        return (self.macs(cin, cout) * SECONDS_PER_MAC
+        return (self.macs(cin, cout) * SECONDS_PER_IMPLICIT_MAC
                 + self.table.size * cin * SECONDS_PER_GATHERED_FLOAT
-                + rows * max(cin, cout) * SECONDS_PER_GATHERED_FLOAT)
+                + rows * max(cin, cout) * SECONDS_PER_GATHERED_FLOAT
+                + self.nodes(cin) * SECONDS_PER_NODE)
 
     def chunk(self, cin: int, itemsize: int = 4) -> int:
         """Rows per MatMul, so that the gathered block stays under IMPLICIT_BLOCK_BYTES."""
@@ -166,7 +194,9 @@ def implicit_gemm(rb: Rulebook) -> ImplicitGemm:
     return ImplicitGemm(order, used, table, final, n)
 
 
-IMPLICIT_MIN_FILL = 0.4     # below it, the implicit table is not even planned (M x K' int64)
+IMPLICIT_MIN_FILL = 0.3     # below it, the implicit table is not even planned (M x K' int64;
+#                             the U-Net's first SubM, 34%, and 2x2x2 down conv, 32%, run faster
+#                             implicit)
 
 
 def choose_form(rb: Rulebook, in_channels: int, out_channels: int, plans: dict | None = None

@@ -271,6 +271,36 @@ def _batches(*coords: np.ndarray) -> int:
     return max([int(c[:, 0].max()) + 1 for c in coords if len(c)] or [1])
 
 
+def _tiling(attrs: SparseConvAttrs) -> bool:
+    """Kernel = stride, no dilation (the 2x2x2 stride-2 down convs of U-Nets): the taps tile the
+    grid, so every site has exactly one candidate output, through one tap."""
+    return all(k == st and d == 1 for k, st, d in zip(attrs.kernel_shape, attrs.strides,
+                                                      attrs.dilations)) and \
+        attrs.kernel_volume < 256
+
+
+def _tiling_candidates(c: np.ndarray, order: np.ndarray, attrs: SparseConvAttrs, batches: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_candidates`` compressed, for a tiling conv: (pairs per tap, candidate output keys,
+    source rows), tap-major and within a tap in the order of ``c`` -- what the general path
+    yields -- from one candidate per site instead of K."""
+    out_shape = attrs.out_spatial_shape
+    out_strides = _row_major_strides((batches, *out_shape))
+    key = c[:, 0] * out_strides[0]
+    tap = np.zeros(len(c), dtype=np.int64)
+    ok = np.ones(len(c), dtype=bool)
+    for i in range(attrs.rank):
+        q, r = np.divmod(c[:, 1 + i] + attrs.pads[i], attrs.strides[i])
+        ok &= q < out_shape[i]
+        key += q * out_strides[1 + i]
+        tap = tap * attrs.kernel_shape[i] + r
+    if not ok.all():
+        key, tap, order = key[ok], tap[ok], order[ok]
+    by_tap = np.argsort(tap.astype(np.uint8), kind="stable")     # a radix sort
+    counts = np.bincount(tap, minlength=attrs.kernel_volume)
+    return counts, key[by_tap], order[by_tap]
+
+
 def _regular(sites: Sites, attrs: SparseConvAttrs) -> Rulebook:
     c, out_dtype = sites.coords, sites.dtype
     n = len(c)
@@ -278,11 +308,14 @@ def _regular(sites: Sites, attrs: SparseConvAttrs) -> Rulebook:
     if sites.order is not None:
         c = c[order]        # sorted sites: each tap's candidate output keys come out sorted
     batches = _batches(c)
-    valid, okey = _candidates(c, attrs, batches)
-    counts = valid.sum(axis=1)
-    flat = valid.reshape(-1)
-    cand = okey.reshape(-1)[flat]
-    src = np.broadcast_to(order, valid.shape).reshape(-1)[flat]
+    if _tiling(attrs):
+        counts, cand, src = _tiling_candidates(c, order, attrs, batches)
+    else:
+        valid, okey = _candidates(c, attrs, batches)
+        counts = valid.sum(axis=1)
+        flat = valid.reshape(-1)
+        cand = okey.reshape(-1)[flat]
+        src = np.broadcast_to(order, valid.shape).reshape(-1)[flat]
     uniq, dst = _unique_inverse(cand)
     dtype = _index_dtype(max(n, len(uniq)))
     dst = dst.astype(dtype, copy=False)

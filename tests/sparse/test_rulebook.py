@@ -210,3 +210,28 @@ def test_pointwise_submanifold_rulebook_is_the_identity_without_a_site_order():
     assert rb.sorted_rows is None
     with pytest.raises(SparseConvError, match="same site"):
         build_rulebook(np.concatenate([coords, coords[:1]]), attrs)
+
+
+@pytest.mark.parametrize("rank, kernel, pads, batches", [
+    (3, [2, 2, 2], [0] * 6, 1), (3, [2, 1, 3], [1, 0, 0, 0, 1, 2], 2), (2, [3, 2], [0, 1, 1, 0], 2),
+    (2, [1, 1], [0] * 4, 1)])
+def test_tiling_conv_takes_one_candidate_per_site(monkeypatch, rank, kernel, pads, batches):
+    """Kernel = stride (a U-Net's 2x2x2 down conv): each site's one candidate output is computed
+    directly, not K candidates per site (``_candidates`` is not called), and the rulebook is the
+    general path's, array for array."""
+    from convrewrite.sparse import rulebook as rulebook_module
+    grid = (9, 8, 7)[:rank]
+    attrs = SparseConvAttrs.create(kernel, grid, kernel, pads, None, False)
+    _, coords, _ = random_sparse(1, batches, grid, 60, 1)
+    general = rulebook_module._candidates
+    calls = []
+    monkeypatch.setattr(rulebook_module, "_candidates",
+                        lambda *a: calls.append(1) or general(*a))
+    fast = build_rulebook(coords, attrs)
+    assert calls == []
+    monkeypatch.setattr(rulebook_module, "_tiling", lambda attrs: False)
+    slow = build_rulebook(coords, attrs)
+    assert calls == [1]
+    for field in ("in_index", "out_index", "offsets", "out_coords"):
+        np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
+        assert getattr(fast, field).dtype == getattr(slow, field).dtype
