@@ -5,7 +5,10 @@ on the files scripts/real_exports.py wrote (run that first, with a python that h
 Runs with the project's venv:
 
     nice -n 10 .venv/bin/python scripts/real_export_table.py EXPORTS_DIR WORK_DIR [--timeout 300]
-        [--only NAME ...] [--presets P ...] > table.md
+        [--only NAME ...] [--presets P ...] [--target-file T.yaml ...] > table.md
+
+`--target-file` adds a column per target YAML of your own (named by its file's stem), e.g.
+tests/real/no_dilation_rank4.yaml.
 
 Each cell is the exit code (0 ok, 1 mismatch, 2 bad input, 3 convs remain illegal, 4 internal
 error); for a non-zero exit the first NOT LEGAL conv (op, rule) or the error line. Every run
@@ -72,13 +75,14 @@ def _family(rem: dict) -> tuple:
     return rem["op"], "/".join(rem["rules"]), re.sub(r"\d+", "N", why)
 
 
-def run_one(model: Path, preset: str, work: Path, timeout: float) -> dict:
+def run_one(model: Path, preset: str, work: Path, timeout: float, target: str | None = None) -> dict:
+    """``preset`` names the column; ``target`` (default: the preset) is what --target gets."""
     out_dir = work / f"{model.stem}.{preset}"
     out_dir.mkdir(parents=True, exist_ok=True)
     out, report = out_dir / "out.onnx", out_dir / "report.json"
     report.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "convrewrite.cli", str(model), "--target", preset, "-o", str(out),
-           "--report", str(report)]
+    cmd = [sys.executable, "-m", "convrewrite.cli", str(model), "--target", target or preset,
+           "-o", str(out), "--report", str(report)]
     before = _inputs_state(model)
     t0 = time.time()
     try:
@@ -154,10 +158,14 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=300, help="seconds per run (default 300)")
     ap.add_argument("--only", nargs="*", help="only these model files (e.g. resnet18.ts.onnx)")
     ap.add_argument("--presets", nargs="*", help="only these presets (default: every preset)")
+    ap.add_argument("--target-file", nargs="*", type=Path, default=[],
+                    help="target YAMLs of your own, one column each (named by the file's stem)")
     args = ap.parse_args(argv)
     from convrewrite.target import preset_names
 
     presets = args.presets or list(preset_names())
+    files = {p.stem: str(p.resolve()) for p in args.target_file}
+    presets += [name for name in files if name not in presets]
     models = sorted(p for p in args.exports.glob("*.onnx") if not args.only or p.name in args.only)
     args.work.mkdir(parents=True, exist_ok=True)
     store = args.work / "results.json"
@@ -167,7 +175,7 @@ def main(argv=None) -> int:
         for preset in presets:
             if (model.name, preset) in done:
                 continue
-            r = run_one(model, preset, args.work, args.timeout)
+            r = run_one(model, preset, args.work, args.timeout, files.get(preset))
             results.append(r)
             store.write_text(json.dumps(results, indent=1))
             print(f"{model.name:45s} {preset:16s} {_cell(r)[:100]} ({r['seconds']} s)",

@@ -118,6 +118,119 @@ def models(torch):
         for name in ("mobilevit_xxs", "resnest14d"):
             table[name] = ((lambda n=name: timm.create_model(n, pretrained=False)),
                            (1, 3, 64, 64))
+    table.update(_more_models(torch))
+    return table
+
+
+class _First:
+    """Wraps a model whose forward returns a tuple/list/dict/ModelOutput: the exporters get the
+    first tensor (YOLO's decoded boxes, a transformers model's last hidden state, a UNet's sample)."""
+
+    @staticmethod
+    def first(out):
+        import torch
+
+        while not isinstance(out, torch.Tensor):
+            if isinstance(out, dict):
+                out = next(iter(out.values()))
+            elif hasattr(out, "to_tuple"):
+                out = out.to_tuple()[0]
+            elif hasattr(out, "sample"):
+                out = out.sample
+            else:
+                out = out[0]
+        return out
+
+
+def _more_models(torch):
+    """ultralytics, transformers, diffusers and effdet models built from small configs, random
+    weights (nothing downloaded). Each package is optional: a missing one is skipped, named."""
+    nn = torch.nn
+    table = {}
+
+    class Wrap(nn.Module):
+        def __init__(self, inner, call=None):
+            super().__init__()
+            self.inner = inner
+            self.call = call
+
+        def forward(self, x):
+            return _First.first(self.call(self.inner, x) if self.call else self.inner(x))
+
+    try:
+        import ultralytics  # noqa: F401
+    except ImportError:
+        print("ultralytics not installed: skipping yolov8n, yolo11n", file=sys.stderr)
+    else:
+        def yolo(cfg):
+            from ultralytics.nn.tasks import DetectionModel, SegmentationModel
+
+            cls = SegmentationModel if "-seg" in cfg else DetectionModel
+            m = cls(cfg, ch=3, nc=80, verbose=False)
+            m.fuse(verbose=False) if hasattr(m, "fuse") else None
+            for mod in m.modules():         # what ultralytics' own ONNX exporter sets
+                if hasattr(mod, "export"):
+                    mod.export = True
+                if hasattr(mod, "format"):
+                    mod.format = "onnx"
+            return Wrap(m)
+
+        for name, cfg in (("yolov8n", "yolov8n.yaml"), ("yolo11n", "yolo11n.yaml"),
+                          ("yolov8n_seg", "yolov8n-seg.yaml")):
+            table[name] = ((lambda c=cfg: yolo(c)), (1, 3, 320, 320))
+    try:
+        import transformers as hf
+    except ImportError:
+        print("transformers not installed: skipping hf_convnext, hf_mobilevit, hf_segformer",
+              file=sys.stderr)
+    else:
+        table["hf_convnext"] = ((lambda: Wrap(hf.ConvNextModel(hf.ConvNextConfig(
+            hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 2, 1])))), (1, 3, 64, 64))
+        table["hf_mobilevit"] = ((lambda: Wrap(hf.MobileViTModel(hf.MobileViTConfig(
+            image_size=64, hidden_sizes=[32, 48, 64], neck_hidden_sizes=[8, 8, 16, 24, 32, 48, 64],
+            num_attention_heads=2)))), (1, 3, 64, 64))
+        table["hf_segformer"] = ((lambda: Wrap(hf.SegformerForSemanticSegmentation(
+            hf.SegformerConfig(hidden_sizes=[16, 32, 64, 128], decoder_hidden_size=64,
+                               num_labels=10, depths=[1, 1, 1, 1])))), (1, 3, 64, 64))
+        table["hf_resnet"] = ((lambda: Wrap(hf.ResNetModel(hf.ResNetConfig(
+            embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1])))),
+            (1, 3, 64, 64))
+    try:
+        import diffusers
+    except ImportError:
+        print("diffusers not installed: skipping unet2d, autoencoder_kl", file=sys.stderr)
+    else:
+        def unet():
+            m = diffusers.UNet2DModel(sample_size=32, in_channels=3, out_channels=3,
+                                      block_out_channels=(16, 32), layers_per_block=1,
+                                      norm_num_groups=8,
+                                      down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                                      up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+            return Wrap(m, lambda inner, x: inner(x, 10))     # one fixed timestep
+
+        def vae():
+            m = diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
+                                        block_out_channels=(16, 32), layers_per_block=1,
+                                        norm_num_groups=8,
+                                        down_block_types=("DownEncoderBlock2D",) * 2,
+                                        up_block_types=("UpDecoderBlock2D",) * 2)
+            return Wrap(m, lambda inner, x: inner.decode(inner.encode(x).latent_dist.mode()))
+
+        table["unet2d"] = (unet, (1, 3, 32, 32))
+        table["autoencoder_kl"] = (vae, (1, 3, 64, 64))
+    try:
+        import effdet
+    except ImportError:
+        print("effdet not installed: skipping tf_efficientdet_d0", file=sys.stderr)
+    else:
+        def det():
+            cfg = effdet.get_efficientdet_config("tf_efficientdet_d0")
+            cfg.image_size = (256, 256)
+            # class and box outputs of every level, flattened into one [N, -1] tensor
+            return Wrap(effdet.EfficientDet(cfg, pretrained_backbone=False), lambda inner, x: torch.cat(
+                [t.flatten(1) for outs in inner(x) for t in outs], 1))
+
+        table["tf_efficientdet_d0"] = (det, (1, 3, 256, 256))
     return table
 
 

@@ -18,6 +18,7 @@ from .rank import RankLowering
 from .rank_reduction import RankReduction
 from .shift import ShiftLowering
 from .shuffle import ShuffleRemoval
+from .stack_reduction import StackReduction
 from .view_sinking import ViewSinking
 from .sparse_conv import SparseConvLowering
 from .stride import StrideSubsample
@@ -46,13 +47,15 @@ DEFAULT_PASSES: tuple[Pass, ...] = default_conv_passes()
 # and shifts take their cheapest form (the convs these emit then get legalised).
 # Convs over --sparse-input tensors become SparseConvs first, and SparseConvs standard ONNX next.
 GRAPH_PASSES: tuple[GraphPass, ...] = (DenseToSparse(), SparseConvLowering(), ChannelwiseLowering(),
-                                       ShuffleRemoval(), RankReduction(), BroadcastViews(),
+                                       ShuffleRemoval(), StackReduction(), RankReduction(),
+                                       BroadcastViews(),
                                        ShiftLowering())
 # Tidying passes run after local verification: they undo what the lowerings cost at run time and
 # move the boundary between a rewrite and what came before it.
 TIDY_PASSES: tuple[GraphPass, ...] = (ViewSinking(), ChunkFusion(), SumFusion(), PadFusion())
 FIXED_BY["ops"] += ["channelwise", "shift", "sparse_conv"]
-FIXED_BY["max_tensor_rank"] += ["shuffle", "rank_reduction", "broadcast_views"]
+FIXED_BY["max_tensor_rank"] += ["shuffle", "stack_reduction", "rank_reduction",
+                                "broadcast_views"]
 
 __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "BroadcastViews",
            "ChannelwiseLowering",
@@ -60,6 +63,6 @@ __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "Broa
            "DenseToSparse", "DilationLowering",
            "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RankReduction",
            "RewriteContext",
-           "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",
+           "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling", "StackReduction",
            "StrideSubsample", "TransposedShape", "ViewSinking", "conv_pass",
            "default_conv_passes"]
