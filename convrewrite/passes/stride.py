@@ -5,20 +5,24 @@
   conv (QLinearConv, ConvInteger) stays one, since slicing a quantized tensor is exact.
 - space-to-depth: fold the stride into channels (SpaceToDepth, then a stride-1 conv with
   ceil(k/s) taps over s*s times the channels, weights rearranged to match). Fewer MACs for
-  k > 1, one pass over the input. Products are summed in another order: reassociating.
+  k > 1, one pass over the input. Products are summed in another order: reassociating (for an
+  integer conv exact: its input padded with the zero point, its kernel extended with the
+  weight's, the conv the same op).
 """
 
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from ..build.onnx_read import conv_inputs, weight_zero_points
 from ..conv import INTEGER_CONVS, ConvSpec, dims_text
 from ..rules import Violation
 from ..plan.stride import plan_space_to_depth, plan_stride
 from ..record import Record
 from ..decline import Decline, Declined, need
 from .protocol import Pass, RewriteContext
-from .emit import INT64_MAX, conv_copy, pad_spatial, replace, slice_spatial, variable
+from .emit import (INT64_MAX, conv_copy, pad_spatial, pad_value, replace, slice_spatial,
+                   variable)
 from .geometry_common import explicit_pads
 
 
@@ -31,10 +35,6 @@ class StrideSubsample(Pass):
         pads = need(explicit_pads(node, spec))
         plan = need(plan_stride(spec, ctx.target, pads))
         folded = plan_space_to_depth(spec, ctx.target, pads)
-        integer = spec.op_type in INTEGER_CONVS and not isinstance(folded, Decline)
-        if integer:
-            folded = Decline(f"space-to-depth: not built for {spec.op_type} (its zero-extended "
-                             "taps would need the weight zero point)")
         runtime_weight = not spec.constant_weight and not isinstance(folded, Decline)
         if runtime_weight:
             # space-to-depth rearranges the weight's taps (needs its values); subsampling passes
@@ -64,7 +64,7 @@ class StrideSubsample(Pass):
             how.append(f"input subsampled by {dims_text(plan.input_steps)}")
         if subsample_out:
             how.append(f"output subsampled by {dims_text(plan.output_steps)}")
-        if runtime_weight or integer:
+        if runtime_weight:
             how.append(f"not {folded.reason}")
         elif not isinstance(folded, Decline):
             how.append(f"not space-to-depth: cost x{folded.cost:.2f} vs x{folded.subsample_cost:.2f}")
@@ -83,11 +83,14 @@ class StrideSubsample(Pass):
             x = slice_spatial(ctx, x, [0, 0], [e if e < 0 else INT64_MAX for e in plan.pads[2:]],
                               [1, 1], f"{base}/s2d_crop", added)
         x = pad_spatial(ctx, x, list(plan.pads[:2]), [max(0, e) for e in plan.pads[2:]],
-                        f"{base}/s2d_pad", added)
+                        f"{base}/s2d_pad", added, value=pad_value(node))
         folded = variable(ctx, f"{base}/space_to_depth.out", x)
         added.append(gs.Node("SpaceToDepth", ctx.fresh(f"{base}/space_to_depth"),
                              {"blocksize": s}, [x], [folded]))
-        weight = self.weight(node).respaced((kh * s, kw * s))
+        integer = spec.op_type in INTEGER_CONVS
+        weight = self.weight(node)
+        weight = weight.respaced((kh * s, kw * s), empty=weight_zero_points(node, spec)) \
+            if integer else weight.respaced((kh * s, kw * s))
         cout, cin = weight.values.shape[:2]
         taps = weight.values.reshape(cout, cin, kh, s, kw, s).transpose(0, 3, 5, 1, 2, 4)
         try:
@@ -97,12 +100,13 @@ class StrideSubsample(Pass):
         stem = ctx.fresh(f"{base}/conv")
         w, w_nodes = weight.slice(stem, (slice(None),))
         added.extend(w_nodes)
-        conv_copy(ctx, node, stem, [folded, w, *node.inputs[2:]], added, out=y,
+        conv_copy(ctx, node, stem, conv_inputs(node, folded, w), added, out=y,
                   kernel_shape=[kh, kw], strides=[1, 1], pads=[0, 0, 0, 0])
         how = (f"space-to-depth {s}: {kh}x{kw} conv over {s * s}x the channels (cost "
                f"x{plan.cost:.2f} vs subsampling x{plan.subsample_cost:.2f})")
         factor = s * s * kh * kw / (spec.kernel_shape[0] * spec.kernel_shape[1])
-        record = self.record(node, spec, violations, how, added, tolerance="reassociating",
+        record = self.record(node, spec, violations, how, added,
+                             tolerance="exact" if integer else "reassociating",
                              macs_factor=factor)
         replace(node, ctx, added)
         return record

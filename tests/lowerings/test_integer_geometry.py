@@ -92,6 +92,27 @@ def test_geometry_lowerings_are_bit_exact(form, case):
         assert len(pad.input) == 3 and inits[pad.input[2]] == zero and zero != 0
 
 
+@pytest.mark.parametrize("geometry", [
+    dict(kernel=(7, 7), strides=(2, 2), pads=(3, 3, 3, 3), size=(16, 16)),
+    dict(kernel=(5, 5), strides=(2, 2), pads=(1, 2, 2, 1), size=(15, 16)),    # ends cropped
+], ids=["7x7", "5x5-asymmetric"])
+@pytest.mark.parametrize("case", ["qlinear-u8s8-bias", "qlinear-u8u8-perch-zps",
+                                  "convinteger-u8u8"])
+def test_space_to_depth_stride(geometry, case):
+    """Where it is cheaper (48 output channels), the stride is folded into channels: the input
+    padded with its zero point, SpaceToDepth, the kernel extended with the weight zero point and
+    rearranged, the same op at stride 1; then the kernel split and padding lowerings; exact."""
+    params = CASES[case]
+    model = integer_conv(params["op"], cout=48, **geometry,
+                         **{k: v for k, v in params.items() if k != "op"})
+    rules = {"kernel_shapes": [[1, 1], [3, 3]], "max_stride": 1, **SAME_PAD}
+    out, report = cr.rewrite(model, {"name": "t", "conv": rules})
+    assert report.records[0].pass_name == "stride"
+    assert report.records[0].rewrite.startswith("space-to-depth 2")
+    assert "SpaceToDepth" in ops(out)
+    assert_exact(model, out, report)
+
+
 @pytest.mark.parametrize("case", ["qlinear-u8s8-bias", "qlinear-u8u8-perch-zps",
                                   "convinteger-u8s8"])
 def test_batch_split_keeps_the_integer_op(case):
