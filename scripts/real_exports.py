@@ -7,6 +7,12 @@ python that runs it -- NOT the project's venv, which does not depend on torch:
     /work/venv-torch/bin/pip install torch==2.14.1 torchvision==0.29.1 timm onnx onnxscript
     /work/venv-torch/bin/python scripts/real_exports.py OUT_DIR [--only NAME ...] [--no-dynamo]
 
+Also, where installed (each optional, a missing one skipped and named): ultralytics YOLOv8n /
+YOLO11n / YOLOv8n-seg from their yaml configs at 320, transformers ConvNext / MobileViT /
+SegFormer / ResNet from small configs, diffusers UNet2DModel and AutoencoderKL with tiny
+block_out_channels, effdet tf_efficientdet_d0 at 256 (pip install ultralytics transformers
+diffusers effdet; scripts/real_export_table.py --target-file adds a target YAML of one's own).
+
 Random weights (nothing downloaded), small inputs (64x64, 96x96; video 8x32x32) so the files stay
 small and the table runs in minutes. Every model goes through the TorchScript exporter
 (dynamo=False, opset 17, dynamic batch axis) and the dynamo exporter; resnet18 also in fp16.
