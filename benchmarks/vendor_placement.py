@@ -91,6 +91,7 @@ export_torch.SMALL sizes; machine shared, but Vela's estimate does not depend on
 | unet_decoder | 3 | 14/3, 4/7, 80.04% of 71M, 1.44 ms | 17/0, 7/7, 100.00%, 2.50 ms | 1.74x |
 | shufflenet_v2 | 16 | 202/0, 56/56, 100% of 27M, 7.61 ms | 98/0, 71/71, 100% of 50M, 5.95 ms | 0.78x |
 | mobilevit_xxs | 9 | vela crashed (signal 11) | 520/32, 35/35, 100.00% of 87M, 32.15 ms | - |
+| convnext_atto | 1 | 444/92, 40/40, 100% of 45M, 20.10 ms | 445/92, 40/40, 100%, 18.65 ms | 0.93x |
 
 The legacy core on the same TFLites: dcgan 1.00x (all on the NPU); unet_decoder 13/4 -> 16/1
 (4/7 -> 7/7 convs; the one CPU op left is onnx2tf's layout TRANSPOSE perm 0 2 3 1, in both),
@@ -105,6 +106,11 @@ The sub-pixel lowering instead (4 phase convs + Reshape/Concat interleave, a tar
 ``transposed: false``) is all on the NPU too but 4.98 ms, so the padding fix is the cheaper form.
 mobilevit_xxs: regor SIGSEGVs on the original TFLite (its 5-D/6-D unfold views; twice of twice);
 the rewrite's 32 CPU ops are LayerNorm MEANs over depth ("Unsupported depth-reduction"), no conv.
+convnext_atto (64x64; timm's 3.7M-parameter ConvNeXt), judged now that GELU's Erf converts: every
+conv on the NPU before and after; the one rewrite is the 4x4 stride-4 stem (regor runs it
+unpadded, slower: 0.93x after). Its 92 CPU ops on both sides, no conv: 24 DIV ("Unsupported
+opType") and 12 DEQUANTIZE / 12 NEG / 12 QUANTIZE (a float NEG) from onnx2tf's pseudo-Erf of 12
+GELUs, and 32 LayerNorm MEANs over depth ("Unsupported depth-reduction").
 ConvNeXt-Tiny, r3d_18 and DeepLabV3 did not finish onnx2tf's seven TFLite conversions (float32,
 float16, dynamic range, integer, full integer, two int16 variants; each ~7-10 min for a 30M-weight
 model at load 6-12) in this session; ``--only convnext_atto`` is timm's 3.7M-parameter ConvNeXt.
