@@ -171,7 +171,10 @@ def _more_models(torch):
         def yolo(cfg):
             from ultralytics.nn.tasks import DetectionModel, SegmentationModel
 
-            cls = SegmentationModel if "-seg" in cfg else DetectionModel
+            from ultralytics.nn.tasks import OBBModel, PoseModel
+
+            cls = SegmentationModel if "-seg" in cfg else PoseModel if "-pose" in cfg else \
+                OBBModel if "-obb" in cfg else DetectionModel
             m = cls(cfg, ch=3, nc=80, verbose=False)
             m.fuse(verbose=False) if hasattr(m, "fuse") else None
             for mod in m.modules():         # what ultralytics' own ONNX exporter sets
@@ -182,7 +185,8 @@ def _more_models(torch):
             return Wrap(m)
 
         for name, cfg in (("yolov8n", "yolov8n.yaml"), ("yolo11n", "yolo11n.yaml"),
-                          ("yolov8n_seg", "yolov8n-seg.yaml")):
+                          ("yolov8n_seg", "yolov8n-seg.yaml"), ("yolov8n_pose", "yolov8n-pose.yaml"),
+                          ("yolo11n_obb", "yolo11n-obb.yaml")):
             table[name] = ((lambda c=cfg: yolo(c)), (1, 3, 320, 320))
     try:
         import transformers as hf
@@ -198,6 +202,9 @@ def _more_models(torch):
         table["hf_segformer"] = ((lambda: Wrap(hf.SegformerForSemanticSegmentation(
             hf.SegformerConfig(hidden_sizes=[16, 32, 64, 128], decoder_hidden_size=64,
                                num_labels=10, depths=[1, 1, 1, 1])))), (1, 3, 64, 64))
+        table["hf_swin"] = ((lambda: Wrap(hf.SwinModel(hf.SwinConfig(
+            image_size=64, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4],
+            window_size=4)))), (1, 3, 64, 64))         # window partition: 6-D views
         table["hf_resnet"] = ((lambda: Wrap(hf.ResNetModel(hf.ResNetConfig(
             embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1])))),
             (1, 3, 64, 64))
