@@ -380,7 +380,7 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     # tidying leaves it as it is (ResNet-50 c256: one full export of 100 MB of weights less).
     light = {} if result.changed and not verify else None
     rewritten = drop_own_opset(from_graph(graph, work, light)) if result.changed else model
-    untidied = rewritten if light is not None else None
+    light_model = rewritten if light is not None else None
     made_from = (rewritten, graph)      # a model and the graph it was exported from, to import
     if result.changed and upgrade:      # it again without copying its weights (reimported)
         result.notes.append(upgrade)
@@ -435,7 +435,7 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
         else:
             continue
         result.timings[step.timing] = time.perf_counter() - started
-    if untidied is not None and rewritten is untidied:      # the light one: the model itself
+    if light_model is not None and rewritten is light_model:    # the light one: the model itself
         rewritten = drop_own_opset(from_graph(graph, work))
         made_from = (rewritten, graph)
     if result.changed:
