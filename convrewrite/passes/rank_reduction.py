@@ -202,19 +202,28 @@ def plan_piece(out: gs.Tensor, maps: list[np.ndarray], reducer: gs.Node | None,
     return Piece(out, steps, shapes, form, reducer)
 
 
-def reduced_axes(node: gs.Node, rank: int) -> tuple[list[int], bool] | None:
-    """(axes, keepdims) of a reduction with constant axes."""
+def node_axes(node: gs.Node, rank: int) -> list[int] | None:
+    """A node's constant axes (its attribute, or its second input from opset 13/18 on), made
+    non-negative and sorted; [] where it has none, None where they are computed."""
     axes = node.attrs.get("axes")
     if axes is None and len(node.inputs) > 1 and node.inputs[1].name:
         value = constant_value(node.inputs[1])
         if value is None:
             return None
         axes = value.reshape(-1).tolist()
-    if axes is None or len(axes) == 0:
+    return sorted({int(a) % rank for a in axes or ()})
+
+
+def reduced_axes(node: gs.Node, rank: int) -> tuple[list[int], bool] | None:
+    """(axes, keepdims) of a reduction with constant axes."""
+    axes = node_axes(node, rank)
+    if axes is None:
+        return None
+    if not axes:
         if node.attrs.get("noop_with_empty_axes", 0):
             return None
-        axes = range(rank)
-    return sorted({int(a) % rank for a in axes}), bool(node.attrs.get("keepdims", 1))
+        axes = list(range(rank))
+    return axes, bool(node.attrs.get("keepdims", 1))
 
 
 def emit_piece(ctx: RewriteContext, x: gs.Tensor, piece: Piece, added: list[gs.Node]) -> None:

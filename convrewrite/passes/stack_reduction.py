@@ -12,27 +12,13 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..build.onnx_read import constant_value
 from ..decline import Decline
 from ..rules import Violation
 from .emit import builder
 from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record
+from .rank_reduction import node_axes, reduced_axes
 
 STACK_REDUCE_OPS = {"ReduceSum", "ReduceMean"}
-
-
-def _axes(node: gs.Node, rank: int) -> list[int] | None:
-    """The node's axes (attribute, or its constant second input), made non-negative."""
-    if "axes" in node.attrs:
-        axes = node.attrs["axes"]
-    elif len(node.inputs) > 1 and node.inputs[1].name:
-        value = constant_value(node.inputs[1])
-        if value is None:
-            return None
-        axes = value.reshape(-1).tolist()
-    else:
-        return None
-    return sorted(int(a) % rank for a in axes)
 
 
 def match(concat: gs.Node, graph: gs.Graph):
@@ -46,13 +32,13 @@ def match(concat: gs.Node, graph: gs.Graph):
     axis = concat.attrs.get("axis", 0) % rank
     reduce = out.outputs[0]
     if reduce.op not in STACK_REDUCE_OPS or reduce.inputs[0] is not out or \
-            reduce.attrs.get("keepdims", 1) != 0 or _axes(reduce, rank) != [axis]:
+            reduced_axes(reduce, rank) != ([axis], False):
         return None
     xs, unsqueezes = [], []
     for t in concat.inputs:
         producer = t.inputs[0] if t.inputs else None
         if producer is None or producer.op != "Unsqueeze" or len(t.outputs) != 1 or \
-                t in graph.outputs or _axes(producer, rank) != [axis]:
+                t in graph.outputs or node_axes(producer, rank) != [axis]:
             return None
         xs.append(producer.inputs[0])
         unsqueezes.append(producer)
