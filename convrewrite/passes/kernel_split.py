@@ -29,6 +29,7 @@ from .emit import (INT64_MAX, builder, conv_copy, pad_spatial, pad_value, replac
                    sum_terms)
 from .lower_conv import onnx_site
 from .geometry_common import explicit_pads
+from .tap_channels import fold_taps
 from .windows import cut_windows
 
 
@@ -51,7 +52,10 @@ class KernelSplit(Pass):
         whole_extended = count == 1 and not spec.constant_weight and \
             tuple(plan.padded_kernel) != tuple(spec.kernel_shape)
         integer = spec.op_type in INTEGER_CONVS
-        requantized = integer_plan(spec, ctx, count) if integer else None
+        try:
+            requantized = integer_plan(spec, ctx, count) if integer else None
+        except Declined as split:
+            return self._folded(node, spec, violations, pads, ctx, split)
         self.require_ops(ctx, cut_ops + ["Pad"] + (["Add"] if count > 1 else [])
                          + (["Concat"] if whole_extended else []))
         rank, base, y = spec.rank, node.name, node.outputs[0]
@@ -120,6 +124,21 @@ class KernelSplit(Pass):
                              tolerance="reassociating" if count > 1 and not integer else "exact",
                              macs_factor=taps / original_taps,
                              params_after=spec.params * taps // original_taps)
+        replace(node, ctx, added)
+        return record
+
+
+    def _folded(self, node, spec, violations, pads, ctx, split: Declined) -> Record:
+        """Where the integer kernel split declines (no ConvInteger for int32 partial sums): the
+        taps folded into channels (``tap_channels``), or both reasons."""
+        added: list[gs.Node] = []
+        try:
+            self.require_ops(ctx, ["Pad", "Slice", "Concat"])
+            how = fold_taps(node, spec, pads, self.weight(node, ctx.opset), ctx, added)
+        except Declined as fold:
+            raise Declined(f"{split.decline.reason}; folding the taps into channels instead: "
+                           f"{fold.decline.reason}") from None
+        record = self.record(node, spec, violations, how, added, tolerance="exact")
         replace(node, ctx, added)
         return record
 

@@ -236,15 +236,37 @@ def test_what_is_not_built_for_integer_convs_declines_with_its_reason():
     assert report.status == "illegal" and any(
         "rank: a 3-D ConvInteger's depth taps would be summed: not built for integer convs" in why
         for r in report.remaining for why in r.reasons)
-    # a kernel split of a QLinearConv needs the requantizing ops: k210's list lacks them
+    # a kernel split of a QLinearConv needs the requantizing ops, which k210's list lacks, and
+    # its taps folded into channels would be 24 * 7 * 7 = 1176 input channels (the stride pass
+    # subsamples a stride-1 conv), over k210's 1024: both reasons are given
     stem = integer_conv("QLinearConv", kernel=(7, 7), strides=(2, 2), pads=(3, 3, 3, 3),
-                        size=(14, 14))
+                        size=(14, 14), cin=24)
     _, report = cr.rewrite(stem, "k210")
     assert report.status == "illegal" and [r.pass_name for r in report.records] == ["stride"]
     assert "subsampled" in report.records[0].rewrite
     assert any("kernel split of a QLinearConv sums int32 partial sums and requantizes them "
-               "once: the target's ops list lacks Cast, ConvInteger, QuantizeLinear" in why
-               for r in report.remaining for why in r.reasons)
+               "once: the target's ops list lacks Cast, ConvInteger, QuantizeLinear; folding "
+               "the taps into channels instead: its 49 taps stacked in channels make 1176 input "
+               "channels, over the target's 1024" in why
+               for r in report.remaining for why in r.reasons), report.render()
+
+
+@pytest.mark.parametrize("op, kernel, stride, pad", [("QLinearConv", 5, 1, 2),
+                                                     ("QLinearConv", 7, 2, 3),
+                                                     ("QLinearConv", 5, 1, 0)])
+def test_taps_folded_into_channels_without_int32_ops(op, kernel, stride, pad):
+    """k210 (1x1 and 3x3 kernels, no ConvInteger, Cast or QuantizeLinear in its ops): a 5x5 or
+    7x7 QLinearConv (whose kernel split would need them) becomes one 1x1 conv over its taps
+    stacked in channels (the same int32 sum, requantized once by the conv itself): bit-exact,
+    the same op, nothing else conv-like."""
+    model = integer_conv(op, kernel=(kernel, kernel), strides=(stride, stride),
+                         pads=(pad,) * 4, size=(13, 12), per_channel=op == "QLinearConv",
+                         bias=op == "QLinearConv", cin=3, cout=4, seed=kernel)
+    out, report = cr.rewrite(model, "k210")
+    assert_exact(model, out, report)
+    folded = [r for r in report.records if r.pass_name == "kernel_split"]
+    assert len(folded) == 1 and "taps stacked in channels" in folded[0].rewrite
+    assert [n.op_type for n in out.graph.node if n.op_type in CONV_OPS] == [op]
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -274,12 +296,13 @@ def _k210_with_requantizing_ops(folder):
 
 
 @pytest.mark.parametrize("stem, target, code", [(3, "k210", 0), (7, "k210q", 0),
-                                                (7, "k210", 3)])
+                                                (7, "k210", 0)])
 def test_quantize_static_qoperator_net_on_k210(tmp_path, stem, target, code):
     """A ResNet-like float net quantized by onnxruntime (QOperator, uint8 x int8): its stride-2
     convs, 1x1 stride-2 shortcut, unpadded 3x3 and (stem 7) 7x7 stride-2 stem all lowered,
     every conv of the result legal, end to end bit-exact. Before: exit 3 (the geometry passes
-    took only Conv)."""
+    took only Conv); then, on k210 itself, exit 3 for the stem (its kernel split needs
+    ConvInteger): now its taps are folded into channels."""
     from tests.robustness.harness import run_cli, write_model
     write_model(tmp_path, "in.onnx", quantized(resnet_like(stem), tmp_path))
     chip = str(_k210_with_requantizing_ops(tmp_path)) if target == "k210q" else target
@@ -296,5 +319,7 @@ def test_quantize_static_qoperator_net_on_k210(tmp_path, stem, target, code):
     rules = load_target(chip)
     convs = [n for n in to_graph(onnx.load(tmp_path / "out.onnx")).nodes if n.op in CONV_OPS]
     assert convs and all(check(spec_of(n), rules) == [] for n in convs)
-    assert {n.op for n in convs} == ({"QLinearConv"} if stem == 3 else
-                                     {"QLinearConv", "ConvInteger"})
+    assert {n.op for n in convs} == ({"QLinearConv", "ConvInteger"} if target == "k210q" else
+                                     {"QLinearConv"})
+    if stem == 7 and target == "k210":
+        assert any("taps stacked in channels" in rec["rewrite"] for rec in data["rewrites"])
