@@ -22,7 +22,8 @@ from ..decline import Decline
 from ..plan.movement import movement_steps, reduction_view, replay, reproduces, tidy, unify
 from .emit import int64s, variable
 from .probe import QDQ_OPS, model_batches, run_region, why_shape_unknown
-from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record
+from ..rules import rules_named
+from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record, register_pass
 from .shuffle import find_region, offence, region_grid
 
 REDUCE_OPS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
@@ -43,8 +44,10 @@ class Piece:
     reducer: gs.Node | None = None
 
 
+@register_pass
 class RankReduction(GraphPass):
     name = "rank_reduction"
+    fixes = rules_named("max_tensor_rank")
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         outcome = PassResult(ctx.graph)

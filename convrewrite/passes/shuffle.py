@@ -14,11 +14,11 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..decline import Decline
-from ..rules import Violation
+from ..rules import Violation, rules_named
 from ..build.onnx_read import const_weight, constant_value, spec_of
 from ..weights import absorb_selection, selection_weight
 from ..plan.selection import fold_growth, plan_selection
-from .protocol import RewriteContext
+from .protocol import RewriteContext, register_pass
 from .emit import variable
 from .probe import PROBE_EXTENT, QDQ_OPS, run_region
 from .protocol import PassResult, GraphPass, detach, region_record
@@ -177,8 +177,10 @@ def _absorbers(tensor: gs.Tensor, graph: gs.Graph) -> list[gs.Node] | None:
     return convs
 
 
+@register_pass
 class ShuffleRemoval(GraphPass):
     name = "shuffle"
+    fixes = rules_named("max_tensor_rank")
 
     def __init__(self, never_fold: bool = False):
         self.never_fold = never_fold                # benchmarks: Gather even where folding is free
