@@ -112,7 +112,7 @@ def plan_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor],
     if x.shape is not None and len(x.shape) > limit:
         return Decline(f"the region's input {x.name} is {len(x.shape)}-D itself")
     nodes, outputs = _without_final_qdq(nodes, outputs)
-    if isinstance(region_grid(x, nodes), str):
+    if isinstance(region_grid(x, nodes), Decline):
         return Decline("the region requantizes to another grid on the way (not a pure movement)")
     if not ctx.target.allows_op("Reshape"):
         return Decline("Reshape is not in the target's ops")
