@@ -17,7 +17,7 @@ from convrewrite.pipeline import rewrite_model  # noqa: E402
 from convrewrite.target import load_target  # noqa: E402
 from convrewrite.tvm.build import build, import_onnx  # noqa: E402
 from convrewrite.tvm.run import run_executable  # noqa: E402
-from convrewrite.tvm.relax_lowering import (  # noqa: E402
+from convrewrite.tvm.relax_bridge import (  # noqa: E402
     Lower, LoweringLog, lowering_pass, violations_in)
 from tests.conv_cases import conv_model, op_count, random_input, run  # noqa: E402
 
@@ -169,7 +169,7 @@ def test_an_unknown_pass_name_is_refused_with_the_known_ones():
 
 def test_rewrite_runs_shuffle_removal_then_lower():
     from convrewrite.models.variants import shufflenet_v2
-    from convrewrite.tvm.relax_lowering import Rewrite
+    from convrewrite.tvm.relax_bridge import Rewrite
     model = shufflenet_v2(image_size=64, repeats=(1, 1, 1))
     target = load_target({"name": "t", "max_tensor_rank": 4, "conv": {"groups": ["regular"]}})
     feeds = random_input(model)
