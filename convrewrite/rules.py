@@ -282,6 +282,15 @@ TIDY_ORDER = ("view_sinking", "chunk_fusion", "sum_fusion", "pad_fusion")
 FIXED_BY: dict[str, list[str]] = {name: [] for name in RULES}   # filled as passes register
 
 
+def add_fixer(name: str, fixes: frozenset[str], order: tuple[str, ...], where: str) -> None:
+    """A lowering or pass registering: ``name`` must be in ``order`` (``where`` names it in the
+    error), and it becomes a fixer of each rule in ``fixes``."""
+    if name not in order:
+        raise KeyError(f"{name!r} is not in {where}")
+    for rule in fixes:
+        FIXED_BY[rule].append(name)
+
+
 def rules_named(*names: str) -> frozenset[str]:
     """The rule names, checked against the table (a typo fails at import, not silently)."""
     unknown = [n for n in names if n not in RULES]

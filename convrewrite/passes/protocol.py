@@ -16,7 +16,7 @@ from ..build.onnx_read import IO_POSITIONS, ConstWeight, RuntimeWeight, conv_wei
 from ..conv import ConvSpec
 from ..decline import Decline, Declined, need
 from ..gs_graph import isolate_region
-from ..rules import FIXED_BY, LOWERING_ORDER, PATTERN_ORDER, TIDY_ORDER, Violation
+from ..rules import LOWERING_ORDER, PATTERN_ORDER, TIDY_ORDER, Violation, add_fixer
 from ..naming import Names
 from ..record import Record
 from ..target import Target
@@ -136,12 +136,12 @@ def register_pass(cls: type) -> type:
     """Add a pass to the registry; its name says where the pipeline runs it: a pattern or
     tidying pass (``GraphPass``) in ``rules.PATTERN_ORDER`` or ``rules.TIDY_ORDER``, a conv pass
     not yet on the lowering contract (``Pass``) in ``rules.LOWERING_ORDER``."""
-    orders = LOWERING_ORDER if issubclass(cls, Pass) else PATTERN_ORDER + TIDY_ORDER
-    if cls.name not in orders:
-        raise KeyError(f"pass {cls.name!r} is in none of the rules module's pass orders")
+    if issubclass(cls, Pass):
+        add_fixer(cls.name, cls.fixes, LOWERING_ORDER, "rules.LOWERING_ORDER")
+    else:
+        add_fixer(cls.name, cls.fixes, PATTERN_ORDER + TIDY_ORDER,
+                  "rules.PATTERN_ORDER or rules.TIDY_ORDER")
     PASSES[cls.name] = cls
-    for rule in cls.fixes:
-        FIXED_BY[rule].append(cls.name)
     return cls
 
 
