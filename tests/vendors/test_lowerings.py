@@ -31,18 +31,7 @@ WAITING = {
                                      "4-D stay 5-D, and Vela 3's core runs neither 4-D "
                                      "TRANSPOSE (perm 0 2 3 1 / 0 3 1 2) around the per-frame "
                                      "views: 18 of 72 ops on the CPU (measured 2026-12-02)",
-    ("ethos-u55-vela3", "dilated height 67"): "no lowering fixes max_dilated_kernel_height yet "
-                                              "(kernel split by dilated extent: issue 14)",
-    ("ethos-u55-vela3", "kernel 64x65"): "no lowering fixes max_dilated_kernel_area yet (kernel "
-                                         "split by dilated extent: issue 14)",
 }
-# onnx2tf wraps our Add / Pad / Reshape in NCHW <-> NHWC TRANSPOSEs at the graph output, which
-# Vela 3's core (the legacy one) runs only for some permutations: the convs are on the NPU, the
-# layout TRANSPOSE is not. Regor runs them.
-for _p in ("weight sum 65552", "transposed k3 s2 op1"):
-    WAITING[("ethos-u55-vela3", _p)] = ("onnx2tf's output-layout TRANSPOSE after our Add/Pad "
-                                        "goes to the CPU on Vela 3's core (its convs are on the "
-                                        "NPU)")
 # Since the ConvTranspose lowering keeps the sub-pixel interleave within 4-D (Reshape + Concat),
 # regor (ethos-u55, ethos-u65) runs strides 3, 4 and 8 on the NPU; Vela 3's core still does not.
 for _p in ("transposed s3", "transposed s4", "transposed s8"):
