@@ -251,6 +251,13 @@ RULES: dict[str, Rule] = {
                             "highest tensor rank the runtime handles, e.g. 4 (null: any); "
                             "channel shuffles through 5-D tensors are removed when it is lower",
                             None),
+    "max_tensor_dim": Rule("max_tensor_dim", "max_tensor_dim",
+                           "largest extent of any tensor any op reads or writes, not only a "
+                           "conv's (null: none), e.g. Vela 3's 65535 on every NPU op", None),
+    "max_tensor_batch": Rule("max_tensor_batch", "max_tensor_batch",
+                             "largest batch of the 4-D (or higher) feature maps any op reads, "
+                             "ops that only cut or view a tensor excepted (null: none), e.g. "
+                             "Vela 3's batch 1 on every NPU op", None),
     **{name: Rule(name, f"conv.{name}", _FIELDS[name].metadata["doc"], _FIELDS[name].default, fn)
        for name, fn in CHECKS.items()},
 }

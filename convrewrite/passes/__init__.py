@@ -13,6 +13,7 @@ from .broadcast_views import BroadcastViews
 from .chunk_fusion import ChunkFusion
 from .lower_conv import LowerConvs, OnnxLowering, conv_pass
 from .pad_fusion import PadFusion
+from .piecewise import PiecewiseOps
 from .protocol import GraphPass, Pass, RewriteContext
 from .rank import RankLowering
 from .rank_reduction import RankReduction
@@ -56,12 +57,15 @@ TIDY_PASSES: tuple[GraphPass, ...] = (ViewSinking(), ChunkFusion(), SumFusion(),
 FIXED_BY["ops"] += ["channelwise", "shift", "sparse_conv"]
 FIXED_BY["max_tensor_rank"] += ["shuffle", "stack_reduction", "rank_reduction",
                                 "broadcast_views"]
+FIXED_BY["max_tensor_dim"] += ["piecewise"]
+FIXED_BY["max_tensor_batch"] += ["piecewise"]
 
 __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "TIDY_PASSES", "BroadcastViews",
            "ChannelwiseLowering",
            "ChunkFusion", "LowerConvs", "PadFusion", "SumFusion",
            "DenseToSparse", "DilationLowering",
-           "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "RankLowering", "RankReduction",
+           "GraphPass", "KernelSplit", "OnnxLowering", "Pass", "PiecewiseOps", "RankLowering",
+           "RankReduction",
            "RewriteContext",
            "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling", "StackReduction",
            "StrideSubsample", "TransposedShape", "ViewSinking", "conv_pass",
