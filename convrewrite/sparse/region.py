@@ -35,6 +35,7 @@ from onnx import helper, numpy_helper
 
 from ..build.onnx import OnnxBuilder
 from ..build.onnx_read import constant_value, spec_of
+from ..decline import Decline
 from ..ops import DOMAIN
 from ..ops.sparse_conv import OP_TYPE, SparseConvAttrs, SparseConvError
 from ..verify import run
@@ -358,8 +359,8 @@ class Region:
         if v is None:
             raise Densify("the sparse tensor is its weight, not its input")
         spec = spec_of(conv)
-        if isinstance(spec, str):
-            raise Densify(spec)
+        if isinstance(spec, Decline):
+            raise Densify(spec.reason)
         if spec.groups != 1:
             raise Densify(f"grouped convs (group {spec.groups}) have no sparse form here")
         if spec.auto_pad not in ("NOTSET", ""):

@@ -131,6 +131,25 @@ def test_grouped_conv_ends_the_region_with_its_reason():
                for n in report.recognised)
 
 
+def test_conv_of_unknown_weight_shape_ends_the_region_with_its_reason():
+    """A conv whose weight is computed with a shape nobody knows (a graph input of symbolic
+    dims) is left dense with the reader's own reason; the region before it stays sparse (it
+    used to crash: the reader's Decline was taken for a ConvSpec)."""
+    c1, i1 = _conv("conv1", "x", "c1", 3, 4)
+    model = _net([c1, helper.make_node("Conv", ["c1", "w2"], ["y"], name="computed",
+                                       pads=[1] * 4)], inits=i1)
+    model.graph.input.append(helper.make_tensor_value_info("w2", onnx.TensorProto.FLOAT,
+                                                           ["a", "b", "c", "d"]))
+    feeds = {"x": _sparse_x((1, 3, 12, 10), 0.1, 1),
+             "w2": RNG.standard_normal((4, 4, 3, 3)).astype(np.float32)}
+    _, report = api.rewrite(model, HOST, sparse_inputs=["x"], inputs=feeds)
+    assert "computed: left dense although it reads sparse 'x' (weight shape is unknown)" \
+        in report.recognised
+    (region,) = [r for r in report.records if r.pass_name == "dense_to_sparse"]
+    assert "1 SparseConvs [conv1" in region.rewrite and "densified at c1" in region.rewrite
+    assert all(r.verify["passed"] for r in report.records) and report.end_to_end["passed"]
+
+
 def test_3d_strided_then_one_by_one():
     c1, i1 = _conv("down", "x", "c1", 2, 4, stride=2, rank=3)
     c2, i2 = _conv("head", "r1", "y", 4, 3, k=1, pad=0, rank=3)
