@@ -85,6 +85,7 @@ class _ChunkFusion:
         self.graph = graph
         self.memo: dict[tuple[int, int, tuple[int, ...]], list[gs.Tensor] | None] = {}
         self.axis = 1                       # the axis being chunked (the Split's)
+        self.keys: list[gs.Tensor] = []
         self.new_nodes: list[gs.Node] = []
         self.computed: list[tuple[gs.Tensor, list[gs.Tensor], int]] = []   # made per chunk
         self.fresh = Names.in_graph(graph).fresh
@@ -93,6 +94,7 @@ class _ChunkFusion:
         """``tensor`` as chunks of ``sizes`` on ``self.axis``, without a Split, or None."""
         key = (id(tensor), self.axis, sizes)
         if key not in self.memo:
+            self.keys.append(tensor)       # alive while the memo is: no other tensor gets its id
             self.memo[key] = None          # guards against cycles while exploring
             self.memo[key] = self._chunks(tensor, sizes)
         return self.memo[key]
