@@ -30,7 +30,7 @@ from . import memory
 from .naming import Names
 from .ops import DOMAIN
 from .ops.reference import drop_own_opset
-from .passes import (DEFAULT_PASSES, GRAPH_PASSES, TIDY_PASSES, LowerConvs, Pass, PiecewiseOps,
+from .passes import (DEFAULT_PASSES, GRAPH_PASSES, LOWERED_PASSES, TIDY_PASSES, LowerConvs, Pass,
                      RewriteContext)
 from .passes.bodies import Body, holds_body_convs, rewrite_bodies
 from .passes.inline_functions import inline_rejected_functions, legal_at_call_sites
@@ -70,8 +70,8 @@ PIPELINE: tuple[Step, ...] = (
     Step("inline_functions", "inline", timing="rewrite"),
     Step("bodies", "bodies", timing="rewrite"),
     Step("patterns", "rewrite", GRAPH_PASSES, repeat=True, timing="rewrite"),
-    # the pointwise ops around the lowered convs, where every op's tensors are limited
-    Step("lowerings", "rewrite", (LowerConvs(DEFAULT_PASSES), PiecewiseOps()), timing="rewrite"),
+    # then the pointwise ops around the lowered convs, where every op's tensors are limited
+    Step("lowerings", "rewrite", (LowerConvs(DEFAULT_PASSES), *LOWERED_PASSES), timing="rewrite"),
     Step("verify_local", "verify", scope="local", timing="verify_local"),
     Step("tidy", "tidy", TIDY_PASSES, timing="tidy"),
     Step("verify_end_to_end", "verify", scope="end_to_end", timing="verify_end_to_end"),
@@ -116,7 +116,7 @@ def pipeline(passes: tuple[Pass, ...] = DEFAULT_PASSES,
         if step.name == "patterns":
             step = Step(step.name, step.kind, tuple(graph_passes), step.repeat, timing=step.timing)
         elif step.name == "lowerings":
-            step = Step(step.name, step.kind, (LowerConvs(passes), PiecewiseOps()),
+            step = Step(step.name, step.kind, (LowerConvs(passes), *LOWERED_PASSES),
                         timing=step.timing)
         steps.append(step)
     return tuple(steps)

@@ -28,7 +28,7 @@ from ..rules import Violation, rules_named
 from ..plan.kernel import plan_kernel_split, view_cuts
 from ..record import Record
 from ..decline import Declined, need
-from .protocol import Pass, RewriteContext
+from .protocol import Pass, RewriteContext, register_pass
 from .emit import (INT64_MAX, builder, conv_copy, pad_spatial, pad_value, replace, slice_spatial,
                    sum_terms)
 from .lower_conv import onnx_site
@@ -40,6 +40,7 @@ from .windows import cut_windows
 SHOWN_ALTERNATIVES = 3
 
 
+@register_pass
 class KernelSplit(Pass):
     name = "kernel_split"
     fixes = rules_named("kernel_shapes", "max_kernel", "max_dilated_kernel_height",

@@ -27,7 +27,9 @@ from ..plan.limits import missing_ops
 from ..tensor_limits import TensorOffence, tensor_offences
 from .chunk_fusion import CHANNEL_LOCAL_OPS, PER_AXIS_OPS
 from .emit import builder
-from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record
+from ..rules import rules_named
+from .protocol import (GraphPass, PassResult, RewriteContext, detach, region_record,
+                       register_pass)
 
 ELEMENTWISE_OPS = CHANNEL_LOCAL_OPS         # each output element from the same input elements
 MAX_ROUNDS = 64                             # a chain of pointwise ops moves one op per round
@@ -123,8 +125,10 @@ def plan_pieces(node: gs.Node, offence: TensorOffence, ctx: RewriteContext) -> P
                      shares)
 
 
+@register_pass
 class PiecewiseOps(GraphPass):
     name = "piecewise"
+    fixes = rules_named("max_tensor_dim", "max_tensor_batch")
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         outcome = PassResult(ctx.graph)
