@@ -45,6 +45,17 @@ def batch_symbol(model: onnx.ModelProto) -> str | None:
     return next(iter(symbols)) if len(symbols) == 1 and not others else None
 
 
+def batch_multiple(dim, symbol: str | None) -> int | None:
+    """k where ``dim`` is the batch symbol times k as ``learn`` writes it ('N' or 'N*k');
+    None for any other dim."""
+    if symbol is None or not isinstance(dim, str):
+        return None
+    if dim == symbol:
+        return 1
+    head, star, k = dim.partition("*")
+    return int(k) if star and head == symbol and k.isdigit() and int(k) > 0 else None
+
+
 def _unknown(dims: list | None, known: set[str]) -> bool:
     return dims is None or any(not isinstance(d, int) and d not in known for d in dims)
 

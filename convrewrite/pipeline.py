@@ -12,7 +12,7 @@ silently. Saving is the caller's (the command line writes atomically, the API re
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -360,6 +360,28 @@ def _note_inlined(result: RewriteResult, inlined, seconds: float) -> None:
     result.timings["rewrite"] = result.timings.get("rewrite", 0.0) + seconds
 
 
+@dataclass
+class Current:
+    """The model as the pipeline holds it now, and what is known of it: the graph it was
+    exported from (a later step imports it from there, its weights not copied:
+    ``gs_graph.reimported``), whether it went out light, the tidy step's graph of it, its outputs
+    in the local checks' run. A step that makes a new model makes a new Current, so what was
+    known of the old one goes with it."""
+
+    model: onnx.ModelProto
+    graph: gs.Graph | None = None           # the graph ``model`` was exported from
+    light: bool = False                     # large weights as stand-ins: without verification
+    #                                         it only feeds the tidy step (ResNet-50 c256: one
+    #                                         full export of 100 MB of weights less)
+    tidy_graph: gs.Graph | None = None      # the tidy step's graph of it, where that holds what
+    #                                         movement_legality reads (``_tidy``)
+    outputs: dict | None = None             # its outputs in the local checks' run
+
+    def imported(self) -> gs.Graph:
+        """The model as a graph: from the graph it was exported from, where there is one."""
+        return to_graph(self.model) if self.graph is None else reimported(self.graph, self.model)
+
+
 def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, ...] = PIPELINE,
                  verify: bool = True, feeds: Callable[[], dict[str, np.ndarray]] | None = None,
                  tolerance: Tolerance = Tolerance(),
@@ -375,53 +397,45 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     graph, result = run_rewrites(to_graph(work), target, work, steps, sparse_inputs)
     _note_inlined(result, inlined, seconds)
     _note_bodies(result, *bodies)
-    # Without verification the untidied model only feeds the tidy step (its metadata, and the
-    # graph it came from): exported with its large weights as stand-ins, and for real only if
-    # tidying leaves it as it is (ResNet-50 c256: one full export of 100 MB of weights less).
-    light = {} if result.changed and not verify else None
-    rewritten = drop_own_opset(from_graph(graph, work, light)) if result.changed else model
-    light_model = rewritten if light is not None else None
-    made_from = (rewritten, graph)      # a model and the graph it was exported from, to import
-    if result.changed and upgrade:      # it again without copying its weights (reimported)
+    if not result.changed:
+        return model, result
+    light = not verify
+    current = Current(drop_own_opset(from_graph(graph, work, {} if light else None)), graph,
+                      light)
+    if upgrade:
         result.notes.append(upgrade)
     reference = None            # the original's outputs and engine (verify.reference_run), once
-    tidied = None               # the tidy step's graph of ``rewritten``, when it has its shapes
-    checked = (None, {})        # the model the local checks ran and its outputs in that run
-    early = None                # the tidy step, when it runs before the local checks
+    tidied_early = None         # the tidy step, when it ran before the local checks
     for step in steps:
-        if step.kind in ("inline", "bodies", "rewrite") or not result.changed:
-            continue
-        if step is early:
+        if step.kind in ("inline", "bodies", "rewrite") or step is tidied_early:
             continue
         started = time.perf_counter()
         if step.kind == "tidy":
-            rewritten, tidied, made_from = _tidy(rewritten, target, step.passes, result,
-                                                 made_from)
+            current = _tidy(current, target, step.passes, result)
         elif verify and step.scope == "local":
             if result.inputs is None:
                 result.inputs = _feeds_that_fit(feeds, graph)
             in_bodies = {id(r) for b in result.bodies for r in b.records}
             records = [r for r in result.records if id(r) not in in_bodies]
-            early = _tidy_early(steps, step, reference, rewritten)
-            untidied = rewritten
-            if early is not None:       # the model the end-to-end check compares, made now
-                rewritten, tidied, made_from = _tidy(rewritten, target, early.passes, result,
-                                                     made_from)
-                result.timings[early.timing] = time.perf_counter() - started
+            tidied_early = _tidy_early(steps, step, reference, current.model)
+            untidied = current          # the records name its tensors: the checks run on it
+            if tidied_early is not None:    # the model the end-to-end check compares, made now
+                current = _tidy(current, target, tidied_early.passes, result)
+                result.timings[tidied_early.timing] = time.perf_counter() - started
                 started = time.perf_counter()
             if reference is None:       # the original's run folded into the checks' run
                 reference, outputs, also = verify_with_reference(
-                    model, records, untidied, result.inputs, tolerance, progress,
-                    tidied=rewritten if rewritten is not untidied else None)
+                    model, records, untidied.model, result.inputs, tolerance, progress,
+                    tidied=current.model if current is not untidied else None)
                 if reference.fallback is not None:
                     result.notes.append(
                         f"local checks: the original model did not run in the checks' run "
                         f"({reference.fallback}); it ran on its own, and every check on "
                         f"{reference.engine}")
             else:
-                outputs, also = verify_records(records, untidied, result.inputs, tolerance,
-                                               progress, reference.engine), {}
-            checked = (rewritten, also) if rewritten is not untidied else (untidied, outputs)
+                outputs, also = verify_records(records, untidied.model, result.inputs,
+                                               tolerance, progress, reference.engine), {}
+            current.outputs = also if current is not untidied else outputs
             _verify_bodies(result.bodies, tolerance, progress)
         elif verify and step.scope == "end_to_end":
             if result.inputs is None:
@@ -430,18 +444,17 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
             kind = "reassociating" if any(r.tolerance == "reassociating"
                                           for r in result.records) else "exact"
             result.end_to_end = verify_end_to_end(   # tidy left it as checked: no new run
-                model, rewritten, result.inputs, tolerance, kind, reference,
-                outputs=checked[1] if checked[0] is rewritten else None)
+                model, current.model, result.inputs, tolerance, kind, reference,
+                outputs=current.outputs)
         else:
             continue
         result.timings[step.timing] = time.perf_counter() - started
-    if light_model is not None and rewritten is light_model:    # the light one: the model itself
-        rewritten = drop_own_opset(from_graph(graph, work))
-        made_from = (rewritten, graph)
-    if result.changed:
-        movement_legality(tidied if tidied is not None else _import(rewritten, made_from),
-                          target, result)
-    return (restore(rewritten, model) if rewritten is not model else model), result
+    if current.light:           # no step replaced it: the model itself, exported for real
+        current = replace(current, model=drop_own_opset(from_graph(current.graph, work)),
+                          light=False)
+    movement_legality(current.tidy_graph if current.tidy_graph is not None
+                      else current.imported(), target, result)
+    return restore(current.model, model), result
 
 
 def _feeds_that_fit(feeds: Callable[[], dict[str, np.ndarray]], graph: gs.Graph):
@@ -489,37 +502,28 @@ def _tidy_early(steps: tuple[Step, ...], local: Step, reference,
     return tidy[0]
 
 
-def _import(model: onnx.ModelProto, made_from: tuple) -> gs.Graph:
-    """``to_graph(model)``; from the graph ``model`` was exported from where ``made_from`` holds
-    it (``gs_graph.reimported``: the same graph, its weights not copied)."""
-    if made_from[0] is model:
-        return reimported(made_from[1], model)
-    return to_graph(model)
-
-
-def _tidy(model: onnx.ModelProto, target: Target, passes: tuple[GraphPass, ...],
-          result: RewriteResult, made_from: tuple = (None, None),
-          ) -> tuple[onnx.ModelProto, gs.Graph | None, tuple]:
+def _tidy(current: Current, target: Target, passes: tuple[GraphPass, ...],
+          result: RewriteResult) -> Current:
     """The tidying passes over the rewritten model: what the lowerings cost at run time undone
-    (Concat->Split round trips, sums a runtime cannot fuse into convs, Pads of Pads). Also the
-    graph the passes left, for ``movement_legality`` to judge without importing the model again,
-    where it holds what that reads: the model's nodes in order, and, where the target limits
-    tensor ranks, the shapes inference gives (nothing tidied); else None. ``made_from``: a
-    model and the graph it was exported from (the model is imported from that graph where it
-    is this one), and the same of the model returned."""
-    graph = _import(model, made_from)
-    ctx = RewriteContext(graph=graph, target=target, opset=opset_version(model),
+    (Concat->Split round trips, sums a runtime cannot fuse into convs, Pads of Pads). The same
+    Current where they change nothing, else the tidied model's. Either keeps the graph the
+    passes left for ``movement_legality`` to judge without importing the model again, where it
+    holds what that reads: the model's nodes in order, and, where the target limits tensor
+    ranks, the shapes inference gives (nothing tidied)."""
+    ctx = RewriteContext(graph=current.imported(), target=target,
+                         opset=opset_version(current.model),
                          regroupable_sums=result.regroupable_sums)
     modified = False
     for gp in passes:
-        outcome = gp.run(ctx, model)
+        outcome = gp.run(ctx, current.model)
         ctx.graph = outcome.graph
         result.notes += outcome.notes
         modified |= outcome.modified
     if not modified:
-        return model, ctx.graph, made_from
-    tidied = from_graph(ctx.graph, model)
-    return tidied, (ctx.graph if target.max_tensor_rank is None else None), (tidied, ctx.graph)
+        current.tidy_graph = ctx.graph
+        return current
+    return Current(from_graph(ctx.graph, current.model), ctx.graph,
+                   tidy_graph=ctx.graph if target.max_tensor_rank is None else None)
 
 
 def check_model_legality(model: onnx.ModelProto, target: Target) -> RewriteResult:

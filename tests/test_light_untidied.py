@@ -27,7 +27,7 @@ def test_same_model_as_with_verification(build, target, monkeypatch):
 
     def counted_tidy(m, *args):
         out = tidy(m, *args)
-        tidied.append(out[0] is not m)
+        tidied.append(out is not m)
         return out
     monkeypatch.setattr(pipeline, "from_graph", counted)
     monkeypatch.setattr(pipeline, "_tidy", counted_tidy)
@@ -49,7 +49,7 @@ def test_both_branches_are_taken():
     tidy = pipeline._tidy
     for build, target in CASES:
         seen = []
-        pipeline._tidy = lambda m, *a: (lambda out: seen.append(out[0] is not m) or out)(tidy(m, *a))
+        pipeline._tidy = lambda m, *a: (lambda out: seen.append(out is not m) or out)(tidy(m, *a))
         try:
             api.rewrite(build(), target, verify=False)
         finally:

@@ -146,19 +146,19 @@ def test_a_float_rewrite_runs_its_tidied_model_alone_as_shipped(monkeypatch):
 
     def counted_tidy(m, *args):
         out = tidy(m, *args)
-        tidied.append(out[0] is not m)
+        tidied.append(out is not m)
         return out
     monkeypatch.setattr(pipeline, "_tidy", counted_tidy)
     _, report = api.rewrite(model, target)
     assert report.status == "ok" and report.end_to_end["passed"] and tidied == [True]
     assert made == [None, None, "disable"]
 
-    def wrong_tidy(m, target, passes, result, made_from=(None, None)):
+    def wrong_tidy(current, target, passes, result):
         wrong = onnx.ModelProto()
-        wrong.CopyFrom(m)
+        wrong.CopyFrom(current.model)
         conv = next(n for n in wrong.graph.node if n.op_type == "Conv")
         _mirrored(wrong, conv.input[1])
-        return wrong, None, (None, None)
+        return pipeline.Current(wrong)
     monkeypatch.setattr(pipeline, "_tidy", wrong_tidy)
     _, report = api.rewrite(model, target)
     assert report.status == "mismatch" and not report.end_to_end["passed"]

@@ -3,6 +3,8 @@ learn what a region does from probe inputs instead of from the exporter's spelli
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -85,10 +87,29 @@ def run_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor], gra
     try:
         session = ort.InferenceSession(model.SerializeToString(), session_options(),
                                        providers=["CPUExecutionProvider"])
-        return [session.run(None, {x.name: probe, **extra})
-                for probe, extra in zip(probes, extras)]
     except Exception as exc:       # onnxruntime refuses: not a region we understand
-        return Decline(f"the region does not run alone on onnxruntime ({type(exc).__name__})")
+        return Decline(f"the region from {x.name} does not load alone on onnxruntime: "
+                       f"{ort_failure(exc)}")
+    runs = []
+    for probe, extra in zip(probes, extras):
+        try:
+            runs.append(session.run(None, {x.name: probe, **extra}))
+        except Exception as exc:   # noqa: BLE001 - the probe's shape is not one it takes
+            return Decline(f"the region from {x.name} fails on a probe of shape "
+                           f"{list(probe.shape)}: {ort_failure(exc)}")
+    return runs
+
+
+def ort_failure(exc: Exception) -> str:
+    """onnxruntime's error in one line a user can act on: the node and what it said, without
+    the source location ("Reshape node 'R7': The input tensor cannot be reshaped ...")."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    found = re.search(r"running (\S+) node\. Name:'([^']*)' Status Message: (.*)", text)
+    if found:
+        op, name, said = found.groups()
+        said = said.split(" was false. ", 1)[-1]
+        return f"{op} node {name!r}: {said}"[:300]
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : ", "", text)[:300]
 
 
 def _probe_fill(info: onnx.ValueInfoProto, batch: int) -> np.ndarray | None:

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..batch_shapes import batch_multiple, batch_symbol
 from ..build.onnx_read import constant_value
 from ..decline import Decline
 from ..plan.movement import movement_steps, reduction_view, replay, reproduces, tidy, unify
@@ -66,13 +67,14 @@ class RankReduction(GraphPass):
 
     def _rewrite(self, x, nodes, pieces, violation, ctx, like):
         added = []
-        for piece in pieces:
-            emit_piece(ctx, x, piece, added)
         exact = all(p.reducer is None or p.reducer.op in ORDER_FREE for p in pieces)
         record = region_record(self.name, nodes, x, [p.out for p in pieces], ctx, like,
                                "rank reduced: " + "; ".join(p.form for p in pieces), added,
                                "exact" if exact else "reassociating", rules=[violation],
                                macs_before=0, macs_after=0)
+        for piece in pieces:    # after the record: an output's Shape can feed the region's own
+            emit_piece(ctx, x, piece, added)    # Reshape targets (Swin), and the region alone
+        record.nodes_after = len(added)         # must not see the replacement writing it
         detach(nodes)
         ctx.graph.nodes.extend(added)
         return record
@@ -88,8 +90,11 @@ def probe_ramps(x: gs.Tensor, graph: gs.Graph, like: onnx.ModelProto):
                        f"{shape if shape is not None else '(unknown)'}: which element goes "
                        "where is not fixed" + why_shape_unknown(x, graph, like))
     fills = None
+    multiple = batch_multiple(shape[0], batch_symbol(like))
     if isinstance(shape[0], int):
         batches = [shape[0]]
+    elif multiple is not None:          # learned as N*k (Swin's windows on the batch axis)
+        batches, fills = [multiple * b for b in PROBE_BATCHES], list(PROBE_BATCHES)
     else:
         found = model_batches(x, graph, like, PROBE_BATCHES)
         batches = found if found and len(set(found)) == len(found) else list(PROBE_BATCHES)

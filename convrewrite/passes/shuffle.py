@@ -20,6 +20,7 @@ from ..weights import absorb_selection, selection_weight
 from ..plan.selection import fold_growth, plan_selection
 from .protocol import RewriteContext
 from .emit import variable
+from ..shape_folding import ARITHMETIC
 from .probe import PROBE_EXTENT, QDQ_OPS, run_region
 from .protocol import PassResult, GraphPass, detach, region_record
 
@@ -100,18 +101,47 @@ def find_region(trigger: gs.Node, graph: gs.Graph):
             break
         node = producer
     x = node.inputs[0]
-    nodes, outputs, stack = [], [], [node]
+    nodes, stack = [], [node]
     while stack:
         current = stack.pop()
         if current in nodes:
             continue
         nodes.append(current)
         for out in current.outputs:
-            readers = [r for r in out.outputs if _carries(r, out)]
-            stack += readers
-            if len(readers) < len(out.outputs) or out in graph.outputs:
+            stack += [r for r in out.outputs if _carries(r, out)]
+    return x, nodes, region_outputs(nodes, graph)
+
+
+def region_outputs(nodes: list[gs.Node], graph: gs.Graph) -> list[gs.Tensor]:
+    """The tensors of ``nodes`` read outside them. Shape arithmetic that only computes the
+    region's own Reshape targets (TorchScript's ``windows.view(-1, h, w, windows.shape[-1])``
+    in Swin's window reverse) is not such a reader: it belongs to the region and goes with it."""
+    inside, serving = set(map(id, nodes)), {}
+    outputs = []
+    for node in nodes:
+        for out in node.outputs:
+            if out in graph.outputs or any(id(r) not in inside and not _serves(r, inside, graph,
+                                                                                  serving)
+                                           for r in out.outputs):
                 outputs.append(out)
-    return x, nodes, outputs
+    return outputs
+
+
+def _serves(node: gs.Node, inside: set[int], graph: gs.Graph, memo: dict[int, bool]) -> bool:
+    """Does ``node`` only compute shape inputs of the region (ids ``inside``): shape arithmetic
+    (reading region tensors through Shape alone, never their values) whose every reader is a
+    region node or serves it too?"""
+    if id(node) not in memo:
+        memo[id(node)] = False              # a cycle back here (impossible in a DAG) serves not
+        reads_values = node.op not in ("Shape", "Size") and any(
+            t.inputs and id(t.inputs[0]) in inside for t in node.inputs)
+        memo[id(node)] = node.op in ARITHMETIC and not reads_values and all(
+            out not in graph.outputs and out.outputs and all(
+                (id(r) in inside and r.inputs[0] is not out) or
+                (id(r) not in inside and _serves(r, inside, graph, memo))
+                for r in out.outputs)
+            for out in node.outputs)
+    return memo[id(node)]
 
 
 def probe_selection(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor],

@@ -27,9 +27,9 @@ from ..record import Record
 from ..rules import Violation
 from ..sparse.forms import choose_form
 from ..sparse.onnx_form import (IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS, GraphRulebook,
-                                SharedConstants, emit_form, gather_gemm_scatter,
-                                graph_inverse_rulebook, graph_rulebook, precomputed_rulebook,
-                                reversed_rulebook)
+                                SharedConstants, emit_form, gather_gemm_scatter, graph_form,
+                                graph_inverse_rulebook, graph_rulebook, implicit_gemm_graph,
+                                precomputed_rulebook, reversed_rulebook)
 from ..sparse.rulebook import build_inverse_rulebook, build_rulebook, reverse
 from .protocol import GraphPass, PassResult, RewriteContext, lower_each
 
@@ -146,10 +146,15 @@ class SparseConvLowerer:
             macs_before, macs_after = rb.rulebook.macs(cin, cout), plan.macs(cin, cout)
             how = f"{plan.name} form ({why})"
         else:
-            gather_gemm_scatter(conv.features, taps, conv.bias, rb, outputs[0], e)
+            kind, how = graph_form(rb)
+            if kind == "implicit":
+                implicit_gemm_graph(conv.features, taps, conv.bias, rb, outputs[0], e)
+                how += f" over {len(taps)} taps"
+            else:
+                gather_gemm_scatter(conv.features, taps, conv.bias, rb, outputs[0], e)
+                taps_used = sum(p is not None for p in rb.pairs) + (rb.centre is not None)
+                how += f" over {taps_used} taps"
             macs_before = macs_after = None
-            taps_used = sum(p is not None for p in rb.pairs) + (rb.centre is not None)
-            how = f"Gather + MatMul + ScatterND(add) over {taps_used} taps"
         record = Record(
             node=node.name, op=node.op, pass_name=PASS_NAME,
             rules=[Violation("ops", f"{DOMAIN}.{node.op}", "standard ONNX",
@@ -287,12 +292,15 @@ class SparseConvLowerer:
     def _describe(conv: _Conv, rb: GraphRulebook, reused: bool) -> str:
         if rb.rulebook is not None:
             how = f"precomputed rulebook ({rb.rulebook.describe()})"
+        elif conv.inverse and rb.lookups:
+            how = ("in-graph rulebook (candidate coarse keys looked up among the coarse sites: "
+                   f"{rb.lookups})")
         elif conv.inverse:
-            how = "in-graph rulebook (candidate coarse keys looked up among the coarse sites)"
+            how = "in-graph rulebook (read backwards from the strided conv's)"
         elif conv.attrs.submanifold:
-            how = "in-graph rulebook (Unique lookup of key + tap offset)"
+            how = f"in-graph rulebook (lookup of key + tap offset: {rb.lookups})"
         else:
-            how = "in-graph rulebook (candidate output keys, sorted Unique)"
+            how = f"in-graph rulebook (output sites and their inputs: {rb.lookups})"
         return how + (", shared" if reused else "")
 
 

@@ -35,6 +35,7 @@ from onnx import helper, numpy_helper
 
 from ..build.onnx import OnnxBuilder
 from ..build.onnx_read import constant_value, spec_of
+from ..decline import Decline
 from ..ops import DOMAIN
 from ..ops.sparse_conv import OP_TYPE, SparseConvAttrs, SparseConvError
 from ..verify import run
@@ -47,8 +48,9 @@ UNARY = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Elu", "Selu"
 BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "PRelu", "Pow"})
 # ops the region emits around the SparseConvs (their lowering adds its own)
 REGION_OPS = frozenset({"Abs", "ReduceSum", "Greater", "NonZero", "Transpose", "GatherND",
-                        "ScatterND", "Shape", "Concat", "ConstantOfShape", "CastLike", "Sub",
-                        "Add", "Mul", "Squeeze", "Equal", "Not", "Expand", "Slice"})
+                        "Gather", "Reshape", "ScatterElements", "Unsqueeze", "Shape", "Concat",
+                        "ConstantOfShape", "CastLike", "Sub", "Add", "Mul", "Squeeze", "Equal",
+                        "Not", "Expand", "Slice"})
 
 
 class Densify(Exception):
@@ -64,6 +66,7 @@ class Sites:
     mask: gs.Tensor | None = None           # the mask these are the non-zeros of
     mask_values: gs.Tensor | None = None    # [n, 1]: the mask at the sites
     spatial: gs.Tensor | None = None        # [n, D] int64, made when a map is sampled
+    flat: gs.Tensor | None = None           # [n] int64 batch x volume + row-major position
 
 
 @dataclass(eq=False)
@@ -198,8 +201,25 @@ class Region:
         return sites
 
     def _gather(self, dense: gs.Tensor, sites: Sites, rank: int) -> gs.Tensor:
-        last = self.e.op("Transpose", [dense], "channels_last", perm=[0, *range(2, rank + 2), 1])
-        return self.e.op("GatherND", [last, sites.coords], "features")
+        """[n, C]: the dense [B, C, *S] tensor at the sites, gathered from its [C, B x V] view
+        (a reshape, not a transpose, at batch 1: the whole tensor is never laid out again)."""
+        e = self.e
+        batched = e.op("Reshape", [dense, e.i64("bcv", [0, 0, -1])], "bcv")
+        columns = e.op("Reshape", [e.op("Transpose", [batched], "cbv", perm=[1, 0, 2]),
+                                   e.i64("c_bv", [dense.shape[1], -1])], "channel_rows")
+        picked = e.op("Gather", [columns, self._flat(sites)], "picked", axis=1)
+        return e.op("Transpose", [picked], "features", perm=[1, 0])
+
+    def _flat(self, sites: Sites) -> gs.Tensor:
+        """The sites' positions in the [B x V] view, made once per set of sites."""
+        if sites.flat is None:
+            strides = [int(np.prod(sites.grid))] + [int(np.prod(sites.grid[i + 1:]))
+                                                     for i in range(len(sites.grid))]
+            scaled = self.e.op("Mul", [sites.coords, self.e.i64("flat_strides", strides)],
+                               "scaled_sites")
+            sites.flat = self.e.op("ReduceSum", [scaled, self.e.i64("axis1s", [1])], "flat_sites",
+                                   keepdims=0)
+        return sites.flat
 
     def _is_mask_entry(self, node: gs.Node) -> bool:
         if node.op != "Mul" or len(node.inputs) != 2 or not any(t is self.named
@@ -358,8 +378,8 @@ class Region:
         if v is None:
             raise Densify("the sparse tensor is its weight, not its input")
         spec = spec_of(conv)
-        if isinstance(spec, str):
-            raise Densify(spec)
+        if isinstance(spec, Decline):
+            raise Densify(spec.reason)
         if spec.groups != 1:
             raise Densify(f"grouped convs (group {spec.groups}) have no sparse form here")
         if spec.auto_pad not in ("NOTSET", ""):
@@ -469,19 +489,29 @@ class Region:
     # ------------------------------------------------------------ leaving the region
 
     def densify(self) -> None:
-        """Each exit tensor rebuilt dense: its values scattered onto its background."""
+        """Each exit tensor rebuilt dense: its values (transposed, [C, n]) scattered onto its
+        background laid out [C, B x V] (ScatterElements along the positions), which is the dense
+        [B, C, *S] after a transpose that only moves the batch (a copy at batch 1)."""
         e = self.e
         rank = len(self.sites.grid)
         batch = e.op("Shape", [self.named], "batch", start=0, end=1)
         for t in self.exits:
             v = self.values[t.name]
-            grid = e.i64("grid", [*v.sites.grid, v.channels])
-            shape = e.op("Concat", [batch, grid], "dense_shape", axis=0)
+            volume = int(np.prod(v.sites.grid))
+            values = e.op("Transpose", [v.features], "channel_values", perm=[1, 0])
+            where = e.op("Expand", [e.op("Unsqueeze", [self._flat(v.sites), e.i64("axis0f", [0])],
+                                         "flat_row"), e.op("Shape", [values], "values_shape")],
+                         "positions")
+            shape = e.op("Concat", [e.i64("channels", [v.channels]), batch,
+                                    e.i64("volume", [volume])], "cbv_shape", axis=0)
             if not np.any(v.background):
                 base = e.zeros(shape, v.features, "background")
             else:
-                bg = v.background if v.background.ndim == 1 else \
-                    np.ascontiguousarray(np.moveaxis(v.background, 0, -1))[None]
+                bg = v.background.reshape(v.channels, 1, -1)    # [C, 1, 1] or [C, 1, V]
                 base = e.op("Expand", [e.const("background_value", bg), shape], "background")
-            scattered = e.op("ScatterND", [base, v.sites.coords, v.features], "scatter")
-            e.op("Transpose", [scattered], "dense", out=t, perm=[0, rank + 1, *range(1, rank + 1)])
+            flat = e.op("Reshape", [base, e.i64("c_bv", [v.channels, -1])], "background_rows")
+            scattered = e.op("ScatterElements", [flat, where, values], "scatter", axis=1)
+            grid = e.op("Reshape", [scattered, e.op("Concat", [
+                e.i64("c", [v.channels]), batch, e.i64("grid", list(v.sites.grid))],
+                "cb_grid_shape", axis=0)], "cb_grid")
+            e.op("Transpose", [grid], "dense", out=t, perm=[1, 0, *range(2, rank + 2)])

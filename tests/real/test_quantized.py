@@ -72,7 +72,7 @@ def test_qdq_tidied_model_runs_in_the_checks_run(tmp_path, monkeypatch):
 
     def counted_tidy(m, *args):
         out = tidy(m, *args)
-        tidied.append(out[0] is not m)
+        tidied.append(out is not m)
         return out
     monkeypatch.setattr(verify, "session", counted)
     monkeypatch.setattr(pipeline, "_tidy", counted_tidy)

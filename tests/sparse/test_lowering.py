@@ -24,6 +24,7 @@ CASES = [   # rank, submanifold, kernel, strides, pads, dilations, batches, grid
     (3, True, 3, None, None, 1, 2, (6, 5, 7), 50),
     (3, False, 3, 2, [1, 1, 1, 1, 1, 1], 2, 2, (7, 6, 8), 40),
     (3, False, 1, 1, [0] * 6, 1, 1, (4, 4, 4), 9),
+    (2, False, 2, 2, [1, 0, 0, 0], 1, 2, (9, 7), 40),   # windows tile the grid; column 6 cut off
 ]
 
 
@@ -38,14 +39,21 @@ def _case(case, seed=0):
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("form", ["graph", "precomputed"])
-def test_lowering_matches_dense_reference(case, form):
+@pytest.mark.parametrize("form", ["graph", "graph-sorted", "precomputed"])
+def test_lowering_matches_dense_reference(case, form, monkeypatch):
+    """In the graph: by the index grid, and by sorting (a grid over the limit); precomputed."""
+    if form == "graph-sorted":
+        monkeypatch.setattr("convrewrite.sparse.index_grid.GRID_LIMIT", 0)
     attrs, coords, features, w, b = _case(case)
     model = sparse_model(attrs, w, b, coords=coords if form == "precomputed" else None)
     lowered, result = rewrite_model(model, load_target(HOST))
     assert not any(n.domain == "ai.convrewrite" for n in lowered.graph.node)
     assert len(result.records) == 1
-    assert ("precomputed" in result.records[0].rewrite) == (form == "precomputed")
+    rewrite = result.records[0].rewrite
+    assert ("precomputed" in rewrite) == (form == "precomputed")
+    if form.startswith("graph") and attrs.kernel_volume > 1:
+        assert ("sort-based lookups" in rewrite) == (form == "graph-sorted")
+        assert ("dense index grid of" in rewrite) == (form == "graph")
     feeds = {"features": features} if form == "precomputed" else \
         {"features": features, "coordinates": coords}
     got = run(lowered, feeds)
@@ -109,19 +117,35 @@ def test_seeded_inputs_are_valid_sites():
     assert report.inputs["features"]["shape"] == [64, 5]
 
 
-def test_a_wrong_lowering_is_caught(monkeypatch):
-    """Verification is not vacuous: drop one tap's scatter and both checks fail."""
-    import convrewrite.sparse.onnx_form as lowering
-    original = lowering.gather_gemm_scatter
+def _drop_first_tap(lowering, name):
+    """``lowering.<name>`` with tap 0 of the rulebook left out (its pairs, or its table column)."""
+    original = getattr(lowering, name)
 
     def broken(features, taps, bias, rb, out, e):
-        rb.pairs = [None if k == 0 else p for k, p in enumerate(rb.pairs)]
+        if name == "implicit_gemm_graph":
+            keep = np.ones((1, rb.table_taps), np.int32)
+            keep[0, 0] = 0
+            rb.table = e.op("Mul", [rb.table, e.const("drop_tap0", keep)], "broken_table")
+        else:
+            rb.pairs = [None if k == 0 else p for k, p in enumerate(lowering.tap_pairs(rb, e))]
         return original(features, taps, bias, rb, out, e)
+    return broken
 
-    monkeypatch.setattr("convrewrite.passes.sparse_conv.gather_gemm_scatter", broken)
-    attrs, coords, features, w, b = _case(CASES[0])
+
+@pytest.mark.parametrize("case, form", [(0, "implicit_gemm_graph"), (2, "implicit_gemm_graph"),
+                                        (2, "gather_gemm_scatter")])
+def test_a_wrong_lowering_is_caught(monkeypatch, case, form):
+    """Verification is not vacuous: leave one tap out and both checks fail (the implicit form of
+    a submanifold and a dilating regular conv; the per-tap form, with sort-based lookups)."""
+    import convrewrite.sparse.onnx_form as lowering
+    if form == "gather_gemm_scatter":
+        monkeypatch.setattr("convrewrite.sparse.index_grid.GRID_LIMIT", 0)
+    monkeypatch.setattr(f"convrewrite.passes.sparse_conv.{form}", _drop_first_tap(lowering, form))
+    attrs, coords, features, w, b = _case(CASES[case])
     _, report = api.rewrite(sparse_model(attrs, w, b), HOST,
                             inputs={"features": features, "coordinates": coords})
+    assert ("implicit GEMM" if form.startswith("implicit") else "ScatterND(add)") in \
+        report.records[0].rewrite
     assert report.status == "mismatch"
     assert not report.records[0].verify["passed"] and not report.end_to_end["passed"]
 

@@ -72,7 +72,11 @@ def test_two_convs_stay_sparse_over_a_nonzero_background():
     assert "2 SparseConvs [conv1 (regular 3x3 pads [1, 1, 1, 1]), conv2 (regular 3x3" \
         in region.rewrite and "densified at y" in region.rewrite
     assert not region.notes[1:]                 # nothing densified on the way
-    assert "Conv" not in _ops(rewritten) and _ops(rewritten)["NonZero"] == 1
+    assert "Conv" not in _ops(rewritten)
+    # the input's sites found once; each regular conv's output sites by its index grid's MaxPool
+    sites = Counter("out_sites" in n.name for n in rewritten.graph.node if n.op_type == "NonZero")
+    assert sites == {False: 1, True: 2} and _ops(rewritten)["MaxPool"] == 2
+    assert "TopK" not in _ops(rewritten)
 
 
 def test_densified_where_a_dense_op_reads_it():
@@ -83,7 +87,8 @@ def test_densified_where_a_dense_op_reads_it():
     rewritten, report, (region,) = _rewrite(model, (1, 3, 12, 10))
     assert "densified at r1" in region.rewrite
     assert "densified for pool (MaxPool): MaxPool has no sparse form here" in region.notes
-    assert _ops(rewritten)["MaxPool"] == 1
+    pools = [n.name for n in rewritten.graph.node if n.op_type == "MaxPool"]
+    assert len(pools) == 2 and sum("out_sites" in p for p in pools) == 1    # the grid's, and pool
 
 
 def test_same_sites_stay_sparse_other_sites_densify():
@@ -129,6 +134,25 @@ def test_grouped_conv_ends_the_region_with_its_reason():
     assert "densified at c1" in region.rewrite, report.recognised
     assert any("grouped: left dense although it reads sparse 'x' (grouped convs (group 2)" in n
                for n in report.recognised)
+
+
+def test_conv_of_unknown_weight_shape_ends_the_region_with_its_reason():
+    """A conv whose weight is computed with a shape nobody knows (a graph input of symbolic
+    dims) is left dense with the reader's own reason; the region before it stays sparse (it
+    used to crash: the reader's Decline was taken for a ConvSpec)."""
+    c1, i1 = _conv("conv1", "x", "c1", 3, 4)
+    model = _net([c1, helper.make_node("Conv", ["c1", "w2"], ["y"], name="computed",
+                                       pads=[1] * 4)], inits=i1)
+    model.graph.input.append(helper.make_tensor_value_info("w2", onnx.TensorProto.FLOAT,
+                                                           ["a", "b", "c", "d"]))
+    feeds = {"x": _sparse_x((1, 3, 12, 10), 0.1, 1),
+             "w2": RNG.standard_normal((4, 4, 3, 3)).astype(np.float32)}
+    _, report = api.rewrite(model, HOST, sparse_inputs=["x"], inputs=feeds)
+    assert "computed: left dense although it reads sparse 'x' (weight shape is unknown)" \
+        in report.recognised
+    (region,) = [r for r in report.records if r.pass_name == "dense_to_sparse"]
+    assert "1 SparseConvs [conv1" in region.rewrite and "densified at c1" in region.rewrite
+    assert all(r.verify["passed"] for r in report.records) and report.end_to_end["passed"]
 
 
 def test_3d_strided_then_one_by_one():
