@@ -34,6 +34,7 @@ from .passes import (DEFAULT_PASSES, GRAPH_PASSES, LOWERED_PASSES, TIDY_PASSES, 
                      RewriteContext)
 from .passes.bodies import Body, holds_body_convs, rewrite_bodies
 from .passes.inline_functions import inline_rejected_functions, legal_at_call_sites
+from .passes.piecewise import ELEMENTWISE_OPS
 from .passes.protocol import GraphPass, NodeDecline, PassResult
 from .passes.shuffle import offence as movement_offence
 from .patterns import depthwise_separable_pairs
@@ -216,8 +217,7 @@ def _final_legality(graph: gs.Graph, target: Target, result: RewriteResult, dry_
     if dry_run:
         movement_legality(graph, target, result,
                           "the shuffle pass rewrites data movement (not run by --check-only)")
-        tensor_legality(graph, target, result, "the piecewise pass cuts the pointwise ones "
-                        "(not run by --check-only)")
+        tensor_legality(graph, target, result, dry_run=True)
 
 
 def _first_taker(owners: list[Pass], spec, target: Target) -> str:
@@ -251,10 +251,11 @@ def movement_legality(graph: gs.Graph, target: Target, result: RewriteResult,
 
 
 def tensor_legality(graph: gs.Graph, target: Target, result: RewriteResult,
-                    reason: str | None = None) -> None:
+                    dry_run: bool = False) -> None:
     """Every op (not a conv: its own rules judge it) with a tensor over the target's every-op
     limits (``max_tensor_dim``, ``max_tensor_batch``) that is not named yet, with why it stays:
-    the model's own input or output, else every reason a pass gave, else that none cuts it."""
+    for an elementwise op, why the piecewise pass did not cut it; for any other, the model's own
+    input or output it reads or writes, else every reason a pass gave, else that none cuts it."""
     if not limits_tensors(target):
         return
     named = {r.node for r in result.remaining}
@@ -265,9 +266,12 @@ def tensor_legality(graph: gs.Graph, target: Target, result: RewriteResult,
         offences = tensor_offences(node, target) if node.name not in named else []
         if not offences:
             continue
-        why = [interface_reason(o, graph) for o in offences]
-        reasons = [w for w in why if w] or declined.get(node.name) or \
-            [reason or f"no lowering cuts a {node.op} yet"]
+        if node.op in ELEMENTWISE_OPS and (dry_run or node.name in declined):
+            reasons = declined.get(node.name) or \
+                ["the piecewise pass cuts it (not run by --check-only)"]
+        else:                           # a cut or join of the model's own input or output
+            reasons = [w for w in (interface_reason(o, graph) for o in offences) if w] or \
+                declined.get(node.name) or [f"no lowering cuts a {node.op} yet"]
         result.remaining.append(Remaining(node.name, node.op, node.op,
                                           [o.violation for o in offences], reasons))
 

@@ -61,6 +61,9 @@ def test_a_batch_two_relu_is_named_not_passed():
     report = cr.check(pointwise_then_conv(2, [("Relu", None)]), BATCH_1)
     broken = {r.node: [v.rule for v in r.violations] for r in report.remaining}
     assert broken == {"relu0": ["max_tensor_batch"], "conv": ["max_batch"]}
+    relu = next(r for r in report.remaining if r.node == "relu0")
+    assert relu.reasons == ["the piecewise pass cuts it (not run by --check-only)"]
+    assert "batch 2" in relu.violations[0].message
 
 
 def test_batch_split_region_encloses_the_relu():
