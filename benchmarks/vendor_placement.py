@@ -13,8 +13,12 @@ Models (random weights, exported by benchmarks/export_torch.py in the torch venv
 R3D-18 (3-D convs), MobileViT-XXS (timm), a U-Net decoder with ConvTranspose, the DCGAN
 generator, ConvNeXt-Tiny, DeepLabV3 (MobileNetV3). Vela's estimate is deterministic (compiles
 are byte-identical), so load on the machine does not change it; it covers NPU work only (Vela
-does not time CPU ops), so a model with CPU fallback looks faster than it runs. Each model's
-files stay under --out (TFLite, Vela output), so a second run reuses nothing but the exports.
+does not time CPU ops), so a model with CPU fallback looks faster than it runs: the "like for
+like" column compares Vela's per-layer cycles over the parts the original ran wholly on the NPU
+(convrewrite/vendors/like_for_like.py), then says what the original ran on the CPU (ops, MACs)
+and what the rewrite spends on it on the NPU, and the CPU ops left. Each model's files stay under
+--out (TFLite, Vela output); a second run reuses each TFLite made from the same model and
+calibration (job.sha256) and runs Vela again (e.g. ``--cores legacy`` after a regor run).
 A failure stays in its cell and the run goes on: Vela crashing on one model and core is printed
 as "vela crashed (signal N)", a model onnx2tf writes no int8 TFLite for as "no int8 TFLite:
 <onnx2tf's reason>", a rewrite error as the row's error.
@@ -177,6 +181,19 @@ def ratio(before: dict, after: dict) -> str:
     return f"{after['time_s'] / before['time_s']:.2f}x"
 
 
+def like_cell(like: dict | None) -> str:
+    """Vela's estimate over the work the original ran wholly on the NPU (rewritten vs original),
+    then what the original ran on the CPU (ops, MACs) and what the rewrite spends on it on the
+    NPU, then the CPU ops left in the rewrite."""
+    if not like:
+        return "-"
+    ratio = "-" if like["ratio"] is None else f"{like['ratio']:.2f}x"
+    return (f"{like['original_s'] * 1e3:.2f} -> {like['rewritten_s'] * 1e3:.2f} ms ({ratio}); "
+            f"original CPU {like['cpu_ops']} ops ({like['cpu_macs'] / 1e6:.1f}M MACs) -> "
+            f"{like['cpu_part_rewritten_s'] * 1e3:.2f} ms on the NPU; CPU left {like['cpu_ops_left']} "
+            f"({like['cpu_macs_left'] / 1e6:.1f}M MACs)")
+
+
 def cpu_reasons(result: dict) -> list[str]:
     """Every CPU op of one compile as 'N x TYPE: reason', most frequent first."""
     counts = Counter(f"{op['type']}: {op['reason']}" for op in result.get("cpu_ops", []))
@@ -209,22 +226,28 @@ def judge_model(name: str, original: onnx.ModelProto, target, out: Path,
     for core, before in models["original"].items():
         after = models.get("rewritten", models["original"])[core]
         row["cores"][core] = {"before": summarise(before), "after": summarise(after),
-                              "cpu_before": cpu_reasons(before), "cpu_after": cpu_reasons(after)}
+                              "cpu_before": cpu_reasons(before), "cpu_after": cpu_reasons(after),
+                              "like": (section.get("like_for_like") or {}).get(core)}
     row["seconds"] = time.monotonic() - started
     return row
 
 
 def print_table(rows: list[dict], target) -> None:
     print(f"\n{target.name} ({target.vendor.accelerator_config}); cells: NPU/CPU ops, convs on "
-          "NPU/all, MACs on the NPU, Vela's estimate (NPU work only)\n")
-    print("| model | core | rewrites | original | rewritten | estimate rewritten/original |")
-    print("|---|---|---|---|---|---|")
+          "NPU/all, MACs on the NPU, Vela's estimate (NPU work only); like for like: the "
+          "estimate over the work the original ran wholly on the NPU, original -> rewritten, "
+          "then the original's CPU ops and what the rewrite spends on them\n")
+    print("| model | core | rewrites | original | rewritten | estimate rewritten/original | "
+          "like for like |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         if r["error"]:
-            print(f"| {r['model']} | - | {r['rewrites']} ({r['status']}) | {r['error']} | - | - |")
+            print(f"| {r['model']} | - | {r['rewrites']} ({r['status']}) | {r['error']} | - | - "
+                  "| - |")
         for core, c in r["cores"].items():
             print(f"| {r['model']} | {core} | {r['rewrites']} ({r['status']}) | "
-                  f"{cell(c['before'])} | {cell(c['after'])} | {ratio(c['before'], c['after'])} |")
+                  f"{cell(c['before'])} | {cell(c['after'])} | {ratio(c['before'], c['after'])} "
+                  f"| {like_cell(c.get('like'))} |")
     for r in rows:
         for core, c in r["cores"].items():
             for when in ("before", "after"):
