@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import onnx
 
+from .decline import Decline
 from .graph import copy_model, light_copy
 from .shape_folding import folded_shapes
 
@@ -74,7 +75,7 @@ def _at_batch(model: onnx.ModelProto, symbol: str, batch: int
 
 
 def learn(model: onnx.ModelProto, names: list[str] | None = None
-          ) -> dict[str, tuple[list, int] | str]:
+          ) -> dict[str, tuple[list, int] | Decline]:
     """For each inner tensor (of ``names``, or every node output) whose shape inference left
     a dim unknown: (its dims learned from the probe batches: ints, and the batch symbol as 'N'
     or 'N*k'; its element type), or the reason they cannot be."""
@@ -89,26 +90,26 @@ def learn(model: onnx.ModelProto, names: list[str] | None = None
     if not wanted:
         return {}
     if symbol is None:
-        return {n: "the model's inputs have no single symbolic batch (or other dims are "
-                   "symbolic too)" for n in wanted}
+        return {n: Decline("the model's inputs have no single symbolic batch (or other dims are "
+                           "symbolic too)") for n in wanted}
     probes = [_at_batch(model, symbol, b) for b in PROBE_BATCHES]
     found = {}
     for name in wanted:
         values = [p.get(name) for p in probes]
         dims = _learned(shapes.get(name), [_dims(v) if v is not None else None
                                            for v in values], symbol)
-        found[name] = dims if isinstance(dims, str) else \
+        found[name] = dims if isinstance(dims, Decline) else \
             (dims, values[0].type.tensor_type.elem_type)
     return found
 
 
-def _learned(dims: list | None, probed: list[list | None], symbol: str) -> list | str:
+def _learned(dims: list | None, probed: list[list | None], symbol: str) -> list | Decline:
     """The dims, each unknown one a constant or a multiple of the batch; or why not."""
     for found, batch in zip(probed, PROBE_BATCHES):
         if found is None or any(not isinstance(d, int) for d in found):
-            return f"shape inference cannot tell it even at batch {batch}"
+            return Decline(f"shape inference cannot tell it even at batch {batch}")
     if len({len(p) for p in probed}) > 1 or (dims is not None and len(dims) != len(probed[0])):
-        return "its rank differs between batches"
+        return Decline("its rank differs between batches")
     out = []
     for i, values in enumerate(zip(*probed)):
         if dims is not None and (isinstance(dims[i], int) or dims[i] == symbol):
@@ -121,14 +122,14 @@ def _learned(dims: list | None, probed: list[list | None], symbol: str) -> list 
             out.append(symbol if k == 1 else f"{symbol}*{k}")
         else:
             at = ", ".join(f"{v} at batch {b}" for v, b in zip(values, PROBE_BATCHES))
-            return f"its dim {i} is neither constant nor a multiple of the batch ({at})"
+            return Decline(f"its dim {i} is neither constant nor a multiple of the batch ({at})")
     return out
 
 
 def with_learned_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` (shapes inferred) with every inner tensor's unknown dims filled in where the
     probe batches tell them; the model itself where none is unknown."""
-    learned = {n: d for n, d in learn(model).items() if not isinstance(d, str)}
+    learned = {n: d for n, d in learn(model).items() if not isinstance(d, Decline)}
     if not learned:
         return model
     out = copy_model(model)
@@ -150,4 +151,4 @@ def with_learned_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 def why_unknown(model: onnx.ModelProto, name: str) -> str | None:
     """Why ``name``'s shape is not learned from the batch (None where it is, or is known)."""
     found = learn(model, [name]).get(name)
-    return found if isinstance(found, str) else None
+    return found.reason if isinstance(found, Decline) else None

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from . import api
 from .errors import BadInputError, ConvRewriteError
 from .graph import copy_model_file, file_uses_external_data, load_model_files, save_model
@@ -163,7 +165,6 @@ def _tolerance(args: argparse.Namespace) -> Tolerance:
 def _progress(quiet: bool):
     if quiet or not sys.stderr.isatty():
         return iter
-    from tqdm import tqdm
     return lambda items: tqdm(items, desc="verifying rewrites", unit="rewrite", leave=False,
                               file=sys.stderr, mininterval=0.5)
 

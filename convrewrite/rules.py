@@ -267,7 +267,28 @@ LOWERING_ORDER = ("rank", "batch", "groups", "depth_multiplier", "channel_split"
                   "dead_taps", "transposed_shape", "transposed", "stride", "dilation", "dilation_taps",
                   "kernel_split", "padding", "tiling")
 
-FIXED_BY: dict[str, list[str]] = {name: [] for name in RULES}   # filled as lowerings register
+# The pattern passes, run once before the conv fixpoint (each again while it rewrites), in this
+# order: convs over --sparse-input tensors become SparseConvs first and SparseConvs standard ONNX
+# next, our ops become standard ONNX, shuffles lose their 5-D tensors (then stacks summed over
+# the new axis, then any other data movement through high-rank tensors: patch unfolds, pixel
+# shuffles, arithmetic between such views), and shifts take their cheapest form; the convs these
+# emit then get legalised.
+PATTERN_ORDER = ("dense_to_sparse", "sparse_conv", "channelwise", "shuffle", "stack_reduction",
+                 "rank_reduction", "broadcast_views", "shift")
+# The tidying passes, after local verification: they undo what the lowerings cost at run time
+# and move the boundary between a rewrite and what came before it.
+TIDY_ORDER = ("view_sinking", "chunk_fusion", "sum_fusion", "pad_fusion")
+
+FIXED_BY: dict[str, list[str]] = {name: [] for name in RULES}   # filled as passes register
+
+
+def add_fixer(name: str, fixes: frozenset[str], order: tuple[str, ...], where: str) -> None:
+    """A lowering or pass registering: ``name`` must be in ``order`` (``where`` names it in the
+    error), and it becomes a fixer of each rule in ``fixes``."""
+    if name not in order:
+        raise KeyError(f"{name!r} is not in {where}")
+    for rule in fixes:
+        FIXED_BY[rule].append(name)
 
 
 def rules_named(*names: str) -> frozenset[str]:

@@ -21,7 +21,7 @@ from ..build.builder import Builder, ConvSite
 from ..conv import ConvSpec
 from ..decline import Decline
 from ..plan.limits import missing_ops
-from ..rules import FIXED_BY, LOWERING_ORDER
+from ..rules import LOWERING_ORDER, add_fixer
 from ..target import Target
 
 __all__ = ["LOWERINGS", "Lowering", "Planned", "missing_ops", "register"]
@@ -54,9 +54,6 @@ LOWERINGS: dict[str, type[Lowering]] = {}
 
 def register(cls: type[Lowering]) -> type[Lowering]:
     """Add a lowering to the registry; its name must be in ``rules.LOWERING_ORDER``."""
-    if cls.name not in LOWERING_ORDER:
-        raise KeyError(f"lowering {cls.name!r} is not in rules.LOWERING_ORDER")
+    add_fixer(cls.name, cls.fixes, LOWERING_ORDER, "rules.LOWERING_ORDER")
     LOWERINGS[cls.name] = cls
-    for rule in cls.fixes:
-        FIXED_BY[rule].append(cls.name)
     return cls

@@ -16,10 +16,10 @@ import onnx_graphsurgeon as gs
 
 from ..build.onnx_read import constant_value
 from ..decline import Decline
-from ..rules import Violation
+from ..rules import Violation, rules_named
 from .emit import variable
 from .probe import run_region, why_shape_unknown
-from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record
+from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record, register_pass
 from .rank_reduction import (ORDER_FREE, REDUCE_OPS, Piece, emit_piece, plan_piece,
                              probe_ramps, reduced_axes)
 from .shuffle import MOVEMENT_OPS, find_region, offence
@@ -30,8 +30,10 @@ def _rank(tensor: gs.Tensor) -> int | None:
     return len(tensor.shape) if tensor.shape is not None else None
 
 
+@register_pass
 class BroadcastViews(GraphPass):
     name = "broadcast_views"
+    fixes = rules_named("max_tensor_rank")
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         outcome = PassResult(ctx.graph)

@@ -9,18 +9,20 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..decline import Decline
-from ..rules import Violation
+from ..rules import Violation, rules_named
 from ..build.onnx_read import constant_value, dtype_name
 from ..ops import DOMAIN
 from ..ops.channelwise import OP_TYPE, banded_weight, channelwise_attrs
 from ..plan.channelwise import plan_channelwise
-from .protocol import RewriteContext
+from .protocol import RewriteContext, register_pass
 from .emit import int64s
 from .protocol import PassResult, GraphPass, detach, lower_each, region_record
 
 
+@register_pass
 class ChannelwiseLowering(GraphPass):
     name = "channelwise"
+    fixes = rules_named("ops")
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         ours = [n for n in ctx.graph.nodes if n.op == OP_TYPE and n.domain == DOMAIN and n.outputs]

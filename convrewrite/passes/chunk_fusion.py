@@ -17,7 +17,7 @@ import onnx_graphsurgeon as gs
 from ..gs_order import cleanup_and_toposort
 from ..naming import Names
 from ..build.onnx_read import constant_value
-from .protocol import GraphPass, PassResult, RewriteContext
+from .protocol import GraphPass, PassResult, RewriteContext, register_pass
 
 # Ops whose output channel c depends only on input channel c (given broadcastable side inputs).
 CHANNEL_LOCAL_OPS = frozenset({
@@ -186,6 +186,7 @@ class _ChunkFusion:
         return self.chunks(tensor, sizes)
 
 
+@register_pass
 class ChunkFusion(GraphPass):
     name = "chunk_fusion"
 

@@ -27,9 +27,10 @@ from ..gs_graph import isolate_region
 from ..record import Record
 from ..sparse.onnx_form import IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS
 from ..sparse.region import REGION_OPS, Densify, Region
-from .protocol import GraphPass, PassResult, RewriteContext, detach
+from .protocol import GraphPass, PassResult, RewriteContext, detach, register_pass
 
 
+@register_pass
 class DenseToSparse(GraphPass):
     """Each tensor named with ``--sparse-input`` grows one sparse region (``sparse.region``)."""
 

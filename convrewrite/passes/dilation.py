@@ -22,12 +22,13 @@ from ..rules import Violation
 from ..plan.dilation import choose_dilation
 from ..record import Record
 from ..decline import Declined, need
-from .protocol import Pass, RewriteContext
+from .protocol import Pass, RewriteContext, register_pass
 from .emit import conv_copy, int64s, pad_spatial, pad_value, replace, slice_spatial, variable
 from .geometry_common import explicit_pads
 
 
 
+@register_pass
 class DilationLowering(Pass):
     name = "dilation"
     fixes = frozenset({"max_dilation"})

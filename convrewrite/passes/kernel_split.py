@@ -24,7 +24,7 @@ from ..rules import Violation
 from ..plan.kernel import plan_kernel_split, view_cuts
 from ..record import Record
 from ..decline import Declined, need
-from .protocol import Pass, RewriteContext
+from .protocol import Pass, RewriteContext, register_pass
 from .emit import (INT64_MAX, builder, conv_copy, pad_spatial, pad_value, replace, slice_spatial,
                    sum_terms)
 from .lower_conv import onnx_site
@@ -32,6 +32,7 @@ from .geometry_common import explicit_pads
 from .windows import cut_windows
 
 
+@register_pass
 class KernelSplit(Pass):
     name = "kernel_split"
     fixes = frozenset({"kernel_shapes", "max_kernel"})

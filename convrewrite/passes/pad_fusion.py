@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 
 from ..gs_order import cleanup_and_toposort
 from ..build.onnx_read import constant_value
-from .protocol import GraphPass, PassResult, RewriteContext
+from .protocol import GraphPass, PassResult, RewriteContext, register_pass
 
 
 def _zero_pads(pad: gs.Node) -> list[int] | None:
@@ -59,6 +59,7 @@ def fuse_pads(graph: gs.Graph, opset: int) -> int:
     return merged
 
 
+@register_pass
 class PadFusion(GraphPass):
     name = "pad_fusion"
 

@@ -16,7 +16,7 @@ from ..build.onnx_read import IO_POSITIONS, ConstWeight, RuntimeWeight, conv_wei
 from ..conv import ConvSpec
 from ..decline import Decline, Declined, need
 from ..gs_graph import isolate_region
-from ..rules import Violation
+from ..rules import LOWERING_ORDER, PATTERN_ORDER, TIDY_ORDER, Violation, add_fixer
 from ..naming import Names
 from ..record import Record
 from ..target import Target
@@ -123,9 +123,26 @@ class GraphPass:
     graph and return a PassResult. Per-conv passes (``Pass``) run inside the conv fixpoint."""
 
     name: ClassVar[str] = ""
+    fixes: ClassVar[frozenset[str]] = frozenset()     # the rules it fixes (the README's table)
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         raise NotImplementedError
+
+
+PASSES: dict[str, type] = {}        # every registered pass by name (the lowerings: LOWERINGS)
+
+
+def register_pass(cls: type) -> type:
+    """Add a pass to the registry; its name says where the pipeline runs it: a pattern or
+    tidying pass (``GraphPass``) in ``rules.PATTERN_ORDER`` or ``rules.TIDY_ORDER``, a conv pass
+    not yet on the lowering contract (``Pass``) in ``rules.LOWERING_ORDER``."""
+    if issubclass(cls, Pass):
+        add_fixer(cls.name, cls.fixes, LOWERING_ORDER, "rules.LOWERING_ORDER")
+    else:
+        add_fixer(cls.name, cls.fixes, PATTERN_ORDER + TIDY_ORDER,
+                  "rules.PATTERN_ORDER or rules.TIDY_ORDER")
+    PASSES[cls.name] = cls
+    return cls
 
 
 def lower_each(pass_name: str, nodes: list[gs.Node], lower, graph: gs.Graph) -> PassResult:

@@ -27,11 +27,12 @@ from ..rules import Violation
 from ..plan.rank import RankPlan, plan_rank_lowering
 from ..record import Record
 from ..decline import Declined, need
-from .protocol import Pass, RewriteContext
+from .protocol import Pass, RewriteContext, register_pass
 from .emit import conv_copy, int64s, pad_spatial, replace, slice_axes, sum_terms, variable
 from .geometry_common import explicit_pads
 
 
+@register_pass
 class RankLowering(Pass):
     name = "rank"
     fixes = frozenset({"spatial_ranks"})

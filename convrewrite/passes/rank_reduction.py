@@ -23,7 +23,8 @@ from ..decline import Decline
 from ..plan.movement import movement_steps, reduction_view, replay, reproduces, tidy, unify
 from .emit import int64s, variable
 from .probe import QDQ_OPS, model_batches, run_region, why_shape_unknown
-from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record
+from ..rules import rules_named
+from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record, register_pass
 from .shuffle import find_region, offence, region_grid
 
 REDUCE_OPS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"}
@@ -44,8 +45,10 @@ class Piece:
     reducer: gs.Node | None = None
 
 
+@register_pass
 class RankReduction(GraphPass):
     name = "rank_reduction"
+    fixes = rules_named("max_tensor_rank")
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         outcome = PassResult(ctx.graph)
@@ -114,7 +117,7 @@ def plan_region(x: gs.Tensor, nodes: list[gs.Node], outputs: list[gs.Tensor],
     if x.shape is not None and len(x.shape) > limit:
         return Decline(f"the region's input {x.name} is {len(x.shape)}-D itself")
     nodes, outputs = _without_final_qdq(nodes, outputs)
-    if isinstance(region_grid(x, nodes), str):
+    if isinstance(region_grid(x, nodes), Decline):
         return Decline("the region requantizes to another grid on the way (not a pure movement)")
     if not ctx.target.allows_op("Reshape"):
         return Decline("Reshape is not in the target's ops")

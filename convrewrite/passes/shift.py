@@ -11,12 +11,12 @@ import onnx_graphsurgeon as gs
 
 from ..conv import ConvSpec
 from ..decline import Decline
-from ..rules import Violation
+from ..rules import Violation, rules_named
 from ..build.onnx_read import const_weight, constant_value, spec_of
 from ..ops import DOMAIN
 from ..ops.shift import OP_TYPE, one_hot_depthwise_weight, one_hot_offsets, shift_offsets
 from ..plan.shift import FoldSite, ShiftPlan, plan_shift
-from .protocol import RewriteContext
+from .protocol import RewriteContext, register_pass
 from .emit import INT64_MAX, pad_spatial, slice_axes
 from .protocol import PassResult, GraphPass, detach, region_record, single_consumer
 
@@ -144,8 +144,10 @@ def fold_target(shifted: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
     return None if isinstance(weight, Decline) or weight.quantized else consumer
 
 
+@register_pass
 class ShiftLowering(GraphPass):
     name = "shift"
+    fixes = rules_named("ops")
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         outcome = PassResult(ctx.graph)

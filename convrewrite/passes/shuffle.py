@@ -14,11 +14,11 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..decline import Decline
-from ..rules import Violation
+from ..rules import Violation, rules_named
 from ..build.onnx_read import const_weight, constant_value, spec_of
 from ..weights import absorb_selection, selection_weight
 from ..plan.selection import fold_growth, plan_selection
-from .protocol import RewriteContext
+from .protocol import RewriteContext, register_pass
 from .emit import variable
 from ..shape_folding import ARITHMETIC
 from .probe import PROBE_EXTENT, QDQ_OPS, run_region
@@ -207,8 +207,10 @@ def _absorbers(tensor: gs.Tensor, graph: gs.Graph) -> list[gs.Node] | None:
     return convs
 
 
+@register_pass
 class ShuffleRemoval(GraphPass):
     name = "shuffle"
+    fixes = rules_named("max_tensor_rank")
 
     def __init__(self, never_fold: bool = False):
         self.never_fold = never_fold                # benchmarks: Gather even where folding is free
@@ -222,7 +224,7 @@ class ShuffleRemoval(GraphPass):
             x, nodes, outputs = find_region(node, ctx.graph)
             grid = region_grid(x, nodes)
             src = probe_selection(x, nodes, outputs, ctx.graph, like) \
-                if not isinstance(grid, str) else \
+                if not isinstance(grid, Decline) else \
                 Decline("the shuffle requantizes to another scale on the way (not a pure "
                         "selection)")
             if isinstance(src, Decline):
@@ -265,17 +267,20 @@ class ShuffleRemoval(GraphPass):
         return record
 
 
-def region_grid(x: gs.Tensor, nodes: list[gs.Node]):
-    """The quantization grid of a QDQ region: None when it has no Q/DQ, "mixed" when its Q/DQ
+MIXED_GRID = Decline("its Q/DQ do not all keep the input's own grid")
+
+
+def region_grid(x: gs.Tensor, nodes: list[gs.Node]) -> "gs.Node | None | Decline":
+    """The quantization grid of a QDQ region: None when it has no Q/DQ, a Decline when its Q/DQ
     do not all keep x's own grid (then it is not a pure selection), else the grid's DQ node."""
     qdq = [n for n in nodes if n.op in QDQ_OPS]
     if not qdq:
         return None
     source = x.inputs[0] if len(x.inputs) == 1 else None
     if source is None or source.op != "DequantizeLinear" or quant_grid(source) is None:
-        return "mixed"
+        return MIXED_GRID
     if any(quant_grid(n) != quant_grid(source) for n in qdq):
-        return "mixed"
+        return MIXED_GRID
     return source
 
 

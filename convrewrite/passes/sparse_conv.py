@@ -24,14 +24,14 @@ from ..ops.sparse_conv import (INVERSE_OP_TYPE, OP_TYPE, SparseConvAttrs, Sparse
                                check_weight, node_attrs, tap_weights)
 from ..ops.sparse_conv import optional_input
 from ..record import Record
-from ..rules import Violation
+from ..rules import Violation, rules_named
 from ..sparse.forms import choose_form
 from ..sparse.onnx_form import (IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS, GraphRulebook,
                                 SharedConstants, emit_form, gather_gemm_scatter, graph_form,
                                 graph_inverse_rulebook, graph_rulebook, implicit_gemm_graph,
                                 precomputed_rulebook, reversed_rulebook)
 from ..sparse.rulebook import build_inverse_rulebook, build_rulebook, reverse
-from .protocol import GraphPass, PassResult, RewriteContext, lower_each
+from .protocol import GraphPass, PassResult, RewriteContext, lower_each, register_pass
 
 
 def used_outputs(node: gs.Node, graph: gs.Graph) -> list[gs.Tensor]:
@@ -304,11 +304,13 @@ class SparseConvLowerer:
         return how + (", shared" if reused else "")
 
 
+@register_pass
 class SparseConvLowering(GraphPass):
     """Every SparseConv / SparseInverseConv to standard ONNX; rulebooks shared between convs of
     the same sites, kernel and stride."""
 
     name = PASS_NAME
+    fixes = rules_named("ops")
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         lowerer = SparseConvLowerer()

@@ -13,9 +13,9 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..decline import Decline
-from ..rules import Violation
+from ..rules import Violation, rules_named
 from .emit import builder
-from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record
+from .protocol import GraphPass, PassResult, RewriteContext, detach, region_record, register_pass
 from .rank_reduction import node_axes, reduced_axes
 
 STACK_REDUCE_OPS = {"ReduceSum", "ReduceMean"}
@@ -49,8 +49,10 @@ def match(concat: gs.Node, graph: gs.Graph):
     return xs, unsqueezes, reduce
 
 
+@register_pass
 class StackReduction(GraphPass):
     name = "stack_reduction"
+    fixes = rules_named("max_tensor_rank")
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         outcome = PassResult(ctx.graph)

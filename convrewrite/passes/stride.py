@@ -20,12 +20,13 @@ from ..rules import Violation
 from ..plan.stride import plan_space_to_depth, plan_stride
 from ..record import Record
 from ..decline import Decline, Declined, need
-from .protocol import Pass, RewriteContext
+from .protocol import Pass, RewriteContext, register_pass
 from .emit import (INT64_MAX, conv_copy, pad_spatial, pad_value, replace, slice_spatial,
                    variable)
 from .geometry_common import explicit_pads
 
 
+@register_pass
 class StrideSubsample(Pass):
     name = "stride"
     fixes = frozenset({"max_stride"})

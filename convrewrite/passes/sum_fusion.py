@@ -13,7 +13,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..gs_order import toposort
-from .protocol import GraphPass, PassResult, RewriteContext
+from .protocol import GraphPass, PassResult, RewriteContext, register_pass
 
 
 def _single_use_conv_output(t: gs.Tensor) -> bool:
@@ -64,6 +64,7 @@ def fuse_sums(graph: gs.Graph, regroupable: set[str]) -> int:
     return moved
 
 
+@register_pass
 class SumFusion(GraphPass):
     name = "sum_fusion"
 

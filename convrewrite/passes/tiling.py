@@ -20,13 +20,14 @@ from ..rules import Violation
 from ..plan.tiling import plan_tiles
 from ..record import Record
 from ..decline import need
-from .protocol import Pass, RewriteContext
+from .protocol import Pass, RewriteContext, register_pass
 from .emit import (INT64_MAX, builder, conv_copy, pad_spatial, pad_value, replace, slice_spatial,
                    variable)
 from .geometry_common import explicit_pads
 from .windows import cut_windows
 
 
+@register_pass
 class SpatialTiling(Pass):
     name = "tiling"
     fixes = frozenset({"input_height", "input_width", "max_dim"})

@@ -19,10 +19,11 @@ from ..rules import Violation, valid_output_padding
 from ..build.onnx_read import constant_value
 from ..record import Record
 from ..decline import Declined
-from .protocol import Pass, RewriteContext
+from .protocol import Pass, RewriteContext, register_pass
 from .emit import pad_spatial, replace, variable
 
 
+@register_pass
 class TransposedShape(Pass):
     name = "transposed_shape"
     fixes = frozenset({"transposed_valid_shape"})

@@ -23,7 +23,7 @@ from ..gs_order import cleanup_and_toposort
 from ..gs_graph import reimported
 from ..naming import Names
 from .chunk_fusion import CHANNEL_LOCAL_OPS
-from .protocol import GraphPass, PassResult, RewriteContext
+from .protocol import GraphPass, PassResult, RewriteContext, register_pass
 from .shuffle import quant_grid
 
 UNARY_OPS = CHANNEL_LOCAL_OPS - {"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "Sum", "Mean",
@@ -235,6 +235,7 @@ def drop_identity_reshapes(graph: gs.Graph) -> int:
     return dropped
 
 
+@register_pass
 class ViewSinking(GraphPass):
     name = "view_sinking"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..build.relax_read import constant_value, dims
 from ..conv import ConvSpec
 from ..decline import Decline
 from . import require_tvm
@@ -20,14 +21,9 @@ def conv_rank(call) -> int | None:
 
 
 def static_shape(expr) -> tuple[int, ...] | None:
-    sinfo = expr.ty
-    shape = getattr(sinfo, "shape", None)
-    if shape is None or not hasattr(shape, "values"):
-        return None
-    try:
-        return tuple(int(d) for d in shape.values)
-    except TypeError:
-        return None
+    """The expression's shape where every extent is static, else None."""
+    found = dims(expr)
+    return None if found is None or None in found else found
 
 
 def conv_spec(call, name: str = "") -> ConvSpec | Decline:
@@ -57,12 +53,7 @@ def conv_spec(call, name: str = "") -> ConvSpec | Decline:
 
 def constant_weight(call):
     """The conv's weight as a numpy array when it is a Relax constant, else None."""
-    tvm = require_tvm()
-    weight = call.args[1]
-    if isinstance(weight, tvm.ir.expr.Constant):
-        value = weight.value
-        return value.numpy() if hasattr(value, "numpy") else None
-    return None
+    return constant_value(call.args[1])
 
 
 def conv_mutator_pass(name: str, rewrite):
@@ -163,15 +154,3 @@ class Bindings:
         """The one binding var reading ``var`` when it is read exactly once (and not returned)."""
         readers = self.users.get(var, [])
         return readers[0] if len(readers) == 1 and var not in self.returned else None
-
-
-def conv_like(call, x, w, groups: int):
-    """The same conv op and attributes as ``call`` on other operands and groups."""
-    require_tvm()
-    from tvm import relax
-    a = call.attrs
-    op = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}[len(a.strides)]
-    out_dtype = None if str(a.out_dtype) in ("", "void", "None") else str(a.out_dtype)
-    return op(x, w, strides=list(a.strides), padding=list(a.padding), dilation=list(a.dilation),
-              groups=groups, data_layout=a.data_layout, kernel_layout=a.kernel_layout,
-              out_layout=a.out_layout, out_dtype=out_dtype)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..build.relax import conv_like
 from ..decline import Decline
 from ..weights import absorb_selection, selection_weight
 from ..passes.shuffle import decode_selections, probe_inputs
@@ -29,7 +30,7 @@ from ..target import Target, load_target
 from . import require_tvm
 from .build import build
 from .run import run_executable
-from .relax_conv import (Bindings, constant_weight, conv_like, conv_rank, conv_spec, emit_renamed,
+from .relax_conv import (Bindings, constant_weight, conv_rank, conv_spec, emit_renamed,
                          free_vars,
                          mutator_pass, static_shape)
 

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 
 def run_one(job):
@@ -27,7 +28,6 @@ def run_one(job):
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     except BaseException as exc:             # noqa: BLE001 - reported per job, the batch goes on
-        import traceback
         traceback.print_exc()
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         code = 1

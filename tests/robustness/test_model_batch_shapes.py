@@ -132,8 +132,8 @@ def test_a_dim_neither_constant_nor_a_multiple_of_the_batch_says_so():
                                        keepdims=0))
     graph.output.append(helper.make_tensor_value_info("total", TensorProto.FLOAT, []))
     learned = learn(infer_shapes(model))
-    assert learned["more"] == ("its dim 0 is neither constant nor a multiple of the batch "
-                               "(3 at batch 2, 4 at batch 3, 6 at batch 5)")
+    assert learned["more"].reason == ("its dim 0 is neither constant nor a multiple of the batch "
+                                      "(3 at batch 2, 4 at batch 3, 6 at batch 5)")
 
 
 @pytest.mark.parametrize("target", ["generic", "ethos-u55"])

@@ -20,7 +20,7 @@ from convrewrite.pipeline import rewrite_model  # noqa: E402
 from convrewrite.target import load_target  # noqa: E402
 from convrewrite.tvm.build import build, import_onnx  # noqa: E402
 from convrewrite.tvm.relax_lower import Lower, RelaxLog, lowering_pass  # noqa: E402
-from convrewrite.tvm.relax_lowering import violations_in  # noqa: E402
+from convrewrite.tvm.relax_bridge import violations_in  # noqa: E402
 from convrewrite.tvm.run import run_executable  # noqa: E402
 from tests.conv_cases import conv_model, op_count, random_input, run  # noqa: E402
 

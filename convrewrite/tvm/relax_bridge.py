@@ -4,8 +4,11 @@ A Relax conv the target rejects is written out as a one-conv ONNX model (its inp
 constant weight, its attributes), the ONNX passes rewrite that model — the same planners and the
 same emitters as ``convrewrite model.onnx``, so no decision and no emission exists twice — and
 TVM's ONNX frontend brings the rewritten piece back; its bindings replace the conv in place.
-``Lower(target)`` runs the whole per-conv pipeline; ``lowering_pass(name, target)`` runs one
-pass alone, for tests and for users who want a single rewrite.
+Each rewrite is a Record, verified as the ONNX pipeline verifies one (its original node against
+its replacement on onnxruntime) and, the piece as TVM imported it, built and run on TVM against
+onnxruntime's run of the original conv (``verify_bridged``). ``Lower(target)`` runs the whole
+per-conv pipeline; ``lowering_pass(name, target)`` runs one pass alone, for tests and for users
+who want a single rewrite.
 
 The registered lowerings (``lowerings``: channel split, groups, padding, ...) do not come this way:
 they run natively on Relax (``relax_lower``), with computed weights and symbolic shapes where
@@ -30,13 +33,17 @@ from ..ops.reference import has_own_ops
 from ..lowerings import LOWERINGS
 from ..passes import DEFAULT_PASSES, ShiftLowering
 from ..pipeline import rewrite_model
+from ..record import Record
 from ..target import Target, load_target
+from ..verify import Tolerance, compare, run, verify_records
 from . import require_tvm
+from .build import build
 from .relax_conv import (DEFAULT_LAYOUTS, constant_weight, conv_rank, conv_spec, emit_renamed,
                          mutator_pass, static_shape)
 from .relax_lower import Lower as NativeLower
 from .relax_lower import RelaxLog
 from .relax_shuffle import ShuffleLog, ShuffleRemoval
+from .run import run_executable
 
 TRANSPOSED_LAYOUTS = {1: ("NCW", "IOW"), 2: ("NCHW", "IOHW"), 3: ("NCDHW", "IODHW")}
 RELAX_CONVS = {f"relax.nn.conv{r}d": ("Conv", r) for r in (1, 2, 3)}
@@ -48,8 +55,9 @@ ONNX_OPSET = 17
 
 @dataclass
 class LoweringLog:
-    """What the Relax lowerings did: one line per conv rewritten, and per conv kept; the native
-    lowerings' verified Records are in ``relax`` (``relax_lower.RelaxLog``)."""
+    """What the Relax lowerings did: one line per conv rewritten, and per conv kept; the
+    verified Records of every rewrite, native or bridged, are in ``relax``
+    (``relax_lower.RelaxLog``: ``log.relax.report()`` is the report)."""
 
     rewritten: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
@@ -93,11 +101,24 @@ def conv_as_onnx(call) -> onnx.ModelProto | Decline:
     return model
 
 
+@dataclass
+class Bridged:
+    """A conv rewritten through ONNX: the Relax module TVM's frontend made of the rewritten
+    one-conv model (``main`` of one parameter), the ONNX rewrite and its Records."""
+
+    piece: object
+    rewritten: onnx.ModelProto
+    records: list[Record]
+
+    @property
+    def rewrite(self) -> str:
+        return "; ".join(f"{r.pass_name}: {r.rewrite}" for r in self.records)
+
+
 def lower_model(model: onnx.ModelProto, call, target: Target, passes,
-                graph_passes) -> tuple[object, str] | Decline:
+                graph_passes) -> Bridged | Decline:
     """``model`` (``call`` as ``conv_as_onnx`` wrote it) rewritten by the ONNX passes and
-    imported back as a Relax module (``main`` of one parameter), with the report's rewrite
-    text; or the reason the conv stays as it is."""
+    imported back as a Relax module; or the reason the conv stays as it is."""
     rewritten, result = rewrite_model(model, target, passes, graph_passes=graph_passes)
     if not result.records:
         return Decline("no pass rewrote it")
@@ -107,7 +128,31 @@ def lower_model(model: onnx.ModelProto, call, target: Target, passes,
     dtype = str(call.args[0].ty.dtype)
     mod = from_onnx(rewritten, shape_dict={"x": list(static_shape(call.args[0]))},
                     dtype_dict={"x": dtype}, keep_params_in_input=False)
-    return mod, "; ".join(f"{r.pass_name}: {r.rewrite}" for r in result.records)
+    return Bridged(mod, rewritten, result.records)
+
+
+def verify_bridged(bridged: Bridged, original: onnx.ModelProto, tolerance: Tolerance) -> None:
+    """Each Record's ``verify``, as the ONNX pipeline checks a rewrite: its original node against
+    its replacement on onnxruntime, on one seeded input; and the piece TVM's frontend imported,
+    built and run on TVM, against onnxruntime's run of the original conv (a wrong import or a
+    wrong Relax op fails every record of the piece)."""
+    x = original.graph.input[0]
+    shape = [d.dim_value for d in x.type.tensor_type.shape.dim]
+    dtype = helper.tensor_dtype_to_np_dtype(x.type.tensor_type.elem_type)
+    feeds = {"x": np.random.default_rng(0).uniform(-1, 1, shape).astype(dtype)}
+    verify_records(bridged.records, bridged.rewritten, feeds, tolerance)
+    reference = run(original, feeds)["y"]
+    actual = run_executable(build(bridged.piece, "llvm", schedules=False), "llvm",
+                            [feeds["x"]])[0]
+    kind = "reassociating" if any(r.tolerance == "reassociating" for r in bridged.records) \
+        else "exact"
+    on_tvm = compare(reference, actual, *tolerance.resolve(reference.dtype, kind),
+                     scale_atol=kind == "reassociating")
+    for record in bridged.records:
+        record.notes.append("checked on onnxruntime, and the piece imported into Relax on TVM "
+                            "against onnxruntime's run of the original")
+        if record.verify is None or not on_tvm["passed"]:
+            record.verify = on_tvm
 
 
 def inline(builder, mod, args: list):
@@ -121,12 +166,15 @@ def inline(builder, mod, args: list):
     return rename(func.body.body)
 
 
-def bridge_pass(name: str, target, passes, graph_passes=(), log: LoweringLog | None = None):
-    """A module pass lowering every conv ``target`` rejects through the ONNX ``passes``."""
+def bridge_pass(name: str, target, passes, graph_passes=(), log: LoweringLog | None = None,
+                verify: bool = True, tolerance: Tolerance | None = None):
+    """A module pass lowering every conv ``target`` rejects through the ONNX ``passes``, each
+    rewrite a Record in ``log.relax``, with ``verify`` checked (``verify_bridged``)."""
     require_tvm()
     from tvm.relax.expr_functor import PyExprMutator, mutator
     target = load_target(target)
     log = log if log is not None else LoweringLog()
+    tolerance = tolerance or Tolerance()
 
     @mutator
     class _Lower(PyExprMutator):
@@ -141,9 +189,13 @@ def bridge_pass(name: str, target, passes, graph_passes=(), log: LoweringLog | N
             if isinstance(lowered, Decline):
                 log.kept.append(f"{_describe(call)}: {lowered}")
                 return call
-            piece, rewrite = lowered
-            log.rewritten.append(f"{_describe(call)}: {rewrite}")
-            return inline(self.builder_, piece, [call.args[0]])
+            if verify:
+                verify_bridged(lowered, model, tolerance)
+            for record in lowered.records:
+                record.node = f"{_describe(call)} {record.node}"
+            log.relax.records += lowered.records
+            log.rewritten.append(f"{_describe(call)}: {lowered.rewrite}")
+            return inline(self.builder_, lowered.piece, [call.args[0]])
 
     return mutator_pass(name, _Lower)
 

@@ -17,7 +17,7 @@ from convrewrite.pipeline import rewrite_model  # noqa: E402
 from convrewrite.target import load_target  # noqa: E402
 from convrewrite.tvm.build import build, import_onnx  # noqa: E402
 from convrewrite.tvm.run import run_executable  # noqa: E402
-from convrewrite.tvm.relax_lowering import (  # noqa: E402
+from convrewrite.tvm.relax_bridge import (  # noqa: E402
     Lower, LoweringLog, lowering_pass, violations_in)
 from tests.conv_cases import conv_model, op_count, random_input, run  # noqa: E402
 
@@ -108,6 +108,8 @@ def relax_equals_onnx(pass_name, target, conv):
     log = LoweringLog()
     lowered = lowering_pass(pass_name, target, log)(mod)
     assert len(log.rewritten) == 1 and not log.kept, log
+    records = log.relax.records        # bridged or native, each rewrite a verified Record
+    assert records and all(r.verify is not None and r.verify["passed"] for r in records)
     rules_fixed = onnx_pass.fixes
     assert violations_in(mod, target, rules_fixed) and not violations_in(lowered, target,
                                                                          rules_fixed)
@@ -169,7 +171,7 @@ def test_an_unknown_pass_name_is_refused_with_the_known_ones():
 
 def test_rewrite_runs_shuffle_removal_then_lower():
     from convrewrite.models.variants import shufflenet_v2
-    from convrewrite.tvm.relax_lowering import Rewrite
+    from convrewrite.tvm.relax_bridge import Rewrite
     model = shufflenet_v2(image_size=64, repeats=(1, 1, 1))
     target = load_target({"name": "t", "max_tensor_rank": 4, "conv": {"groups": ["regular"]}})
     feeds = random_input(model)
@@ -181,3 +183,34 @@ def test_rewrite_runs_shuffle_removal_then_lower():
     assert any("groups:" in line for line in log.rewritten)
     assert not violations_in(lowered, target)
     assert_close(relax_run(lowered, feeds), run(onnx_out, feeds)[0])
+
+
+def test_a_wrong_bridged_piece_is_caught(monkeypatch):
+    """The bridge's check is not vacuous: a piece imported from a rewrite 1% off (its first
+    float initializer scaled) fails its records, though the ONNX rewrite itself is right."""
+    import onnx
+    from onnx import numpy_helper
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from convrewrite.tvm import relax_bridge
+    real = relax_bridge.lower_model
+
+    def wrong(model, call, *args):
+        bridged = real(model, call, *args)
+        bad = onnx.ModelProto()
+        bad.CopyFrom(bridged.rewritten)
+        init = next(t for t in bad.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(1.01),
+                                              init.name))
+        shape = [d.dim_value for d in bad.graph.input[0].type.tensor_type.shape.dim]
+        bridged.piece = from_onnx(bad, shape_dict={"x": shape}, keep_params_in_input=False)
+        return bridged
+
+    monkeypatch.setattr(relax_bridge, "lower_model", wrong)
+    model = conv_model(cin=8, cout=8, strides=(2, 2), spatial=(16, 16), pads=[1] * 4)
+    log = LoweringLog()
+    lowering_pass("stride", load_target({"name": "t", "conv": {"max_stride": 1}}), log)(
+        import_onnx(model, random_input(model)))
+    (record,) = log.relax.records
+    assert record.pass_name == "stride" and not record.verify["passed"]
+    assert log.relax.report().status == "mismatch"
