@@ -227,7 +227,8 @@ def judge_model(name: str, original: onnx.ModelProto, target, out: Path,
         after = models.get("rewritten", models["original"])[core]
         row["cores"][core] = {"before": summarise(before), "after": summarise(after),
                               "cpu_before": cpu_reasons(before), "cpu_after": cpu_reasons(after),
-                              "like": (section.get("like_for_like") or {}).get(core)}
+                              "like": (section.get("like_for_like") or {}).get(core),
+                              "same": "rewritten" not in models}
     row["seconds"] = time.monotonic() - started
     return row
 
@@ -247,7 +248,7 @@ def print_table(rows: list[dict], target) -> None:
         for core, c in r["cores"].items():
             print(f"| {r['model']} | {core} | {r['rewrites']} ({r['status']}) | "
                   f"{cell(c['before'])} | {cell(c['after'])} | {ratio(c['before'], c['after'])} "
-                  f"| {like_cell(c.get('like'))} |")
+                  f"| {'same model' if c.get('same') else like_cell(c.get('like'))} |")
     for r in rows:
         for core, c in r["cores"].items():
             for when in ("before", "after"):

@@ -215,12 +215,14 @@ def _rejection(log: str) -> str:
 
 def layer_cycles(folder: Path) -> list[tuple[str, float]] | None:
     """Vela's per-layer estimate (``--verbose-performance`` writes ``*_per-layer.csv``): (layer
-    name, cycles) in Vela's order; None when Vela wrote no such file (no NPU work)."""
+    name, cycles) in Vela's order; None when Vela wrote no such file (no NPU work). The legacy
+    core writes one table per NPU subgraph, each under its own header row."""
     files = sorted(folder.glob("*_per-layer.csv"))
     if not files:
         return None
     with open(files[0], newline="") as f:
-        return [(row["Name"], float(row["Op Cycles"])) for row in csv.DictReader(f)]
+        return [(row["Name"], float(row["Op Cycles"])) for row in csv.DictReader(f)
+                if row["Op Cycles"] != "Op Cycles"]
 
 
 def attribute_cycles(ops: list[OpPlacement], layers: list[tuple[str, float]] | None) -> float:
