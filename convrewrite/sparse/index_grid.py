@@ -75,12 +75,21 @@ def site_keys(c64: gs.Tensor, margins, strides, e: OnnxBuilder, name: str) -> gs
 
 
 def build_grid(c64: gs.Tensor, rows: gs.Tensor, margins, extents, e: OnnxBuilder,
-               name: str = "grid", also: gs.Tensor | None = None) -> tuple[IndexGrid, gs.Tensor]:
+               name: str = "grid", also: gs.Tensor | None = None, sort: bool = False
+               ) -> tuple[IndexGrid, gs.Tensor, gs.Tensor | None]:
     """The index grid of the sites ``c64`` ([N, 1 + D] int64, rows ``rows``) placed at
     ``coordinate + margins`` in a grid of ``extents``, for as many batch items as they (and
-    ``also``, sites whose queries it must answer) name; and the sites' keys in it."""
+    ``also``, sites whose queries it must answer) name; the sites' keys in it; and with ``sort``
+    (sites in no known order) the rows in key order: the grid then holds each site's position
+    in that order and the keys are sorted, so that the lookups of neighbouring sites read
+    neighbouring memory (measured: a [61741, 27] table 37 ms in arbitrary order, 10 ms sorted,
+    for a 5 ms TopK)."""
     strides = key_strides(extents)
     keys = site_keys(c64, margins, strides, e, f"{name}.keys")
+    order = None
+    if sort:
+        keys, order = e.multi("TopK", [keys, e.op("Shape", [keys], f"{name}.n")], f"{name}.sort",
+                              2, axis=0, largest=0, sorted=1)
     columns = [e.column(c64, 0, f"{name}.batch_col")]
     if also is not None:
         columns.append(e.column(also, 0, f"{name}.query_batch_col"))
@@ -93,7 +102,19 @@ def build_grid(c64: gs.Tensor, rows: gs.Tensor, margins, extents, e: OnnxBuilder
     plus1 = e.op("Cast", [e.op("Add", [rows, e.const(f"{name}.one_s", np.int64(1))],
                                f"{name}.rows1")], f"{name}.rows1_i32", to=onnx.TensorProto.INT32)
     flat = e.op("ScatterElements", [empty, keys, plus1], name, axis=0)
-    return IndexGrid(flat, tuple(extents), strides, batches), keys
+    return IndexGrid(flat, tuple(extents), strides, batches), keys, order
+
+
+def known_sorted(coords: gs.Tensor) -> bool:
+    """Sites listed by NonZero (a region's, or a grid-form regular conv's output sites): in
+    row-major order, which is key order."""
+    t = coords
+    while len(t.inputs) == 1 and t.inputs[0].op in ("Identity", "Cast", "CastLike"):
+        t = t.inputs[0].inputs[0]
+    producer = t.inputs[0] if len(t.inputs) == 1 else None
+    return producer is not None and producer.op == "Transpose" and \
+        list(producer.attrs.get("perm", [])) == [1, 0] and bool(producer.inputs[0].inputs) and \
+        producer.inputs[0].inputs[0].op == "NonZero"
 
 
 def lookup_grid(grid: IndexGrid, queries: gs.Tensor, e: OnnxBuilder, name: str) -> gs.Tensor:
