@@ -118,6 +118,45 @@ GELUs, and 32 LayerNorm MEANs over depth ("Unsupported depth-reduction").
 ConvNeXt-Tiny, r3d_18 and DeepLabV3 did not finish onnx2tf's seven TFLite conversions (float32,
 float16, dynamic range, integer, full integer, two int16 variants; each ~7-10 min for a 30M-weight
 model at load 6-12) in this session; ``--only convnext_atto`` is timm's 3.7M-parameter ConvNeXt.
+
+Measured 2026-12-04 (same versions; onnx2tf now converts only the full-int8 TFLite: ConvNeXt-Tiny
+original and rewrite both in ~8 min at load 12; ``--small --cores regor --only convnext_tiny
+r3d_18 deeplabv3_mobilenet``, ethos-u55-128; like for like: Vela's per-layer cycles over the
+parts the original ran wholly on the NPU, original -> rewritten, then the original's CPU ops and
+what the rewrite spends on the NPU where they were, then the CPU ops left):
+
+| model (regor) | rewrites (ok) | original | rewritten | estimate |
+|---|---|---|---|---|
+| convnext_tiny | 1 | 642/134, 22/22, 100% of 364M, 88.42 ms | 643/134, 22/22, 100%, 85.01 ms | 0.96x |
+| r3d_18 | 20 | 23/60, 0/20, 0.01% of 1661M, 4.32 ms | 356/0, 54/54, 100.00%, 126.42 ms | 29.29x |
+| deeplabv3_mobilenet | 0 | 131/1, 70/70, 100.00% of 616M, 551.39 ms | same model | 1.00x |
+
+| model (regor) | like for like | original's CPU ops -> rewrite on the NPU | CPU ops left |
+|---|---|---|---|
+| convnext_tiny | 88.40 -> 84.99 ms (0.96x) | 134 (0 MACs) -> 0 ms (still on the CPU) | 134 (0 MACs) |
+| r3d_18 | 1.45 -> 1.45 ms (1.00x) | 60 (1661.1M MACs) -> 124.97 ms | 0 |
+| deeplabv3_mobilenet | same model | - | 1 (0 MACs) |
+
+ConvNeXt-Tiny (64x64): every conv on the NPU before and after; the 4x4 stride-4 stem rewrite
+makes it 0.96x by both measures. Its 134 CPU ops, none a conv and 0 MACs: 36 DIV and 18
+DEQUANTIZE / 18 NEG / 18 QUANTIZE (onnx2tf's pseudo-Erf of the GELUs: "Unsupported opType", a
+float NEG) and 44 LayerNorm MEANs over depth ("Unsupported depth-reduction"). r3d_18 (8x32x32):
+the original's 20 CONV_3D run on the CPU in float between DEQUANTIZE/QUANTIZE (60 CPU ops, all
+but 0.01% of the MACs), so its "4.32 ms" leaves out the convs; like for like the parts it ran on
+the NPU cost the rewrite the same 1.45 ms, and the convs (54 CONV_2D after the rank lowering)
+cost 124.97 ms on the NPU. DeepLabV3-MobileNetV3 (128x128): nothing to rewrite, every conv on
+the NPU; the one CPU op is the final 16x RESIZE_BILINEAR ("unsupported scale-factor=16"), 0 MACs.
+So the goal holds for all three: 100% of convs and of MACs on the NPU after the rewrite, and no
+model slower by Vela's estimate where it compares the same work.
+DeepLabV3's 551 ms is 98% its three ASPP convs (3x3, dilation 12/24/36, pads = dilation, on the
+8x8 map): regor costs them 21.1M, 78.0M and 170.9M of the 275.7M cycles, counting 2.66G, 9.83G
+and 21.5G MACs for convs of 141.6M MACs each. On an 8x8 map every off-centre tap of those reads
+only padding, so each is exactly its centre 1x1 conv. With ``max_dilation: 2`` added to a copy
+of the ethos-u55 preset the rewrite lowers the three (status ok, verified on onnxruntime), the
+MACs go 616M -> 238M and Vela's estimate 551.39 -> 12.99 ms (0.02x), every conv on the NPU. The
+preset does not have that rule (regor runs dilation 4 on the probe natively, and whether our
+dilation lowerings beat that outside the dead-tap case is not measured): left for a rule that
+trips where Vela's dense dilated kernel costs more than the lowering, confirmed by a probe.
 """
 
 from __future__ import annotations
