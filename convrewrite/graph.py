@@ -119,7 +119,7 @@ def external_data_files(model: onnx.ModelProto, path: Path) -> list[Path]:
             raise BadInputError(f"{what} {location} is not a file")
         try:
             offset = int(info.get("offset", 0) or 0)
-            length = int(info["length"]) if info.get("length") else _tensor_nbytes(tensor)
+            length = int(info["length"]) if info.get("length") else tensor_nbytes(tensor)
         except ValueError:
             raise BadInputError(f"{what}: offset/length are not integers") from None
         if offset < 0 or (length is not None and length < 0):
@@ -132,7 +132,7 @@ def external_data_files(model: onnx.ModelProto, path: Path) -> list[Path]:
     return list(files.values())
 
 
-def _tensor_nbytes(tensor: onnx.TensorProto) -> int | None:
+def tensor_nbytes(tensor: onnx.TensorProto) -> int | None:
     """Bytes of a tensor's raw data (sub-byte types packed; None for strings and unknown types)."""
     count = math.prod(tensor.dims)      # not np.prod: 10x its cost on a few dims, per tensor of
     if tensor.data_type in _SUB_BYTE:   # every shape inference (0.23 s on the 1-D net's rounds)
@@ -207,7 +207,7 @@ def _checker_stand_in(t: onnx.TensorProto) -> bool:
             and not (t.float_data or t.int32_data or t.string_data or t.int64_data
                      or t.double_data or t.uint64_data)
             and len(t.raw_data) > LARGE_TENSOR_BYTES and all(d > 0 for d in t.dims)
-            and len(t.raw_data) == _tensor_nbytes(t))
+            and len(t.raw_data) == tensor_nbytes(t))
 
 
 def check_tensor_sizes(model: onnx.ModelProto, origin: str = "model") -> None:
@@ -219,7 +219,7 @@ def check_tensor_sizes(model: onnx.ModelProto, origin: str = "model") -> None:
         if any(d < 0 for d in t.dims):
             raise BadInputError(f"{origin}: tensor {t.name!r} has a negative dimension "
                                 f"{list(t.dims)}")
-        want = _tensor_nbytes(t)
+        want = tensor_nbytes(t)
         if want is None:
             continue
         if t.raw_data:
@@ -362,7 +362,7 @@ STAND_IN_LOCATION = "stand-in.bin"
 def large_tensor(tensor: onnx.TensorProto) -> bool:
     """Whether shape inference sees ``tensor`` as a data-less stand-in (its dims and element
     type alone decide)."""
-    size = _tensor_nbytes(tensor)
+    size = tensor_nbytes(tensor)
     return tensor.data_type not in _SHAPE_TYPES and size is not None and size > LARGE_TENSOR_BYTES
 
 

@@ -170,8 +170,9 @@ def _export_onnx(graph: gs.Graph, opset_imports: list,
     g.output.extend([exporter.export_value_info_proto(t, False) for t in graph.outputs])
     tensor_map = graph.tensors()
     constants = [t for t in tensor_map.values() if isinstance(t, gs.Constant)]
-    g.initializer.extend([_initializer(t, stand_ins) for t in constants
-                          if not isinstance(t._values, SparseValues)])
+    for t in constants:
+        if not isinstance(t._values, SparseValues):
+            _add_initializer(g.initializer, t, stand_ins)
     g.sparse_initializer.extend([exporter.export_sparse_tensor_proto(t) for t in constants
                                  if isinstance(t._values, SparseValues)])
     for tensor in graph.inputs + graph.outputs:
@@ -190,13 +191,29 @@ def _export_onnx(graph: gs.Graph, opset_imports: list,
     return model
 
 
-def _initializer(constant: gs.Constant, stand_ins: "dict[str, gs.Constant] | None"
-                 ) -> onnx.TensorProto:
+def _add_initializer(field, constant: gs.Constant,
+                     stand_ins: "dict[str, gs.Constant] | None") -> None:
+    """``OnnxExporter.export_tensor_proto(constant)`` (or its stand-in, ``_stand_in``) made
+    inside the model's initializer list: appending a made tensor copies it through protobuf's
+    encoder (0.5 s per 100 MB of weights, measured; CopyFrom 0.17 s), so a plain numpy weight's
+    tensor is built in place (its bytes set once) and any other is copied in with CopyFrom."""
     stub = _stand_in(constant) if stand_ins is not None else None
-    if stub is None:
-        return OnnxExporter.export_tensor_proto(constant)
-    stand_ins[constant.name] = constant
-    return stub
+    if stub is not None:
+        stand_ins[constant.name] = constant
+        field.add().CopyFrom(stub)
+        return
+    values = constant._values
+    if isinstance(values, np.ndarray) and values.dtype in _PLAIN and values.dtype.isnative \
+            and constant._export_dtype in (None, values.dtype):
+        tensor = field.add()        # the fields onnx.helper.make_tensor(raw=True) sets
+        tensor.name = constant.name
+        tensor.data_type = dtype_to_onnx(values.dtype)
+        tensor.raw_data = values.tobytes()
+        tensor.dims.extend(values.shape)
+        if constant.data_location is not None:
+            tensor.data_location = constant.data_location
+        return
+    field.add().CopyFrom(OnnxExporter.export_tensor_proto(constant))
 
 
 def isolate_node(node: gs.Node, graph: gs.Graph, like: onnx.ModelProto,

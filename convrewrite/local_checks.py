@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
+from . import ort_weights
 from .errors import BadInputError
+from .graph import tensor_nbytes
 from .ops.reference import standard_reference
+from .ort_weights import Apart
 
 PREFIX = "verify"           # every renamed name starts with a prefix no rewritten name starts with
 CHUNK_BYTES = 1 << 30       # original pieces' weights per merged model (more: another run)
@@ -26,11 +30,17 @@ class Merged:
     """The merged model and, per record (by position in the chunk), its original's output names
     in it (in the order of ``[record.output_name, *record.more_outputs]``)."""
 
-    model: onnx.ModelProto
+    model: onnx.ModelProto                                  # large weights as stand-ins
     originals: dict[int, list[str]] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)        # every tensor the checks read
     reference: dict[str, str] = field(default_factory=dict)  # original model's outputs, renamed
     tidied: dict[str, str] = field(default_factory=dict)     # the tidied model's, renamed
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)   # the stand-ins' values
+
+    @property
+    def apart(self) -> Apart:
+        """The model to run: its stand-ins and their arrays."""
+        return Apart(self.model, self.arrays)
 
 
 class Producers:
@@ -83,43 +93,64 @@ def _prefix(model: onnx.ModelProto) -> str:
     return prefix
 
 
-def _renamed(before: onnx.ModelProto, tag: str, keep: set[str],
-             shared: dict[str, tuple[str, onnx.TensorProto]] | None = None):
+def _renamed(before: "onnx.ModelProto | Apart", tag: str, keep: set[str],
+             shared: dict[str, tuple] | None = None):
     """``before``'s nodes and initializers with every name but ``keep`` (the activations it
     reads) prefixed by ``tag``; an initializer equal to one in ``shared`` (name -> its name in
-    the merged graph and the tensor) is read from there, not copied."""
-    same = {t.name: shared[t.name][0] for t in before.graph.initializer
-            if shared and t.name in shared and _equal(t, shared[t.name][1])}
+    the merged graph, the tensor, and its array where the tensor is a stand-in) is read from
+    there, not copied. A large weight goes in as a stand-in, its array into the fourth value
+    (by its name in the merged graph): no weight is copied into the merged model."""
+    source = before if isinstance(before, Apart) else Apart(before)
+    model = source.model
+    shared = shared or {}
+    same = {t.name: shared[t.name][0] for t in model.graph.initializer
+            if t.name in shared and ort_weights.same_values(t, *shared[t.name][1:])}
 
     def name(n: str) -> str:
         return same.get(n) or (n if not n or n in keep else tag + n)
 
     nodes = []
-    for k, node in enumerate(before.graph.node):
+    for k, node in enumerate(model.graph.node):
         copy = onnx.NodeProto()
         copy.CopyFrom(node)
         copy.name = tag + (node.name or f"{node.op_type}#{k}")     # unnamed nodes stay distinct
         copy.input[:] = [name(n) for n in node.input]
         copy.output[:] = [name(n) for n in node.output]
         nodes.append(copy)
-    inits = []
-    for t in before.graph.initializer:
+    read = ort_weights.read_names(model)
+    inits, arrays = [], {}
+    for t in model.graph.initializer:
         if t.name in same:
             continue
-        copy = onnx.TensorProto()
-        copy.CopyFrom(t)
-        copy.name = name(t.name)
-        inits.append(copy)
-    return nodes, inits, name
+        if t.name in source.arrays and ort_weights.is_stand_in(t):
+            arrays[name(t.name)] = source.arrays[t.name]
+        elif ort_weights.goes_apart(t, read) and not _kept(t):
+            arrays[name(t.name)] = ort_weights.array_of(t)
+        else:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(t)
+            copy.name = name(t.name)
+            inits.append(copy)
+            continue
+        inits.append(ort_weights.stand_in(t, name(t.name)))
+    return nodes, inits, name, arrays
 
 
-def _equal(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
-    if a.data_type != b.data_type or list(a.dims) != list(b.dims) or a.data_location or \
-            b.data_location:
-        return False
-    if a.raw_data and b.raw_data:
-        return a.raw_data == b.raw_data
-    return a.SerializeToString() == b.SerializeToString()
+def _kept(t: onnx.TensorProto) -> bool:
+    """int8 weights stay in the protobuf: ``exact_kernels`` reads a QLinearConv's to move it."""
+    return t.data_type == onnx.TensorProto.INT8
+
+
+def apart(model: onnx.ModelProto) -> Apart:
+    """``model`` as the merged model takes it: its large weights read once, as arrays
+    (``ort_weights.apart``; int8 ones kept, ``_kept``)."""
+    return ort_weights.apart(model, keep=_kept)
+
+
+def _sources(model: Apart) -> dict[str, tuple]:
+    """``shared``'s entries for ``model``'s initializers, by their own names."""
+    return {t.name: (t.name, t, model.arrays.get(t.name) if ort_weights.is_stand_in(t) else None)
+            for t in model.model.graph.initializer}
 
 
 def foldable(original: onnx.ModelProto, rewritten: onnx.ModelProto) -> bool:
@@ -138,7 +169,7 @@ def chunks(befores: list[onnx.ModelProto]) -> list[list[int]]:
     (a huge model's originals do not all sit in one session beside it)."""
     groups, size = [[]], 0
     for i, before in enumerate(befores):
-        weight = sum(t.ByteSize() for t in before.graph.initializer)
+        weight = sum(_nbytes(t) for t in before.graph.initializer)
         if groups[-1] and size + weight > CHUNK_BYTES:
             groups.append([])
             size = 0
@@ -147,8 +178,15 @@ def chunks(befores: list[onnx.ModelProto]) -> list[list[int]]:
     return groups
 
 
-def merge(rewritten: onnx.ModelProto, records, befores: list[onnx.ModelProto],
-          producers: Producers, original: onnx.ModelProto | None = None,
+def _nbytes(t: onnx.TensorProto) -> int:
+    """A weight's bytes from its dims and type (protobuf's ByteSize encodes the tensor to count
+    them: 0.1 s for ResNet-50's 31 pieces); ByteSize for a type without a fixed size."""
+    size = tensor_nbytes(t)
+    return t.ByteSize() if size is None else size
+
+
+def merge(rewritten: "onnx.ModelProto | Apart", records, befores: list[onnx.ModelProto],
+          producers: Producers, original: "onnx.ModelProto | Apart | None" = None,
           tidied: onnx.ModelProto | None = None) -> Merged:
     """``rewritten`` with each record's original piece (``befores``: standard_reference'd) in
     its graph, reading the tensors the record's replacement reads; every record's replacement
@@ -157,38 +195,44 @@ def merge(rewritten: onnx.ModelProto, records, befores: list[onnx.ModelProto],
     (``Merged.reference``); a piece's weight equal to the original's is read from it.
     ``tidied`` (``foldable``, standard_reference'd): the rewritten model after the tidy passes,
     on the same graph inputs, its outputs renamed (``Merged.tidied``); a weight of it equal to
-    the rewritten model's is read from there."""
+    the rewritten model's is read from there. ``rewritten`` and ``original`` may come as
+    ``Apart``s (``apart``), their weights read out once for several merges or sessions; the
+    merged model holds stand-ins for every large weight, ``Merged.arrays`` their values."""
+    base = rewritten if isinstance(rewritten, Apart) else apart(rewritten)
     model = onnx.ModelProto()
-    model.CopyFrom(rewritten)
+    model.CopyFrom(base.model)
     g = model.graph
-    prefix = _prefix(rewritten)
-    merged = Merged(model)
+    prefix = _prefix(base.model)
+    merged = Merged(model, arrays=dict(base.arrays))
     have = {o.name for o in g.output}
     domains = {o.domain for o in model.opset_import}
     wanted: list[str] = []
-    shared: dict[str, tuple[str, onnx.TensorProto]] = {}
-    if original is not None:
-        feeds = {i.name for i in original.graph.input} - {t.name for t in original.graph.initializer}
-        nodes, inits, name = _renamed(original, f"{prefix}o/", feeds)
+    shared: dict[str, tuple] = {}
+
+    def add(nodes, inits, arrays) -> None:
         g.node.extend(nodes)
         g.initializer.extend(inits)
-        shared = {t.name: (name(t.name), t) for t in original.graph.initializer}
-        merged.reference = {o.name: name(o.name) for o in original.graph.output}
+        merged.arrays.update(arrays)
+    if original is not None:
+        source = original if isinstance(original, Apart) else apart(original)
+        feeds = {i.name for i in source.model.graph.input} - \
+            {t.name for t in source.model.graph.initializer}
+        nodes, inits, name, arrays = _renamed(source, f"{prefix}o/", feeds)
+        add(nodes, inits, arrays)
+        shared = {k: (name(k), *v[1:]) for k, v in _sources(source).items()}
+        merged.reference = {o.name: name(o.name) for o in source.model.graph.output}
         wanted += merged.reference.values()
     if tidied is not None:
         feeds = {i.name for i in tidied.graph.input} - {t.name for t in tidied.graph.initializer}
-        own = {t.name: (t.name, t) for t in rewritten.graph.initializer}
-        nodes, inits, name = _renamed(tidied, f"{prefix}t/", feeds, own)
-        g.node.extend(nodes)
-        g.initializer.extend(inits)
+        nodes, inits, name, arrays = _renamed(tidied, f"{prefix}t/", feeds, _sources(base))
+        add(nodes, inits, arrays)
         merged.tidied = {o.name: name(o.name) for o in tidied.graph.output}
         wanted += merged.tidied.values()
     for i, (record, before) in enumerate(zip(records, befores)):
         reads = [record.input_name, *record.more_inputs]
         producers.piece(reads, [record.output_name, *record.more_outputs])
-        nodes, inits, name = _renamed(before, f"{prefix}{i}/", set(reads), shared)
-        g.node.extend(nodes)
-        g.initializer.extend(inits)
+        nodes, inits, name, arrays = _renamed(before, f"{prefix}{i}/", set(reads), shared)
+        add(nodes, inits, arrays)
         for info in before.graph.input:         # an input it reads that the record does not
             if info.name not in reads and info.name not in {t.name for t in before.graph.initializer}:
                 extra = g.input.add()

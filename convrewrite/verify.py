@@ -22,10 +22,11 @@ from google.protobuf.message import EncodeError
 
 from .errors import BadInputError
 from .exact_kernels import exact_integer_kernels
-from . import graph, local_checks, memory
+from . import graph, local_checks, memory, ort_weights
 from .graph import copy_model, save_model
 from .ops.reference import has_own_ops, standard_reference
 from .ort_setup import ORT_ERRORS, session_options
+from .ort_weights import Apart
 
 DEFAULT_TOLERANCES = {          # onnxruntime's own test tolerances: (atol, rtol)
     "float32": (1e-5, 1e-4),
@@ -98,14 +99,18 @@ ORT_LEVELS = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 ONNXRUNTIME, REFERENCE = "onnxruntime", "onnx.reference"
 
 
-def session(model: onnx.ModelProto, level: str | None = None) -> ort.InferenceSession:
+def session(model: "onnx.ModelProto | Apart", level: str | None = None) -> ort.InferenceSession:
     """A CPU session at ``level`` (default: ``optimization_level(model)``), its integer convs on
-    kernels that compute them exactly (``exact_kernels``)."""
+    kernels that compute them exactly (``exact_kernels``). ``model`` may be an ``Apart`` (its
+    large weights already stand-ins, their arrays beside it: the local checks' merged model)."""
+    given = {}
+    if isinstance(model, Apart):
+        model, given = model.model, model.arrays
     model = exact_integer_kernels(model)
     so = session_options()
     so.graph_optimization_level = ORT_LEVELS[level or optimization_level(model)]
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    light, names, arrays = _weights_apart(model)
+    light, names, arrays = _weights_apart(model, given)
     data = _serialized(light)
     if data is not None:
         values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays]
@@ -116,43 +121,19 @@ def session(model: onnx.ModelProto, level: str | None = None) -> ort.InferenceSe
         return sess
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
-        save_model(model, path, external_data=True)
+        save_model(Apart(model, given).whole(), path, external_data=True)
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-# Element types handed to onnxruntime as arrays beside the protobuf (``_weights_apart``); integer
-# types shapes are given in stay in it, as shape inference may read their values.
-_APART_TYPES = {getattr(onnx.TensorProto, k): np.dtype(v) for k, v in (
-    ("FLOAT", "float32"), ("DOUBLE", "float64"), ("FLOAT16", "float16"), ("INT8", "int8"),
-    ("UINT8", "uint8"), ("INT16", "int16"), ("UINT16", "uint16"), ("UINT32", "uint32"),
-    ("UINT64", "uint64"))}
-APART_BYTES = 1 << 16
-
-
-def _weights_apart(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], list[np.ndarray]]:
+def _weights_apart(model: onnx.ModelProto, given: dict[str, np.ndarray] | None = None,
+                   ) -> tuple[onnx.ModelProto, list[str], list[np.ndarray]]:
     """``model`` with its large main-graph weights as data-less stand-ins marked external, and
-    those weights by name as arrays, for ``SessionOptions.add_external_initializers``:
-    onnxruntime puts the very bytes in place of the stand-ins before it optimises the graph, so
-    the session computes what it would from the whole protobuf, without the weights being
-    serialized by us and parsed by onnxruntime (ResNet-50: 100 MB serialized per session before,
-    0.6 MB after). Only weights a main-graph node reads: onnxruntime drops an unused initializer
-    when it loads the graph, and then refuses to replace it (exact_kernels leaves the int8 weight
-    it moved unused). A model with none of them is itself."""
-    read = {name for node in model.graph.node for name in node.input}
-
-    def apart(t: onnx.TensorProto) -> bool:
-        return (t.name in read and t.data_type in _APART_TYPES
-                and t.data_location != onnx.TensorProto.EXTERNAL and t.HasField("raw_data")
-                and int(np.prod(t.dims, dtype=np.int64)) * _APART_TYPES[t.data_type].itemsize
-                > APART_BYTES)
-    if not any(apart(t) for t in model.graph.initializer):
-        return model, [], []
-    light, positions = graph.with_stand_ins(model, apart, "in-memory.bin")
-    tensors = [model.graph.initializer[i] for i in positions]
-    names = [t.name for t in tensors]
-    arrays = [np.frombuffer(t.raw_data, dtype=_APART_TYPES[t.data_type].newbyteorder("<"))
-              .reshape(tuple(t.dims)) for t in tensors]
-    return light, names, arrays
+    those weights by name as arrays, for ``SessionOptions.add_external_initializers``
+    (``ort_weights``: ResNet-50, 100 MB serialized per session before, 0.6 MB after); a
+    stand-in already in ``model`` takes its array from ``given``. Only weights a main-graph node
+    reads (``ort_weights.goes_apart``). A model with none of them is itself."""
+    made = ort_weights.apart(model, given)
+    return made.model, list(made.arrays), list(made.arrays.values())
 
 
 def _serialized(model: onnx.ModelProto) -> bytes | None:
@@ -288,6 +269,13 @@ class Reference:
     # why the original did not run folded into the local checks' run where that was tried
     # (``verify_with_reference``): the failure's first line; None where it ran or was not tried
     fallback: str | None = None
+    # the original model (standard_reference'd) and its weights read out as arrays, where the
+    # checks' run made them (``local_checks.apart``): later sessions of it read them from there
+    weights: "tuple[onnx.ModelProto, Apart] | None" = None
+
+    def model(self, original: onnx.ModelProto) -> "onnx.ModelProto | Apart":
+        """``original`` as a session takes it: its weights from ``weights`` where they are its."""
+        return self.weights[1] if self.weights and self.weights[0] is original else original
 
 
 def reference_run(original: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Reference:
@@ -326,20 +314,21 @@ def _reference_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict
     return dict(zip(wanted, (np.asarray(v) for v in values)))
 
 
-def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray],
+def run(model: "onnx.ModelProto | Apart", feeds: dict[str, np.ndarray],
         extra_outputs: Iterable[str] = (), engine: str = ONNXRUNTIME,
         level: str | None = None) -> dict[str, np.ndarray]:
     """Run on onnxruntime CPU (at ``level``) or onnx's reference evaluator; ``extra_outputs``
-    exposes intermediate tensors by name."""
+    exposes intermediate tensors by name. ``model`` may be an ``Apart``."""
+    apart = model if isinstance(model, Apart) else Apart(model)
     extra = [n for n in dict.fromkeys(extra_outputs)
-             if n not in {o.name for o in model.graph.output} and n not in feeds]
+             if n not in {o.name for o in apart.model.graph.output} and n not in feeds]
     if extra:
-        model = _with_outputs(model, extra)
+        apart = Apart(_with_outputs(apart.model, extra), apart.arrays)
     if engine == REFERENCE:
-        out = _reference_run(model, feeds)
+        out = _reference_run(apart.whole(), feeds)
         out.update({k: v for k, v in feeds.items() if k in extra_outputs})
         return out
-    out = _run_session(session(model, level), feeds)
+    out = _run_session(session(apart if apart.arrays else apart.model, level), feeds)
     out.update({k: v for k, v in feeds.items() if k in extra_outputs})
     return out
 
@@ -563,9 +552,10 @@ def verify_with_reference(original: onnx.ModelProto, records, rewritten: onnx.Mo
                                      and optimization_level(fold) == level):
             fold = None
         try:
+            source = local_checks.apart(model)
             outputs, reference, also = _check(records, rewritten, feeds, tolerance, progress,
-                                              ONNXRUNTIME, model, befores, fold)
-            return Reference(ONNXRUNTIME, reference), outputs, also
+                                              ONNXRUNTIME, source, befores, fold)
+            return Reference(ONNXRUNTIME, reference, weights=(model, source)), outputs, also
         except FOLD_FAILURES as exc:    # said again, or run, by the separate path
             fallback = _first(exc)
     reference = reference_run(original, feeds)
@@ -587,7 +577,7 @@ FOLD_FAILURES = (BadInputError, *ORT_ERRORS)
 
 def _check(records, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray],
            tolerance: Tolerance, progress: Callable[[Iterable], Iterable], engine: str,
-           original: onnx.ModelProto | None = None, befores: list | None = None,
+           original: "onnx.ModelProto | Apart | None" = None, befores: list | None = None,
            tidied: onnx.ModelProto | None = None,
            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``verify_records``' work; with ``original`` (and ``tidied``), its outputs from the first
@@ -604,11 +594,12 @@ def _check(records, rewritten: onnx.ModelProto, feeds: dict[str, np.ndarray],
     groups = local_checks.chunks([befores[i] for i in together]) if together else []
     if original is not None and not groups:
         raise ValueError("nothing to fold the original into")
+    base = local_checks.apart(rewritten) if groups else None    # its weights read out once
     for group in groups:
         chosen = [together[k] for k in group]
-        merged = local_checks.merge(rewritten, [records[i] for i in chosen],
+        merged = local_checks.merge(base, [records[i] for i in chosen],
                                     [befores[i] for i in chosen], producers, original, tidied)
-        values = {**values, **run(merged.model, feeds, extra_outputs=reads, engine=engine)}
+        values = {**values, **run(merged.apart, feeds, extra_outputs=reads, engine=engine)}
         if tidied is not None and optimization_level(merged.model) == optimization_level(tidied):
             also = {o: values[n] for o, n in merged.tidied.items()}
         reads, original, tidied = [], None, None
@@ -676,7 +667,7 @@ def _retype_input(model: onnx.ModelProto, name: str, example: np.ndarray) -> onn
     return model
 
 
-def noise_floor(original: onnx.ModelProto, feeds: dict[str, np.ndarray],
+def noise_floor(original: "onnx.ModelProto | Apart", feeds: dict[str, np.ndarray],
                 reference: dict[str, np.ndarray], names: list[str]) -> dict[str, float]:
     """The original model's own noise: per output, the largest difference between onnxruntime
     with all its graph optimisations (``reference``, the run the comparison uses anyway) and with
@@ -725,7 +716,8 @@ def verify_end_to_end(original: onnx.ModelProto, rewritten: onnx.ModelProto,
     missing = [n for n in names if n not in got]
     if missing:
         return {"passed": False, "error": f"rewritten model lacks output {missing[0]!r}"}
-    floors = noise_floor(original, feeds, ref, names) if floor and engine == ONNXRUNTIME else {}
+    floors = noise_floor(reference.model(original), feeds, ref, names) \
+        if floor and engine == ONNXRUNTIME else {}
     stats = compare_outputs(ref, got, names, tolerance, kind, floors)
     ran_as_shipped = outputs is None and optimization_level(rewritten) == "all"
     refused = None if engine != ONNXRUNTIME or ran_as_shipped else default_load_error(

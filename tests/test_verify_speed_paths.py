@@ -20,6 +20,7 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 from convrewrite.gs_graph import _export_onnx, to_graph
+from convrewrite import ort_weights
 
 verify = importlib.import_module("convrewrite.verify")   # the package exports a function of it
 
@@ -108,12 +109,12 @@ def test_weights_beside_the_protobuf_compute_what_the_protobuf_does(name, level,
     """Every weight a main-graph node reads goes beside the protobuf (APART_BYTES 0); the session
     computes the same bits as one from the whole protobuf, and an unread initializer (which
     onnxruntime drops, then refuses to replace) or one read only in a body stays inside."""
-    monkeypatch.setattr(verify, "APART_BYTES", 0)
+    monkeypatch.setattr(ort_weights, "APART_BYTES", 0)
     model = MODELS[name]
     _, names, _ = verify._weights_apart(model)
     read = {i for n in model.graph.node for i in n.input}
     assert set(names) == {t.name for t in model.graph.initializer if t.name in read
-                          and t.data_type in verify._APART_TYPES}
+                          and t.data_type in ort_weights.APART_TYPES}
     assert "unread" not in names and (name != "if_body_only" or not names)
     feeds = dict(FEEDS)
     if name == "ir8_initializer_is_input":       # a fed value replaces the initializer
@@ -122,6 +123,25 @@ def test_weights_beside_the_protobuf_compute_what_the_protobuf_does(name, level,
         want = _plain(model, level, f)
         got = verify.session(model, level).run(None, f)
         assert len(got) == len(want)
+        assert all(a.dtype == b.dtype and a.tobytes() == b.tobytes() for a, b in zip(want, got))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_model_apart_computes_what_its_protobuf_does(name, monkeypatch):
+    """Read out once (``local_checks.apart``, APART_BYTES 0: every read weight but int8), a
+    model runs from its stand-ins and arrays as from the whole protobuf, at every level and on
+    onnx's reference evaluator (``Apart.whole``: the very protobuf again)."""
+    monkeypatch.setattr(ort_weights, "APART_BYTES", 0)
+    model = MODELS[name]
+    made = verify.local_checks.apart(model)
+    assert all(ort_weights.is_stand_in(t) == (t.name in made.arrays)
+               for t in made.model.graph.initializer)
+    assert not any(t.data_type == T.INT8 for t in made.model.graph.initializer
+                   if t.name in made.arrays)
+    assert made.whole().SerializeToString() == model.SerializeToString()
+    for level in ("disable", "all"):
+        want = _plain(model, level, FEEDS)
+        got = verify.session(made, level).run(None, FEEDS)
         assert all(a.dtype == b.dtype and a.tobytes() == b.tobytes() for a, b in zip(want, got))
 
 

@@ -14,6 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 verify = importlib.import_module("convrewrite.verify")   # the package exports a function too
+from convrewrite import ort_weights  # noqa: E402
 
 
 def _float_conv_with_dead_weight() -> onnx.ModelProto:
@@ -28,10 +29,10 @@ def _float_conv_with_dead_weight() -> onnx.ModelProto:
 
 
 def _u8s8_qlinearconv(cout: int = 128, cin: int = 64) -> onnx.ModelProto:
-    """A uint8 x int8 QLinearConv with a weight past verify.APART_BYTES."""
+    """A uint8 x int8 QLinearConv with a weight past ort_weights.APART_BYTES."""
     rng = np.random.default_rng(1)
     w = rng.integers(-127, 128, (cout, cin, 3, 3), dtype=np.int8)
-    assert w.nbytes > verify.APART_BYTES
+    assert w.nbytes > ort_weights.APART_BYTES
     f = lambda n, v: numpy_helper.from_array(np.array(v, np.float32), n)   # noqa: E731
     inits = [numpy_helper.from_array(w, "w"), f("xs", 0.02), f("ws", 0.01), f("ys", 0.5),
              numpy_helper.from_array(np.array(128, np.uint8), "xz"),

@@ -1,9 +1,10 @@
 """The Relax Builder (TVM's BlockBuilder): the lowerings' emitters (``build.builder``) build
 Relax bindings through it, so a lowering runs natively on any Relax module, whichever frontend
 made it. Weights that are constants are sliced and rearranged here (numpy); a computed weight (a
-function parameter, as ``relax.frontend.nn`` and the PyTorch frontend make them) is sliced in
-the graph (``strided_slice``), which is all a plan that only cuts weights needs. TVM is imported
-only when a Builder is made.
+function parameter, as ``relax.frontend.nn`` and the PyTorch frontend make them) is cut in the
+graph: ``strided_slice`` for ranges, ``take`` for reversed or strided taps, and a transposed
+conv's laid out as a conv's by ``permute_dims`` (and ``reshape`` per group), which is all a plan
+that only cuts or moves weights needs. TVM is imported only when a Builder is made.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ def _relax():
 
 @dataclass
 class RelaxWeight:
-    """A conv weight in Relax: its numpy value when it is a constant, and its expression."""
+    """A conv weight in Relax: its numpy value when it is a constant, and its expression. A
+    computed transposed-conv weight taken in conv layout keeps its expression and the groups to
+    lay it out by (``conv_layout``); ``RelaxBuilder.weight`` emits that layout."""
 
     values: np.ndarray | None
     expr: object
+    conv_layout_groups: int | None = None
 
     @property
     def quantized(self) -> bool:
@@ -53,7 +57,9 @@ class RelaxWeight:
 
     def conv_layout(self, groups: int) -> "RelaxWeight":
         """A transposed conv's [Cin, Cout/g, k...] weight as a conv's [Cout, Cin/g, k...]."""
-        values = self._constant("a transposed conv as convs")
+        if self.values is None:
+            return RelaxWeight(None, self.expr, conv_layout_groups=groups)
+        values = self.values
         cin, cout_g, *kernel = values.shape
         values = values.reshape(groups, cin // groups, cout_g, *kernel).swapaxes(1, 2)
         return RelaxWeight(np.ascontiguousarray(
@@ -90,6 +96,7 @@ class RelaxBuilder:
         self.bb = bb
         self.call = call
         self.bindings = 0
+        self._layouts: dict[int, object] = {}      # a computed weight's conv layout, made once
 
     def _emit(self, expr, name: str = ""):
         self.bindings += 1
@@ -142,20 +149,46 @@ class RelaxBuilder:
         relax = _relax()
         if weight.values is not None:
             return relax.const(np.ascontiguousarray(weight.values[index]))
-        axes, begin, end, strides = [], [], [], []
+        expr = weight.expr
+        if weight.conv_layout_groups is not None:
+            if id(weight) not in self._layouts:
+                self._layouts[id(weight)] = self._conv_layout(expr, weight.conv_layout_groups,
+                                                              stem)
+            expr = self._layouts[id(weight)]
+        axes, begin, end, strides, picks = [], [], [], [], []
         for axis, part in enumerate(index):
             if part == slice(None):
                 continue
-            if part.step not in (None, 1):
-                raise Declined("a computed weight is only sliced with step 1 here")
+            if part.step not in (None, 1):          # reversed or strided taps: their indices
+                picks.append((axis, part))
+                continue
             axes.append(axis)
             begin.append(part.start or 0)
             end.append(part.stop)
             strides.append(1)
-        if not axes:
-            return weight.expr
-        return self._emit(relax.op.strided_slice(weight.expr, axes, begin, end, strides),
-                          f"{stem}.w")
+        if axes:
+            expr = self._emit(relax.op.strided_slice(expr, axes, begin, end, strides),
+                              f"{stem}.w")
+        for axis, part in picks:
+            taps = np.arange(dims(expr)[axis])[part].astype(np.int64)
+            expr = self._emit(relax.op.take(expr, relax.const(taps), axis=axis),
+                              f"{stem}.w.taps{axis}")
+        return expr
+
+    def _conv_layout(self, expr, groups: int, stem: str):
+        """A computed [Cin, Cout/g, k...] weight as [Cout, Cin/g, k...]: in/out channels
+        swapped within each group."""
+        relax = _relax()
+        cin, cout_g, *kernel = dims(expr)
+        taps = list(range(2, 2 + len(kernel)))
+        if groups == 1:
+            return self._emit(relax.op.permute_dims(expr, [1, 0, *taps]), f"{stem}.w.layout")
+        grouped = self._emit(relax.op.reshape(expr, [groups, cin // groups, cout_g, *kernel]),
+                             f"{stem}.w.groups")
+        moved = self._emit(relax.op.permute_dims(grouped, [0, 2, 1, *(t + 1 for t in taps)]),
+                           f"{stem}.w.swap")
+        return self._emit(relax.op.reshape(moved, [groups * cout_g, cin // groups, *kernel]),
+                          f"{stem}.w.layout")
 
     def bias(self, site, start: int, stop: int, stem: str):
         raise Declined("a Relax conv takes no bias")

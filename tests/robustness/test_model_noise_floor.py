@@ -8,9 +8,11 @@ import importlib
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 import convrewrite as cr
+from convrewrite.ort_weights import Apart
 from convrewrite.verify import NOISE_MULTIPLE, Tolerance, compare
 
 from .model_cases import conv_model
@@ -74,21 +76,28 @@ def test_injected_mismatches_still_fail():
     assert bad.status == "mismatch" and bad.end_to_end["noise_floor"] is not None
 
 
-def test_the_floor_costs_one_more_session_of_the_original(monkeypatch):
+@pytest.mark.parametrize("cin", [4, 64])       # W: 3 KiB in the protobuf; 784 KiB beside it
+def test_the_floor_costs_one_more_session_of_the_original(monkeypatch, cin):
     """The original's weights are in two sessions in all: at onnxruntime's default level (its
     reference run, folded into the local checks' run, where the record's original reads the same
-    weight) and with optimisations off (the floor)."""
-    model = conv_model(k=7)
+    weight) and with optimisations off (the floor). A weight large enough to go to onnxruntime
+    beside the protobuf is read out of the original once: both sessions get the same array."""
+    model = conv_model(k=7, cin=cin, cout=cin)
     weight = next(t.raw_data for t in model.graph.initializer if t.name == "W")
-    levels = []
+    levels, arrays = [], []
     real = verify.session
 
     def counting(m, level=None):
-        if any(t.raw_data == weight for t in m.graph.initializer):
+        proto, given = (m.model, m.arrays) if isinstance(m, Apart) else (m, {})
+        found = [a for a in given.values() if a.nbytes == len(weight) and a.tobytes() == weight]
+        if found or any(t.raw_data == weight for t in proto.graph.initializer):
             levels.append(level)
+            arrays.extend(found)
         return real(m, level)
 
     monkeypatch.setattr(verify, "session", counting)
     _, report = cr.rewrite(model, "k210")
     assert report.status == "ok" and report.records
     assert sorted(levels, key=str) == [None, "disable"]
+    if cin == 64:
+        assert len(arrays) == 2 and np.shares_memory(*arrays)
