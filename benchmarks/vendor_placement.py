@@ -157,6 +157,21 @@ MACs go 616M -> 238M and Vela's estimate 551.39 -> 12.99 ms (0.02x), every conv 
 preset does not have that rule (regor runs dilation 4 on the probe natively, and whether our
 dilation lowerings beat that outside the dead-tap case is not measured): left for a rule that
 trips where Vela's dense dilated kernel costs more than the lowering, confirmed by a probe.
+The legacy core (``--cores legacy --vela-timeout 600``, the same TFLites reused):
+
+| model (legacy) | original | rewritten | estimate | like for like |
+|---|---|---|---|---|
+| convnext_tiny | 618/158, 21/22, 99.68%, 80.05 ms | 620/157, 22/22, 100.00%, 80.22 ms | 1.00x | 1.00x |
+| r3d_18 | 0/83, 0/20, 0.00%, 0 ms | 205/151, 13/54, 6.01%, 60.67 ms | - | - |
+| deeplabv3_mobilenet | vela did not finish in 600 s | same model | - | same model |
+
+ConvNeXt-Tiny on the legacy core: the stride-4 stem is on the CPU in the original ("Strides must
+fulfil...", 1.2M MACs); rewritten it is on the NPU (0.17 ms), the rest 80.01 -> 80.01 ms like
+for like; 157 non-conv CPU ops stay (LayerNorm MEANs over the channel axis, broadcasting MULs,
+the pseudo-Erf's DIVs). r3d_18 on the legacy core: the original is all 5-D (every op on the CPU,
+so no like-for-like part); the rewrite's 151 CPU ops are 4-D TRANSPOSEs it does not take, the
+5-D input's layout ops and batch-8 tensors ("IFM Tensor batch size must be 1"): the ethos-u55
+preset is regor's (ethos-u55-vela3 is the legacy core's).
 """
 
 from __future__ import annotations
