@@ -30,14 +30,17 @@ from . import memory
 from .naming import Names
 from .ops import DOMAIN
 from .ops.reference import drop_own_opset
-from .passes import DEFAULT_PASSES, GRAPH_PASSES, TIDY_PASSES, LowerConvs, Pass, RewriteContext
+from .passes import (DEFAULT_PASSES, GRAPH_PASSES, LOWERED_PASSES, TIDY_PASSES, LowerConvs, Pass,
+                     RewriteContext)
 from .passes.bodies import Body, holds_body_convs, rewrite_bodies
 from .passes.inline_functions import inline_rejected_functions, legal_at_call_sites
+from .passes.piecewise import ELEMENTWISE_OPS
 from .passes.protocol import GraphPass, NodeDecline, PassResult
 from .passes.shuffle import offence as movement_offence
 from .patterns import depthwise_separable_pairs
 from .record import Record, Remaining
 from .target import Target
+from .tensor_limits import interface_reason, limits_tensors, tensor_offences
 from .validate import validate_graph, validate_model
 from .walk import nested_scopes
 from .verify import (Tolerance, make_inputs, optimization_level, reference_run, verify_end_to_end,
@@ -68,7 +71,8 @@ PIPELINE: tuple[Step, ...] = (
     Step("inline_functions", "inline", timing="rewrite"),
     Step("bodies", "bodies", timing="rewrite"),
     Step("patterns", "rewrite", GRAPH_PASSES, repeat=True, timing="rewrite"),
-    Step("lowerings", "rewrite", (LowerConvs(DEFAULT_PASSES),), timing="rewrite"),
+    # then the pointwise ops around the lowered convs, where every op's tensors are limited
+    Step("lowerings", "rewrite", (LowerConvs(DEFAULT_PASSES), *LOWERED_PASSES), timing="rewrite"),
     Step("verify_local", "verify", scope="local", timing="verify_local"),
     Step("tidy", "tidy", TIDY_PASSES, timing="tidy"),
     Step("verify_end_to_end", "verify", scope="end_to_end", timing="verify_end_to_end"),
@@ -113,7 +117,8 @@ def pipeline(passes: tuple[Pass, ...] = DEFAULT_PASSES,
         if step.name == "patterns":
             step = Step(step.name, step.kind, tuple(graph_passes), step.repeat, timing=step.timing)
         elif step.name == "lowerings":
-            step = Step(step.name, step.kind, (LowerConvs(passes),), timing=step.timing)
+            step = Step(step.name, step.kind, (LowerConvs(passes), *LOWERED_PASSES),
+                        timing=step.timing)
         steps.append(step)
     return tuple(steps)
 
@@ -212,6 +217,7 @@ def _final_legality(graph: gs.Graph, target: Target, result: RewriteResult, dry_
     if dry_run:
         movement_legality(graph, target, result,
                           "the shuffle pass rewrites data movement (not run by --check-only)")
+        tensor_legality(graph, target, result, dry_run=True)
 
 
 def _first_taker(owners: list[Pass], spec, target: Target) -> str:
@@ -242,6 +248,32 @@ def movement_legality(graph: gs.Graph, target: Target, result: RewriteResult,
         why = reason or (f"it feeds {', '.join(readers) or 'nothing'}: no view rewrite moves it "
                          "past those to the model's interface")
         result.remaining.append(Remaining(node.name, node.op, node.op, [broken], [why]))
+
+
+def tensor_legality(graph: gs.Graph, target: Target, result: RewriteResult,
+                    dry_run: bool = False) -> None:
+    """Every op (not a conv: its own rules judge it) with a tensor over the target's every-op
+    limits (``max_tensor_dim``, ``max_tensor_batch``) that is not named yet, with why it stays:
+    for an elementwise op, why the piecewise pass did not cut it; for any other, the model's own
+    input or output it reads or writes, else every reason a pass gave, else that none cuts it."""
+    if not limits_tensors(target):
+        return
+    named = {r.node for r in result.remaining}
+    declined: dict[str, list[str]] = {}
+    for d in result.declines:
+        declined.setdefault(d.node, []).append(d.decline.reason)
+    for node in graph.nodes:
+        offences = tensor_offences(node, target) if node.name not in named else []
+        if not offences:
+            continue
+        if node.op in ELEMENTWISE_OPS and (dry_run or node.name in declined):
+            reasons = declined.get(node.name) or \
+                ["the piecewise pass cuts it (not run by --check-only)"]
+        else:                           # a cut or join of the model's own input or output
+            reasons = [w for w in (interface_reason(o, graph) for o in offences) if w] or \
+                declined.get(node.name) or [f"no lowering cuts a {node.op} yet"]
+        result.remaining.append(Remaining(node.name, node.op, node.op,
+                                          [o.violation for o in offences], reasons))
 
 
 def _nested_legality(graph: gs.Graph, target: Target, result: RewriteResult,
@@ -398,6 +430,7 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     _note_inlined(result, inlined, seconds)
     _note_bodies(result, *bodies)
     if not result.changed:
+        tensor_legality(graph, target, result)
         return model, result
     light = not verify
     current = Current(drop_own_opset(from_graph(graph, work, {} if light else None)), graph,
@@ -452,8 +485,9 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     if current.light:           # no step replaced it: the model itself, exported for real
         current = replace(current, model=drop_own_opset(from_graph(current.graph, work)),
                           light=False)
-    movement_legality(current.tidy_graph if current.tidy_graph is not None
-                      else current.imported(), target, result)
+    final = current.tidy_graph if current.tidy_graph is not None else current.imported()
+    movement_legality(final, target, result)
+    tensor_legality(final, target, result)
     return restore(current.model, model), result
 
 

@@ -251,6 +251,13 @@ RULES: dict[str, Rule] = {
                             "highest tensor rank the runtime handles, e.g. 4 (null: any); "
                             "channel shuffles through 5-D tensors are removed when it is lower",
                             None),
+    "max_tensor_dim": Rule("max_tensor_dim", "max_tensor_dim",
+                           "largest extent of any tensor any op reads or writes, not only a "
+                           "conv's (null: none), e.g. Vela 3's 65535 on every NPU op", None),
+    "max_tensor_batch": Rule("max_tensor_batch", "max_tensor_batch",
+                             "largest batch of the 4-D (or higher) feature maps any op reads, "
+                             "ops that only cut or view a tensor excepted (null: none), e.g. "
+                             "Vela 3's batch 1 on every NPU op", None),
     **{name: Rule(name, f"conv.{name}", _FIELDS[name].metadata["doc"], _FIELDS[name].default, fn)
        for name, fn in CHECKS.items()},
 }
@@ -277,6 +284,9 @@ PATTERN_ORDER = ("dense_to_sparse", "sparse_conv", "channelwise", "shuffle", "st
                  "rank_reduction", "broadcast_views", "shift")
 # The tidying passes, after local verification: they undo what the lowerings cost at run time
 # and move the boundary between a rewrite and what came before it.
+# Graph passes over what the conv fixpoint left, in the same rewrite step (their records are
+# checked locally like the lowerings'): the pointwise ops around the lowered convs.
+LOWERED_ORDER = ("piecewise",)
 TIDY_ORDER = ("view_sinking", "chunk_fusion", "sum_fusion", "pad_fusion")
 
 FIXED_BY: dict[str, list[str]] = {name: [] for name in RULES}   # filled as passes register

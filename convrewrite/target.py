@@ -224,6 +224,8 @@ class Target:
     conv: ConvRules = field(default_factory=ConvRules)
     ops: tuple[str, ...] | None = None
     max_tensor_rank: int | None = None
+    max_tensor_dim: int | None = None
+    max_tensor_batch: int | None = None
     verify: VerifyRules = field(default_factory=VerifyRules)
     rewrite: RewriteRules = field(default_factory=RewriteRules)
     vendor: VendorRules = field(default_factory=VendorRules)
@@ -244,6 +246,8 @@ TOP_LEVEL = {
     "sources": _list_of(_text, non_empty=False),
     "ops": _optional(_list_of(_op_name)),
     "max_tensor_rank": _optional(_positive_int),
+    "max_tensor_dim": _optional(_positive_int),
+    "max_tensor_batch": _optional(_positive_int),
 }
 
 

@@ -10,10 +10,11 @@ import pytest
 
 import convrewrite.passes  # noqa: F401 - registers every lowering and pass with the table
 from convrewrite.lowerings import LOWERINGS
-from convrewrite.passes import CONV_PASSES, GRAPH_PASSES, PASSES, TIDY_PASSES, GraphPass, Pass
+from convrewrite.passes import (CONV_PASSES, GRAPH_PASSES, LOWERED_PASSES, PASSES, TIDY_PASSES,
+                                GraphPass, Pass)
 from convrewrite.passes import register_pass
-from convrewrite.rules import (LOWERING_ORDER, PATTERN_ORDER, RULES, TIDY_ORDER, describe_rules,
-                               fixers, rules_named)
+from convrewrite.rules import (LOWERED_ORDER, LOWERING_ORDER, PATTERN_ORDER, RULES, TIDY_ORDER,
+                               describe_rules, fixers, rules_named)
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -47,11 +48,13 @@ def test_every_lowering_is_ordered_and_fixes_known_rules():
 
 
 def test_pattern_and_tidy_passes_are_registered_in_their_order():
-    """The pipeline's pattern and tidy passes are the registered ones, in the rule table's
-    orders (a new pass is in the pipeline once its module exists and its name is ordered)."""
+    """The pipeline's pattern, lowered and tidy passes are the registered ones, in the rule
+    table's orders (a new pass is in the pipeline once its module exists and its name is
+    ordered)."""
     graph_passes = {n for n, cls in PASSES.items() if not issubclass(cls, Pass)}
-    assert graph_passes == set(PATTERN_ORDER) | set(TIDY_ORDER)
+    assert graph_passes == set(PATTERN_ORDER) | set(LOWERED_ORDER) | set(TIDY_ORDER)
     assert [p.name for p in GRAPH_PASSES] == list(PATTERN_ORDER)
+    assert [p.name for p in LOWERED_PASSES] == list(LOWERED_ORDER)
     assert [p.name for p in TIDY_PASSES] == list(TIDY_ORDER)
     for name in graph_passes:
         assert PASSES[name].fixes <= set(RULES)
@@ -63,7 +66,8 @@ def test_a_pass_outside_the_orders_fails():
     class Unordered(GraphPass):
         name = "unordered"
 
-    with pytest.raises(KeyError, match="'unordered' is not in rules.PATTERN_ORDER or rules.TIDY_ORDER"):
+    with pytest.raises(KeyError, match="'unordered' is not in rules.PATTERN_ORDER, "
+                                       "rules.LOWERED_ORDER or rules.TIDY_ORDER"):
         register_pass(Unordered)
 
 

@@ -2,15 +2,16 @@
 ``lowerings`` and run here through ``lower_conv.OnnxLowering``; every other pass registers itself
 (``protocol.register_pass``) and takes its place by name in one of the rule table's orders:
 ``rules.PATTERN_ORDER`` (pattern passes, ``GraphPass``, run once before the conv fixpoint),
-``rules.LOWERING_ORDER`` (conv passes not yet on the lowering contract, ``Pass``, inside it) and
-``rules.TIDY_ORDER`` (after local verification). Every module of this package is imported here,
+``rules.LOWERING_ORDER`` (conv passes not yet on the lowering contract, ``Pass``, inside it),
+``rules.LOWERED_ORDER`` (graph passes right after it) and ``rules.TIDY_ORDER`` (after local
+verification). Every module of this package is imported here,
 so a new pass is in the pipeline once its file exists."""
 
 import importlib
 import pkgutil
 
 from ..lowerings import LOWERINGS
-from ..rules import LOWERING_ORDER, PATTERN_ORDER, TIDY_ORDER
+from ..rules import LOWERED_ORDER, LOWERING_ORDER, PATTERN_ORDER, TIDY_ORDER
 from .broadcast_views import BroadcastViews
 from .channelwise import ChannelwiseLowering
 from .chunk_fusion import ChunkFusion
@@ -19,6 +20,7 @@ from .dilation import DilationLowering
 from .kernel_split import KernelSplit
 from .lower_conv import LowerConvs, OnnxLowering, conv_pass
 from .pad_fusion import PadFusion
+from .piecewise import PiecewiseOps
 from .protocol import PASSES, GraphPass, Pass, RewriteContext, register_pass
 from .rank import RankLowering
 from .rank_reduction import RankReduction
@@ -46,9 +48,11 @@ def default_conv_passes() -> tuple[Pass, ...]:
 
 DEFAULT_PASSES: tuple[Pass, ...] = default_conv_passes()
 GRAPH_PASSES: tuple[GraphPass, ...] = tuple(PASSES[name]() for name in PATTERN_ORDER)
+LOWERED_PASSES: tuple[GraphPass, ...] = tuple(PASSES[name]() for name in LOWERED_ORDER)
 TIDY_PASSES: tuple[GraphPass, ...] = tuple(PASSES[name]() for name in TIDY_ORDER)
 
-__all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "PASSES", "TIDY_PASSES",
+__all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "LOWERED_PASSES", "PASSES",
+           "TIDY_PASSES", "PiecewiseOps",
            "BroadcastViews", "ChannelwiseLowering", "ChunkFusion", "DenseToSparse",
            "DilationLowering", "GraphPass", "KernelSplit", "LowerConvs", "OnnxLowering",
            "PadFusion", "Pass", "RankLowering", "RankReduction", "RewriteContext",

@@ -1,5 +1,7 @@
-"""Chunk fusion: a Concat of channel chunks that reaches a Split with the same boundaries, through
-any channel-local ops (Relu, Clip, Add, Mul, Q/DQ, ...), is removed; the ops run per chunk.
+"""Chunk fusion: a Concat of chunks that reaches a Split of the same axis with the same
+boundaries, through any elementwise ops (Relu, Clip, Add, Mul, Q/DQ, ...), is removed; the ops
+run per chunk. Channel chunks (the channel split's) and batch chunks (the batch split's, and the
+pointwise ops the piecewise pass cut to match them) alike.
 
 Channel splitting turns a residual stream of 1024 channels into Concat → Add → Relu → Split at
 every block. The Concat/Split pairs cost more than the convs' extra launches: onnxruntime cannot
@@ -30,16 +32,19 @@ CHANNEL_LOCAL_OPS = frozenset({
 PER_AXIS_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})   # params follow an axis attr
 
 
-def fuse_chunks(graph: gs.Graph) -> int:
-    """Remove Concat→(channel-local ops)→Split round trips in place; returns how many Splits."""
+def fuse_chunks(graph: gs.Graph) -> list[int]:
+    """Remove Concat→(elementwise ops)→Split round trips in place; returns the axis of each
+    Split removed."""
     fusion = _ChunkFusion(graph)
-    removed = 0
+    removed = []
     for split in [n for n in graph.nodes if n.op == "Split"]:
-        sizes = _split_sizes(split)
-        if sizes is None:
+        cut = _split_sizes(split)
+        if cut is None:
             continue
         if any(out is graph_out for out in split.outputs for graph_out in graph.outputs):
             continue
+        axis, sizes = cut
+        fusion.axis = axis
         chunks = fusion.chunks(split.inputs[0], tuple(sizes))
         if chunks is None:
             continue
@@ -50,7 +55,7 @@ def fuse_chunks(graph: gs.Graph) -> int:
                         consumer.inputs[j] = chunk
         split.outputs.clear()
         split.inputs.clear()
-        removed += 1
+        removed.append(axis)
     fusion.concat_full_tensors()
     graph.nodes.extend(fusion.new_nodes)
     if removed:
@@ -58,33 +63,38 @@ def fuse_chunks(graph: gs.Graph) -> int:
     return removed
 
 
-def _split_sizes(split: gs.Node) -> list[int] | None:
+def _split_sizes(split: gs.Node) -> tuple[int, list[int]] | None:
+    """(axis, chunk sizes) of a Split of a tensor of known rank, or None."""
     x = split.inputs[0]
-    if split.attrs.get("axis", 0) % max(len(x.shape or ()), 1) != 1 or not x.shape:
+    if not x.shape:
         return None
+    axis = split.attrs.get("axis", 0) % len(x.shape)
     if "split" in split.attrs:
-        return list(split.attrs["split"])
+        return axis, list(split.attrs["split"])
     if len(split.inputs) > 1 and split.inputs[1].name:
         value = constant_value(split.inputs[1])
-        return None if value is None else [int(v) for v in value]
-    channels = x.shape[1]
-    if isinstance(channels, int) and channels % len(split.outputs) == 0:
-        return [channels // len(split.outputs)] * len(split.outputs)
+        return None if value is None else (axis, [int(v) for v in value])
+    extent = x.shape[axis]
+    if isinstance(extent, int) and extent % len(split.outputs) == 0:
+        return axis, [extent // len(split.outputs)] * len(split.outputs)
     return None
 
 
 class _ChunkFusion:
     def __init__(self, graph: gs.Graph):
         self.graph = graph
-        self.memo: dict[tuple[int, tuple[int, ...]], list[gs.Tensor] | None] = {}
+        self.memo: dict[tuple[int, int, tuple[int, ...]], list[gs.Tensor] | None] = {}
+        self.axis = 1                       # the axis being chunked (the Split's)
+        self.keys: list[gs.Tensor] = []
         self.new_nodes: list[gs.Node] = []
-        self.computed: list[tuple[gs.Tensor, list[gs.Tensor]]] = []    # made per chunk
+        self.computed: list[tuple[gs.Tensor, list[gs.Tensor], int]] = []   # made per chunk
         self.fresh = Names.in_graph(graph).fresh
 
     def chunks(self, tensor: gs.Tensor, sizes: tuple[int, ...]) -> list[gs.Tensor] | None:
-        """``tensor`` as channel chunks of ``sizes``, without a Split, or None."""
-        key = (id(tensor), sizes)
+        """``tensor`` as chunks of ``sizes`` on ``self.axis``, without a Split, or None."""
+        key = (id(tensor), self.axis, sizes)
         if key not in self.memo:
+            self.keys.append(tensor)       # alive while the memo is: no other tensor gets its id
             self.memo[key] = None          # guards against cycles while exploring
             self.memo[key] = self._chunks(tensor, sizes)
         return self.memo[key]
@@ -100,18 +110,18 @@ class _ChunkFusion:
         return None
 
     def _from_concat(self, concat: gs.Node, sizes: tuple[int, ...]) -> list[gs.Tensor] | None:
-        rank = len(concat.outputs[0].shape or ())
-        if rank < 2 or concat.attrs.get("axis") % rank != 1:
+        rank, axis = len(concat.outputs[0].shape or ()), self.axis
+        if rank < 2 or concat.attrs.get("axis") % rank != axis:
             return None
-        widths = [t.shape[1] if t.shape and isinstance(t.shape[1], int) else None
+        widths = [t.shape[axis] if t.shape and isinstance(t.shape[axis], int) else None
                   for t in concat.inputs]
         if list(sizes) == widths:
             return list(concat.inputs)
         return None
 
     def _per_chunk(self, node: gs.Node, sizes: tuple[int, ...]) -> list[gs.Tensor] | None:
-        out = node.outputs[0]
-        if not out.shape or len(out.shape) < 2 or out.shape[1] != sum(sizes):
+        out, axis = node.outputs[0], self.axis
+        if not out.shape or len(out.shape) < 2 or out.shape[axis] != sum(sizes):
             return None
         rank, bounds = len(out.shape), np.cumsum((0, *sizes))
         per_input: list[list[gs.Tensor]] = []
@@ -127,39 +137,41 @@ class _ChunkFusion:
         results = []
         for i, size in enumerate(sizes):
             shape = list(out.shape)
-            shape[1] = size
+            shape[axis] = size
             name = self.fresh(f"{node.name or out.name}/chunk.{i}")
             chunk_out = gs.Variable(f"{name}.out", dtype=out.dtype, shape=shape)
             self.new_nodes.append(gs.Node(node.op, name, dict(node.attrs),
                                           [parts[i] for parts in per_input], [chunk_out],
                                           domain=node.domain))
             results.append(chunk_out)
-        self.computed.append((out, results))
+        self.computed.append((out, results, axis))
         return results
 
     def concat_full_tensors(self) -> None:
         """A tensor now computed per chunk is, for its other consumers, the Concat of its chunks:
         the full-width ops that produced it become dead instead of running twice."""
-        for tensor, chunks in self.computed:
+        for tensor, chunks, axis in self.computed:
             producer = tensor.inputs[0]
             producer.outputs.clear()
             name = self.fresh(f"{producer.name or tensor.name}/concat_chunks")
-            self.new_nodes.append(gs.Node("Concat", name, {"axis": 1}, list(chunks), [tensor]))
+            self.new_nodes.append(gs.Node("Concat", name, {"axis": axis}, list(chunks),
+                                          [tensor]))
 
     def _input_parts(self, node: gs.Node, position: int, tensor: gs.Tensor, rank: int,
                      sizes: tuple[int, ...], bounds: np.ndarray) -> list[gs.Tensor] | None:
-        """One input of a channel-local op, cut to match the chunks (or shared when it
-        broadcasts over channels)."""
+        """One input of an elementwise op, cut to match the chunks (or shared when it
+        broadcasts over the chunked axis)."""
         if not tensor.name:                         # an omitted optional input
             return [tensor] * len(sizes)
-        channels = int(bounds[-1])
+        channels, chunked = int(bounds[-1]), self.axis
         if node.op in PER_AXIS_OPS and position > 0:
             value = constant_value(tensor)
             if value is None:
                 return None
-            if value.size == 1:
+            if value.size == 1 or node.attrs.get("axis", 1) % rank != chunked and \
+                    value.ndim <= 1:        # per-axis along another axis: the same per chunk
                 return [tensor] * len(sizes)
-            if node.attrs.get("axis", 1) % rank != 1 or value.shape != (channels,):
+            if node.attrs.get("axis", 1) % rank != chunked or value.shape != (channels,):
                 return None
             return [gs.Constant(self.fresh(f"{tensor.name}.chunk{i}"),
                                 np.ascontiguousarray(value[bounds[i]:bounds[i + 1]]))
@@ -167,7 +179,7 @@ class _ChunkFusion:
         shape = tensor.shape
         if shape is None:
             return None
-        axis = 1 - (rank - len(shape))              # the channel axis after broadcasting
+        axis = chunked - (rank - len(shape))        # the chunked axis after broadcasting
         if axis < 0 or shape[axis] == 1:
             return [tensor] * len(sizes)
         if shape[axis] != channels:
@@ -191,7 +203,13 @@ class ChunkFusion(GraphPass):
     name = "chunk_fusion"
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
-        removed = fuse_chunks(ctx.graph) if ctx.target.rewrite.fuse_chunks else 0
-        notes = [f"chunk fusion: {removed} Concat->Split round trips removed (the ops between "
-                 "them run per channel chunk)"] if removed else []
+        removed = fuse_chunks(ctx.graph) if ctx.target.rewrite.fuse_chunks else []
+        channels = removed.count(1)
+        others = sorted(set(removed) - {1})
+        notes = [f"chunk fusion: {channels} Concat->Split round trips removed (the ops between "
+                 "them run per channel chunk)"] if channels else []
+        if others:
+            notes.append(f"chunk fusion: {len(removed) - channels} Concat->Split round trips "
+                         f"removed on axis {', '.join(map(str, others))} (the ops between them "
+                         "run per chunk)")
         return PassResult(ctx.graph, bool(removed), notes=notes)

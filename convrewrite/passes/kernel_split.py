@@ -1,5 +1,9 @@
 """Kernels larger than the engine allows: sum of legal sub-kernels over shifted input views.
 
+Larger is measured as the target does: taps (``max_kernel``, ``kernel_shapes``) or the dilated
+extent (``max_dilated_kernel_height`` / ``_area``); a sub-kernel keeps the conv's dilation, so
+a tile of t taps starts t * dilation rows after the previous one.
+
 The kernel is zero-extended to a multiple of the legal tile (the input gets the matching extra
 padding, so every piece sees the same number of outputs), cut into tiles, and each tile becomes a
 conv over the padded input starting at the tile's offset. Sums are regrouped: reassociating.
@@ -20,7 +24,7 @@ import onnx_graphsurgeon as gs
 from ..build.onnx_read import conv_inputs, weight_zero_points
 from ..conv import INTEGER_CONVS, ConvSpec, dims_text
 from ..lowerings.integer_split import integer_partial, plan_requantize
-from ..rules import Violation
+from ..rules import Violation, rules_named
 from ..plan.kernel import plan_kernel_split, view_cuts
 from ..record import Record
 from ..decline import Declined, need
@@ -32,10 +36,15 @@ from .geometry_common import explicit_pads
 from .windows import cut_windows
 
 
+# The report names the cheapest few rejected tiles (a dilated-area frontier has dozens).
+SHOWN_ALTERNATIVES = 3
+
+
 @register_pass
 class KernelSplit(Pass):
     name = "kernel_split"
-    fixes = frozenset({"kernel_shapes", "max_kernel"})
+    fixes = rules_named("kernel_shapes", "max_kernel", "max_dilated_kernel_height",
+                        "max_dilated_kernel_area")
 
     def rewrite(self, node: gs.Node, spec: ConvSpec, violations: list[Violation],
                 ctx: RewriteContext) -> Record:
@@ -109,7 +118,10 @@ class KernelSplit(Pass):
         original_taps = 1
         for k in spec.kernel_shape:
             original_taps *= k
-        alternatives = "; ".join(f"{dims_text(t)} cost {c}" for t, c in plan.alternatives)
+        shown = plan.alternatives[:SHOWN_ALTERNATIVES]
+        alternatives = "; ".join(f"{dims_text(t)} cost {c}" for t, c in shown) + (
+            f"; {len(plan.alternatives) - len(shown)} costlier"
+            if len(plan.alternatives) > len(shown) else "")
         how = (f"{count} {dims_text(plan.tile)} sub-kernels "
                f"({dims_text(plan.padded_kernel)} zero-extended, cost {plan.cost}"
                + (f"; rejected {alternatives}" if alternatives else "") + ")"

@@ -16,7 +16,8 @@ from ..build.onnx_read import IO_POSITIONS, ConstWeight, RuntimeWeight, conv_wei
 from ..conv import ConvSpec
 from ..decline import Decline, Declined, need
 from ..gs_graph import isolate_region
-from ..rules import LOWERING_ORDER, PATTERN_ORDER, TIDY_ORDER, Violation, add_fixer
+from ..rules import (LOWERED_ORDER, LOWERING_ORDER, PATTERN_ORDER, TIDY_ORDER, Violation,
+                     add_fixer)
 from ..naming import Names
 from ..record import Record
 from ..target import Target
@@ -133,14 +134,15 @@ PASSES: dict[str, type] = {}        # every registered pass by name (the lowerin
 
 
 def register_pass(cls: type) -> type:
-    """Add a pass to the registry; its name says where the pipeline runs it: a pattern or
-    tidying pass (``GraphPass``) in ``rules.PATTERN_ORDER`` or ``rules.TIDY_ORDER``, a conv pass
+    """Add a pass to the registry; its name says where the pipeline runs it: a pattern, lowered
+    or tidying pass (``GraphPass``) in ``rules.PATTERN_ORDER``, ``rules.LOWERED_ORDER`` (after
+    the conv fixpoint, in the rewrite step) or ``rules.TIDY_ORDER``, a conv pass
     not yet on the lowering contract (``Pass``) in ``rules.LOWERING_ORDER``."""
     if issubclass(cls, Pass):
         add_fixer(cls.name, cls.fixes, LOWERING_ORDER, "rules.LOWERING_ORDER")
     else:
-        add_fixer(cls.name, cls.fixes, PATTERN_ORDER + TIDY_ORDER,
-                  "rules.PATTERN_ORDER or rules.TIDY_ORDER")
+        add_fixer(cls.name, cls.fixes, PATTERN_ORDER + LOWERED_ORDER + TIDY_ORDER,
+                  "rules.PATTERN_ORDER, rules.LOWERED_ORDER or rules.TIDY_ORDER")
     PASSES[cls.name] = cls
     return cls
 

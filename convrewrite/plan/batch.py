@@ -30,6 +30,12 @@ def plan_batch_split(spec: ConvSpec, target: Target) -> BatchPlan | Decline:
     batch = spec.input_shape[0]
     if batch <= limit:
         return Decline(f"batch {batch} is already within the target's {limit}")
-    count = -(-batch // limit)
-    sizes = [batch // count + (1 if i < batch % count else 0) for i in range(count)]
-    return BatchPlan(batch, tuple(ranges_of_sizes(sizes)))
+    return BatchPlan(batch, even_chunks(batch, limit))
+
+
+def even_chunks(extent: int, limit: int) -> tuple[tuple[int, int], ...]:
+    """[start, stop) of the fewest chunks of at most ``limit`` covering ``extent``, their sizes
+    differing by at most one."""
+    count = -(-extent // limit)
+    sizes = [extent // count + (1 if i < extent % count else 0) for i in range(count)]
+    return tuple(ranges_of_sizes(sizes))

@@ -21,7 +21,7 @@ from ..legality import check
 from ..pipeline import conv_nodes
 from ..target import Target, load_target, preset_names
 from .probes import PROBES, Probe
-from .tflite import Job, convert_many
+from .tflite import Job, conversion_tag, convert_many
 from .vela import CORES, VelaResult, calibration_samples, compile_tflite, cores_for, read_ops
 
 
@@ -50,7 +50,9 @@ class Outcome:
 
 
 def digest(model: onnx.ModelProto) -> str:
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:20]
+    """The cache key: the model's bytes, and how the judge converts it (``conversion_tag``)."""
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()[:20] + \
+        conversion_tag(model)
 
 
 def judge_many(models: dict[str, onnx.ModelProto], runs: list[tuple[str, str]],

@@ -46,6 +46,10 @@ FORMS = {   # geometry, the target's conv rules, the passes that must have rewri
     "kernel-7x7-s2": (dict(kernel=(7, 7), strides=(2, 2), pads=(3, 3, 3, 3), size=(14, 14)),
                       {"kernel_shapes": [[1, 1], [3, 3]], "max_stride": 1, **SAME_PAD},
                       {"stride", "kernel_split", "padding"}),
+    # a 3x3 at dilation 2 spans 5x5; sub-kernels of at most 4 dilated taps: six 1x2 (or 2x1)
+    "kernel-dilated-area": (dict(kernel=(3, 3), dilations=(2, 2), pads=(2, 2, 2, 2),
+                                 size=(10, 10)), {"max_dilated_kernel_area": 4},
+                            {"kernel_split"}),
     "tiles": (dict(kernel=(3, 3), pads=(1, 1, 1, 1), size=(12, 9)), {"input_height": [1, 5]},
               {"tiling"}),
 }

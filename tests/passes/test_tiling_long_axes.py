@@ -25,11 +25,29 @@ def test_limits_combine_height_width_and_max_dim():
     assert axis_limits(spec, target) == {0: (1, 300), 1: (4, 300)}
 
 
+# Vela 3's conv rules without its every-op tensor limit (max_tensor_dim): the convs alone.
+VELA3_CONVS = {"extends": "ethos-u55-vela3", "name": "vela3-convs", "max_tensor_dim": None}
+
+
 def test_audio_conv_over_70000_samples_on_vela3():
     model = conv_model(cin=4, cout=4, kernel=(9,), pads=(4, 4), spatial=(70000,))
-    out, report = compare(model, "ethos-u55-vela3")
+    out, report = compare(model, VELA3_CONVS)
     assert report.records[0].pass_name == "tiling"
     assert report.records[0].rewrite.startswith("2 tiles on axis 2")
+
+
+def test_the_model_interface_over_vela3s_limit_is_named():
+    """On Vela 3 itself every op's tensors are limited too: the convs are tiled, but the model's
+    own 70000-sample input and output stay over 65535, and the ops reading and writing them
+    are named (exit 3), the model's interface given as the reason."""
+    model = conv_model(cin=4, cout=4, kernel=(9,), pads=(4, 4), spatial=(70000,))
+    out, report = cr.rewrite(model, "ethos-u55-vela3")
+    assert report.status != "ok"
+    assert report.records[0].pass_name == "tiling"
+    assert {v.rule for r in report.remaining for v in r.violations} == {"max_tensor_dim"}
+    reasons = {why for r in report.remaining for why in r.reasons}
+    assert "x is the model's own input: no rewrite narrows the model's interface" in reasons
+    assert "y is the model's own output: no rewrite narrows the model's interface" in reasons
 
 
 def test_wide_map_tiles_every_conv_within_max_dim():

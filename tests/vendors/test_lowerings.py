@@ -20,12 +20,16 @@ CASES = [(t, p) for t in PRESETS for p in PROBES if legality(p, t)]
 
 # What is missing, per (preset, probe): issue 14 builds these lowerings.
 WAITING = {
-    ("ethos-u55-vela3", "batch 2"): "the batch lowering splits the conv, but the Relu before "
-                                    "it stays batch 2: ops outside convs (issue 14)",
-    ("ethos-u55-vela3", "width 70000"): "the tiler splits the conv's long axis, but the ops "
-                                        "around it stay 70000 wide (issue 14)",
-    ("ethos-u55-vela3", "in 65537"): "the Relu before the conv has 65537 channels too: tensors "
-                                     "> 65535 outside convs need a long-axis lowering (issue 14)",
+    # Vela 3 checks every op's tensors ("Tensor dimensions must be in the range [1, 65535]"):
+    # the first op reading the model's own input, or the last writing its output, is over it
+    # whatever we rewrite; our report names those ops (max_tensor_dim) and exits 3. Measured
+    # 2026-12-04: 70000 wide, 7 of 11 TFLite ops on the CPU (the cuts of the input, the tiler's
+    # full-width Pad and the Concats); 65537 channels, 2 of 7 (the cuts of the input).
+    ("ethos-u55-vela3", "width 70000"): "the model's own 70000-wide input and output: no rewrite "
+                                        "narrows the model's interface (Vela 3: dims <= 65535 "
+                                        "on every op)",
+    ("ethos-u55-vela3", "in 65537"): "the model's own input has 65537 channels: its Split goes "
+                                     "to the CPU (Vela 3: dims <= 65535 on every op)",
     ("ethos-u55-vela3", "out 65537"): "the model's own output has 65537 channels (Vela 3: dims "
                                       "<= 65535): no conv rewrite can narrow it",
     ("ethos-u55-vela3", "conv 3-D"): "the model's input and output are 5-D: its Relu, "
@@ -33,23 +37,18 @@ WAITING = {
                                      "4-D stay 5-D, and Vela 3's core runs neither 4-D "
                                      "TRANSPOSE (perm 0 2 3 1 / 0 3 1 2) around the per-frame "
                                      "views: 18 of 72 ops on the CPU (measured 2026-12-02)",
-    ("ethos-u55-vela3", "dilated height 67"): "no lowering fixes max_dilated_kernel_height yet "
-                                              "(kernel split by dilated extent: issue 14)",
-    ("ethos-u55-vela3", "kernel 64x65"): "no lowering fixes max_dilated_kernel_area yet (kernel "
-                                         "split by dilated extent: issue 14)",
 }
-# onnx2tf wraps our Add / Pad / Reshape in NCHW <-> NHWC TRANSPOSEs at the graph output, which
-# Vela 3's core (the legacy one) runs only for some permutations: the convs are on the NPU, the
-# layout TRANSPOSE is not. Regor runs them.
-for _p in ("weight sum 65552", "transposed k3 s2 op1"):
-    WAITING[("ethos-u55-vela3", _p)] = ("onnx2tf's output-layout TRANSPOSE after our Add/Pad "
-                                        "goes to the CPU on Vela 3's core (its convs are on the "
-                                        "NPU)")
 # Since the ConvTranspose lowering keeps the sub-pixel interleave within 4-D (Reshape + Concat),
-# regor (ethos-u55, ethos-u65) runs strides 3, 4 and 8 on the NPU; Vela 3's core still does not.
+# regor (ethos-u55, ethos-u65) runs strides 3, 4 and 8 on the NPU; Vela 3's core still does not:
+# the interleave folds rows into the batch (its Concat reads batch 16 at stride 3, which
+# max_tensor_batch now names: exit 3) and onnx2tf wraps its Reshapes in layout TRANSPOSEs (perm
+# 0 3 1 2 / 0 2 3 1) that Vela 3 runs only for 1xHx1xC-like shapes (measured: CONCATENATION and
+# TRANSPOSE on the CPU).
 for _p in ("transposed s3", "transposed s4", "transposed s8"):
-    WAITING[("ethos-u55-vela3", _p)] = ("ConvTranspose stride > 2: the 4-D sub-pixel form is not "
-                                        "all on the NPU of Vela 3's core (regor runs it)")
+    WAITING[("ethos-u55-vela3", _p)] = ("ConvTranspose stride > 2: the sub-pixel interleave "
+                                        "reads batch > 1 (rows folded into it) and needs layout "
+                                        "TRANSPOSEs, neither on the NPU of Vela 3's core (regor "
+                                        "runs it)")
 
 
 @pytest.fixture(scope="module")
