@@ -443,15 +443,28 @@ def _differences(ref: np.ndarray, got: np.ndarray, atol: float, rtol: float,
 
 
 def _bit_exact(ref: np.ndarray, got: np.ndarray) -> bool:
-    """Equal in dtype and value, NaN equal to NaN. The same bytes say so at memcmp's speed (most
-    records: 547 of them took 0.57 s in numpy's array_equal on the 1-D net at 40,000 samples);
-    only arrays whose bytes differ (-0 against 0, another NaN payload, a real difference) are
-    compared value by value."""
+    """Equal in dtype and value, NaN equal to NaN. The same bytes say so fast (most records: 547
+    of them took 0.57 s in numpy's array_equal on the 1-D net at 40,000 samples); only arrays
+    whose bytes differ (-0 against 0, another NaN payload, a real difference) are compared value
+    by value."""
     if ref.dtype != got.dtype:
         return False
-    if ref.shape == got.shape and ref.tobytes() == got.tobytes():
+    if ref.shape == got.shape and _same_bytes(ref, got):
         return True
     return np.array_equal(ref, got, equal_nan=ref.dtype.kind in "fc")
+
+
+_WORDS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _same_bytes(ref: np.ndarray, got: np.ndarray) -> bool:
+    """Whether two arrays of one dtype and shape hold the same bytes: compared as unsigned words
+    of the item's size where both are contiguous (no copy: tobytes copied both, 1.7 of 37 s of a
+    verified 1-D net at 70,000 samples with 916 records, measured), else through tobytes."""
+    word = _WORDS.get(ref.dtype.itemsize)
+    if word is not None and ref.flags.c_contiguous and got.flags.c_contiguous:
+        return bool((ref.view(word) == got.view(word)).all())
+    return ref.tobytes() == got.tobytes()
 
 
 def compare_outputs(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray],

@@ -175,6 +175,11 @@ def test_bit_exact_by_bytes_decides_as_value_by_value():
               np.array([0], np.int32), np.array([0.0, -0.0], np.float16),
               np.array([complex(np.nan, 0)], np.complex64),
               np.arange(6, dtype=np.float32).reshape(2, 3)[:, ::2],
+              np.ascontiguousarray(np.arange(6, dtype=np.float32).reshape(2, 3)[:, ::2]),
+              np.asfortranarray(np.array([[0.0, 2.0], [3.0, 5.0]], np.float32)),
+              np.array([[0.0, 2.0], [3.0, 5.0]], np.float32),
+              np.array([complex(1, -0.0)], np.complex128), np.array([complex(1, 0)], np.complex128),
+              np.array([True, False]), np.array([True, True]), np.array([1, -1], np.int8),
               np.array([0.0, 2.0], np.float32)]
     for a, b in itertools.product(values, values):
         want = a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
