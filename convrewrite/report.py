@@ -214,6 +214,20 @@ def _rule_text(v) -> str:
     return f"{v.rule} {_plain(v.value)} (allowed {_plain(v.limit)})"
 
 
+def like_for_like_text(core: str, like: dict) -> str:
+    """Vela's estimate over the same work (vendors/like_for_like.py), in one line."""
+    ratio = "-" if like["ratio"] is None else f"{like['ratio']:.2f}x"
+    cpu = like["cpu_ops"]
+    beside = "" if not like["cpu_part_original_cycles"] else \
+        f" (the NPU ops beside them took {like['cpu_part_original_s'] * 1e3:.3g} ms there)"
+    return (f"like for like ({core}): the rewrite {like['rewritten_s'] * 1e3:.3g} ms vs the "
+            f"original's {like['original_s'] * 1e3:.3g} ms ({ratio}) over the work the original "
+            f"ran wholly on the NPU; where the original ran {cpu} op{'s' if cpu != 1 else ''} "
+            f"({_num(like['cpu_macs'])} MACs) on the CPU{beside}, the rewrite spends "
+            f"{like['cpu_part_rewritten_s'] * 1e3:.3g} ms on the NPU; {like['cpu_ops_left']} CPU "
+            f"ops left ({_num(like['cpu_macs_left'])} MACs)")
+
+
 def _vendor_lines(v: dict) -> list[str]:
     """The vendor section: placement and Vela's estimate per model and core, then every CPU op
     with Vela's reason (the target's own core first; the other core is a second opinion)."""
@@ -244,6 +258,9 @@ def _vendor_lines(v: dict) -> list[str]:
     lines += ["  " + x for x in _table(["model", "core", "NPU ops", "CPU ops", "CPU convs",
                                         "NPU MACs", "MACs on NPU", "estimate"], rows)]
     lines += details
+    for core, like in (v.get("like_for_like") or {}).items():
+        if like:
+            lines.append("  " + like_for_like_text(core, like))
     if v.get("out_dir"):
         lines.append(f"  Vela's output: {v['out_dir']}")
     lines.append("  vendor check: " + ("every conv on the NPU" if v["passed"] else

@@ -82,7 +82,7 @@ def _run(cmd: list[str], what: str) -> None:
 def install(vendor: Vendor, force: bool = False, unpinned: bool = False,
             log=print) -> Path:
     final = vendor.venv()
-    if vendor.executable().is_file() and not force:
+    if vendor.venv_executable().is_file() and not force:
         log(f"{vendor.name}: already installed in {final}")
         return final
     python = find_python(vendor.python)
@@ -105,7 +105,7 @@ def install(vendor: Vendor, force: bool = False, unpinned: bool = False,
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
         _fix_shebangs(final, staging)
-        smoke = [str(vendor.executable()), *SMOKE[vendor.name]]
+        smoke = [str(vendor.venv_executable()), *SMOKE[vendor.name]]
         _run(smoke, f"{vendor.name}: running {' '.join(smoke[-2:])}")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -128,15 +128,19 @@ def all_runs(presets: list[Target]) -> list[tuple[str, str]]:
 
 
 def probe_outcomes(cache: Path, presets: list[Target] | None = None,
-                   probes: tuple[Probe, ...] = PROBES):
+                   probes: tuple[Probe, ...] = PROBES,
+                   runs: list[tuple[str, str]] | None = None):
+    """Each probe compiled on ``runs`` (default: every preset's, and the other core)."""
     presets = presets or vela_presets()
-    return judge_many({p.name: p.model() for p in probes}, all_runs(presets), cache)
+    return judge_many({p.name: p.model() for p in probes}, runs or all_runs(presets), cache)
 
 
 def rewritten_probes(cache: Path, presets: list[Target] | None = None,
-                     probes: tuple[Probe, ...] = PROBES) -> dict[tuple[str, str], dict]:
+                     probes: tuple[Probe, ...] = PROBES,
+                     runs: list[tuple[str, str]] | None = None) -> dict[tuple[str, str], dict]:
     """For each preset and each probe it calls illegal: our rewrite, verified on onnxruntime,
-    then judged on the preset's own (config, core). Keyed (preset, probe)."""
+    then judged on the preset's own (config, core), compiled on ``runs`` (default: every
+    preset's, and the other core). Keyed (preset, probe)."""
     presets = presets or vela_presets()
     models, notes = {}, {}
     for t in presets:
@@ -151,7 +155,7 @@ def rewritten_probes(cache: Path, presets: list[Target] | None = None,
                           "remaining": [r.to_dict() for r in report.remaining]}
             if report.status == "ok" and report.records:
                 models[key] = model
-    judged = judge_many(models, all_runs(presets), cache)
+    judged = judge_many(models, runs or all_runs(presets), cache)
     out = {}
     for key, note in notes.items():
         preset, probe = key.split("|", 1)

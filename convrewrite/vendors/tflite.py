@@ -20,12 +20,14 @@ converter folds the pair away (all 9 ops on the NPU).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,11 @@ from ..errors import BadInputError
 from .env import ONNX2TF, VendorFailed
 
 DEFAULT_TIMEOUT_S = 1800
+# -tb tf_converter: see above. -rtpo erf: Erf (GELU's) as onnx2tf's elementwise pseudo-op
+# (Abramowitz-Stegun 7.1.26, |error| < 1.5e-7) instead of TensorFlow's Erf, which has no TFLite
+# builtin: it became FlexErf, which int8 calibration cannot run, so no int8 TFLite was written
+# (ConvNeXt). -v warn, not -n: onnx2tf says why an int8 conversion failed only as a warning.
+FLAGS = ("-tb", "tf_converter", "-oiqt", "-rtpo", "erf", "-v", "warn")
 DRIVER = Path(__file__).with_name("onnx2tf_driver.py")
 CALIBRATION_SAMPLES = 4
 
@@ -102,17 +109,31 @@ class Job:
     def tflite(self) -> Path:
         return self.work / "model.tflite"
 
+    @cached_property
+    def key(self) -> str:
+        """What the conversion depends on: the model, its calibration data, onnx2tf's flags and
+        the pinned onnx2tf venv."""
+        h = hashlib.sha256(self.model.SerializeToString(deterministic=True))
+        for name, (data, mean, std) in calibration_set(self.samples).items():
+            h.update(repr((name, data.shape, mean, std)).encode())
+            h.update(np.ascontiguousarray(data).tobytes())
+        h.update(repr((FLAGS, output_layout_replacements(self.model))).encode())
+        h.update(ONNX2TF.requirements().encode())
+        return h.hexdigest()
+
+    def done(self) -> bool:
+        """This job's TFLite is already there, made from the same inputs (``work/job.sha256``):
+        a second --vendor-out or benchmark run into the same folder converts nothing again."""
+        stamp = self.work / "job.sha256"
+        return self.tflite.is_file() and stamp.is_file() and stamp.read_text() == self.key
+
     def prepare(self) -> list[str]:
         """Write the model copy and calibration files; return onnx2tf's arguments."""
         self.work.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.work / "tf", ignore_errors=True)
+        (self.work / "job.sha256").unlink(missing_ok=True)
         onnx.save(self.model, self.work / "model.onnx")     # a copy: onnx2tf writes over -i
-        # -rtpo erf: Erf (GELU's) as onnx2tf's elementwise pseudo-op (Abramowitz-Stegun 7.1.26,
-        # |error| < 1.5e-7) instead of TensorFlow's Erf, which has no TFLite builtin: it became
-        # FlexErf, which int8 calibration cannot run, so no int8 TFLite was written (ConvNeXt).
-        # -v warn, not -n: onnx2tf says why an int8 conversion failed only as a warning.
-        args = ["-i", "model.onnx", "-o", "tf", "-tb", "tf_converter", "-oiqt",
-                "-rtpo", "erf", "-v", "warn"]
+        args = ["-i", "model.onnx", "-o", "tf", *FLAGS]
         replacements = output_layout_replacements(self.model)
         if replacements:
             (self.work / "replace.json").write_text(json.dumps(
@@ -136,6 +157,7 @@ class Job:
             return VendorFailed(f"no int8 TFLite: {no_tflite_reason(text, exit_code)} "
                                 f"(log: {log})")
         shutil.copyfile(made, self.tflite)
+        (self.work / "job.sha256").write_text(self.key)
         return self.tflite
 
 
@@ -144,6 +166,11 @@ def convert_many(jobs: list[Job], timeout: float = DEFAULT_TIMEOUT_S) -> list[Pa
     command line per model, see onnx2tf_driver.py); a failed model gives its VendorFailed in its
     place, the others go on."""
     exe = ONNX2TF.require()
+    done = [job.done() for job in jobs]
+    if any(done):
+        made = iter(convert_many([j for j, d in zip(jobs, done) if not d], timeout)
+                    if not all(done) else [])
+        return [job.tflite if d else next(made) for job, d in zip(jobs, done)]
     requests = [{"cwd": str(job.work.resolve()), "argv": job.prepare()} for job in jobs]
     env = dict(os.environ, PATH=f"{exe.parent}{os.pathsep}{os.environ.get('PATH', '')}",
                TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", NO_COLOR="1")

@@ -1,9 +1,11 @@
-"""List the operators of a TFLite file as JSON: run *inside the Vela venv* (as a script, by path),
-where Vela's own generated flatbuffer readers (``ethosu.vela.tflite``) are installed.
+"""List the operators of a TFLite file as JSON: run by *the Python that has Vela* (its venv, or
+ours with the ``[vela]`` extra; as a script, by path), where Vela's own generated flatbuffer
+readers (``ethosu.vela.tflite``) are installed.
 
-Our process has no flatbuffers package; Vela's venv has the reader that Vela itself uses, so the
-op list we count is the one Vela saw. Prints one JSON object: {"ops": [{"type", "inputs",
-"outputs", "options"}], "inputs": [...], "outputs": [...]}; tensors are {"name", "shape"}.
+Our process need not have a flatbuffers package; Vela's environment has the reader that Vela
+itself uses, so the op list we count is the one Vela saw. Prints one JSON object: {"ops":
+[{"type", "inputs", "outputs", "options"}], "inputs": [...], "outputs": [...]}; tensors are
+{"name", "shape"}.
 """
 
 import json

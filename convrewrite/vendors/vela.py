@@ -33,6 +33,7 @@ from ..target import Target, load_target
 from ..verify import make_inputs
 from . import tflite as tflite_conversion
 from .env import VELA, VendorFailed
+from .like_for_like import like_for_like
 
 CORES = ("regor", "legacy")
 CONV_TYPES = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "CONV_3D", "CONV_3D_TRANSPOSE")
@@ -55,6 +56,7 @@ class OpPlacement:
     macs: int
     npu: bool
     reason: str | None = None  # why Vela put it on the CPU (its own words)
+    cycles: float | None = None  # Vela's estimate for it (its per-layer figures; 0 on the CPU)
 
     @property
     def conv(self) -> bool:
@@ -76,6 +78,7 @@ class VelaResult:
     inference_time_s: float | None = None   # Vela's estimate (NPU work only)
     cycles: int | None = None
     output_dir: str | None = None
+    unattributed_cycles: float = 0.0  # per-layer cycles Vela gave to no op of the input TFLite
 
     @property
     def cpu_ops(self) -> list[OpPlacement]:
@@ -129,9 +132,9 @@ class VelaResult:
 # ---------------------------------------------------------------- reading TFLite files
 
 def read_ops(path: Path) -> dict:
-    """The op list of a TFLite file (tflite_ops.py run in the Vela venv)."""
-    python = VELA.require().parent / "python"
-    run = subprocess.run([str(python), str(READER), str(path)], capture_output=True, text=True)
+    """The op list of a TFLite file (tflite_ops.py run by the Python that has Vela)."""
+    run = subprocess.run([str(VELA.interpreter()), str(READER), str(path)], capture_output=True,
+                         text=True)
     if run.returncode != 0:
         raise VendorFailed(f"could not read {path}: {_last_line(run.stderr)}")
     return json.loads(run.stdout)
@@ -210,6 +213,45 @@ def _rejection(log: str) -> str:
     return _last_line(log)
 
 
+def layer_cycles(folder: Path) -> list[tuple[str, float]] | None:
+    """Vela's per-layer estimate (``--verbose-performance`` writes ``*_per-layer.csv``): (layer
+    name, cycles) in Vela's order; None when Vela wrote no such file (no NPU work). The legacy
+    core writes one table per NPU subgraph, each under its own header row."""
+    files = sorted(folder.glob("*_per-layer.csv"))
+    if not files:
+        return None
+    with open(files[0], newline="") as f:
+        return [(row["Name"], float(row["Op Cycles"])) for row in csv.DictReader(f)
+                if row["Op Cycles"] != "Op Cycles"]
+
+
+def attribute_cycles(ops: list[OpPlacement], layers: list[tuple[str, float]] | None) -> float:
+    """Give each op Vela's cycles for the layers named after its output tensor: the layers of that
+    name (regor splits a 5-D ADD into one per depth slice), ``NAME_suffix`` layers the legacy
+    core derives from it (``.../Relu_avgpool``), and the unnamed ``#N`` layers just before them
+    (regor's steps of a decomposed TRANSPOSE, the last of which carries the op's name). CPU ops
+    get 0. Returns the cycles of layers that name no op."""
+    for op in ops:
+        op.cycles = None if layers is None and op.npu else 0.0
+    if layers is None:
+        return 0.0
+    by_name = {op.name: op for op in ops if op.name}
+    unattributed = pending = 0.0
+    for name, value in layers:
+        if name.startswith("#"):
+            pending += value
+            continue
+        owner = by_name.get(name) or max(
+            (op for n, op in by_name.items() if name.startswith(n + "_")),
+            key=lambda op: len(op.name), default=None)
+        if owner is None:
+            unattributed += value + pending
+        else:
+            owner.cycles += value + pending
+        pending = 0.0
+    return unattributed + pending
+
+
 def _performance(folder: Path) -> tuple[float | None, int | None]:
     for summary in sorted(folder.glob("*_summary_*.csv")):
         with open(summary, newline="") as f:
@@ -230,7 +272,7 @@ def compile_tflite(tflite: Path, config: str, core: str = "regor", out_dir: Path
     folder = Path(out_dir or tempfile.mkdtemp(prefix="vela-"))
     folder.mkdir(parents=True, exist_ok=True)
     args = [str(exe), "--accelerator-config", config, "--show-cpu-operations",
-            "--output-dir", str(folder), *options, str(tflite)]
+            "--verbose-performance", "--output-dir", str(folder), *options, str(tflite)]
     if core == "legacy":
         args.insert(1, "--debug-force-legacy-core")
     try:
@@ -257,15 +299,25 @@ def compile_tflite(tflite: Path, config: str, core: str = "regor", out_dir: Path
         result.rejected = _rejection(log)
         result.ops = placed
         return result
+    return read_compiled(ops, read_ops(compiled), log, folder, config, core)
+
+
+def read_compiled(ops: dict, compiled: dict, log: str, folder: Path, config: str,
+                  core: str) -> VelaResult:
+    """What one Vela compile made of a TFLite (``ops``: its op list; ``compiled``: the op list of
+    Vela's output file, where the ops left on the CPU keep their TFLite op), with Vela's reason
+    per CPU op from ``log``, and its estimate and per-layer cycles from its output ``folder``."""
     reasons = parse_reasons(log)
-    left = {o["outputs"][0]["name"] for o in read_ops(compiled)["ops"]
+    left = {o["outputs"][0]["name"] for o in compiled["ops"]
             if not o["type"].startswith("CUSTOM:ethos-u") and o["outputs"] and o["outputs"][0]}
+    placed = [_placement(i, op) for i, op in enumerate(ops["ops"])]
     for op in placed:
         if op.name in left:
             op.npu = False
             op.reason = reasons.get(op.name, "no reason given")
-    result.ops = placed
+    result = VelaResult(config, core, placed, output_dir=str(folder))
     result.inference_time_s, result.cycles = _performance(folder)
+    result.unattributed_cycles = attribute_cycles(placed, layer_cycles(folder))
     return result
 
 
@@ -348,7 +400,10 @@ def vendor_check(original: onnx.ModelProto, rewritten: onnx.ModelProto | None, t
     every core ("no int8 TFLite: <onnx2tf's reason>"), and the other model goes on. ``passed`` is
     False when the target's core puts a conv of the result on the CPU, rejects it or crashes, or
     the result has no int8 TFLite; ``failed`` then says why the verdict could not be made (no
-    TFLite), else is None."""
+    TFLite), else is None. With both models judged, ``like_for_like`` has per core Vela's cycles
+    of the rewrite against the original's over the work the original ran wholly on the NPU, and
+    the parts where the original ran ops on the CPU (like_for_like.py), or None where a side has
+    no placement."""
     target = load_target(target)
     config, options = vela_config(target)
     models = {"original": original}
@@ -364,6 +419,7 @@ def vendor_check(original: onnx.ModelProto, rewritten: onnx.ModelProto | None, t
                    "core": target.vendor.core, "models": {}, "out_dir": None}
         wanted = cores_for(config, cores or (target.vendor.core, *[c for c in CORES
                                                                  if c != target.vendor.core]))
+        compiled: dict[str, tuple[dict, dict[str, VelaResult]]] = {}
         for (name, job), tflite in zip(jobs.items(), made):
             if isinstance(tflite, VendorFailed):
                 section["models"][name] = {core: VelaResult(config, core,
@@ -371,10 +427,12 @@ def vendor_check(original: onnx.ModelProto, rewritten: onnx.ModelProto | None, t
                                            for core in wanted}
                 continue
             ops = read_ops(tflite)
-            section["models"][name] = {
-                core: compile_tflite(tflite, config, core, root / name / f"vela_{core}",
-                                     options, ops, vela_timeout).to_dict()
-                for core in wanted}
+            results = {core: compile_tflite(tflite, config, core, root / name / f"vela_{core}",
+                                            options, ops, vela_timeout) for core in wanted}
+            compiled[name] = (ops, results)
+            section["models"][name] = {core: r.to_dict() for core, r in results.items()}
+        if len(compiled) == 2:
+            section["like_for_like"] = {core: _like_for_like(compiled, core) for core in wanted}
         if out_dir is not None:
             section["out_dir"] = str(root)
         else:
@@ -387,6 +445,14 @@ def vendor_check(original: onnx.ModelProto, rewritten: onnx.ModelProto | None, t
     section["passed"] = (verdict["rejected"] is None and verdict["crashed"] is None
                          and verdict["no_tflite"] is None and verdict["cpu"]["convs"] == 0)
     return section
+
+
+def _like_for_like(compiled: dict, core: str) -> dict | None:
+    """Vela's estimate of the rewrite against the original's over the same work (see
+    like_for_like.py), or None where a side has no placement or per-layer figures."""
+    (a_ops, a), (b_ops, b) = compiled["original"], compiled["rewritten"]
+    found = like_for_like(a[core], a_ops, b[core], b_ops)
+    return found.to_dict() if found else None
 
 
 def _vela_version() -> str:

@@ -1,5 +1,6 @@
-"""Vendor tests run the real toolchains (onnx2tf, Vela) from their venvs; without them they skip
-with the command that installs them. Conversions are cached by content across the session in
+"""Vendor tests run the real toolchains (onnx2tf, Vela) from their venvs (Vela also from the
+``[vela]`` extra); without them they skip, saying which is missing, where it was looked for and
+the command that installs it. Conversions are cached by content across the session in
 ``$CONVREWRITE_VENDOR_TEST_CACHE`` (else a temporary folder), so the probe table and the
 lowering tests share one onnx2tf run."""
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from convrewrite.vendors.env import missing
+from convrewrite.vendors.env import VENDORS, VendorMissing, missing
 
 
 def pytest_collection_modifyitems(items):
@@ -24,8 +25,14 @@ def pytest_collection_modifyitems(items):
 def needs_vendors():
     absent = missing()
     if absent:
-        pytest.skip(f"vendor venvs not installed ({', '.join(absent)}): run "
-                    "`python -m convrewrite.vendors.install`")
+        why = []
+        for name in absent:
+            try:
+                VENDORS[name].require()
+            except VendorMissing as exc:
+                why.append(str(exc))
+        pytest.skip(f"vendor toolchains not installed ({', '.join(absent)}): "
+                    f"{' | '.join(why)}")
 
 
 @pytest.fixture(scope="session")

@@ -64,6 +64,13 @@ def test_vendor_check_reports_before_and_after(stride4, tmp_path, needs_vendors)
     assert rewritten["regor"]["rejected"] is None and rewritten["regor"]["cpu"]["ops"] == 0
     assert rewritten["regor"]["npu"]["macs"] > 0
     assert rewritten["regor"]["inference_time_s"] > 0
+    like = vendor["like_for_like"]
+    assert like["regor"] is None                    # the original has no placement: rejected
+    assert like["legacy"]["cpu_ops"] == original["legacy"]["cpu"]["ops"] >= 1
+    assert like["legacy"]["cpu_macs"] == original["legacy"]["cpu"]["macs"] > 0
+    assert like["legacy"]["cpu_ops_left"] == rewritten["legacy"]["cpu"]["ops"]
+    assert like["legacy"]["cpu_part_rewritten_s"] > 0
     assert "REJECTED original/regor" in r.stdout and "vendor check: every conv on the NPU" in r.stdout
+    assert "like for like (legacy): the rewrite" in r.stdout
     assert (keep / "rewritten" / "onnx2tf" / "model.tflite").is_file()
     assert list((keep / "rewritten" / "vela_regor").glob("*_vela.tflite"))

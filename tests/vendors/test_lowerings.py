@@ -3,7 +3,8 @@ that breaks it, rewritten by us (and verified on onnxruntime), compiles with eve
 of the preset's own Vela core -- no fallback, no rejection.
 
 Where a lowering does not exist yet the case is a strict xfail naming what it waits for, so it
-turns red the day the lowering lands."""
+turns red the day the lowering lands. One case per rule family on ethos-u55 is in CI's fast
+subset (tests/vendors/subset.py); the rest is marked ``vendor_full``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from convrewrite.vendors.probes import PROBES, by_name
 from convrewrite.vendors.survey import (legality, preset_run, probe_outcomes, rewritten_probes,
                                         vela_presets)
+from tests.vendors.subset import case, needed
 
 PRESETS = vela_presets()
 CASES = [(t, p) for t in PRESETS for p in PROBES if legality(p, t)]
@@ -50,16 +52,16 @@ for _p in ("transposed s3", "transposed s4", "transposed s8"):
 
 
 @pytest.fixture(scope="module")
-def rewritten(vendor_cache):
-    return rewritten_probes(vendor_cache, PRESETS)
+def rewritten(vendor_cache, request):
+    return rewritten_probes(vendor_cache, *needed(request))
 
 
 @pytest.fixture(scope="module")
-def originals(vendor_cache):
-    return probe_outcomes(vendor_cache, PRESETS)
+def originals(vendor_cache, request):
+    return probe_outcomes(vendor_cache, *needed(request))
 
 
-@pytest.mark.parametrize("target, probe", CASES, ids=[f"{t.name}-{p.name}" for t, p in CASES])
+@pytest.mark.parametrize("target, probe", [case(t, p) for t, p in CASES])
 def test_rewrite_runs_on_the_npu(target, probe, rewritten, originals, request, needs_vendors):
     why = WAITING.get((target.name, probe.name))
     if why:

@@ -181,6 +181,7 @@ def test_benchmark_cell_says_no_int8_tflite(fake_tools, tmp_path, capsys):
     assert f"| gelu | regor | 0 (ok) | {REASON}" in capsys.readouterr().out
 
 
+@pytest.mark.vendor_full          # a second whole-chain run (~40 s): CI's subset has the CLI's
 def test_erf_converts_and_runs_on_the_npu(tmp_path, needs_vendors, monkeypatch):
     """Real onnx2tf and Vela: GELU's Erf converts to int8 (onnx2tf's elementwise pseudo-Erf) and
     both convs run on the NPU; with onnx2tf's default Erf the same model has no int8 TFLite, and
@@ -208,3 +209,22 @@ def test_erf_converts_and_runs_on_the_npu(tmp_path, needs_vendors, monkeypatch):
     result = vela.compile_tflite(made, "ethos-u55-128", "regor", tmp_path / "vela", ops=ops)
     assert result.failure is None and result.convs_on_npu
     assert result.counts()["npu"]["convs"] == 2
+
+
+def test_a_second_run_into_the_same_folder_converts_only_what_changed(fake_tools, tmp_path,
+                                                                     monkeypatch):
+    """A TFLite made from the same model, calibration data and flags is reused (job.sha256); a
+    model whose calibration changed is converted again."""
+    model = conv_gelu(erf=False)
+    jobs = [tflite_conversion.Job(model, vela.calibration_samples(model, None, s, None),
+                                  tmp_path / f"job{s}") for s in (0, 1)]
+    assert all(isinstance(x, Path) for x in tflite_conversion.convert_many(jobs))
+    broken = tmp_path / "broken_driver.py"
+    broken.write_text("import sys; sys.exit(3)\n")
+    monkeypatch.setattr(tflite_conversion, "DRIVER", broken)      # onnx2tf must not run now
+    assert tflite_conversion.convert_many(jobs) == [j.tflite for j in jobs]
+    again = [jobs[0], tflite_conversion.Job(model, vela.calibration_samples(model, None, 7, None),
+                                            jobs[1].work)]
+    made = tflite_conversion.convert_many(again)
+    assert made[0] == jobs[0].tflite
+    assert isinstance(made[1], tflite_conversion.VendorFailed)
