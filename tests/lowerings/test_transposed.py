@@ -74,6 +74,21 @@ def rewrite_and_compare(model, target, *, strict_rank=True):
     return out, report
 
 
+def folds_rows_into_a_limited_batch(model, preset) -> bool:
+    """On a target whose every op takes batch <= max_tensor_batch (Vela 3's core), the
+    interleave's Reshape + Concat folds rows into the batch axis: the rewrite must not say ok,
+    and must name those ops by that rule (no lowering cuts them yet; the vendor test
+    tests/vendors/test_lowerings.py keeps the same cases as strict xfails)."""
+    if load_target(preset).max_tensor_batch is None:
+        return False
+    _, report = cr.rewrite(model, preset)
+    assert report.status != "ok"
+    assert report.remaining and all(
+        any(v.rule == "max_tensor_batch" for v in rem.violations) for rem in report.remaining), \
+        report.render()
+    return True
+
+
 @pytest.mark.parametrize("preset", preset_names())
 def test_audio_decoder_1d_kernel8_stride4_on_every_preset(preset):
     """An audio decoder's 1-D upsampling ConvTranspose (kernel 8, stride 4, pads 2)."""
@@ -88,6 +103,8 @@ def test_audio_decoder_1d_kernel8_stride4_on_every_preset(preset):
 def test_2d_strides_above_two_on_every_preset(preset, kernel, strides):
     model = conv_model(op="ConvTranspose", cin=3, cout=4, kernel=kernel, strides=strides,
                        spatial=(5, 6))
+    if folds_rows_into_a_limited_batch(model, preset):
+        return
     out, _ = rewrite_and_compare(model, preset)
     assert not any(len(d.type.tensor_type.shape.dim) > 4
                    for d in onnx.shape_inference.infer_shapes(out).graph.value_info)
@@ -100,6 +117,8 @@ def test_3d_transposed_on_every_preset(preset):
     5-D, as the model's tensors are)."""
     model = conv_model(op="ConvTranspose", cin=4, cout=4, kernel=(4, 4, 4), strides=(2, 2, 2),
                        pads=(1,) * 6, spatial=(3, 4, 4))
+    if folds_rows_into_a_limited_batch(model, preset):
+        return
     out, _ = rewrite_and_compare(model, preset, strict_rank=False)
     inferred = onnx.shape_inference.infer_shapes(out)
     made = {o for n in out.graph.node if "interleave" in n.name for o in n.output}
