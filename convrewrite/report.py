@@ -123,7 +123,7 @@ def render(report: Report) -> str:
     if report.records:
         rows = []
         for r in report.records:
-            rule = ", ".join(_rule_text(v) for v in r.rules)
+            rule = ", ".join(_rule_text(v) for v in r.rules) or "none (MACs saved)"
             rows.append([r.node, rule, _clip(r.rewrite),
                          f"{_num(r.macs_before)}/{_num(r.macs_after)}",
                          f"{r.nodes_before}->{r.nodes_after}", _err(r.verify)])

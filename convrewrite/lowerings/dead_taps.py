@@ -7,12 +7,14 @@ would build 73x73 dense kernels; dropping them is exact and usually leaves a 1x1
 
 from __future__ import annotations
 
+from dataclasses import replace
 from math import prod
 
 from ..build.builder import Builder, ConvSite
 from ..conv import ConvSpec, dims_text
 from ..decline import Decline
-from ..plan.dead_taps import plan_dead_taps
+from ..legality import check
+from ..plan.dead_taps import TrimPlan, plan_dead_taps
 from ..plan.padding import explicit_pads
 from ..rules import rules_named
 from ..target import Target
@@ -47,7 +49,27 @@ class DeadTaps(Lowering):
         w = b.weight(site.weight, (slice(None), slice(None),
                                    *(slice(a, b + 1) for a, b in plan.taps)), stem)
         attrs = dict(site.attrs, kernel_shape=list(plan.kernel), pads=list(plan.pads),
-                     dilations=[d if k > 1 else 1 for d, k in zip(spec.dilations, plan.kernel)])
+                     dilations=list(_trimmed_dilations(spec, plan)))
         attrs.pop("auto_pad", None)
         inputs = [site.x, w] + ([site.bias] if site.bias is not None else [])
         return b.conv(site, inputs, stem, attrs, out=site.y)
+
+
+def _trimmed_dilations(spec: ConvSpec, plan: TrimPlan) -> tuple[int, ...]:
+    return tuple(d if k > 1 else 1 for d, k in zip(spec.dilations, plan.kernel))
+
+
+def trim_first(spec: ConvSpec, target: Target, broken: set[str]) -> "Planned | None":
+    """The trim of a conv, taken before any other lowering, where the trimmed conv breaks no rule
+    the conv did not already break (``broken``): exact, and every dropped tap is MACs saved on
+    any engine and in every lowering after it (DeepLab's ASPP at 8x8: 9x fewer; Vela costs the
+    untrimmed dilated kernels as if their taps were real work; a 5x5 depthwise conv on a 2x2 map
+    is a 3x3 before the group lowering makes dense chunks of it). None where nothing is dropped
+    or the trimmed conv would break a new rule (e.g. pads the engine does not take)."""
+    planned = DeadTaps().plan(spec, target)
+    if isinstance(planned, Decline):
+        return None
+    plan = planned.detail
+    after = replace(spec, kernel_shape=plan.kernel, pads=plan.pads, auto_pad="NOTSET",
+                    dilations=_trimmed_dilations(spec, plan))
+    return planned if {v.rule for v in check(after, target)} <= broken else None

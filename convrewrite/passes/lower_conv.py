@@ -15,6 +15,7 @@ from ..decline import Decline, need
 from ..gs_graph import isolate_node, reimported
 from ..legality import check
 from ..lowerings import Lowering
+from ..lowerings.dead_taps import DeadTaps, trim_first
 from ..record import Record
 from ..rules import Violation
 from .emit import replace
@@ -64,7 +65,9 @@ class LowerConvs(GraphPass):
     that made, until nothing changes (at most MAX_ITERATIONS rounds). After each round that
     changed something, shapes are inferred afresh, so the next round's legality checks (input
     sizes, batch) see the real extents of what the passes emitted. Every pass's reason for
-    declining a conv is kept for the report. First, weights computed from constants become
+    declining a conv is kept for the report. Before any of that, every conv (legal or not) loses
+    the kernel taps that only ever read padding (``dead_taps``), where the trimmed conv breaks no
+    rule the conv did not already break. First, weights computed from constants become
     initializers (``FoldWeights``: lowerings slice constants); noted only when a conv was then
     rewritten, since otherwise the original model is what the pipeline returns. A weight or
     bias known only at run time is sliced in the graph (``build.onnx_read.RuntimeWeight``); a
@@ -75,6 +78,26 @@ class LowerConvs(GraphPass):
 
     def __init__(self, passes):
         self.passes = tuple(conv_pass(p) for p in passes)
+        # Taps that only read padding go first, on every conv (exact, fewer MACs for all after).
+        self.trim = next((p for p in self.passes if p.name == DeadTaps.name), None)
+
+    @staticmethod
+    def _apply(p: Pass, node: gs.Node, spec: ConvSpec, violations: list[Violation],
+               ctx: RewriteContext, like: onnx.ModelProto, result: PassResult, said: set) -> bool:
+        """Run one pass on one conv: its Record (with the original node isolated for the local
+        check) or its reason, each reason once per node."""
+        before = isolate_node(node, ctx.graph, like, runtime_operands(node))
+        outcome = p.run(node, spec, violations, ctx)
+        if isinstance(outcome, Record):
+            outcome.before = before
+            outcome.more_inputs += [i.name for i in before.graph.input[1:]]
+            result.add(outcome)
+            return True
+        reason = outcome.within(p.name)
+        if (node.name, reason) not in said:
+            said.add((node.name, reason))
+            result.decline(node, reason)
+        return False
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         folding = FoldWeights().run(ctx, like)
@@ -91,21 +114,17 @@ class LowerConvs(GraphPass):
                     continue
                 violations = check(spec, ctx.target)
                 rules = {v.rule for v in violations}
+                if self.trim is not None and trim_first(spec, ctx.target, rules) is not None:
+                    changed |= self._apply(self.trim, node, spec, violations, ctx, like, result,
+                                           said)
+                    continue
+                if not violations:
+                    continue
                 for p in self.passes:
-                    if not rules & p.fixes:
-                        continue
-                    before = isolate_node(node, ctx.graph, like, runtime_operands(node))
-                    outcome = p.run(node, spec, violations, ctx)
-                    if isinstance(outcome, Record):
-                        outcome.before = before
-                        outcome.more_inputs += [i.name for i in before.graph.input[1:]]
-                        result.add(outcome)
+                    if rules & p.fixes and self._apply(p, node, spec, violations, ctx, like,
+                                                       result, said):
                         changed = True
                         break
-                    reason = outcome.within(p.name)
-                    if (node.name, reason) not in said:
-                        said.add((node.name, reason))
-                        result.decline(node, reason)
             if not changed:
                 break
             ctx.graph = reimported(ctx.graph, like)

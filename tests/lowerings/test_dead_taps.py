@@ -4,6 +4,7 @@ onnxruntime."""
 
 from __future__ import annotations
 
+import convrewrite as cr
 from convrewrite.conv import ConvSpec
 from convrewrite.lowerings.dead_taps import DeadTaps
 from convrewrite.plan.dead_taps import plan_dead_taps
@@ -62,3 +63,49 @@ def test_one_axis_trimmed_keeps_the_other_dilated():
     out, report = rewrite_legal_and_close(model, target, rtol=1e-4, atol=2e-5, scale_atol=True)
     assert [r.pass_name for r in report.records] == ["dead_taps"]
     assert "3x3 -> 3x1" in report.records[0].rewrite and op_count(out, "Conv") == 1
+
+
+def test_a_legal_conv_still_loses_its_dead_taps():
+    """A target that runs dilation 36 (ethos-u55 here) still gets the 1x1: the dropped taps are
+    MACs on any engine, and Vela costs a dilated kernel's padding-only taps as real work."""
+    model = conv_model(cin=8, cout=4, kernel=(3, 3), dilations=(36, 36), pads=(36,) * 4,
+                       spatial=(6, 6))
+    assert not cr.check(model, "ethos-u55").remaining
+    out, report = rewrite_legal_and_close(model, "ethos-u55", rtol=1e-4, atol=2e-5,
+                                          scale_atol=True)
+    (record,) = report.records
+    assert record.pass_name == "dead_taps" and record.rules == []
+    assert record.macs_after * 9 == record.macs_before and record.verify["bit_exact"]
+    assert "none (MACs saved)" in report.render()
+    (conv,) = [n for n in out.graph.node if n.op_type == "Conv"]
+    assert [a.ints for a in conv.attribute if a.name == "kernel_shape"] == [[1, 1]]
+
+
+def test_a_legal_conv_is_not_trimmed_into_an_illegal_one():
+    """Where the engine takes the 3x3 but not the 1x1 the trim would make, the conv stays."""
+    model = conv_model(cin=8, cout=4, kernel=(3, 3), dilations=(36, 36), pads=(36,) * 4,
+                       spatial=(6, 6))
+    only_3x3 = load_target({"name": "only3x3", "conv": {"kernel_shapes": [[3, 3]]}})
+    out, report = cr.rewrite(model, only_3x3)
+    assert report.status == "ok" and report.records == []
+    (conv,) = [n for n in out.graph.node if n.op_type == "Conv"]
+    assert [a.ints for a in conv.attribute if a.name == "kernel_shape"] == [[3, 3]]
+
+
+def test_a_legal_conv_without_dead_taps_is_left_alone():
+    model = conv_model(cin=8, cout=4, kernel=(3, 3), dilations=(2, 2), pads=(2,) * 4,
+                       spatial=(16, 16))
+    _, report = cr.rewrite(model, "ethos-u55")
+    assert report.status == "ok" and report.records == []
+
+
+def test_an_illegal_conv_is_trimmed_before_it_is_lowered():
+    """A 5x5 depthwise conv on a 2x2 map, on an engine without depthwise convs (nvdla): the taps
+    go first, so the group lowering's dense chunks are 3x3 (one trim, not one per chunk)."""
+    model = conv_model(cin=16, cout=16, kernel=(5, 5), groups=16, pads=(2,) * 4, spatial=(2, 2))
+    out, report = rewrite_legal_and_close(model, "nvdla", rtol=1e-4, atol=2e-5, scale_atol=True)
+    assert report.records[0].pass_name == "dead_taps"
+    assert [r.pass_name for r in report.records].count("dead_taps") == 1
+    kernels = {tuple(a.ints) for n in out.graph.node if n.op_type == "Conv"
+               for a in n.attribute if a.name == "kernel_shape"}
+    assert kernels == {(3, 3)}
