@@ -24,7 +24,7 @@ from ..gs_order import cleanup_and_toposort
 from ..lowerings.channel_split import use_split
 from ..plan.batch import even_chunks
 from ..plan.limits import missing_ops
-from ..tensor_limits import TensorOffence, tensor_offences
+from ..tensor_limits import TensorOffence, data_inputs, limits_tensors, tensor_offences
 from .chunk_fusion import CHANNEL_LOCAL_OPS, PER_AXIS_OPS
 from .emit import builder
 from ..rules import rules_named
@@ -41,11 +41,6 @@ class PiecePlan:
     ranges: list[tuple[int, int]]           # [start, stop) of each piece on it
     after_split: bool                       # the pieces are those of the Split reading it
     shares: list[str]                       # per input: "shared" | "constant" | "cut"
-
-
-def _limit(offence: TensorOffence, target) -> int:
-    return target.max_tensor_batch if offence.violation.rule == "max_tensor_batch" \
-        else target.max_tensor_dim
 
 
 def _split_ranges(split: gs.Node, axis: int, rank: int) -> list[tuple[int, int]] | None:
@@ -111,7 +106,7 @@ def plan_pieces(node: gs.Node, offence: TensorOffence, ctx: RewriteContext) -> P
     extent = out.shape[axis] if 0 <= axis < rank else None
     if not isinstance(extent, int):
         return Decline("the axis over the limit is not static on the op's output")
-    limit = _limit(offence, ctx.target)
+    limit = offence.violation.limit
     shares = _shares(node, axis, extent)
     if isinstance(shares, Decline):
         return shares
@@ -132,7 +127,7 @@ class PiecewiseOps(GraphPass):
 
     def run(self, ctx: RewriteContext, like: onnx.ModelProto) -> PassResult:
         outcome = PassResult(ctx.graph)
-        if ctx.target.max_tensor_batch is None and ctx.target.max_tensor_dim is None:
+        if not limits_tensors(ctx.target):
             return outcome
         declined: dict[str, tuple[gs.Node, Decline]] = {}
         for _ in range(MAX_ROUNDS):
@@ -190,7 +185,7 @@ class PiecewiseOps(GraphPass):
             b.node(node.op, ctx.fresh(f"{base}/piece{i}"), dict(node.attrs),
                    [parts[i] for parts in pieces_of], [outputs[-1]])
         data = [t for t, s in zip(node.inputs, plan.shares) if s == "cut"] or \
-            [t for t in node.inputs if t.name and not isinstance(t, gs.Constant)][:1]
+            data_inputs(node)[:1]
         b.concat(outputs, plan.axis, f"{base}/piece_concat", out=out)
         sizes = sorted({z - a for a, z in plan.ranges})
         how = (f"{node.op} in {len(plan.ranges)} pieces of {' or '.join(map(str, sizes))} on "
