@@ -59,17 +59,17 @@ def _trimmed_dilations(spec: ConvSpec, plan: TrimPlan) -> tuple[int, ...]:
     return tuple(d if k > 1 else 1 for d, k in zip(spec.dilations, plan.kernel))
 
 
-def trim_first(spec: ConvSpec, target: Target, broken: set[str]) -> "Planned | None":
-    """The trim of a conv, taken before any other lowering, where the trimmed conv breaks no rule
+def trims_first(spec: ConvSpec, target: Target, broken: set[str]) -> bool:
+    """Whether the conv is trimmed before any other lowering: where the trimmed conv breaks no rule
     the conv did not already break (``broken``): exact, and every dropped tap is MACs saved on
     any engine and in every lowering after it (DeepLab's ASPP at 8x8: 9x fewer; Vela costs the
     untrimmed dilated kernels as if their taps were real work; a 5x5 depthwise conv on a 2x2 map
-    is a 3x3 before the group lowering makes dense chunks of it). None where nothing is dropped
+    is a 3x3 before the group lowering makes dense chunks of it). Not where nothing is dropped
     or the trimmed conv would break a new rule (e.g. pads the engine does not take)."""
     planned = DeadTaps().plan(spec, target)
     if isinstance(planned, Decline):
-        return None
+        return False
     plan = planned.detail
     after = replace(spec, kernel_shape=plan.kernel, pads=plan.pads, auto_pad="NOTSET",
                     dilations=_trimmed_dilations(spec, plan))
-    return planned if {v.rule for v in check(after, target)} <= broken else None
+    return {v.rule for v in check(after, target)} <= broken

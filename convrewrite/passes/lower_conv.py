@@ -15,7 +15,7 @@ from ..decline import Decline, need
 from ..gs_graph import isolate_node, reimported
 from ..legality import check
 from ..lowerings import Lowering
-from ..lowerings.dead_taps import DeadTaps, trim_first
+from ..lowerings.dead_taps import DeadTaps, trims_first
 from ..record import Record
 from ..rules import Violation
 from .emit import replace
@@ -114,9 +114,9 @@ class LowerConvs(GraphPass):
                     continue
                 violations = check(spec, ctx.target)
                 rules = {v.rule for v in violations}
-                if self.trim is not None and trim_first(spec, ctx.target, rules) is not None:
-                    changed |= self._apply(self.trim, node, spec, violations, ctx, like, result,
-                                           said)
+                if self.trim is not None and trims_first(spec, ctx.target, rules) and \
+                        self._apply(self.trim, node, spec, violations, ctx, like, result, said):
+                    changed = True
                     continue
                 if not violations:
                     continue
