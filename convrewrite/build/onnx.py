@@ -366,6 +366,15 @@ class OnnxBuilder:
         self.node("Reshape", self.fresh(name), {}, [x, self.int64s(shape_name, shape)], [out])
         return out
 
+    def transpose(self, x: gs.Tensor, perm: list, name: str,
+                  out: gs.Tensor | None = None) -> gs.Tensor:
+        """``x`` with its axes in the order ``perm``."""
+        if out is None:
+            known = [x.shape[p] for p in perm] if x.shape is not None else None
+            out = self.variable(f"{name}.out", x, known)
+        self.node("Transpose", self.fresh(name), {"perm": list(perm)}, [x], [out])
+        return out
+
     def take_channels(self, x: gs.Tensor, source: np.ndarray, channels: int, rank: int,
                       use_gather: bool, stem: str, out_stem: str) -> gs.Tensor:
         """Channel ``source[j]`` of ``x`` as channel j (repeats allowed), into a tensor named

@@ -249,6 +249,9 @@ class RelaxBuilder:
     def reshape(self, x, shape: list, name: str, shape_name: str, out=None):
         return self._emit(_relax().op.reshape(x, list(shape)), name)
 
+    def transpose(self, x, perm: list, name: str, out=None):
+        return self._emit(_relax().op.permute_dims(x, list(perm)), name)
+
     def take_channels(self, x, source, channels: int, rank: int, use_gather: bool, stem: str,
                       out_stem: str):
         relax = _relax()
