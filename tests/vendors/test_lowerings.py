@@ -38,19 +38,6 @@ WAITING = {
                                      "TRANSPOSE (perm 0 2 3 1 / 0 3 1 2) around the per-frame "
                                      "views: 18 of 72 ops on the CPU (measured 2026-12-02)",
 }
-# Since the ConvTranspose lowering keeps the sub-pixel interleave within 4-D (Reshape + Concat),
-# regor (ethos-u55, ethos-u65) runs strides 3, 4 and 8 on the NPU; Vela 3's core still does not:
-# the interleave folds rows into the batch (its Concat reads batch 16 at stride 3, which
-# max_tensor_batch now names: exit 3) and onnx2tf wraps its Reshapes in layout TRANSPOSEs (perm
-# 0 3 1 2 / 0 2 3 1) that Vela 3 runs only for 1xHx1xC-like shapes (measured: CONCATENATION and
-# TRANSPOSE on the CPU).
-for _p in ("transposed s3", "transposed s4", "transposed s8"):
-    WAITING[("ethos-u55-vela3", _p)] = ("ConvTranspose stride > 2: the sub-pixel interleave "
-                                        "reads batch > 1 (rows folded into it) and needs layout "
-                                        "TRANSPOSEs, neither on the NPU of Vela 3's core (regor "
-                                        "runs it)")
-
-
 @pytest.fixture(scope="module")
 def rewritten(vendor_cache, request):
     return rewritten_probes(vendor_cache, *needed(request))
