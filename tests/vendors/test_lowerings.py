@@ -3,8 +3,9 @@ that breaks it, rewritten by us (and verified on onnxruntime), compiles with eve
 of the preset's own Vela core -- no fallback, no rejection.
 
 Where no rewrite can reach the rule -- the model's own interface breaks it -- the case is a strict
-xfail saying which ops Vela puts on the CPU and why, so it turns red if that changes. One case per rule family on ethos-u55 is in CI's fast
-subset (tests/vendors/subset.py); the rest is marked ``vendor_full``."""
+xfail saying which ops Vela puts on the CPU and why, so it turns red if that changes. One case
+per rule family on ethos-u55 is in CI's fast subset (tests/vendors/subset.py); the rest is
+marked ``vendor_full``."""
 
 from __future__ import annotations
 
