@@ -413,9 +413,3 @@ class OnnxBuilder:
         out = out if out is not None else self.variable(f"{name}.out", x)
         self.node("SpaceToDepth", self.fresh(name), {"blocksize": blocksize}, [x], [out])
         return out
-
-    def transpose(self, x: gs.Tensor, perm: list, name: str,
-                  out: gs.Tensor | None = None) -> gs.Tensor:
-        out = out if out is not None else self.variable(f"{name}.out", x)
-        self.node("Transpose", self.fresh(name), {"perm": list(perm)}, [x], [out])
-        return out

@@ -263,9 +263,6 @@ class RelaxBuilder:
     def transpose(self, x, perm: list, name: str, out=None):
         return self._emit(_relax().op.permute_dims(x, list(perm)), name)
 
-    def transpose(self, x, perm: list, name: str, out=None):
-        return self._emit(_relax().op.permute_dims(x, list(perm)), name)
-
     def take_channels(self, x, source, channels: int, rank: int, use_gather: bool, stem: str,
                       out_stem: str):
         relax = _relax()
