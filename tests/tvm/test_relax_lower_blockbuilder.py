@@ -122,6 +122,13 @@ CASES = [
      (1, 4, 8, 8), (4, 6, 3, 3), dict(padding=[1] * 4, strides=[2, 2], output_padding=[1, 1],
                                       transposed=True),
      {"relax.nn.conv2d": 4, "relax.reshape": 9, "relax.concat": 3, "relax.permute_dims": 0}),
+    # no DepthToSpace: Concats on the next axis, one channels-last Reshape between two permutes
+    ("transposed-channels_last", TransposedToConv(),
+     {"conv": {"transposed": False}, "max_tensor_batch": 1,
+      "ops": ["Conv", "Reshape", "Concat", "Slice", "Pad", "Relu", "Transpose"]},
+     (1, 4, 5, 6), (4, 6, 3, 3), dict(strides=[3, 3], transposed=True),
+     ({"relax.nn.conv2d": 9, "relax.concat": 4, "relax.permute_dims": 2, "relax.reshape": 1},
+      {"relax.nn.conv2d": 9, "relax.concat": 4})),
     ("transposed-1d", TransposedToConv(), {"conv": {"transposed": False}}, (1, 4, 10),
      (4, 3, 8), dict(padding=[2, 2], strides=[4], transposed=True),
      {"relax.nn.conv1d": 4, "relax.concat": 1, "relax.nn.conv1d_transpose": 0}),
