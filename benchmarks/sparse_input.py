@@ -4,19 +4,31 @@ side with a control (the original against a copy of itself).
 
 Nets: 2-D 16 -> 32 -> 32 on 128x128 (3x3, bias, ReLU: the second conv reads a non-zero
 background, so it runs over a background map), and 3-D 4 -> 16 -> 16 on 64x64x32; inputs with
-0.5%, 2% and 10% of the sites active; then the masked-image net (submanifold convs) with its
-mask named. The rewritten model's rulebooks are built in the graph (the sites arrive with the
-input). Regular convs dilate random sites fast (a 3x3x3 conv takes 2% of the sites to ~42%),
-so the stacks of regular convs measure the cost of that, the masked net the submanifold case.
+0.5%, 2% and 10% of the sites active, each spread two ways: at random (every site on its own:
+the worst case, a regular 3x3 conv takes 2% of the sites to ~17%, two to ~40%; 3x3x3: ~42%, ~90%)
+and clustered (blobs of ~40 sites, as LiDAR returns and masked patches come: a regular conv
+dilates a blob only at its rim). Each row prints the active fraction after each conv, the ideal
+MAC ratio (sparse MACs / dense MACs: the rulebook's pairs, and output-major, every active
+output's whole window, what the implicit GEMM multiplies) beside the measured time ratio, for
+the model rewritten with ``x:FRACTION`` (the cost plan: each conv sparse only where cheaper,
+``sparse.plan``; the record's choice is printed) and with ``x:all`` (every conv sparse). Then
+the masked-image net (submanifold convs) with its mask named.
 
-Run: python benchmarks/sparse_input.py [--rounds 20]        (not a test; ~1 min idle)
+``--calibrate`` times single convs sparse (``x:all``) and dense at 0.5-20% random sites and fits
+the cost constants the plan uses (``plan/cost.py``).
+
+Run: python benchmarks/sparse_input.py [--rounds 20] [--calibrate]   (not a test; ~3 min idle)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import re
+import statistics
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -32,6 +44,8 @@ from timing import copy_of, session, time_callables  # noqa: E402
 
 NETS = {"2-D 16-32-32 on 128x128": (16, [32, 32], (128, 128)),
         "3-D 4-16-16 on 64x64x32": (4, [16, 16], (64, 64, 32))}
+DENSITIES = (0.005, 0.02, 0.1)
+BLOB_SITES = 40
 
 
 def dense_net(cin: int, widths: list[int], grid, seed: int = 0) -> onnx.ModelProto:
@@ -54,52 +68,181 @@ def dense_net(cin: int, widths: list[int], grid, seed: int = 0) -> onnx.ModelPro
     return model
 
 
+def random_sites(rng, grid, density: float) -> np.ndarray:
+    """[*grid] bool: every site active with probability ``density``, on its own."""
+    return rng.random(grid) < density
+
+
+def clustered_sites(rng, grid, density: float) -> np.ndarray:
+    """[*grid] bool: balls of about BLOB_SITES sites at random centres until ``density`` of the
+    grid is active."""
+    rank = len(grid)
+    radius = (BLOB_SITES / (np.pi if rank == 2 else 4 / 3 * np.pi)) ** (1 / rank)
+    r = int(np.ceil(radius))
+    offsets = np.array([o for o in itertools.product(range(-r, r + 1), repeat=rank)
+                        if np.sum(np.square(o)) <= radius ** 2])
+    active = np.zeros(grid, bool)
+    target = density * active.size
+    while active.sum() < target:
+        at = offsets + rng.integers(0, grid)
+        inside = np.all((at >= 0) & (at < np.asarray(grid)), axis=1)
+        active[tuple(at[inside].T)] = True
+    return active
+
+
+def dilate(active: np.ndarray) -> np.ndarray:
+    """The output sites of a regular 3^D conv (pad 1, stride 1) over these sites."""
+    padded = np.pad(active, 1)
+    out = np.zeros_like(active)
+    for off in itertools.product(range(3), repeat=active.ndim):
+        out |= padded[tuple(slice(o, o + n) for o, n in zip(off, active.shape))]
+    return out
+
+
+def window_counts(active: np.ndarray) -> np.ndarray:
+    """Per site, the active sites in its 3^D window (the rulebook's pairs per output)."""
+    padded = np.pad(active.astype(np.int64), 1)
+    out = np.zeros(active.shape, np.int64)
+    for off in itertools.product(range(3), repeat=active.ndim):
+        out += padded[tuple(slice(o, o + n) for o, n in zip(off, active.shape))]
+    return out
+
+
+def layer_stats(active: np.ndarray, cin: int, widths: list[int]) -> tuple[list[float], float,
+                                                                          float]:
+    """(active fraction after each conv, pair MACs / dense MACs, output-major MACs / dense)."""
+    volume, taps = active.size, 3 ** active.ndim
+    fractions, dense, pairs, output_major, c = [], 0, 0, 0, cin
+    for w in widths:
+        nxt = dilate(active)
+        dense += volume * taps * c * w
+        pairs += int(window_counts(active)[nxt].sum()) * c * w
+        output_major += int(nxt.sum()) * taps * c * w
+        fractions.append(float(nxt.mean()))
+        active, c = nxt, w
+    return fractions, pairs / dense, output_major / dense
+
+
+def plan_of(result) -> str:
+    """Which convs the record says run sparse, and which were left dense."""
+    region = [r for r in result.records if r.pass_name == "dense_to_sparse"]
+    names = re.findall(r"[\[ ]([^ \[]+) \((?:regular|submanifold) ", region[0].rewrite) if region else []
+    dense = [n.split(": left dense")[0] for n in result.recognised if ": left dense" in n]
+    return f"sparse {'+'.join(names) or '-'}, dense {'+'.join(dense) or '-'}"
+
+
+def rewritten(model, spec: str):
+    from convrewrite.pipeline import rewrite_model
+    from convrewrite.target import load_target
+    return rewrite_model(model, load_target({"name": "host"}), sparse_inputs=[spec])
+
+
+def net_case(label: str, cin: int, widths: list[int], grid, rounds: int) -> None:
+    model = dense_net(cin, widths, grid)
+    plans = {density: rewritten(model, f"x:{density}") for density in DENSITIES}
+    forced, _ = rewritten(model, "x:all")
+    print(f"\n== {label}: regular 3x3 convs, --sparse-input x:FRACTION (the plan) and x:all")
+    dense, twin, every = session(model, 1), session(copy_of(model), 1), session(forced, 1)
+    rng = np.random.default_rng(1)
+    for density, (kind, spread) in itertools.product(DENSITIES, (("random", random_sites),
+                                                                 ("clustered", clustered_sites))):
+        planned_model, result = plans[density]
+        planned = session(planned_model, 1)
+        keep = spread(rng, grid, density)
+        x = {"x": (rng.uniform(-1, 1, (1, cin, *grid)) * keep).astype(np.float32)}
+        fractions, pair_ratio, output_ratio = layer_stats(keep, cin, widths)
+        t_dense, t_twin, t_plan, t_all = time_callables(
+            [lambda: dense.run(None, x), lambda: twin.run(None, x),
+             lambda: planned.run(None, x), lambda: every.run(None, x)], rounds)
+        want = dense.run(None, x)[0]
+        err = max(float(np.abs(s.run(None, x)[0] - want).max()) for s in (planned, every))
+        active = " -> ".join(f"{f:.1%}" for f in [float(keep.mean())] + fractions)
+        print(f"  {density:5.1%} {kind:9s} active {active}; ideal MACs {pair_ratio:.2f} (pairs), "
+              f"{output_ratio:.2f} (output-major) of dense")
+        print(f"        dense {t_dense * 1e3:7.2f} ms (control {t_twin / t_dense:.2f}); planned "
+              f"[{plan_of(result)}] {t_plan / t_dense:.2f}x; every conv sparse "
+              f"{t_all / t_dense:.2f}x (goal <= 0.25 at <= 2%); max |diff| {err:.1e}")
+
+
 def masked_net_case(rounds: int) -> None:
     """The masked-image net (submanifold convs: the sites stay the mask's), 128x128, mask named."""
     from convrewrite.models.sparse_nets import masked_conv_net, random_mask
-    from convrewrite.pipeline import rewrite_model
-    from convrewrite.target import load_target
     model = masked_conv_net(image_size=128, in_channels=16, width=32)
-    rewritten, _ = rewrite_model(model, load_target({"name": "host"}), sparse_inputs=["mask"])
-    print("\n== masked-image net 16-32 (SubM, SubM, strided, 1x1) on 128x128, --sparse-input mask")
-    dense, twin, sparse = session(model, 1), session(copy_of(model), 1), session(rewritten, 1)
+    print("\n== masked-image net 16-32 (SubM, SubM, strided, 1x1) on 128x128, --sparse-input "
+          "mask:FRACTION")
+    dense, twin = session(model, 1), session(copy_of(model), 1)
+    every = session(rewritten(model, "mask:all")[0], 1)
     rng = np.random.default_rng(2)
-    for density in (0.005, 0.02, 0.1):
+    for density in DENSITIES:
+        planned_model, result = rewritten(model, f"mask:{density}")
+        sparse = session(planned_model, 1)
         x = {"image": rng.uniform(-1, 1, (1, 16, 128, 128)).astype(np.float32),
              "mask": random_mask(128, density, seed=3)}
-        t_dense, t_twin, t_sparse = time_callables(
-            [lambda: dense.run(None, x), lambda: twin.run(None, x), lambda: sparse.run(None, x)],
-            rounds)
-        err = float(np.abs(sparse.run(None, x)[0] - dense.run(None, x)[0]).max())
+        t_dense, t_twin, t_sparse, t_all = time_callables(
+            [lambda: dense.run(None, x), lambda: twin.run(None, x), lambda: sparse.run(None, x),
+             lambda: every.run(None, x)], rounds)
+        want = dense.run(None, x)[0]
+        err = max(float(np.abs(s.run(None, x)[0] - want).max()) for s in (sparse, every))
         print(f"  {density:5.1%} visible: dense {t_dense * 1e3:7.2f} ms (control "
-              f"{t_twin / t_dense:.2f}), sparse region {t_sparse * 1e3:7.2f} ms = "
-              f"{t_sparse / t_dense:.2f}x the dense time; max |diff| {err:.1e}")
+              f"{t_twin / t_dense:.2f}), planned [{plan_of(result)}] {t_sparse / t_dense:.2f}x, "
+              f"every conv sparse {t_all / t_dense:.2f}x the dense time; max |diff| {err:.1e}")
+
+
+def cpu_time(fn, rounds: int) -> float:
+    """Median thread CPU seconds per call (onnxruntime on 1 thread runs in the caller's thread:
+    what other processes on the machine take does not count)."""
+    for _ in range(2):
+        fn()
+    samples = []
+    for _ in range(rounds):
+        start = time.thread_time()
+        fn()
+        samples.append(time.thread_time() - start)
+    return statistics.median(samples)
+
+
+def calibrate(rounds: int) -> None:
+    """Single regular 3^D convs, sparse (``x:all``) and dense, at 0.5-20% random sites; the
+    least-squares fit (relative error) of the sparse time to per-row-tap, per-MAC and per dense
+    element terms, and the dense conv's seconds per MAC -- the constants of ``plan/cost.py``."""
+    cases = [(16, 32, (128, 128)), (32, 32, (128, 128)), (4, 16, (64, 64, 32)),
+             (16, 16, (64, 64, 32))]
+    rows, times = [], []
+    rng = np.random.default_rng(1)
+    for cin, cout, grid in cases:
+        model = dense_net(cin, [cout], grid)
+        dense, sparse = session(model, 1), session(rewritten(model, "x:all")[0], 1)
+        volume, taps = int(np.prod(grid)), 3 ** len(grid)
+        t_dense = cpu_time(lambda: dense.run(None, {"x": np.zeros((1, cin, *grid), np.float32)}),
+                           rounds)
+        print(f"{cin} -> {cout} on {grid}: dense {t_dense * 1e3:.2f} ms = "
+              f"{t_dense / (volume * taps * cin * cout) * 1e12:.1f} ps per MAC")
+        for density in (0.005, 0.02, 0.05, 0.1, 0.2):
+            keep = random_sites(rng, grid, density)
+            x = {"x": (rng.uniform(-1, 1, (1, cin, *grid)) * keep).astype(np.float32)}
+            outputs = int(dilate(keep).sum())
+            t = cpu_time(lambda: sparse.run(None, x), rounds)
+            rows.append([outputs * taps, outputs * taps * cin * cout, volume * (cin + cout)])
+            times.append(t)
+            print(f"  {density:5.1%} random -> {outputs / volume:.1%} outputs: sparse "
+                  f"{t * 1e3:.2f} ms = {t / t_dense:.2f}x dense")
+    a, y = np.asarray(rows, float), np.asarray(times)
+    fit = np.linalg.lstsq(a / y[:, None], np.ones(len(y)), rcond=None)[0]
+    worst = float(np.max(np.abs(a @ fit / y - 1)))
+    print(f"fit: {fit[0] * 1e9:.1f} ns per row-tap, {fit[1] * 1e12:.1f} ps per MAC, "
+          f"{fit[2] * 1e9:.2f} ns per dense element (worst case off by {worst:.0%})")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--calibrate", action="store_true")
     args = p.parse_args()
-    from convrewrite.pipeline import rewrite_model
-    from convrewrite.target import load_target
+    if args.calibrate:
+        calibrate(args.rounds)
+        return
     for label, (cin, widths, grid) in NETS.items():
-        model = dense_net(cin, widths, grid)
-        rewritten, result = rewrite_model(model, load_target({"name": "host"}),
-                                          sparse_inputs=["x"])
-        print(f"\n== {label}: {result.records[0].rewrite[:140]}...")
-        dense, twin, sparse = session(model, 1), session(copy_of(model), 1), session(rewritten, 1)
-        rng = np.random.default_rng(1)
-        for density in (0.005, 0.02, 0.1):
-            keep = rng.random((1, 1, *grid)) < density
-            x = {"x": (rng.uniform(-1, 1, (1, cin, *grid)) * keep).astype(np.float32)}
-            t_dense, t_twin, t_sparse = time_callables(
-                [lambda: dense.run(None, x), lambda: twin.run(None, x),
-                 lambda: sparse.run(None, x)], args.rounds)
-            err = float(np.abs(sparse.run(None, x)[0] - dense.run(None, x)[0]).max())
-            print(f"  {density:5.1%} active: dense {t_dense * 1e3:7.2f} ms (control "
-                  f"{t_twin / t_dense:.2f}), sparse region {t_sparse * 1e3:7.2f} ms = "
-                  f"{t_sparse / t_dense:.2f}x the dense time (goal <= 0.25 at <= 2%); max |diff| "
-                  f"{err:.1e}")
+        net_case(label, cin, widths, grid, args.rounds)
     masked_net_case(args.rounds)
 
 

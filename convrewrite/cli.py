@@ -118,9 +118,11 @@ def rewrite_parser() -> argparse.ArgumentParser:
                         "result stays off the NPU")
     p.add_argument("--vendor-out", metavar="DIR",
                    help="with --vendor-check: keep the TFLite files and Vela's output here")
-    p.add_argument("--sparse-input", action="append", default=[], metavar="NAME",
+    p.add_argument("--sparse-input", action="append", default=[], metavar="NAME[:FRACTION]",
                    help="a tensor that is mostly zero, or a [B, 1, ...] mask multiplied into conv "
-                        "inputs: the convs reading it become sparse convs (repeatable)")
+                        "inputs: the convs reading it become sparse convs where that is cheaper "
+                        "than dense, planned for FRACTION of its sites active (default 0.02; "
+                        "NAME:all: every conv that can, no cost choice) (repeatable)")
     _add_verify_flags(p)
     return p
 

@@ -286,7 +286,7 @@ PATTERN_ORDER = ("dense_to_sparse", "sparse_conv", "channelwise", "shuffle", "st
 # and move the boundary between a rewrite and what came before it.
 # Graph passes over what the conv fixpoint left, in the same rewrite step (their records are
 # checked locally like the lowerings'): the pointwise ops around the lowered convs.
-LOWERED_ORDER = ("piecewise",)
+LOWERED_ORDER = ("transpose_views", "view_pieces", "piecewise")
 TIDY_ORDER = ("view_sinking", "chunk_fusion", "sum_fusion", "pad_fusion")
 
 FIXED_BY: dict[str, list[str]] = {name: [] for name in RULES}   # filled as passes register

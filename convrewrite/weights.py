@@ -17,6 +17,19 @@ def block_diagonal(values: np.ndarray, groups: int, fill=0) -> np.ndarray:
     return dense
 
 
+def respaced(values: np.ndarray, kernel: tuple[int, ...], steps: tuple[int, ...] | None = None,
+             fill=0) -> np.ndarray:
+    """The same taps in a larger kernel: tap i lands at ``i * step`` and every other position
+    holds ``fill`` (broadcast against the result). Steps of 1 zero-extend the kernel at its end;
+    larger steps write a dilation into it."""
+    steps = steps or (1,) * len(kernel)
+    out = np.zeros((*values.shape[:2], *kernel), dtype=values.dtype)
+    out[...] = fill
+    taps = tuple(slice(0, (n - 1) * step + 1, step) for n, step in zip(values.shape[2:], steps))
+    out[(slice(None), slice(None), *taps)] = values
+    return out
+
+
 def selection_weight(src: np.ndarray, channels: int, rank: int, dtype) -> np.ndarray:
     """The 1x1 one-hot conv weight computing ``x[:, src]`` from ``channels`` input channels."""
     weight = np.zeros((len(src), channels, *[1] * rank), dtype=dtype)

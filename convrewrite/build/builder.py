@@ -42,6 +42,16 @@ class ConvSite:
     # on (``Builder.weight`` makes a slice of it, a new tensor)
     weight_operand: Any = None
 
+    def conv_attrs(self, **changes) -> dict:
+        """The conv's attributes with ``changes`` (explicit pads drop auto_pad; the kernel shape
+        is always spelled out): what a lowering that keeps the conv, changed, gives its copy."""
+        attrs = dict(self.attrs)
+        attrs.update(changes)
+        if "pads" in changes:
+            attrs.pop("auto_pad", None)
+        attrs.setdefault("kernel_shape", list(self.spec.kernel_shape))
+        return attrs
+
     @property
     def pad_value(self):
         """What the conv pads with, as ``Builder.pad_spatial`` takes it: None (zeros) for a float
@@ -84,6 +94,8 @@ class Builder(Protocol):
 
     def requantize(self, acc, site: ConvSite, start: int, stop: int, stem: str, out=None): ...
 
+    def weight_zero_points(self, site: ConvSite): ...
+
     def conv_integer_centred(self, site: ConvSite, x, w, start: int, stop: int, stem: str,
                              attrs: dict, shape: list | None = None): ...
 
@@ -105,7 +117,11 @@ class Builder(Protocol):
 
     def reshape(self, x, shape: list, name: str, shape_name: str, out=None): ...
 
+    def transpose(self, x, perm: list, name: str, out=None): ...
+
     def take_channels(self, x, source, channels: int, rank: int, use_gather: bool, stem: str,
                       out_stem: str): ...
 
     def depth_to_space(self, x, blocksize: int, name: str, out=None): ...
+
+    def space_to_depth(self, x, blocksize: int, name: str, out=None): ...

@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 from ..decline import Declined
 from ..plan.channels import sum_order
 from ..weights import selection_weight
-from .onnx_read import INT64_MAX, constant_value
+from .onnx_read import INT64_MAX, constant_value, zero_points_of
 
 INT64 = onnx.TensorProto.INT64
 
@@ -208,6 +208,10 @@ class OnnxBuilder:
                                   [scaled, one, site.quant["y_zero_point"]], [result]))
         return result
 
+    def weight_zero_points(self, site) -> np.ndarray:
+        """An integer conv's weight zero point per output channel: what an empty tap holds."""
+        return zero_points_of(site.quant, site.name, site.spec)
+
     def conv_integer_centred(self, site, x, w: gs.Constant, start: int, stop: int, stem: str,
                              attrs: dict, shape=None) -> gs.Tensor:
         """int32 sums over ``x``'s channels of (x - x_zp) * (w - w_zp[c]) for output channels
@@ -354,16 +358,27 @@ class OnnxBuilder:
 
     def reshape(self, x: gs.Tensor, shape: list, name: str, shape_name: str,
                 out: gs.Tensor | None = None) -> gs.Tensor:
-        """``x`` reshaped to ``shape`` (static extents, one -1 at most; no 0s)."""
+        """``x`` reshaped to ``shape`` (static extents, one -1 at most; a 0 keeps the input's
+        extent)."""
         if out is None:
             known = None
             if x.shape is not None and all(isinstance(d, int) for d in x.shape):
-                total, rest = int(np.prod(x.shape)), int(np.prod([d for d in shape if d != -1]))
-                known = [total // rest if d == -1 else d for d in shape]
+                copied = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+                total, rest = int(np.prod(x.shape)), int(np.prod([d for d in copied if d != -1]))
+                known = [total // rest if d == -1 else d for d in copied]
             out = self.variable(f"{name}.out", x, known)
         if self.opset < 5:
             raise ValueError("Reshape before opset 5 takes its shape as an attribute")
         self.node("Reshape", self.fresh(name), {}, [x, self.int64s(shape_name, shape)], [out])
+        return out
+
+    def transpose(self, x: gs.Tensor, perm: list, name: str,
+                  out: gs.Tensor | None = None) -> gs.Tensor:
+        """``x`` with its axes in the order ``perm``."""
+        if out is None:
+            known = [x.shape[p] for p in perm] if x.shape is not None else None
+            out = self.variable(f"{name}.out", x, known)
+        self.node("Transpose", self.fresh(name), {"perm": list(perm)}, [x], [out])
         return out
 
     def take_channels(self, x: gs.Tensor, source: np.ndarray, channels: int, rank: int,
@@ -390,4 +405,11 @@ class OnnxBuilder:
         out = out if out is not None else self.variable(f"{name}.out", x)
         self.node("DepthToSpace", self.fresh(name), {"blocksize": blocksize, "mode": "DCR"},
                   [x], [out])
+        return out
+
+    def space_to_depth(self, x: gs.Tensor, blocksize: int, name: str,
+                       out: gs.Tensor | None = None) -> gs.Tensor:
+        """SpaceToDepth: pixel offset (i, j) of each block to channel block ``i * b + j``."""
+        out = out if out is not None else self.variable(f"{name}.out", x)
+        self.node("SpaceToDepth", self.fresh(name), {"blocksize": blocksize}, [x], [out])
         return out

@@ -19,7 +19,7 @@ import onnx_graphsurgeon as gs
 from .. import weight_sum
 from ..conv import CONV_OPS, ConvSpec
 from ..decline import Decline, Declined
-from ..weights import block_diagonal, conv_layout_views
+from ..weights import block_diagonal, conv_layout_views, respaced
 
 # Input positions of the data, weight and bias tensors per op.
 IO_POSITIONS = {
@@ -63,12 +63,17 @@ def conv_inputs(node: gs.Node, x: gs.Tensor | None = None,
 def weight_zero_points(node: gs.Node, spec: ConvSpec) -> np.ndarray:
     """An integer conv's weight zero point per output channel (0 where it has none), what an
     empty tap of its kernel holds; Declined where it is computed in the graph."""
-    zero_point = quant_operands(node).get("w_zero_point")
+    return zero_points_of(quant_operands(node), node.name, spec)
+
+
+def zero_points_of(quant: dict, name: str, spec: ConvSpec) -> np.ndarray:
+    """``weight_zero_points`` from a conv's quantization operands by role (a ConvSite's)."""
+    zero_point = quant.get("w_zero_point")
     if zero_point is None or not zero_point.name:
         return np.zeros(spec.out_channels, np.int64)
     values = constant_value(zero_point)
     if values is None:
-        raise Declined(f"an empty tap of {node.name}'s kernel holds its weight zero point "
+        raise Declined(f"an empty tap of {name}'s kernel holds its weight zero point "
                        f"{zero_point.name!r}, computed in the graph")
     return np.broadcast_to(np.asarray(values).ravel(), (spec.out_channels,))
 
@@ -214,26 +219,21 @@ class ConstWeight:
 
     def respaced(self, kernel: tuple[int, ...], steps: tuple[int, ...] | None = None,
                  empty: np.ndarray | None = None) -> "ConstWeight":
-        """The same taps in a larger kernel: tap i lands at ``i * step`` and every other
-        position is zero (for QDQ weights: the zero point, which dequantizes to zero; ``empty``
-        where given, per output channel: an integer conv's weight zero point). Steps of 1
-        zero-extend the kernel at its end; larger steps write a dilation into it."""
-        steps = steps or (1,) * len(kernel)
-        shape = (*self.values.shape[:2], *kernel)
-        fill = np.zeros(shape, dtype=self.values.dtype)
+        """The same taps in a larger kernel (``weights.respaced``), every other position zero
+        (for QDQ weights: the zero point, which dequantizes to zero; ``empty`` where given, per
+        output channel: an integer conv's weight zero point)."""
+        ndim = self.values.ndim
+        fill = 0
         if empty is not None:
-            fill[...] = np.asarray(empty, self.values.dtype).reshape(-1, *[1] * (len(shape) - 1))
+            fill = np.asarray(empty, self.values.dtype).reshape(-1, *[1] * (ndim - 1))
         elif self.quantized and self.zero_point is not None:
-            zp = np.asarray(constant_value(self.zero_point))
-            if zp.size > 1:
-                axis_shape = [1] * len(shape)
-                axis_shape[self.axis % len(shape)] = -1
-                zp = zp.reshape(axis_shape)
-            fill[...] = zp
-        taps = tuple(slice(0, (n - 1) * step + 1, step)
-                     for n, step in zip(self.values.shape[2:], steps))
-        fill[(slice(None), slice(None), *taps)] = self.values
-        return ConstWeight(fill, self.scale, self.zero_point, self.axis, self.out_dtype)
+            fill = np.asarray(constant_value(self.zero_point))
+            if fill.size > 1:
+                axis_shape = [1] * ndim
+                axis_shape[self.axis % ndim] = -1
+                fill = fill.reshape(axis_shape)
+        return ConstWeight(respaced(self.values, kernel, steps, fill), self.scale,
+                           self.zero_point, self.axis, self.out_dtype)
 
     def take_rows(self, rows: slice, name: str) -> "ConstWeight":
         """Output channels ``rows`` (axis 0), with per-channel parameters cut to match."""

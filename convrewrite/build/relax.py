@@ -15,7 +15,7 @@ import numpy as np
 
 from ..decline import Declined
 from ..plan.channels import sum_order
-from ..weights import block_diagonal, selection_weight
+from ..weights import block_diagonal, respaced, selection_weight
 from .relax_read import RELAX_CONVS, dims, op_name
 
 
@@ -51,6 +51,11 @@ class RelaxWeight:
 
     def block_diagonal(self, groups: int) -> "RelaxWeight":
         return RelaxWeight(block_diagonal(self._constant("a block-diagonal weight"), groups), None)
+
+    def respaced(self, kernel: tuple[int, ...], steps: tuple[int, ...] | None = None,
+                 empty=None) -> "RelaxWeight":
+        """The same taps in a larger kernel, zeros elsewhere (``weights.respaced``)."""
+        return RelaxWeight(respaced(self._constant("a larger kernel"), kernel, steps), None)
 
     def with_values(self, values: np.ndarray) -> "RelaxWeight":
         return RelaxWeight(np.ascontiguousarray(values), None)
@@ -206,6 +211,9 @@ class RelaxBuilder:
                              shape=None):
         raise Declined(INTEGER_CONVS_ONNX_ONLY)
 
+    def weight_zero_points(self, site):
+        raise Declined(INTEGER_CONVS_ONNX_ONLY)
+
     def sum(self, terms: list, accumulate: str, stem: str, out=None):
         relax = _relax()
         operands = list(terms)
@@ -247,7 +255,13 @@ class RelaxBuilder:
         return self._emit(_relax().op.nn.pad(x, widths), stem)
 
     def reshape(self, x, shape: list, name: str, shape_name: str, out=None):
-        return self._emit(_relax().op.reshape(x, list(shape)), name)
+        """A 0 keeps the input's extent (static or symbolic), as ONNX's Reshape does."""
+        extents = x.ty.shape.values if 0 in shape else None
+        return self._emit(_relax().op.reshape(
+            x, [extents[i] if d == 0 else d for i, d in enumerate(shape)]), name)
+
+    def transpose(self, x, perm: list, name: str, out=None):
+        return self._emit(_relax().op.permute_dims(x, list(perm)), name)
 
     def take_channels(self, x, source, channels: int, rank: int, use_gather: bool, stem: str,
                       out_stem: str):
@@ -262,17 +276,30 @@ class RelaxBuilder:
     def depth_to_space(self, x, blocksize: int, name: str, out=None):
         """DepthToSpace (DCR, as the ONNX builder emits it) as Reshape, permute, Reshape: Relax
         has no such op."""
+        def shapes(lead, c, h, w, b):
+            return ([lead, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2],
+                    [lead, c // (b * b), h * b, w * b])
+        return self._move_blocks(x, blocksize, name, "DepthToSpace", shapes)
+
+    def space_to_depth(self, x, blocksize: int, name: str, out=None):
+        """SpaceToDepth (ONNX's, the inverse of DCR DepthToSpace) as Reshape, permute, Reshape:
+        Relax has no such op."""
+        def shapes(lead, c, h, w, b):
+            return ([lead, c, h // b, b, w // b, b], [0, 3, 5, 1, 2, 4],
+                    [lead, c * b * b, h // b, w // b])
+        return self._move_blocks(x, blocksize, name, "SpaceToDepth", shapes)
+
+    def _move_blocks(self, x, blocksize: int, name: str, what: str, shapes):
+        """Reshape to the 6-D ``shapes(...)[0]``, permute, reshape to ``[2]``."""
         found = self.shape(x)
         if found is None or len(found) != 4 or any(d is None for d in found[1:]):
-            raise Declined("DepthToSpace in Relax needs a 4-D input of static C, H, W")
+            raise Declined(f"{what} in Relax needs a 4-D input of static C, H, W")
         n, c, h, w = found
-        b = blocksize
         relax = _relax()
-        lead = -1 if n is None else n
-        blocks = self._emit(relax.op.reshape(x, [lead, b, b, c // (b * b), h, w]),
-                            f"{name}.blocks")
-        moved = self._emit(relax.op.permute_dims(blocks, [0, 3, 4, 1, 5, 2]), f"{name}.move")
-        return self._emit(relax.op.reshape(moved, [lead, c // (b * b), h * b, w * b]), name)
+        first, perm, last = shapes(-1 if n is None else n, c, h, w, blocksize)
+        blocks = self._emit(relax.op.reshape(x, first), f"{name}.blocks")
+        moved = self._emit(relax.op.permute_dims(blocks, perm), f"{name}.move")
+        return self._emit(relax.op.reshape(moved, last), name)
 
 
 def _hint(name: str) -> str:

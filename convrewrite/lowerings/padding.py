@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..build.builder import Builder, ConvSite
 from ..conv import ConvSpec
 from ..decline import Decline
-from ..plan.padding import PadPlan, explicit_pads, plan_padding
+from ..plan.padding import PadPlan, plan_padding, with_explicit_pads
 from ..rules import rules_named
 from ..target import Target
 from .contract import Lowering, Planned, missing_ops, register
@@ -22,12 +22,10 @@ class ExplicitPadding(Lowering):
     fixes = rules_named("max_pad", "symmetric_pad", "same_pad_only")
 
     def plan(self, spec: ConvSpec, target: Target) -> "Planned | Decline":
-        pads = explicit_pads(spec)
-        if isinstance(pads, Decline):
-            return pads
-        plan = plan_padding(spec, target, pads)
-        if isinstance(plan, Decline):
-            return plan
+        found = with_explicit_pads(spec, target, plan_padding)
+        if isinstance(found, Decline):
+            return found
+        plan = found[0]
         pad_in = any(plan.input_pads)
         missing = missing_ops(target, [op for op, used in (("Pad", pad_in), ("Slice", plan.crops))
                                        if used])
@@ -44,10 +42,8 @@ class ExplicitPadding(Lowering):
         plan, rank, base = planned.detail, site.spec.rank, site.name
         x = b.pad_spatial(site.x, list(plan.input_pads[:rank]), list(plan.input_pads[rank:]),
                           f"{base}/pad", value=site.pad_value)
-        attrs = dict(site.attrs, pads=list(plan.conv_pads))
-        attrs.pop("auto_pad", None)
-        attrs.setdefault("kernel_shape", list(site.spec.kernel_shape))
-        y = b.conv(site, site.operands(x), b.fresh(f"{base}/conv"), attrs,
+        y = b.conv(site, site.operands(x), b.fresh(f"{base}/conv"),
+                   site.conv_attrs(pads=list(plan.conv_pads)),
                    out=None if plan.crops else site.y)
         if not plan.crops:
             return y

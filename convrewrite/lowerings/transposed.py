@@ -5,8 +5,12 @@ rank or map size the engine rejects): the convs it becomes then go on to those l
 Sub-pixel (``plan.transposed``): output phase r (outputs q*s + r) of a stride-s transposed conv
 is a stride-1 conv of the *un-upsampled* input with every s-th tap of the flipped kernel; the
 s**rank phase convs are interleaved back by DepthToSpace (2-D, equal strides, where the target
-runs it) or, per axis, by a Reshape of each phase to [A, L, 1, B], a Concat on axis 2 and a
-Reshape back (any rank and strides, nothing above 4-D). Zero insertion (dilated transposed convs,
+runs it); by Concats of each axis's phases on the next axis (the last axis's on the channels) and
+one Reshape of that tensor in channels-last order, between two Transposes (any rank and strides,
+batch and rank as the conv's own: what Vela 3's batch-1 core runs); or, per axis, by a Reshape of
+each phase to [A, L, 1, B] (rows folded into the batch), a Concat on axis 2 and a Reshape back
+(nothing above 4-D). ``plan.transposed.choose_interleave`` takes the one with the fewest ops
+that the target's ops, rank, batch and extent limits allow. Zero insertion (dilated transposed convs,
 kernels smaller than their stride): the input upsampled with zeros the same 4-D way, then one
 conv with the flipped kernel: s**rank times the MACs. Sums run in another order: reassociating.
 """
@@ -42,10 +46,12 @@ class TransposedToConv(Lowering):
         if plan.form == "subpixel":
             how = (f"sub-pixel: {len(plan.subpixel.phases)} phase convs on the input, "
                    f"interleaved" + {"none": "", "depth_to_space": " by DepthToSpace",
+                                     "channels_last": " by Concat + one channels-last Reshape",
                                      "reshape": " by Reshape + Concat"}[plan.interleave])
         else:
             how = (f"zero insertion: one conv over the input upsampled by "
                    f"{dims_text(spec.strides)}")
+        others = [*others, *plan.interleave_reasons]
         if others:
             how += f" (not {'; not '.join(others)})"
         factor = plan.macs / spec.macs if plan.macs and spec.macs else 1.0
@@ -110,6 +116,9 @@ def _subpixel(b: Builder, site: ConvSite, plan: TransposedPlan, weight):
     elif plan.interleave == "depth_to_space":
         stacked = b.concat([phases[p.offset] for p in sub.phases], 1, f"{base}/phases")
         joined = b.depth_to_space(stacked, sub.stride[0], f"{base}/depth_to_space", out=final)
+    elif plan.interleave == "channels_last":
+        joined = interleave_channels_last(b, phases, spec.out_channels, list(sub.phase_length),
+                                          list(sub.stride), f"{base}/interleave", final)
     else:
         joined = interleave(b, phases, spec.out_channels, list(sub.phase_length),
                             list(sub.stride), f"{base}/interleave", final)
@@ -156,6 +165,43 @@ def interleave(b: Builder, phases: dict, channels: int, lengths: list, strides: 
         lengths = grown
     (result,) = level.values()
     return result
+
+
+def _join_by_axis(b: Builder, level: dict, d: int, axis: int, stem: str) -> dict:
+    """Phase tensors keyed by offset -> the same with spatial axis ``d``'s phases concatenated
+    on ``axis`` (offset order), keyed with a 0 for ``d``."""
+    groups: dict = {}
+    for offset, tensor in level.items():
+        groups.setdefault(offset[:d] + offset[d + 1:], []).append((offset[d], tensor))
+    joined = {}
+    for key, parts in sorted(groups.items()):
+        parts.sort(key=lambda p: p[0])
+        tag = ".".join(map(str, key)) or "0"
+        joined[key[:d] + (0,) + key[d:]] = b.concat([t for _, t in parts], axis,
+                                                    f"{stem}/a{d}.{tag}.join")
+    return joined
+
+
+def interleave_channels_last(b: Builder, phases: dict, channels: int, lengths: list,
+                             strides: list, stem: str, out=None):
+    """Phase outputs keyed by offset -> one tensor, outputs ``q * s + r`` on every axis, every
+    tensor at the conv's own rank and batch. Spatial axis d's phases are joined on the axis after
+    it (the last axis's on the channels), so in channels-last order the joined tensor
+    [N, L0, s0*L1, .., s_last*C] reads out as (l0, r0, l1, r1, .., c): one Reshape to
+    [N, s0*L0, .., C] interleaves every axis at once, between a Transpose to channels-last and
+    one back. onnx2tf keeps feature maps channels-last, so the first Transpose is no op there and
+    the last cancels against the next conv's (Vela's legacy core runs neither layout Transpose)."""
+    rank = len(lengths)
+    level = dict(phases)
+    for d in reversed(range(rank)):
+        if strides[d] > 1:
+            level = _join_by_axis(b, level, d, 1 if d == rank - 1 else d + 3, stem)
+    (joined,) = level.values()
+    last = b.transpose(joined, [0, *range(2, rank + 2), 1], f"{stem}/channels_last")
+    grown = [q * s for q, s in zip(lengths, strides)]
+    flat = b.reshape(last, [-1, *grown, channels], f"{stem}/unfold", f"{stem}/unfold.shape")
+    return b.transpose(flat, [0, rank + 1, *range(1, rank + 1)], f"{stem}/channels_first",
+                       out=out)
 
 
 def _zero_insertion(b: Builder, site: ConvSite, plan: TransposedPlan, weight):

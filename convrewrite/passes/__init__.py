@@ -16,7 +16,6 @@ from .broadcast_views import BroadcastViews
 from .channelwise import ChannelwiseLowering
 from .chunk_fusion import ChunkFusion
 from .dense_to_sparse import DenseToSparse
-from .dilation import DilationLowering
 from .kernel_split import KernelSplit
 from .lower_conv import LowerConvs, OnnxLowering, conv_pass
 from .pad_fusion import PadFusion
@@ -28,7 +27,6 @@ from .shift import ShiftLowering
 from .shuffle import ShuffleRemoval
 from .sparse_conv import SparseConvLowering
 from .stack_reduction import StackReduction
-from .stride import StrideSubsample
 from .sum_fusion import SumFusion
 from .tiling import SpatialTiling
 from .transposed_shape import TransposedShape
@@ -54,8 +52,8 @@ TIDY_PASSES: tuple[GraphPass, ...] = tuple(PASSES[name]() for name in TIDY_ORDER
 __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "LOWERED_PASSES", "PASSES",
            "TIDY_PASSES", "PiecewiseOps",
            "BroadcastViews", "ChannelwiseLowering", "ChunkFusion", "DenseToSparse",
-           "DilationLowering", "GraphPass", "KernelSplit", "LowerConvs", "OnnxLowering",
+           "GraphPass", "KernelSplit", "LowerConvs", "OnnxLowering",
            "PadFusion", "Pass", "RankLowering", "RankReduction", "RewriteContext",
            "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",
-           "StackReduction", "StrideSubsample", "SumFusion", "TransposedShape", "ViewSinking",
+           "StackReduction", "SumFusion", "TransposedShape", "ViewSinking",
            "conv_pass", "default_conv_passes", "register_pass"]

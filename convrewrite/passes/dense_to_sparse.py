@@ -26,6 +26,7 @@ from ..errors import BadInputError
 from ..gs_graph import isolate_region
 from ..record import Record
 from ..sparse.onnx_form import IN_GRAPH_OPS, MIN_OPSET, PRECOMPUTED_OPS
+from ..sparse.plan import BadSpec, parse_spec
 from ..sparse.region import REGION_OPS, Densify, Region
 from .protocol import GraphPass, PassResult, RewriteContext, detach, register_pass
 
@@ -40,19 +41,23 @@ class DenseToSparse(GraphPass):
         outcome = PassResult(ctx.graph)
         if not ctx.sparse_inputs:
             return outcome
-        for name in ctx.sparse_inputs:
+        for text in ctx.sparse_inputs:
             tensors = ctx.graph.tensors()
+            try:
+                name, fraction = parse_spec(text, tensors)
+            except BadSpec as exc:
+                raise BadInputError(str(exc)) from None
             if name not in tensors:
                 raise BadInputError(f"--sparse-input {name!r}: the model has no tensor of that name")
             named = tensors[name]
+            if any(n.name in ctx.emitted for n in named.outputs):
+                continue                    # its region was grown in an earlier round
             mode = self._mode(named)
             if mode is None:
-                if any(n.name in ctx.emitted for n in named.outputs):
-                    continue                # rewritten in an earlier round
                 raise BadInputError(f"--sparse-input {name!r}: no Conv reads it, directly or "
                                     "through Mul with it as a mask")
             try:
-                record = self._region(named, mode, ctx, like, outcome)
+                record = self._region(named, mode, fraction, ctx, like, outcome)
             except Densify as reason:
                 outcome.recognised.append(f"--sparse-input {name!r} left dense: {reason}")
                 continue
@@ -72,8 +77,8 @@ class DenseToSparse(GraphPass):
                 return "mask"
         return None
 
-    def _region(self, named: gs.Tensor, mode: str, ctx: RewriteContext, like: onnx.ModelProto,
-                outcome: PassResult) -> Record | None:
+    def _region(self, named: gs.Tensor, mode: str, fraction: float | None, ctx: RewriteContext,
+                like: onnx.ModelProto, outcome: PassResult) -> Record | None:
         if ctx.opset < MIN_OPSET:
             raise Densify(f"the sparse lowering needs opset >= {MIN_OPSET} (ScatterND "
                           f"reduction=add), the model has {ctx.opset}")
@@ -84,7 +89,7 @@ class DenseToSparse(GraphPass):
             raise Densify(f"the target's ops list lacks {', '.join(missing)}")
         ctx.graph.toposort()
         e = OnnxBuilder(ctx.fresh, f"{named.name}/sparse")
-        region = Region(named, mode, ctx.graph, ctx.opset, e, mask_value)
+        region = Region(named, mode, ctx.graph, ctx.opset, e, mask_value, fraction)
         try:
             region.build()
         except Densify:
@@ -112,7 +117,8 @@ class DenseToSparse(GraphPass):
             tolerance="reassociating", macs_before=region.macs, macs_after=None,
             nodes_before=len(taken), more_inputs=[t.name for t in region.entries[1:]],
             more_outputs=[t.name for t in exits[1:]],
-            notes=["MACs after depend on how many sites are active at run time"] + region.notes)
+            notes=["MACs after depend on how many sites are active at run time", _planned(
+                fraction, mask_value)] + region.notes)
         if exits:       # the original region, before the densifying nodes take its outputs
             record.before = isolate_region(region.taken, region.entries, exits, ctx.graph, like)
         region.densify()
@@ -121,6 +127,16 @@ class DenseToSparse(GraphPass):
         ctx.graph.nodes.extend(e.nodes)
         ctx.emitted.update(n.name for n in e.nodes)
         return record if exits else None
+
+
+def _planned(fraction: float | None, mask_value) -> str:
+    """How the convs were chosen sparse or dense, for the record (``sparse.plan``)."""
+    if mask_value is not None:
+        return "each conv sparse where cheaper than dense at the constant mask's sites"
+    if fraction is None:
+        return "every conv that can run sparse does (NAME:all: no cost choice)"
+    return (f"each conv sparse where cheaper than dense, planned for {fraction:.1%} of the input's "
+            "sites active, spread at random (NAME:FRACTION declares it)")
 
 
 def _discard(nodes: list[gs.Node]) -> None:

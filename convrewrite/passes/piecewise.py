@@ -8,7 +8,13 @@ each in turn). The Concat keeps the op's output tensor, so every other record's 
 where it was verified. An elementwise op computes each element from the same element of its
 inputs (side inputs that broadcast over the axis are shared, constants along it are cut): exact.
 What stays over a limit (the model's own input or output, a cut of it) is named by
-``pipeline.tensor_legality``."""
+``pipeline.tensor_legality``.
+
+A batch that is a multiple of the symbolic one (a TorchScript export's ``N*4``: windows folded
+into the batch; the target runs N = 1) cannot be cut into pieces exact at every N; there the op
+runs on rank-3 views of its inputs and output (``plan.legal_views.broadcast_groups``: the
+batch merged with the axes next to it, which no limit reads), between Reshapes that keep N in
+their one -1: elementwise on the same elements, exact at every batch."""
 
 from __future__ import annotations
 
@@ -24,7 +30,10 @@ from ..gs_order import cleanup_and_toposort
 from ..lowerings.channel_split import use_split
 from ..plan.batch import even_chunks
 from ..plan.limits import missing_ops
-from ..tensor_limits import TensorOffence, data_inputs, limits_tensors, tensor_offences
+from ..plan.legal_views import broadcast_groups
+from ..tensor_limits import (TensorOffence, data_inputs, limits_tensors, merged_batch,
+                             target_shape, tensor_offences)
+from .transpose_views import view_limits
 from .chunk_fusion import CHANNEL_LOCAL_OPS, PER_AXIS_OPS
 from .emit import builder
 from ..rules import rules_named
@@ -120,6 +129,38 @@ def plan_pieces(node: gs.Node, offence: TensorOffence, ctx: RewriteContext) -> P
                      shares)
 
 
+@dataclass
+class ViewForm:
+    groups: list[tuple[int, int]]           # of the output's axes, each one axis of the views
+    symbolic: int                           # the output axis holding the batch symbol
+
+
+def plan_views(node: gs.Node, offence: TensorOffence, ctx: RewriteContext) -> ViewForm | Decline:
+    """The rank-3 view form of an op over a batch the pieces cannot cut (symbolic)."""
+    out = node.outputs[0]
+    if offence.violation.rule != "max_tensor_batch" or node.op in PER_AXIS_OPS:
+        return Decline("the axis over the limit is not static on the op's output")
+    symbolic = [a for a, d in enumerate(out.shape) if not isinstance(d, int)]
+    extents = target_shape(out.shape)
+    if symbolic != [0] or extents[0] is None:
+        return Decline(f"the output's shape {list(out.shape)} is not static but for a multiple "
+                       "of the batch")
+    shapes = []
+    for tensor in data_inputs(node) + [t for t in node.inputs if isinstance(t, gs.Constant)]:
+        shape = tensor.shape
+        if shape is None:
+            return Decline(f"the shape of {tensor.name} is unknown")
+        lead = len(out.shape) - len(shape)
+        if any(not isinstance(d, int) and (a + lead != 0 or d != out.shape[0])
+               for a, d in enumerate(shape)):
+            return Decline(f"{tensor.name}'s shape {list(shape)} is not the output's batch")
+        shapes.append(target_shape(shape))
+    groups = broadcast_groups(extents, shapes, view_limits(ctx.target))
+    if isinstance(groups, Decline):
+        return groups
+    return missing_ops(ctx.target, ["Reshape"]) or ViewForm(groups, 0)
+
+
 @register_pass
 class PiecewiseOps(GraphPass):
     name = "piecewise"
@@ -139,11 +180,14 @@ class PiecewiseOps(GraphPass):
                 if not offences:
                     continue
                 plan = plan_pieces(node, offences[0], ctx)
+                if isinstance(plan, Decline) and "not static" in plan.reason:
+                    plan = plan_views(node, offences[0], ctx)
                 if isinstance(plan, Decline):
                     declined[node.name] = (node, plan.within(self.name))
                     continue
                 declined.pop(node.name, None)
-                outcome.add(self._rewrite(node, plan, offences[0], ctx, like))
+                rewrite = self._rewrite if isinstance(plan, PiecePlan) else self._viewed
+                outcome.add(rewrite(node, plan, offences[0], ctx, like))
                 changed = True
             if not changed:
                 break
@@ -192,6 +236,46 @@ class PiecewiseOps(GraphPass):
                f"axis {plan.axis} (target: {offence.violation.limit}), joined by Concat"
                + (" (the pieces of the Split after it, so chunk fusion can join the two)"
                   if plan.after_split else ""))
+        record = region_record(self.name, [node], data, [out], ctx, like, how, added, "exact",
+                               rules=[offence.violation], macs_before=0, macs_after=0)
+        detach([node])
+        ctx.graph.nodes.extend(added)
+        return record
+
+    def _viewed(self, node, plan: ViewForm, offence, ctx, like):
+        added: list[gs.Node] = []
+        b = builder(ctx, added)
+        out, base = node.outputs[0], node.name
+        rank = len(out.shape)
+        inputs = []
+        for position, tensor in enumerate(node.inputs):
+            if not tensor.name:
+                inputs.append(tensor)
+                continue
+            shape = [1] * (rank - len(tensor.shape)) + list(tensor.shape)
+            view = [-1 if not isinstance(shape[a], int) else
+                    int(np.prod([shape[k] for k in range(a, z)])) for a, z in plan.groups]
+            value = constant_value(tensor)
+            if value is not None:
+                inputs.append(gs.Constant(ctx.fresh(f"{tensor.name}.view"),
+                                          np.ascontiguousarray(value.reshape(view))))
+            else:
+                viewed = b.reshape(tensor, view, f"{base}/view.{position}",
+                                   f"{base}/view.{position}.shape")
+                viewed.shape = [merged_batch(shape[a], int(np.prod(target_shape(shape[a:z]))))
+                                if v == -1 else v for v, (a, z) in zip(view, plan.groups)]
+                inputs.append(viewed)
+        extents = target_shape(out.shape)
+        shape = [merged_batch(out.shape[0], int(np.prod(extents[a:z]))) if a == plan.symbolic
+                 else int(np.prod(extents[a:z])) for a, z in plan.groups]
+        result = b.variable(f"{base}/viewed.out", out, shape)
+        b.node(node.op, ctx.fresh(f"{base}/viewed"), dict(node.attrs), inputs, [result])
+        b.reshape(result, [-1 if a == plan.symbolic else e for a, e in enumerate(extents)],
+                  f"{base}/view_out", f"{base}/view_out.shape", out=out)
+        how = (f"{node.op} over [{', '.join(map(str, shape))}] views (rank {len(shape)}: no "
+               f"batch to limit; the batch {out.shape[0]} stays symbolic)")
+        data = [t for t in data_inputs(node) if constant_value(t) is None] or \
+            data_inputs(node)[:1]
         record = region_record(self.name, [node], data, [out], ctx, like, how, added, "exact",
                                rules=[offence.violation], macs_before=0, macs_after=0)
         detach([node])

@@ -39,6 +39,16 @@ def explicit_pads(spec: ConvSpec) -> tuple[int, ...] | Decline:
     return pads
 
 
+def with_explicit_pads(spec: ConvSpec, target: Target, choose):
+    """``(choose(spec, target, pads), pads)`` with the conv's explicit pads, or the Decline of
+    either: how a geometry lowering that keeps the conv's padding starts its plan."""
+    pads = explicit_pads(spec)
+    if isinstance(pads, Decline):
+        return pads
+    chosen = choose(spec, target, pads)
+    return chosen if isinstance(chosen, Decline) else (chosen, pads)
+
+
 def plan_padding(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> PadPlan | Decline:
     """Move padding the engine cannot do into an explicit Pad; where the engine insists on more
     padding than the conv has ("same" padding only), pad as it wants and crop the extra outputs.

@@ -12,6 +12,7 @@ from ..decline import Decline
 from ..target import Target
 from .cost import LAYOUT_ELEMENT_COST_IN_MACS
 from .kernel import plan_kernel_split
+from .limits import missing_ops
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,41 @@ def _kernel_factor(spec: ConvSpec, target: Target) -> float:
     if isinstance(legal, Decline):
         return 1.0
     return math.prod(legal.padded_kernel) / math.prod(spec.kernel_shape)
+
+
+@dataclass(frozen=True)
+class StrideChoice:
+    """The form the stride lowering builds: space-to-depth (``folded``) where it is usable and
+    cheaper, else the legal stride and subsampling (``subsample``); ``not_chosen`` says why the
+    other form lost, for the record."""
+
+    subsample: StridePlan
+    folded: SpaceToDepthPlan | None
+    not_chosen: str
+
+
+def choose_stride(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> StrideChoice | Decline:
+    """Space-to-depth where it is usable (the target runs SpaceToDepth and Pad at stride 1, the
+    weight is a constant: its taps are rearranged) and costs less than subsampling, else
+    subsampling (which needs Slice)."""
+    plan = plan_stride(spec, target, pads)
+    if isinstance(plan, Decline):
+        return plan
+    folded = plan_space_to_depth(spec, target, pads)
+    if not isinstance(folded, Decline) and not spec.constant_weight:
+        # space-to-depth rearranges the weight's taps (needs its values); subsampling passes a
+        # run-time weight on whole
+        return _subsample(plan, target, "not space-to-depth: it rearranges the weight's taps, "
+                                        "computed at run time")
+    if isinstance(folded, Decline):
+        return _subsample(plan, target, "")
+    usable = target.allows_op("SpaceToDepth") and target.allows_op("Pad") and \
+        (target.conv.max_stride or 1) == 1
+    if usable and all(s == 1 for s in plan.input_steps) and folded.cost < folded.subsample_cost:
+        return StrideChoice(plan, folded, "")
+    return _subsample(plan, target, f"not space-to-depth: cost x{folded.cost:.2f} vs "
+                                    f"x{folded.subsample_cost:.2f}")
+
+
+def _subsample(plan: StridePlan, target: Target, not_chosen: str) -> StrideChoice | Decline:
+    return missing_ops(target, ["Slice"]) or StrideChoice(plan, None, not_chosen)

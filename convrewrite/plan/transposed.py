@@ -124,10 +124,12 @@ class TransposedPlan:
 
     form: str                                   # "subpixel" | "zero_insertion"
     pads: tuple[int, ...]                       # its resolved begin/end pads
-    interleave: str                             # subpixel: "none" | "depth_to_space" | "reshape"
+    # subpixel: "none" | "depth_to_space" | "channels_last" | "reshape" (``choose_interleave``)
+    interleave: str
     subpixel: SubPixelPlan | None = None
     zero_insertion: ZeroInsertionPlan | None = None
     macs: int | None = None
+    interleave_reasons: tuple[str, ...] = ()    # why each other interleave was not taken
 
 
 def subpixel_macs(spec: ConvSpec, plan: SubPixelPlan) -> int:
@@ -148,9 +150,113 @@ def zero_insertion_macs(spec: ConvSpec, pads: tuple[int, ...]) -> int | None:
         * prod(spec.kernel_shape) * prod(outs)
 
 
+INTERLEAVE_OPS = {"none": [], "depth_to_space": ["Concat", "DepthToSpace"],
+                  "channels_last": ["Concat", "Transpose", "Reshape"],
+                  "reshape": ["Reshape", "Concat"]}
+INTERLEAVE_NAMES = {"depth_to_space": "DepthToSpace", "channels_last": "a channels-last Reshape",
+                    "reshape": "Reshape + Concat with rows folded into the batch"}
+
+
 def interleave_ops(interleave: str) -> list[str]:
-    return {"none": [], "depth_to_space": ["Concat", "DepthToSpace"],
-            "reshape": ["Reshape", "Concat"]}[interleave]
+    return INTERLEAVE_OPS[interleave]
+
+
+def _joined_axes(strides) -> list[int]:
+    """The spatial axes an interleave joins phases on, last first (the order it joins them)."""
+    return [d for d in reversed(range(len(strides))) if strides[d] > 1]
+
+
+def interleave_shapes(interleave: str, batch: int, channels: int, plan: SubPixelPlan
+                      ) -> list[list[int]]:
+    """The shapes of the tensors an interleave joins or moves (what the target's tensor limits
+    are checked on); the phases themselves are the phase convs' outputs."""
+    lengths, strides = list(plan.phase_length), list(plan.stride)
+    grown = [q * s for q, s in zip(lengths, strides)]
+    if interleave == "depth_to_space":
+        return [[batch, channels * strides[0] * strides[1], *lengths], [batch, channels, *grown]]
+    if interleave == "channels_last":
+        joined = [batch, strides[-1] * channels, lengths[0],
+                  *(s * q for s, q in zip(strides[:-1], lengths[1:]))]
+        return [joined, [batch, *grown, channels]]
+    shapes = []
+    for d in _joined_axes(strides):                 # [N*C*L_<d, L_d, s_d(, L_>d)]
+        rest = prod(lengths[d + 1:])
+        shapes.append([batch * channels * prod(lengths[:d]), lengths[d], strides[d]]
+                      + ([rest] if d < len(lengths) - 1 else []))
+        lengths[d] *= strides[d]
+    return shapes
+
+
+def interleave_node_count(interleave: str, strides) -> int:
+    """How many ops an interleave emits: the one data-movement cost the forms differ in (their
+    phase convs are the same MACs)."""
+    if interleave == "none":
+        return 0
+    if interleave == "depth_to_space":
+        return 2
+    groups = {d: prod(strides[:d]) for d in _joined_axes(strides)}   # joins per axis
+    if interleave == "channels_last":
+        return sum(groups.values()) + 3             # the joins, to channels-last, Reshape, back
+    return sum(g * (strides[d] + 2) for d, g in groups.items())   # folds, join, unfold
+
+
+def interleave_rank(interleave: str, spec: ConvSpec, plan: SubPixelPlan) -> int:
+    batch = spec.input_shape[0] or 1
+    return max(len(shape) for shape in interleave_shapes(interleave, batch, spec.out_channels,
+                                                         plan))
+
+
+def interleave_breaks(interleave: str, spec: ConvSpec, plan: SubPixelPlan,
+                      target: Target) -> str | None:
+    """Which of the target's batch and extent limits the interleave's own tensors break, or
+    None. A batch or extent the model's own tensors already have is not the form's doing."""
+    batch = spec.input_shape[0] or 1
+    for shape in interleave_shapes(interleave, batch, spec.out_channels, plan):
+        limit = target.max_tensor_batch
+        if limit is not None and len(shape) >= 4 and shape[0] > max(limit, batch):
+            return (f"it reads batch {shape[0]} (rows folded into the batch; max_tensor_batch "
+                    f"{limit})")
+        limit = target.max_tensor_dim
+        if limit is not None and max(shape) > limit:
+            return f"a {max(shape)}-long axis (max_tensor_dim {limit})"
+    return None
+
+
+def choose_interleave(spec: ConvSpec, target: Target, plan: SubPixelPlan
+                      ) -> tuple[str, list[str]] | Decline:
+    """The interleave with the fewest ops among those the target runs (its ops, its tensor rank)
+    whose tensors keep to its batch and extent limits (if none does, among those it runs: the
+    legality check then names what is left),
+    and why each other was not taken. DepthToSpace takes 2-D equal strides only; the
+    channels-last form joins each axis's phases on the next axis (channels for the last) and
+    makes the whole tensor one channels-last Reshape, at the conv's own rank; the batch form
+    reshapes every phase to at most 4-D with rows folded into the batch."""
+    if all(s == 1 for s in plan.stride):
+        return "none", []
+    candidates = ["channels_last", "reshape"]
+    if spec.rank == 2 and plan.stride[0] == plan.stride[1]:
+        candidates.insert(0, "depth_to_space")
+    runs, within, reasons = [], [], []
+    for name in candidates:
+        missing = missing_ops(target, INTERLEAVE_OPS[name])
+        rank = interleave_rank(name, spec, plan)
+        if not missing and target.max_tensor_rank is not None and rank > target.max_tensor_rank:
+            missing = Decline(f"its {rank}-D tensors (max_tensor_rank {target.max_tensor_rank})")
+        breaks = None if missing else interleave_breaks(name, spec, plan, target)
+        if missing or breaks:
+            reasons.append(f"interleave by {INTERLEAVE_NAMES[name]}: "
+                           f"{missing.reason if missing else breaks}")
+        if not missing:
+            runs.append(name)
+            if not breaks:
+                within.append(name)
+    if not runs:
+        return Decline("; ".join(reasons))
+    pool = within or runs
+    best = min(pool, key=lambda n: interleave_node_count(n, plan.stride))
+    reasons += [f"interleave by {INTERLEAVE_NAMES[n]}: {interleave_node_count(n, plan.stride)} "
+                f"ops, not {interleave_node_count(best, plan.stride)}" for n in pool if n != best]
+    return best, reasons
 
 
 def _subpixel_form(spec: ConvSpec, target: Target, pads) -> TransposedPlan | Decline:
@@ -159,21 +265,17 @@ def _subpixel_form(spec: ConvSpec, target: Target, pads) -> TransposedPlan | Dec
         return plan
     if any(not taps for phase in plan.phases for taps in phase.taps):
         return Decline("a kernel smaller than its stride leaves output phases without taps")
-    rank = spec.rank
-    if all(s == 1 for s in plan.stride):
-        interleave = "none"
-    elif rank == 2 and plan.stride[0] == plan.stride[1] and target.allows_op("DepthToSpace"):
-        interleave = "depth_to_space"       # one op, where the target runs it
-    else:
-        interleave = "reshape"              # per axis: Reshape to <= 4-D, Concat, Reshape back
+    chosen = choose_interleave(spec, target, plan)
+    if isinstance(chosen, Decline):
+        return chosen
+    interleave, not_taken = chosen
     crops = any(q < 0 for phase in plan.phases for q in phase.pads) or \
         [q * s for q, s in zip(plan.phase_length, plan.stride)] != list(plan.output_length)
-    missing = missing_ops(target, ["Conv", *interleave_ops(interleave),
-                                *(["Slice"] if crops else [])])
+    missing = missing_ops(target, ["Conv", *(["Slice"] if crops else [])])
     if missing:
         return missing
     return TransposedPlan("subpixel", pads, interleave, subpixel=plan,
-                          macs=subpixel_macs(spec, plan))
+                          macs=subpixel_macs(spec, plan), interleave_reasons=tuple(not_taken))
 
 
 def _zero_insertion_form(spec: ConvSpec, target: Target, pads) -> TransposedPlan | Decline:

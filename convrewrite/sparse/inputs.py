@@ -16,6 +16,7 @@ import onnx
 
 from ..ops import DOMAIN
 from ..ops.sparse_conv import INVERSE_OP_TYPE, OP_TYPE, SparseConvAttrs, SparseConvError
+from .plan import BadSpec, parse_spec
 
 DEFAULT_SITES = 64
 ACTIVE_FRACTION = 0.1
@@ -91,7 +92,11 @@ def sparse_feeds(model: onnx.ModelProto, feeds: dict[str, np.ndarray], seed: int
                 sites.append((node.input[2], parsed.spatial_shape, None))
         for coords, grid, feats in sites:
             _draw(out, inputs, constants, coords, grid, feats, fixed, done, rng)
-    for name in sparse_inputs:
+    for text in sparse_inputs:
+        try:
+            name = parse_spec(text, out)[0]
+        except BadSpec:
+            continue                        # the rewrite says what is wrong
         x = out.get(name)
         if x is None or x.ndim < 3 or not np.issubdtype(x.dtype, np.floating):
             continue

@@ -39,6 +39,7 @@ from ..decline import Decline
 from ..ops import DOMAIN
 from ..ops.sparse_conv import OP_TYPE, SparseConvAttrs, SparseConvError
 from ..verify import run
+from .plan import Activity, choose
 
 MAP_LIMIT = 1 << 22     # most elements of a background map (16 MB of float32); beyond: densify
 
@@ -67,6 +68,7 @@ class Sites:
     mask_values: gs.Tensor | None = None    # [n, 1]: the mask at the sites
     spatial: gs.Tensor | None = None        # [n, D] int64, made when a map is sampled
     flat: gs.Tensor | None = None           # [n] int64 batch x volume + row-major position
+    activity: Activity | None = None        # the active fraction expected (``plan``)
 
 
 @dataclass(eq=False)
@@ -121,6 +123,8 @@ class Region:
     opset: int
     e: OnnxBuilder
     constant_mask: np.ndarray | None = None
+    fraction: float | None = None   # the input's expected active fraction; None: every conv
+    #                                 that can run sparse does (no cost choice, ``plan``)
     values: dict = field(default_factory=dict)          # tensor name -> Value
     taken: list = field(default_factory=list)           # original nodes the region replaces
     kept: list = field(default_factory=list)            # ... that stay too (dense readers)
@@ -195,6 +199,11 @@ class Region:
             coords = e.op("Transpose", [e.op("NonZero", [active], "sites_t")], "sites",
                           perm=[1, 0])
         sites = Sites(coords, grid)
+        if self.fraction is not None and self.constant_mask is not None:
+            known = float(np.count_nonzero(self.constant_mask)) / self.constant_mask.size
+            sites.activity = Activity.of_root(known, rank, known=True)
+        elif self.fraction is not None:
+            sites.activity = Activity.of_root(self.fraction, rank)
         if self.mode == "mask":
             sites.mask = named
             sites.mask_values = self._gather(named, sites, rank)
@@ -398,6 +407,7 @@ class Region:
         except SparseConvError as exc:
             raise Densify(str(exc)) from None
         cout = spec.out_channels
+        self._cheaper_sparse(conv, attrs, spec, v)
         if not np.any(v.background):
             features, sparse_bias, out_map = v.features, bias, None
             background = np.zeros(cout, weight.dtype) if bias is None else bias.astype(
@@ -415,7 +425,9 @@ class Region:
         coords = gs.Variable(self.e.fresh(f"{conv.name}/coords"), dtype=np.int64)
         self.e.nodes.append(gs.Node(OP_TYPE, self.e.fresh(f"{conv.name}/sparse_conv"),
                                     attrs.to_node_attrs(), inputs, [out, coords], domain=DOMAIN))
-        sites = v.sites if attrs.submanifold else Sites(coords, attrs.out_spatial_shape)
+        sites = v.sites if attrs.submanifold else Sites(
+            coords, attrs.out_spatial_shape,
+            activity=None if v.sites.activity is None else v.sites.activity.after(attrs))
         self.convs.append((conv.name, attrs))
         self.macs += spec.macs or 0
         if mul is not None:             # values on the mask's sites, 0 elsewhere
@@ -427,6 +439,17 @@ class Region:
                             f"{conv.name}/plus_bg")
         self._set(conv.outputs[0], Value(out, sites, background))
         return [conv]
+
+    def _cheaper_sparse(self, conv: gs.Node, attrs: SparseConvAttrs, spec, v: Value) -> None:
+        """Densify where the dense conv is cheaper than the sparse one (``plan``); the choice
+        goes into the record either way."""
+        if v.sites.activity is None or spec.macs is None:
+            return
+        choice = choose(attrs, spec.in_channels, spec.out_channels, spec.macs, v.sites.activity,
+                        entering=not self.convs)
+        if not choice.sparse:
+            raise Densify(f"the dense conv is cheaper: {choice.why}")
+        self.notes.append(f"{conv.name} sparse: {choice.why}")
 
     def _submanifold_mul(self, conv: gs.Node, spec, v: Value) -> gs.Node | None:
         """The ``Mul(conv, mask)`` that makes ``conv`` submanifold, or None: the sites are the

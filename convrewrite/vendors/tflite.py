@@ -15,7 +15,12 @@ differ from the NHWC result and transposes both operands (measured: a kernel spl
 3x3 dilation 33x1 over 16x80x24, became ADD + TRANSPOSE perm 0 3 1 2, which Vela 3's core puts on
 the CPU). The judge asks for every model's outputs in the one layout a conv's get: such an Add's
 output is transposed back to channels-last by a parameter replacement (``-prf``), and TFLite's
-converter folds the pair away (all 9 ops on the NPU).
+converter folds the pair away (all 9 ops on the NPU). A Transpose to channels-first (perm
+0, r-1, 1, .., r-2) that writes a graph output is left channels-first by onnx2tf too (its TF
+transpose of the channels-last data; inside a graph the next conv's own transpose cancels it):
+a replacement of its perm by the identity keeps it channels-last (measured: a sub-pixel
+ConvTranspose's channels-last interleave, its final TRANSPOSE perm 0 3 1 2 on the CPU of Vela 3's
+core, then every op on the NPU).
 """
 
 from __future__ import annotations
@@ -55,21 +60,31 @@ def channels_last_perm(rank: int) -> list[int]:
     return [0, *range(2, rank), 1]
 
 
+def _to_channels_first(node: onnx.NodeProto, rank: int) -> bool:
+    perms = [list(a.ints) for a in node.attribute if a.name == "perm"]
+    return node.op_type == "Transpose" and perms == [[0, rank - 1, *range(1, rank - 1)]]
+
+
 def output_layout_replacements(model: onnx.ModelProto) -> list[dict]:
-    """onnx2tf parameter replacements that keep each graph output written by an Add in
-    channels-last order (see the module note): one per 3-D to 5-D output whose static shape
-    changes when its channels move last (where it does not, onnx2tf's rescue does not fire)."""
+    """onnx2tf parameter replacements that keep each graph output written by an Add or by a
+    Transpose to channels-first in channels-last order (see the module note): one per 3-D to 5-D
+    output of static shape, for an Add only where that shape changes when its channels move last
+    (where it does not, onnx2tf's rescue does not fire)."""
     shapes = {o.name: [d.dim_value if d.HasField("dim_value") else None
                        for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
     out = []
     for node in model.graph.node:
-        if node.op_type != "Add" or node.output[0] not in shapes:
+        if node.op_type not in ("Add", "Transpose") or node.output[0] not in shapes:
             continue
         shape = shapes[node.output[0]]
         if not 3 <= len(shape) <= 5 or None in shape:
             continue
         perm = channels_last_perm(len(shape))
-        if [shape[i] for i in perm] != shape:
+        if node.op_type == "Transpose":
+            if _to_channels_first(node, len(shape)):    # its TF transpose becomes no move
+                out.append({"op_name": node.name, "param_target": "attributes",
+                            "param_name": "perm", "values": list(range(len(shape)))})
+        elif [shape[i] for i in perm] != shape:
             out.append({"op_name": node.name, "param_target": "outputs",
                         "param_name": node.output[0], "post_process_transpose_perm": perm})
     return out

@@ -37,16 +37,48 @@ def test_plan_prefers_depth_to_space_where_it_runs():
     assert others == ["zero insertion: 3.57x the MACs"]     # 9 taps x 17^2 over 9 x 9^2
 
 
-@pytest.mark.parametrize("kernel, strides, ops", [
-    ((3, 3), (2, 3), None),                               # unequal strides
-    ((8,), (4,), None),                                   # 1-D
-    ((3, 3, 3), (2, 2, 2), None),                         # 3-D
-    ((3, 3), (2, 2), ["Conv", "Reshape", "Concat", "Slice", "Pad"]),   # no DepthToSpace
+@pytest.mark.parametrize("kernel, strides, ops, rank_limit, interleave", [
+    ((3, 3), (2, 3), None, None, "channels_last"),         # unequal strides
+    ((8,), (4,), None, None, "channels_last"),             # 1-D
+    ((3, 3, 3), (2, 2, 2), None, None, "channels_last"),   # 3-D, 5-D tensors allowed
+    ((3, 3, 3), (2, 2, 2), None, 4, "reshape"),            # 3-D within 4-D
+    ((3, 3), (2, 2), ["Conv", "Reshape", "Concat", "Slice", "Pad", "Transpose"], None,
+     "channels_last"),                                     # no DepthToSpace
+    ((3, 3), (2, 2), ["Conv", "Reshape", "Concat", "Slice", "Pad"], None, "reshape"),
 ])
-def test_plan_interleaves_by_reshape_otherwise(kernel, strides, ops):
-    target = load_target({**NO_DECONV, **({"ops": ops} if ops else {})})
+def test_plan_interleaves_without_depth_to_space(kernel, strides, ops, rank_limit, interleave):
+    """Without DepthToSpace (or for other than 2-D equal strides) the channels-last Reshape has
+    fewer ops than the per-axis batch folds; the folds remain where the target has no Transpose
+    or the conv's own rank is over its tensor rank."""
+    target = load_target({**NO_DECONV, **({"ops": ops} if ops else {}),
+                          **({"max_tensor_rank": rank_limit} if rank_limit else {})})
     plan, _ = plan_transposed(spec(kernel, strides), target)
-    assert (plan.form, plan.interleave) == ("subpixel", "reshape")
+    assert (plan.form, plan.interleave) == ("subpixel", interleave)
+
+
+def test_plan_keeps_rows_out_of_a_limited_batch():
+    """Vela 3's core runs batch 1 on every op: the folds that put rows into the batch are not
+    taken, and the plan says so; without a Transpose they are all that is left: taken, named."""
+    ops = ["Conv", "Reshape", "Concat", "Slice", "Pad"]
+    limited = {**NO_DECONV, "max_tensor_batch": 1, "ops": [*ops, "Transpose"]}
+    plan, _ = plan_transposed(spec((3, 3), (3, 3)), load_target(limited))
+    assert plan.interleave == "channels_last"
+    assert any("reads batch 4 (rows folded into the batch; max_tensor_batch 1)" in r
+               for r in plan.interleave_reasons), plan.interleave_reasons
+    folds, _ = plan_transposed(spec((3, 3), (3, 3)), load_target({**limited, "ops": ops}))
+    assert folds.interleave == "reshape"
+    assert any("lacks Transpose" in r for r in folds.interleave_reasons)
+
+
+def test_plan_names_the_tensor_dim_limit_it_breaks():
+    """Over max_tensor_dim (8 -> 24 wide, limit 20) every interleave breaks it; the plan keeps
+    the one with the fewest ops and says what each breaks (the legality check names the ops)."""
+    target = load_target({**NO_DECONV, "max_tensor_dim": 20,
+                          "ops": ["Conv", "Reshape", "Concat", "Slice", "Pad", "Transpose"]})
+    plan, _ = plan_transposed(spec((3, 3), (3, 3)), target)
+    assert plan.interleave == "channels_last"
+    assert "interleave by a channels-last Reshape: a 24-long axis (max_tensor_dim 20)" in \
+        plan.interleave_reasons
 
 
 def test_plan_declines_say_why():
@@ -75,10 +107,10 @@ def rewrite_and_compare(model, target, *, strict_rank=True):
 
 
 def folds_rows_into_a_limited_batch(model, preset) -> bool:
-    """On a target whose every op takes batch <= max_tensor_batch (Vela 3's core), the
-    interleave's Reshape + Concat folds rows into the batch axis: the rewrite must not say ok,
-    and must name those ops by that rule (no lowering cuts them yet; the vendor test
-    tests/vendors/test_lowerings.py keeps the same cases as strict xfails)."""
+    """3-D on a target whose every op takes batch <= max_tensor_batch and tensors <= 4-D (Vela
+    3's core): the channels-last interleave would be 5-D and the other folds rows into the batch,
+    so zero insertion's upsampling folds do: the rewrite must not say ok, and must name those ops
+    by that rule."""
     if load_target(preset).max_tensor_batch is None:
         return False
     _, report = cr.rewrite(model, preset)
@@ -101,10 +133,9 @@ def test_audio_decoder_1d_kernel8_stride4_on_every_preset(preset):
 @pytest.mark.parametrize("kernel, strides", [((3, 3), (3, 3)), ((4, 4), (4, 4)),
                                              ((3, 3), (3, 2)), ((8, 8), (8, 8))])
 def test_2d_strides_above_two_on_every_preset(preset, kernel, strides):
+    """Every preset, Vela 3's batch-1 core too (the channels-last interleave keeps batch 1)."""
     model = conv_model(op="ConvTranspose", cin=3, cout=4, kernel=kernel, strides=strides,
                        spatial=(5, 6))
-    if folds_rows_into_a_limited_batch(model, preset):
-        return
     out, _ = rewrite_and_compare(model, preset)
     assert not any(len(d.type.tensor_type.shape.dim) > 4
                    for d in onnx.shape_inference.infer_shapes(out).graph.value_info)
@@ -124,7 +155,37 @@ def test_3d_transposed_on_every_preset(preset):
     made = {o for n in out.graph.node if "interleave" in n.name for o in n.output}
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info
              if v.name in made}
-    assert ranks and all(r <= (5 if ".unfold" in name else 4) for name, r in ranks.items())
+    within = load_target(preset).max_tensor_rank or 5     # the channels-last form: 5-D
+    assert ranks and all(r <= (5 if ".unfold" in name else min(within, 5))
+                         for name, r in ranks.items())
+
+
+BATCH_ONE = {"name": "batch1", "conv": {"transposed": True, "transposed_strides": [1, 2]},
+             "max_tensor_batch": 1, "max_tensor_rank": 5,
+             "ops": ["Conv", "ConvTranspose", "Reshape", "Concat", "Slice", "Pad", "Add", "Relu",
+                     "Split", "Transpose"]}
+
+
+@pytest.mark.parametrize("kernel, strides, pads, output_padding, spatial", [
+    ((8,), (4,), (2, 2), (0,), (9,)),                             # 1-D
+    ((3, 3), (3, 3), (0, 0, 0, 0), (0, 0), (5, 6)),               # 2-D
+    ((5, 4), (3, 4), (1, 2, 2, 0), (2, 1), (4, 7)),               # unequal, cropped
+    ((3, 4, 3), (3, 2, 3), (1, 0, 1, 0, 1, 2), (0, 1, 0), (2, 3, 4)),   # 3-D
+])
+def test_channels_last_interleave_on_a_batch_one_engine(kernel, strides, pads, output_padding,
+                                                        spatial):
+    """Every tensor the channels-last interleave makes keeps batch 1 and the conv's own rank,
+    and the result matches onnxruntime (the batch folds it replaces read batch C * rows)."""
+    model = conv_model(op="ConvTranspose", cin=3, cout=4, kernel=kernel, strides=strides,
+                       pads=pads, output_padding=output_padding, spatial=spatial)
+    out, report = rewrite_and_compare(model, BATCH_ONE, strict_rank=False)
+    assert report.status == "ok", report.render()
+    assert "channels-last Reshape" in report.records[0].rewrite
+    inferred = onnx.shape_inference.infer_shapes(out)
+    shapes = [[d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in inferred.graph.value_info]
+    assert shapes and all(s[0] == 1 and len(s) == len(kernel) + 2 for s in shapes if s)
+    assert op_count(out, "Transpose") == 2 and op_count(out, "Reshape") == 1
 
 
 def test_padding_and_kernel_rules_on_a_transposed_conv():
@@ -159,6 +220,8 @@ def transposed_case(draw):
     if conv["transposed"]:
         conv["transposed_strides"] = [1, 2]
     target = {"name": "random", "conv": conv, "max_tensor_rank": 4 if rank < 3 else 5}
+    if draw(st.booleans()):       # every op batch 1 (Vela 3's core)
+        target["max_tensor_batch"] = 1
     if draw(st.booleans()):       # an engine without DepthToSpace (Ethos-U's ops list)
         target["ops"] = ["Conv", "ConvTranspose", "Reshape", "Concat", "Slice", "Pad", "Add",
                          "Relu", "DequantizeLinear", "Split", "Transpose"]

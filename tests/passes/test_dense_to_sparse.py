@@ -40,7 +40,7 @@ def passes(report) -> Counter:
 def test_data_mode_is_exact(kwargs):
     model = conv_model(cin=4, cout=6, **kwargs)
     x = sparse_image((1, 4, *kwargs["spatial"]), 0.15)
-    rewritten, report = api.rewrite(model, HOST, sparse_inputs=["x_relu"], inputs={"x": x})
+    rewritten, report = api.rewrite(model, HOST, sparse_inputs=["x_relu:all"], inputs={"x": x})
     assert report.status == "ok", report.render()
     assert passes(report) == {"dense_to_sparse": 1, "sparse_conv": 1}
     assert all(r.verify["passed"] for r in report.records) and report.end_to_end["passed"]
@@ -56,7 +56,7 @@ def test_masked_net_is_one_region():
     model = masked_conv_net()
     mask = random_mask(32, 0.1, seed=1)
     image = np.random.default_rng(1).uniform(-1, 1, (1, 8, 32, 32)).astype(np.float32)
-    rewritten, report = api.rewrite(model, HOST, sparse_inputs=["mask"],
+    rewritten, report = api.rewrite(model, HOST, sparse_inputs=["mask:all"],
                                     inputs={"image": image, "mask": mask})
     assert report.status == "ok", report.render()
     (region,) = [r for r in report.records if r.pass_name == "dense_to_sparse"]
@@ -83,7 +83,7 @@ def test_masked_net_is_one_region():
 
 
 def test_seeded_mask_is_sparse():
-    _, report = api.rewrite(masked_conv_net(image_size=16), HOST, sparse_inputs=["mask"])
+    _, report = api.rewrite(masked_conv_net(image_size=16), HOST, sparse_inputs=["mask:all"])
     assert report.status == "ok"
     assert all(r.verify["passed"] for r in report.records)
 
@@ -105,7 +105,7 @@ def _constant_mask_model(mask: np.ndarray) -> onnx.ModelProto:
 def test_constant_mask_precomputes_the_rulebook():
     mask = random_mask(10, 0.2, seed=4)
     model = _constant_mask_model(mask)
-    rewritten, report = api.rewrite(model, HOST, sparse_inputs=["mask"])
+    rewritten, report = api.rewrite(model, HOST, sparse_inputs=["mask:all"])
     assert report.status == "ok", report.render()
     d2s, lowering = report.records
     assert "submanifold" in d2s.rewrite and "constant" in d2s.rewrite
@@ -136,7 +136,7 @@ def test_cli_sparse_input(tmp_path):
     target = tmp_path / "host.yaml"
     target.write_text("name: host\n")
     proc = subprocess.run([sys.executable, "-m", "convrewrite.cli", str(model_path), "--target",
-                           str(target), "--sparse-input", "mask", "-o", str(out), "--report",
+                           str(target), "--sparse-input", "mask:all", "-o", str(out), "--report",
                            str(report)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     data = json.loads(report.read_text())

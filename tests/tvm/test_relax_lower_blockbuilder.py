@@ -18,8 +18,10 @@ from tvm import relax, tirx  # noqa: E402
 from convrewrite.lowerings.batch import BatchSplit  # noqa: E402
 from convrewrite.lowerings.dead_taps import DeadTaps  # noqa: E402
 from convrewrite.lowerings.depth_multiplier import DepthMultiplierLowering  # noqa: E402
+from convrewrite.lowerings.dilation import DilationLowering  # noqa: E402
 from convrewrite.lowerings.dilation_taps import DilationTaps  # noqa: E402
 from convrewrite.lowerings.padding import ExplicitPadding  # noqa: E402
+from convrewrite.lowerings.stride import StrideSubsample  # noqa: E402
 from convrewrite.lowerings.transposed import TransposedToConv  # noqa: E402
 from convrewrite.target import load_target  # noqa: E402
 from convrewrite.tvm.build import build  # noqa: E402
@@ -69,8 +71,13 @@ def relax_ops(mod) -> dict[str, int]:
     return counts
 
 
+NO_S2D = ["Conv", "Slice", "Pad", "Relu"]
+S2D = {"relax.reshape": 2, "relax.permute_dims": 1, "relax.nn.conv2d": 1, "relax.nn.pad": 1}
+S2B = {"relax.nn.pad": 1, "relax.reshape": 4, "relax.permute_dims": 2, "relax.nn.conv2d": 1}
+
 CASES = [
-    # id, lowering, target, x shape, w shape, Relax conv attributes, ops the rewrite has
+    # id, lowering, target, x shape, w shape, Relax conv attributes, ops the rewrite has (or a
+    # pair: with a constant weight, with a weight parameter)
     ("padding-pad", ExplicitPadding(), {"conv": {"max_pad": 0}}, (1, 4, 9, 9), (8, 4, 3, 3),
      dict(padding=[1, 2, 1, 0]), {"relax.nn.pad": 1}),
     ("padding-crop", ExplicitPadding(),
@@ -115,6 +122,13 @@ CASES = [
      (1, 4, 8, 8), (4, 6, 3, 3), dict(padding=[1] * 4, strides=[2, 2], output_padding=[1, 1],
                                       transposed=True),
      {"relax.nn.conv2d": 4, "relax.reshape": 9, "relax.concat": 3, "relax.permute_dims": 0}),
+    # no DepthToSpace: Concats on the next axis, one channels-last Reshape between two permutes
+    ("transposed-channels_last", TransposedToConv(),
+     {"conv": {"transposed": False}, "max_tensor_batch": 1,
+      "ops": ["Conv", "Reshape", "Concat", "Slice", "Pad", "Relu", "Transpose"]},
+     (1, 4, 5, 6), (4, 6, 3, 3), dict(strides=[3, 3], transposed=True),
+     ({"relax.nn.conv2d": 9, "relax.concat": 4, "relax.permute_dims": 2, "relax.reshape": 1},
+      {"relax.nn.conv2d": 9, "relax.concat": 4})),
     ("transposed-1d", TransposedToConv(), {"conv": {"transposed": False}}, (1, 4, 10),
      (4, 3, 8), dict(padding=[2, 2], strides=[4], transposed=True),
      {"relax.nn.conv1d": 4, "relax.concat": 1, "relax.nn.conv1d_transpose": 0}),
@@ -126,6 +140,31 @@ CASES = [
      (1, 4, 7, 7), (4, 4, 3, 3), dict(padding=[1] * 4, strides=[2, 2], dilation=[2, 2],
                                       transposed=True),
      {"relax.nn.pad": 2, "relax.nn.conv2d": 1, "relax.nn.conv2d_transpose": 0}),
+    ("stride-subsample-out", StrideSubsample(), {"conv": {"max_stride": 1}, "ops": NO_S2D},
+     (1, 4, 16, 15), (8, 4, 3, 3), dict(padding=[1] * 4, strides=[2, 2]),
+     {"relax.nn.conv2d": 1, "relax.strided_slice": 1}),
+    ("stride-subsample-in", StrideSubsample(), {"conv": {"max_stride": 1}}, (1, 8, 9, 9),
+     (4, 8, 1, 1), dict(strides=[2, 2]), {"relax.nn.conv2d": 1, "relax.strided_slice": 1}),
+    ("stride-1d", StrideSubsample(), {"conv": {"max_stride": 1}}, (1, 4, 20), (6, 4, 3),
+     dict(padding=[1, 1], strides=[3]), {"relax.nn.conv1d": 1, "relax.strided_slice": 1}),
+    # a constant weight is folded into channels; a parameter's taps cannot be, so it subsamples
+    ("stride-space_to_depth", StrideSubsample(), {"conv": {"max_stride": 1}}, (1, 4, 12, 12),
+     (256, 4, 5, 5), dict(padding=[2] * 4, strides=[2, 2]),
+     (S2D, {"relax.nn.conv2d": 1, "relax.strided_slice": 1, "relax.reshape": 0})),
+    ("stride-space_to_depth-crop", StrideSubsample(), {"conv": {"max_stride": 1}},
+     (1, 4, 16, 16), (256, 4, 5, 5), dict(padding=[0] * 4, strides=[3, 3]),
+     ({**S2D, "relax.strided_slice": 1, "relax.nn.pad": 0},
+      {"relax.nn.conv2d": 1, "relax.strided_slice": 1})),
+    # a constant weight takes the dense kernel; a parameter's holes cannot be written into it,
+    # so it goes space-to-batch (here with a crop of the interleaved output)
+    ("dilation-dense-or-space_to_batch", DilationLowering(), {"conv": {"max_dilation": 1}},
+     (1, 8, 17, 15), (8, 8, 3, 3), dict(padding=[2] * 4, dilation=[2, 2]),
+     ({"relax.nn.conv2d": 1, "relax.reshape": 0},
+      {**S2B, "relax.strided_slice": 1})),
+    ("dilation-1d", DilationLowering(), {"conv": {"max_dilation": 1}}, (1, 8, 30), (8, 8, 3),
+     dict(padding=[2, 2], dilation=[2]),
+     ({"relax.nn.conv1d": 1, "relax.reshape": 0},
+      {"relax.nn.pad": 1, "relax.reshape": 4, "relax.permute_dims": 2, "relax.nn.conv1d": 1})),
 ]
 
 # Where a case's lowering makes no rewrite, by (weight is a parameter, batch is symbolic): the
@@ -164,6 +203,7 @@ def test_lowering_on_a_blockbuilder_module(case, lowering, target, x_shape, w_sh
     assert ("onnxruntime" in " ".join(record.notes)) == (not weight_param)
     assert not log.remaining and not log.declines
     found = relax_ops(lowered)
+    ops = ops[weight_param] if isinstance(ops, tuple) else ops
     assert all(found.get(op, 0) == n for op, n in ops.items()), found
     x = np.random.default_rng(1).uniform(-1, 1, (2, *x_shape[1:]) if symbolic_batch
                                          else x_shape).astype("float32")

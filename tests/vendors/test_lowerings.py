@@ -2,9 +2,10 @@
 that breaks it, rewritten by us (and verified on onnxruntime), compiles with every op on the NPU
 of the preset's own Vela core -- no fallback, no rejection.
 
-Where a lowering does not exist yet the case is a strict xfail naming what it waits for, so it
-turns red the day the lowering lands. One case per rule family on ethos-u55 is in CI's fast
-subset (tests/vendors/subset.py); the rest is marked ``vendor_full``."""
+Where no rewrite can reach the rule -- the model's own interface breaks it -- the case is a strict
+xfail saying which ops Vela puts on the CPU and why, so it turns red if that changes. One case
+per rule family on ethos-u55 is in CI's fast subset (tests/vendors/subset.py); the rest is
+marked ``vendor_full``."""
 
 from __future__ import annotations
 
@@ -18,39 +19,33 @@ from tests.vendors.subset import case, needed
 PRESETS = vela_presets()
 CASES = [(t, p) for t in PRESETS for p in PROBES if legality(p, t)]
 
-# What is missing, per (preset, probe): issue 14 builds these lowerings.
+# What no rewrite can reach, per (preset, probe): the model's own interface breaks the rule.
+# Vela 3 checks every op's tensors ("Tensor dimensions must be in the range [1, 65535]", "must
+# not be greater than 4D"): the ops reading the model's own input, or writing its output, are over
+# it whatever we rewrite. Measured 2026-12-04 on Vela 5.2 --debug-force-legacy-core, the
+# rewrite of each then compiled as it is (status illegal, exit 3).
 WAITING = {
-    # Vela 3 checks every op's tensors ("Tensor dimensions must be in the range [1, 65535]"):
-    # the first op reading the model's own input, or the last writing its output, is over it
-    # whatever we rewrite; our report names those ops (max_tensor_dim) and exits 3. Measured
-    # 2026-12-04: 70000 wide, 7 of 11 TFLite ops on the CPU (the cuts of the input, the tiler's
-    # full-width Pad and the Concats); 65537 channels, 2 of 7 (the cuts of the input).
-    ("ethos-u55-vela3", "width 70000"): "the model's own 70000-wide input and output: no rewrite "
-                                        "narrows the model's interface (Vela 3: dims <= 65535 "
-                                        "on every op)",
-    ("ethos-u55-vela3", "in 65537"): "the model's own input has 65537 channels: its Split goes "
-                                     "to the CPU (Vela 3: dims <= 65535 on every op)",
-    ("ethos-u55-vela3", "out 65537"): "the model's own output has 65537 channels (Vela 3: dims "
-                                      "<= 65535): no conv rewrite can narrow it",
-    ("ethos-u55-vela3", "conv 3-D"): "the model's input and output are 5-D: its Relu, "
-                                     "onnx2tf's layout TRANSPOSE and the Reshapes to and from "
-                                     "4-D stay 5-D, and Vela 3's core runs neither 4-D "
-                                     "TRANSPOSE (perm 0 2 3 1 / 0 3 1 2) around the per-frame "
-                                     "views: 18 of 72 ops on the CPU (measured 2026-12-02)",
+    ("ethos-u55-vela3", "width 70000"): (
+        "the model's own input and output are 70000 wide (Vela 3: every dim <= 65535): no "
+        "rewrite narrows its interface; exit 3 names the 6 ops that hold a full-width tensor "
+        "(the input's piecewise Split and Concat, the tiler's Pad, 2 window Slices, the tiles' "
+        "Concat) -- exactly the 7 TFLite ops of 11 Vela puts on the CPU (the Split is 2 "
+        "STRIDED_SLICEs)"),
+    ("ethos-u55-vela3", "in 65537"): (
+        "the model's own input has 65537 channels (Vela 3: every dim <= 65535): exit 3 names "
+        "the one op that reads it whole, the channel Split -- exactly the 2 STRIDED_SLICEs of "
+        "7 TFLite ops Vela puts on the CPU"),
+    ("ethos-u55-vela3", "out 65537"): (
+        "the model's own output has 65537 channels (Vela 3: every dim <= 65535): exit 3 names "
+        "the one op that writes it, the channel Concat -- exactly the 1 CONCATENATION of 4 "
+        "TFLite ops Vela puts on the CPU"),
+    ("ethos-u55-vela3", "conv 3-D"): (
+        "the model's own input and output are 5-D (Vela 3: tensors <= 4-D): its Relu and "
+        "onnx2tf's 5-D layout TRANSPOSE and 2 RESHAPEs at the interface go to the CPU whatever "
+        "we rewrite (the report calls the rewrite ok: the interface's rank is the user's); and "
+        "onnx2tf wraps the per-frame views in 14 4-D layout TRANSPOSEs (perm 0 3 1 2 / "
+        "0 2 3 1) Vela 3 does not run: 18 of 72 TFLite ops on the CPU"),
 }
-# Since the ConvTranspose lowering keeps the sub-pixel interleave within 4-D (Reshape + Concat),
-# regor (ethos-u55, ethos-u65) runs strides 3, 4 and 8 on the NPU; Vela 3's core still does not:
-# the interleave folds rows into the batch (its Concat reads batch 16 at stride 3, which
-# max_tensor_batch now names: exit 3) and onnx2tf wraps its Reshapes in layout TRANSPOSEs (perm
-# 0 3 1 2 / 0 2 3 1) that Vela 3 runs only for 1xHx1xC-like shapes (measured: CONCATENATION and
-# TRANSPOSE on the CPU).
-for _p in ("transposed s3", "transposed s4", "transposed s8"):
-    WAITING[("ethos-u55-vela3", _p)] = ("ConvTranspose stride > 2: the sub-pixel interleave "
-                                        "reads batch > 1 (rows folded into it) and needs layout "
-                                        "TRANSPOSEs, neither on the NPU of Vela 3's core (regor "
-                                        "runs it)")
-
-
 @pytest.fixture(scope="module")
 def rewritten(vendor_cache, request):
     return rewritten_probes(vendor_cache, *needed(request))

@@ -55,3 +55,26 @@ def test_the_replacement_reaches_onnx2tf(tmp_path):
     assert written["operations"] == output_layout_replacements(model)
     plain = Job(two_convs("Conv"), [{"x": x}], tmp_path / "plain").prepare()
     assert "-prf" not in plain
+
+
+def transpose_out(perm) -> onnx.ModelProto:
+    """x -> conv -> Transpose(perm) -> y: a channels-last view moved back, as the sub-pixel
+    ConvTranspose's channels-last interleave ends."""
+    w = numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="conv"),
+             helper.make_node("Transpose", ["a"], ["y"], name="back", perm=perm)]
+    shape = [[1, 4, 8, 6][p] for p in perm]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, (1, 4, 8, 6))], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, shape)], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_transpose_to_channels_first_at_the_output_moves_nothing():
+    """onnx2tf writes a Transpose's output in ONNX's order: one to channels-first at the output
+    gets the identity perm (what a conv's output would be); other perms are left alone."""
+    assert output_layout_replacements(transpose_out([0, 3, 1, 2])) == [
+        {"op_name": "back", "param_target": "attributes", "param_name": "perm",
+         "values": [0, 1, 2, 3]}]
+    assert output_layout_replacements(transpose_out([0, 2, 3, 1])) == []
+    assert output_layout_replacements(transpose_out([0, 1, 3, 2])) == []
