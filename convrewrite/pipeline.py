@@ -23,7 +23,7 @@ from .build.onnx_read import conv_nodes, spec_of
 from .conv import CONV_OPS
 from .decline import Decline, Declined
 from .graph import opset_version
-from .gs_graph import from_graph, reimported, to_graph
+from .gs_graph import from_graph, reimported, reinferred, to_graph
 from .legacy import for_rewriting, restore
 from .legality import check
 from . import memory
@@ -399,7 +399,7 @@ def _note_inlined(result: RewriteResult, inlined, seconds: float) -> None:
 class Current:
     """The model as the pipeline holds it now, and what is known of it: the graph it was
     exported from (a later step imports it from there, its weights not copied:
-    ``gs_graph.reimported``), whether it went out light, the tidy step's graph of it, its outputs
+    ``gs_graph.reinferred``), whether it went out light, the tidy step's graph of it, its outputs
     in the local checks' run. A step that makes a new model makes a new Current, so what was
     known of the old one goes with it."""
 
@@ -413,8 +413,11 @@ class Current:
     outputs: dict | None = None             # its outputs in the local checks' run
 
     def imported(self) -> gs.Graph:
-        """The model as a graph: from the graph it was exported from, where there is one."""
-        return to_graph(self.model) if self.graph is None else reimported(self.graph, self.model)
+        """The model as a graph: the graph it was exported from, its shapes inferred afresh
+        (``gs_graph.reinferred``: that graph itself, where it can be), where there is one. The
+        exported model is what the later steps verify and return, so the graph may be changed
+        in place (the tidy step does)."""
+        return to_graph(self.model) if self.graph is None else reinferred(self.graph, self.model)
 
 
 def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, ...] = PIPELINE,
