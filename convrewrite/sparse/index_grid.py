@@ -31,7 +31,8 @@ GRID_LIMIT = 1 << 24            # entries per batch item (int32)
 NS_PER_GRID_ENTRY = 3.0         # fill + scatter + occupancy reads, onnxruntime 1 thread
 NS_PER_SORTED_KEY = 240.0       # TopK (k = all) + CumSum + ScatterElements of sort_unique
 
-GRID_OPS = frozenset({"ReduceMax", "MaxPool", "NonZero", "Transpose", "Greater", "Where"})
+GRID_OPS = frozenset({"ReduceMax", "MaxPool", "NonZero", "Transpose", "Greater", "Where",
+                      "GatherElements"})
 
 
 def grid_fits(extents) -> bool:
@@ -117,9 +118,24 @@ def known_sorted(coords: gs.Tensor) -> bool:
         producer.inputs[0].inputs[0].op == "NonZero"
 
 
+def read_grid(grid: IndexGrid, queries: gs.Tensor, e: OnnxBuilder, name: str,
+              width: int | None = None) -> gs.Tensor:
+    """The grid's entries at the query keys (int64; [Q, width] when ``width`` is given, else
+    any shape), by GatherElements over a [1, L] view of the grid and [1, Q] of the keys: one
+    element each, where Gather copies a slice per index (measured on onnxruntime, 1 thread,
+    thread CPU time: 2.6M int32 lookups in a 140k grid 11.8 ms by Gather, 2.8 ms by
+    GatherElements)."""
+    row = e.op("Unsqueeze", [grid.flat, e.i64(f"{name}.axis0", [0])], f"{name}.grid_row")
+    keys = e.op("Reshape", [queries, e.i64(f"{name}.one_row", [1, -1])], f"{name}.keys_row")
+    found = e.op("GatherElements", [row, keys], f"{name}.found", axis=1)
+    shape = e.i64(f"{name}.shape", [-1, width]) if width is not None else \
+        e.op("Shape", [queries], f"{name}.query_shape")
+    return e.op("Reshape", [found, shape], name)
+
+
 def lookup_grid(grid: IndexGrid, queries: gs.Tensor, e: OnnxBuilder, name: str) -> gs.Tensor:
     """The row of the site at each query key (int64, any shape), -1 where none is."""
-    found = e.op("Gather", [grid.flat, queries], f"{name}.at", axis=0)
+    found = read_grid(grid, queries, e, f"{name}.at")
     wide = e.op("Cast", [found], f"{name}.i64", to=onnx.TensorProto.INT64)
     return e.op("Sub", [wide, e.const(f"{name}.one", np.int64(1))], name)
 

@@ -48,7 +48,8 @@ import onnx_graphsurgeon as gs
 from ..build.onnx import OnnxBuilder
 from .forms import GatherSum, ImplicitGemm
 from .index_grid import (GRID_OPS, blocked_sites, build_grid, grid_fits, key_strides, known_sorted,
-                         lookup_grid, pooled_sites, site_keys, why)
+                         lookup_grid, pooled_sites, read_grid, site_keys, why)
+from .plan import pointwise
 from .rulebook import Rulebook, _row_major_strides
 from ..ops.sparse_conv import SparseConvAttrs
 
@@ -224,7 +225,7 @@ def grid_table(grid, keys: gs.Tensor, deltas: np.ndarray, e: OnnxBuilder) -> gs.
     """[M, K] int32: the grid at each output's key + each tap's offset (row + 1, 0: none)."""
     queries = e.op("Add", [e.op("Unsqueeze", [keys, e.i64("axis1u", [1])], "keys_column"),
                            e.i64("deltas", deltas.reshape(1, -1))], "queries")
-    return e.op("Gather", [grid.flat, queries], "table", axis=0)
+    return read_grid(grid, queries, e, "table", width=len(deltas))
 
 
 def _found_pairs(row: gs.Tensor, out_rows: gs.Tensor, e: OnnxBuilder, name: str):
@@ -361,7 +362,7 @@ def _graph_out_keys(c64, q, attrs: SparseConvAttrs, e: OnnxBuilder, name: str,
 
 
 def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: OnnxBuilder) -> GraphRulebook:
-    if passes_sites_through(attrs) and known_sorted(coords):
+    if pointwise(attrs) and known_sorted(coords):
         rb = GraphRulebook([None], e.op("Identity", [coords], "same_sites"), None, 0)
         rb.lookups = ("none: a 1x1 stride-1 unpadded conv over sites in key order (NonZero's): "
                       "its output sites are its input sites, in the same order")
@@ -375,12 +376,6 @@ def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: OnnxBuilder) ->
         rb = _graph_regular_sorted(c64, coords, rows, attrs, e)
     rb.lookups = why(extents, attrs.kernel_volume) + rb.lookups
     return rb
-
-
-def passes_sites_through(attrs: SparseConvAttrs) -> bool:
-    """A regular conv whose every output reads exactly the input site at its own position:
-    kernel 1, stride 1, no padding (its output grid is its input grid)."""
-    return attrs.kernel_volume == 1 and all(s == 1 for s in attrs.strides) and not any(attrs.pads)
 
 
 def _graph_regular_grid(c64, coords, rows, attrs: SparseConvAttrs, extents, e: OnnxBuilder

@@ -18,7 +18,7 @@ The first conv that runs sparse also pays for entering and leaving the region (f
 sites, gathering them, densifying the result). Where the dense conv wins, the region densifies
 before it (once) and what reads that conv runs dense. The choice is per conv, in graph order: a
 first conv slightly cheaper dense ends the region even where the convs after it would have won
-more sparse than it lost (3-D 2% clustered: 1.04x the dense time planned, 0.92x all sparse).
+more sparse than it lost (no look-ahead yet).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from math import prod
 import numpy as np
 
 from ..ops.sparse_conv import SparseConvAttrs
-from ..plan.cost import (DENSE_CONV_SECONDS_PER_MAC, SPARSE_SECONDS_PER_DENSE_ELEMENT,
-                         SPARSE_SECONDS_PER_MAC, SPARSE_SECONDS_PER_ROW_TAP)
+from ..plan.cost import (DENSE_CONV_SECONDS_PER_MAC, DENSE_SECONDS_PER_MASK_MUL_ELEMENT,
+                         SPARSE_SECONDS_PER_DENSE_ELEMENT, SPARSE_SECONDS_PER_MAC,
+                         SPARSE_SECONDS_PER_MASKED_ELEMENT, SPARSE_SECONDS_PER_ROW_TAP)
 from .index_grid import NS_PER_GRID_ENTRY
 
 DEFAULT_FRACTION = 0.02     # the input's expected active fraction when none is declared
@@ -122,21 +123,36 @@ class Choice:
 
 
 def choose(attrs: SparseConvAttrs, cin: int, cout: int, dense_macs: int, before: Activity,
-           entering: bool) -> Choice:
+           entering: bool, masked: bool = False) -> Choice:
     """Sparse or dense for one conv reading sites of activity ``before``; ``entering``: no conv
-    of the region runs sparse yet (this one would pay for the region's entry and exit)."""
+    of the region runs sparse yet (this one would pay for the region's entry and exit);
+    ``masked``: the sites are a mask's (a submanifold conv then absorbs the Mul by the mask after
+    it, and the region's entry the one before)."""
     after = before.after(attrs)
     outputs = after.fraction * prod(attrs.out_spatial_shape)
-    taps = attrs.kernel_volume
-    volume = prod(attrs.spatial_shape)
-    sparse = outputs * taps * (SPARSE_SECONDS_PER_ROW_TAP + cin * cout * SPARSE_SECONDS_PER_MAC) \
-        + volume * NS_PER_GRID_ENTRY * 1e-9
-    if entering:
-        sparse += (volume * cin + prod(attrs.out_spatial_shape) * cout) * \
-            SPARSE_SECONDS_PER_DENSE_ELEMENT
+    volume, out_volume = prod(attrs.spatial_shape), prod(attrs.out_spatial_shape)
+    if pointwise(attrs):        # one MatMul of the rows in place: no lookups, no grid
+        sparse = outputs * cin * cout * SPARSE_SECONDS_PER_MAC
+    else:
+        sparse = outputs * attrs.kernel_volume * (SPARSE_SECONDS_PER_ROW_TAP
+                                                  + cin * cout * SPARSE_SECONDS_PER_MAC) \
+            + volume * NS_PER_GRID_ENTRY * 1e-9
     dense = dense_macs * DENSE_CONV_SECONDS_PER_MAC.get(attrs.rank, DENSE_CONV_SECONDS_PER_MAC[2])
+    if masked and attrs.submanifold:
+        dense += out_volume * cout * DENSE_SECONDS_PER_MASK_MUL_ELEMENT
+    if entering:
+        per = SPARSE_SECONDS_PER_MASKED_ELEMENT if masked else SPARSE_SECONDS_PER_DENSE_ELEMENT
+        sparse += (volume * cin + out_volume * cout) * per
+        if masked:
+            dense += volume * cin * DENSE_SECONDS_PER_MASK_MUL_ELEMENT
     source = "known" if before.known else "est."
     why = (f"{source} {before.fraction:.1%} of its input sites and {after.fraction:.1%} of its "
            f"outputs active: sparse est. {sparse * 1e3:.3g} ms"
            f"{' (with entering the region)' if entering else ''} vs dense {dense * 1e3:.3g} ms")
     return Choice(sparse < dense, why)
+
+
+def pointwise(attrs: SparseConvAttrs) -> bool:
+    """A 1x1 stride-1 unpadded conv: its outputs are its input sites, rows in place (a
+    submanifold 1x1, or a regular one over sites in key order: ``onnx_form``)."""
+    return attrs.kernel_volume == 1 and all(s == 1 for s in attrs.strides) and not any(attrs.pads)

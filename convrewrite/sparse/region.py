@@ -453,7 +453,7 @@ class Region:
         if v.sites.activity is None or spec.macs is None:
             return
         choice = choose(attrs, spec.in_channels, spec.out_channels, spec.macs, v.sites.activity,
-                        entering=not self.convs)
+                        entering=not self.convs, masked=v.sites.mask is not None)
         if not choice.sparse:
             raise Densify(f"the dense conv is cheaper: {choice.why}")
         self.notes.append(f"{conv.name} sparse: {choice.why}")

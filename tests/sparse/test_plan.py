@@ -133,3 +133,16 @@ def test_the_plan_follows_the_sites_of_the_input_given():
     _, seeded = api.rewrite(model, HOST, sparse_inputs=["x"], verify=False)
     (region,) = _region(seeded)
     assert "1 SparseConvs [conv0" in region.rewrite and "densified at c0" in region.rewrite
+
+
+def test_masked_net_at_two_percent_runs_every_conv_sparse():
+    """A mask's sites: the submanifold convs absorb the Muls by the mask (the dense form pays
+    them), finding the sites reads only the mask, and the 1x1 head over the strided conv's sites
+    is one MatMul of its rows (no lookups): all four convs are cheaper sparse."""
+    from convrewrite.models.sparse_nets import masked_conv_net
+    model = masked_conv_net(image_size=64, in_channels=16, width=32)
+    _, report = api.rewrite(model, HOST, sparse_inputs=["mask"], verify=False)
+    (region,) = _region(report)
+    assert "4 SparseConvs [conv1 (submanifold 3x3), conv2 (submanifold 3x3), down (regular" \
+        in region.rewrite and "head (regular 1x1)" in region.rewrite, region.rewrite
+    assert not any("left dense" in n for n in report.recognised), report.recognised
