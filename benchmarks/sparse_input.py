@@ -1,6 +1,6 @@
 """A dense conv net run on mostly-zero inputs, rewritten with ``--sparse-input`` (one sparse
-region, densified at the output) against the dense original, on onnxruntime, one thread, side by
-side with a control (the original against a copy of itself).
+region, densified at the output) against the dense original, on onnxruntime, one thread (thread
+CPU time), side by side with a control (the original against a copy of itself).
 
 Nets: 2-D 16 -> 32 -> 32 on 128x128 (3x3, bias, ReLU: the second conv reads a non-zero
 background, so it runs over a background map), and 3-D 4 -> 16 -> 16 on 64x64x32; inputs with
@@ -40,7 +40,7 @@ from onnx import helper, numpy_helper  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from timing import copy_of, session, time_callables  # noqa: E402
+from timing import copy_of, session  # noqa: E402
 
 NETS = {"2-D 16-32-32 on 128x128": (16, [32, 32], (128, 128)),
         "3-D 4-16-16 on 64x64x32": (4, [16, 16], (64, 64, 32))}
@@ -131,10 +131,11 @@ def plan_of(result) -> str:
     return f"sparse {'+'.join(names) or '-'}, dense {'+'.join(dense) or '-'}"
 
 
-def rewritten(model, spec: str):
+def rewritten(model, spec: str, sample: dict | None = None):
     from convrewrite.pipeline import rewrite_model
     from convrewrite.target import load_target
-    return rewrite_model(model, load_target({"name": "host"}), sparse_inputs=[spec])
+    return rewrite_model(model, load_target({"name": "host"}), sparse_inputs=[spec],
+                         sparse_samples=sample)
 
 
 def net_case(label: str, cin: int, widths: list[int], grid, rounds: int) -> None:
@@ -150,18 +151,21 @@ def net_case(label: str, cin: int, widths: list[int], grid, rounds: int) -> None
         planned = session(planned_model, 1)
         keep = spread(rng, grid, density)
         x = {"x": (rng.uniform(-1, 1, (1, cin, *grid)) * keep).astype(np.float32)}
+        given_model, given_result = rewritten(model, "x", x)
+        given = session(given_model, 1)
         fractions, pair_ratio, output_ratio = layer_stats(keep, cin, widths)
-        t_dense, t_twin, t_plan, t_all = time_callables(
-            [lambda: dense.run(None, x), lambda: twin.run(None, x),
-             lambda: planned.run(None, x), lambda: every.run(None, x)], rounds)
+        t_dense, t_twin, t_plan, t_given, t_all = time_callables(
+            [lambda: dense.run(None, x), lambda: twin.run(None, x), lambda: planned.run(None, x),
+             lambda: given.run(None, x), lambda: every.run(None, x)], rounds)
         want = dense.run(None, x)[0]
-        err = max(float(np.abs(s.run(None, x)[0] - want).max()) for s in (planned, every))
+        err = max(float(np.abs(s.run(None, x)[0] - want).max()) for s in (planned, given, every))
         active = " -> ".join(f"{f:.1%}" for f in [float(keep.mean())] + fractions)
         print(f"  {density:5.1%} {kind:9s} active {active}; ideal MACs {pair_ratio:.2f} (pairs), "
-              f"{output_ratio:.2f} (output-major) of dense")
-        print(f"        dense {t_dense * 1e3:7.2f} ms (control {t_twin / t_dense:.2f}); planned "
-              f"[{plan_of(result)}] {t_plan / t_dense:.2f}x; every conv sparse "
-              f"{t_all / t_dense:.2f}x (goal <= 0.25 at <= 2%); max |diff| {err:.1e}")
+              f"{output_ratio:.2f} (output-major) of dense; max |diff| {err:.1e}")
+        print(f"        dense {t_dense * 1e3:7.2f} ms (control {t_twin / t_dense:.2f}); "
+              f"planned by x:{density} [{plan_of(result)}] {t_plan / t_dense:.2f}x; by this "
+              f"input [{plan_of(given_result)}] {t_given / t_dense:.2f}x; every conv sparse "
+              f"{t_all / t_dense:.2f}x (goal <= 0.25 at <= 2%)")
 
 
 def masked_net_case(rounds: int) -> None:
@@ -188,17 +192,24 @@ def masked_net_case(rounds: int) -> None:
               f"every conv sparse {t_all / t_dense:.2f}x the dense time; max |diff| {err:.1e}")
 
 
+def time_callables(fns: list, rounds: int, warmup: int = 2) -> list[float]:
+    """Median thread CPU seconds per call of each function, calls interleaved, the order rotated
+    per round: onnxruntime on 1 thread runs in the caller's thread, so what other processes on
+    the machine take does not count (their cache pressure still does: read the control)."""
+    for f in fns:
+        for _ in range(warmup):
+            f()
+    samples: list[list[float]] = [[] for _ in fns]
+    for r in range(rounds):
+        for i in [(r + j) % len(fns) for j in range(len(fns))]:
+            start = time.thread_time()
+            fns[i]()
+            samples[i].append(time.thread_time() - start)
+    return [statistics.median(s) for s in samples]
+
+
 def cpu_time(fn, rounds: int) -> float:
-    """Median thread CPU seconds per call (onnxruntime on 1 thread runs in the caller's thread:
-    what other processes on the machine take does not count)."""
-    for _ in range(2):
-        fn()
-    samples = []
-    for _ in range(rounds):
-        start = time.thread_time()
-        fn()
-        samples.append(time.thread_time() - start)
-    return statistics.median(samples)
+    return time_callables([fn], rounds)[0]
 
 
 def calibrate(rounds: int) -> None:

@@ -14,6 +14,7 @@ from .input_binding import bind_input_shapes, unsized_inputs
 from .pipeline import check_model_legality, run_pipeline
 from .report import Report
 from .sparse.inputs import sparse_feeds
+from .sparse.plan import BadSpec, parse_spec
 from .target import Target, load_target
 from .validate import check_in_memory, validate_model
 from .verify import Tolerance, make_inputs, verify_end_to_end
@@ -44,6 +45,21 @@ def _feeds(model: onnx.ModelProto, inputs, seed: int, input_shapes,
     return feeds
 
 
+def _samples(model: onnx.ModelProto, inputs, seed: int, input_shapes, sparse_inputs) -> dict:
+    """The real values given (``inputs``: a dict or an .npz) of the tensors named sparse: the
+    sparse regions are planned by their sites (``sparse.plan``); none for seeded inputs."""
+    if inputs is None or not sparse_inputs:
+        return {}
+    feeds = _feeds(model, inputs, seed, input_shapes, sparse_inputs)
+    names = []
+    for text in sparse_inputs:
+        try:
+            names.append(parse_spec(text, feeds)[0])
+        except BadSpec:
+            pass                            # the rewrite says what is wrong
+    return {name: feeds[name] for name in names if name in feeds}
+
+
 def _describe_feeds(feeds: dict[str, np.ndarray]) -> dict:
     return {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()}
 
@@ -67,7 +83,8 @@ def rewrite(model, target, *, verify: bool = True, inputs=None, seed: int = 0,
     rewritten, result = run_pipeline(
         sized, target, verify=verify, tolerance=tolerance_for(target, tolerance),
         feeds=lambda: _feeds(original, inputs, seed, input_shapes, sparse_inputs),
-        progress=progress, sparse_inputs=sparse_inputs)
+        progress=progress, sparse_inputs=sparse_inputs,
+        sparse_samples=_samples(original, inputs, seed, input_shapes, sparse_inputs))
     if rewritten is sized:          # nothing rewritten: the caller's model, sizes and all
         rewritten = original
     result.notes[:0] = bound

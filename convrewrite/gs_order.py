@@ -18,7 +18,8 @@ class _Fallback(Exception):
     error there."""
 
 
-def _plain(graph: gs.Graph) -> bool:
+def plain(graph: gs.Graph) -> bool:
+    """No function, no node twice, no subgraph attribute: what the linear-time forms take."""
     if graph.functions:
         return False
     ids = set()
@@ -49,7 +50,7 @@ def _local_names(graph: gs.Graph) -> set[str]:
 
 def cleanup_and_toposort(graph: gs.Graph) -> gs.Graph:
     """``graph.cleanup(remove_unused_graph_inputs=False).toposort()``."""
-    if not _plain(graph):
+    if not plain(graph):
         return graph.cleanup(remove_unused_graph_inputs=False).toposort()
     try:
         _cleanup(graph)
@@ -61,7 +62,7 @@ def cleanup_and_toposort(graph: gs.Graph) -> gs.Graph:
 
 def toposort(graph: gs.Graph) -> gs.Graph:
     """``graph.toposort()``."""
-    if not _plain(graph):
+    if not plain(graph):
         return graph.toposort()
     try:
         _toposort(graph)

@@ -23,7 +23,7 @@ from .build.onnx_read import conv_nodes, spec_of
 from .conv import CONV_OPS
 from .decline import Decline, Declined
 from .graph import opset_version
-from .gs_graph import from_graph, reimported, to_graph
+from .gs_graph import from_graph, reimported, reinferred, to_graph
 from .legacy import for_rewriting, restore
 from .legality import check
 from . import memory
@@ -143,7 +143,7 @@ def _run_pass(gp: GraphPass, ctx: RewriteContext, like: onnx.ModelProto, repeat:
 def run_rewrites(graph: gs.Graph, target: Target, like: onnx.ModelProto,
                  steps: tuple[Step, ...], sparse_inputs: tuple[str, ...] = (),
                  dry_run: bool = False, names: Names | None = None,
-                 ) -> tuple[gs.Graph, RewriteResult]:
+                 sparse_samples: dict | None = None) -> tuple[gs.Graph, RewriteResult]:
     """The rewriting steps of ``steps`` over ``graph`` (``like``: the model it came from, for
     opsets and ir_version), then what the target still rejects (``names``: the model-wide set,
     when ``graph`` is one If/Loop/Scan body made standalone). A malformed conv (or model) is a
@@ -154,7 +154,8 @@ def run_rewrites(graph: gs.Graph, target: Target, like: onnx.ModelProto,
     name_unnamed_nodes(graph)                           # not run: nothing to rewrite or verify
     ctx = RewriteContext(graph=graph, target=target, opset=opset_version(like),
                          names=names if names is not None else Names.in_graph(graph),
-                         sparse_inputs=tuple(sparse_inputs))
+                         sparse_inputs=tuple(sparse_inputs),
+                         sparse_samples=dict(sparse_samples or {}))
     result = RewriteResult()
     result.recognised += depthwise_separable_pairs(graph)
     for step in steps:
@@ -318,14 +319,16 @@ def rewrite_model(model: onnx.ModelProto, target: Target,
                   passes: tuple[Pass, ...] = DEFAULT_PASSES,
                   sparse_inputs: tuple[str, ...] = (),
                   graph_passes: tuple[GraphPass, ...] = GRAPH_PASSES,
-                  ) -> tuple[onnx.ModelProto, RewriteResult]:
+                  sparse_samples: dict | None = None) -> tuple[onnx.ModelProto, RewriteResult]:
     """Rewrite a model, no verification or tidying; when nothing changes the original proto is
     returned untouched. ``sparse_inputs`` names tensors known to be mostly zero (or masks): the
-    convs reading them become SparseConvs (passes.dense_to_sparse)."""
+    convs reading them become SparseConvs (passes.dense_to_sparse); ``sparse_samples``: a real
+    value of some of them, which the sparse regions are planned by (``sparse.plan``)."""
     steps = pipeline(passes, graph_passes)
     work, inlined, seconds = _inline(model, target, steps)
     work, bodies = _bodies(work, target, steps, tuple(sparse_inputs))
-    graph, result = run_rewrites(to_graph(work), target, work, steps, tuple(sparse_inputs))
+    graph, result = run_rewrites(to_graph(work), target, work, steps, tuple(sparse_inputs),
+                                 sparse_samples=sparse_samples)
     _note_inlined(result, inlined, seconds)
     _note_bodies(result, *bodies)
     if not result.changed:
@@ -396,7 +399,7 @@ def _note_inlined(result: RewriteResult, inlined, seconds: float) -> None:
 class Current:
     """The model as the pipeline holds it now, and what is known of it: the graph it was
     exported from (a later step imports it from there, its weights not copied:
-    ``gs_graph.reimported``), whether it went out light, the tidy step's graph of it, its outputs
+    ``gs_graph.reinferred``), whether it went out light, the tidy step's graph of it, its outputs
     in the local checks' run. A step that makes a new model makes a new Current, so what was
     known of the old one goes with it."""
 
@@ -410,15 +413,19 @@ class Current:
     outputs: dict | None = None             # its outputs in the local checks' run
 
     def imported(self) -> gs.Graph:
-        """The model as a graph: from the graph it was exported from, where there is one."""
-        return to_graph(self.model) if self.graph is None else reimported(self.graph, self.model)
+        """The model as a graph: the graph it was exported from, its shapes inferred afresh
+        (``gs_graph.reinferred``: that graph itself, where it can be), where there is one. The
+        exported model is what the later steps verify and return, so the graph may be changed
+        in place (the tidy step does)."""
+        return to_graph(self.model) if self.graph is None else reinferred(self.graph, self.model)
 
 
 def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, ...] = PIPELINE,
                  verify: bool = True, feeds: Callable[[], dict[str, np.ndarray]] | None = None,
                  tolerance: Tolerance = Tolerance(),
                  progress: Callable[[Iterable], Iterable] = iter,
-                 sparse_inputs: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, RewriteResult]:
+                 sparse_inputs: tuple[str, ...] = (), sparse_samples: dict | None = None,
+                 ) -> tuple[onnx.ModelProto, RewriteResult]:
     """Every step of ``steps`` in order. Verification runs when ``verify`` and something was
     rewritten, on ``feeds()`` (made once, on first use); a mismatch is in the result, for the
     caller to fail on. The original proto comes back untouched when nothing was rewritten.
@@ -426,7 +433,8 @@ def run_pipeline(model: onnx.ModelProto, target: Target, *, steps: tuple[Step, .
     work, upgrade = for_rewriting(model)
     work, inlined, seconds = _inline(work, target, steps)
     work, bodies = _bodies(work, target, steps, tuple(sparse_inputs))
-    graph, result = run_rewrites(to_graph(work), target, work, steps, sparse_inputs)
+    graph, result = run_rewrites(to_graph(work), target, work, steps, sparse_inputs,
+                                 sparse_samples=sparse_samples)
     _note_inlined(result, inlined, seconds)
     _note_bodies(result, *bodies)
     if not result.changed:

@@ -21,6 +21,9 @@ ARITHMETIC = {"Constant", "Shape", "Size", "Gather", "Unsqueeze", "Squeeze", "Co
               "Identity", "Reshape", "Min", "Max", "Equal", "Where", "ReduceProd", "Range",
               "ConstantOfShape", "Transpose"}
 INTEGERS = {onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.BOOL}
+# and floats on the way: HF MobileViT's patch grid is Cast(Shape) -> Div -> Ceil -> Cast (only
+# what Shape or constants compute is folded, so a float here is shape arithmetic, never data)
+SCALARS = INTEGERS | {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE}
 MAX_ROUNDS = 64         # each round resolves one more level (a block's Shape after the last)
 MAX_ELEMENTS = 64       # a shape, not data
 
@@ -51,9 +54,9 @@ def _static_dims(tensor_type) -> list[int] | None:
     return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
 
 
-def _small_integers(tensor_type) -> bool:
+def _small_scalars(tensor_type) -> bool:
     if tensor_type is None or not tensor_type.HasField("tensor_type") or \
-            tensor_type.tensor_type.elem_type not in INTEGERS:
+            tensor_type.tensor_type.elem_type not in SCALARS:
         return False
     dims = tensor_type.tensor_type.shape.dim if tensor_type.tensor_type.HasField("shape") \
         else None
@@ -66,11 +69,11 @@ def _fold_round(model: onnx.ModelProto, inferred: onnx.ModelProto) -> int:
     read; how many were put in."""
     types = _types(inferred)
     small = {t.name for t in model.graph.initializer
-             if t.data_type in INTEGERS and np.prod(t.dims) <= MAX_ELEMENTS}
+             if t.data_type in SCALARS and np.prod(t.dims) <= MAX_ELEMENTS}
     known, derived, nodes = set(small), set(), []
     for node in model.graph.node:            # topological, as onnx requires
         if node.op_type not in ARITHMETIC or node.domain not in ("", "ai.onnx") or \
-                not all(_small_integers(types.get(o)) for o in node.output):
+                not all(_small_scalars(types.get(o)) for o in node.output):
             continue
         ins = [i for i in node.input if i]
         if node.op_type in ("Shape", "Size"):

@@ -122,3 +122,58 @@ def test_deferred_reads_as_the_exported_tensor():
         assert got.dtype == want.dtype and got.shape == want.shape
         assert got.tobytes() == want.tobytes() and got.flags.c_contiguous
         assert deferred.tensor.SerializeToString() == exported.SerializeToString()
+
+
+def _variables(graph: gs.Graph) -> list:
+    """What shape inference gives a graph: per named Variable its dtype, shape and type; and
+    the nodes in order with their tensors."""
+    tensors = [(name, repr(t.dtype), repr(t.shape), t.type) for name, t in
+               graph.tensors().items() if isinstance(t, gs.Variable)]
+    return tensors + [(n.op, n.name, [t.name for t in n.inputs], [t.name for t in n.outputs])
+                      for n in graph.nodes]
+
+
+@pytest.mark.parametrize("build,target", CASES, ids=[c[0].__name__ for c in CASES])
+def test_reinferred_in_place_as_the_round_trip(build, target):
+    """gs_graph.reinferred gives the graph itself the shapes, dtypes and node order the round
+    trip gives a new graph, and exports the same bytes, now and after another round of each."""
+    model = build()
+    a, b = _lowered(model, target), _lowered(model, target)
+    full = reimported(a, model)
+    same = gs_graph.reinferred(b, model)
+    assert same is b
+    assert _variables(same) == _variables(full)
+    assert from_graph(same, model).SerializeToString() == \
+        from_graph(full, model).SerializeToString()
+    assert from_graph(gs_graph.reinferred(same, model), model).SerializeToString() == \
+        from_graph(reimported(full, model), model).SerializeToString()
+
+
+def test_reinferred_forgets_a_shape_inference_does_not_give():
+    """A shape set by hand that inference does not confirm goes, as in a fresh import (the
+    next round's legality checks read inferred shapes only)."""
+    model = demo_wide()
+    graph = to_graph(model)
+    inner = next(t for t in graph.tensors().values()
+                 if isinstance(t, gs.Variable) and t not in graph.inputs + graph.outputs)
+    want = (inner.dtype, list(inner.shape))
+    inner.shape, inner.dtype = [7, 7], None
+    gs_graph.reinferred(graph, model)
+    assert (inner.dtype, list(inner.shape)) == want
+
+
+def test_reinferred_reimports_two_tensors_of_one_name():
+    """Two tensor objects of one name are one tensor once imported (their readers read one
+    tensor): such a graph is imported afresh, not patched."""
+    model = demo_wide()
+    graph = to_graph(model)
+    relu = next(n for n in graph.nodes if n.op == "Relu")
+    twin = gs.Variable(relu.outputs[0].name)                 # no producer, no shape
+    extra = gs.Variable("extra")
+    graph.nodes.append(gs.Node("Neg", "reads_the_twin", inputs=[twin], outputs=[extra]))
+    graph.outputs.append(extra)
+    out = gs_graph.reinferred(graph, model)
+    assert out is not graph
+    assert _variables(out) == _variables(to_graph(from_graph(graph, model)))
+    readers = [n for n in out.nodes if any(t.name == twin.name for t in n.inputs)]
+    assert len(readers) == 2 and readers[0].inputs[0] is readers[1].inputs[0]

@@ -89,7 +89,8 @@ class DenseToSparse(GraphPass):
             raise Densify(f"the target's ops list lacks {', '.join(missing)}")
         ctx.graph.toposort()
         e = OnnxBuilder(ctx.fresh, f"{named.name}/sparse")
-        region = Region(named, mode, ctx.graph, ctx.opset, e, mask_value, fraction)
+        sample = ctx.sparse_samples.get(named.name)
+        region = Region(named, mode, ctx.graph, ctx.opset, e, mask_value, fraction, sample)
         try:
             region.build()
         except Densify:
@@ -118,7 +119,7 @@ class DenseToSparse(GraphPass):
             nodes_before=len(taken), more_inputs=[t.name for t in region.entries[1:]],
             more_outputs=[t.name for t in exits[1:]],
             notes=["MACs after depend on how many sites are active at run time", _planned(
-                fraction, mask_value)] + region.notes)
+                fraction, mask_value, sample)] + region.notes)
         if exits:       # the original region, before the densifying nodes take its outputs
             record.before = isolate_region(region.taken, region.entries, exits, ctx.graph, like)
         region.densify()
@@ -129,12 +130,15 @@ class DenseToSparse(GraphPass):
         return record if exits else None
 
 
-def _planned(fraction: float | None, mask_value) -> str:
+def _planned(fraction: float | None, mask_value, sample) -> str:
     """How the convs were chosen sparse or dense, for the record (``sparse.plan``)."""
-    if mask_value is not None:
-        return "each conv sparse where cheaper than dense at the constant mask's sites"
     if fraction is None:
         return "every conv that can run sparse does (NAME:all: no cost choice)"
+    if mask_value is not None:
+        return "each conv sparse where cheaper than dense at the constant mask's sites"
+    if sample is not None:
+        return ("each conv sparse where cheaper than dense at the sites of the input given "
+                "(planned for inputs like it)")
     return (f"each conv sparse where cheaper than dense, planned for {fraction:.1%} of the input's "
             "sites active, spread at random (NAME:FRACTION declares it)")
 

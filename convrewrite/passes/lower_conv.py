@@ -12,7 +12,7 @@ from ..build.onnx import OnnxBuilder
 from ..build.onnx_read import IO_POSITIONS, conv_nodes, quant_operands, runtime_operands, spec_of
 from ..conv import ConvSpec
 from ..decline import Decline, need
-from ..gs_graph import isolate_node, reimported
+from ..gs_graph import isolate_node, reinferred
 from ..legality import check
 from ..lowerings import Lowering
 from ..lowerings.dead_taps import DeadTaps, trims_first
@@ -127,7 +127,7 @@ class LowerConvs(GraphPass):
                         break
             if not changed:
                 break
-            ctx.graph = reimported(ctx.graph, like)
+            ctx.graph = reinferred(ctx.graph, like)
         if result.records:
             result.notes += folding.notes
             if shaped:

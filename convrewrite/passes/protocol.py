@@ -32,6 +32,7 @@ class RewriteContext:
     regroupable_sums: set[str] = field(default_factory=set)   # Adds a later pass may regroup
     emitted: set[str] = field(default_factory=set)            # nodes pattern passes made
     sparse_inputs: tuple[str, ...] = ()                       # tensors named mostly zero
+    sparse_samples: dict = field(default_factory=dict)        # ... a real value of some of them
 
     def fresh(self, wanted: str) -> str:
         return self.names.fresh(wanted)

@@ -361,6 +361,11 @@ def _graph_out_keys(c64, q, attrs: SparseConvAttrs, e: OnnxBuilder, name: str,
 
 
 def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: OnnxBuilder) -> GraphRulebook:
+    if passes_sites_through(attrs) and known_sorted(coords):
+        rb = GraphRulebook([None], e.op("Identity", [coords], "same_sites"), None, 0)
+        rb.lookups = ("none: a 1x1 stride-1 unpadded conv over sites in key order (NonZero's): "
+                      "its output sites are its input sites, in the same order")
+        return rb
     extents = [max(s + p, (o - 1) * st + (k - 1) * d + 1) for s, p, o, st, k, d in zip(
         attrs.spatial_shape, attrs.pads_begin, attrs.out_spatial_shape, attrs.strides,
         attrs.kernel_shape, attrs.dilations)]
@@ -370,6 +375,12 @@ def _graph_regular(c64, coords, rows, attrs: SparseConvAttrs, e: OnnxBuilder) ->
         rb = _graph_regular_sorted(c64, coords, rows, attrs, e)
     rb.lookups = why(extents, attrs.kernel_volume) + rb.lookups
     return rb
+
+
+def passes_sites_through(attrs: SparseConvAttrs) -> bool:
+    """A regular conv whose every output reads exactly the input site at its own position:
+    kernel 1, stride 1, no padding (its output grid is its input grid)."""
+    return attrs.kernel_volume == 1 and all(s == 1 for s in attrs.strides) and not any(attrs.pads)
 
 
 def _graph_regular_grid(c64, coords, rows, attrs: SparseConvAttrs, extents, e: OnnxBuilder
@@ -590,4 +601,6 @@ def graph_form(rb: GraphRulebook) -> tuple[str, str]:
     one active tap per output where stride = kernel) the per-tap form stays."""
     if rb.table is not None:
         return "implicit", "implicit GEMM over the index grid's table (one Gather + MatMul)"
+    if rb.centre is not None and not any(rb.pairs):
+        return "per-tap", "one MatMul of the rows in place"
     return "per-tap", "Gather + MatMul + ScatterND(add)"

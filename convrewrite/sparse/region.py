@@ -125,6 +125,7 @@ class Region:
     constant_mask: np.ndarray | None = None
     fraction: float | None = None   # the input's expected active fraction; None: every conv
     #                                 that can run sparse does (no cost choice, ``plan``)
+    sample: np.ndarray | None = None    # a real value of the input: the plan follows its sites
     values: dict = field(default_factory=dict)          # tensor name -> Value
     taken: list = field(default_factory=list)           # original nodes the region replaces
     kept: list = field(default_factory=list)            # ... that stay too (dense readers)
@@ -199,15 +200,21 @@ class Region:
             coords = e.op("Transpose", [e.op("NonZero", [active], "sites_t")], "sites",
                           perm=[1, 0])
         sites = Sites(coords, grid)
-        if self.fraction is not None and self.constant_mask is not None:
-            known = float(np.count_nonzero(self.constant_mask)) / self.constant_mask.size
-            sites.activity = Activity.of_root(known, rank, known=True)
-        elif self.fraction is not None:
-            sites.activity = Activity.of_root(self.fraction, rank)
+        if self.fraction is not None:
+            sites.activity = self._activity(rank)
         if self.mode == "mask":
             sites.mask = named
             sites.mask_values = self._gather(named, sites, rank)
         return sites
+
+    def _activity(self, rank: int) -> Activity:
+        """The root sites' activity: exact from a constant mask or a real value of the input
+        (``sample``), else the declared fraction, spread at random."""
+        value = self.constant_mask if self.constant_mask is not None else self.sample
+        if value is not None and value.ndim == rank + 2 and \
+                tuple(value.shape[2:]) == tuple(self.named.shape[2:]):
+            return Activity.of_sites(np.any(value != 0, axis=1))
+        return Activity.of_root(self.fraction, rank)
 
     def _gather(self, dense: gs.Tensor, sites: Sites, rank: int) -> gs.Tensor:
         """[n, C]: the dense [B, C, *S] tensor at the sites, gathered from its [C, B x V] view

@@ -157,3 +157,38 @@ def test_transpose_views_property(case):
     assert max_rank is None or max(ranks, default=0) <= max_rank
     x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
     np.testing.assert_array_equal(run(out, {"x": x})[0], x.transpose(perm))
+
+
+def test_a_window_count_computed_in_floats_is_learned_and_checked():
+    """HF MobileViT (TorchScript) computes its patch grid as Cast(Shape) -> Div -> Ceil ->
+    Cast: shape arithmetic through floats, which shape folding did not evaluate, so the
+    attention views stayed 'unk' and their N*4 batch passed unseen. Now the windows' count is
+    learned (N*4) and the Transposes are named at batch 1 and rewritten."""
+    model = window_attention(batch=None)
+    graph = model.graph
+    n = helper.make_node
+    graph.initializer.extend([numpy_helper.from_array(np.array(0, np.int64), "i1"),
+                              numpy_helper.from_array(np.array(4.0, np.float32), "four"),
+                              numpy_helper.from_array(np.array([0], np.int64), "ax0"),
+                              numpy_helper.from_array(np.array([4, 2, 4], np.int64), "rest")])
+    # windows = ceil(float(N * 16) / 4), as a float division -> Ceil -> Cast
+    graph.node.insert(0, n("Concat", ["uw", "rest"], ["win_shape"], name="win_cat", axis=0))
+    for node in reversed([
+            n("Shape", ["x"], ["sx"], name="shape_x"),
+            n("Gather", ["sx", "i1"], ["nb"], name="batch_of_x", axis=0),
+            n("Mul", ["nb", "sixteen"], ["tokens"], name="tokens"),
+            n("Cast", ["tokens"], ["tf"], name="to_float", to=TensorProto.FLOAT),
+            n("Div", ["tf", "four"], ["wf"], name="per_window"),
+            n("Ceil", ["wf"], ["wc"], name="ceil"),
+            n("Cast", ["wc"], ["wi"], name="to_int", to=TensorProto.INT64),
+            n("Unsqueeze", ["wi", "ax0"], ["uw"], name="unsq")]):
+        graph.node.insert(0, node)
+    graph.initializer.append(numpy_helper.from_array(np.array(16, np.int64), "sixteen"))
+    next(node for node in graph.node if node.name == "to_windows").input[1] = "win_shape"
+    onnx.checker.check_model(model)
+    named = {r.node: r.violations[0] for r in cr.check(model, VELA3_LIKE).remaining}
+    assert named["q_t"].value == 4, named
+    out, report = cr.rewrite(model, VELA3_LIKE)
+    assert report.status == "ok", report.render()
+    for batch in (1, 2):
+        assert_same(model, out, batch)

@@ -56,8 +56,7 @@ def test_densifies_before_the_conv_where_dense_is_cheaper():
     """At 1% random sites three regular 3x3 convs see ~9%, ~22% and ~39% of their outputs
     active: the first two run sparse, the region densifies before the third, which runs dense."""
     model = _three_layers()
-    x = _sparse_x((1, 32, 24, 24), 0.01, 1)
-    rewritten, report = api.rewrite(model, HOST, sparse_inputs=["x:0.01"], inputs={"x": x})
+    rewritten, report = api.rewrite(model, HOST, sparse_inputs=["x:0.01"])     # seeded inputs
     assert report.status == "ok", report.render()
     (region,) = _region(report)
     assert "2 SparseConvs [conv0 (regular 3x3 pads [1, 1, 1, 1]), conv1 (regular 3x3 pads" \
@@ -102,3 +101,35 @@ def test_a_constant_mask_is_planned_at_its_own_fraction():
     share = np.count_nonzero(mask) / mask.size
     said = " ".join(report.recognised + [n for r in _region(report) for n in r.notes])
     assert f"known {share:.1%} of its input sites and {share:.1%} of its outputs active" in said
+
+
+@pytest.mark.parametrize("kernel, stride, pads", [(3, 1, 1), (3, 2, 1), (2, 2, 0), (3, 2, 0)])
+def test_known_sites_after_a_regular_conv_are_the_rulebooks(kernel, stride, pads):
+    from convrewrite.sparse.plan import regular_output_sites
+    from convrewrite.sparse.rulebook import build_rulebook
+    rng = np.random.default_rng(kernel + stride + pads)
+    active = rng.random((2, 11, 9)) < 0.05
+    attrs = SparseConvAttrs.create([kernel] * 2, (11, 9), [stride] * 2, [pads] * 4)
+    out = regular_output_sites(active, attrs)
+    rb = build_rulebook(np.argwhere(active).astype(np.int64), attrs)
+    assert out.shape == (2, *attrs.out_spatial_shape)
+    np.testing.assert_array_equal(np.argwhere(out), rb.out_coords)
+
+
+def test_the_plan_follows_the_sites_of_the_input_given():
+    """The same three convs on an input given to the rewrite: one clustered patch (1% of the
+    sites, dilating only at its rim) keeps all three sparse, each choice by the known sites; the
+    seeded default (2%, spread at random) densifies before the second."""
+    model = _three_layers()
+    x = np.zeros((1, 32, 24, 24), np.float32)
+    x[:, :, 3:5, 3:6] = np.random.default_rng(2).uniform(-1, 1, (1, 32, 2, 3))
+    _, report = api.rewrite(model, HOST, sparse_inputs=["x"], inputs={"x": x})
+    assert report.status == "ok", report.render()
+    (region,) = _region(report)
+    assert "3 SparseConvs" in region.rewrite and "densified at y" in region.rewrite
+    assert any(n.startswith("conv2 sparse: known 7.3% of its input sites and 12.5% of its "
+                            "outputs active") for n in region.notes), region.notes
+    assert "at the sites of the input given" in " ".join(region.notes)
+    _, seeded = api.rewrite(model, HOST, sparse_inputs=["x"], verify=False)
+    (region,) = _region(seeded)
+    assert "1 SparseConvs [conv0" in region.rewrite and "densified at c0" in region.rewrite

@@ -160,9 +160,14 @@ def test_3d_strided_then_one_by_one():
     c2, i2 = _conv("head", "r1", "y", 4, 3, k=1, pad=0, rank=3)
     model = _net([c1, helper.make_node("Relu", ["c1"], ["r1"], name="relu"), c2],
                  spatial=(6, 7, 8), cin=2, inits=i1 + i2)
-    _, _, (region,) = _rewrite(model, (1, 2, 6, 7, 8))
+    rewritten, report, (region,) = _rewrite(model, (1, 2, 6, 7, 8))
     assert "down (regular 3x3x3 stride [2, 2, 2]" in region.rewrite
     assert "head (regular 1x1x1)" in region.rewrite
+    # the 1x1 conv's output sites are down's, listed by down's NonZero: passed through, no grid
+    listings = sorted(n.name.split("/")[0] for n in rewritten.graph.node if n.op_type == "NonZero")
+    assert listings == ["down", "x"] and _ops(rewritten)["MaxPool"] == 1
+    (head,) = [r for r in report.records if r.node.startswith("head")]
+    assert "its output sites are its input sites" in head.rewrite
 
 
 def test_background_map_limit(monkeypatch):
