@@ -172,6 +172,32 @@ the pseudo-Erf's DIVs). r3d_18 on the legacy core: the original is all 5-D (ever
 so no like-for-like part); the rewrite's 151 CPU ops are 4-D TRANSPOSEs it does not take, the
 5-D input's layout ops and batch-8 tensors ("IFM Tensor batch size must be 1"): the ethos-u55
 preset is regor's (ethos-u55-vela3 is the legacy core's).
+
+Measured 2026-12-04 (same versions, ``--small --cores regor``, ethos-u55-128), the whole set on
+one code (dead taps first on every conv, the channels-last ConvTranspose interleave, like for
+like paired by what each op reads and feeds):
+
+| model (regor) | rewrites (ok) | original | rewritten | estimate |
+|---|---|---|---|---|
+| shufflenet_v2 | 16 | 202/0, 56/56, 100% of 27M, 7.61 ms | 98/0, 71/71, 100%, 5.95 ms | 0.78x |
+| r3d_18 | 24 | 23/60, 0/20, 0.01% of 1661M, 4.32 ms | 299/0, 47/47, 100%, 97.89 ms | 22.68x |
+| mobilevit_xxs | 9 | vela crashed (signal 11) | 520/32, 35/35, 100% of 87M, 32.15 ms | - |
+| unet_decoder | 3 | 14/3, 4/7, 80.04% of 71M, 1.44 ms | 17/0, 7/7, 100%, 2.50 ms | 1.74x |
+| dcgan | 0 | 13/0, 5/5, 100% of 105M, 13.43 ms | same model | 1.00x |
+| convnext_tiny | 4 | 642/134, 22/22, 100% of 364M, 88.42 ms | 643/134, 22/22, 100%, 84.81 ms | 0.96x |
+| deeplabv3_mobilenet | 3 | 131/1, 70/70, 100% of 616M, 551 ms | 131/1, 70/70, 238M, 12.99 ms | 0.02x |
+
+Like for like: shufflenet_v2 0.78x, r3d_18 1.45 -> 1.46 ms (1.01x), unet_decoder 1.00x,
+convnext_tiny 0.96x, deeplabv3_mobilenet 0.02x (mobilevit_xxs: no original to compare).
+
+DeepLabV3's three rewrites are now dead taps first (each ASPP conv its exact centre 1x1 conv, on
+a legal conv: no rule needed): 551.39 -> 12.99 ms. r3d_18: 24 rewrites (was 20: the last
+stage's 3-D convs over a depth-1 map lose their padding-only depth taps first), 47 convs (was
+54), 97.89 ms (was 126.42); its like for like read 6.90x before the pairing fix (the last
+stage's convs tied to no original op), 1.01x now: the 3 layout ops the rewrite adds before the
+MEAN (TRANSPOSE, RESHAPE, TRANSPOSE back to 5-D, 4,864 cycles). The channels-last interleave
+against the batch folds it replaces (the s3/s4/s8 probes rewritten for ethos-u55, regor): 0.17
+vs 1.10 ms, 0.30 vs 1.93 ms, 0.30 vs 1.69 ms, 15 vs 36, 23 vs 59, 75 vs 219 ops.
 """
 
 from __future__ import annotations

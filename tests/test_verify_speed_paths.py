@@ -186,3 +186,49 @@ def test_bit_exact_by_bytes_decides_as_value_by_value():
         assert verify._bit_exact(a, b) == want, (a, b)
     assert verify._bit_exact(np.array([-0.0], np.float32), np.array([0.0], np.float32))
     assert verify._bit_exact(other_nan, np.array([np.nan], np.float32))
+
+
+def _plain_differences(ref, got, atol, rtol, noise):
+    """verify._differences as the plain formulas (a fresh array per step): the oracle."""
+    ref, got = np.asarray(ref), np.asarray(got)
+    r, g = ref.astype(np.float64), got.astype(np.float64)
+    same = (r == g) | (np.isnan(r) & np.isnan(g))
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(same, 0.0, np.abs(g - r))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    mag = np.abs(np.where(np.isfinite(r), r, 0.0))
+    rel = diff / np.maximum(mag, np.finfo(np.float64).tiny)
+    out = [int((diff > atol + rtol * mag + noise).sum()), float(diff.max()),
+           float(np.where(diff == 0, 0.0, rel).max()),
+           float(np.percentile(np.minimum(diff, np.finfo(np.float64).max), 99)),
+           tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape)),
+           float(np.maximum(diff - rtol * mag - noise, 0.0).max())]
+    return out
+
+
+def test_differences_in_place_as_the_plain_formulas():
+    """The buffers reused in place give every statistic of the plain formulas, bit for bit, on
+    arrays with NaN, infinities, signed zeros, equal elements, mixed dtypes, 0-d to 4-d."""
+    verify = importlib.import_module("convrewrite.verify")
+    rng = np.random.default_rng(3)
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, 3e38])
+    for shape, dtype, other in itertools.product(
+            [(), (7,), (3, 50), (2, 4, 33), (1, 3, 5, 9)],
+            [np.float32, np.float16, np.float64], [None, np.float64]):
+        ref = np.asarray(rng.standard_normal(shape), dtype=dtype)
+        got = np.asarray(ref + rng.standard_normal(shape) * 1e-3, dtype=other or dtype)
+        if ref.size > 4:
+            flat_r, flat_g = ref.reshape(-1), got.reshape(-1)
+            k = rng.choice(ref.size, size=min(ref.size // 2, 14), replace=False)
+            with np.errstate(over="ignore"):                # 3e38 is inf in float16
+                flat_r[k] = rng.choice(specials, size=len(k)).astype(dtype)
+                flat_g[k[::2]] = flat_r[k[::2]]              # some equal, NaN on both sides
+                flat_g[k[1::2]] = rng.choice(specials, size=len(k[1::2]))
+        for atol, rtol, noise in [(1e-5, 1e-4, 0.0), (0.0, 0.0, 0.0), (1e-3, 0.0, 2e-4)]:
+            before_r, before_g = ref.copy(), got.copy()
+            found = verify._differences(ref, got, atol, rtol, noise)
+            want = _plain_differences(ref, got, atol, rtol, noise)
+            got_stats = [found.mismatches, found.max_abs, found.max_rel, found.p99_abs,
+                         tuple(int(i) for i in found.worst), found.min_atol_to_pass]
+            assert repr(got_stats) == repr(want), (shape, dtype, other, atol, rtol, noise)
+            assert ref.tobytes() == before_r.tobytes() and got.tobytes() == before_g.tobytes()

@@ -60,22 +60,45 @@ def signature(op: OpPlacement) -> tuple:
     return op.type, prod(op.shape), op.macs
 
 
-def pair_ops(original: list[OpPlacement], rewritten: list[OpPlacement]) -> dict[int, int]:
+def pair_ops(original: list[OpPlacement], rewritten: list[OpPlacement],
+             original_ops: dict | None = None, rewritten_ops: dict | None = None
+             ) -> dict[int, int]:
     """Original op index -> rewritten op index, for ops that are the same work on both sides: of
-    the rewrite's ops with the same signature, the one at the nearest relative place in execution
-    order (a rewrite that adds ops shifts the rest; identical blocks stay in order)."""
+    the rewrite's ops with the same signature, the one that reads the most of what this op's
+    paired producers became, then the one whose readers share the most signatures with this op's
+    readers (given the op lists ``original_ops``, ``rewritten_ops``), then the one at the nearest
+    relative place in execution order (a rewrite that adds ops shifts the rest; identical blocks
+    stay in order). Without the first two a residual Add whose inputs ran on the CPU paired with
+    a conv split's partial-sum Add of the same shape (r3d_18), and the Add after it with the
+    residual Add before it."""
     waiting: dict[tuple, list[int]] = defaultdict(list)
     for op in rewritten:
         waiting[signature(op)].append(op.index)
+    reads_a, readers_a = _op_links(original, original_ops)
+    reads_b, readers_b = _op_links(rewritten, rewritten_ops)
     a, b = max(len(original), 1), max(len(rewritten), 1)
-    pairs = {}
+    pairs: dict[int, int] = {}
     for op in original:
         candidates = waiting.get(signature(op))
         if candidates:
-            best = min(candidates, key=lambda j: abs(j / b - op.index / a))
+            became = {pairs[p] for p in reads_a[op.index] if p in pairs}
+            feeds = readers_a[op.index]
+            best = min(candidates, key=lambda j: (-len(became & reads_b[j]),
+                                                  -len(feeds & readers_b[j]),
+                                                  abs(j / b - op.index / a)))
             candidates.remove(best)
             pairs[op.index] = best
     return pairs
+
+
+def _op_links(placed: list[OpPlacement], ops: dict | None) -> tuple[list[set], list[set]]:
+    """Per op, the ops it reads (their indices) and the signatures of the ops that read it;
+    empty sets without an op list."""
+    if ops is None:
+        return [set() for _ in placed], [set() for _ in placed]
+    reads, read_by = _neighbours(ops)
+    return ([{j for kind, j in r if kind == "op"} for r in reads],
+            [{signature(placed[j]) for kind, j in r if kind == "op"} for r in read_by])
 
 
 def _neighbours(ops: dict) -> tuple[list[list[tuple]], list[list[tuple]]]:
@@ -155,7 +178,8 @@ def like_for_like(original: VelaResult, original_ops: dict, rewritten: VelaResul
     a, b = original.ops, rewritten.ops
     like = [0.0, 0.0]
     on_cpu = {"ops": 0, "macs": 0, "original": 0.0, "rewritten": 0.0}
-    for olds, news in parts(original_ops, rewritten_ops, pair_ops(a, b)):
+    for olds, news in parts(original_ops, rewritten_ops,
+                            pair_ops(a, b, original_ops, rewritten_ops)):
         npu_old = sum(a[i].cycles for i in olds if a[i].npu)
         npu_new = sum(b[j].cycles for j in news if b[j].npu)
         cpu = [a[i] for i in olds if not a[i].npu]

@@ -120,3 +120,33 @@ def test_report_prints_the_like_for_like_line():
     assert "0.042 ms vs the original's 0.042 ms (1.00x)" in line
     assert "where the original ran 1 op (590k MACs) on the CPU, the rewrite spends 0.0568 ms" \
         in line and "0 CPU ops left" in line
+
+
+def op_list(ops: list[tuple[str, list[str], str]]) -> dict:
+    """A TFLite op list of (type, input names, output name), every tensor 1x2x2x8 (a CONV_2D
+    reads a 1x1 weight ``w``), reading graph input ``x``."""
+    def tensor(name):
+        return {"name": name, "shape": [8, 1, 1, 8] if name == "w" else [1, 2, 2, 8]}
+    return {"inputs": [tensor("x")], "outputs": [tensor(ops[-1][2])],
+            "ops": [{"type": t, "inputs": [tensor(n) for n in ins], "outputs": [tensor(out)]}
+                    for t, ins, out in ops]}
+
+
+def test_a_residual_add_pairs_by_what_it_reads_and_feeds():
+    """r3d_18's last stage: the original's residual ADD reads only CPU ops (its convs ran on the
+    CPU), and the rewrite has a conv split's partial-sum ADD of the same shape nearer its place.
+    Paired by place alone, the residual ADD took the partial sum, the next residual ADD the one
+    before it, and the stage's convs were left a part with no original op (4.28M of the
+    rewrite's 5.00M like-for-like cycles). What an op feeds (an ADD and a CPU op, not a RELU)
+    and what its paired producers became pair both residual ADDs with theirs."""
+    original = op_list([("QUANTIZE", ["x"], "q"), ("ADD", ["x", "q"], "a1"),
+                        ("DEQUANTIZE", ["a1"], "d"), ("QUANTIZE", ["d"], "q2"),
+                        ("ADD", ["q2", "a1"], "a2"), ("MEAN", ["a2"], "m")])
+    rewritten = op_list([("CONV_2D", ["x", "w"], "c1"), ("CONV_2D", ["x", "w"], "c2"),
+                         ("ADD", ["c1", "c2"], "t"), ("RELU", ["t"], "u"),
+                         ("ADD", ["x", "u"], "r1"), ("CONV_2D", ["r1", "w"], "c3"),
+                         ("ADD", ["c3", "r1"], "r2"), ("MEAN", ["r2"], "m")])
+    a = [_placement(i, op) for i, op in enumerate(original["ops"])]
+    b = [_placement(i, op) for i, op in enumerate(rewritten["ops"])]
+    assert pair_ops(a, b) == {1: 2, 4: 6, 5: 7}                # by place: the partial sum
+    assert pair_ops(a, b, original, rewritten) == {1: 4, 4: 6, 5: 7}
