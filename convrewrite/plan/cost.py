@@ -56,22 +56,23 @@ def costed_pixels(spatial) -> tuple[int, bool]:
 
 
 # Sparse regions (``sparse.plan``): a conv runs sparse only where that is cheaper than the dense
-# conv. Fitted on onnxruntime 1.32, 1 thread, thread CPU time, within 15% on 20 cases: single
+# conv. Fitted on onnxruntime 1.32, 1 thread, thread CPU time, within 22% on 20 cases: single
 # 3x3 convs 16->32 and 32->32 on 128x128, 3x3x3 4->16 and 16->16 on 64x64x32, random inputs at
 # 0.5-20% of the sites, each as the region rewrites it (in-graph rulebook over the index grid,
-# implicit GEMM) against the dense Conv (``benchmarks/sparse_input.py --calibrate`` re-measures).
-# The dense conv: ~13 ps per MAC in 2-D, ~32 ps in 3-D (onnxruntime's 3-D conv is slower per MAC,
-# whatever the channels: 33 ps at 4 -> 16, 31 ps at 16 -> 16).
+# read by GatherElements; implicit GEMM) against the dense Conv (``benchmarks/sparse_input.py
+# --calibrate`` re-measures). The dense conv: ~13 ps per MAC in 2-D, ~32 ps in 3-D
+# (onnxruntime's 3-D conv is slower per MAC, whatever the channels: 32.5 ps at 4 -> 16, 31 ps at
+# 16 -> 16).
 DENSE_CONV_SECONDS_PER_MAC = {2: 13e-12, 3: 32e-12}
-# The sparse conv, per (output site, kernel tap): the table lookup and the row gather (~20 ns,
-# whatever the channels), and the implicit GEMM's MACs at ~30 ps each (its [M, K x Cin] block
-# gathered, not streamed: 2.3x the dense conv's rate in 2-D).
-SPARSE_SECONDS_PER_ROW_TAP = 20e-9
-SPARSE_SECONDS_PER_MAC = 30e-12
+# The sparse conv, per (output site, kernel tap): the table lookup and the row gather (~11 ns,
+# whatever the channels; ~20 ns with the table read by Gather), and the implicit GEMM's MACs at
+# ~33 ps each (its [M, K x Cin] block gathered, not streamed: 2.5x the dense conv's rate in 2-D).
+SPARSE_SECONDS_PER_ROW_TAP = 11e-9
+SPARSE_SECONDS_PER_MAC = 33e-12
 # Entering and leaving a region, per element of the dense input and of the densified output:
 # finding the sites (|x| summed over channels, NonZero), gathering their features, the index grid
-# and the densifying scatter (~0.85 ns each).
-SPARSE_SECONDS_PER_DENSE_ELEMENT = 0.85e-9
+# and the densifying scatter (~0.88 ns each).
+SPARSE_SECONDS_PER_DENSE_ELEMENT = 0.88e-9
 # ... where the sites are a mask's (no |x| summed over the input's channels): 0.59-0.81 ns,
 # measured on one submanifold 3x3 conv between Muls by the mask (16->32 and 32->32 on 128x128,
 # 2-30% of the mask set), whose dense form also pays the two Muls by the mask the region absorbs:
