@@ -36,6 +36,7 @@ class RelaxWeight:
     values: np.ndarray | None
     expr: object
     conv_layout_groups: int | None = None
+    extended_kernel: tuple[int, ...] | None = None   # a computed weight zero-extended to this
 
     @property
     def quantized(self) -> bool:
@@ -54,7 +55,16 @@ class RelaxWeight:
 
     def respaced(self, kernel: tuple[int, ...], steps: tuple[int, ...] | None = None,
                  empty=None) -> "RelaxWeight":
-        """The same taps in a larger kernel, zeros elsewhere (``weights.respaced``)."""
+        """The same taps in a larger kernel, zeros elsewhere (``weights.respaced``). A computed
+        weight is zero-extended at the end of each axis in the graph (``RelaxBuilder.weight``);
+        spreading its taps apart needs a constant."""
+        if self.values is None and steps is None and self.conv_layout_groups is None:
+            current = dims(self.expr)
+            if current is not None and None not in current[2:]:
+                if tuple(kernel) == tuple(current[2:]):
+                    return self
+                if all(k >= c for k, c in zip(kernel, current[2:])):
+                    return RelaxWeight(None, self.expr, extended_kernel=tuple(kernel))
         return RelaxWeight(respaced(self._constant("a larger kernel"), kernel, steps), None)
 
     def with_values(self, values: np.ndarray) -> "RelaxWeight":
@@ -101,7 +111,8 @@ class RelaxBuilder:
         self.bb = bb
         self.call = call
         self.bindings = 0
-        self._layouts: dict[int, object] = {}      # a computed weight's conv layout, made once
+        # a computed weight's layout or extension, made once: id -> (weight, expression)
+        self._layouts: dict[int, tuple] = {}
 
     def _emit(self, expr, name: str = ""):
         self.bindings += 1
@@ -155,11 +166,18 @@ class RelaxBuilder:
         if weight.values is not None:
             return relax.const(np.ascontiguousarray(weight.values[index]))
         expr = weight.expr
-        if weight.conv_layout_groups is not None:
-            if id(weight) not in self._layouts:
-                self._layouts[id(weight)] = self._conv_layout(expr, weight.conv_layout_groups,
-                                                              stem)
-            expr = self._layouts[id(weight)]
+        made = self._layouts.get(id(weight))
+        if made is not None and made[0] is weight:
+            expr = made[1]
+        elif weight.conv_layout_groups is not None or weight.extended_kernel is not None:
+            if weight.conv_layout_groups is not None:
+                expr = self._conv_layout(expr, weight.conv_layout_groups, stem)
+            if weight.extended_kernel is not None:
+                widths = [0, 0, 0, 0]
+                for k, c in zip(weight.extended_kernel, dims(expr)[2:]):
+                    widths += [0, k - c]
+                expr = self._emit(relax.op.nn.pad(expr, widths), f"{stem}.w.extended")
+            self._layouts[id(weight)] = (weight, expr)
         axes, begin, end, strides, picks = [], [], [], [], []
         for axis, part in enumerate(index):
             if part == slice(None):

@@ -16,7 +16,6 @@ from .broadcast_views import BroadcastViews
 from .channelwise import ChannelwiseLowering
 from .chunk_fusion import ChunkFusion
 from .dense_to_sparse import DenseToSparse
-from .kernel_split import KernelSplit
 from .lower_conv import LowerConvs, OnnxLowering, conv_pass
 from .pad_fusion import PadFusion
 from .piecewise import PiecewiseOps
@@ -52,7 +51,7 @@ TIDY_PASSES: tuple[GraphPass, ...] = tuple(PASSES[name]() for name in TIDY_ORDER
 __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "LOWERED_PASSES", "PASSES",
            "TIDY_PASSES", "PiecewiseOps",
            "BroadcastViews", "ChannelwiseLowering", "ChunkFusion", "DenseToSparse",
-           "GraphPass", "KernelSplit", "LowerConvs", "OnnxLowering",
+           "GraphPass", "LowerConvs", "OnnxLowering",
            "PadFusion", "Pass", "RankLowering", "RankReduction", "RewriteContext",
            "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",
            "StackReduction", "SumFusion", "TransposedShape", "ViewSinking",

@@ -24,7 +24,7 @@ from .protocol import Pass, RewriteContext, register_pass
 from .emit import (INT64_MAX, builder, conv_copy, pad_spatial, pad_value, replace, slice_spatial,
                    variable)
 from .geometry_common import explicit_pads
-from .windows import cut_windows
+from ..build.windows import cut_windows
 
 
 @register_pass

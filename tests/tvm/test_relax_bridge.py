@@ -208,13 +208,15 @@ def test_a_wrong_bridged_piece_is_caught(monkeypatch):
         return bridged
 
     monkeypatch.setattr(relax_bridge, "lower_model", wrong)
-    # kernel_split is still bridged (stride and dilation are native lowerings since cd87040: a
-    # monkeypatched bridge never saw them, and this test passed nothing through it)
-    assert "kernel_split" not in LOWERINGS
-    model = conv_model(cin=4, cout=8, kernel=(7, 7), spatial=(14, 14), pads=[3] * 4)
+    # tiling is still bridged (stride and dilation became native lowerings in cd87040,
+    # kernel_split after them: a monkeypatched bridge never saw them, and this test would pass
+    # nothing through it)
+    assert "tiling" not in LOWERINGS
+    model = conv_model(cin=4, cout=8, spatial=(20, 20), pads=[1] * 4)
     log = LoweringLog()
-    lowering_pass("kernel_split", load_target({"name": "t", "conv": {"max_kernel": 3}}), log)(
+    lowering_pass("tiling", load_target({"name": "t", "conv": {"input_height": [1, 8],
+                                                               "input_width": [1, 8]}}), log)(
         import_onnx(model, random_input(model)))
     (record,) = log.relax.records
-    assert record.pass_name == "kernel_split" and not record.verify["passed"]
+    assert record.pass_name == "tiling" and not record.verify["passed"]
     assert log.relax.report().status == "mismatch"

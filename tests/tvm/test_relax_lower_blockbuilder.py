@@ -20,6 +20,7 @@ from convrewrite.lowerings.dead_taps import DeadTaps  # noqa: E402
 from convrewrite.lowerings.depth_multiplier import DepthMultiplierLowering  # noqa: E402
 from convrewrite.lowerings.dilation import DilationLowering  # noqa: E402
 from convrewrite.lowerings.dilation_taps import DilationTaps  # noqa: E402
+from convrewrite.lowerings.kernel_split import KernelSplit  # noqa: E402
 from convrewrite.lowerings.padding import ExplicitPadding  # noqa: E402
 from convrewrite.lowerings.stride import StrideSubsample  # noqa: E402
 from convrewrite.lowerings.transposed import TransposedToConv  # noqa: E402
@@ -73,6 +74,7 @@ def relax_ops(mod) -> dict[str, int]:
 
 NO_S2D = ["Conv", "Slice", "Pad", "Relu"]
 S2D = {"relax.reshape": 2, "relax.permute_dims": 1, "relax.nn.conv2d": 1, "relax.nn.pad": 1}
+NO_SLICE = ["Conv", "Split", "Concat", "Pad", "Add", "Relu"]
 S2B = {"relax.nn.pad": 1, "relax.reshape": 4, "relax.permute_dims": 2, "relax.nn.conv2d": 1}
 
 CASES = [
@@ -165,6 +167,25 @@ CASES = [
      dict(padding=[2, 2], dilation=[2]),
      ({"relax.nn.conv1d": 1, "relax.reshape": 0},
       {"relax.nn.pad": 1, "relax.reshape": 4, "relax.permute_dims": 2, "relax.nn.conv1d": 1})),
+    # the kernel zero-extended to a multiple of the tile (a computed weight by a pad in the
+    # graph), one conv per tile over a shifted view, the partial outputs summed
+    ("kernel_split-7x7", KernelSplit(), {"conv": {"max_kernel": 3}}, (1, 4, 12, 12),
+     (6, 4, 7, 7), dict(padding=[3] * 4),
+     ({"relax.nn.conv2d": 9, "relax.nn.pad": 1, "relax.strided_slice": 9, "relax.add": 8},
+      {"relax.nn.conv2d": 9, "relax.nn.pad": 2, "relax.strided_slice": 18, "relax.add": 8})),
+    ("kernel_split-1d-strided-dilated", KernelSplit(), {"conv": {"max_kernel": 3}},
+     (1, 4, 30), (6, 4, 5), dict(padding=[2, 3], strides=[2], dilation=[2]),
+     ({"relax.nn.conv1d": 2, "relax.nn.pad": 1, "relax.strided_slice": 2, "relax.add": 1},
+      {"relax.nn.conv1d": 2, "relax.nn.pad": 2, "relax.strided_slice": 4, "relax.add": 1})),
+    # 3 taps 4 apart span 9 rows, over 5: two taps per tile, the kernel extended to 4
+    ("kernel_split-dilated-height", KernelSplit(), {"conv": {"max_dilated_kernel_height": 5}},
+     (1, 4, 16, 16), (4, 4, 3, 3), dict(padding=[4, 1, 4, 1], dilation=[4, 1]),
+     ({"relax.nn.conv2d": 2, "relax.nn.pad": 1, "relax.add": 1},
+      {"relax.nn.conv2d": 2, "relax.nn.pad": 2, "relax.add": 1})),
+    # no Slice (NVDLA): the views are windows of one Split per axis, Concat where they overlap
+    ("kernel_split-no-slice", KernelSplit(), {"conv": {"max_kernel": 3}, "ops": NO_SLICE},
+     (1, 4, 12, 12), (6, 4, 5, 5), dict(padding=[2] * 4),
+     {"relax.nn.conv2d": 4, "relax.split": 3, "relax.concat": 6, "relax.add": 3}),
 ]
 
 # Where a case's lowering makes no rewrite, by (weight is a parameter, batch is symbolic): the
