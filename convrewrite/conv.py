@@ -60,6 +60,7 @@ class ConvSpec:
     dtype: str = "float32"
     has_bias: bool = False
     constant_weight: bool = True                   # False: the weight is computed in the graph
+    constant_bias: bool = True                     # False: the bias is computed in the graph
     # The largest per-output-channel sum of |int8 weight| under TFLite's per-channel symmetric
     # quantization (see weight_sum.py); None when the weight is not a constant. May be given as a
     # function of no arguments, computed on first read.

@@ -141,6 +141,25 @@ class OnnxBuilder:
             return site.bias
         return self._rows(site.bias, start, stop, f"{stem}.b", f"{stem}/bias_slice")
 
+    def bias_column(self, site, stem: str) -> gs.Tensor:
+        """The site's bias as [C, 1, ...], to add after a conv that ran without it: a constant
+        where it is one, else a Reshape of it."""
+        shape = [site.spec.out_channels, *[1] * site.spec.rank]
+        value = constant_value(site.bias)
+        if value is not None:
+            return gs.Constant(self.fresh(f"{stem}.column"), np.asarray(value).reshape(shape))
+        shaped = self.variable(f"{stem}.out", site.bias, shape)
+        self.node("Reshape", self.fresh(f"{stem}_shape"), {},
+                  [site.bias, self.int64s(f"{stem}_shape.shape", shape)], [shaped])
+        return shaped
+
+    def add(self, x: gs.Tensor, y: gs.Tensor, name: str,
+            out: gs.Tensor | None = None) -> gs.Tensor:
+        """``x + y`` (broadcast); ``name`` must be unique already (``fresh``)."""
+        out = out if out is not None else self.variable(f"{name}.out", x, x.shape)
+        self.node("Add", name, {}, [x, y], [out])
+        return out
+
     def _rows(self, tensor: gs.Tensor, start: int, stop: int, name: str,
               slice_name: str) -> gs.Tensor:
         """Entries [start, stop) of a 1-D tensor: a constant slice, or a Slice node."""

@@ -161,6 +161,7 @@ def spec_of(node: gs.Node) -> ConvSpec | Decline:
         dtype=dtype_name(x),
         has_bias=has_bias,
         constant_weight=not isinstance(const_weight(w), Decline),
+        constant_bias=not has_bias or constant_value(node.inputs[b_pos]) is not None,
         weight_sum=partial(_weight_sum, w, node.op == "ConvTranspose", group),
         weight_zero_points=_weight_zero_points(quant),
         constant_scales=all(constant_value(quant[r]) is not None for r in SCALES if r in quant),

@@ -216,6 +216,12 @@ class RelaxBuilder:
     def bias(self, site, start: int, stop: int, stem: str):
         raise Declined("a Relax conv takes no bias")
 
+    def bias_column(self, site, stem: str):
+        raise Declined("a Relax conv takes no bias")
+
+    def add(self, x, y, name: str, out=None):
+        return self._emit(_relax().op.add(x, y), name)
+
     def channel_param(self, param, start: int, stop: int, name: str):
         raise Declined(INTEGER_CONVS_ONNX_ONLY)
 

@@ -27,8 +27,6 @@ from .shuffle import ShuffleRemoval
 from .sparse_conv import SparseConvLowering
 from .stack_reduction import StackReduction
 from .sum_fusion import SumFusion
-from .tiling import SpatialTiling
-from .transposed_shape import TransposedShape
 from .view_sinking import ViewSinking
 
 for _module in pkgutil.iter_modules(__path__):
@@ -53,6 +51,6 @@ __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "LOWERED_PASSES", "P
            "BroadcastViews", "ChannelwiseLowering", "ChunkFusion", "DenseToSparse",
            "GraphPass", "LowerConvs", "OnnxLowering",
            "PadFusion", "Pass", "RankLowering", "RankReduction", "RewriteContext",
-           "ShiftLowering", "ShuffleRemoval", "SparseConvLowering", "SpatialTiling",
-           "StackReduction", "SumFusion", "TransposedShape", "ViewSinking",
+           "ShiftLowering", "ShuffleRemoval", "SparseConvLowering",
+           "StackReduction", "SumFusion", "ViewSinking",
            "conv_pass", "default_conv_passes", "register_pass"]

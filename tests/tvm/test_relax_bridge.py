@@ -208,15 +208,14 @@ def test_a_wrong_bridged_piece_is_caught(monkeypatch):
         return bridged
 
     monkeypatch.setattr(relax_bridge, "lower_model", wrong)
-    # tiling is still bridged (stride and dilation became native lowerings in cd87040,
-    # kernel_split after them: a monkeypatched bridge never saw them, and this test would pass
-    # nothing through it)
-    assert "tiling" not in LOWERINGS
-    model = conv_model(cin=4, cout=8, spatial=(20, 20), pads=[1] * 4)
+    # rank is the last pass still bridged (stride and dilation became native lowerings in
+    # cd87040, kernel_split, transposed_shape and tiling after them: a monkeypatched bridge never
+    # saw them, and this test would pass nothing through it)
+    assert "rank" not in LOWERINGS
+    model = conv_model(cin=6, cout=8, kernel=(3, 3, 3), spatial=(5, 6, 6), pads=[1] * 6)
     log = LoweringLog()
-    lowering_pass("tiling", load_target({"name": "t", "conv": {"input_height": [1, 8],
-                                                               "input_width": [1, 8]}}), log)(
+    lowering_pass("rank", load_target({"name": "t", "conv": {"spatial_ranks": [2]}}), log)(
         import_onnx(model, random_input(model)))
     (record,) = log.relax.records
-    assert record.pass_name == "tiling" and not record.verify["passed"]
+    assert record.pass_name == "rank" and not record.verify["passed"]
     assert log.relax.report().status == "mismatch"

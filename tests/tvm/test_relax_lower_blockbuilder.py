@@ -23,7 +23,9 @@ from convrewrite.lowerings.dilation_taps import DilationTaps  # noqa: E402
 from convrewrite.lowerings.kernel_split import KernelSplit  # noqa: E402
 from convrewrite.lowerings.padding import ExplicitPadding  # noqa: E402
 from convrewrite.lowerings.stride import StrideSubsample  # noqa: E402
+from convrewrite.lowerings.tiling import SpatialTiling  # noqa: E402
 from convrewrite.lowerings.transposed import TransposedToConv  # noqa: E402
+from convrewrite.lowerings.transposed_shape import TransposedShape  # noqa: E402
 from convrewrite.target import load_target  # noqa: E402
 from convrewrite.tvm.build import build  # noqa: E402
 from convrewrite.tvm.relax_lower import Lower, RelaxLog  # noqa: E402
@@ -186,6 +188,33 @@ CASES = [
     ("kernel_split-no-slice", KernelSplit(), {"conv": {"max_kernel": 3}, "ops": NO_SLICE},
      (1, 4, 12, 12), (6, 4, 5, 5), dict(padding=[2] * 4),
      {"relax.nn.conv2d": 4, "relax.split": 3, "relax.concat": 6, "relax.add": 3}),
+    # TRANSPOSE_CONV's output shape: output_padding moved into the end pads, or (where the output
+    # keeps bias-only rows past the last tap) restored by a zero Pad after the conv
+    ("transposed_shape-same-outputs", TransposedShape(), {"conv": {"transposed_valid_shape": True}},
+     (1, 8, 5, 7), (8, 6, 3, 3), dict(padding=[1] * 4, strides=[2, 2], output_padding=[1, 1],
+                                      transposed=True),
+     {"relax.nn.conv2d_transpose": 1, "relax.nn.pad": 0}),
+    ("transposed_shape-1x1-stride", TransposedShape(),
+     {"conv": {"transposed_valid_shape": True}}, (1, 4, 6), (4, 5, 1),
+     dict(strides=[2], transposed=True), {"relax.nn.conv1d_transpose": 1, "relax.nn.pad": 0}),
+    ("transposed_shape-bias-rows", TransposedShape(), {"conv": {"transposed_valid_shape": True}},
+     (1, 8, 5, 7), (8, 6, 3, 3), dict(strides=[2, 2], output_padding=[1, 1], transposed=True),
+     {"relax.nn.conv2d_transpose": 1, "relax.nn.pad": 1}),
+    # maps over the engine's size: output tiles, each the conv over its window (with the halo)
+    ("tiling-2d", SpatialTiling(), {"conv": {"input_height": [1, 8], "input_width": [1, 8]}},
+     (1, 4, 20, 20), (8, 4, 3, 3), dict(padding=[1] * 4),
+     {"relax.nn.pad": 1, "relax.strided_slice": 16, "relax.nn.conv2d": 16, "relax.concat": 5}),
+    ("tiling-1d-strided", SpatialTiling(), {"conv": {"input_width": [1, 12]}}, (1, 2, 40),
+     (4, 2, 5), dict(padding=[2, 2], strides=[2]),
+     {"relax.nn.pad": 1, "relax.strided_slice": 5, "relax.nn.conv1d": 5, "relax.concat": 1}),
+    ("tiling-no-slice", SpatialTiling(),
+     {"conv": {"input_height": [1, 8], "input_width": [1, 8]}, "ops": NO_SLICE},
+     (1, 4, 20, 20), (8, 4, 3, 3), dict(padding=[1] * 4),
+     {"relax.split": 5, "relax.concat": 25, "relax.nn.conv2d": 16, "relax.strided_slice": 0}),
+    # under the engine's minimum: zeros appended, the extra outputs cropped
+    ("tiling-grow", SpatialTiling(), {"conv": {"input_height": [4, 64], "input_width": [4, 64]}},
+     (1, 4, 2, 3), (4, 4, 1, 1), dict(),
+     {"relax.nn.pad": 1, "relax.nn.conv2d": 1, "relax.strided_slice": 1}),
 ]
 
 # Where a case's lowering makes no rewrite, by (weight is a parameter, batch is symbolic): the
