@@ -5,6 +5,10 @@ changes no output byte.
     python -m tests.digests --write tests/digests.json    # record
     python -m tests.digests --check tests/digests.json    # compare; exit 1 on any difference
 
+``--canonical`` hashes each model with its node names and inner tensor names replaced by their
+order of appearance: for checking a refactoring that renames what a lowering emits (and nothing
+else) against digests recorded the same way from the commit before it.
+
 Each row also carries a digest of the report (the records' rules, rewrites and costs, and what
 remained, without timings or verification numbers), so a change in what the report says shows
 even where the model bytes stay the same. Not a unit test: the digests hold for one set of
@@ -75,10 +79,51 @@ def _report_view(report) -> dict:
     return data
 
 
-def digest(model_fn, target, sparse_inputs) -> dict:
+def canonical(model):
+    """A copy of ``model`` whose node names and inner tensor names are their order of
+    appearance (graph inputs and outputs keep theirs); initializers and value_info sorted."""
+    import onnx
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+
+    def rename_graph(graph, names: dict) -> None:
+        kept = {v.name for v in (*graph.input, *graph.output)}
+
+        def named(name: str) -> str:
+            if not name or name in kept:
+                return name
+            if name not in names:
+                names[name] = f"t{len(names)}"
+            return names[name]
+
+        for i, node in enumerate(graph.node):
+            node.name = f"n{i}"
+            node.input[:] = [named(n) for n in node.input]
+            node.output[:] = [named(n) for n in node.output]
+            for attr in node.attribute:
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    rename_graph(sub, names)
+        for tensor in graph.initializer:
+            tensor.name = named(tensor.name)
+        for info in graph.value_info:
+            info.name = named(info.name)
+        ordered = sorted(graph.initializer, key=lambda t: t.name)
+        graph.ClearField("initializer")
+        graph.initializer.extend(ordered)
+        infos = sorted(graph.value_info, key=lambda v: v.name)
+        graph.ClearField("value_info")
+        graph.value_info.extend(infos)
+
+    rename_graph(model.graph, {})
+    return model
+
+
+def digest(model_fn, target, sparse_inputs, canonical_names: bool = False) -> dict:
     model = model_fn()
     rewritten, report = api.rewrite(model, load_target(target), verify=False,
                                     sparse_inputs=sparse_inputs)
+    if canonical_names:
+        rewritten = canonical(rewritten)
     view = json.dumps(_report_view(report), sort_keys=True, default=str)
     return {"model": hashlib.sha256(rewritten.SerializeToString()).hexdigest(),
             "report": hashlib.sha256(view.encode()).hexdigest(),
@@ -90,13 +135,15 @@ def main(argv=None) -> int:
     parser.add_argument("--write", type=Path, help="record the digests into this JSON file")
     parser.add_argument("--check", type=Path, help="compare with the digests in this JSON file")
     parser.add_argument("--only", default="", help="rows whose name contains this text")
+    parser.add_argument("--canonical", action="store_true",
+                        help="hash the models with node and inner tensor names by order")
     args = parser.parse_args(argv)
     recorded = json.loads(args.check.read_text()) if args.check else {}
     table, differ = {}, []
     for name, model_fn, target, sparse in cases():
         if args.only not in name:
             continue
-        row = digest(model_fn, target, sparse)
+        row = digest(model_fn, target, sparse, args.canonical)
         table[name] = row
         mark = ""
         if args.check:

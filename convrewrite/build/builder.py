@@ -10,8 +10,11 @@ graph keeps its name; the Relax backend ignores it (the returned expression repl
 
 Weights are ``Weight`` objects (numpy values plus how the IR holds them: a QDQ weight's scale and
 zero point in ONNX, a computed expression in Relax); their rearrangements (``take_rows``,
-``block_diagonal``, ``respaced``, ``with_values``) are numpy, and ``Builder.weight`` materialises
-a slice of one as a tensor.
+``block_diagonal``, ``respaced``, ``reshaped``, ``with_values``) are numpy on a constant, and
+steps in the graph on a computed weight where the IR can take them (a Relax expression is
+sliced, zero-extended, reshaped or cut into taps; what needs its values declines);
+``Builder.weight`` materialises a slice of one as a tensor, ``Builder.weight_taps`` its taps
+along the first kernel axis.
 
 The two backends: ``build.onnx.OnnxBuilder`` and ``build.relax.RelaxBuilder``.
 """
@@ -85,6 +88,8 @@ class Builder(Protocol):
              shape: list | None = None, op_type: str | None = None): ...
 
     def weight(self, weight, index: tuple, stem: str): ...
+
+    def weight_taps(self, weight, stems: list, use_split: bool) -> list: ...
 
     def bias(self, site: ConvSite, start: int, stop: int, stem: str): ...
 

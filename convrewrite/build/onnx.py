@@ -141,6 +141,14 @@ class OnnxBuilder:
             return site.bias
         return self._rows(site.bias, start, stop, f"{stem}.b", f"{stem}/bias_slice")
 
+    def weight_taps(self, weight, stems: list, use_split: bool) -> list:
+        """``W[:, :, t]`` for every tap t of the first kernel axis, one per stem: constants, or
+        cut in the graph (``RuntimeWeight.kernel_taps``: by one Split with ``use_split``)."""
+        taps = weight.kernel_taps(stems, use_split)
+        for _, nodes in taps:
+            self.nodes.extend(nodes)
+        return [tensor for tensor, _ in taps]
+
     def bias_column(self, site, stem: str) -> gs.Tensor:
         """The site's bias as [C, 1, ...], to add after a conv that ran without it: a constant
         where it is one, else a Reshape of it."""

@@ -30,13 +30,14 @@ def _relax():
 @dataclass
 class RelaxWeight:
     """A conv weight in Relax: its numpy value when it is a constant, and its expression. A
-    computed transposed-conv weight taken in conv layout keeps its expression and the groups to
-    lay it out by (``conv_layout``); ``RelaxBuilder.weight`` emits that layout."""
+    computed weight rearranged keeps its expression and the steps to build (``views``: a
+    transposed conv's laid out in conv layout, ``conv_layout``; zero-extended, ``respaced``;
+    reshaped, ``reshaped``; one tap of its first kernel axis, ``tap``); ``RelaxBuilder.weight``
+    emits them, once per weight."""
 
     values: np.ndarray | None
     expr: object
-    conv_layout_groups: int | None = None
-    extended_kernel: tuple[int, ...] | None = None   # a computed weight zero-extended to this
+    views: tuple = ()           # (kind, argument) steps from ``expr``, in order
 
     @property
     def quantized(self) -> bool:
@@ -46,6 +47,9 @@ class RelaxWeight:
         if self.values is None:
             raise Declined(f"{what} needs a constant weight; this one is computed in the graph")
         return self.values
+
+    def _viewed(self, kind: str, argument) -> "RelaxWeight":
+        return RelaxWeight(None, self.expr, (*self.views, (kind, argument)))
 
     def take_rows(self, rows: slice, name: str) -> "RelaxWeight":
         return RelaxWeight(np.ascontiguousarray(self._constant("taking rows")[rows]), None)
@@ -58,22 +62,34 @@ class RelaxWeight:
         """The same taps in a larger kernel, zeros elsewhere (``weights.respaced``). A computed
         weight is zero-extended at the end of each axis in the graph (``RelaxBuilder.weight``);
         spreading its taps apart needs a constant."""
-        if self.values is None and steps is None and self.conv_layout_groups is None:
+        if self.values is None and steps is None and not self.views:
             current = dims(self.expr)
             if current is not None and None not in current[2:]:
                 if tuple(kernel) == tuple(current[2:]):
                     return self
                 if all(k >= c for k, c in zip(kernel, current[2:])):
-                    return RelaxWeight(None, self.expr, extended_kernel=tuple(kernel))
+                    return self._viewed("extend", tuple(kernel))
         return RelaxWeight(respaced(self._constant("a larger kernel"), kernel, steps), None)
 
     def with_values(self, values: np.ndarray) -> "RelaxWeight":
         return RelaxWeight(np.ascontiguousarray(values), None)
 
+    def reshaped(self, shape: tuple[int, ...]) -> "RelaxWeight":
+        """The weight as ``shape`` (same elements in the same order)."""
+        if self.values is None:
+            return self._viewed("reshape", tuple(shape))
+        return RelaxWeight(self.values.reshape(shape), None)
+
+    def tap(self, t: int) -> "RelaxWeight":
+        """``W[:, :, t]``: tap t of the first kernel axis, a weight one rank lower."""
+        if self.values is None:
+            return self._viewed("tap", t)
+        return RelaxWeight(np.ascontiguousarray(self.values[:, :, t]), None)
+
     def conv_layout(self, groups: int) -> "RelaxWeight":
         """A transposed conv's [Cin, Cout/g, k...] weight as a conv's [Cout, Cin/g, k...]."""
         if self.values is None:
-            return RelaxWeight(None, self.expr, conv_layout_groups=groups)
+            return self._viewed("layout", groups)
         values = self.values
         cin, cout_g, *kernel = values.shape
         values = values.reshape(groups, cin // groups, cout_g, *kernel).swapaxes(1, 2)
@@ -111,7 +127,7 @@ class RelaxBuilder:
         self.bb = bb
         self.call = call
         self.bindings = 0
-        # a computed weight's layout or extension, made once: id -> (weight, expression)
+        # a computed weight's views, made once: id -> (weight, expression)
         self._layouts: dict[int, tuple] = {}
 
     def _emit(self, expr, name: str = ""):
@@ -129,8 +145,11 @@ class RelaxBuilder:
              op_type=None):
         if len(inputs) > 2:
             raise Declined("a Relax conv takes no bias")
-        if op_type is not None and op_type != RELAX_CONVS[op_name(self.call)][0]:
-            return self._emit(self._plain_conv(inputs[0], inputs[1], op_type, attrs), name)
+        call_op, call_rank = RELAX_CONVS[op_name(self.call)][:2]
+        rank = len(attrs.get("kernel_shape", ())) or call_rank
+        if (op_type is not None and op_type != call_op) or rank != call_rank:
+            return self._emit(self._plain_conv(inputs[0], inputs[1], op_type or call_op, attrs,
+                                               rank), name)
         overrides = {"strides": list(attrs["strides"]) if "strides" in attrs else None,
                      "padding": list(attrs["pads"]) if "pads" in attrs else None,
                      "dilation": list(attrs["dilations"]) if "dilations" in attrs else None}
@@ -140,26 +159,32 @@ class RelaxBuilder:
         return self._emit(conv_like(self.call, inputs[0], inputs[1], int(attrs.get("group", 1)),
                                     **overrides), name)
 
-    def _plain_conv(self, x, w, op_type: str, attrs: dict):
-        """A Conv where the call was a transposed conv (the transposed lowering's output):
-        the call's rank and data layout, the Conv kernel layout, ONNX attributes."""
-        if op_type != "Conv":
-            raise Declined(f"a {op_type} in place of a Relax {op_name(self.call)} is not built "
-                           f"here")
+    def _plain_conv(self, x, w, op_type: str, attrs: dict, rank: int):
+        """A conv of another op or rank than the call (a Conv where the call was a transposed
+        conv, the transposed lowering's; a 2-D conv where it was 1-D or 3-D, the rank
+        lowering's): the channels-first layouts of that op and rank, ONNX attributes, the
+        call's out_dtype."""
         relax = _relax()
+        layouts = next((v for v in RELAX_CONVS.values() if v[:2] == (op_type, rank)), None)
+        if layouts is None:
+            raise Declined(f"a {rank}-D {op_type} in place of a Relax {op_name(self.call)} is "
+                           "not built here")
         a = self.call.attrs
-        rank = RELAX_CONVS[op_name(self.call)][1]
-        conv_layout = next(v for v in RELAX_CONVS.values() if v[:2] == ("Conv", rank))
-        if str(a.data_layout) != conv_layout[2]:
-            raise Declined(f"a transposed conv in layout {a.data_layout} is lowered in "
-                           f"{conv_layout[2]} only")
+        if str(a.data_layout) != RELAX_CONVS[op_name(self.call)][2]:
+            raise Declined(f"a conv in layout {a.data_layout} is lowered in channels-first "
+                           "layouts only")
         out_dtype = None if str(a.out_dtype) in ("", "void", "None") else str(a.out_dtype)
-        op = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}[rank]
-        return op(x, w, strides=list(attrs.get("strides", [1] * rank)),
-                  padding=list(attrs.get("pads", [0] * 2 * rank)),
-                  dilation=list(attrs.get("dilations", [1] * rank)),
-                  groups=int(attrs.get("group", 1)), data_layout=conv_layout[2],
-                  kernel_layout=conv_layout[3], out_dtype=out_dtype)
+        kwargs = dict(strides=list(attrs.get("strides", [1] * rank)),
+                      padding=list(attrs.get("pads", [0] * 2 * rank)),
+                      dilation=list(attrs.get("dilations", [1] * rank)),
+                      groups=int(attrs.get("group", 1)), data_layout=layouts[2],
+                      kernel_layout=layouts[3], out_dtype=out_dtype)
+        if op_type == "ConvTranspose":
+            kwargs["output_padding"] = list(attrs.get("output_padding", [0] * rank))
+            op = {1: relax.op.nn.conv1d_transpose, 2: relax.op.nn.conv2d_transpose}[rank]
+        else:
+            op = {1: relax.op.nn.conv1d, 2: relax.op.nn.conv2d, 3: relax.op.nn.conv3d}[rank]
+        return op(x, w, **kwargs)
 
     def weight(self, weight: RelaxWeight, index: tuple, stem: str):
         relax = _relax()
@@ -169,14 +194,9 @@ class RelaxBuilder:
         made = self._layouts.get(id(weight))
         if made is not None and made[0] is weight:
             expr = made[1]
-        elif weight.conv_layout_groups is not None or weight.extended_kernel is not None:
-            if weight.conv_layout_groups is not None:
-                expr = self._conv_layout(expr, weight.conv_layout_groups, stem)
-            if weight.extended_kernel is not None:
-                widths = [0, 0, 0, 0]
-                for k, c in zip(weight.extended_kernel, dims(expr)[2:]):
-                    widths += [0, k - c]
-                expr = self._emit(relax.op.nn.pad(expr, widths), f"{stem}.w.extended")
+        elif weight.views:
+            for kind, argument in weight.views:
+                expr = self._view(expr, kind, argument, stem)
             self._layouts[id(weight)] = (weight, expr)
         axes, begin, end, strides, picks = [], [], [], [], []
         for axis, part in enumerate(index):
@@ -197,6 +217,26 @@ class RelaxBuilder:
             expr = self._emit(relax.op.take(expr, relax.const(taps), axis=axis),
                               f"{stem}.w.taps{axis}")
         return expr
+
+    def _view(self, expr, kind: str, argument, stem: str):
+        """One step of a computed weight's ``views``."""
+        relax = _relax()
+        if kind == "layout":
+            return self._conv_layout(expr, argument, stem)
+        if kind == "extend":
+            widths = [0, 0, 0, 0]
+            for k, c in zip(argument, dims(expr)[2:]):
+                widths += [0, k - c]
+            return self._emit(relax.op.nn.pad(expr, widths), f"{stem}.w.extended")
+        if kind == "reshape":
+            return self._emit(relax.op.reshape(expr, list(argument)), f"{stem}.w.shaped")
+        shape = dims(expr)
+        one = self._emit(relax.op.strided_slice(expr, [2], [argument], [argument + 1]),
+                         f"{stem}.w.tap")
+        return self._emit(relax.op.reshape(one, [*shape[:2], *shape[3:]]), f"{stem}.w.tap")
+
+    def weight_taps(self, weight: RelaxWeight, stems: list, use_split: bool) -> list:
+        return [self.weight(weight.tap(t), (slice(None),), stem) for t, stem in enumerate(stems)]
 
     def _conv_layout(self, expr, groups: int, stem: str):
         """A computed [Cin, Cout/g, k...] weight as [Cout, Cin/g, k...]: in/out channels

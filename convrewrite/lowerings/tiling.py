@@ -19,7 +19,7 @@ from ..build.onnx_read import INT64_MAX
 from ..build.windows import cut_windows
 from ..conv import ConvSpec
 from ..decline import Decline
-from ..plan.padding import explicit_pads
+from ..plan.padding import with_explicit_pads
 from ..plan.tiling import TilePlan, plan_tiles
 from ..rules import rules_named
 from ..target import Target
@@ -37,12 +37,10 @@ class SpatialTiling(Lowering):
     fixes = rules_named("input_height", "input_width", "max_dim")
 
     def plan(self, spec: ConvSpec, target: Target) -> "Planned | Decline":
-        pads = explicit_pads(spec)
-        if isinstance(pads, Decline):
-            return pads
-        plan = plan_tiles(spec, target, pads)
-        if isinstance(plan, Decline):
-            return plan
+        found = with_explicit_pads(spec, target, plan_tiles)
+        if isinstance(found, Decline):
+            return found
+        plan, pads = found
         if any(plan.grow):
             missing = missing_ops(target, ["Slice", "Concat", "Pad"])
             how = (f"input grown by {list(plan.grow)} zeros to the engine's minimum, output "

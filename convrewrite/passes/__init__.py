@@ -20,7 +20,6 @@ from .lower_conv import LowerConvs, OnnxLowering, conv_pass
 from .pad_fusion import PadFusion
 from .piecewise import PiecewiseOps
 from .protocol import PASSES, GraphPass, Pass, RewriteContext, register_pass
-from .rank import RankLowering
 from .rank_reduction import RankReduction
 from .shift import ShiftLowering
 from .shuffle import ShuffleRemoval
@@ -50,7 +49,7 @@ __all__ = ["CONV_PASSES", "DEFAULT_PASSES", "GRAPH_PASSES", "LOWERED_PASSES", "P
            "TIDY_PASSES", "PiecewiseOps",
            "BroadcastViews", "ChannelwiseLowering", "ChunkFusion", "DenseToSparse",
            "GraphPass", "LowerConvs", "OnnxLowering",
-           "PadFusion", "Pass", "RankLowering", "RankReduction", "RewriteContext",
+           "PadFusion", "Pass", "RankReduction", "RewriteContext",
            "ShiftLowering", "ShuffleRemoval", "SparseConvLowering",
            "StackReduction", "SumFusion", "ViewSinking",
            "conv_pass", "default_conv_passes", "register_pass"]

@@ -1,19 +1,14 @@
-"""Every per-conv lowering of the ONNX pipeline as a Relax module pass, through one bridge.
+"""The Relax pipeline's passes (``Lower``, ``Rewrite``, ``lowering_pass``), and the one rewrite
+that still comes to Relax through ONNX: the shift pass (a pattern pass, not a conv lowering).
 
-A Relax conv the target rejects is written out as a one-conv ONNX model (its input shape, its
-constant weight, its attributes), the ONNX passes rewrite that model — the same planners and the
-same emitters as ``convrewrite model.onnx``, so no decision and no emission exists twice — and
-TVM's ONNX frontend brings the rewritten piece back; its bindings replace the conv in place.
-Each rewrite is a Record, verified as the ONNX pipeline verifies one (its original node against
-its replacement on onnxruntime) and, the piece as TVM imported it, built and run on TVM against
-onnxruntime's run of the original conv (``verify_bridged``). ``Lower(target)`` runs the whole
-per-conv pipeline; ``lowering_pass(name, target)`` runs one pass alone, for tests and for users
-who want a single rewrite.
-
-The registered lowerings (``lowerings``: channel split, groups, padding, ...) do not come this way:
-they run natively on Relax (``relax_lower``), with computed weights and symbolic shapes where
-their plans allow. This bridge carries only the conv passes not yet on the lowering contract,
-and goes when they are.
+Every conv lowering is a registered lowering (``lowerings``) and runs natively on Relax
+(``relax_lower``), with computed weights and symbolic shapes where its plan allows. A one-hot
+depthwise conv takes its cheapest shift form through the bridge: written out as a one-conv ONNX
+model (its input shape, its constant weight, its attributes), rewritten by the ONNX shift pass,
+and brought back by TVM's ONNX frontend; its bindings replace the conv in place. Each such
+rewrite is a Record, verified as the ONNX pipeline verifies one (its original node against its
+replacement on onnxruntime) and, the piece as TVM imported it, built and run on TVM against
+onnxruntime's run of the original conv (``verify_bridged``).
 """
 
 from __future__ import annotations
@@ -30,8 +25,7 @@ from ..gs_graph import to_graph
 from ..legality import check
 from ..build.onnx_read import spec_of
 from ..ops.reference import has_own_ops
-from ..lowerings import LOWERINGS
-from ..passes import DEFAULT_PASSES, ShiftLowering
+from ..passes import ShiftLowering
 from ..pipeline import rewrite_model
 from ..record import Record
 from ..target import Target, load_target
@@ -41,22 +35,21 @@ from .build import build
 from .relax_conv import (DEFAULT_LAYOUTS, constant_weight, conv_rank, conv_spec, emit_renamed,
                          mutator_pass, static_shape)
 from .relax_lower import Lower as NativeLower
-from .relax_lower import RelaxLog
+from .relax_lower import RelaxLog, registered_lowering
 from .relax_shuffle import ShuffleLog, ShuffleRemoval
 from .run import run_executable
 
 TRANSPOSED_LAYOUTS = {1: ("NCW", "IOW"), 2: ("NCHW", "IOHW"), 3: ("NCDHW", "IODHW")}
 RELAX_CONVS = {f"relax.nn.conv{r}d": ("Conv", r) for r in (1, 2, 3)}
 RELAX_CONVS.update({f"relax.nn.conv{r}d_transpose": ("ConvTranspose", r) for r in (1, 2, 3)})
-PASSES_BY_NAME = {p.name: p for p in DEFAULT_PASSES}
-BRIDGED_PASSES = tuple(p for p in DEFAULT_PASSES if p.name not in LOWERINGS)
 ONNX_OPSET = 17
+NOT_REWRITTEN = "no pass rewrote it"
 
 
 @dataclass
 class LoweringLog:
-    """What the Relax lowerings did: one line per conv rewritten, and per conv kept; the
-    verified Records of every rewrite, native or bridged, are in ``relax``
+    """What the Relax lowerings did: one line per conv rewritten, and per conv kept (with the
+    reasons); the verified Records of every rewrite, native or bridged, are in ``relax``
     (``relax_lower.RelaxLog``: ``log.relax.report()`` is the report)."""
 
     rewritten: list[str] = field(default_factory=list)
@@ -121,7 +114,7 @@ def lower_model(model: onnx.ModelProto, call, target: Target, passes,
     imported back as a Relax module; or the reason the conv stays as it is."""
     rewritten, result = rewrite_model(model, target, passes, graph_passes=graph_passes)
     if not result.records:
-        return Decline("no pass rewrote it")
+        return Decline(NOT_REWRITTEN)
     if has_own_ops(rewritten):
         return Decline("the rewrite keeps ops of our domain, which TVM's ONNX frontend cannot import")
     from tvm.relax.frontend.onnx import from_onnx
@@ -166,10 +159,11 @@ def inline(builder, mod, args: list):
     return rename(func.body.body)
 
 
-def bridge_pass(name: str, target, passes, graph_passes=(), log: LoweringLog | None = None,
+def bridge_pass(name: str, target, graph_passes, log: LoweringLog | None = None,
                 verify: bool = True, tolerance: Tolerance | None = None):
-    """A module pass lowering every conv ``target`` rejects through the ONNX ``passes``, each
-    rewrite a Record in ``log.relax``, with ``verify`` checked (``verify_bridged``)."""
+    """A module pass giving every depthwise conv to the ONNX ``graph_passes`` (the shift pass:
+    a one-hot depthwise conv as shifts), each rewrite a Record in ``log.relax``, with ``verify``
+    checked (``verify_bridged``). A conv they leave is the native lowerings' to judge."""
     require_tvm()
     from tvm.relax.expr_functor import PyExprMutator, mutator
     target = load_target(target)
@@ -183,11 +177,12 @@ def bridge_pass(name: str, target, passes, graph_passes=(), log: LoweringLog | N
             if getattr(call.op, "name", None) not in RELAX_CONVS:
                 return call
             model = conv_as_onnx(call)
-            if isinstance(model, Decline) or not _needs_rewrite(model, target, graph_passes):
+            if isinstance(model, Decline) or not _depthwise(model):
                 return call
-            lowered = lower_model(model, call, target, passes, graph_passes)
+            lowered = lower_model(model, call, target, (), graph_passes)
             if isinstance(lowered, Decline):
-                log.kept.append(f"{_describe(call)}: {lowered}")
+                if lowered.reason != NOT_REWRITTEN:
+                    log.kept.append(f"{_describe(call)}: {lowered}")
                 return call
             if verify:
                 verify_bridged(lowered, model, tolerance)
@@ -200,12 +195,9 @@ def bridge_pass(name: str, target, passes, graph_passes=(), log: LoweringLog | N
     return mutator_pass(name, _Lower)
 
 
-def _needs_rewrite(model: onnx.ModelProto, target: Target, graph_passes) -> bool:
-    """Whether the conv breaks a rule (or, with the shift pass on, may be a one-hot shift)."""
+def _depthwise(model: onnx.ModelProto) -> bool:
     spec = spec_of(to_graph(model).nodes[0])
-    if isinstance(spec, Decline):
-        return False
-    return bool(check(spec, target)) or (bool(graph_passes) and spec.group_form == "depthwise")
+    return not isinstance(spec, Decline) and spec.group_form == "depthwise"
 
 
 def relax_spec(call) -> ConvSpec | Decline:
@@ -246,46 +238,38 @@ def _describe(call) -> str:
 
 
 def Lower(target, log: LoweringLog | None = None):  # noqa: N802 - a tvm.transform pass
-    """Module pass: every conv ``target`` rejects becomes what ``convrewrite`` makes of it, and
-    one-hot depthwise convs take their cheapest shift form on ``target`` (first, as the ONNX
-    pipeline's pattern passes do): the registered lowerings natively (``relax_lower``), the conv
-    passes not yet on the lowering contract through the ONNX bridge, then the registered ones
-    again on what the bridge made."""
+    """Module pass: every conv ``target`` rejects becomes what ``convrewrite`` makes of it (the
+    registered lowerings, natively: ``relax_lower``), after one-hot depthwise convs take their
+    cheapest shift form on ``target`` (first, as the ONNX pipeline's pattern passes do)."""
     tvm = require_tvm()
     log = log if log is not None else LoweringLog()
-    native = _native(target, log)
-    shifts = bridge_pass("convrewrite.Lower.shifts", target, (), (ShiftLowering(),), log)
-    bridged = bridge_pass("convrewrite.Lower.bridge", target, BRIDGED_PASSES, (), log)
-    return tvm.transform.Sequential([shifts, native, bridged, native], name="convrewrite.Lower")
+    shifts = bridge_pass("convrewrite.Lower.shifts", target, (ShiftLowering(),), log)
+    return tvm.transform.Sequential([shifts, _native(target, log)], name="convrewrite.Lower")
 
 
 def _native(target, log: LoweringLog, lowerings=None):
-    """The native Relax lowerings, their records also written as log lines."""
+    """The native Relax lowerings, their records and what they left written as log lines."""
     tvm = require_tvm()
     inner = NativeLower(target, lowerings, log.relax)
 
     @tvm.transform.module_pass(opt_level=0, name="convrewrite.Lower.native")
     def _pass(mod, _ctx):
-        before = len(log.relax.records)
+        before, left = len(log.relax.records), len(log.relax.remaining)
         mod = inner(mod)
         log.rewritten += [f"{r.node}: {r.pass_name}: {r.rewrite}"
                           for r in log.relax.records[before:]]
+        log.kept += [f"{r.describe}: {'; '.join(r.reasons) or 'no lowering rewrote it'}"
+                     for r in log.relax.remaining[left:]]
         return mod
 
     return _pass
 
 
 def lowering_pass(pass_name: str, target, log: LoweringLog | None = None):
-    """Module pass running one lowering, by its name in the report (``dilation``, ``stride``,
-    ...: ``PASSES_BY_NAME``): natively when it is a registered lowering, else through the
-    bridge."""
-    if pass_name not in PASSES_BY_NAME:
-        raise ValueError(f"no per-conv pass named {pass_name!r}; known: "
-                         f"{', '.join(sorted(PASSES_BY_NAME))}")
+    """Module pass running one registered lowering alone, by its name in the report
+    (``dilation``, ``stride``, ...), natively on Relax, its lines in ``log``."""
     log = log if log is not None else LoweringLog()
-    if pass_name in LOWERINGS:
-        return _native(target, log, (LOWERINGS[pass_name](),))
-    return bridge_pass(f"convrewrite.{pass_name}", target, (PASSES_BY_NAME[pass_name],), (), log)
+    return _native(target, log, (registered_lowering(pass_name),))
 
 
 def Rewrite(target, log: LoweringLog | None = None):  # noqa: N802 - a tvm.transform pass

@@ -30,6 +30,7 @@ from ..lowerings import LOWERINGS, Lowering, default_lowerings
 from ..passes.protocol import NodeDecline
 from ..record import Record, Remaining
 from ..report import Report
+from ..rules import FIXED_BY
 from ..target import Target, load_target
 from ..verify import DEFAULT_BATCH, DEFAULT_DYNAMIC_DIM, Tolerance, compare, run
 from . import require_tvm
@@ -112,12 +113,18 @@ def Lower(target, lowerings: tuple[Lowering, ...] | None = None,  # noqa: N802 -
     return _pass
 
 
-def lowering_pass(name: str, target, log: RelaxLog | None = None, verify: bool = True):
-    """Module pass running one registered lowering, by its name (``channel_split``, ...)."""
+def registered_lowering(name: str) -> Lowering:
+    """The registered lowering named ``name`` (``channel_split``, ...), or a ValueError naming
+    the known ones."""
     if name not in LOWERINGS:
         raise ValueError(f"no registered lowering named {name!r}; known: "
                          f"{', '.join(sorted(LOWERINGS))}")
-    return Lower(target, (LOWERINGS[name](),), log, verify)
+    return LOWERINGS[name]()
+
+
+def lowering_pass(name: str, target, log: RelaxLog | None = None, verify: bool = True):
+    """Module pass running one registered lowering, by its name (``channel_split``, ...)."""
+    return Lower(target, (registered_lowering(name),), log, verify)
 
 
 def _lower(bb, call, spec, violations, lowering: Lowering, target: Target, log: RelaxLog,
@@ -225,6 +232,13 @@ def conv_as_onnx(call, spec, weight: np.ndarray, shape: list[int]) -> onnx.Model
     return model
 
 
+def _unowned(rule: str) -> str:
+    """Why a conv breaking ``rule`` was left: no lowering fixes it, or none of those run."""
+    fixers = [name for name in FIXED_BY.get(rule, []) if name in LOWERINGS]
+    return f"rule {rule}: fixed by {', '.join(fixers)}, not among the lowerings run" if fixers \
+        else f"no lowering fixes rule {rule}"
+
+
 def remaining_in(mod, target: Target, lowerings, log: RelaxLog) -> list[Remaining]:
     """The convs of ``mod`` that ``target`` still rejects, each with the reasons logged."""
     require_tvm()
@@ -244,8 +258,7 @@ def remaining_in(mod, target: Target, lowerings, log: RelaxLog) -> list[Remainin
                 continue
             violations = check(spec, target)
             if violations:
-                reasons = [f"no lowering for rule {v.rule} on Relax yet" for v in violations
-                           if v.rule not in owners]
+                reasons = [_unowned(v.rule) for v in violations if v.rule not in owners]
                 found.append(Remaining(spec.name, spec.op_type, spec.describe(), violations,
                                        reasons or [d.decline.reason for d in log.declines]))
     return found

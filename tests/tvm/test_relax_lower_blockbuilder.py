@@ -22,6 +22,7 @@ from convrewrite.lowerings.dilation import DilationLowering  # noqa: E402
 from convrewrite.lowerings.dilation_taps import DilationTaps  # noqa: E402
 from convrewrite.lowerings.kernel_split import KernelSplit  # noqa: E402
 from convrewrite.lowerings.padding import ExplicitPadding  # noqa: E402
+from convrewrite.lowerings.rank import RankLowering  # noqa: E402
 from convrewrite.lowerings.stride import StrideSubsample  # noqa: E402
 from convrewrite.lowerings.tiling import SpatialTiling  # noqa: E402
 from convrewrite.lowerings.transposed import TransposedToConv  # noqa: E402
@@ -215,6 +216,26 @@ CASES = [
     ("tiling-grow", SpatialTiling(), {"conv": {"input_height": [4, 64], "input_width": [4, 64]}},
      (1, 4, 2, 3), (4, 4, 1, 1), dict(),
      {"relax.nn.pad": 1, "relax.nn.conv2d": 1, "relax.strided_slice": 1}),
+    # ranks the engine lacks, as 2-D convs: 1-D over a one-row map; 3-D per depth tap over the
+    # frames, on the batch axis or (batch 1) per output frame
+    ("rank-1d", RankLowering(), {"conv": {"spatial_ranks": [2]}}, (1, 4, 20), (6, 4, 5),
+     dict(padding=[2, 2], strides=[2]),
+     ({"relax.reshape": 2, "relax.nn.conv2d": 1, "relax.nn.conv1d": 0},
+      {"relax.reshape": 3, "relax.nn.conv2d": 1, "relax.nn.conv1d": 0})),
+    ("rank-1d-transposed", RankLowering(), {"conv": {"spatial_ranks": [2]}}, (1, 4, 10),
+     (4, 3, 4), dict(padding=[1, 1], strides=[2], output_padding=[1], transposed=True),
+     ({"relax.reshape": 2, "relax.nn.conv2d_transpose": 1},
+      {"relax.reshape": 3, "relax.nn.conv2d_transpose": 1})),
+    ("rank-3d-depth_batch", RankLowering(), {"conv": {"spatial_ranks": [2]}}, (1, 4, 5, 6, 6),
+     (6, 4, 3, 3, 3), dict(padding=[1] * 6),
+     ({"relax.reshape": 6, "relax.nn.pad": 1, "relax.permute_dims": 2, "relax.strided_slice": 3,
+       "relax.nn.conv2d": 3, "relax.add": 2, "relax.nn.conv3d": 0},
+      {"relax.reshape": 9, "relax.strided_slice": 6, "relax.nn.conv2d": 3, "relax.add": 2})),
+    ("rank-3d-per_frame", RankLowering(), {"conv": {"spatial_ranks": [2], "max_batch": 1}},
+     (1, 4, 3, 6, 6), (6, 4, 2, 3, 3), dict(padding=[0, 1, 1, 0, 1, 1], strides=[1, 2, 1]),
+     ({"relax.reshape": 7, "relax.split": 1, "relax.nn.conv2d": 4, "relax.add": 2,
+       "relax.concat": 1, "relax.permute_dims": 0},
+      {"relax.reshape": 9, "relax.strided_slice": 2, "relax.split": 1, "relax.nn.conv2d": 4})),
 ]
 
 # Where a case's lowering makes no rewrite, by (weight is a parameter, batch is symbolic): the
