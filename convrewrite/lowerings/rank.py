@@ -6,7 +6,9 @@
   batch and run the tap's 2-D kernel; sum the taps, unfold. Reassociating (taps summed in
   another order).
 - 3-D, per frame (engines that take batch 1): the same sum per output frame, frames joined
-  with Concat on the depth axis of the 4-D view.
+  with Concat on the depth axis of the 4-D view; a static batch over the engine's is cut into
+  chunks it takes first (Split or Slice, which read any batch), each lowered on its own and the
+  chunks joined by Concat, so that no op inside reads a larger batch.
 
 Only the interface Reshapes touch 5-D tensors; the tidy step's view sinking
 (``passes.view_sinking``) moves the 4 -> 5-D one on past layout-blind ops, so that between two
@@ -109,14 +111,45 @@ def _depth(b: Builder, site: ConvSite, emit: RankEmit):
     cout, out_map = spec.out_channels, out_hw[0] * out_hw[1]
     volume = b.reshape(site.x, [0, channels, depth, height * width], f"{base}/to_4d",
                        f"{base}/shape_4d")
-    # depth padding; height and width pads stay in the 2-D convs
-    volume = b.pad_spatial(volume, [pads[0], 0], [pads[3], 0], f"{base}/pad_depth")
+
+    def pad_depth(x, stem: str):
+        """The depth padding; height and width pads stay in the 2-D convs."""
+        return b.pad_spatial(x, [pads[0], 0], [pads[3], 0], f"{stem}/pad_depth")
+
+    chunks = plan.batch_chunks
+    if not chunks:
+        volume = pad_depth(volume, base)
     taps = b.weight_taps(site.weight, [b.fresh(f"{base}/w_tap{t}") for t in range(kd)],
                          emit.use_split)
 
     def conv(x, t: int, stem: str):
         bias = [b.bias(site, 0, cout, stem)] if site.bias is not None and t == 0 else []
         return b.conv(site, [x, taps[t], *bias], b.fresh(f"{stem}/conv"), attrs)
+
+    def per_frame(volume, stem: str):
+        """The sum per output frame, frames joined on axis 2 of the 4-D [N, Cout, Dout,
+        Ho*Wo] view."""
+        padded_depth = depth + pads[0] + pads[3]
+        split = b.split_axis(volume, 2, [(f, f + 1) for f in range(padded_depth)],
+                             f"{stem}/split_frames", True, f"{stem}/frame") \
+            if emit.use_split else None
+        flat_frames: dict = {}
+
+        def frame_2d(f: int):
+            if f not in flat_frames:
+                picked = split[f] if split is not None else b.slice_axes(
+                    volume, [2], [f], [f + 1], [1], f"{stem}/frame{f}")
+                flat_frames[f] = b.reshape(picked, [0, channels, height, width],
+                                           f"{stem}/frame{f}/squeeze", f"{stem}/frame{f}/shape")
+            return flat_frames[f]
+
+        outputs = []
+        for o in range(plan.out_depth):
+            partial = [conv(frame_2d(o * sd + t * dd), t, f"{stem}/f{o}t{t}") for t in range(kd)]
+            total = b.sum(partial, emit.accumulate, f"{stem}/f{o}/sum")
+            outputs.append(b.reshape(total, [0, cout, 1, out_map], f"{stem}/f{o}/as_row",
+                                     f"{stem}/f{o}/row_shape"))
+        return b.concat(outputs, 2, f"{stem}/frames")
 
     if plan.form == "depth_batch":
         frames = b.transpose(volume, [0, 2, 1, 3], f"{base}/depth_first")
@@ -132,27 +165,12 @@ def _depth(b: Builder, site: ConvSite, emit: RankEmit):
         unfolded = b.reshape(total, [-1, plan.out_depth, cout, out_map], f"{base}/unfold",
                              f"{base}/unfold_shape")
         joined = b.transpose(unfolded, [0, 2, 1, 3], f"{base}/depth_back")
-    else:
-        padded_depth = depth + pads[0] + pads[3]
-        split = b.split_axis(volume, 2, [(f, f + 1) for f in range(padded_depth)],
-                             f"{base}/split_frames", True, f"{base}/frame") \
-            if emit.use_split else None
-        flat_frames: dict = {}
-
-        def frame_2d(f: int):
-            if f not in flat_frames:
-                picked = split[f] if split is not None else b.slice_axes(
-                    volume, [2], [f], [f + 1], [1], f"{base}/frame{f}")
-                flat_frames[f] = b.reshape(picked, [0, channels, height, width],
-                                           f"{base}/frame{f}/squeeze", f"{base}/frame{f}/shape")
-            return flat_frames[f]
-
-        outputs = []
-        for o in range(plan.out_depth):
-            partial = [conv(frame_2d(o * sd + t * dd), t, f"{base}/f{o}t{t}") for t in range(kd)]
-            total = b.sum(partial, emit.accumulate, f"{base}/f{o}/sum")
-            outputs.append(b.reshape(total, [0, cout, 1, out_map], f"{base}/f{o}/as_row",
-                                     f"{base}/f{o}/row_shape"))
-        joined = b.concat(outputs, 2, f"{base}/frames")
+    elif not chunks:
+        joined = per_frame(volume, base)
+    else:       # a batch over the engine's: each chunk on its own, joined on the batch axis
+        parts = b.split_axis(volume, 0, list(chunks), f"{base}/batch_split", emit.use_split,
+                             f"{base}/batch")
+        joined = b.concat([per_frame(pad_depth(part, f"{base}/b{i}"), f"{base}/b{i}")
+                           for i, part in enumerate(parts)], 0, f"{base}/batch_concat")
     return b.reshape(joined, [0, cout, plan.out_depth, *out_hw], f"{base}/to_5d",
                      f"{base}/shape_5d", out=site.y)

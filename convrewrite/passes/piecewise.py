@@ -11,10 +11,12 @@ What stays over a limit (the model's own input or output, a cut of it) is named 
 ``pipeline.tensor_legality``.
 
 A batch that is a multiple of the symbolic one (a TorchScript export's ``N*4``: windows folded
-into the batch; the target runs N = 1) cannot be cut into pieces exact at every N; there the op
-runs on rank-3 views of its inputs and output (``plan.legal_views.broadcast_groups``: the
-batch merged with the axes next to it, which no limit reads), between Reshapes that keep N in
-their one -1: elementwise on the same elements, exact at every batch."""
+into the batch; the target runs N = 1) cannot be cut into pieces exact at every N, and pieces of
+a tensor over the target's rank (the model's 5-D Relu after a lowered 3-D conv) would be such
+tensors too; there the op runs on rank-3 views of its inputs and output
+(``plan.legal_views.broadcast_groups``: the batch merged with the axes next to it, which no limit
+reads), between Reshapes that keep N in their one -1: elementwise on the same elements, exact at
+every batch."""
 
 from __future__ import annotations
 
@@ -142,7 +144,7 @@ def plan_views(node: gs.Node, offence: TensorOffence, ctx: RewriteContext) -> Vi
         return Decline("the axis over the limit is not static on the op's output")
     symbolic = [a for a, d in enumerate(out.shape) if not isinstance(d, int)]
     extents = target_shape(out.shape)
-    if symbolic != [0] or extents[0] is None:
+    if symbolic not in ([0], []) or extents[0] is None:
         return Decline(f"the output's shape {list(out.shape)} is not static but for a multiple "
                        "of the batch")
     shapes = []
@@ -159,6 +161,14 @@ def plan_views(node: gs.Node, offence: TensorOffence, ctx: RewriteContext) -> Vi
     if isinstance(groups, Decline):
         return groups
     return missing_ops(ctx.target, ["Reshape"]) or ViewForm(groups, 0)
+
+
+def _pieces_over_rank(node: gs.Node, ctx: RewriteContext) -> bool:
+    """Whether the pieces would be tensors of a rank the target lacks (a 5-D map on a rank-4
+    engine, the model's own op after a lowered 3-D conv): the rank-3 views then take the op
+    whole, with no piece to hold."""
+    limit = ctx.target.max_tensor_rank
+    return limit is not None and len(node.outputs[0].shape) > limit
 
 
 @register_pass
@@ -180,8 +190,11 @@ class PiecewiseOps(GraphPass):
                 if not offences:
                     continue
                 plan = plan_pieces(node, offences[0], ctx)
-                if isinstance(plan, Decline) and "not static" in plan.reason:
-                    plan = plan_views(node, offences[0], ctx)
+                if isinstance(plan, Decline) and "not static" in plan.reason or \
+                        isinstance(plan, PiecePlan) and _pieces_over_rank(node, ctx):
+                    views = plan_views(node, offences[0], ctx)
+                    plan = views if isinstance(plan, Decline) or \
+                        not isinstance(views, Decline) else plan
                 if isinstance(plan, Decline):
                     declined[node.name] = (node, plan.within(self.name))
                     continue
@@ -266,14 +279,18 @@ class PiecewiseOps(GraphPass):
                                 if v == -1 else v for v, (a, z) in zip(view, plan.groups)]
                 inputs.append(viewed)
         extents = target_shape(out.shape)
-        shape = [merged_batch(out.shape[0], int(np.prod(extents[a:z]))) if a == plan.symbolic
-                 else int(np.prod(extents[a:z])) for a, z in plan.groups]
+        static = isinstance(out.shape[0], int)
+        shape = [merged_batch(out.shape[0], int(np.prod(extents[a:z])))
+                 if a == plan.symbolic and not static else int(np.prod(extents[a:z]))
+                 for a, z in plan.groups]
         result = b.variable(f"{base}/viewed.out", out, shape)
         b.node(node.op, ctx.fresh(f"{base}/viewed"), dict(node.attrs), inputs, [result])
-        b.reshape(result, [-1 if a == plan.symbolic else e for a, e in enumerate(extents)],
+        b.reshape(result, [-1 if a == plan.symbolic and not static else e
+                           for a, e in enumerate(extents)],
                   f"{base}/view_out", f"{base}/view_out.shape", out=out)
         how = (f"{node.op} over [{', '.join(map(str, shape))}] views (rank {len(shape)}: no "
-               f"batch to limit; the batch {out.shape[0]} stays symbolic)")
+               "batch to limit; " + (f"no {len(out.shape)}-D piece to hold)" if static else
+                                     f"the batch {out.shape[0]} stays symbolic)"))
         data = [t for t in data_inputs(node) if constant_value(t) is None] or \
             data_inputs(node)[:1]
         record = region_record(self.name, [node], data, [out], ctx, like, how, added, "exact",

@@ -74,13 +74,13 @@ def widening_view(reshape: gs.Node, max_rank: int) -> bool:
     if shape is None or not reshape.outputs:
         return False
     src, dst = reshape.inputs[0].shape, reshape.outputs[0].shape
-    return src is not None and dst is not None and 2 <= len(src) <= max_rank < len(dst)
+    return src is not None and dst is not None and 1 <= len(src) <= max_rank < len(dst)
 
 
 def keeps_batch_and_channels(reshape: gs.Node) -> bool:
     """Does the view leave axes 0 and 1 as they were (so per-sample, per-channel ops commute)?"""
     shape, src = _shape_of(reshape), reshape.inputs[0].shape
-    if not isinstance(src[1], int) or shape[1] not in (0, src[1]):
+    if len(src) < 2 or not isinstance(src[1], int) or shape[1] not in (0, src[1]):
         return False
     return shape[0] == 0 or (isinstance(src[0], int) and shape[0] == src[0])
 
@@ -124,13 +124,19 @@ class _Sinker:
         return False
 
     def _sink_into(self, view, reader, src, dst, shape) -> bool:
-        op, rank, channels = reader.op, len(dst.shape), src.shape[1]
+        op, rank = reader.op, len(dst.shape)
+        channels = src.shape[1] if len(src.shape) > 1 else None
         keeps = keeps_batch_and_channels(view)
         if op == "Reshape" and reader.inputs[0] is dst:
             later = _shape_of(reader)       # a 0 copies an extent of the view's output
-            if later is None or any(d == 0 for d in later[2:]) or \
-                    not keeps and any(d == 0 for d in later):
+            if later is None:
                 return False
+            if any(d == 0 for d in later[2:]) or not keeps and any(d == 0 for d in later):
+                copied = _copied_extents(later, dst.shape)
+                if copied is None:
+                    return False
+                reader.inputs[1] = gs.Constant(self.fresh(f"{reader.name}/shape_src"),
+                                               np.asarray(copied, np.int64))
             reader.inputs[0] = src          # the same bytes, whatever view came between
             return True
         if not keeps:
@@ -201,6 +207,20 @@ class _Sinker:
         _replace_inputs(reader, inputs)
         self.view_after(reader, view, shape)
         return True
+
+
+def _copied_extents(shape: list[int], copied_from) -> list[int] | None:
+    """``shape`` with each 0 (copy the extent) spelled out from ``copied_from``, where those
+    extents are static; None where one is not."""
+    out = []
+    for axis, d in enumerate(shape):
+        if d == 0:
+            if copied_from is None or axis >= len(copied_from) or \
+                    not isinstance(copied_from[axis], int):
+                return None
+            d = copied_from[axis]
+        out.append(d)
+    return out
 
 
 def _keeps_every_extent(shape: list[int] | None, src) -> bool:

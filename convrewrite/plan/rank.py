@@ -18,6 +18,9 @@ class RankPlan:
     #                      output frame and depth tap, for engines that take batch 1)
     out_depth: int = 0   # 3-D: output frames
     strategy: str = ""
+    # per_frame over a static batch larger than the engine takes: the batch ranges (each at most
+    # max_batch) lowered one by one, so that no op inside reads a larger batch; () for all at once
+    batch_chunks: tuple[tuple[int, int], ...] = ()
 
 
 def plan_rank_lowering(spec: ConvSpec, target: Target, pads: tuple[int, ...]) -> RankPlan | Decline:
@@ -44,10 +47,14 @@ def plan_rank_lowering(spec: ConvSpec, target: Target, pads: tuple[int, ...]) ->
         return RankPlan("depth_batch", out_depth,
                         f"3-D conv as {kd} 2-D convs over {out_depth} depth frames on the batch "
                         f"axis, summed")
-    nodes = out_depth * kd
+    chunks = tuple((a, min(a + limit, batch)) for a in range(0, batch, limit)) \
+        if limit is not None and isinstance(batch, int) and batch > limit else ()
+    nodes = out_depth * kd * max(1, len(chunks))
     if nodes > MAX_LOWERED_NODES:
         return Decline(f"{nodes} per-frame 2-D convs would exceed {MAX_LOWERED_NODES} nodes")
     why = "Slice or Transpose is not in the target's ops" if batch_ok else \
         f"the engine's batch limit {limit} rules out frames on the batch axis"
+    per_chunk = f", per batch chunk of at most {limit} ({len(chunks)} chunks)" if chunks else ""
     return RankPlan("per_frame", out_depth,
-                    f"3-D conv as 2-D convs per output frame and depth tap ({nodes} convs; {why})")
+                    f"3-D conv as 2-D convs per output frame and depth tap{per_chunk} ({nodes} "
+                    f"convs; {why})", chunks)

@@ -166,3 +166,17 @@ def test_piecewise_property(case):
     assert report.status == "ok", report.render()
     assert not cr.check(out, target).remaining
     assert_same(model, out, batch)
+
+
+def test_a_5d_op_over_the_batch_runs_on_views_not_5d_pieces():
+    """On a rank-4 engine, pieces of a 5-D map would be 5-D tensors the engine cannot hold: the
+    op runs whole on a view of at most 3 axes (no batch to limit) between Reshapes, exact."""
+    target = {"name": "b1-r4", "max_tensor_batch": 1, "max_tensor_rank": 4}
+    model = pointwise_then_conv(2, [("Relu", None), ("Add", (1, 4, 1, 1, 1))], size=(3, 5, 6),
+                                conv=False)
+    out, report = cr.rewrite(model, target)
+    assert report.status == "ok", report.render()
+    assert {r.pass_name for r in report.records} == {"piecewise"}
+    assert all("views" in r.rewrite for r in report.records)
+    assert op_count(out, "Split") == 0 and op_count(out, "Concat") == 0
+    assert_same(model, out, 2, size=(3, 5, 6))

@@ -236,6 +236,10 @@ CASES = [
      ({"relax.reshape": 7, "relax.split": 1, "relax.nn.conv2d": 4, "relax.add": 2,
        "relax.concat": 1, "relax.permute_dims": 0},
       {"relax.reshape": 9, "relax.strided_slice": 2, "relax.split": 1, "relax.nn.conv2d": 4})),
+    # a static batch over the engine's: per chunk (2 x 4 convs); a symbolic one counts as 1
+    ("rank-3d-per_frame-batch-chunks", RankLowering(),
+     {"conv": {"spatial_ranks": [2], "max_batch": 1}}, (2, 4, 3, 6, 6), (6, 4, 2, 3, 3),
+     dict(padding=[0, 1, 1, 0, 1, 1]), {"relax.nn.conv3d": 0}),
 ]
 
 # Where a case's lowering makes no rewrite, by (weight is a parameter, batch is symbolic): the
