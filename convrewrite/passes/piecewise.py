@@ -43,6 +43,16 @@ from .protocol import (GraphPass, PassResult, RewriteContext, detach, region_rec
                        register_pass)
 
 ELEMENTWISE_OPS = CHANNEL_LOCAL_OPS         # each output element from the same input elements
+# Ops that compute each item of the batch axis from that item alone (pools, normalisations over
+# the other axes, and pads and block moves that leave the batch axis as it is): cut along the
+# batch like elementwise ops (``per_item``), never viewed (their other axes are not layout-blind).
+# A pool reading the model's own batch-2 input runs per item on Vela 3's batch 1. (Transposes
+# are ``transpose_views``'.)
+PER_ITEM_OPS = frozenset({
+    "AveragePool", "MaxPool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool",
+    "BatchNormalization", "InstanceNormalization", "LRN", "LpNormalization", "LogSoftmax",
+    "Hardmax", "Pad", "DepthToSpace", "SpaceToDepth",
+})
 MAX_ROUNDS = 64                             # a chain of pointwise ops moves one op per round
 
 
@@ -52,6 +62,44 @@ class PiecePlan:
     ranges: list[tuple[int, int]]           # [start, stop) of each piece on it
     after_split: bool                       # the pieces are those of the Split reading it
     shares: list[str]                       # per input: "shared" | "constant" | "cut"
+
+
+def per_item(node: gs.Node, opset: int) -> bool:
+    """Does the op compute each item of axis 0 from that item alone (``PER_ITEM_OPS``, with
+    the attributes that keep it so)? A BatchNormalization with a momentum before opset 14 is
+    not taken: onnx's reference evaluator runs that form on the batch's statistics."""
+    out = node.outputs[0] if len(node.outputs) == 1 else None
+    if node.op not in PER_ITEM_OPS or out is None or out.shape is None:
+        return False
+    rank = len(out.shape)
+    if node.op in ("LogSoftmax", "Hardmax", "LpNormalization"):
+        # over the axis (opset 13 on) or every axis from it (before): per item unless it is 0;
+        # the default (1 before opset 13, -1 since) never is
+        return int(node.attrs.get("axis", -1)) % rank != 0
+    if node.op == "BatchNormalization":
+        return not node.attrs.get("training_mode", 0) and \
+            (opset >= 14 or "momentum" not in node.attrs)
+    if node.op == "Pad":
+        return _pads_leave_batch(node, rank)
+    return True
+
+
+def _pads_leave_batch(node: gs.Node, rank: int) -> bool:
+    """A Pad that adds nothing on axis 0 (constant pads, and axes, where given)."""
+    pads = node.attrs.get("pads")
+    if pads is None and len(node.inputs) > 1:
+        value = constant_value(node.inputs[1])
+        pads = None if value is None else [int(v) for v in np.asarray(value).ravel()]
+    if pads is None:
+        return False
+    axes = list(range(rank))
+    if len(node.inputs) > 3 and node.inputs[3].name:
+        value = constant_value(node.inputs[3])
+        if value is None:
+            return False
+        axes = [int(a) % rank for a in np.asarray(value).ravel()]
+    half = len(pads) // 2
+    return all(pads[i] == 0 and pads[i + half] == 0 for i, a in enumerate(axes) if a == 0)
 
 
 def _split_ranges(split: gs.Node, axis: int, rank: int) -> list[tuple[int, int]] | None:
@@ -184,14 +232,19 @@ class PiecewiseOps(GraphPass):
         for _ in range(MAX_ROUNDS):
             changed = False
             for node in list(ctx.graph.nodes):
-                if node.op not in ELEMENTWISE_OPS or len(node.outputs) != 1 or node.domain:
+                elementwise = node.op in ELEMENTWISE_OPS
+                if not (elementwise or per_item(node, ctx.opset)) or len(node.outputs) != 1 \
+                        or node.domain:
                     continue
                 offences = tensor_offences(node, ctx.target)
                 if not offences:
                     continue
+                if not elementwise and (offences[0].violation.rule != "max_tensor_batch" or
+                                        _pieces_over_rank(node, ctx)):
+                    continue    # a per-item op is cut along the batch only, into pieces it holds
                 plan = plan_pieces(node, offences[0], ctx)
-                if isinstance(plan, Decline) and "not static" in plan.reason or \
-                        isinstance(plan, PiecePlan) and _pieces_over_rank(node, ctx):
+                if elementwise and (isinstance(plan, Decline) and "not static" in plan.reason or
+                                    isinstance(plan, PiecePlan) and _pieces_over_rank(node, ctx)):
                     views = plan_views(node, offences[0], ctx)
                     plan = views if isinstance(plan, Decline) or \
                         not isinstance(views, Decline) else plan

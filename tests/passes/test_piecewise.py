@@ -8,6 +8,7 @@ on onnxruntime, bit for bit: elementwise ops on pieces and a batch split are exa
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -180,3 +181,58 @@ def test_a_5d_op_over_the_batch_runs_on_views_not_5d_pieces():
     assert all("views" in r.rewrite for r in report.records)
     assert op_count(out, "Split") == 0 and op_count(out, "Concat") == 0
     assert_same(model, out, 2, size=(3, 5, 6))
+
+
+def one_op_model(op: str, shape: list, attrs: dict, extra: list | None = None,
+                 opset: int = 17) -> onnx.ModelProto:
+    """x -> op(x, *extra constants) -> y, shapes inferred."""
+    inits = [numpy_helper.from_array(np.asarray(v), f"c{i}") for i, v in enumerate(extra or [])]
+    node = helper.make_node(op, ["x", *(t.name for t in inits)], ["y"], name=op.lower(), **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                        None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return onnx.shape_inference.infer_shapes(model)
+
+
+BATCH_1_RANK_4 = {"name": "b1-r4", "max_tensor_batch": 1, "max_tensor_rank": 4}
+C = 4
+PER_ITEM_CASES = [
+    ("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2]), None),
+    ("MaxPool", dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]), None),
+    ("GlobalAveragePool", {}, None),
+    ("InstanceNormalization", {}, [np.ones(C, np.float32) * 1.5, np.full(C, 0.25, np.float32)]),
+    ("BatchNormalization", {}, [np.full(C, 2.0, np.float32), np.zeros(C, np.float32),
+                               np.full(C, 0.5, np.float32), np.full(C, 4.0, np.float32)]),
+    ("Pad", dict(mode="reflect"), [np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64)]),
+    ("LogSoftmax", dict(axis=1), None),
+    ("DepthToSpace", dict(blocksize=2), None),
+    ("LRN", dict(size=3), None),
+]
+
+
+@pytest.mark.parametrize("op,attrs,extra", PER_ITEM_CASES, ids=[c[0] for c in PER_ITEM_CASES])
+def test_an_op_over_the_models_batch_2_input_runs_per_item(op, attrs, extra):
+    """Pools, normalisations over the other axes, pads and block moves that leave the batch be:
+    each item is computed from itself alone, so on a batch-1 engine the op runs per item of the
+    model's own batch-2 input (Split reads any batch), joined by Concat. Bit-exact."""
+    model = one_op_model(op, [2, C, 6, 8], attrs, extra)
+    assert cr.check(model, BATCH_1_RANK_4).remaining
+    out, report = cr.rewrite(model, BATCH_1_RANK_4)
+    assert report.status == "ok", report.render()
+    (record,) = report.records
+    assert record.pass_name == "piecewise" and "2 pieces of 1 on axis 0" in record.rewrite
+    x = np.random.default_rng(5).uniform(-1, 1, (2, C, 6, 8)).astype(np.float32)
+    np.testing.assert_array_equal(run(out, {"x": x})[0], run(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize("op,attrs,extra,opset,why", [
+    ("Pad", {}, [np.array([1, 0, 1, 1, 0, 0, 1, 1], np.int64)], 17, "pads the batch axis"),
+    ("LogSoftmax", dict(axis=0), None, 17, "normalises over the batch"),
+    ("BatchNormalization", dict(momentum=0.9), [np.ones(C, np.float32)] * 4, 9,
+     "a momentum before opset 14: the reference evaluator takes batch statistics"),
+])
+def test_an_op_that_mixes_items_is_not_cut(op, attrs, extra, opset, why):
+    model = one_op_model(op, [2, C, 6, 8], attrs, extra, opset)
+    _, report = cr.rewrite(model, BATCH_1_RANK_4, verify=False)
+    assert not report.records, why
