@@ -128,7 +128,7 @@ class RelaxBuilder:
         self.call = call
         self.bindings = 0
         # a computed weight's views, made once: id -> (weight, expression)
-        self._layouts: dict[int, tuple] = {}
+        self._views: dict[int, tuple] = {}
 
     def _emit(self, expr, name: str = ""):
         self.bindings += 1
@@ -191,13 +191,13 @@ class RelaxBuilder:
         if weight.values is not None:
             return relax.const(np.ascontiguousarray(weight.values[index]))
         expr = weight.expr
-        made = self._layouts.get(id(weight))
+        made = self._views.get(id(weight))
         if made is not None and made[0] is weight:
             expr = made[1]
         elif weight.views:
             for kind, argument in weight.views:
                 expr = self._view(expr, kind, argument, stem)
-            self._layouts[id(weight)] = (weight, expr)
+            self._views[id(weight)] = (weight, expr)
         axes, begin, end, strides, picks = [], [], [], [], []
         for axis, part in enumerate(index):
             if part == slice(None):

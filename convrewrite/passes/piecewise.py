@@ -182,11 +182,13 @@ def plan_pieces(node: gs.Node, offence: TensorOffence, ctx: RewriteContext) -> P
 @dataclass
 class ViewForm:
     groups: list[tuple[int, int]]           # of the output's axes, each one axis of the views
-    symbolic: int                           # the output axis holding the batch symbol
+    symbolic: int | None                    # the output axis holding the batch symbol (None:
+    #                                         a static batch, views for a rank the pieces lack)
 
 
 def plan_views(node: gs.Node, offence: TensorOffence, ctx: RewriteContext) -> ViewForm | Decline:
-    """The rank-3 view form of an op over a batch the pieces cannot cut (symbolic)."""
+    """The rank-3 view form of an op over a batch the pieces cannot cut (symbolic), or whose
+    pieces would be over the target's rank (static)."""
     out = node.outputs[0]
     if offence.violation.rule != "max_tensor_batch" or node.op in PER_AXIS_OPS:
         return Decline("the axis over the limit is not static on the op's output")
@@ -208,7 +210,7 @@ def plan_views(node: gs.Node, offence: TensorOffence, ctx: RewriteContext) -> Vi
     groups = broadcast_groups(extents, shapes, view_limits(ctx.target))
     if isinstance(groups, Decline):
         return groups
-    return missing_ops(ctx.target, ["Reshape"]) or ViewForm(groups, 0)
+    return missing_ops(ctx.target, ["Reshape"]) or ViewForm(groups, 0 if symbolic else None)
 
 
 def _pieces_over_rank(node: gs.Node, ctx: RewriteContext) -> bool:
@@ -332,17 +334,15 @@ class PiecewiseOps(GraphPass):
                                 if v == -1 else v for v, (a, z) in zip(view, plan.groups)]
                 inputs.append(viewed)
         extents = target_shape(out.shape)
-        static = isinstance(out.shape[0], int)
-        shape = [merged_batch(out.shape[0], int(np.prod(extents[a:z])))
-                 if a == plan.symbolic and not static else int(np.prod(extents[a:z]))
-                 for a, z in plan.groups]
+        shape = [merged_batch(out.shape[0], int(np.prod(extents[a:z]))) if a == plan.symbolic
+                 else int(np.prod(extents[a:z])) for a, z in plan.groups]
         result = b.variable(f"{base}/viewed.out", out, shape)
         b.node(node.op, ctx.fresh(f"{base}/viewed"), dict(node.attrs), inputs, [result])
-        b.reshape(result, [-1 if a == plan.symbolic and not static else e
-                           for a, e in enumerate(extents)],
+        b.reshape(result, [-1 if a == plan.symbolic else e for a, e in enumerate(extents)],
                   f"{base}/view_out", f"{base}/view_out.shape", out=out)
         how = (f"{node.op} over [{', '.join(map(str, shape))}] views (rank {len(shape)}: no "
-               "batch to limit; " + (f"no {len(out.shape)}-D piece to hold)" if static else
+               "batch to limit; " + (f"no {len(out.shape)}-D piece to hold)"
+                                     if plan.symbolic is None else
                                      f"the batch {out.shape[0]} stays symbolic)"))
         data = [t for t in data_inputs(node) if constant_value(t) is None] or \
             data_inputs(node)[:1]

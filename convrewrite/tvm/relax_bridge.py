@@ -108,11 +108,12 @@ class Bridged:
         return "; ".join(f"{r.pass_name}: {r.rewrite}" for r in self.records)
 
 
-def lower_model(model: onnx.ModelProto, call, target: Target, passes,
+def lower_model(model: onnx.ModelProto, call, target: Target,
                 graph_passes) -> Bridged | Decline:
-    """``model`` (``call`` as ``conv_as_onnx`` wrote it) rewritten by the ONNX passes and
-    imported back as a Relax module; or the reason the conv stays as it is."""
-    rewritten, result = rewrite_model(model, target, passes, graph_passes=graph_passes)
+    """``model`` (``call`` as ``conv_as_onnx`` wrote it) rewritten by the ONNX ``graph_passes``
+    (no conv lowering: those run natively) and imported back as a Relax module; or the reason
+    the conv stays as it is."""
+    rewritten, result = rewrite_model(model, target, (), graph_passes=graph_passes)
     if not result.records:
         return Decline(NOT_REWRITTEN)
     if has_own_ops(rewritten):
@@ -179,7 +180,7 @@ def bridge_pass(name: str, target, graph_passes, log: LoweringLog | None = None,
             model = conv_as_onnx(call)
             if isinstance(model, Decline) or not _depthwise(model):
                 return call
-            lowered = lower_model(model, call, target, (), graph_passes)
+            lowered = lower_model(model, call, target, graph_passes)
             if isinstance(lowered, Decline):
                 if lowered.reason != NOT_REWRITTEN:
                     log.kept.append(f"{_describe(call)}: {lowered}")
